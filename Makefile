@@ -1,0 +1,72 @@
+# diffuse: build the library, the `diffuse` command, the tests and the benchmarks.
+#   make            library + command (portable: no -march=native)
+#   make test       install missing Debian packages, build, run every test
+#   make asan       the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make bench      the benchmark table
+#   make NATIVE=1   also tune for this CPU (-march=native); WERROR=1 turns warnings into errors
+
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O3
+CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp -fno-math-errno \
+           -Iinclude -Isrc $(EXTRA_CFLAGS)
+ifeq ($(NATIVE),1)
+CFLAGS  += -march=native
+endif
+ifeq ($(WERROR),1)
+CFLAGS  += -Werror
+endif
+LDLIBS  := -fopenmp -lopenblas -lcjson -lm $(EXTRA_LDLIBS)
+
+# Files named *_real.c are written once for a `real` type and compiled twice: float32 (the library's
+# compute) and float64 (the reference path that gradient checks run in).
+LIB_SRC  := $(filter-out %_real.c,$(wildcard src/*.c))
+REAL_SRC := $(wildcard src/*_real.c)
+LIB_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/src/%.o) \
+            $(REAL_SRC:src/%.c=$(BUILD)/src/%_f32.o) $(REAL_SRC:src/%.c=$(BUILD)/src/%_f64.o)
+CLI_SRC  := $(wildcard cli/*.c)
+TEST_SRC := $(wildcard tests/*.c)
+BENCH_SRC:= $(wildcard bench/*.c)
+HDRS     := $(wildcard include/*.h src/*.h tests/*.h cli/*.h)
+
+.PHONY: all test asan bench deps clean run
+all: $(BUILD)/libdiffuse.a $(BUILD)/diffuse $(BUILD)/test_diffuse $(BUILD)/bench_diffuse
+
+$(BUILD)/src/%.o: src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+$(BUILD)/src/%_f32.o: src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DDF_REAL_F64=0 -c $< -o $@
+$(BUILD)/src/%_f64.o: src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DDF_REAL_F64=1 -c $< -o $@
+$(BUILD)/libdiffuse.a: $(LIB_OBJ)
+	ar rcs $@ $^
+$(BUILD)/diffuse: $(CLI_SRC) $(BUILD)/libdiffuse.a $(HDRS)
+	$(CC) $(CFLAGS) $(CLI_SRC) $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
+$(BUILD)/test_diffuse: $(TEST_SRC) $(BUILD)/libdiffuse.a $(HDRS)
+	$(CC) $(CFLAGS) $(TEST_SRC) $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
+$(BUILD)/bench_diffuse: $(BENCH_SRC) $(BUILD)/libdiffuse.a $(HDRS)
+	$(CC) $(CFLAGS) $(BENCH_SRC) $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
+
+deps:
+	@sh scripts/deps.sh
+
+# The README's test command. Order: packages, a warnings-as-errors build, the suite, the sanitizer suite.
+test: deps
+	$(MAKE) WERROR=1 all
+	$(BUILD)/test_diffuse
+	$(MAKE) asan
+
+asan:
+	$(MAKE) BUILD=build-asan OPT=-O1 WERROR=1 \
+	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  EXTRA_LDLIBS="-fsanitize=address,undefined" build-asan/test_diffuse
+	ASAN_OPTIONS=detect_leaks=1 DIFFUSE_QUICK=1 build-asan/test_diffuse
+
+bench: deps all
+	$(BUILD)/bench_diffuse
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,110 @@
+/* Error messages, aligned allocation and whole-file I/O used across the library.
+ * Files are written atomically (temporary name, fsync, rename) so a crash never leaves half a file. */
+#define _POSIX_C_SOURCE 200809L
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static _Thread_local char last_error[512];
+
+const char *df_error(void) { return last_error; }
+
+const char *df_status_name(df_status s) {
+    static const char *names[] = {"ok", "io error", "format error", "config error",
+                                  "shape error", "invalid argument", "out of memory"};
+    _Static_assert(sizeof(names) / sizeof(names[0]) == DF_STATUS_COUNT, "status name table");
+    return (unsigned)s < DF_STATUS_COUNT ? names[s] : "unknown status";
+}
+
+df_status df_fail(df_status s, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+void *df_alloc_aligned(size_t bytes) {
+    void *p = NULL;
+    if (bytes == 0) bytes = 64;
+    if (posix_memalign(&p, 64, (bytes + 63) & ~(size_t)63) != 0) return NULL;
+    return p;
+}
+
+void df_free_aligned(void *p) { free(p); }
+
+df_status df_read_file(const char *path, char **data, size_t *len) {
+    *data = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return df_fail(DF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return df_fail(DF_ERR_IO, "%s: not a regular file", path);
+    }
+    size_t n = (size_t)st.st_size;
+    char *buf = malloc(n + 1);
+    if (!buf) {
+        fclose(f);
+        return df_fail(DF_ERR_NOMEM, "%s: out of memory reading %zu bytes", path, n);
+    }
+    size_t got = fread(buf, 1, n, f);
+    int err = ferror(f);
+    fclose(f);
+    if (got != n || err) {
+        free(buf);
+        return df_fail(DF_ERR_IO, "%s: short read (%zu of %zu bytes)", path, got, n);
+    }
+    buf[n] = 0;
+    *data = buf;
+    *len = n;
+    return DF_OK;
+}
+
+df_status df_write_file_atomic(const char *path, const void *data, size_t len) {
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
+        return df_fail(DF_ERR_ARG, "%s: path too long", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return df_fail(DF_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            int e = errno;
+            close(fd);
+            unlink(tmp);
+            return df_fail(DF_ERR_IO, "%s: write failed: %s", path, strerror(e));
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return df_fail(DF_ERR_IO, "%s: cannot flush: %s", path, strerror(e));
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return df_fail(DF_ERR_IO, "%s: cannot rename into place: %s", path, strerror(e));
+    }
+    return DF_OK;
+}
+
+/* GNU OpenMP threads spin while they wait for work; on a machine whose other core is busy that turns a
+ * 1 s step into 10 s. libgomp reads its wait policy before main(), so a program that wants passive
+ * waiting (and the user has not chosen) sets it and restarts itself once. */
+void df_prefer_passive_threads(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") || !argv || !argv[0]) return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
+    execv("/proc/self/exe", argv);   /* returns only on failure: carry on with the default policy */
+}

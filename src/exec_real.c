@@ -1,0 +1,158 @@
+/* Replays the U-Net tape: forward in order, backward in reverse through one switch. Compiled for
+ * float (the library) and double (the reference path of the gradient checks). */
+#include "ops_real.h"
+
+#include <string.h>
+
+#define VAL(buf, id) ((buf) + g->vals[id].off)
+#define NUMEL(id) ((size_t)g->vals[id].n * g->vals[id].c * g->vals[id].h * g->vals[id].w)
+#define HW(id) (g->vals[id].h * g->vals[id].w)
+#define PARAM(buf, id) ((id) >= 0 ? (buf) + g->params[id].off : NULL)
+
+void RF(unet_forward)(const unet_graph *g, const real *params, real *act, real *scratch, const real *t,
+                      const int *labels, uint64_t dropout_seed) {
+    const size_t per = g->scratch_size;
+    for (int i = 0; i < g->nnodes; i++) {
+        const gnode *d = &g->nodes[i];
+        real *y = VAL(act, d->out);
+        const gvalue *o = &g->vals[d->out];
+        const real *x = d->in[0] >= 0 ? VAL(act, d->in[0]) : NULL;
+        const real *x1 = d->in[1] >= 0 ? VAL(act, d->in[1]) : NULL;
+        const real *w = PARAM(params, d->w), *b = PARAM(params, d->b);
+        switch (d->op) {
+        case OP_CONV:
+            RF(conv_forward)(y, x, w, b, o->n, &d->conv, scratch, per);
+            break;
+        case OP_LINEAR:
+            RF(linear_forward)(y, x, w, b, o->n, g->vals[d->in[0]].c, o->c);
+            break;
+        case OP_GROUPNORM: {
+            real *mean = act + d->saved, *rstd = mean + (size_t)o->n * d->iarg[0];
+            RF(groupnorm_forward)(y, mean, rstd, x, w, b, o->n, o->c, o->h * o->w, d->iarg[0], d->farg[0]);
+            break;
+        }
+        case OP_SILU:
+            RF(silu_forward)(y, x, NUMEL(d->out));
+            break;
+        case OP_TIMESTEP:
+            if (d->iarg[2] == 0) {
+                RF(timestep_forward)(y, t, o->n, o->c, d->iarg[0], d->farg[0]);
+            } else {
+                real lab[o->n];
+                for (int j = 0; j < o->n; j++) lab[j] = (real)labels[j];
+                RF(timestep_forward)(y, lab, o->n, o->c, d->iarg[0], d->farg[0]);
+            }
+            break;
+        case OP_EMBED:
+            RF(embed_forward)(y, w, labels, o->n, o->c);
+            break;
+        case OP_UPSAMPLE:
+            RF(upsample_forward)(y, x, o->n * o->c, o->h / 2, o->w / 2);
+            break;
+        case OP_AVGPOOL:
+            RF(avgpool_forward)(y, x, o->n * o->c, o->h * 2, o->w * 2);
+            break;
+        case OP_CONCAT:
+            RF(concat_forward)(y, x, x1, o->n, g->vals[d->in[0]].c, g->vals[d->in[1]].c, o->h * o->w);
+            break;
+        case OP_ADD:
+            RF(add_forward)(y, x, x1, d->farg[0], NUMEL(d->out));
+            break;
+        case OP_ADD_NC:
+            RF(add_nc_forward)(y, x, x1, o->n, o->c, o->h * o->w);
+            break;
+        case OP_SCALE_SHIFT:
+            RF(scale_shift_forward)(y, x, x1, o->n, o->c, o->h * o->w);
+            break;
+        case OP_ATTENTION: {
+            int heads = d->iarg[0];
+            RF(attention_forward)(y, act + d->saved, x, x1, VAL(act, d->in[2]), o->n, heads, o->c / heads,
+                                  o->h * o->w, d->farg[0]);
+            break;
+        }
+        case OP_DROPOUT:
+            if (dropout_seed)
+                RF(dropout_forward)(y, act + d->saved, x, NUMEL(d->out), d->farg[0], dropout_seed + (uint64_t)i);
+            else {   /* eval: identity, with a mask of ones so a backward pass stays exact */
+                real *m = act + d->saved;
+                for (size_t j = 0; j < NUMEL(d->out); j++) m[j] = 1;
+                memcpy(y, x, sizeof(real) * NUMEL(d->out));
+            }
+            break;
+        case OP_AFFINE:
+            RF(affine_forward)(y, x, d->farg[0], d->farg[1], NUMEL(d->out));
+            break;
+        case OP_COUNT:
+            DF_ASSERT(0);
+        }
+    }
+}
+
+void RF(unet_backward)(const unet_graph *g, const real *params, real *dparams, const real *act, real *dact,
+                       real *scratch, const int *labels) {
+    const size_t per = g->scratch_size;
+    for (int i = g->nnodes - 1; i >= 0; i--) {
+        const gnode *d = &g->nodes[i];
+        const gvalue *o = &g->vals[d->out];
+        const real *dy = VAL(dact, d->out);
+        const real *x = d->in[0] >= 0 ? VAL(act, d->in[0]) : NULL;
+        const real *x1 = d->in[1] >= 0 ? VAL(act, d->in[1]) : NULL;
+        real *dx = d->in[0] >= 0 ? VAL(dact, d->in[0]) : NULL;
+        real *dx1 = d->in[1] >= 0 ? VAL(dact, d->in[1]) : NULL;
+        const real *w = PARAM(params, d->w);
+        real *dw = PARAM(dparams, d->w), *db = PARAM(dparams, d->b);
+        switch (d->op) {
+        case OP_CONV:
+            RF(conv_backward)(dx, dw, db, dy, x, w, o->n, &d->conv, scratch, per);
+            break;
+        case OP_LINEAR:
+            RF(linear_backward)(dx, dw, db, dy, x, w, o->n, g->vals[d->in[0]].c, o->c);
+            break;
+        case OP_GROUPNORM: {
+            const real *mean = act + d->saved, *rstd = mean + (size_t)o->n * d->iarg[0];
+            RF(groupnorm_backward)(dx, dw, db, dy, x, mean, rstd, w, o->n, o->c, o->h * o->w, d->iarg[0]);
+            break;
+        }
+        case OP_SILU:
+            RF(silu_backward)(dx, dy, x, NUMEL(d->out));
+            break;
+        case OP_TIMESTEP:
+            break;   /* timesteps and labels are data, not parameters */
+        case OP_EMBED:
+            RF(embed_backward)(dw, dy, labels, o->n, o->c);
+            break;
+        case OP_UPSAMPLE:
+            RF(upsample_backward)(dx, dy, o->n * o->c, o->h / 2, o->w / 2);
+            break;
+        case OP_AVGPOOL:
+            RF(avgpool_backward)(dx, dy, o->n * o->c, o->h * 2, o->w * 2);
+            break;
+        case OP_CONCAT:
+            RF(concat_backward)(dx, dx1, dy, o->n, g->vals[d->in[0]].c, g->vals[d->in[1]].c, o->h * o->w);
+            break;
+        case OP_ADD:
+            RF(add_backward)(dx, dx1, dy, d->farg[0], NUMEL(d->out));
+            break;
+        case OP_ADD_NC:
+            RF(add_nc_backward)(dx, dx1, dy, o->n, o->c, o->h * o->w);
+            break;
+        case OP_SCALE_SHIFT:
+            RF(scale_shift_backward)(dx, dx1, dy, x, x1, o->n, o->c, o->h * o->w);
+            break;
+        case OP_ATTENTION: {
+            int heads = d->iarg[0];
+            RF(attention_backward)(dx, dx1, VAL(dact, d->in[2]), dy, act + d->saved, x, x1, VAL(act, d->in[2]),
+                                   o->n, heads, o->c / heads, o->h * o->w, d->farg[0], scratch, per);
+            break;
+        }
+        case OP_DROPOUT:
+            RF(dropout_backward)(dx, dy, act + d->saved, NUMEL(d->out));
+            break;
+        case OP_AFFINE:
+            RF(affine_backward)(dx, dy, d->farg[0], NUMEL(d->out));
+            break;
+        case OP_COUNT:
+            DF_ASSERT(0);
+        }
+    }
+}

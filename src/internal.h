@@ -1,0 +1,40 @@
+/* Internal helpers shared by the library's modules: error reporting, assertions, allocation.
+ * Not part of the public API. */
+#ifndef DF_INTERNAL_H
+#define DF_INTERNAL_H
+
+#include "diffuse.h"
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Record a failure message (printf-style) for df_error() and return `s`, so callers can write
+ * `return df_fail(DF_ERR_IO, "%s: cannot open", path);`. */
+df_status df_fail(df_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Bugs, not bad input: assertions stay on in release builds and say where they tripped. */
+#define DF_ASSERT(c)                                                                     \
+    do {                                                                                 \
+        if (!(c)) {                                                                      \
+            fprintf(stderr, "diffuse: assertion failed at %s:%d: %s\n", __FILE__, __LINE__, #c); \
+            abort();                                                                     \
+        }                                                                                \
+    } while (0)
+
+#define DF_COUNTOF(a) ((int)(sizeof(a) / sizeof((a)[0])))
+#define DF_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define DF_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* 64-byte aligned allocation (for vector loads); free with df_free_aligned. NULL on failure. */
+void *df_alloc_aligned(size_t bytes);
+void  df_free_aligned(void *p);
+
+/* Read a whole file into a NUL-terminated malloc'd buffer. */
+df_status df_read_file(const char *path, char **data, size_t *len);
+
+/* Write `len` bytes to `path` atomically: into "<path>.tmp.<pid>", fsync, rename over `path`. */
+df_status df_write_file_atomic(const char *path, const void *data, size_t len);
+
+/* For programs (not the library): restart once with OMP_WAIT_POLICY=passive unless the user set it. */
+void df_prefer_passive_threads(char **argv);
+
+#endif

@@ -1,0 +1,380 @@
+/* The public model API: create with diffusers' default init, load and save diffusers model directories,
+ * forward and backward through the float32 tape. One block each for parameters, gradients, activations. */
+#define _POSIX_C_SOURCE 200809L
+#define DF_REAL_F64 0
+#include "ops_real.h"
+#include "safetensors.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct df_model {
+    df_unet_config cfg;
+    unet_graph     g;            /* parameter table + tape for the current (n, h, w) */
+    float         *params, *grads;
+    float         *act, *dact, *scratch;
+    size_t         act_cap, dact_cap, scratch_cap;
+    float         *t;            /* timesteps of the last forward */
+    int           *labels;       /* labels of the last forward (NULL if unconditional) */
+    int            t_cap;
+    int            have_forward; /* the activations hold a forward pass that backward can use */
+    int            train;
+    df_rng        *rng;
+    uint64_t       dropout_seed;
+};
+
+static int num_threads;   /* 0: OpenMP's default */
+
+void df_set_num_threads(int n) {
+    num_threads = n > 0 ? n : 0;
+    omp_set_num_threads(n > 0 ? n : omp_get_num_procs());
+}
+
+int df_get_num_threads(void) { return num_threads ? num_threads : omp_get_max_threads(); }
+
+/* The library's own OpenMP threads split work over images; BLAS runs single-threaded inside them, so
+ * there is one pool and no nested oversubscription. */
+static void blas_single_thread(void) { openblas_set_num_threads(1); }
+
+static df_status ensure_graph(df_model *m, int n, int h, int w) {
+    if (m->g.nodes && m->g.n == n && m->g.h == h && m->g.w == w) return DF_OK;
+    unet_graph g;
+    df_status st = unet_build(&m->cfg, n, h, w, &g);
+    if (st) return st;
+    DF_ASSERT(!m->params || g.nparam_values == m->g.nparam_values);
+    size_t threads = (size_t)omp_get_max_threads();
+    size_t scratch = g.scratch_size * threads;
+    if (g.act_size > m->act_cap) {
+        df_free_aligned(m->act);
+        df_free_aligned(m->dact);
+        m->dact = NULL;
+        m->dact_cap = 0;
+        m->act = df_alloc_aligned(g.act_size * sizeof(float));
+        m->act_cap = m->act ? g.act_size : 0;
+    }
+    if (scratch > m->scratch_cap) {
+        df_free_aligned(m->scratch);
+        m->scratch = df_alloc_aligned(scratch * sizeof(float));
+        m->scratch_cap = m->scratch ? scratch : 0;
+    }
+    if (n > m->t_cap) {
+        free(m->t);
+        free(m->labels);
+        m->t = malloc(sizeof(float) * (size_t)n);
+        m->labels = malloc(sizeof(int) * (size_t)n);
+        m->t_cap = (m->t && m->labels) ? n : 0;
+    }
+    if (!m->act || !m->scratch || !m->t_cap) {
+        unet_graph_free(&g);
+        return df_fail(DF_ERR_NOMEM, "out of memory for a batch of %d images of %dx%d (%.1f MB of activations)",
+                       n, h, w, g.act_size * 4.0 / 1e6);
+    }
+    unet_graph_free(&m->g);
+    m->g = g;
+    m->have_forward = 0;
+    return DF_OK;
+}
+
+static df_status model_new(const df_unet_config *cfg, df_model **out) {
+    *out = NULL;
+    df_status st = df_unet_config_validate(cfg);
+    if (st) return st;
+    blas_single_thread();
+    df_model *m = calloc(1, sizeof *m);
+    if (!m) return df_fail(DF_ERR_NOMEM, "out of memory");
+    m->cfg = *cfg;
+    int f = 1 << (cfg->num_levels - 1);
+    int size = cfg->sample_size > 0 ? cfg->sample_size : f;
+    st = ensure_graph(m, 1, size, size);
+    if (st) {
+        df_model_free(m);
+        return st;
+    }
+    size_t np = m->g.nparam_values;
+    m->params = df_alloc_aligned(np * sizeof(float));
+    m->grads = df_alloc_aligned(np * sizeof(float));
+    if (!m->params || !m->grads) {
+        df_model_free(m);
+        return df_fail(DF_ERR_NOMEM, "out of memory for %zu parameters", np);
+    }
+    memset(m->grads, 0, np * sizeof(float));
+    *out = m;
+    return DF_OK;
+}
+
+void df_model_free(df_model *m) {
+    if (!m) return;
+    unet_graph_free(&m->g);
+    df_free_aligned(m->params);
+    df_free_aligned(m->grads);
+    df_free_aligned(m->act);
+    df_free_aligned(m->dact);
+    df_free_aligned(m->scratch);
+    free(m->t);
+    free(m->labels);
+    free(m);
+}
+
+df_status df_model_create(const df_unet_config *cfg, uint64_t seed, df_model **out) {
+    df_status st = model_new(cfg, out);
+    if (st) return st;
+    df_model *m = *out;
+    df_rng rng;
+    df_rng_init(&rng, seed);
+    /* PyTorch's defaults, which diffusers keeps: kaiming_uniform(a=sqrt(5)) for weights and the same
+     * bound for biases, i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)); GroupNorm 1 and 0; Embedding N(0, 1). */
+    for (int i = 0; i < m->g.nparams; i++) {
+        const gparam *p = &m->g.params[i];
+        float *v = m->params + p->off;
+        switch (p->init) {
+        case INIT_FANIN_UNIFORM: {
+            float bound = (float)(1.0 / sqrt((double)p->fan_in));
+            df_rng_fill_uniform(&rng, v, p->numel, -bound, bound);
+            break;
+        }
+        case INIT_ONE:
+            for (size_t j = 0; j < p->numel; j++) v[j] = 1;
+            break;
+        case INIT_ZERO:
+            memset(v, 0, p->numel * sizeof(float));
+            break;
+        case INIT_NORMAL:
+            df_rng_fill_normal(&rng, v, p->numel);
+            break;
+        }
+    }
+    return DF_OK;
+}
+
+/* diffusers' older attention blocks named the projections query/key/value/proj_attn. */
+static int legacy_name(const char *name, char *out, size_t cap) {
+    static const char *const map[][2] = {
+        {".to_q.", ".query."}, {".to_k.", ".key."}, {".to_v.", ".value."}, {".to_out.0.", ".proj_attn."}};
+    for (int i = 0; i < 4; i++) {
+        const char *at = strstr(name, map[i][0]);
+        if (!at) continue;
+        snprintf(out, cap, "%.*s%s%s", (int)(at - name), name, map[i][1], at + strlen(map[i][0]));
+        return 1;
+    }
+    return 0;
+}
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+df_status df_model_load(const char *dir, df_model **out) {
+    *out = NULL;
+    char path[4096];
+    df_unet_config cfg;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    df_status st = df_unet_config_load(path, &cfg);
+    if (st) return st;
+    snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
+    if (!file_exists(path)) snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (!file_exists(path))
+        return df_fail(DF_ERR_IO, "%s: no diffusion_pytorch_model.safetensors or model.safetensors", dir);
+    st_file f;
+    st = st_open(path, &f);
+    if (st) return st;
+    df_model *m;
+    st = model_new(&cfg, &m);
+    if (st) {
+        st_close(&f);
+        return st;
+    }
+    int used = 0;
+    for (int i = 0; i < m->g.nparams && !st; i++) {
+        const gparam *p = &m->g.params[i];
+        const st_tensor *t = st_find(&f, p->name);
+        char alt[160];
+        if (!t && legacy_name(p->name, alt, sizeof alt)) t = st_find(&f, alt);
+        if (!t) {
+            st = df_fail(DF_ERR_SHAPE, "%s: missing tensor %s", path, p->name);
+            break;
+        }
+        used++;
+        /* A Linear stored as a 1x1 convolution (or the reverse) holds the same numbers. */
+        int ok = st_numel(t) == (int64_t)p->numel;
+        if (ok && t->ndim != p->ndim) {
+            int64_t tail = 1;
+            for (int d = 2; d < t->ndim; d++) tail *= t->shape[d];
+            ok = p->ndim == 2 && t->ndim == 4 && tail == 1 && t->shape[0] == p->shape[0];
+        } else if (ok) {
+            for (int d = 0; d < t->ndim; d++) ok &= t->shape[d] == p->shape[d];
+        }
+        if (!ok) {
+            char want[64], got[64];
+            int k = 0;
+            for (int d = 0; d < p->ndim; d++) k += snprintf(want + k, sizeof want - k, d ? ", %d" : "%d", p->shape[d]);
+            k = 0;
+            got[0] = 0;
+            for (int d = 0; d < t->ndim && k < (int)sizeof got - 24; d++)
+                k += snprintf(got + k, sizeof got - k, d ? ", %lld" : "%lld", (long long)t->shape[d]);
+            st = df_fail(DF_ERR_SHAPE, "%s: tensor %s has shape [%s], the config needs [%s]", path, p->name, got,
+                         want);
+            break;
+        }
+        st = st_read_f32(&f, t, m->params + p->off, p->numel);
+    }
+    if (!st && used != f.n) {
+        for (int i = 0; i < f.n; i++) {
+            const char *name = f.tensors[i].name;
+            char alt[160];
+            int known = unet_find_param(&m->g, name) >= 0;
+            for (int j = 0; j < m->g.nparams && !known; j++)
+                known = legacy_name(m->g.params[j].name, alt, sizeof alt) && strcmp(alt, name) == 0;
+            if (!known) {
+                st = df_fail(DF_ERR_SHAPE, "%s: unexpected tensor %s (does config.json match the weights?)", path,
+                             name);
+                break;
+            }
+        }
+    }
+    st_close(&f);
+    if (st) {
+        df_model_free(m);
+        return st;
+    }
+    *out = m;
+    return DF_OK;
+}
+
+static df_status make_dir(const char *dir) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) return df_fail(DF_ERR_ARG, "path too long");
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return df_fail(DF_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return df_fail(DF_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
+    return DF_OK;
+}
+
+df_status df_model_save(const df_model *m, const char *dir) {
+    df_status st = make_dir(dir);
+    if (st) return st;
+    int n = m->g.nparams;
+    st_entry *e = calloc((size_t)n, sizeof *e);
+    if (!e) return df_fail(DF_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++) {
+        const gparam *p = &m->g.params[i];
+        e[i].name = p->name;
+        e[i].ndim = p->ndim;
+        for (int d = 0; d < p->ndim; d++) e[i].shape[d] = p->shape[d];
+        e[i].f32 = m->params + p->off;
+    }
+    char path[4096];
+    static const char *const meta[] = {"format", "pt"};
+    snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
+    st = st_write(path, e, n, meta, 1);
+    free(e);
+    if (st) return st;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    return df_unet_config_save(&m->cfg, path);
+}
+
+const df_unet_config *df_model_config(const df_model *m) { return &m->cfg; }
+size_t df_model_num_params(const df_model *m) { return m->g.nparam_values; }
+int df_model_num_tensors(const df_model *m) { return m->g.nparams; }
+float *df_model_params(df_model *m) { return m->params; }
+float *df_model_grads(df_model *m) { return m->grads; }
+
+const char *df_model_tensor_info(const df_model *m, int i, int *ndim, int shape[4], size_t *offset) {
+    if (i < 0 || i >= m->g.nparams) return NULL;
+    const gparam *p = &m->g.params[i];
+    if (ndim) *ndim = p->ndim;
+    if (shape)
+        for (int d = 0; d < 4; d++) shape[d] = p->shape[d];
+    if (offset) *offset = p->off;
+    return p->name;
+}
+
+int df_model_find_tensor(const df_model *m, const char *name) { return unet_find_param(&m->g, name); }
+
+double df_model_flops(const df_model *m, int h, int w) {
+    unet_graph g;
+    if (h <= 0 || w <= 0) h = w = m->cfg.sample_size > 0 ? m->cfg.sample_size : (1 << (m->cfg.num_levels - 1));
+    if (unet_build(&m->cfg, 1, h, w, &g)) return 0;
+    double f = g.flops;
+    unet_graph_free(&g);
+    return f;
+}
+
+void df_model_zero_grad(df_model *m) { memset(m->grads, 0, m->g.nparam_values * sizeof(float)); }
+
+void df_model_set_train(df_model *m, int train, df_rng *rng) {
+    m->train = train;
+    m->rng = rng;
+}
+
+df_status df_model_forward(df_model *m, int n, int h, int w, const float *x, const float *t,
+                           const int *labels, float *eps) {
+    if (!x || !t || !eps) return df_fail(DF_ERR_ARG, "df_model_forward: x, t and eps must not be NULL");
+    if (m->cfg.num_class_embeds > 0 || m->cfg.class_embed_timestep) {
+        if (!labels) return df_fail(DF_ERR_ARG, "this model is class-conditional: class labels are required");
+    } else if (labels) {
+        return df_fail(DF_ERR_ARG, "this model is unconditional: it takes no class labels");
+    }
+    for (int i = 0; labels && m->cfg.num_class_embeds > 0 && i < n; i++)
+        if (labels[i] < 0 || labels[i] >= m->cfg.num_class_embeds)
+            return df_fail(DF_ERR_ARG, "class label %d out of range 0..%d", labels[i], m->cfg.num_class_embeds - 1);
+    df_status st = ensure_graph(m, n, h, w);
+    if (st) return st;
+    const unet_graph *g = &m->g;
+    memcpy(m->t, t, sizeof(float) * (size_t)n);
+    if (labels) memcpy(m->labels, labels, sizeof(int) * (size_t)n);
+    memcpy(m->act + g->vals[g->x].off, x, sizeof(float) * (size_t)n * m->cfg.in_channels * h * w);
+    m->dropout_seed = 0;
+    if (m->train && g->has_dropout && m->rng) m->dropout_seed = ((uint64_t)df_rng_u32(m->rng) << 32 | df_rng_u32(m->rng)) | 1;
+    unet_forward_f32(g, m->params, m->act, m->scratch, m->t, labels ? m->labels : NULL, m->dropout_seed);
+    memcpy(eps, m->act + g->vals[g->out].off, sizeof(float) * (size_t)n * m->cfg.out_channels * h * w);
+    m->have_forward = 1;
+    return DF_OK;
+}
+
+df_status df_model_backward(df_model *m, const float *deps, float *dx) {
+    if (!m->have_forward) return df_fail(DF_ERR_ARG, "df_model_backward: no forward pass to go back through");
+    const unet_graph *g = &m->g;
+    if (g->act_size > m->dact_cap) {
+        df_free_aligned(m->dact);
+        m->dact = df_alloc_aligned(g->act_size * sizeof(float));
+        m->dact_cap = m->dact ? g->act_size : 0;
+        if (!m->dact) return df_fail(DF_ERR_NOMEM, "out of memory for activation gradients");
+    }
+    memset(m->dact, 0, g->act_size * sizeof(float));
+    const gvalue *o = &g->vals[g->out], *xv = &g->vals[g->x];
+    memcpy(m->dact + o->off, deps, sizeof(float) * (size_t)o->n * o->c * o->h * o->w);
+    int conditional = m->cfg.num_class_embeds > 0 || m->cfg.class_embed_timestep;
+    unet_backward_f32(g, m->params, m->grads, m->act, m->dact, m->scratch, conditional ? m->labels : NULL);
+    if (dx) memcpy(dx, m->dact + xv->off, sizeof(float) * (size_t)xv->n * xv->c * xv->h * xv->w);
+    return DF_OK;
+}
+
+df_status df_model_loss_grad(df_model *m, int n, int h, int w, const float *x_t, const float *t,
+                             const int *labels, const float *noise, float *loss) {
+    size_t count = (size_t)n * m->cfg.out_channels * h * w;
+    if (m->cfg.out_channels != m->cfg.in_channels)
+        return df_fail(DF_ERR_CONFIG, "L_simple needs out_channels == in_channels (%d != %d)", m->cfg.out_channels,
+                       m->cfg.in_channels);
+    float *eps = df_alloc_aligned(count * sizeof(float));
+    if (!eps) return df_fail(DF_ERR_NOMEM, "out of memory");
+    df_status st = df_model_forward(m, n, h, w, x_t, t, labels, eps);
+    if (!st) {
+        double l = mse_forward_f32(eps, noise, count);
+        mse_backward_f32(eps, eps, noise, count, 1.0f);   /* eps now holds d(loss)/d(eps) */
+        if (loss) *loss = (float)l;
+        st = df_model_backward(m, eps, NULL);
+    }
+    df_free_aligned(eps);
+    return st;
+}

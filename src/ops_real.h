@@ -1,0 +1,75 @@
+/* The ops: each forward next to its backward. Tensors are (N, C, H, W) row-major, vectors (N, C).
+ * Backward functions add (+=) into every gradient they produce; a NULL gradient pointer is skipped.
+ * `scratch` is per-thread workspace: scratch_per_thread elements for each OpenMP thread. */
+#include "graph.h"
+#include "real.h"
+
+/* Per-thread scratch (in elements) the conv forward and backward need. */
+size_t RF(conv_scratch)(const conv_geom *g);
+void RF(conv_forward)(real *y, const real *x, const real *w, const real *b, int n, const conv_geom *g,
+                      real *scratch, size_t scratch_per_thread);
+void RF(conv_backward)(real *dx, real *dw, real *db, const real *dy, const real *x, const real *w, int n,
+                       const conv_geom *g, real *scratch, size_t scratch_per_thread);
+
+/* y (n, out) = x (n, in) w^T (w is (out, in)) + b */
+void RF(linear_forward)(real *y, const real *x, const real *w, const real *b, int n, int in, int out);
+void RF(linear_backward)(real *dx, real *dw, real *db, const real *dy, const real *x, const real *w, int n,
+                         int in, int out);
+
+/* GroupNorm over (C/G channels x hw) per image and group; saves mean and 1/std, (n*G) each. */
+void RF(groupnorm_forward)(real *y, real *mean, real *rstd, const real *x, const real *gamma,
+                           const real *beta, int n, int c, int hw, int groups, real eps);
+void RF(groupnorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy, const real *x,
+                            const real *mean, const real *rstd, const real *gamma, int n, int c, int hw,
+                            int groups);
+
+void RF(silu_forward)(real *y, const real *x, size_t count);
+void RF(silu_backward)(real *dx, const real *dy, const real *x, size_t count);
+
+/* diffusers' Timesteps: dim sinusoids of t with frequencies exp(-ln(1e4) i / (dim/2 - shift));
+ * [sin, cos], swapped to [cos, sin] when flip; a zero column pads odd dims. No backward (t is data). */
+void RF(timestep_forward)(real *y, const real *t, int n, int dim, int flip, real shift);
+
+void RF(embed_forward)(real *y, const real *table, const int *idx, int n, int dim);
+void RF(embed_backward)(real *dtable, const real *dy, const int *idx, int n, int dim);
+
+void RF(upsample_forward)(real *y, const real *x, int nc, int h, int w);   /* y is (nc, 2h, 2w) */
+void RF(upsample_backward)(real *dx, const real *dy, int nc, int h, int w);
+void RF(avgpool_forward)(real *y, const real *x, int nc, int h, int w);    /* y is (nc, h/2, w/2) */
+void RF(avgpool_backward)(real *dx, const real *dy, int nc, int h, int w);
+
+void RF(concat_forward)(real *y, const real *a, const real *b, int n, int ca, int cb, int hw);
+void RF(concat_backward)(real *da, real *db, const real *dy, int n, int ca, int cb, int hw);
+
+/* y = (a + b) * s */
+void RF(add_forward)(real *y, const real *a, const real *b, real s, size_t count);
+void RF(add_backward)(real *da, real *db, const real *dy, real s, size_t count);
+
+/* y (n,c,hw) = x + v[:, :, None] */
+void RF(add_nc_forward)(real *y, const real *x, const real *v, int n, int c, int hw);
+void RF(add_nc_backward)(real *dx, real *dv, const real *dy, int n, int c, int hw);
+
+/* y = x * (1 + v[:, :c]) + v[:, c:], v is (n, 2c) */
+void RF(scale_shift_forward)(real *y, const real *x, const real *v, int n, int c, int hw);
+void RF(scale_shift_backward)(real *dx, real *dv, const real *dy, const real *x, const real *v, int n, int c,
+                              int hw);
+
+/* Multi-head attention over positions: q, k, v, y are (n, heads*d, L) channel-major; p saves the
+ * softmax probabilities (n, heads, L, L). Softmax is max-subtracted; scale is usually d^-1/2. */
+void RF(attention_forward)(real *y, real *p, const real *q, const real *k, const real *v, int n, int heads,
+                           int d, int L, real scale);
+void RF(attention_backward)(real *dq, real *dk, real *dv, const real *dy, const real *p, const real *q,
+                            const real *k, const real *v, int n, int heads, int d, int L, real scale,
+                            real *scratch, size_t scratch_per_thread);
+
+/* Dropout with a mask drawn from `seed` (mask stores 0 or 1/(1-p)). */
+void RF(dropout_forward)(real *y, real *mask, const real *x, size_t count, real p, uint64_t seed);
+void RF(dropout_backward)(real *dx, const real *dy, const real *mask, size_t count);
+
+/* y = a x + b */
+void RF(affine_forward)(real *y, const real *x, real a, real b, size_t count);
+void RF(affine_backward)(real *dx, const real *dy, real a, size_t count);
+
+/* mean((a - b)^2) over count values; the gradient with respect to a (written, not added) if da. */
+double RF(mse_forward)(const real *a, const real *b, size_t count);
+void   RF(mse_backward)(real *da, const real *a, const real *b, size_t count, real scale);

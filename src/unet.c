@@ -1,0 +1,433 @@
+/* diffusers' UNet2DModel as a tape: this file turns a config into the parameter table (diffusers'
+ * state-dict names, shapes, init) and the sequence of ops for a given batch and image size. */
+#include "graph.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+
+const char *const op_names[OP_COUNT] = {
+    "conv", "linear", "groupnorm", "silu", "timestep", "embed", "upsample", "avgpool",
+    "concat", "add", "add_nc", "scale_shift", "attention", "dropout", "affine",
+};
+_Static_assert(sizeof(op_names) / sizeof(op_names[0]) == OP_COUNT, "op name table");
+
+typedef struct {
+    unet_graph *g;
+    const df_unet_config *cfg;
+    int temb;          /* the time embedding value (N, temb_dim) */
+    int temb_act;      /* SiLU of it, shared by every resnet's time_emb_proj */
+    df_status err;
+} builder;
+
+static void *grow(void *p, int *cap, int need, size_t elem) {
+    if (need <= *cap) return p;
+    int c = *cap ? *cap * 2 : 64;
+    while (c < need) c *= 2;
+    void *q = realloc(p, (size_t)c * elem);
+    if (!q) return NULL;
+    *cap = c;
+    return q;
+}
+
+static int add_param(builder *B, init_kind init, int fan_in, int ndim, int s0, int s1, int s2, int s3,
+                     const char *fmt, ...) __attribute__((format(printf, 9, 10)));
+static int add_param(builder *B, init_kind init, int fan_in, int ndim, int s0, int s1, int s2, int s3,
+                     const char *fmt, ...) {
+    unet_graph *g = B->g;
+    if (B->err) return -1;
+    gparam *np = grow(g->params, &g->cap_params, g->nparams + 1, sizeof(gparam));
+    if (!np) {
+        B->err = df_fail(DF_ERR_NOMEM, "out of memory building the parameter table");
+        return -1;
+    }
+    g->params = np;
+    gparam *p = &g->params[g->nparams];
+    memset(p, 0, sizeof *p);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->name, sizeof p->name, fmt, ap);
+    va_end(ap);
+    int s[4] = {s0, s1, s2, s3};
+    p->ndim = ndim;
+    p->numel = 1;
+    for (int i = 0; i < 4; i++) {
+        p->shape[i] = i < ndim ? s[i] : 1;
+        if (i < ndim) p->numel *= (size_t)s[i];
+    }
+    p->off = g->nparam_values;
+    p->init = init;
+    p->fan_in = fan_in;
+    g->nparam_values += p->numel;
+    return g->nparams++;
+}
+
+static int add_value(builder *B, int n, int c, int h, int w) {
+    unet_graph *g = B->g;
+    if (B->err) return -1;
+    gvalue *nv = grow(g->vals, &g->cap_vals, g->nvals + 1, sizeof(gvalue));
+    if (!nv) {
+        B->err = df_fail(DF_ERR_NOMEM, "out of memory building the graph");
+        return -1;
+    }
+    g->vals = nv;
+    gvalue *v = &g->vals[g->nvals];
+    v->n = n, v->c = c, v->h = h, v->w = w;
+    v->off = g->act_size;
+    g->act_size += ((size_t)n * c * h * w + 15) & ~(size_t)15;   /* 64-byte aligned starts */
+    return g->nvals++;
+}
+
+static gnode *add_node(builder *B, op_kind op, int in0, int in1, int in2) {
+    unet_graph *g = B->g;
+    if (B->err) return NULL;
+    gnode *nn = grow(g->nodes, &g->cap_nodes, g->nnodes + 1, sizeof(gnode));
+    if (!nn) {
+        B->err = df_fail(DF_ERR_NOMEM, "out of memory building the graph");
+        return NULL;
+    }
+    g->nodes = nn;
+    gnode *d = &g->nodes[g->nnodes++];
+    memset(d, 0, sizeof *d);
+    d->op = op;
+    d->in[0] = in0, d->in[1] = in1, d->in[2] = in2;
+    d->out = d->w = d->b = -1;
+    return d;
+}
+
+static size_t reserve_saved(builder *B, size_t count) {
+    size_t off = B->g->act_size;
+    B->g->act_size += (count + 15) & ~(size_t)15;
+    return off;
+}
+
+static void need_scratch(builder *B, size_t count) {
+    if (count > B->g->scratch_size) B->g->scratch_size = count;
+}
+
+#define V(id) (B->g->vals[id])
+
+/* ---- layers ------------------------------------------------------------------------------------ */
+
+/* A convolution; `linear_names` gives 2-D weights (diffusers' Linear used as a 1x1 projection). */
+static int conv(builder *B, int x, const char *prefix, int cout, int k, int stride, int pad_t, int pad_l,
+                int pad_b, int pad_r, int linear_names) {
+    if (B->err) return -1;
+    gvalue in = V(x);
+    int fan = in.c * k * k;
+    int w = linear_names ? add_param(B, INIT_FANIN_UNIFORM, fan, 2, cout, in.c, 1, 1, "%s.weight", prefix)
+                         : add_param(B, INIT_FANIN_UNIFORM, fan, 4, cout, in.c, k, k, "%s.weight", prefix);
+    int b = add_param(B, INIT_FANIN_UNIFORM, fan, 1, cout, 1, 1, 1, "%s.bias", prefix);
+    int ho = (in.h + pad_t + pad_b - k) / stride + 1, wo = (in.w + pad_l + pad_r - k) / stride + 1;
+    int y = add_value(B, in.n, cout, ho, wo);
+    gnode *d = add_node(B, OP_CONV, x, -1, -1);
+    if (!d) return -1;
+    d->out = y, d->w = w, d->b = b;
+    d->conv = (conv_geom){in.c, in.h, in.w, cout, k, stride, pad_t, pad_l, ho, wo};
+    size_t K = (size_t)in.c * k * k, P = (size_t)ho * wo;
+    need_scratch(B, 2 * K * P + (size_t)cout * K + cout);
+    B->g->flops += 2.0 * in.n * (double)cout * (double)K * (double)P;
+    return y;
+}
+
+static int linear(builder *B, int x, const char *prefix, int out) {
+    if (B->err) return -1;
+    gvalue in = V(x);
+    int w = add_param(B, INIT_FANIN_UNIFORM, in.c, 2, out, in.c, 1, 1, "%s.weight", prefix);
+    int b = add_param(B, INIT_FANIN_UNIFORM, in.c, 1, out, 1, 1, 1, "%s.bias", prefix);
+    int y = add_value(B, in.n, out, 1, 1);
+    gnode *d = add_node(B, OP_LINEAR, x, -1, -1);
+    if (!d) return -1;
+    d->out = y, d->w = w, d->b = b;
+    B->g->flops += 2.0 * in.n * (double)in.c * out;
+    return y;
+}
+
+static int groupnorm(builder *B, int x, const char *prefix, int groups) {
+    if (B->err) return -1;
+    gvalue in = V(x);
+    int w = add_param(B, INIT_ONE, 0, 1, in.c, 1, 1, 1, "%s.weight", prefix);
+    int b = add_param(B, INIT_ZERO, 0, 1, in.c, 1, 1, 1, "%s.bias", prefix);
+    int y = add_value(B, in.n, in.c, in.h, in.w);
+    gnode *d = add_node(B, OP_GROUPNORM, x, -1, -1);
+    if (!d) return -1;
+    d->out = y, d->w = w, d->b = b;
+    d->iarg[0] = groups;
+    d->farg[0] = B->cfg->norm_eps;
+    d->saved = reserve_saved(B, 2 * (size_t)in.n * groups);
+    return y;
+}
+
+static int unary(builder *B, op_kind op, int x) {
+    if (B->err) return -1;
+    gvalue in = V(x);
+    int ho = in.h, wo = in.w;
+    if (op == OP_UPSAMPLE) ho *= 2, wo *= 2;
+    if (op == OP_AVGPOOL) ho /= 2, wo /= 2;
+    int y = add_value(B, in.n, in.c, ho, wo);
+    gnode *d = add_node(B, op, x, -1, -1);
+    if (!d) return -1;
+    d->out = y;
+    return y;
+}
+
+static int silu(builder *B, int x) { return unary(B, OP_SILU, x); }
+
+static int dropout(builder *B, int x) {
+    float p = B->cfg->dropout;
+    if (p <= 0 || B->err) return x;
+    int y = unary(B, OP_DROPOUT, x);
+    if (B->err) return -1;
+    gnode *d = &B->g->nodes[B->g->nnodes - 1];
+    d->farg[0] = p;
+    gvalue v = V(x);
+    d->saved = reserve_saved(B, (size_t)v.n * v.c * v.h * v.w);
+    B->g->has_dropout = 1;
+    return y;
+}
+
+static int binary(builder *B, op_kind op, int a, int b, float scale) {
+    if (B->err) return -1;
+    gvalue va = V(a), vb = V(b);
+    int c = op == OP_CONCAT ? va.c + vb.c : va.c;
+    int y = add_value(B, va.n, c, va.h, va.w);
+    gnode *d = add_node(B, op, a, b, -1);
+    if (!d) return -1;
+    d->out = y;
+    d->farg[0] = scale;
+    return y;
+}
+
+/* ---- blocks ------------------------------------------------------------------------------------ */
+
+enum { RESAMPLE_NONE, RESAMPLE_UP, RESAMPLE_DOWN };
+
+/* ResnetBlock2D: norm1, SiLU, [resample], conv1, + time_emb_proj(SiLU(temb)) (or scale-shift after
+ * norm2), norm2, SiLU, dropout, conv2, 1x1 shortcut when channels change, (x + h) / out_scale. */
+static int resnet(builder *B, int x, int cout, float out_scale, int resample, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static int resnet(builder *B, int x, int cout, float out_scale, int resample, const char *fmt, ...) {
+    char pre[96], name[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pre, sizeof pre, fmt, ap);
+    va_end(ap);
+    if (B->err) return -1;
+    const df_unet_config *cfg = B->cfg;
+    int cin = V(x).c;
+    snprintf(name, sizeof name, "%s.norm1", pre);
+    int h = silu(B, groupnorm(B, x, name, cfg->norm_num_groups));
+    int skip = x;
+    if (resample == RESAMPLE_UP) {
+        skip = unary(B, OP_UPSAMPLE, skip);
+        h = unary(B, OP_UPSAMPLE, h);
+    } else if (resample == RESAMPLE_DOWN) {
+        skip = unary(B, OP_AVGPOOL, skip);
+        h = unary(B, OP_AVGPOOL, h);
+    }
+    snprintf(name, sizeof name, "%s.conv1", pre);
+    h = conv(B, h, name, cout, 3, 1, 1, 1, 1, 1, 0);
+    snprintf(name, sizeof name, "%s.time_emb_proj", pre);
+    int t = linear(B, B->temb_act, name, cfg->scale_shift ? 2 * cout : cout);
+    snprintf(name, sizeof name, "%s.norm2", pre);
+    if (cfg->scale_shift) {
+        h = groupnorm(B, h, name, cfg->norm_num_groups);
+        h = binary(B, OP_SCALE_SHIFT, h, t, 1);
+    } else {
+        h = binary(B, OP_ADD_NC, h, t, 1);
+        h = groupnorm(B, h, name, cfg->norm_num_groups);
+    }
+    h = dropout(B, silu(B, h));
+    snprintf(name, sizeof name, "%s.conv2", pre);
+    h = conv(B, h, name, cout, 3, 1, 1, 1, 1, 1, 0);
+    if (cin != cout) {
+        snprintf(name, sizeof name, "%s.conv_shortcut", pre);
+        skip = conv(B, skip, name, cout, 1, 1, 0, 0, 0, 0, 0);
+    }
+    return binary(B, OP_ADD, skip, h, 1.0f / out_scale);
+}
+
+/* diffusers' Attention in its spatial self-attention form: [group_norm], to_q/to_k/to_v, softmax over
+ * positions per head, to_out.0, + residual, / rescale. groups 0 means no group norm. */
+static int attention(builder *B, int x, int groups, int head_dim, float rescale, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static int attention(builder *B, int x, int groups, int head_dim, float rescale, const char *fmt, ...) {
+    char pre[96], name[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pre, sizeof pre, fmt, ap);
+    va_end(ap);
+    if (B->err) return -1;
+    gvalue in = V(x);
+    int c = in.c;
+    int d = head_dim ? head_dim : c;
+    int heads = c / d, inner = heads * d;
+    int h = x;
+    if (groups) {
+        snprintf(name, sizeof name, "%s.group_norm", pre);
+        h = groupnorm(B, x, name, groups);
+    }
+    snprintf(name, sizeof name, "%s.to_q", pre);
+    int q = conv(B, h, name, inner, 1, 1, 0, 0, 0, 0, 1);
+    snprintf(name, sizeof name, "%s.to_k", pre);
+    int k = conv(B, h, name, inner, 1, 1, 0, 0, 0, 0, 1);
+    snprintf(name, sizeof name, "%s.to_v", pre);
+    int v = conv(B, h, name, inner, 1, 1, 0, 0, 0, 0, 1);
+    if (B->err) return -1;
+    int L = in.h * in.w;
+    int o = add_value(B, in.n, inner, in.h, in.w);
+    gnode *nd = add_node(B, OP_ATTENTION, q, k, v);
+    if (!nd) return -1;
+    nd->out = o;
+    nd->iarg[0] = heads;
+    nd->farg[0] = (float)(1.0 / sqrt((double)d));
+    nd->saved = reserve_saved(B, (size_t)in.n * heads * L * L);
+    need_scratch(B, (size_t)L * L);
+    B->g->flops += 4.0 * in.n * heads * (double)L * L * d;
+    snprintf(name, sizeof name, "%s.to_out.0", pre);
+    o = conv(B, o, name, c, 1, 1, 0, 0, 0, 0, 1);
+    return binary(B, OP_ADD, o, x, 1.0f / rescale);
+}
+
+static int downsample_conv(builder *B, int x, const char *prefix) {
+    int c = V(x).c;
+    if (B->cfg->downsample_padding == 0)   /* diffusers pads right and bottom by one, then pad 0 */
+        return conv(B, x, prefix, c, 3, 2, 0, 0, 1, 1, 0);
+    int p = B->cfg->downsample_padding;
+    return conv(B, x, prefix, c, 3, 2, p, p, p, p, 0);
+}
+
+static int timestep_embedding(builder *B, int n, int source, const char *prefix) {
+    const df_unet_config *cfg = B->cfg;
+    int dim = cfg->block_out_channels[0];
+    int s = add_value(B, n, dim, 1, 1);
+    gnode *d = add_node(B, OP_TIMESTEP, -1, -1, -1);
+    if (!d) return -1;
+    d->out = s;
+    d->iarg[0] = cfg->flip_sin_to_cos;
+    d->iarg[2] = source;
+    d->farg[0] = cfg->freq_shift;
+    char name[128];
+    snprintf(name, sizeof name, "%s.linear_1", prefix);
+    int h = silu(B, linear(B, s, name, 4 * dim));
+    snprintf(name, sizeof name, "%s.linear_2", prefix);
+    return linear(B, h, name, 4 * dim);
+}
+
+/* ---- the model ------------------------------------------------------------------------------------ */
+
+df_status unet_build(const df_unet_config *cfg, int n, int h, int w, unet_graph *g) {
+    memset(g, 0, sizeof *g);
+    df_status st = df_unet_config_validate(cfg);
+    if (st) return st;
+    int levels = cfg->num_levels, f = 1 << (levels - 1);
+    if (n < 1 || h < 1 || w < 1 || h % f || w % f)
+        return df_fail(DF_ERR_SHAPE, "image size %dx%d must be a positive multiple of %d for %d levels", h,
+                       w, f, levels);
+    builder Bs = {.g = g, .cfg = cfg}, *B = &Bs;
+    g->n = n, g->h = h, g->w = w;
+    const int temb_dim = 4 * cfg->block_out_channels[0];
+    const int groups = cfg->norm_num_groups;
+
+    int x = add_value(B, n, cfg->in_channels, h, w);
+    g->x = x;
+    int s = x;
+    if (cfg->center_input_sample) {
+        s = unary(B, OP_AFFINE, x);
+        if (!B->err) B->g->nodes[B->g->nnodes - 1].farg[0] = 2, B->g->nodes[B->g->nnodes - 1].farg[1] = -1;
+    }
+
+    int emb = timestep_embedding(B, n, 0, "time_embedding");
+    if (cfg->num_class_embeds > 0 && !cfg->class_embed_timestep) {
+        int table = add_param(B, INIT_NORMAL, 0, 2, cfg->num_class_embeds, temb_dim, 1, 1,
+                              "class_embedding.weight");
+        int ce = add_value(B, n, temb_dim, 1, 1);
+        gnode *d = add_node(B, OP_EMBED, -1, -1, -1);
+        if (d) d->out = ce, d->w = table;
+        emb = binary(B, OP_ADD, emb, ce, 1);
+    } else if (cfg->class_embed_timestep) {
+        int ce = timestep_embedding(B, n, 1, "class_embedding");
+        emb = binary(B, OP_ADD, emb, ce, 1);
+    }
+    B->temb = emb;
+    B->temb_act = silu(B, emb);
+
+    s = conv(B, s, "conv_in", cfg->block_out_channels[0], 3, 1, 1, 1, 1, 1, 0);
+    int skips[DF_MAX_LEVELS * 20], nskips = 0;
+    skips[nskips++] = s;
+
+    for (int i = 0; i < levels; i++) {
+        int cout = cfg->block_out_channels[i], last = i == levels - 1;
+        for (int j = 0; j < cfg->layers_per_block; j++) {
+            s = resnet(B, s, cout, 1.0f, RESAMPLE_NONE, "down_blocks.%d.resnets.%d", i, j);
+            if (cfg->down_attn[i])
+                s = attention(B, s, groups, cfg->attention_head_dim, 1.0f, "down_blocks.%d.attentions.%d", i, j);
+            skips[nskips++] = s;
+        }
+        if (!last) {
+            char name[128];
+            if (cfg->down_attn[i] && cfg->downsample_resnet) {
+                s = resnet(B, s, cout, 1.0f, RESAMPLE_DOWN, "down_blocks.%d.downsamplers.0", i);
+            } else {
+                snprintf(name, sizeof name, "down_blocks.%d.downsamplers.0.conv", i);
+                s = downsample_conv(B, s, name);
+            }
+            skips[nskips++] = s;
+        }
+    }
+
+    if (cfg->mid_block) {
+        int c = cfg->block_out_channels[levels - 1];
+        float sf = cfg->mid_block_scale_factor;
+        s = resnet(B, s, c, sf, RESAMPLE_NONE, "mid_block.resnets.0");
+        if (cfg->add_attention) {
+            int ag = cfg->attn_norm_num_groups ? cfg->attn_norm_num_groups : (cfg->scale_shift ? 0 : groups);
+            s = attention(B, s, ag, cfg->attention_head_dim, sf, "mid_block.attentions.0");
+        }
+        s = resnet(B, s, c, sf, RESAMPLE_NONE, "mid_block.resnets.1");
+    }
+
+    for (int i = 0; i < levels; i++) {
+        int cout = cfg->block_out_channels[levels - 1 - i], last = i == levels - 1;
+        for (int j = 0; j <= cfg->layers_per_block; j++) {
+            DF_ASSERT(nskips > 0);
+            s = binary(B, OP_CONCAT, s, skips[--nskips], 1);
+            s = resnet(B, s, cout, 1.0f, RESAMPLE_NONE, "up_blocks.%d.resnets.%d", i, j);
+            if (cfg->up_attn[i])
+                s = attention(B, s, groups, cfg->attention_head_dim, 1.0f, "up_blocks.%d.attentions.%d", i, j);
+        }
+        if (!last) {
+            if (cfg->up_attn[i] && cfg->upsample_resnet) {
+                s = resnet(B, s, cout, 1.0f, RESAMPLE_UP, "up_blocks.%d.upsamplers.0", i);
+            } else {
+                char name[128];
+                snprintf(name, sizeof name, "up_blocks.%d.upsamplers.0.conv", i);
+                s = conv(B, unary(B, OP_UPSAMPLE, s), name, cout, 3, 1, 1, 1, 1, 1, 0);
+            }
+        }
+    }
+    DF_ASSERT(B->err || nskips == 0);
+
+    s = silu(B, groupnorm(B, s, "conv_norm_out", groups));
+    s = conv(B, s, "conv_out", cfg->out_channels, 3, 1, 1, 1, 1, 1, 0);
+    g->out = s;
+    if (B->err) {
+        unet_graph_free(g);
+        return B->err;
+    }
+    return DF_OK;
+}
+
+void unet_graph_free(unet_graph *g) {
+    if (!g) return;
+    free(g->params);
+    free(g->nodes);
+    free(g->vals);
+    memset(g, 0, sizeof *g);
+}
+
+int unet_find_param(const unet_graph *g, const char *name) {
+    for (int i = 0; i < g->nparams; i++)
+        if (strcmp(g->params[i].name, name) == 0) return i;
+    return -1;
+}

@@ -1,0 +1,45 @@
+/* A small test harness: TEST() registers a function, CHECK*() record failures with file:line and keep
+ * going, and the runner ends with "N passed, N failed" and a non-zero exit on any failure. */
+#ifndef DF_TEST_H
+#define DF_TEST_H
+
+#include "diffuse.h"
+#include <math.h>
+#include <stdio.h>
+
+typedef void (*test_fn)(void);
+void test_register(const char *name, test_fn fn);
+void test_fail_at(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int  test_quick(void);              /* DIFFUSE_QUICK=1: smaller sizes (sanitizer runs) */
+const char *test_golden_dir(void);  /* $DIFFUSE_GOLDEN or ../shared/golden */
+const char *test_tmp_dir(void);     /* a fresh directory for this run's files */
+
+#define TEST(name)                                                                     \
+    static void name(void);                                                            \
+    __attribute__((constructor)) static void name##_register(void) { test_register(#name, name); } \
+    static void name(void)
+
+#define CHECK(cond, ...)                                                               \
+    do {                                                                               \
+        if (!(cond)) test_fail_at(__FILE__, __LINE__, __VA_ARGS__);                    \
+    } while (0)
+
+/* Fail unless |a - b| <= tol; prints both values. */
+#define CHECK_NEAR(a, b, tol, what)                                                    \
+    do {                                                                               \
+        double a_ = (a), b_ = (b), t_ = (tol);                                         \
+        if (!(fabs(a_ - b_) <= t_))                                                    \
+            test_fail_at(__FILE__, __LINE__, "%s: %.9g vs %.9g (diff %.3g > tol %.3g)", what, a_, b_, \
+                         fabs(a_ - b_), t_);                                           \
+    } while (0)
+
+#define CHECK_OK(expr)                                                                 \
+    do {                                                                               \
+        df_status s_ = (expr);                                                         \
+        if (s_ != DF_OK) test_fail_at(__FILE__, __LINE__, "%s failed: %s", #expr, df_error()); \
+    } while (0)
+
+/* Largest |a-b| over n values, divided by max|b| (or 1 if b is all zero). Reports the index too. */
+double max_rel_diff(const float *a, const float *b, size_t n, size_t *where);
+
+#endif

@@ -1,0 +1,463 @@
+/* Every op's backward against central finite differences, in double precision on small shapes and
+ * several seeds; and the float32 forward against the float64 one. */
+#define DF_REAL_F64 1
+#include "ops_real.h"
+#include "test.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Declarations of the float32 variants used for the precision comparison. */
+void conv_forward_f32(float *y, const float *x, const float *w, const float *b, int n, const conv_geom *g,
+                      float *scratch, size_t per);
+size_t conv_scratch_f32(const conv_geom *g);
+
+#define MAXIN 5
+
+/* One op under test: inputs (all differentiable), an output size, and forward/backward callbacks. */
+typedef struct op_case op_case;
+struct op_case {
+    const char *name;
+    int nin;
+    double *in[MAXIN];
+    size_t in_n[MAXIN];
+    const char *in_name[MAXIN];
+    size_t out_n;
+    void (*fwd)(op_case *c, double *y);
+    void (*bwd)(op_case *c, const double *dy, double **din);
+    int iarg[8];
+    double farg[2];
+    double *saved, *scratch;
+    size_t per;
+    int *idx;
+};
+
+static double *rand_vec(df_rng *r, size_t n, double scale) {
+    double *v = malloc(n * sizeof(double));
+    for (size_t i = 0; i < n; i++) v[i] = scale * df_rng_normal(r);
+    return v;
+}
+
+static double loss_of(op_case *c, const double *rr, double *y) {
+    c->fwd(c, y);
+    double s = 0;
+    for (size_t i = 0; i < c->out_n; i++) s += rr[i] * y[i];
+    return s;
+}
+
+/* L = sum(r * op(inputs)); compare dL/d(input) from backward with central differences. */
+static void fd_check(op_case *c, uint64_t seed, double tol) {
+    df_rng r;
+    df_rng_init(&r, seed ^ 0xABCDEF);
+    double *rr = rand_vec(&r, c->out_n, 1.0), *y = malloc(c->out_n * sizeof(double));
+    double *din[MAXIN];
+    for (int k = 0; k < c->nin; k++) din[k] = calloc(c->in_n[k], sizeof(double));
+    c->fwd(c, y);
+    c->bwd(c, rr, din);
+    const double h = 1e-5;
+    for (int k = 0; k < c->nin; k++) {
+        double worst = 0, gmax = 1e-3;
+        size_t wi = 0;
+        for (size_t i = 0; i < c->in_n[k]; i++) gmax = fmax(gmax, fabs(din[k][i]));
+        size_t step = c->in_n[k] > 300 ? c->in_n[k] / 150 : 1;
+        for (size_t i = 0; i < c->in_n[k]; i += step) {
+            double v = c->in[k][i];
+            c->in[k][i] = v + h;
+            double lp = loss_of(c, rr, y);
+            c->in[k][i] = v - h;
+            double lm = loss_of(c, rr, y);
+            c->in[k][i] = v;
+            double num = (lp - lm) / (2 * h), err = fabs(num - din[k][i]) / gmax;
+            if (err > worst) worst = err, wi = i;
+        }
+        CHECK(worst <= tol, "%s seed %llu: d/d%s[%zu] relative error %.3g > %.3g", c->name,
+              (unsigned long long)seed, c->in_name[k], wi, worst, tol);
+        free(din[k]);
+    }
+    free(rr);
+    free(y);
+}
+
+/* ---- conv ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    op_case base;
+    conv_geom g;
+    int n;
+} conv_case;
+
+static void conv_case_fwd(op_case *c, double *y) {
+    conv_case *k = (conv_case *)c;
+    conv_forward_f64(y, c->in[0], c->in[1], c->in[2], k->n, &k->g, c->scratch, c->per);
+}
+
+static void conv_case_bwd(op_case *c, const double *dy, double **din) {
+    conv_case *k = (conv_case *)c;
+    conv_backward_f64(din[0], din[1], din[2], dy, c->in[0], c->in[1], k->n, &k->g, c->scratch, c->per);
+}
+
+static void run_conv(int n, int cin, int h, int w, int cout, int ks, int stride, int pt, int pl, int pb, int pr,
+                     uint64_t seed) {
+    df_rng r;
+    df_rng_init(&r, seed);
+    conv_case k = {0};
+    k.n = n;
+    int ho = (h + pt + pb - ks) / stride + 1, wo = (w + pl + pr - ks) / stride + 1;
+    k.g = (conv_geom){cin, h, w, cout, ks, stride, pt, pl, ho, wo};
+    op_case *c = &k.base;
+    c->name = "conv";
+    c->nin = 3;
+    c->in_n[0] = (size_t)n * cin * h * w, c->in_name[0] = "x";
+    c->in_n[1] = (size_t)cout * cin * ks * ks, c->in_name[1] = "w";
+    c->in_n[2] = (size_t)cout, c->in_name[2] = "b";
+    for (int i = 0; i < 3; i++) c->in[i] = rand_vec(&r, c->in_n[i], 1.0);
+    c->out_n = (size_t)n * cout * ho * wo;
+    c->per = conv_scratch_f64(&k.g);
+    c->scratch = malloc(c->per * (size_t)omp_get_max_threads() * sizeof(double));
+    c->fwd = conv_case_fwd;
+    c->bwd = conv_case_bwd;
+    fd_check(c, seed, 1e-6);
+
+    /* Independent forward: the direct definition of a cross-correlation with zero padding. */
+    double *y = malloc(c->out_n * sizeof(double)), worst = 0;
+    c->fwd(c, y);
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < cout; o++)
+            for (int oy = 0; oy < ho; oy++)
+                for (int ox = 0; ox < wo; ox++) {
+                    double s = c->in[2][o];
+                    for (int ci = 0; ci < cin; ci++)
+                        for (int a = 0; a < ks; a++)
+                            for (int b = 0; b < ks; b++) {
+                                int iy = oy * stride - pt + a, ix = ox * stride - pl + b;
+                                if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                                s += c->in[0][(((size_t)i * cin + ci) * h + iy) * w + ix] *
+                                     c->in[1][(((size_t)o * cin + ci) * ks + a) * ks + b];
+                            }
+                    worst = fmax(worst, fabs(s - y[(((size_t)i * cout + o) * ho + oy) * wo + ox]));
+                }
+    CHECK(worst < 1e-10, "conv forward vs direct sum: max diff %.3g", worst);
+
+    /* float32 forward against the float64 one */
+    float *xf = malloc(c->in_n[0] * 4), *wf = malloc(c->in_n[1] * 4), *bf = malloc(c->in_n[2] * 4),
+          *yf = malloc(c->out_n * 4);
+    for (size_t i = 0; i < c->in_n[0]; i++) xf[i] = (float)c->in[0][i];
+    for (size_t i = 0; i < c->in_n[1]; i++) wf[i] = (float)c->in[1][i];
+    for (size_t i = 0; i < c->in_n[2]; i++) bf[i] = (float)c->in[2][i];
+    size_t perf = conv_scratch_f32(&k.g);
+    float *sf = malloc(perf * (size_t)omp_get_max_threads() * 4);
+    conv_forward_f32(yf, xf, wf, bf, n, &k.g, sf, perf);
+    double d32 = 0, ymax = 0;
+    for (size_t i = 0; i < c->out_n; i++) d32 = fmax(d32, fabs(yf[i] - y[i])), ymax = fmax(ymax, fabs(y[i]));
+    CHECK(d32 / ymax < 1e-5, "conv float32 vs float64: relative %.3g", d32 / ymax);
+    free(xf), free(wf), free(bf), free(yf), free(sf), free(y);
+    for (int i = 0; i < 3; i++) free(c->in[i]);
+    free(c->scratch);
+}
+
+TEST(conv_gradcheck) {
+    for (uint64_t s = 1; s <= 3; s++) {
+        run_conv(2, 3, 6, 5, 4, 3, 1, 1, 1, 1, 1, s);   /* 3x3, pad 1 */
+        run_conv(2, 3, 6, 6, 2, 3, 2, 1, 1, 1, 1, s);   /* 3x3 stride 2, pad 1 */
+        run_conv(2, 2, 6, 6, 3, 3, 2, 0, 0, 1, 1, s);   /* diffusers' downsample_padding 0 */
+        run_conv(3, 5, 4, 4, 3, 1, 1, 0, 0, 0, 0, s);   /* 1x1 */
+        run_conv(1, 2, 5, 7, 2, 3, 1, 0, 0, 0, 0, s);   /* valid 3x3 */
+    }
+}
+
+/* ---- the rest, with a generic case ------------------------------------------------------------------ */
+
+static op_case *new_case(const char *name, int nin, size_t out_n) {
+    op_case *c = calloc(1, sizeof *c);
+    c->name = name;
+    c->nin = nin;
+    c->out_n = out_n;
+    return c;
+}
+
+static void case_inputs(op_case *c, df_rng *r, const size_t *sizes, const char *const *names, const double *scale) {
+    for (int i = 0; i < c->nin; i++) {
+        c->in_n[i] = sizes[i];
+        c->in_name[i] = names[i];
+        c->in[i] = rand_vec(r, sizes[i], scale ? scale[i] : 1.0);
+    }
+}
+
+static void free_case(op_case *c) {
+    for (int i = 0; i < c->nin; i++) free(c->in[i]);
+    free(c->saved);
+    free(c->scratch);
+    free(c->idx);
+    free(c);
+}
+
+/* linear: iarg n, in, out */
+static void lin_f(op_case *c, double *y) { linear_forward_f64(y, c->in[0], c->in[1], c->in[2], c->iarg[0], c->iarg[1], c->iarg[2]); }
+static void lin_b(op_case *c, const double *dy, double **d) {
+    linear_backward_f64(d[0], d[1], d[2], dy, c->in[0], c->in[1], c->iarg[0], c->iarg[1], c->iarg[2]);
+}
+
+TEST(linear_gradcheck) {
+    for (uint64_t s = 1; s <= 3; s++) {
+        df_rng r;
+        df_rng_init(&r, s);
+        int n = 3, in = 5, out = 4;
+        op_case *c = new_case("linear", 3, (size_t)n * out);
+        c->iarg[0] = n, c->iarg[1] = in, c->iarg[2] = out;
+        case_inputs(c, &r, (size_t[]){(size_t)n * in, (size_t)out * in, (size_t)out}, (const char *[]){"x", "w", "b"}, NULL);
+        c->fwd = lin_f, c->bwd = lin_b;
+        fd_check(c, s, 1e-6);
+        free_case(c);
+    }
+}
+
+/* groupnorm: iarg n, c, hw, groups; farg eps */
+static void gn_f(op_case *c, double *y) {
+    int n = c->iarg[0], g = c->iarg[3];
+    groupnorm_forward_f64(y, c->saved, c->saved + n * g, c->in[0], c->in[1], c->in[2], n, c->iarg[1], c->iarg[2], g,
+                          c->farg[0]);
+}
+static void gn_b(op_case *c, const double *dy, double **d) {
+    int n = c->iarg[0], g = c->iarg[3];
+    groupnorm_backward_f64(d[0], d[1], d[2], dy, c->in[0], c->saved, c->saved + n * g, c->in[1], n, c->iarg[1],
+                           c->iarg[2], g);
+}
+
+TEST(groupnorm_gradcheck) {
+    for (uint64_t s = 1; s <= 3; s++) {
+        df_rng r;
+        df_rng_init(&r, s);
+        int n = 2, ch = 6, hw = 5, g = s == 2 ? 1 : (s == 3 ? 6 : 3);
+        op_case *c = new_case("groupnorm", 3, (size_t)n * ch * hw);
+        c->iarg[0] = n, c->iarg[1] = ch, c->iarg[2] = hw, c->iarg[3] = g;
+        c->farg[0] = 1e-5;
+        case_inputs(c, &r, (size_t[]){(size_t)n * ch * hw, (size_t)ch, (size_t)ch}, (const char *[]){"x", "gamma", "beta"}, NULL);
+        c->saved = malloc(sizeof(double) * 2 * n * g);
+        c->fwd = gn_f, c->bwd = gn_b;
+        fd_check(c, s, 1e-5);
+        /* the forward against the definition: per group zero mean and unit (biased) variance */
+        double *y = malloc(c->out_n * sizeof(double));
+        for (int i = 0; i < ch; i++) c->in[1][i] = 1, c->in[2][i] = 0;
+        gn_f(c, y);
+        int cg = ch / g;
+        for (int i = 0; i < n * g; i++) {
+            double m = 0, v = 0;
+            for (int j = 0; j < cg * hw; j++) m += y[(size_t)i * cg * hw + j];
+            m /= cg * hw;
+            for (int j = 0; j < cg * hw; j++) v += pow(y[(size_t)i * cg * hw + j] - m, 2);
+            v /= cg * hw;
+            CHECK(fabs(m) < 1e-12 && fabs(v - 1) < 1e-3, "groupnorm group %d: mean %.3g var %.6g", i, m, v);
+        }
+        free(y);
+        free_case(c);
+    }
+}
+
+static void silu_f(op_case *c, double *y) { silu_forward_f64(y, c->in[0], c->in_n[0]); }
+static void silu_b(op_case *c, const double *dy, double **d) { silu_backward_f64(d[0], dy, c->in[0], c->in_n[0]); }
+
+TEST(silu_gradcheck) {
+    df_rng r;
+    df_rng_init(&r, 1);
+    op_case *c = new_case("silu", 1, 50);
+    case_inputs(c, &r, (size_t[]){50}, (const char *[]){"x"}, (double[]){3.0});
+    c->fwd = silu_f, c->bwd = silu_b;
+    fd_check(c, 1, 1e-7);
+    double y[50];
+    silu_f(c, y);
+    for (int i = 0; i < 50; i++) CHECK_NEAR(y[i], c->in[0][i] / (1 + exp(-c->in[0][i])), 1e-14, "silu value");
+    free_case(c);
+}
+
+static void emb_f(op_case *c, double *y) { embed_forward_f64(y, c->in[0], c->idx, c->iarg[0], c->iarg[1]); }
+static void emb_b(op_case *c, const double *dy, double **d) { embed_backward_f64(d[0], dy, c->idx, c->iarg[0], c->iarg[1]); }
+
+TEST(embedding_gradcheck) {
+    df_rng r;
+    df_rng_init(&r, 5);
+    op_case *c = new_case("embed", 1, 4 * 6);
+    c->iarg[0] = 4, c->iarg[1] = 6;
+    c->idx = malloc(4 * sizeof(int));
+    int lab[4] = {2, 0, 2, 4};   /* a repeated label accumulates */
+    memcpy(c->idx, lab, sizeof lab);
+    case_inputs(c, &r, (size_t[]){5 * 6}, (const char *[]){"table"}, NULL);
+    c->fwd = emb_f, c->bwd = emb_b;
+    fd_check(c, 5, 1e-7);
+    free_case(c);
+}
+
+static void up_f(op_case *c, double *y) { upsample_forward_f64(y, c->in[0], c->iarg[0], c->iarg[1], c->iarg[2]); }
+static void up_b(op_case *c, const double *dy, double **d) { upsample_backward_f64(d[0], dy, c->iarg[0], c->iarg[1], c->iarg[2]); }
+static void pool_f(op_case *c, double *y) { avgpool_forward_f64(y, c->in[0], c->iarg[0], c->iarg[1], c->iarg[2]); }
+static void pool_b(op_case *c, const double *dy, double **d) { avgpool_backward_f64(d[0], dy, c->iarg[0], c->iarg[1], c->iarg[2]); }
+
+TEST(resample_gradcheck) {
+    df_rng r;
+    df_rng_init(&r, 9);
+    op_case *c = new_case("upsample", 1, 3 * 4 * 3 * 4);
+    c->iarg[0] = 3, c->iarg[1] = 3, c->iarg[2] = 4;
+    case_inputs(c, &r, (size_t[]){3 * 3 * 4}, (const char *[]){"x"}, NULL);
+    c->fwd = up_f, c->bwd = up_b;
+    fd_check(c, 9, 1e-7);
+    double y[144];
+    up_f(c, y);
+    CHECK(y[(1 * 6 + 5) * 8 + 7] == c->in[0][(1 * 3 + 2) * 4 + 3], "nearest upsample picks the source pixel");
+    free_case(c);
+    c = new_case("avgpool", 1, 3 * 2 * 3);
+    c->iarg[0] = 3, c->iarg[1] = 4, c->iarg[2] = 6;
+    case_inputs(c, &r, (size_t[]){3 * 4 * 6}, (const char *[]){"x"}, NULL);
+    c->fwd = pool_f, c->bwd = pool_b;
+    fd_check(c, 9, 1e-7);
+    pool_f(c, y);
+    const double *x = c->in[0] + 24;   /* channel 1, output (1, 2) */
+    CHECK_NEAR(y[6 + 1 * 3 + 2], 0.25 * (x[2 * 6 + 4] + x[2 * 6 + 5] + x[3 * 6 + 4] + x[3 * 6 + 5]), 1e-14, "avgpool value");
+    free_case(c);
+}
+
+static void cat_f(op_case *c, double *y) { concat_forward_f64(y, c->in[0], c->in[1], c->iarg[0], c->iarg[1], c->iarg[2], c->iarg[3]); }
+static void cat_b(op_case *c, const double *dy, double **d) {
+    concat_backward_f64(d[0], d[1], dy, c->iarg[0], c->iarg[1], c->iarg[2], c->iarg[3]);
+}
+static void add_f(op_case *c, double *y) { add_forward_f64(y, c->in[0], c->in[1], c->farg[0], c->in_n[0]); }
+static void add_b(op_case *c, const double *dy, double **d) { add_backward_f64(d[0], d[1], dy, c->farg[0], c->in_n[0]); }
+static void addnc_f(op_case *c, double *y) { add_nc_forward_f64(y, c->in[0], c->in[1], c->iarg[0], c->iarg[1], c->iarg[2]); }
+static void addnc_b(op_case *c, const double *dy, double **d) {
+    add_nc_backward_f64(d[0], d[1], dy, c->iarg[0], c->iarg[1], c->iarg[2]);
+}
+static void ss_f(op_case *c, double *y) { scale_shift_forward_f64(y, c->in[0], c->in[1], c->iarg[0], c->iarg[1], c->iarg[2]); }
+static void ss_b(op_case *c, const double *dy, double **d) {
+    scale_shift_backward_f64(d[0], d[1], dy, c->in[0], c->in[1], c->iarg[0], c->iarg[1], c->iarg[2]);
+}
+static void aff_f(op_case *c, double *y) { affine_forward_f64(y, c->in[0], c->farg[0], c->farg[1], c->in_n[0]); }
+static void aff_b(op_case *c, const double *dy, double **d) { affine_backward_f64(d[0], dy, c->farg[0], c->in_n[0]); }
+
+TEST(joins_gradcheck) {
+    df_rng r;
+    df_rng_init(&r, 11);
+    int n = 2, ca = 3, cb = 2, hw = 6;
+    op_case *c = new_case("concat", 2, (size_t)n * (ca + cb) * hw);
+    c->iarg[0] = n, c->iarg[1] = ca, c->iarg[2] = cb, c->iarg[3] = hw;
+    case_inputs(c, &r, (size_t[]){(size_t)n * ca * hw, (size_t)n * cb * hw}, (const char *[]){"a", "b"}, NULL);
+    c->fwd = cat_f, c->bwd = cat_b;
+    fd_check(c, 11, 1e-7);
+    free_case(c);
+
+    c = new_case("add", 2, 40);
+    c->farg[0] = 1 / 1.414;
+    case_inputs(c, &r, (size_t[]){40, 40}, (const char *[]){"a", "b"}, NULL);
+    c->fwd = add_f, c->bwd = add_b;
+    fd_check(c, 11, 1e-7);
+    free_case(c);
+
+    c = new_case("add_nc", 2, (size_t)n * ca * hw);
+    c->iarg[0] = n, c->iarg[1] = ca, c->iarg[2] = hw;
+    case_inputs(c, &r, (size_t[]){(size_t)n * ca * hw, (size_t)n * ca}, (const char *[]){"x", "v"}, NULL);
+    c->fwd = addnc_f, c->bwd = addnc_b;
+    fd_check(c, 11, 1e-7);
+    free_case(c);
+
+    c = new_case("scale_shift", 2, (size_t)n * ca * hw);
+    c->iarg[0] = n, c->iarg[1] = ca, c->iarg[2] = hw;
+    case_inputs(c, &r, (size_t[]){(size_t)n * ca * hw, (size_t)n * 2 * ca}, (const char *[]){"x", "v"}, NULL);
+    c->fwd = ss_f, c->bwd = ss_b;
+    fd_check(c, 11, 1e-7);
+    free_case(c);
+
+    c = new_case("affine", 1, 30);
+    c->farg[0] = 2, c->farg[1] = -1;
+    case_inputs(c, &r, (size_t[]){30}, (const char *[]){"x"}, NULL);
+    c->fwd = aff_f, c->bwd = aff_b;
+    fd_check(c, 11, 1e-7);
+    free_case(c);
+}
+
+/* attention: iarg n, heads, d, L; farg scale */
+static void att_f(op_case *c, double *y) {
+    attention_forward_f64(y, c->saved, c->in[0], c->in[1], c->in[2], c->iarg[0], c->iarg[1], c->iarg[2], c->iarg[3],
+                          c->farg[0]);
+}
+static void att_b(op_case *c, const double *dy, double **d) {
+    attention_backward_f64(d[0], d[1], d[2], dy, c->saved, c->in[0], c->in[1], c->in[2], c->iarg[0], c->iarg[1],
+                           c->iarg[2], c->iarg[3], c->farg[0], c->scratch, c->per);
+}
+
+TEST(attention_gradcheck) {
+    for (uint64_t s = 1; s <= 3; s++) {
+        df_rng r;
+        df_rng_init(&r, s);
+        int n = 2, heads = (int)s, d = 3, L = 5;
+        size_t sz = (size_t)n * heads * d * L;
+        op_case *c = new_case("attention", 3, sz);
+        c->iarg[0] = n, c->iarg[1] = heads, c->iarg[2] = d, c->iarg[3] = L;
+        c->farg[0] = 1 / sqrt((double)d);
+        case_inputs(c, &r, (size_t[]){sz, sz, sz}, (const char *[]){"q", "k", "v"}, NULL);
+        c->saved = malloc(sizeof(double) * n * heads * L * L);
+        c->per = (size_t)L * L;
+        c->scratch = malloc(sizeof(double) * c->per * omp_get_max_threads());
+        c->fwd = att_f, c->bwd = att_b;
+        fd_check(c, s, 1e-6);
+        /* forward against the definition for one query position */
+        double *y = malloc(sz * sizeof(double));
+        att_f(c, y);
+        int hh = heads - 1, i = 2;
+        const double *Q = c->in[0] + ((size_t)1 * heads + hh) * d * L, *K = c->in[1] + ((size_t)1 * heads + hh) * d * L,
+                     *Vv = c->in[2] + ((size_t)1 * heads + hh) * d * L;
+        double sc[5], mx = -1e300, sum = 0;
+        for (int j = 0; j < L; j++) {
+            sc[j] = 0;
+            for (int e = 0; e < d; e++) sc[j] += Q[e * L + i] * K[e * L + j] * c->farg[0];
+            mx = fmax(mx, sc[j]);
+        }
+        for (int j = 0; j < L; j++) sum += sc[j] = exp(sc[j] - mx);
+        for (int e = 0; e < d; e++) {
+            double o = 0;
+            for (int j = 0; j < L; j++) o += sc[j] / sum * Vv[e * L + j];
+            CHECK_NEAR(y[((size_t)1 * heads + hh) * d * L + e * L + i], o, 1e-12, "attention output");
+        }
+        free(y);
+        free_case(c);
+    }
+    /* large logits must not overflow: softmax subtracts the row maximum */
+    double q[2] = {1000, 1000}, k[2] = {1000, -1000}, v[2] = {1, 2}, y[2], p[4];
+    attention_forward_f64(y, p, q, k, v, 1, 1, 1, 2, 1.0);
+    CHECK(isfinite(y[0]) && fabs(y[0] - 1) < 1e-12, "attention with logits 1e6: %g", y[0]);
+}
+
+TEST(dropout_and_mse) {
+    size_t n = 20000;
+    double *x = malloc(n * sizeof(double)), *y = malloc(n * sizeof(double)), *m = malloc(n * sizeof(double)),
+           *dx = calloc(n, sizeof(double));
+    for (size_t i = 0; i < n; i++) x[i] = 1;
+    dropout_forward_f64(y, m, x, n, 0.25, 42);
+    double mean = 0;
+    size_t zeros = 0;
+    for (size_t i = 0; i < n; i++) mean += y[i], zeros += y[i] == 0;
+    mean /= (double)n;
+    /* E[y] = x; the fraction dropped is p within 5 standard errors */
+    CHECK(fabs((double)zeros / n - 0.25) < 5 * sqrt(0.25 * 0.75 / n), "dropout fraction %g", (double)zeros / n);
+    CHECK(fabs(mean - 1) < 0.02, "dropout keeps the mean: %g", mean);
+    dropout_backward_f64(dx, x, m, n);
+    for (size_t i = 0; i < n; i++) CHECK(dx[i] == m[i], "dropout backward is the mask");
+    double a[3] = {1, 2, 3}, b[3] = {0, 2, 5}, da[3];
+    CHECK_NEAR(mse_forward_f64(a, b, 3), (1.0 + 0 + 4) / 3, 1e-15, "mse");
+    mse_backward_f64(da, a, b, 3, 1);
+    CHECK_NEAR(da[2], 2 * (3 - 5) / 3.0, 1e-15, "mse gradient");
+    free(x), free(y), free(m), free(dx);
+}
+
+TEST(timestep_embedding_values) {
+    /* diffusers: exponent = -ln(10000) i / (half - shift); [sin, cos], flipped to [cos, sin] */
+    double t[2] = {10, 900}, y[2 * 32];
+    timestep_forward_f64(y, t, 2, 32, 1, 0);
+    for (int i = 0; i < 16; i++) {
+        double f = exp(-log(10000.0) * i / 16.0);
+        CHECK_NEAR(y[32 + i], cos(900 * f), 1e-12, "cos half");
+        CHECK_NEAR(y[32 + 16 + i], sin(900 * f), 1e-12, "sin half");
+    }
+    double z[7];
+    timestep_forward_f64(z, t, 1, 7, 0, 1);   /* odd dim: zero pad; shift 1 */
+    CHECK_NEAR(z[0], sin(10.0), 1e-12, "first sin");
+    CHECK_NEAR(z[2], sin(10 * exp(-log(10000.0) * 2 / 2.0)), 1e-12, "shifted frequency");
+    CHECK(z[6] == 0, "odd dimension padded with zero");
+}

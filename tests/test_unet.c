@@ -1,0 +1,378 @@
+/* The whole U-Net: parity with the PyTorch golden vectors (eps, input and parameter gradients, training
+ * loss), finite differences through a small network in double precision, and save/load round trips of
+ * randomly drawn configs. */
+#include "graph.h"
+#include "safetensors.h"
+#include "test.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- golden parity --------------------------------------------------------------------------------- */
+
+static float *read_f32(const st_file *f, const char *name, size_t expect) {
+    const st_tensor *t = st_find(f, name);
+    if (!t) {
+        test_fail_at(__FILE__, __LINE__, "%s: no tensor %s", f->path, name);
+        return NULL;
+    }
+    size_t n = (size_t)st_numel(t);
+    if (expect && n != expect) {
+        test_fail_at(__FILE__, __LINE__, "%s: %s has %zu values, expected %zu", f->path, name, n, expect);
+        return NULL;
+    }
+    float *v = malloc(n * sizeof(float));
+    if (st_read_f32(f, t, v, n)) {
+        test_fail_at(__FILE__, __LINE__, "%s", df_error());
+        free(v);
+        return NULL;
+    }
+    return v;
+}
+
+/* Compare the model against one golden io file; `labels` NULL for the unconditional model. */
+static void check_golden(df_model *m, const char *io_path) {
+    st_file io;
+    CHECK_OK(st_open(io_path, &io));
+    if (!io.n) return;
+    const df_unet_config *cfg = df_model_config(m);
+    const int n = 2, h = 28, w = 28;
+    size_t nx = (size_t)n * cfg->in_channels * h * w;
+    float *x = read_f32(&io, "x", nx), *eps_ref = read_f32(&io, "eps", nx), *gout = read_f32(&io, "grad_out", nx);
+    float *gx_ref = read_f32(&io, "grad_x", nx);
+    int64_t t64[2], l64[2];
+    CHECK_OK(st_read_i64(&io, st_find(&io, "t"), t64, 2));
+    float t[2] = {(float)t64[0], (float)t64[1]};
+    int labels[2], *lab = NULL;
+    if (st_find(&io, "class_labels")) {
+        CHECK_OK(st_read_i64(&io, st_find(&io, "class_labels"), l64, 2));
+        labels[0] = (int)l64[0], labels[1] = (int)l64[1];
+        lab = labels;
+    }
+    if (!x || !eps_ref || !gout || !gx_ref) goto out;
+
+    float *eps = malloc(nx * sizeof(float)), *gx = malloc(nx * sizeof(float));
+    CHECK_OK(df_model_forward(m, n, h, w, x, t, lab, eps));
+    size_t at;
+    double e = max_rel_diff(eps, eps_ref, nx, &at);
+    printf("    %s: eps max relative difference %.2e (at %zu: %.6f vs %.6f)\n", io_path, e, at, eps[at], eps_ref[at]);
+    CHECK(e <= 1e-4, "eps differs from the reference: %.3g relative", e);
+
+    df_model_zero_grad(m);
+    CHECK_OK(df_model_backward(m, gout, gx));
+    e = max_rel_diff(gx, gx_ref, nx, &at);
+    printf("    grad_x max relative difference %.2e\n", e);
+    CHECK(e <= 1e-3, "grad_x differs: %.3g relative", e);
+    double worst = 0;
+    const char *wname = "";
+    int compared = 0;
+    for (int i = 0; i < io.n; i++) {
+        const char *name = io.tensors[i].name;
+        if (strncmp(name, "grad.", 5) != 0) continue;
+        int p = df_model_find_tensor(m, name + 5);
+        CHECK(p >= 0, "golden gradient %s names no parameter", name);
+        if (p < 0) continue;
+        int nd, shape[4];
+        size_t off;
+        df_model_tensor_info(m, p, &nd, shape, &off);
+        size_t cnt = (size_t)st_numel(&io.tensors[i]);
+        float *ref = read_f32(&io, name, 0);
+        if (!ref) continue;
+        double d = max_rel_diff(df_model_grads(m) + off, ref, cnt, NULL);
+        if (d > worst) worst = d, wname = name;
+        CHECK(d <= 1e-3, "%s differs: %.3g relative", name, d);
+        compared++;
+        free(ref);
+    }
+    printf("    %d parameter gradients, worst %s at %.2e\n", compared, wname, worst);
+    CHECK(compared >= 10, "only %d parameter gradients compared", compared);
+
+    /* the training loss and its gradients on x_t = sqrt(a) x0 + sqrt(1 - a) noise */
+    float *xt = read_f32(&io, "train.x_t", nx), *noise = read_f32(&io, "train.noise", nx),
+          *x0 = read_f32(&io, "train.x0", nx), *ac = read_f32(&io, "alphas_cumprod", 1000),
+          *lref = read_f32(&io, "train.loss", 1);
+    if (xt && noise && x0 && ac && lref) {
+        double dmax = 0;
+        for (int i = 0; i < n; i++) {
+            double a = ac[(int)t[i]];
+            for (size_t j = 0; j < nx / n; j++) {
+                size_t k = i * (nx / n) + j;
+                dmax = fmax(dmax, fabs(sqrt(a) * x0[k] + sqrt(1 - a) * noise[k] - xt[k]));
+            }
+        }
+        CHECK(dmax < 1e-5, "train.x_t is not sqrt(a) x0 + sqrt(1-a) noise: %.3g", dmax);
+        float loss;
+        df_model_zero_grad(m);
+        CHECK_OK(df_model_loss_grad(m, n, h, w, xt, t, lab, noise, &loss));
+        printf("    training loss %.7f vs %.7f (relative %.2e)\n", loss, lref[0], fabs(loss - lref[0]) / lref[0]);
+        CHECK(fabs(loss - lref[0]) <= 1e-4 * fabs(lref[0]), "training loss %.7f vs %.7f", loss, lref[0]);
+        int tc = 0;
+        for (int i = 0; i < io.n; i++) {
+            const char *name = io.tensors[i].name;
+            if (strncmp(name, "train.grad.", 11) != 0) continue;
+            int p = df_model_find_tensor(m, name + 11);
+            CHECK(p >= 0, "%s names no parameter", name);
+            if (p < 0) continue;
+            size_t off;
+            df_model_tensor_info(m, p, NULL, NULL, &off);
+            float *ref = read_f32(&io, name, 0);
+            if (!ref) continue;
+            double d = max_rel_diff(df_model_grads(m) + off, ref, (size_t)st_numel(&io.tensors[i]), NULL);
+            CHECK(d <= 1e-3, "%s differs: %.3g relative", name, d);
+            tc++;
+            free(ref);
+        }
+        CHECK(tc >= 5, "only %d training gradients compared", tc);
+    }
+    free(xt), free(noise), free(x0), free(ac), free(lref);
+    free(eps), free(gx);
+out:
+    free(x), free(eps_ref), free(gout), free(gx_ref);
+    st_close(&io);
+}
+
+TEST(golden_fmnist_s) {
+    char dir[512], io[600];
+    snprintf(dir, sizeof dir, "%s/fmnist-s", test_golden_dir());
+    snprintf(io, sizeof io, "%s/io.safetensors", dir);
+    df_model *m = NULL;
+    CHECK_OK(df_model_load(dir, &m));
+    if (!m) return;
+    CHECK(df_model_num_tensors(m) == 270, "270 parameter tensors, got %d", df_model_num_tensors(m));
+    CHECK(df_model_num_params(m) == 3939393, "3,939,393 parameters, got %zu", df_model_num_params(m));
+    check_golden(m, io);
+    df_model_free(m);
+}
+
+TEST(golden_fmnist_s_class_conditional) {
+    char path[600], io[600];
+    snprintf(path, sizeof path, "%s/fmnist-s/cond/config.json", test_golden_dir());
+    df_unet_config cfg;
+    CHECK_OK(df_unet_config_load(path, &cfg));
+    df_model *m = NULL;
+    CHECK_OK(df_model_create(&cfg, 0, &m));
+    if (!m) return;
+    /* weights: the unconditional file plus the class embedding */
+    const char *files[2] = {"fmnist-s/model.safetensors", "fmnist-s/cond/class_embedding.safetensors"};
+    int filled = 0;
+    for (int k = 0; k < 2; k++) {
+        st_file f;
+        snprintf(path, sizeof path, "%s/%s", test_golden_dir(), files[k]);
+        CHECK_OK(st_open(path, &f));
+        for (int i = 0; i < f.n; i++) {
+            int p = df_model_find_tensor(m, f.tensors[i].name);
+            CHECK(p >= 0, "%s: unknown tensor %s", path, f.tensors[i].name);
+            if (p < 0) continue;
+            size_t off;
+            df_model_tensor_info(m, p, NULL, NULL, &off);
+            CHECK_OK(st_read_f32(&f, &f.tensors[i], df_model_params(m) + off, (size_t)st_numel(&f.tensors[i])));
+            filled++;
+        }
+        st_close(&f);
+    }
+    CHECK(filled == df_model_num_tensors(m), "filled %d of %d tensors", filled, df_model_num_tensors(m));
+    snprintf(io, sizeof io, "%s/fmnist-s/cond/io_cond.safetensors", test_golden_dir());
+    check_golden(m, io);
+    df_model_free(m);
+}
+
+/* ---- finite differences through a whole small U-Net, in double ------------------------------------- */
+
+static void small_config(df_unet_config *c, int variant) {
+    df_unet_config_default(c);
+    c->sample_size = 8;
+    c->in_channels = 2, c->out_channels = 2;
+    c->num_levels = 2;
+    c->block_out_channels[0] = 8, c->block_out_channels[1] = 12;
+    c->down_attn[0] = 0, c->down_attn[1] = 1;
+    c->up_attn[0] = 1, c->up_attn[1] = 0;
+    c->layers_per_block = 1;
+    c->norm_num_groups = 4;
+    c->attention_head_dim = 4;
+    c->num_class_embeds = 3;
+    if (variant == 1) {
+        c->scale_shift = 1;
+        c->downsample_padding = 0;
+        c->attention_head_dim = 0;
+        c->center_input_sample = 1;
+        c->mid_block_scale_factor = 1.414f;
+        c->flip_sin_to_cos = 0;
+        c->freq_shift = 1;
+    } else if (variant == 2) {
+        c->down_attn[0] = 1, c->up_attn[1] = 1;
+        c->downsample_resnet = 1, c->upsample_resnet = 1;
+        c->attn_norm_num_groups = 2;
+        c->num_class_embeds = 0;
+        c->class_embed_timestep = 1;
+    }
+}
+
+static void unet_fd(int variant, uint64_t seed) {
+    df_unet_config cfg;
+    small_config(&cfg, variant);
+    df_model *m = NULL;
+    CHECK_OK(df_model_create(&cfg, seed, &m));
+    if (!m) return;
+    unet_graph g;
+    const int n = 2, hw = 8;
+    CHECK_OK(unet_build(&cfg, n, hw, hw, &g));
+    size_t np = g.nparam_values;
+    double *p = malloc(np * sizeof(double)), *dp = calloc(np, sizeof(double));
+    df_rng r;
+    df_rng_init(&r, seed + 100);
+    /* perturb the default init so GroupNorm affine and biases are not at 1/0 */
+    for (size_t i = 0; i < np; i++) p[i] = df_model_params(m)[i] + 0.1 * df_rng_normal(&r);
+    double *act = calloc(g.act_size, sizeof(double)), *dact = calloc(g.act_size, sizeof(double));
+    double *scr = malloc(g.scratch_size * omp_get_max_threads() * sizeof(double));
+    const gvalue *xo = &g.vals[g.x], *yo = &g.vals[g.out];
+    size_t nx = (size_t)xo->n * xo->c * xo->h * xo->w, ny = (size_t)yo->n * yo->c * yo->h * yo->w;
+    double x[nx], rr[ny], t[2] = {3, 700};
+    int labels[2] = {2, 0};
+    for (size_t i = 0; i < nx; i++) x[i] = df_rng_normal(&r);
+    for (size_t i = 0; i < ny; i++) rr[i] = df_rng_normal(&r);
+    const int *lab = (cfg.num_class_embeds || cfg.class_embed_timestep) ? labels : NULL;
+#define LOSS(out)                                                                                   \
+    do {                                                                                            \
+        memcpy(act + xo->off, x, sizeof x);                                                         \
+        unet_forward_f64(&g, p, act, scr, t, lab, 0);                                               \
+        out = 0;                                                                                    \
+        for (size_t i_ = 0; i_ < ny; i_++) out += rr[i_] * act[yo->off + i_];                       \
+    } while (0)
+    double l0;
+    LOSS(l0);
+    memcpy(dact + yo->off, rr, sizeof rr);
+    unet_backward_f64(&g, p, dp, act, dact, scr, lab);
+    double dx[nx];
+    memcpy(dx, dact + xo->off, sizeof dx);
+    double gmax = 0;
+    for (size_t i = 0; i < np; i++) gmax = fmax(gmax, fabs(dp[i]));
+    const double h = 1e-5;
+    double worst = 0;
+    const char *wname = "";
+    int checked = 0;
+    for (int k = 0; k < g.nparams; k++) {
+        const gparam *gp = &g.params[k];
+        for (int rep = 0; rep < 2; rep++) {
+            size_t i = gp->off + df_rng_u32(&r) % gp->numel;
+            double v = p[i], lp, lm;
+            p[i] = v + h;
+            LOSS(lp);
+            p[i] = v - h;
+            LOSS(lm);
+            p[i] = v;
+            double num = (lp - lm) / (2 * h), err = fabs(num - dp[i]) / gmax;
+            if (err > worst) worst = err, wname = gp->name;
+            checked++;
+        }
+    }
+    for (int rep = 0; rep < 20; rep++) {
+        size_t i = df_rng_u32(&r) % nx;
+        double v = x[i], lp, lm;
+        x[i] = v + h;
+        LOSS(lp);
+        x[i] = v - h;
+        LOSS(lm);
+        x[i] = v;
+        double err = fabs((lp - lm) / (2 * h) - dx[i]) / gmax;
+        if (err > worst) worst = err, wname = "x";
+    }
+#undef LOSS
+    printf("    variant %d: %d parameter entries + 20 inputs, worst relative error %.2e (%s)\n", variant, checked,
+           worst, wname);
+    CHECK(worst < 1e-6, "variant %d: finite differences disagree at %s: %.3g", variant, wname, worst);
+    free(p), free(dp), free(act), free(dact), free(scr);
+    unet_graph_free(&g);
+    df_model_free(m);
+}
+
+TEST(unet_gradcheck_f64) {
+    for (int v = 0; v < 3; v++) unet_fd(v, 7 + (uint64_t)v);
+}
+
+/* ---- random configs: build, save, load, same output --------------------------------------------------- */
+
+static void random_config(df_rng *r, df_unet_config *c) {
+    df_unet_config_default(c);
+    int groups = 1 + (int)(df_rng_u32(r) % 4);
+    c->norm_num_groups = groups;
+    c->num_levels = 1 + (int)(df_rng_u32(r) % 3);
+    for (int i = 0; i < c->num_levels; i++) {
+        c->block_out_channels[i] = groups * (2 + (int)(df_rng_u32(r) % 4)) * 2;
+        c->down_attn[i] = df_rng_u32(r) % 2;
+        c->up_attn[i] = df_rng_u32(r) % 2;
+    }
+    for (int i = c->num_levels; i < DF_MAX_LEVELS; i++)   /* unused entries do not survive a save */
+        c->block_out_channels[i] = c->down_attn[i] = c->up_attn[i] = 0;
+    c->layers_per_block = 1 + (int)(df_rng_u32(r) % 2);
+    c->in_channels = df_rng_u32(r) % 2 ? 3 : 1;
+    c->out_channels = c->in_channels;
+    c->attention_head_dim = 0;
+    c->add_attention = df_rng_u32(r) % 2;
+    c->scale_shift = df_rng_u32(r) % 2;
+    c->downsample_padding = df_rng_u32(r) % 2;
+    c->downsample_resnet = df_rng_u32(r) % 2;
+    c->upsample_resnet = df_rng_u32(r) % 2;
+    c->num_class_embeds = df_rng_u32(r) % 2 ? 4 : 0;
+    c->center_input_sample = df_rng_u32(r) % 2;
+    c->flip_sin_to_cos = df_rng_u32(r) % 2;
+    c->freq_shift = (float)(df_rng_u32(r) % 2);
+    c->norm_eps = df_rng_u32(r) % 2 ? 1e-5f : 1e-6f;
+    c->sample_size = 4 << (c->num_levels - 1);
+}
+
+TEST(random_configs_round_trip) {
+    df_rng r;
+    df_rng_init(&r, 2024);
+    int count = test_quick() ? 4 : 12;
+    for (int k = 0; k < count; k++) {
+        df_unet_config cfg;
+        random_config(&r, &cfg);
+        df_model *a = NULL, *b = NULL;
+        CHECK_OK(df_model_create(&cfg, (uint64_t)k, &a));
+        if (!a) continue;
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/rt%d", test_tmp_dir(), k);
+        CHECK_OK(df_model_save(a, dir));
+        CHECK_OK(df_model_load(dir, &b));
+        if (!b) {
+            df_model_free(a);
+            continue;
+        }
+        CHECK(memcmp(df_model_config(a), df_model_config(b), sizeof cfg) == 0, "config %d changed in a round trip", k);
+        CHECK(memcmp(df_model_params(a), df_model_params(b), df_model_num_params(a) * 4) == 0,
+              "weights of config %d changed in a round trip", k);
+        int n = 2, s = cfg.sample_size;
+        size_t nx = (size_t)n * cfg.in_channels * s * s;
+        float *x = malloc(nx * 4), *ya = malloc(nx * 4), *yb = malloc(nx * 4), t[2] = {1, 500};
+        int lab[2] = {3, 1};
+        df_rng_fill_normal(&r, x, nx);
+        CHECK_OK(df_model_forward(a, n, s, s, x, t, cfg.num_class_embeds ? lab : NULL, ya));
+        CHECK_OK(df_model_forward(b, n, s, s, x, t, cfg.num_class_embeds ? lab : NULL, yb));
+        CHECK(memcmp(ya, yb, nx * 4) == 0, "config %d: outputs differ after a round trip", k);
+        double mx = 0;
+        for (size_t i = 0; i < nx; i++) mx = fmax(mx, fabs(ya[i]));
+        CHECK(mx > 0 && isfinite(mx), "config %d: output is zero or not finite", k);
+        free(x), free(ya), free(yb);
+        df_model_free(a);
+        df_model_free(b);
+    }
+}
+
+TEST(model_rejects_bad_calls) {
+    df_unet_config cfg;
+    CHECK_OK(df_unet_config_preset("fmnist-s", &cfg));
+    df_model *m = NULL;
+    CHECK_OK(df_model_create(&cfg, 1, &m));
+    if (!m) return;
+    float x[2 * 28 * 28] = {0}, y[2 * 28 * 28], t[2] = {1, 2};
+    int lab[2] = {0, 1};
+    CHECK(df_model_forward(m, 1, 28, 28, x, t, lab, y) == DF_ERR_ARG, "labels to an unconditional model");
+    CHECK(df_model_forward(m, 1, 30, 30, x, t, NULL, y) == DF_ERR_SHAPE, "size not divisible by 4");
+    CHECK(strstr(df_error(), "multiple of 4") != NULL, "message names the constraint: %s", df_error());
+    df_model *m2 = NULL;
+    CHECK(df_model_load("/nonexistent/model", &m2) != DF_OK, "loading a missing directory fails");
+    CHECK(strstr(df_error(), "/nonexistent/model") != NULL, "message names the path: %s", df_error());
+    df_model_free(m);
+    df_model_free(NULL);
+}
