@@ -57,6 +57,7 @@ deps:
 test: deps
 	$(MAKE) WERROR=1 all
 	$(BUILD)/test_diffuse
+	sh tests/torch_parity.sh
 	$(MAKE) asan
 
 asan:
@@ -67,6 +68,12 @@ asan:
 
 bench: deps all
 	$(BUILD)/bench_diffuse
+
+# The README's main command.
+run: deps all
+	$(BUILD)/diffuse init --preset fmnist-s --seed 1 out/fmnist-s-init
+	$(BUILD)/diffuse info out/fmnist-s-init
+	$(BUILD)/bench_diffuse --preset fmnist-s
 
 clean:
 	rm -rf build build-asan

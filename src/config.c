@@ -4,7 +4,6 @@
 #include "internal.h"
 
 #include <cjson/cJSON.h>
-#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -221,18 +220,27 @@ static df_status validate(const df_unet_config *c, const char *src) {
                        "last level's %d channels)",
                        src, c->attn_norm_num_groups, last);
     int d = c->attention_head_dim;
-    if (d < 0) return df_fail(DF_ERR_CONFIG, "%s: field \"attention_head_dim\": unsupported value %d", src, d);
+    if (d < 0)
+        return df_fail(DF_ERR_CONFIG, "%s: field \"attention_head_dim\": unsupported value %d (expected null or >= 1)",
+                       src, d);
     if (d > 0) {
         /* heads = channels / attention_head_dim must be at least 1 wherever there is attention.
          * Up block i works at block_out_channels[L - 1 - i]. */
         for (int i = 0; i < L; i++) {
-            int ch_down = c->block_out_channels[i], ch_up = c->block_out_channels[L - 1 - i];
-            int ch = c->down_attn[i] && ch_down < d ? ch_down : c->up_attn[i] && ch_up < d ? ch_up : 0;
-            if (ch)
+            const char *where = NULL;
+            int ch = 0;
+            if (c->down_attn[i] && c->block_out_channels[i] < d) {
+                where = "down";
+                ch = c->block_out_channels[i];
+            } else if (c->up_attn[i] && c->block_out_channels[L - 1 - i] < d) {
+                where = "up";
+                ch = c->block_out_channels[L - 1 - i];
+            }
+            if (where)
                 return df_fail(DF_ERR_CONFIG,
                                "%s: field \"attention_head_dim\": unsupported value %d (larger than the %d channels of "
-                               "an attention block)",
-                               src, d, ch);
+                               "attention %s block %d)",
+                               src, d, ch, where, i);
         }
         if (c->mid_block && c->add_attention && last < d)
             return df_fail(DF_ERR_CONFIG,
@@ -282,6 +290,10 @@ df_status df_unet_config_validate(const df_unet_config *cfg) {
 
 /* A JSON value as short text for messages. */
 static void value_text(const cJSON *v, char *out, size_t cap) {
+    if (cJSON_IsNumber(v) && !isfinite(v->valuedouble)) {   /* cJSON would print null */
+        snprintf(out, cap, "%s", v->valuedouble > 0 ? "(overflows to inf)" : "(overflows to -inf)");
+        return;
+    }
     char *s = cJSON_PrintUnformatted(v);
     if (!s) {
         snprintf(out, cap, "?");
@@ -386,7 +398,9 @@ static df_status parse_key(const char *src, const key_info *k, const cJSON *v, d
         return DF_OK;
     case K_FLOAT:
     case K_PYFLOAT:
-        if (!cJSON_IsNumber(v) || !(fabs(v->valuedouble) <= FLT_MAX)) return bad_value(src, k->name, v, "a number");
+        /* Finite after rounding to float: below FLT_MAX + half an ulp (2^128 - 2^103). */
+        if (!cJSON_IsNumber(v) || !(fabs(v->valuedouble) < 0x1.ffffffp127))
+            return bad_value(src, k->name, v, "a number");
         *float_field(c, k) = (float)v->valuedouble;
         return DF_OK;
     case K_CHOICE: {

@@ -19,6 +19,16 @@ size_t RF(conv_scratch)(const conv_geom *g) {
     return 2 * K * P + (size_t)g->cout * K + (size_t)g->cout;
 }
 
+/* Output columns [*lo, *hi) whose input column ox*s - pad + kj falls inside [0, w). */
+static void valid_cols(const conv_geom *g, int kj, int *lo, int *hi) {
+    int off = kj - g->pad_l, s = g->stride;
+    int a = off >= 0 ? 0 : (-off + s - 1) / s;
+    int b = (g->w - 1 - off) >= 0 ? (g->w - 1 - off) / s + 1 : 0;
+    *lo = a;
+    *hi = b < g->wo ? b : g->wo;
+    if (*hi < *lo) *hi = *lo;
+}
+
 /* col (cin*k*k, ho*wo): the input patch under each output position, zeros outside the image. */
 static void im2col(real *col, const real *x, const conv_geom *g) {
     const int k = g->k, s = g->stride, P = g->ho * g->wo;
@@ -27,6 +37,8 @@ static void im2col(real *col, const real *x, const conv_geom *g) {
             for (int kj = 0; kj < k; kj++) {
                 real *row = col + (size_t)((c * k + ki) * k + kj) * P;
                 const real *xc = x + (size_t)c * g->h * g->w;
+                int lo, hi;
+                valid_cols(g, kj, &lo, &hi);
                 for (int oy = 0; oy < g->ho; oy++) {
                     int iy = oy * s - g->pad_t + ki;
                     real *r = row + oy * g->wo;
@@ -35,10 +47,13 @@ static void im2col(real *col, const real *x, const conv_geom *g) {
                         continue;
                     }
                     const real *xr = xc + (size_t)iy * g->w;
-                    for (int ox = 0; ox < g->wo; ox++) {
-                        int ix = ox * s - g->pad_l + kj;
-                        r[ox] = (ix >= 0 && ix < g->w) ? xr[ix] : 0;
-                    }
+                    const int off = kj - g->pad_l;
+                    for (int ox = 0; ox < lo; ox++) r[ox] = 0;
+                    if (s == 1 && hi > lo)
+                        memcpy(r + lo, xr + lo + off, sizeof(real) * (size_t)(hi - lo));
+                    else
+                        for (int ox = lo; ox < hi; ox++) r[ox] = xr[ox * s + off];
+                    for (int ox = hi; ox < g->wo; ox++) r[ox] = 0;
                 }
             }
 }
@@ -51,15 +66,15 @@ static void col2im_add(real *dx, const real *col, const conv_geom *g) {
             for (int kj = 0; kj < k; kj++) {
                 const real *row = col + (size_t)((c * k + ki) * k + kj) * P;
                 real *xc = dx + (size_t)c * g->h * g->w;
+                int lo, hi;
+                valid_cols(g, kj, &lo, &hi);
                 for (int oy = 0; oy < g->ho; oy++) {
                     int iy = oy * s - g->pad_t + ki;
                     if (iy < 0 || iy >= g->h) continue;
                     const real *r = row + oy * g->wo;
                     real *xr = xc + (size_t)iy * g->w;
-                    for (int ox = 0; ox < g->wo; ox++) {
-                        int ix = ox * s - g->pad_l + kj;
-                        if (ix >= 0 && ix < g->w) xr[ix] += r[ox];
-                    }
+                    const int off = kj - g->pad_l;
+                    for (int ox = lo; ox < hi; ox++) xr[ox * s + off] += r[ox];
                 }
             }
 }

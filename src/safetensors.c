@@ -10,7 +10,8 @@
 
 /* A header larger than this is refused before it is parsed (the reference implementation's limit). */
 #define ST_MAX_HEADER ((uint64_t)100 * 1000 * 1000)
-/* Shape dimensions and offsets must be integers a JSON number (an IEEE double) holds exactly. */
+/* Tensors the writer accepts: byte offsets stay integers that a JSON number (an IEEE double) holds
+ * exactly. */
 #define ST_MAX_EXACT 9007199254740992.0   /* 2^53 */
 
 static const char *const dtype_names[] = {"F32", "F16", "BF16", "F64", "I64", "I32", "U8", "BOOL"};
@@ -101,11 +102,11 @@ void st_close(st_file *f) {
     memset(f, 0, sizeof *f);
 }
 
-/* A JSON number that is a whole count in [0, 2^53]. */
+/* A JSON number that is a whole count below 2^64 (shapes past 2^53 are left to the overflow checks). */
 static int json_count(const cJSON *j, uint64_t *out) {
     if (!cJSON_IsNumber(j)) return 0;
     double v = j->valuedouble;
-    if (!(v >= 0 && v <= ST_MAX_EXACT)) return 0;
+    if (!(v >= 0 && v < 18446744073709551616.0)) return 0;
     uint64_t u = (uint64_t)v;
     if ((double)u != v) return 0;
     *out = u;
@@ -187,8 +188,9 @@ static df_status parse_entry(const char *path, const cJSON *e, size_t data_len, 
         return df_fail(DF_ERR_FORMAT, "%s: tensor \"%s\": data_offsets is not a list of two non-negative integers",
                        path, name);
     if (begin > end)
-        return df_fail(DF_ERR_FORMAT, "%s: tensor \"%s\": data_offsets [%" PRIu64 ", %" PRIu64 "] ends before it begins",
-                       path, name, begin, end);
+        return df_fail(DF_ERR_FORMAT,
+                       "%s: tensor \"%s\": data_offsets [%" PRIu64 ", %" PRIu64 "] ends before it begins", path,
+                       name, begin, end);
     if (end > data_len)
         return df_fail(DF_ERR_FORMAT,
                        "%s: tensor \"%s\": data_offsets end %" PRIu64 " is past the data section (%zu bytes)", path,

@@ -302,9 +302,10 @@ static const bad_file bad_files[] = {
     {"size-mismatch", "{\"w.size\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 8, "w.size"},
     {"overflow-numel",
      "{\"w.huge\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,4611686018427387904],\"data_offsets\":[0,0]}}",
-     0, "w.huge"},
+     0, "w.huge\": shape too large"},
     {"overflow-bytes",
-     "{\"w.bytes\":{\"dtype\":\"F32\",\"shape\":[2305843009213693952,4],\"data_offsets\":[0,0]}}", 0, "w.bytes"},
+     "{\"w.bytes\":{\"dtype\":\"F32\",\"shape\":[2305843009213693952,4],\"data_offsets\":[0,0]}}", 0,
+     "w.bytes\": shape too large"},
     {"overlap",
      "{\"w.a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
      "\"w.b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
@@ -324,6 +325,7 @@ static const bad_file bad_files[] = {
     {"empty", NULL, 0, NULL},
     {"seven-bytes", NULL, 0, NULL},
     {"header-past-end", NULL, 0, NULL},
+    {"header-one-past-end", NULL, 0, NULL},
     {"header-over-100mb", NULL, 0, NULL},
     {"header-length-max", NULL, 0, NULL},
     {"truncated-data", NULL, 0, "w.cut"},
@@ -344,6 +346,9 @@ TEST(safetensors_malformed_files) {
         } else if (!strcmp(b->label, "header-past-end")) {
             len = make_file(file, sizeof file, "{}      ", NULL, 0);
             put_le(file, 100, 8);
+        } else if (!strcmp(b->label, "header-one-past-end")) {
+            len = make_file(file, sizeof file, "{}      ", NULL, 0);
+            put_le(file, len - 8 + 1, 8);
         } else if (!strcmp(b->label, "header-over-100mb")) {
             len = make_file(file, sizeof file, "{}      ", NULL, 0);
             put_le(file, (uint64_t)200 << 20, 8);
@@ -370,11 +375,19 @@ TEST(safetensors_malformed_files) {
               b->label);
         if (s == DF_OK) st_close(&f);
     }
-    /* A control case: the same builder with a good header is accepted. */
+    /* Control cases from the same builder: a good header, and an empty tensor whose offset lies inside
+     * another tensor (no bytes overlap), are accepted. */
     size_t len = make_file(file, sizeof file, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", NULL,
                            8);
     st_file f;
     CHECK_OK(st_open_memory(file, len, "good.safetensors", &f));
+    st_close(&f);
+    len = make_file(file, sizeof file,
+                    "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                    "\"z\":{\"dtype\":\"U8\",\"shape\":[0,5],\"data_offsets\":[4,4]}}",
+                    NULL, 8);
+    CHECK_OK(st_open_memory(file, len, "empty-inside.safetensors", &f));
+    CHECK(f.n == 2, "empty-inside: %d tensors", f.n);
     st_close(&f);
 
     df_status s = st_open(tmp_path("does-not-exist.safetensors"), &f);
