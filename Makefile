@@ -63,7 +63,7 @@ test: deps
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 WERROR=1 \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	  EXTRA_LDLIBS="-fsanitize=address,undefined" build-asan/test_diffuse
+	  EXTRA_LDLIBS="-fsanitize=address,undefined" build-asan/test_diffuse build-asan/diffuse
 	ASAN_OPTIONS=detect_leaks=1 DIFFUSE_QUICK=1 build-asan/test_diffuse
 
 bench: deps all

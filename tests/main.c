@@ -35,6 +35,10 @@ void test_fail_at(const char *file, int line, const char *fmt, ...) {
     cur_failures++;
 }
 
+static char bin_dir[1024] = ".";
+
+const char *test_bin_dir(void) { return bin_dir; }
+
 int test_quick(void) {
     const char *q = getenv("DIFFUSE_QUICK");
     return q && *q && strcmp(q, "0") != 0;
@@ -75,6 +79,8 @@ static int cmp_tests(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     df_prefer_passive_threads(argv);
+    const char *slash = strrchr(argv[0], '/');
+    if (slash) snprintf(bin_dir, sizeof bin_dir, "%.*s", (int)(slash - argv[0]), argv[0]);
     qsort(tests, (size_t)ntests, sizeof tests[0], cmp_tests);
     int passed = 0, failed = 0;
     for (int i = 0; i < ntests; i++) {

@@ -13,6 +13,7 @@ void test_fail_at(const char *file, int line, const char *fmt, ...) __attribute_
 int  test_quick(void);              /* DIFFUSE_QUICK=1: smaller sizes (sanitizer runs) */
 const char *test_golden_dir(void);  /* $DIFFUSE_GOLDEN or ../shared/golden */
 const char *test_tmp_dir(void);     /* a fresh directory for this run's files */
+const char *test_bin_dir(void);     /* the directory of the test binary (the diffuse command is there) */
 
 #define TEST(name)                                                                     \
     static void name(void);                                                            \

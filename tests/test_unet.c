@@ -376,3 +376,53 @@ TEST(model_rejects_bad_calls) {
     df_model_free(m);
     df_model_free(NULL);
 }
+
+/* Older diffusers checkpoints (google/ddpm-cifar10-32) name the attention projections query, key, value
+ * and proj_attn; the same weights under those names must load to the same model. */
+TEST(legacy_attention_names_load) {
+    df_unet_config cfg;
+    small_config(&cfg, 0);
+    df_model *a = NULL, *b = NULL;
+    CHECK_OK(df_model_create(&cfg, 5, &a));
+    if (!a) return;
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/legacy", test_tmp_dir());
+    CHECK_OK(df_model_save(a, dir));
+    int n = df_model_num_tensors(a), renamed = 0;
+    st_entry *e = calloc((size_t)n, sizeof *e);
+    char (*names)[160] = calloc((size_t)n, 160);
+    static const char *const map[][2] = {{".to_q.", ".query."}, {".to_k.", ".key."}, {".to_v.", ".value."},
+                                         {".to_out.0.", ".proj_attn."}};
+    for (int i = 0; i < n; i++) {
+        int nd, shape[4];
+        size_t off;
+        const char *name = df_model_tensor_info(a, i, &nd, shape, &off);
+        snprintf(names[i], 160, "%s", name);
+        for (int k = 0; k < 4; k++) {
+            const char *at = strstr(name, map[k][0]);
+            if (at) {
+                snprintf(names[i], 160, "%.*s%s%s", (int)(at - name), name, map[k][1], at + strlen(map[k][0]));
+                renamed++;
+            }
+        }
+        e[i].name = names[i];
+        e[i].ndim = nd;
+        for (int d = 0; d < nd; d++) e[i].shape[d] = shape[d];
+        e[i].f32 = df_model_params(a) + off;
+    }
+    CHECK(renamed >= 8, "renamed %d attention tensors", renamed);
+    snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
+    CHECK_OK(st_write(path, e, n, NULL, 0));
+    CHECK_OK(df_model_load(dir, &b));
+    if (b) CHECK(memcmp(df_model_params(a), df_model_params(b), df_model_num_params(a) * 4) == 0,
+                 "legacy-named weights load to the same values");
+    /* a missing tensor is named in the error */
+    CHECK_OK(st_write(path, e + 1, n - 1, NULL, 0));
+    df_model *c = NULL;
+    CHECK(df_model_load(dir, &c) == DF_ERR_SHAPE && strstr(df_error(), df_model_tensor_info(a, 0, NULL, NULL, NULL)),
+          "missing tensor named: %s", df_error());
+    free(e);
+    free(names);
+    df_model_free(a);
+    df_model_free(b);
+}
