@@ -332,6 +332,10 @@ def run_case(case, seed, workdir, binary, timeout, f32_steps=True):
             fails.append((e, name))
     if missing:
         problems.append(f"{len(missing)} param grads missing (e.g. {missing[0]})")
+    known = {"grad." + n for n in grads} | {"grad." + R.legacy_name(n) for n in grads}
+    unexpected = sorted(k for k in got if k.startswith("grad.") and k not in known)
+    if unexpected:
+        problems.append(f"{len(unexpected)} grads for parameters the reference lacks (e.g. {unexpected[0]})")
     if fails:
         fails.sort(reverse=True)
         problems.append(f"{len(fails)} param grads over {GRAD_TOL:g}: " +
