@@ -5,6 +5,8 @@
 #   make bench      the benchmark table
 #   make NATIVE=1   also tune for this CPU (-march=native); WERROR=1 turns warnings into errors
 
+MAKEFLAGS += --no-print-directory
+MAKEFLAGS += --no-print-directory
 CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O3

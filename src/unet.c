@@ -20,14 +20,20 @@ typedef struct {
     df_status err;
 } builder;
 
-static void *grow(void *p, int *cap, int need, size_t elem) {
-    if (need <= *cap) return p;
+/* Make room for one more element in the array *pp (count *n, capacity *cap); records an error on
+ * failure. Returns 0 when there is room. */
+static int grow(builder *B, void **pp, int *cap, int n, size_t elem) {
+    if (B->err) return -1;
+    if (n < *cap) return 0;
     int c = *cap ? *cap * 2 : 64;
-    while (c < need) c *= 2;
-    void *q = realloc(p, (size_t)c * elem);
-    if (!q) return NULL;
+    void *q = realloc(*pp, (size_t)c * elem);
+    if (!q) {
+        B->err = df_fail(DF_ERR_NOMEM, "out of memory building the network");
+        return -1;
+    }
+    *pp = q;
     *cap = c;
-    return q;
+    return 0;
 }
 
 static int add_param(builder *B, init_kind init, int fan_in, int ndim, int s0, int s1, int s2, int s3,
@@ -35,13 +41,7 @@ static int add_param(builder *B, init_kind init, int fan_in, int ndim, int s0, i
 static int add_param(builder *B, init_kind init, int fan_in, int ndim, int s0, int s1, int s2, int s3,
                      const char *fmt, ...) {
     unet_graph *g = B->g;
-    if (B->err) return -1;
-    gparam *np = grow(g->params, &g->cap_params, g->nparams + 1, sizeof(gparam));
-    if (!np) {
-        B->err = df_fail(DF_ERR_NOMEM, "out of memory building the parameter table");
-        return -1;
-    }
-    g->params = np;
+    if (grow(B, (void **)&g->params, &g->cap_params, g->nparams, sizeof(gparam))) return -1;
     gparam *p = &g->params[g->nparams];
     memset(p, 0, sizeof *p);
     va_list ap;
@@ -64,13 +64,7 @@ static int add_param(builder *B, init_kind init, int fan_in, int ndim, int s0, i
 
 static int add_value(builder *B, int n, int c, int h, int w) {
     unet_graph *g = B->g;
-    if (B->err) return -1;
-    gvalue *nv = grow(g->vals, &g->cap_vals, g->nvals + 1, sizeof(gvalue));
-    if (!nv) {
-        B->err = df_fail(DF_ERR_NOMEM, "out of memory building the graph");
-        return -1;
-    }
-    g->vals = nv;
+    if (grow(B, (void **)&g->vals, &g->cap_vals, g->nvals, sizeof(gvalue))) return -1;
     gvalue *v = &g->vals[g->nvals];
     v->n = n, v->c = c, v->h = h, v->w = w;
     v->off = g->act_size;
@@ -80,13 +74,7 @@ static int add_value(builder *B, int n, int c, int h, int w) {
 
 static gnode *add_node(builder *B, op_kind op, int in0, int in1, int in2) {
     unet_graph *g = B->g;
-    if (B->err) return NULL;
-    gnode *nn = grow(g->nodes, &g->cap_nodes, g->nnodes + 1, sizeof(gnode));
-    if (!nn) {
-        B->err = df_fail(DF_ERR_NOMEM, "out of memory building the graph");
-        return NULL;
-    }
-    g->nodes = nn;
+    if (grow(B, (void **)&g->nodes, &g->cap_nodes, g->nnodes, sizeof(gnode))) return NULL;
     gnode *d = &g->nodes[g->nnodes++];
     memset(d, 0, sizeof *d);
     d->op = op;
