@@ -18,7 +18,7 @@ endif
 ifeq ($(WERROR),1)
 CFLAGS  += -Werror
 endif
-LDLIBS  := -fopenmp -lopenblas -lcjson -lm $(EXTRA_LDLIBS)
+LDLIBS  := -fopenmp -lopenblas -lcjson -lpng -ljpeg -lm $(EXTRA_LDLIBS)
 
 # Files named *_real.c are written once for a `real` type and compiled twice: float32 (the library's
 # compute) and float64 (the reference path that gradient checks run in).
@@ -32,7 +32,8 @@ BENCH_SRC:= $(wildcard bench/*.c)
 HDRS     := $(wildcard include/*.h src/*.h tests/*.h cli/*.h)
 
 .PHONY: all test asan bench deps clean run
-all: $(BUILD)/libdiffuse.a $(BUILD)/diffuse $(BUILD)/test_diffuse $(BUILD)/bench_diffuse
+BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench_%)
+all: $(BUILD)/libdiffuse.a $(BUILD)/diffuse $(BUILD)/test_diffuse $(BENCH_BIN)
 
 $(BUILD)/src/%.o: src/%.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -49,8 +50,9 @@ $(BUILD)/diffuse: $(CLI_SRC) $(BUILD)/libdiffuse.a $(HDRS)
 	$(CC) $(CFLAGS) $(CLI_SRC) $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
 $(BUILD)/test_diffuse: $(TEST_SRC) $(BUILD)/libdiffuse.a $(HDRS)
 	$(CC) $(CFLAGS) $(TEST_SRC) $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
-$(BUILD)/bench_diffuse: $(BENCH_SRC) $(BUILD)/libdiffuse.a $(HDRS)
-	$(CC) $(CFLAGS) $(BENCH_SRC) $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
+# each bench/NAME.c is its own program, build/bench_NAME
+$(BUILD)/bench_%: bench/%.c $(BUILD)/libdiffuse.a $(HDRS)
+	$(CC) $(CFLAGS) $< $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
 
 deps:
 	@sh scripts/deps.sh
@@ -69,13 +71,13 @@ asan:
 	ASAN_OPTIONS=detect_leaks=1 DIFFUSE_QUICK=1 build-asan/test_diffuse
 
 bench: deps all
-	$(BUILD)/bench_diffuse
+	$(BUILD)/bench_unet
 
 # The README's main command.
 run: deps all
 	$(BUILD)/diffuse init --preset fmnist-s --seed 1 out/fmnist-s-init
 	$(BUILD)/diffuse info out/fmnist-s-init
-	$(BUILD)/bench_diffuse --preset fmnist-s
+	$(BUILD)/bench_unet --preset fmnist-s
 
 clean:
 	rm -rf build build-asan

@@ -1,8 +1,7 @@
 /* The `diffuse` command: a thin layer that parses arguments, calls libdiffuse and turns any error into
  * one line on stderr and a non-zero exit. */
 #define _POSIX_C_SOURCE 200809L
-#include "diffuse.h"
-#include "safetensors.h"
+#include "cli.h"
 #include "internal.h"
 
 #include <stdio.h>
@@ -11,14 +10,14 @@
 
 static const char *prog = "diffuse";
 
-static int die(const char *fmt, const char *arg) {
+int cli_die(const char *fmt, const char *arg) {
     fprintf(stderr, "%s: ", prog);
     fprintf(stderr, fmt, arg);
     fputc('\n', stderr);
     return 1;
 }
 
-static int fail(df_status st) {
+int cli_fail(df_status st) {
     fprintf(stderr, "%s: %s\n", prog, df_error());
     return st ? 1 : 0;
 }
@@ -44,10 +43,10 @@ static void usage(FILE *f) {
 static int take_threads(int *argc, char **argv) {
     for (int i = 1; i < *argc; i++) {
         if (strcmp(argv[i], "--threads") != 0) continue;
-        if (i + 1 >= *argc) return die("%s needs a number", "--threads");
+        if (i + 1 >= *argc) return cli_die("%s needs a number", "--threads");
         char *end;
         long n = strtol(argv[i + 1], &end, 10);
-        if (*end || n < 1 || n > 1024) return die("--threads: not a thread count: %s", argv[i + 1]);
+        if (*end || n < 1 || n > 1024) return cli_die("--threads: not a thread count: %s", argv[i + 1]);
         df_set_num_threads((int)n);
         for (int j = i; j + 2 <= *argc; j++) argv[j] = argv[j + 2];
         *argc -= 2;
@@ -56,183 +55,26 @@ static int take_threads(int *argc, char **argv) {
     return 0;
 }
 
-static int cmd_predict(int argc, char **argv) {
-    int grads = 0;
-    const char *pos[3];
-    int npos = 0;
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--grads") == 0) grads = 1;
-        else if (argv[i][0] == '-' && argv[i][1]) return die("predict: unknown option %s", argv[i]);
-        else if (npos < 3) pos[npos++] = argv[i];
-        else return die("predict: unexpected argument %s", argv[i]);
+int cli_int(const char *opt, const char *text, long lo, long hi, long *out) {
+    char *end;
+    long v = strtol(text, &end, 10);
+    if (!*text || *end || v < lo || v > hi) {
+        fprintf(stderr, "%s: %s: expected a whole number from %ld to %ld, got \"%s\"\n", prog, opt, lo, hi, text);
+        return 1;
     }
-    if (npos != 3) {
-        fprintf(stderr, "usage: diffuse predict [--grads] MODEL_DIR IN.safetensors OUT.safetensors\n");
-        return 2;
-    }
-    df_model *m = NULL;
-    df_status st = df_model_load(pos[0], &m);
-    if (st) return fail(st);
-    const df_unet_config *cfg = df_model_config(m);
-    st_file in;
-    st = st_open(pos[1], &in);
-    if (st) {
-        df_model_free(m);
-        return fail(st);
-    }
-    int rc = 1;
-    float *x = NULL, *t = NULL, *eps = NULL, *gout = NULL, *gx = NULL;
-    int *labels = NULL;
-    int64_t *tmp = NULL;
-    st_entry *out = NULL;
-    char **names = NULL;
-    int nout = 0;
-    const st_tensor *tx = st_find(&in, "x"), *tt = st_find(&in, "t"), *tl = st_find(&in, "class_labels");
-    if (!tx || tx->ndim != 4 || tx->shape[1] != cfg->in_channels) {
-        fprintf(stderr, "%s: %s: needs a tensor x of shape (N, %d, H, W)\n", prog, pos[1], cfg->in_channels);
-        goto done;
-    }
-    int n = (int)tx->shape[0], h = (int)tx->shape[2], w = (int)tx->shape[3];
-    size_t nx = (size_t)n * cfg->in_channels * h * w, ne = (size_t)n * cfg->out_channels * h * w;
-    if (!tt || st_numel(tt) != n) {
-        fprintf(stderr, "%s: %s: needs a tensor t with %d timesteps\n", prog, pos[1], n);
-        goto done;
-    }
-    x = malloc(nx * sizeof(float));
-    t = malloc((size_t)n * sizeof(float));
-    eps = malloc(ne * sizeof(float));
-    tmp = malloc((size_t)n * sizeof(int64_t));
-    if (!x || !t || !eps || !tmp) {
-        fprintf(stderr, "%s: out of memory\n", prog);
-        goto done;
-    }
-    if ((st = st_read_f32(&in, tx, x, nx))) goto fail;
-    if (tt->dtype == ST_F32 || tt->dtype == ST_F64 || tt->dtype == ST_F16 || tt->dtype == ST_BF16) {
-        if ((st = st_read_f32(&in, tt, t, (size_t)n))) goto fail;
-    } else {
-        if ((st = st_read_i64(&in, tt, tmp, (size_t)n))) goto fail;
-        for (int i = 0; i < n; i++) t[i] = (float)tmp[i];
-    }
-    if (tl) {
-        if (st_numel(tl) != n) {
-            fprintf(stderr, "%s: %s: class_labels must hold %d labels\n", prog, pos[1], n);
-            goto done;
-        }
-        labels = malloc((size_t)n * sizeof(int));
-        if (!labels || (st = st_read_i64(&in, tl, tmp, (size_t)n))) goto fail;
-        for (int i = 0; i < n; i++) labels[i] = (int)tmp[i];
-    }
-    if ((st = df_model_forward(m, n, h, w, x, t, labels, eps))) goto fail;
-
-    int ntensors = df_model_num_tensors(m);
-    out = calloc((size_t)ntensors + 2, sizeof *out);
-    names = calloc((size_t)ntensors, sizeof *names);
-    if (!out || !names) goto done;
-    out[nout++] = (st_entry){.name = "eps", .ndim = 4, .shape = {n, cfg->out_channels, h, w}, .f32 = eps};
-    if (grads) {
-        const st_tensor *tg = st_find(&in, "grad_out");
-        if (!tg || st_numel(tg) != (int64_t)ne) {
-            fprintf(stderr, "%s: %s: --grads needs a tensor grad_out shaped like eps\n", prog, pos[1]);
-            goto done;
-        }
-        gout = malloc(ne * sizeof(float));
-        gx = malloc(nx * sizeof(float));
-        if (!gout || !gx) goto done;
-        if ((st = st_read_f32(&in, tg, gout, ne))) goto fail;
-        df_model_zero_grad(m);
-        if ((st = df_model_backward(m, gout, gx))) goto fail;
-        out[nout++] = (st_entry){.name = "grad_x", .ndim = 4, .shape = {n, cfg->in_channels, h, w}, .f32 = gx};
-        const float *g = df_model_grads(m);
-        for (int i = 0; i < ntensors; i++) {
-            int nd, shape[4];
-            size_t off;
-            const char *name = df_model_tensor_info(m, i, &nd, shape, &off);
-            size_t len = strlen(name) + 6;
-            names[i] = malloc(len);
-            if (!names[i]) goto done;
-            snprintf(names[i], len, "grad.%s", name);
-            st_entry *e = &out[nout++];
-            e->name = names[i];
-            e->ndim = nd;
-            for (int d = 0; d < nd; d++) e->shape[d] = shape[d];
-            e->f32 = g + off;
-        }
-    }
-    if ((st = st_write(pos[2], out, nout, NULL, 0))) goto fail;
-    rc = 0;
-    goto done;
-fail:
-    fail(st);
-done:
-    if (names)
-        for (int i = 0; i < df_model_num_tensors(m); i++) free(names[i]);
-    free(names);
-    free(out);
-    free(x);
-    free(t);
-    free(eps);
-    free(tmp);
-    free(labels);
-    free(gout);
-    free(gx);
-    st_close(&in);
-    df_model_free(m);
-    return rc;
-}
-
-static int cmd_init(int argc, char **argv) {
-    const char *preset = NULL, *config = NULL, *dir = NULL;
-    unsigned long long seed = 0;
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--preset") == 0 && i + 1 < argc) preset = argv[++i];
-        else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) config = argv[++i];
-        else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
-            char *end;
-            seed = strtoull(argv[++i], &end, 10);
-            if (*end) return die("init: --seed: not a number: %s", argv[i]);
-        } else if (argv[i][0] == '-') return die("init: unknown or incomplete option %s", argv[i]);
-        else if (!dir) dir = argv[i];
-        else return die("init: unexpected argument %s", argv[i]);
-    }
-    if (!dir || (!preset == !config)) {
-        fprintf(stderr, "usage: diffuse init [--seed S] (--preset NAME | --config config.json) OUT_DIR\n");
-        return 2;
-    }
-    df_unet_config cfg;
-    df_status st = preset ? df_unet_config_preset(preset, &cfg) : df_unet_config_load(config, &cfg);
-    if (st) return fail(st);
-    df_model *m;
-    if ((st = df_model_create(&cfg, seed, &m))) return fail(st);
-    st = df_model_save(m, dir);
-    if (!st) printf("wrote %s (%zu parameters)\n", dir, df_model_num_params(m));
-    df_model_free(m);
-    return st ? fail(st) : 0;
-}
-
-static int cmd_info(int argc, char **argv) {
-    if (argc != 1) {
-        fprintf(stderr, "usage: diffuse info MODEL_DIR\n");
-        return 2;
-    }
-    df_model *m;
-    df_status st = df_model_load(argv[0], &m);
-    if (st) return fail(st);
-    const df_unet_config *c = df_model_config(m);
-    printf("model        %s\n", argv[0]);
-    printf("sample size  %d x %d, %d -> %d channels\n", c->sample_size, c->sample_size, c->in_channels,
-           c->out_channels);
-    printf("levels       ");
-    for (int i = 0; i < c->num_levels; i++)
-        printf("%s%d%s", i ? ", " : "", c->block_out_channels[i], c->down_attn[i] ? " (attn)" : "");
-    printf("\nlayers       %d per block, groups %d, eps %g, head dim %d%s\n", c->layers_per_block,
-           c->norm_num_groups, c->norm_eps, c->attention_head_dim, c->attention_head_dim ? "" : " (one head)");
-    if (c->num_class_embeds) printf("classes      %d\n", c->num_class_embeds);
-    printf("parameters   %zu in %d tensors (%.1f MB as float32)\n", df_model_num_params(m),
-           df_model_num_tensors(m), df_model_num_params(m) * 4.0 / 1e6);
-    printf("compute      %.3f GFLOP per forward pass of one image\n", df_model_flops(m, 0, 0) / 1e9);
-    df_model_free(m);
+    *out = v;
     return 0;
 }
+
+/* The commands: name, entry point. */
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+} commands[] = {
+    {"predict", cmd_predict},
+    {"init", cmd_init},
+    {"info", cmd_info},
+};
 
 int main(int argc, char **argv) {
     df_prefer_passive_threads(argv);
@@ -251,9 +93,8 @@ int main(int argc, char **argv) {
             usage(stdout);
             return 0;
         }
-    if (strcmp(cmd, "predict") == 0) return cmd_predict(argc - 2, argv + 2);
-    if (strcmp(cmd, "init") == 0) return cmd_init(argc - 2, argv + 2);
-    if (strcmp(cmd, "info") == 0) return cmd_info(argc - 2, argv + 2);
+    for (int i = 0; i < (int)(sizeof commands / sizeof commands[0]); i++)
+        if (strcmp(cmd, commands[i].name) == 0) return commands[i].run(argc - 2, argv + 2);
     fprintf(stderr, "%s: unknown command '%s'\n", prog, cmd);
     usage(stderr);
     return 2;

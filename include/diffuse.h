@@ -171,6 +171,208 @@ void df_model_set_train(df_model *m, int train, df_rng *rng);
 df_status df_model_loss_grad(df_model *m, int n, int h, int w, const float *x_t, const float *t,
                              const int *labels, const float *noise, float *loss);
 
+/* ---- noise schedules ------------------------------------------------------------------------------ */
+
+typedef enum {
+    DF_BETA_LINEAR,          /* DDPM: betas linear from beta_start to beta_end (1e-4 to 0.02) */
+    DF_BETA_SCALED_LINEAR,   /* linear in sqrt(beta), then squared */
+    DF_BETA_COSINE,          /* improved DDPM, diffusers' "squaredcos_cap_v2" (betas capped at 0.999) */
+    DF_BETA_SIGMOID,         /* sigmoid(linspace(-6, 6)) mapped onto [beta_start, beta_end] */
+    DF_BETA_COUNT
+} df_beta_kind;
+
+/* A fixed forward Markov chain q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I) and everything
+ * derived from it, computed once in double precision. Index t runs 0..T-1 as in diffusers. */
+typedef struct {
+    int          T;
+    df_beta_kind kind;
+    double       beta_start, beta_end;
+    int          zero_terminal_snr;   /* rescaled so that alphas_cumprod[T-1] = 0 (Lin et al. 2024, alg. 1) */
+    /* arrays of T values, owned by the schedule */
+    double *betas, *alphas, *alphas_cumprod, *alphas_cumprod_prev;   /* prev[0] = 1 */
+    double *sqrt_alphas_cumprod, *sqrt_one_minus_alphas_cumprod;
+    double *posterior_variance;              /* beta_t (1 - abar_{t-1}) / (1 - abar_t), DDPM eq. 7 */
+    double *posterior_log_variance_clipped;  /* its log, with the t = 0 entry taking the t = 1 value */
+    double *posterior_mean_coef1;            /* on x_0: sqrt(abar_{t-1}) beta_t / (1 - abar_t) */
+    double *posterior_mean_coef2;            /* on x_t: sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) */
+} df_schedule;
+
+/* Fill a schedule (free it with df_schedule_free, which accepts a zeroed struct). beta_start and
+ * beta_end are ignored by the cosine schedule. */
+df_status df_schedule_init(df_schedule *s, df_beta_kind kind, int T, double beta_start, double beta_end,
+                           int zero_terminal_snr);
+/* DDPM's default: linear, T = 1000, 1e-4 to 0.02. */
+df_status df_schedule_init_default(df_schedule *s);
+void      df_schedule_free(df_schedule *s);
+/* Names as in diffusers: "linear", "scaled_linear", "squaredcos_cap_v2" (also "cosine"), "sigmoid". */
+df_status   df_beta_kind_parse(const char *name, df_beta_kind *kind);
+const char *df_beta_kind_name(df_beta_kind kind);
+
+/* Continuous-time view used by samplers that take fractional timesteps: sigma_t = sqrt((1 - abar_t) /
+ * abar_t), with log(sigma) interpolated linearly between integer t (diffusers' convention).
+ * df_schedule_t_for_sigma is its inverse (clamped to [0, T-1]). */
+double df_schedule_alpha_bar(const df_schedule *s, double t);
+double df_schedule_sigma(const df_schedule *s, double t);
+double df_schedule_t_for_sigma(const df_schedule *s, double sigma);
+double df_schedule_snr(const df_schedule *s, double t);   /* abar / (1 - abar) */
+
+/* ---- the forward process, parameterisations and losses ---------------------------------------------- */
+
+/* Arrays of n samples with `dim` values each; t holds one integer timestep per sample. */
+
+/* q(x_t | x_0): x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise (DDPM eq. 4). */
+void df_q_sample(const df_schedule *s, int n, size_t dim, const float *x0, const float *noise, const int *t,
+                 float *xt);
+/* One step of the chain, q(x_t | x_{t-1}): x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) noise. */
+void df_q_step(const df_schedule *s, int n, size_t dim, const float *x_prev, const float *noise, const int *t,
+               float *xt);
+/* The posterior q(x_{t-1} | x_t, x_0) (DDPM eqs. 6-7): its mean, and per sample its variance and
+ * clipped log variance (either may be NULL). */
+void df_q_posterior(const df_schedule *s, int n, size_t dim, const float *x0, const float *xt, const int *t,
+                    float *mean, double *var, double *logvar);
+
+/* What the network predicts: the noise (diffusers "epsilon"), the clean sample ("sample") or
+ * v = sqrt(abar) eps - sqrt(1 - abar) x_0 ("v_prediction", Salimans & Ho 2022). */
+typedef enum { DF_PRED_EPSILON, DF_PRED_SAMPLE, DF_PRED_V, DF_PRED_COUNT } df_prediction;
+df_status   df_prediction_parse(const char *name, df_prediction *p);
+const char *df_prediction_name(df_prediction p);
+
+/* Turn a network output into eps and x_0 (either may be NULL) given x_t and abar per sample. */
+void df_pred_to_eps_x0(df_prediction p, int n, size_t dim, const float *xt, const double *abar, const float *out,
+                       float *eps, float *x0);
+/* The regression target of a parameterisation for x_t made from x0 and noise at t. */
+void df_training_target(const df_schedule *s, df_prediction p, int n, size_t dim, const float *x0,
+                        const float *noise, const int *t, float *target);
+/* Per-sample loss weight: 1 with gamma 0, else min-SNR-gamma (Hang et al. 2023) expressed for the
+ * parameterisation: min(SNR, gamma) / SNR (eps), min(SNR, gamma) (x_0), min(SNR, gamma) / (SNR + 1) (v). */
+double df_loss_weight(const df_schedule *s, df_prediction p, int t, double min_snr_gamma);
+
+/* ---- the reverse process ------------------------------------------------------------------------------ */
+
+/* The network as samplers see it: out = f(x, t) for n samples of the caller's shape, t one (possibly
+ * fractional) timestep per sample. What `out` means is the sampler's `prediction`. */
+typedef df_status (*df_denoise_fn)(void *ctx, int n, const float *x, const float *t, float *out);
+
+/* The variational bound (DDPM eq. 5; improved DDPM sec. 2) in bits per dimension for data in [-1, 1]
+ * quantised to 256 levels: L_T (prior KL) + sum of the Gaussian KL terms + L_0 (discretised Gaussian
+ * decoder). x0: n samples of dim values. bpd receives one value per sample; terms (T + 1 values, may
+ * be NULL) the batch mean of each term in bits/dim: terms[0] = L_0, terms[t] = L_t, terms[T] = L_T.
+ * variance_large picks beta_t as the reverse variance instead of the posterior variance. */
+df_status df_vlb_bpd(const df_schedule *s, df_prediction p, df_denoise_fn fn, void *ctx, int n, size_t dim,
+                     const float *x0, int variance_large, df_rng *rng, double *bpd, double *terms);
+
+typedef enum {
+    DF_SAMPLER_DDPM,      /* ancestral sampling, DDPM alg. 2 (over any subset of timesteps) */
+    DF_SAMPLER_DDIM,      /* Song et al. 2021 eq. 12 with eta */
+    DF_SAMPLER_DPMPP_1S,  /* DPM-Solver++ first order (equivalent to DDIM eta 0) */
+    DF_SAMPLER_DPMPP_2M,  /* DPM-Solver++(2M), Lu et al. 2022 alg. 2 */
+    DF_SAMPLER_DPMPP_3M,  /* third-order multistep */
+    DF_SAMPLER_EULER,     /* Karras et al. 2022 alg. 1 in sigma space */
+    DF_SAMPLER_HEUN,      /* Karras et al. 2022 alg. 1 with the second-order correction */
+    DF_SAMPLER_COUNT
+} df_sampler_kind;
+
+typedef enum { DF_SPACING_LEADING, DF_SPACING_LINSPACE, DF_SPACING_TRAILING, DF_SPACING_COUNT } df_spacing;
+
+typedef struct {
+    df_sampler_kind kind;
+    int             steps;            /* number of denoising steps */
+    df_spacing      spacing;          /* diffusers' timestep_spacing */
+    double          eta;              /* DDIM: 0 deterministic, 1 ancestral */
+    int             variance_large;   /* DDPM: beta_t ("fixed_large") instead of the posterior variance */
+    int             karras_sigmas;    /* Euler, Heun, DPM-Solver++: Karras sigma spacing (rho = 7) */
+    df_prediction   prediction;       /* what the denoise function returns */
+    int             clip_x0;          /* clamp predicted x_0 to [-clip_range, clip_range] */
+    double          clip_range;
+    int             dynamic_threshold;   /* Imagen: per sample, clamp x_0 at the dt_ratio quantile of |x_0| */
+    double          dt_ratio, dt_max;    /* (at least 1, at most dt_max), then rescale */
+    /* Called after every step with the new x_t and the current x_0 prediction (may be NULL). */
+    void (*progress)(void *ctx, int step, int total, const float *x, const float *x0);
+    void *progress_ctx;
+} df_sampler_params;
+
+/* DDIM, 50 steps, leading spacing, eta 0, epsilon prediction, no clipping, no progress. */
+void        df_sampler_params_default(df_sampler_params *p);
+/* "ddpm", "ddim", "dpmpp-1s", "dpmpp-2m", "dpmpp-3m", "euler", "heun"; spacings "leading", "linspace",
+ * "trailing". */
+df_status   df_sampler_parse(const char *name, df_sampler_kind *k);
+const char *df_sampler_name(df_sampler_kind k);
+df_status   df_spacing_parse(const char *name, df_spacing *sp);
+
+/* The timesteps a sampler visits, from noisiest to cleanest (steps values, as floats because Karras
+ * spacing gives fractional ones). */
+df_status df_sampler_timesteps(const df_schedule *s, const df_sampler_params *p, float *t);
+
+/* Generate n samples of dim values: x is filled with N(0, I) from rng and run down the reverse chain. */
+df_status df_sample(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
+                    size_t dim, df_rng *rng, float *x);
+/* The same from a given starting point: x holds x_T (unit variance) on entry. */
+df_status df_sample_from(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
+                         size_t dim, df_rng *rng, float *x);
+
+/* Image-to-image (SDEdit, Meng et al. 2022): noise x_in to the timestep at `strength` (0..1) of the
+ * sampler's schedule, then denoise the remaining steps. */
+df_status df_img2img(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
+                     size_t dim, const float *x_in, double strength, df_rng *rng, float *out);
+/* Inpainting (RePaint, Lugmayr et al. 2022): where mask is 1 the known values are kept (noised to the
+ * current step by the forward process), the rest is generated. jump_length and jump_n_sample > 1 turn
+ * on resampling (go back jump_length steps, jump_n_sample times); 1 and 1 turn it off. DDPM-style
+ * steps are used whatever p->kind says. mask has dim values shared by all samples. */
+df_status df_inpaint(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
+                     size_t dim, const float *known, const float *mask, int jump_length, int jump_n_sample,
+                     df_rng *rng, float *out);
+/* DDIM inversion: run the deterministic DDIM ODE from x_0 up to x_T; sampling from it with DDIM (eta 0)
+ * and the same steps returns x_0. */
+df_status df_ddim_invert(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
+                         size_t dim, const float *x0, float *xT);
+
+/* ---- a data set with an exact noise predictor: Gaussian mixtures ---------------------------------------- */
+
+/* K components in D dimensions. A sample of `dim` values holds dim / D independent D-vectors; vector j
+ * has its components at j, j + dim/D, j + 2 dim/D... (so an image (C, H, W) with D = C is a picture
+ * whose pixel colours are drawn from the mixture). */
+typedef struct {
+    int     K, D;
+    double *weight;   /* K, summing to 1 */
+    double *mean;     /* K x D */
+    double *cov;      /* K x D x D, symmetric positive definite */
+} df_gmm;
+
+df_status df_gmm_init(df_gmm *g, int K, int D);   /* zeroed weights and means, identity covariances */
+void      df_gmm_free(df_gmm *g);
+/* count vectors (count * D values, vector-major: v0 d0, v0 d1, ...) and, if comp is not NULL, their
+ * components. */
+void df_gmm_sample_vectors(const df_gmm *g, df_rng *rng, size_t count, double *v, int *comp);
+/* n samples of dim values in the layout above. */
+void df_gmm_sample(const df_gmm *g, df_rng *rng, int n, size_t dim, float *x);
+
+/* The exact noise predictor of the mixture under a schedule: for x_t ~ sum_k w_k N(sqrt(abar) mu_k,
+ * abar S_k + (1 - abar) I), eps(x_t) = -sqrt(1 - abar) grad log p_t(x_t). Pass a df_gmm_denoiser as
+ * the ctx of df_gmm_denoise. `prediction` picks the output (eps, x_0 or v) so every parameterisation
+ * can be tested. Fractional t use df_schedule_alpha_bar. */
+typedef struct {
+    const df_gmm      *gmm;
+    const df_schedule *schedule;
+    size_t             dim;
+    df_prediction      prediction;
+} df_gmm_denoiser;
+df_status df_gmm_denoise(void *ctx, int n, const float *x, const float *t, float *out);
+
+/* ---- images ------------------------------------------------------------------------------------------ */
+
+/* Read a PNG or JPEG (recognised by content) into a malloc'd (C, H, W) float array in [-1, 1].
+ * channels 0 keeps the file's colour (gray -> 1, colour -> 3; alpha is composited on black), 1 or 3
+ * converts. Corrupt files, and images over 16384 pixels a side, are refused with a message. */
+df_status df_image_load(const char *path, int channels, int *c, int *h, int *w, float **pixels);
+/* Resize (C, H, W) to (C, oh, ow): an optional centre crop to the target's aspect ratio, then area
+ * averaging when shrinking and bilinear interpolation when growing. */
+df_status df_image_resize(const float *in, int c, int h, int w, int oh, int ow, int center_crop, float *out);
+/* Write (C, H, W) values in [-1, 1] (clamped) as an 8-bit PNG, gray for C = 1, RGB for C = 3;
+ * written atomically. */
+df_status df_image_save_png(const char *path, const float *x, int c, int h, int w);
+/* n images (N, C, H, W) as one PNG grid of `cols` columns with `pad` pixels of border between. */
+df_status df_image_save_grid(const char *path, const float *x, int n, int c, int h, int w, int cols, int pad);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,5 +1,5 @@
 /* Benchmarks: forward and forward+backward throughput of the U-Net presets, with the FLOPs counted from
- * the tape, printed as a table. Usage: bench_diffuse [--batch N] [--iters K] [--preset NAME] [--threads T] */
+ * the tape, printed as a table. Usage: bench_unet [--batch N] [--iters K] [--preset NAME] [--threads T] */
 #define _POSIX_C_SOURCE 200809L
 #include "diffuse.h"
 #include "internal.h"
@@ -64,7 +64,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--preset") == 0 && i + 1 < argc) only = argv[++i];
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) df_set_num_threads(atoi(argv[++i]));
         else {
-            fprintf(stderr, "usage: bench_diffuse [--batch N] [--iters K] [--preset NAME] [--threads T]\n");
+            fprintf(stderr, "usage: bench_unet [--batch N] [--iters K] [--preset NAME] [--threads T]\n");
             return 2;
         }
     }
