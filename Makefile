@@ -18,7 +18,7 @@ endif
 ifeq ($(WERROR),1)
 CFLAGS  += -Werror
 endif
-LDLIBS  := -fopenmp -lopenblas -lcjson -lpng -ljpeg -lm $(EXTRA_LDLIBS)
+LDLIBS  := -fopenmp -lopenblas -lcjson -lpng -ljpeg -lgif -lz -lm $(EXTRA_LDLIBS)
 
 # Files named *_real.c are written once for a `real` type and compiled twice: float32 (the library's
 # compute) and float64 (the reference path that gradient checks run in).

@@ -39,9 +39,9 @@ static int bench_preset(const char *preset, int batch, int iters) {
     for (int i = 0; i < iters; i++) df_model_forward(m, batch, s, s, x, t, NULL, eps);
     double fwd = (now() - t0) / iters;
     float loss;
-    df_model_loss_grad(m, batch, s, s, x, t, NULL, noise, &loss);
+    df_model_loss_grad(m, batch, s, s, x, t, NULL, noise, NULL, &loss, NULL);
     t0 = now();
-    for (int i = 0; i < iters; i++) df_model_loss_grad(m, batch, s, s, x, t, NULL, noise, &loss);
+    for (int i = 0; i < iters; i++) df_model_loss_grad(m, batch, s, s, x, t, NULL, noise, NULL, &loss, NULL);
     double train = (now() - t0) / iters;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);

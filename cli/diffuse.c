@@ -35,6 +35,20 @@ static void usage(FILE *f) {
             "          write a freshly initialised model directory (presets: fmnist-s, cifar10)\n"
             "  info    MODEL_DIR\n"
             "          show a model's config, parameter count and size\n"
+            "  noise   [options] IMAGE OUT.png   (or: noise [options] --demo OUT.png)\n"
+            "          the forward process on a picture: one PNG strip of x_t = sqrt(abar_t) x_0 +\n"
+            "          sqrt(1 - abar_t) eps at each step, all with the same noise eps ~ N(0, I), clipped to\n"
+            "          [-1, 1]. IMAGE is a PNG or JPEG; --demo draws a built-in landscape instead.\n"
+            "          --steps LIST   comma-separated timesteps t: diffusers' indices 0..T-1, abar_t =\n"
+            "                         alphas_cumprod[t] (what a scheduler's add_noise uses); 0 shows x_0\n"
+            "                         itself. Default 0,50,100,200,400,600,800,999 (scaled to T)\n"
+            "          --schedule S   linear (default), scaled_linear, squaredcos_cap_v2, sigmoid; betas\n"
+            "                         1e-4..0.02 (diffusers' DDPMScheduler defaults)\n"
+            "          --timesteps T  length of the chain (default 1000)\n"
+            "          --size N       centre-crop and resize to N x N first (default: the image's own size,\n"
+            "                         shrunk to 256 pixels on the longer side if larger)\n"
+            "          --seed S       seed of the noise (default 0)   --gray  one channel\n"
+            "          --no-labels    no \"t=...\" captions under the tiles\n"
             "\n"
             "global options: --threads N (default: all cores), -h/--help, --version\n");
 }
@@ -71,9 +85,12 @@ static const struct {
     const char *name;
     int (*run)(int argc, char **argv);
 } commands[] = {
+    {"train", cmd_train},
+    {"sample", cmd_sample},
     {"predict", cmd_predict},
     {"init", cmd_init},
     {"info", cmd_info},
+    {"noise", cmd_noise},
 };
 
 int main(int argc, char **argv) {

@@ -162,14 +162,26 @@ df_status df_model_backward(df_model *m, const float *deps, float *dx);
 
 void df_model_zero_grad(df_model *m);
 
+/* A model as a sampler's denoise function (df_denoise_fn): pass a df_model_denoiser as ctx. The images
+ * are (n, in_channels, h, w); labels (n values, or NULL) are used for class-conditional models. */
+typedef struct {
+    df_model  *model;
+    int        h, w;
+    const int *labels;
+} df_model_denoiser;
+df_status df_model_denoise(void *ctx, int n, const float *x, const float *t, float *out);
+
 /* Training mode turns dropout on, with masks drawn from `rng` (kept by pointer until the next call).
  * Eval mode (the default) turns it off. */
 void df_model_set_train(df_model *m, int train, df_rng *rng);
 
-/* DDPM's L_simple on one batch: forward on x_t, loss = mean((eps - noise)^2), backward. Gradients are
- * added into df_model_grads() (call df_model_zero_grad first). */
+/* DDPM's L_simple on one batch: forward on x_t, loss = mean over the batch of weight_i * mean((out_i -
+ * target_i)^2), backward. target is the noise for epsilon prediction (see df_training_target for the
+ * others); weights (n values) may be NULL for all ones. Gradients are added into df_model_grads() (call
+ * df_model_zero_grad first); loss and per_sample (n unweighted per-sample losses) may be NULL. */
 df_status df_model_loss_grad(df_model *m, int n, int h, int w, const float *x_t, const float *t,
-                             const int *labels, const float *noise, float *loss);
+                             const int *labels, const float *target, const float *weights, float *loss,
+                             float *per_sample);
 
 /* ---- noise schedules ------------------------------------------------------------------------------ */
 
@@ -370,8 +382,181 @@ df_status df_image_resize(const float *in, int c, int h, int w, int oh, int ow, 
 /* Write (C, H, W) values in [-1, 1] (clamped) as an 8-bit PNG, gray for C = 1, RGB for C = 3;
  * written atomically. */
 df_status df_image_save_png(const char *path, const float *x, int c, int h, int w);
-/* n images (N, C, H, W) as one PNG grid of `cols` columns with `pad` pixels of border between. */
+/* Lay n images (N, C, H, W) out as one (C, gh, gw) grid of `cols` columns with `pad` pixels of border;
+ * out must hold c * gh * gw values; pass out = NULL to ask for the size only. */
+void df_image_grid(const float *x, int n, int c, int h, int w, int cols, int pad, float *out, int *gh, int *gw);
+/* An animated GIF of frames (F, C, H, W) in [-1, 1], delay_ms per frame, the last one held hold_ms,
+ * looping forever. Gray stays exact; colour is quantised to 256 colours. Written atomically. */
+df_status df_image_save_gif(const char *path, const float *frames, int nframes, int c, int h, int w, int delay_ms,
+                            int hold_ms);
+/* n images (N, C, H, W) as one PNG grid of `cols` columns (at most n) with a white border of `pad` pixels
+ * between and around the tiles. */
 df_status df_image_save_grid(const char *path, const float *x, int n, int c, int h, int w, int cols, int pad);
+
+/* ---- data sets --------------------------------------------------------------------------------------- */
+
+/* Images held in memory as 8-bit (N, C, H, W), with optional labels and class names. */
+typedef struct df_dataset df_dataset;
+
+/* Fashion-MNIST as Debian's dataset-fashion-mnist installs it (the training split). */
+#define DF_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
+
+/* Open a data set by what `path` is:
+ * - "fashion-mnist" (or "fashion-mnist:test"): Debian's Fashion-MNIST, with its ten class names;
+ * - an IDX image file (idx3-ubyte, gzipped or not): MNIST-format, with labels from the matching
+ *   "...labels-idx1-ubyte" file beside it when there is one;
+ * - a CIFAR-10 binary batch (data_batch_N.bin / test_batch.bin) or the directory holding them (all
+ *   data_batch_*.bin), with batches.meta.txt's class names when present;
+ * - a directory of PNG/JPEG images, recursively; one subdirectory per class gives labels.
+ * size > 0 resizes every image to size x size (centre crop, then area/bilinear); channels 1 or 3
+ * converts, 0 keeps the data's own. */
+df_status df_dataset_open(const char *path, int size, int channels, df_dataset **out);
+void      df_dataset_free(df_dataset *d);
+
+int         df_dataset_count(const df_dataset *d);
+void        df_dataset_shape(const df_dataset *d, int *c, int *h, int *w);
+int         df_dataset_num_classes(const df_dataset *d);   /* 0: no labels */
+int         df_dataset_label(const df_dataset *d, int i);
+const char *df_dataset_class_name(const df_dataset *d, int k);   /* NULL if unnamed */
+const char *df_dataset_description(const df_dataset *d);        /* e.g. "Fashion-MNIST train, 60000 ..." */
+/* Image i as floats in [-1, 1], mirrored left-right if flip. */
+void        df_dataset_get(const df_dataset *d, int i, int flip, float *x);
+
+/* ---- optimisation ------------------------------------------------------------------------------------- */
+
+typedef enum { DF_OPT_ADAMW, DF_OPT_SGD, DF_OPT_COUNT } df_optimizer_kind;
+typedef enum { DF_LR_CONSTANT, DF_LR_COSINE, DF_LR_LINEAR, DF_LR_COUNT } df_lr_decay;
+
+typedef struct {
+    df_optimizer_kind kind;
+    double      lr;              /* peak learning rate */
+    double      beta1, beta2;    /* AdamW moment decays */
+    double      eps;             /* AdamW denominator term */
+    double      weight_decay;    /* decoupled (AdamW) or L2 added to the gradient (SGD) */
+    double      momentum;        /* SGD (heavy ball, PyTorch's form) */
+    int         nesterov;        /* SGD */
+    long        warmup_steps;    /* linear warmup from 0 */
+    df_lr_decay decay;           /* after warmup: constant, cosine or linear to 0 at total_steps */
+    long        total_steps;
+    double      grad_clip;       /* max global gradient norm; 0 turns clipping off */
+} df_optim_params;
+
+/* diffusers' train_unconditional defaults: AdamW, lr 1e-4, betas 0.95 / 0.999, eps 1e-8, weight decay
+ * 1e-6, 500 warmup steps, cosine decay, gradient clipping at norm 1. */
+void df_optim_params_default(df_optim_params *p);
+
+/* Optimizer state for n parameters: moments in blocks with the parameters' layout. */
+typedef struct {
+    df_optim_params p;
+    size_t n;
+    long   step;      /* optimizer steps taken */
+    float *m, *v;     /* AdamW: first and second moments; SGD: m is the momentum buffer, v unused */
+} df_optimizer;
+
+df_status df_optimizer_init(df_optimizer *o, const df_optim_params *p, size_t n);
+void      df_optimizer_free(df_optimizer *o);
+double    df_optimizer_lr(const df_optim_params *p, long step);   /* learning rate at a step (0-based) */
+/* One update of params from grads (grads are clipped in place first when grad_clip > 0). Returns the
+ * gradient's global norm before clipping through *grad_norm (may be NULL). */
+void      df_optimizer_step(df_optimizer *o, float *params, float *grads, double *grad_norm);
+
+/* Exponential moving average of the weights with diffusers' EMAModel warmup: decay at update k is
+ * 1 - (1 + k / inv_gamma)^-power, clamped to [0, max_decay] (k counts from 0, so the first update copies). */
+typedef struct {
+    double inv_gamma, power, max_decay;
+    long   updates;
+} df_ema;
+void   df_ema_init(df_ema *e, double inv_gamma, double power, double max_decay);   /* 1, 0.75, 0.9999 */
+double df_ema_decay(const df_ema *e);   /* the decay the next update will use */
+void   df_ema_update(df_ema *e, float *ema, const float *params, size_t n);
+
+/* ---- pipelines: a model with its noise schedule ------------------------------------------------------------ */
+
+/* diffusers' DDPMScheduler config (scheduler/scheduler_config.json), the fields that matter here. */
+typedef struct {
+    df_beta_kind  beta_schedule;
+    int           num_train_timesteps;
+    double        beta_start, beta_end;
+    int           zero_terminal_snr;   /* rescale_betas_zero_snr */
+    df_prediction prediction;          /* prediction_type */
+} df_scheduler_config;
+
+void      df_scheduler_config_default(df_scheduler_config *c);   /* linear, 1000, 1e-4, 0.02, epsilon */
+df_status df_scheduler_config_load(const char *path, df_scheduler_config *c);
+df_status df_scheduler_config_save(const df_scheduler_config *c, const char *path);   /* atomic */
+df_status df_schedule_from_config(const df_scheduler_config *c, df_schedule *s);
+
+/* Load what `path` names: a run directory (its latest checkpoint), a checkpoint or diffusers pipeline
+ * directory (unet/ and scheduler/scheduler_config.json), or a bare model directory (config.json +
+ * weights; the schedule then defaults to DDPM's). raw = 1 picks unet_raw/ (the trained, not averaged,
+ * weights) when present. sc may be NULL. */
+df_status df_pipeline_load(const char *path, int raw, df_model **model, df_scheduler_config *sc);
+/* Write model_index.json, unet/ and scheduler/ into dir (created if needed). */
+df_status df_pipeline_save(const char *dir, const df_model *model, const df_scheduler_config *sc);
+
+/* ---- training ------------------------------------------------------------------------------------------ */
+
+/* What a training run reports to its progress callback. */
+typedef struct {
+    long        step, total_steps;    /* optimizer steps done, and the budget (0 if set by time) */
+    int         epoch;
+    double      loss;                 /* this step's loss, and an exponential average */
+    double      loss_avg;
+    double      loss_quarter[4];      /* average loss per quarter of the timestep range, since the last log */
+    double      lr, grad_norm;
+    double      images_per_sec, elapsed, eta;   /* seconds; eta < 0 if unknown */
+    const char *event;                /* NULL, or what just happened ("checkpoint ...", "samples ...") */
+} df_train_progress;
+
+typedef struct {
+    /* data */
+    const char *data;             /* df_dataset_open path (default "fashion-mnist") */
+    int         image_size;       /* 0: the model's sample_size (or the data's size) */
+    int         flip;             /* random horizontal flips */
+    /* model: exactly one of preset / config_path / init_dir, unless resuming */
+    const char *preset, *config_path, *init_dir;
+    /* diffusion */
+    df_beta_kind  beta_schedule;
+    int           num_train_timesteps;
+    double        beta_start, beta_end;
+    int           zero_terminal_snr;
+    df_prediction prediction;
+    double        min_snr_gamma;  /* 0: plain L_simple */
+    /* optimisation */
+    df_optim_params optim;
+    int         batch_size, grad_accum;
+    int         use_ema;
+    double      ema_max_decay, ema_power, ema_inv_gamma;
+    /* budget: stop at the first limit reached (0 = none; at least one must be set) */
+    long        max_steps;
+    int         max_epochs;
+    double      max_minutes;
+    /* output */
+    const char *out_dir;
+    int         resume;           /* continue from out_dir/latest */
+    long        save_every;       /* checkpoint every N steps (and at the end) */
+    long        sample_every;     /* sample grid every N steps (0: only at the end) */
+    int         sample_count, sample_steps;
+    int         keep_checkpoints; /* how many to keep (the newest) */
+    long        log_every;        /* CSV row and progress callback every N steps */
+    uint64_t    seed;
+    void (*progress)(void *ctx, const df_train_progress *p);
+    void *progress_ctx;
+    /* Set to non-zero (from a signal handler, say) to save a checkpoint and return after this step. */
+    volatile int *stop;
+} df_train_params;
+
+/* Defaults: fashion-mnist, preset fmnist-s, linear schedule T 1000, epsilon, batch 64, AdamW defaults,
+ * EMA (0.9999, power 0.75), checkpoint every 1000 steps, samples every 1000, 64 samples with 50 DDIM
+ * steps, keep 2 checkpoints, log every 10 steps, seed 0, out_dir "runs/fmnist-s". */
+void df_train_params_default(df_train_params *p);
+
+/* Train. Writes out_dir/checkpoint-NNNNNNN/ directories (a diffusers DDPMPipeline directory: unet/ with
+ * the EMA weights, unet_raw/ with the trained weights, scheduler/, model_index.json, and
+ * training_state.safetensors + training_state.json for --resume), a symlink out_dir/latest switched
+ * atomically, out_dir/loss.csv and out_dir/samples/. A resumed run continues bit for bit as if never
+ * stopped (same thread count). */
+df_status df_train(const df_train_params *p);
 
 #ifdef __cplusplus
 }

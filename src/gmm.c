@@ -107,8 +107,9 @@ df_status df_gmm_denoise(void *ctx, int n, const float *x, const float *t, float
     }
     for (int i = 0; i < n; i++) {
         double ab = df_schedule_alpha_bar(dn->schedule, t[i]), a = sqrt(ab), s = sqrt(1 - ab);
-        /* the marginal at t: component k is N(a mu_k, a^2 S_k + s^2 I) */
-        for (int k = 0; k < K; k++) {
+        /* the marginal at t: component k is N(a mu_k, a^2 S_k + s^2 I); samplers and the VLB pass one t
+         * for the whole batch, so the factors are only recomputed when t changes */
+        for (int k = 0; k < K && (i == 0 || t[i] != t[i - 1]); k++) {
             memcpy(C, g->cov + (size_t)k * D * D, sizeof(double) * D * D);
             for (int e = 0; e < D * D; e++) C[e] *= ab;
             for (int d = 0; d < D; d++) C[d * D + d] += 1 - ab;

@@ -361,20 +361,33 @@ df_status df_model_backward(df_model *m, const float *deps, float *dx) {
 }
 
 df_status df_model_loss_grad(df_model *m, int n, int h, int w, const float *x_t, const float *t,
-                             const int *labels, const float *noise, float *loss) {
-    size_t count = (size_t)n * m->cfg.out_channels * h * w;
+                             const int *labels, const float *target, const float *weights, float *loss,
+                             float *per_sample) {
     if (m->cfg.out_channels != m->cfg.in_channels)
         return df_fail(DF_ERR_CONFIG, "L_simple needs out_channels == in_channels (%d != %d)", m->cfg.out_channels,
                        m->cfg.in_channels);
-    float *eps = df_alloc_aligned(count * sizeof(float));
-    if (!eps) return df_fail(DF_ERR_NOMEM, "out of memory");
-    df_status st = df_model_forward(m, n, h, w, x_t, t, labels, eps);
+    const size_t per = (size_t)m->cfg.out_channels * h * w, count = (size_t)n * per;
+    float *out = df_alloc_aligned(count * sizeof(float));
+    if (!out) return df_fail(DF_ERR_NOMEM, "out of memory");
+    df_status st = df_model_forward(m, n, h, w, x_t, t, labels, out);
     if (!st) {
-        double l = mse_forward_f32(eps, noise, count);
-        mse_backward_f32(eps, eps, noise, count, 1.0f);   /* eps now holds d(loss)/d(eps) */
-        if (loss) *loss = (float)l;
-        st = df_model_backward(m, eps, NULL);
+        double total = 0;
+        for (int i = 0; i < n; i++) {
+            const float *o = out + i * per, *y = target + i * per;
+            double l = mse_forward_f32(o, y, per), wi = weights ? weights[i] : 1.0;
+            if (per_sample) per_sample[i] = (float)l;
+            total += wi * l;
+            /* d(loss)/d(out_i) = w_i * 2 (out_i - target_i) / (n * per) */
+            mse_backward_f32(out + i * per, o, y, per, (float)(wi / n));
+        }
+        if (loss) *loss = (float)(total / n);
+        st = df_model_backward(m, out, NULL);
     }
-    df_free_aligned(eps);
+    df_free_aligned(out);
     return st;
+}
+
+df_status df_model_denoise(void *ctx, int n, const float *x, const float *t, float *out) {
+    df_model_denoiser *d = ctx;
+    return df_model_forward(d->model, n, d->h, d->w, x, t, d->labels, out);
 }

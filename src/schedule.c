@@ -80,13 +80,16 @@ df_status df_schedule_init(df_schedule *s, df_beta_kind kind, int T, double beta
     double prod = 1;
     for (int i = 0; i < T; i++) ac[i] = prod *= 1 - b[i];
     if (zero_terminal_snr) {
-        /* Lin et al. 2024, alg. 1: shift and scale sqrt(abar) so the last is 0 and the first unchanged */
+        /* Lin et al. 2024, alg. 1: shift and scale sqrt(abar) so the last is 0 and the first unchanged.
+         * The two ends are set rather than computed: sqrt-then-square and (x a0) / x round, and the
+         * algorithm's point is that abar[0] (hence beta[0]) stays exactly what it was. */
         double a0 = sqrt(ac[0]), aT = sqrt(ac[T - 1]);
-        for (int i = 0; i < T; i++) {
+        for (int i = 1; i < T - 1; i++) {
             double r = (sqrt(ac[i]) - aT) * a0 / (a0 - aT);
             ac[i] = r * r;
         }
-        for (int i = 0; i < T; i++) b[i] = 1 - (i ? ac[i] / ac[i - 1] : ac[0]);
+        ac[T - 1] = 0;
+        for (int i = 1; i < T; i++) b[i] = 1 - ac[i] / ac[i - 1];
     }
     for (int i = 0; i < T; i++) {
         double prev = i ? ac[i - 1] : 1.0;
@@ -105,10 +108,16 @@ df_status df_schedule_init(df_schedule *s, df_beta_kind kind, int T, double beta
 
 df_status df_schedule_init_default(df_schedule *s) { return df_schedule_init(s, DF_BETA_LINEAR, 1000, 1e-4, 0.02, 0); }
 
-/* log sigma at fractional t, linear between integers; +inf where abar is 0. */
+/* log sigma at integer t, for interpolating between integers. A zero terminal abar (zero-terminal-SNR
+ * schedules) counts as 2^-24 here, as diffusers' Euler and DPM-Solver schedulers set alphas_cumprod[-1]:
+ * with +inf the whole last interval (T-2, T-1) would collapse to abar = 0 and every finite sigma above
+ * sigma(T-2) would map back to T-2. The integer t = T-1 itself still has abar = 0 and sigma = inf. */
 static double log_sigma_at(const df_schedule *s, int i) {
     double a = s->alphas_cumprod[i];
-    return a > 0 ? 0.5 * log((1 - a) / a) : INFINITY;
+    /* ... but never above abar[T-2]: a linear or sigmoid zero-SNR schedule has abar[T-2] ~ 4e-9 < 2^-24,
+     * and log sigma must keep rising for the interpolation to be monotone and t_for_sigma to invert it */
+    if (!(a > 0)) a = fmin(0x1p-24, 0.5 * s->alphas_cumprod[s->T - 2]);
+    return 0.5 * log((1 - a) / a);
 }
 
 double df_schedule_alpha_bar(const df_schedule *s, double t) {
@@ -118,7 +127,6 @@ double df_schedule_alpha_bar(const df_schedule *s, double t) {
     double f = t - i;
     if (f == 0) return s->alphas_cumprod[i];
     double l0 = log_sigma_at(s, i), l1 = log_sigma_at(s, i + 1);
-    if (isinf(l1)) return 0;
     double ls = l0 + f * (l1 - l0);
     return 1 / (1 + exp(2 * ls));
 }
@@ -146,7 +154,6 @@ double df_schedule_t_for_sigma(const df_schedule *s, double sigma) {
         else hi = mid;
     }
     double l0 = log_sigma_at(s, lo), l1 = log_sigma_at(s, lo + 1);
-    if (isinf(l1)) return lo;
     double w = (ls - l0) / (l1 - l0);
     return lo + fmin(fmax(w, 0), 1);
 }

@@ -1,0 +1,345 @@
+/* `diffuse noise`: the forward process on one image. Writes a PNG strip of x_t at chosen timesteps, all
+ * made with one noise sample, so the strip shows one picture drowning in one fixed pattern of noise. */
+#define _POSIX_C_SOURCE 200809L
+#include "cli.h"
+#include "internal.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_STEPS 64
+#define MAX_SIZE 4096
+#define AUTO_MAX_SIDE 256   /* without --size, larger images are shrunk to this (aspect kept, no crop) */
+#define DEMO_SIZE 128
+#define MAX_STRIP_WIDTH 65536
+
+static const int default_steps[] = {0, 50, 100, 200, 400, 600, 800, 999};   /* for T = 1000 */
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("diffuse: noise: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+/* "0, 50,100": whole numbers separated by commas. Returns how many, or -1 after printing the problem. */
+static int parse_steps(const char *text, long *steps) {
+    int n = 0;
+    const char *p = text;
+    for (;;) {
+        while (*p == ' ') p++;
+        if (!isdigit((unsigned char)*p)) break;
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (errno) break;
+        if (n == MAX_STEPS) {
+            fail("--steps: at most %d steps", MAX_STEPS);
+            return -1;
+        }
+        steps[n++] = v;
+        for (p = end; *p == ' '; p++) {}
+        if (*p == 0) return n;
+        if (*p != ',') break;
+        p++;
+    }
+    fail("--steps: expected timesteps separated by commas (e.g. 0,100,500,999), got \"%s\"", text);
+    return -1;
+}
+
+static int parse_seed(const char *text, uint64_t *seed) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (!isdigit((unsigned char)text[0]) || *end || errno) return fail("--seed: not a whole number: \"%s\"", text);
+    *seed = v;
+    return 0;
+}
+
+/* ---- the demo picture ------------------------------------------------------------------------------------ */
+
+static void mix(double *rgb, double r, double g, double b) { rgb[0] = r, rgb[1] = g, rgb[2] = b; }
+
+/* A small landscape at (u, v) in [0, 1)^2, v downwards: sky, sun, hills, a house. */
+static void demo_scene(double u, double v, double *rgb) {
+    const double tau = 6.283185307179586;
+    double s = fmin(v / 0.65, 1);
+    mix(rgb, 0.30 + 0.55 * s, 0.52 + 0.38 * s, 0.92 + 0.06 * s);
+    if ((u - 0.74) * (u - 0.74) + (v - 0.24) * (v - 0.24) < 0.12 * 0.12) mix(rgb, 1.0, 0.82, 0.22);
+    if (v > 0.60 + 0.07 * sin(tau * (0.8 * u + 0.15))) mix(rgb, 0.40, 0.68, 0.34);
+    if (u > 0.17 && u < 0.43 && v > 0.50 && v < 0.76) {
+        mix(rgb, 0.88, 0.86, 0.78);
+        if (u > 0.27 && u < 0.33 && v > 0.62) mix(rgb, 0.42, 0.24, 0.14);                  /* door */
+        if (u > 0.205 && u < 0.255 && v > 0.55 && v < 0.60) mix(rgb, 0.30, 0.45, 0.70);    /* windows */
+        if (u > 0.345 && u < 0.395 && v > 0.55 && v < 0.60) mix(rgb, 0.30, 0.45, 0.70);
+    }
+    if (v > 0.33 && v <= 0.50 && fabs(u - 0.30) < (v - 0.33) / 0.17 * 0.16) mix(rgb, 0.78, 0.22, 0.18); /* roof */
+    if (v > 0.80 + 0.04 * cos(tau * 1.1 * u)) mix(rgb, 0.20, 0.48, 0.22);
+}
+
+/* The scene as (3, s, s) in [-1, 1], 4x4 supersampled so edges are smooth. */
+static void draw_demo(float *x, int s) {
+    size_t plane = (size_t)s * s;
+    for (int y = 0; y < s; y++)
+        for (int xx = 0; xx < s; xx++) {
+            double acc[3] = {0, 0, 0}, rgb[3];
+            for (int j = 0; j < 4; j++)
+                for (int i = 0; i < 4; i++) {
+                    demo_scene((xx + (i + 0.5) / 4) / s, (y + (j + 0.5) / 4) / s, rgb);
+                    for (int k = 0; k < 3; k++) acc[k] += rgb[k] / 16;
+                }
+            for (int k = 0; k < 3; k++) x[k * plane + (size_t)y * s + xx] = (float)(2 * acc[k] - 1);
+        }
+}
+
+/* ---- captions ------------------------------------------------------------------------------------------ */
+
+/* 5x7 glyphs, rows from the top, bit 4 the leftmost pixel: the digits, then 't' and '='. */
+static const unsigned char glyphs[12][7] = {
+    {0x0e, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0e}, {0x04, 0x0c, 0x04, 0x04, 0x04, 0x04, 0x0e},
+    {0x0e, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1f}, {0x1f, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0e},
+    {0x02, 0x06, 0x0a, 0x12, 0x1f, 0x02, 0x02}, {0x1f, 0x10, 0x1e, 0x01, 0x01, 0x11, 0x0e},
+    {0x06, 0x08, 0x10, 0x1e, 0x11, 0x11, 0x0e}, {0x1f, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08},
+    {0x0e, 0x11, 0x11, 0x0e, 0x11, 0x11, 0x0e}, {0x0e, 0x11, 0x11, 0x0f, 0x01, 0x02, 0x0c},
+    {0x08, 0x08, 0x1c, 0x08, 0x08, 0x09, 0x06}, {0x00, 0x00, 0x1f, 0x00, 0x1f, 0x00, 0x00},
+};
+
+static int text_width(const char *s, int scale) { return (int)strlen(s) * 6 * scale - scale; }
+
+/* Draw `s` with its top-left at (x0, y0) into a (c, H, W) canvas, clipped to it. */
+static void draw_text(float *canvas, int c, int H, int W, int x0, int y0, const char *s, int scale, float value) {
+    for (int n = 0; s[n]; n++) {
+        int g = isdigit((unsigned char)s[n]) ? s[n] - '0' : s[n] == 't' ? 10 : 11;
+        for (int r = 0; r < 7 * scale; r++)
+            for (int q = 0; q < 5 * scale; q++) {
+                int x = x0 + n * 6 * scale + q, y = y0 + r;
+                if (x < 0 || x >= W || y < 0 || y >= H || !(glyphs[g][r / scale] & (0x10 >> (q / scale)))) continue;
+                for (int k = 0; k < c; k++) canvas[((size_t)k * H + y) * W + x] = value;
+            }
+    }
+}
+
+/* ---- the command ------------------------------------------------------------------------------------------ */
+
+static void noise_usage(void) {
+    fprintf(stderr, "usage: diffuse noise [--steps LIST] [--schedule NAME] [--timesteps T] [--size N] [--seed S] "
+                    "[--gray] [--no-labels] (IMAGE | --demo) OUT.png  (see diffuse --help)\n");
+}
+
+typedef struct {
+    const char  *image, *out;
+    long         steps[MAX_STEPS];
+    int          nsteps;          /* 0: the defaults */
+    df_beta_kind kind;
+    long         T, size;
+    uint64_t     seed;
+    int          gray, demo, labels;
+} noise_opts;
+
+/* Returns 0, 1 (a bad argument, reported) or 2 (usage). */
+static int parse_args(int argc, char **argv, noise_opts *o) {
+    static const char *const with_value[] = {"--steps", "--schedule", "--timesteps", "--size", "--seed"};
+    int npos = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || !a[1]) {
+            if (npos == 2) return fail("unexpected argument \"%s\"", a);
+            if (npos++) o->out = a;
+            else o->image = a;
+            continue;
+        }
+        /* "--name value" or "--name=value" */
+        char name[32];
+        const char *eq = strchr(a, '=');
+        size_t len = eq ? (size_t)(eq - a) : strlen(a);
+        snprintf(name, sizeof name, "%.*s", (int)DF_MIN(len, sizeof name - 1), a);
+        int takes = 0;
+        for (int k = 0; k < DF_COUNTOF(with_value); k++) takes |= strcmp(name, with_value[k]) == 0;
+        const char *val = NULL;
+        if (takes) {
+            if (eq) val = eq + 1;
+            else if (i + 1 < argc) val = argv[++i];
+            else return fail("%s needs a value", name);
+        } else if (eq) {
+            int flag = !strcmp(name, "--gray") || !strcmp(name, "--demo") || !strcmp(name, "--no-labels");
+            return flag ? fail("%s takes no value", name) : fail("unknown option %s", a);
+        }
+        if (strcmp(name, "--steps") == 0) {
+            if ((o->nsteps = parse_steps(val, o->steps)) < 0) return 1;
+        } else if (strcmp(name, "--schedule") == 0) {
+            if (df_beta_kind_parse(val, &o->kind)) return fail("--schedule: %s", df_error());
+        } else if (strcmp(name, "--timesteps") == 0) {
+            if (cli_int("noise: --timesteps", val, 2, 100000, &o->T)) return 1;
+        } else if (strcmp(name, "--size") == 0) {
+            if (cli_int("noise: --size", val, 1, MAX_SIZE, &o->size)) return 1;
+        } else if (strcmp(name, "--seed") == 0) {
+            if (parse_seed(val, &o->seed)) return 1;
+        } else if (strcmp(name, "--gray") == 0) {
+            o->gray = 1;
+        } else if (strcmp(name, "--demo") == 0) {
+            o->demo = 1;
+        } else if (strcmp(name, "--no-labels") == 0) {
+            o->labels = 0;
+        } else {
+            return fail("unknown option %s", a);
+        }
+    }
+    if (o->demo && npos == 1) o->out = o->image, o->image = NULL;
+    if (npos != (o->demo ? 1 : 2)) {
+        if (o->demo && npos == 2) return fail("--demo draws its own picture: give only OUT.png");
+        noise_usage();
+        return 2;
+    }
+    if (o->nsteps == 0) {
+        /* the default steps, stretched onto 0..T-1 */
+        for (int k = 0; k < DF_COUNTOF(default_steps); k++) {
+            long t = lround(default_steps[k] * (o->T - 1) / 999.0);
+            if (o->nsteps == 0 || t != o->steps[o->nsteps - 1]) o->steps[o->nsteps++] = t;
+        }
+    }
+    for (int k = 0; k < o->nsteps; k++)
+        if (o->steps[k] >= o->T)
+            return fail("--steps: %ld is out of range: timesteps run from 0 to %ld (T = %ld)", o->steps[k], o->T - 1,
+                        o->T);
+    return 0;
+}
+
+/* The picture x_0 as (c, h, w): the file or the demo, at its final size. Returns 0, or 1 after printing
+ * the problem. */
+static int make_x0(const noise_opts *o, int *c, int *h, int *w, float **x0) {
+    float *img = NULL;
+    int ic, ih, iw;
+    if (o->demo) {
+        ic = 3, ih = iw = o->size ? (int)o->size : DEMO_SIZE;
+        if (!(img = malloc((size_t)3 * ih * iw * sizeof(float)))) return fail("out of memory");
+        draw_demo(img, ih);
+        if (o->gray) {
+            size_t plane = (size_t)ih * iw;
+            for (size_t i = 0; i < plane; i++)
+                img[i] = 0.299f * img[i] + 0.587f * img[plane + i] + 0.114f * img[2 * plane + i];
+            ic = 1;
+        }
+    } else {
+        df_status st = df_image_load(o->image, o->gray ? 1 : 0, &ic, &ih, &iw, &img);
+        if (st) return cli_fail(st);
+    }
+    int oh = ih, ow = iw, crop = 0;
+    if (o->size) {
+        oh = ow = (int)o->size, crop = 1;
+    } else if (ih > AUTO_MAX_SIDE || iw > AUTO_MAX_SIDE) {
+        double f = (double)AUTO_MAX_SIDE / DF_MAX(ih, iw);
+        oh = DF_MAX(1, (int)lround(ih * f)), ow = DF_MAX(1, (int)lround(iw * f));
+    }
+    if (oh != ih || ow != iw) {
+        float *r = malloc((size_t)ic * oh * ow * sizeof(float));
+        if (!r) {
+            free(img);
+            return fail("out of memory");
+        }
+        df_status st = df_image_resize(img, ic, ih, iw, oh, ow, crop, r);
+        free(img);
+        if (st) {
+            free(r);
+            return cli_fail(st);
+        }
+        img = r;
+    }
+    *c = ic, *h = oh, *w = ow, *x0 = img;
+    return 0;
+}
+
+/* The border around tiles of h x w. */
+static int strip_pad(int h, int w) { return DF_MAX(4, DF_MIN(h, w) / 32); }
+
+static int too_wide(int n, int h, int w) {
+    if ((double)n * (w + strip_pad(h, w)) + strip_pad(h, w) <= MAX_STRIP_WIDTH) return 0;
+    return fail("a strip of %d steps %d pixels wide would be over %d pixels; use fewer --steps or a smaller --size", n,
+                w, MAX_STRIP_WIDTH);
+}
+
+int cmd_noise(int argc, char **argv) {
+    noise_opts o = {.kind = DF_BETA_LINEAR, .T = 1000, .labels = 1};
+    int rc = parse_args(argc, argv, &o);
+    if (rc) return rc;
+    df_schedule s;
+    df_status st = df_schedule_init(&s, o.kind, (int)o.T, 1e-4, 0.02, 0);
+    if (st) return cli_fail(st);
+
+    rc = 1;
+    int c = 0, h = 0, w = 0, n = o.nsteps;
+    float *x0 = NULL, *eps = NULL, *xt = NULL, *canvas = NULL;
+    int known = o.size ? (int)o.size : o.demo ? DEMO_SIZE : 0;   /* the tile size, if known before loading */
+    if ((known && too_wide(n, known, known)) || make_x0(&o, &c, &h, &w, &x0)) goto done;
+    size_t dim = (size_t)c * h * w;
+
+    /* Layout: the tiles side by side with `pad` pixels of white around each; below them a caption band
+     * with "t=..." (or just the number, if that is all that fits) centred under each tile. */
+    int pad = strip_pad(h, w);
+    int scale = DF_MAX(1, w / 96);
+    char label[MAX_STEPS][24];
+    int widest = 0;   /* of the numbers alone */
+    for (int i = 0; i < n; i++) {
+        snprintf(label[i], sizeof label[i], "%ld", o.steps[i]);
+        widest = DF_MAX(widest, text_width(label[i], scale));
+    }
+    int with_t = widest + 12 * scale <= w + pad;   /* "t=" adds two 6-pixel glyphs */
+    int labels = o.labels && widest <= w + pad;
+    for (int i = 0; i < n && with_t; i++) snprintf(label[i], sizeof label[i], "t=%ld", o.steps[i]);
+    if (too_wide(n, h, w)) goto done;
+    int W = n * (w + pad) + pad, H = h + 2 * pad + (labels ? 7 * scale + pad : 0);
+    size_t plane = (size_t)H * W;
+    eps = malloc(dim * sizeof(float));
+    xt = malloc(dim * sizeof(float));
+    canvas = malloc(plane * c * sizeof(float));
+    if (!eps || !xt || !canvas) {
+        fail("out of memory for a %dx%d strip", W, H);
+        goto done;
+    }
+    /* one noise sample for every step */
+    df_rng rng;
+    df_rng_init(&rng, o.seed);
+    df_rng_fill_normal(&rng, eps, dim);
+    for (size_t i = 0; i < plane * c; i++) canvas[i] = 1.0f;
+    for (int i = 0; i < n; i++) {
+        int t = (int)o.steps[i];
+        /* 0 is the clean image itself; otherwise DDPM eq. 4 with diffusers' alphas_cumprod[t] */
+        if (t == 0) memcpy(xt, x0, dim * sizeof(float));
+        else df_q_sample(&s, 1, dim, x0, eps, &t, xt);
+        int gx = pad + i * (w + pad);
+        for (int k = 0; k < c; k++)
+            for (int y = 0; y < h; y++)
+                memcpy(canvas + k * plane + (size_t)(pad + y) * W + gx, xt + ((size_t)k * h + y) * w,
+                       (size_t)w * sizeof(float));
+        if (labels)
+            draw_text(canvas, c, H, W, gx + (w - text_width(label[i], scale)) / 2, h + 2 * pad, label[i], scale,
+                      -0.75f);
+    }
+    if ((st = df_image_save_png(o.out, canvas, c, H, W))) {
+        cli_fail(st);
+        goto done;
+    }
+    rc = 0;
+    printf("wrote %s: %d steps of %dx%d %s, %s schedule, T = %ld, seed %llu\n", o.out, n, w, h,
+           c == 1 ? "gray" : "RGB", df_beta_kind_name(o.kind), o.T, (unsigned long long)o.seed);
+    printf("%8s  %12s  %14s\n", "t", "sqrt(abar_t)", "sqrt(1-abar_t)");
+    for (int i = 0; i < n; i++) {
+        long t = o.steps[i];
+        if (t == 0) printf("%8ld  %12.6f  %14.6f  the clean image x_0\n", t, 1.0, 0.0);
+        else printf("%8ld  %12.6f  %14.6f\n", t, s.sqrt_alphas_cumprod[t], s.sqrt_one_minus_alphas_cumprod[t]);
+    }
+done:
+    free(x0);
+    free(eps);
+    free(xt);
+    free(canvas);
+    df_schedule_free(&s);
+    return rc;
+}

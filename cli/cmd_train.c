@@ -1,0 +1,174 @@
+/* `diffuse train`: fills df_train_params from the command line, shows progress, and turns Ctrl-C or
+ * SIGTERM into a clean stop with a checkpoint. */
+#define _POSIX_C_SOURCE 200809L
+#include "cli.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: diffuse train [options]\n"
+    "\n"
+    "Train a diffusion model (DDPM's L_simple). Defaults train the fmnist-s preset on Fashion-MNIST.\n"
+    "\n"
+    "data and model:\n"
+    "  --data PATH           fashion-mnist (default), an IDX file, a CIFAR-10 .bin or directory, or a\n"
+    "                        directory of PNG/JPEG images (one subdirectory per class gives labels)\n"
+    "  --size N              resize images to N x N (default: the model's sample_size)\n"
+    "  --flip                random horizontal flips\n"
+    "  --preset NAME         fmnist-s (default) or cifar10\n"
+    "  --config FILE         a diffusers UNet2DModel config.json instead of a preset\n"
+    "  --init DIR            start from a model or checkpoint directory\n"
+    "diffusion:\n"
+    "  --schedule NAME       linear (default), scaled_linear, squaredcos_cap_v2, sigmoid\n"
+    "  --timesteps T         training timesteps (1000)\n"
+    "  --beta-start X --beta-end X   (1e-4, 0.02)\n"
+    "  --zero-snr            rescale the schedule to zero terminal SNR\n"
+    "  --prediction P        epsilon (default), sample or v_prediction\n"
+    "  --min-snr-gamma G     min-SNR-gamma loss weighting (0: off)\n"
+    "optimisation:\n"
+    "  --batch N (64)  --accum N (1)  --optimizer adamw|sgd  --lr X (1e-4)  --warmup N (500)\n"
+    "  --lr-decay cosine|linear|constant  --beta1 X (0.95)  --beta2 X (0.999)  --weight-decay X (1e-6)\n"
+    "  --momentum X (0.9, sgd)  --grad-clip X (1.0, 0 = off)  --ema-decay X (0.9999)  --no-ema\n"
+    "budget (the first reached ends the run; one is required unless resuming):\n"
+    "  --steps N  --epochs N  --minutes M\n"
+    "output:\n"
+    "  --out DIR             run directory (default runs/<preset>)\n"
+    "  --resume              continue the run in --out from its latest checkpoint, bit for bit\n"
+    "  --save-every N (1000)  --sample-every N (1000)  --samples N (64)  --sample-steps N (50)\n"
+    "  --keep N (2)  --log-every N (10)  --seed S (0)  --threads N\n";
+
+static volatile int stop_requested;
+static void on_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void show(void *ctx, const df_train_progress *p) {
+    cli_progress *bar = ctx;
+    if (p->event) cli_progress_line(bar, p->event);
+    if (!(p->images_per_sec > 0)) return;   /* the closing report carries only its event */
+    char extra[160];
+    snprintf(extra, sizeof extra, "loss %.4f (avg %.4f) %.1f img/s epoch %d", p->loss, p->loss_avg, p->images_per_sec,
+             p->epoch);
+    cli_progress_draw(bar, (double)p->step, (double)p->total_steps, p->eta, extra);
+}
+
+int cmd_train(int argc, char **argv) {
+    df_train_params p;
+    df_train_params_default(&p);
+    const char *preset = NULL, *config = NULL, *init = NULL, *out = NULL, *schedule = NULL, *prediction = NULL,
+               *optimizer = NULL, *decay = NULL;
+    int zero_snr = 0, no_ema = 0, flip = 0, resume = 0;
+    double ema_decay = p.ema_max_decay;
+    cli_opt opts[] = {
+        {"--data", OPT_STR, &p.data, 0, 0},
+        {"--size", OPT_INT, &p.image_size, 1, 4096},
+        {"--flip", OPT_FLAG, &flip, 0, 0},
+        {"--preset", OPT_STR, &preset, 0, 0},
+        {"--config", OPT_STR, &config, 0, 0},
+        {"--init", OPT_STR, &init, 0, 0},
+        {"--schedule", OPT_STR, &schedule, 0, 0},
+        {"--timesteps", OPT_INT, &p.num_train_timesteps, 2, 100000},
+        {"--beta-start", OPT_DOUBLE, &p.beta_start, 1e-12, 0.999},
+        {"--beta-end", OPT_DOUBLE, &p.beta_end, 1e-12, 0.999},
+        {"--zero-snr", OPT_FLAG, &zero_snr, 0, 0},
+        {"--prediction", OPT_STR, &prediction, 0, 0},
+        {"--min-snr-gamma", OPT_DOUBLE, &p.min_snr_gamma, 0, 1e6},
+        {"--batch", OPT_INT, &p.batch_size, 1, 4096},
+        {"--accum", OPT_INT, &p.grad_accum, 1, 1024},
+        {"--optimizer", OPT_STR, &optimizer, 0, 0},
+        {"--lr", OPT_DOUBLE, &p.optim.lr, 1e-12, 10},
+        {"--warmup", OPT_LONG, &p.optim.warmup_steps, 0, 1e9},
+        {"--lr-decay", OPT_STR, &decay, 0, 0},
+        {"--beta1", OPT_DOUBLE, &p.optim.beta1, 0, 0.999999},
+        {"--beta2", OPT_DOUBLE, &p.optim.beta2, 0, 0.999999},
+        {"--weight-decay", OPT_DOUBLE, &p.optim.weight_decay, 0, 10},
+        {"--momentum", OPT_DOUBLE, &p.optim.momentum, 0, 0.999999},
+        {"--grad-clip", OPT_DOUBLE, &p.optim.grad_clip, 0, 1e9},
+        {"--ema-decay", OPT_DOUBLE, &ema_decay, 0, 1},
+        {"--no-ema", OPT_FLAG, &no_ema, 0, 0},
+        {"--steps", OPT_LONG, &p.max_steps, 1, 1e12},
+        {"--epochs", OPT_INT, &p.max_epochs, 1, 1e6},
+        {"--minutes", OPT_DOUBLE, &p.max_minutes, 1e-3, 1e7},
+        {"--out", OPT_STR, &out, 0, 0},
+        {"--resume", OPT_FLAG, &resume, 0, 0},
+        {"--save-every", OPT_LONG, &p.save_every, 0, 1e12},
+        {"--sample-every", OPT_LONG, &p.sample_every, 0, 1e12},
+        {"--samples", OPT_INT, &p.sample_count, 0, 1024},
+        {"--sample-steps", OPT_INT, &p.sample_steps, 1, 1000},
+        {"--keep", OPT_INT, &p.keep_checkpoints, 1, 1000},
+        {"--log-every", OPT_LONG, &p.log_every, 1, 1e9},
+        {"--seed", OPT_U64, &p.seed, 0, 0},
+        {NULL, OPT_FLAG, NULL, 0, 0},
+    };
+    const char *pos[1];
+    int npos;
+    int rc = cli_parse("train", argc, argv, opts, pos, 0, &npos, usage);
+    if (rc) return rc;
+    if (!!preset + !!config + !!init > 1) {
+        fprintf(stderr, "diffuse train: give only one of --preset, --config and --init\n");
+        return 2;
+    }
+    if (resume && (preset || config || init)) {
+        fprintf(stderr, "diffuse train: --resume continues the model in --out; --preset/--config/--init do not apply\n");
+        return 2;
+    }
+    p.preset = preset ? preset : (config || init) ? NULL : "fmnist-s";
+    p.config_path = config;
+    p.init_dir = init;
+    p.flip = flip;
+    p.resume = resume;
+    p.zero_terminal_snr = zero_snr;
+    p.use_ema = !no_ema;
+    p.ema_max_decay = ema_decay;
+    char outbuf[512];
+    if (!out) {
+        snprintf(outbuf, sizeof outbuf, "runs/%s", p.preset ? p.preset : "model");
+        out = outbuf;
+    }
+    p.out_dir = out;
+    if ((schedule && df_beta_kind_parse(schedule, &p.beta_schedule)) ||
+        (prediction && df_prediction_parse(prediction, &p.prediction)))
+        return cli_fail(DF_ERR_ARG);
+    if (optimizer) {
+        if (!strcmp(optimizer, "adamw")) p.optim.kind = DF_OPT_ADAMW;
+        else if (!strcmp(optimizer, "sgd")) p.optim.kind = DF_OPT_SGD;
+        else return cli_die("train: --optimizer: expected adamw or sgd, got \"%s\"", optimizer);
+    }
+    if (decay) {
+        if (!strcmp(decay, "cosine")) p.optim.decay = DF_LR_COSINE;
+        else if (!strcmp(decay, "linear")) p.optim.decay = DF_LR_LINEAR;
+        else if (!strcmp(decay, "constant")) p.optim.decay = DF_LR_CONSTANT;
+        else return cli_die("train: --lr-decay: expected cosine, linear or constant, got \"%s\"", decay);
+    }
+    if (!resume && p.max_steps <= 0 && p.max_epochs <= 0 && p.max_minutes <= 0) {
+        fprintf(stderr, "diffuse train: give a budget: --steps N, --epochs N or --minutes M\n");
+        return 2;
+    }
+    if (p.beta_end < p.beta_start) {
+        fprintf(stderr, "diffuse train: --beta-end must not be below --beta-start\n");
+        return 2;
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    p.stop = &stop_requested;
+    cli_progress bar;
+    cli_progress_init(&bar, "train");
+    p.progress = show;
+    p.progress_ctx = &bar;
+    fprintf(stderr, "diffuse train: %s, %d threads, output in %s\n", resume ? "resuming" : "starting", df_get_num_threads(),
+            out);
+    df_status st = df_train(&p);
+    cli_progress_done(&bar);
+    if (st) return cli_fail(st);
+    if (stop_requested) fprintf(stderr, "diffuse train: stopped; continue with: diffuse train --resume --out %s\n", out);
+    else fprintf(stderr, "diffuse train: done; try: diffuse sample %s --out samples.png\n", out);
+    return 0;
+}

@@ -1,0 +1,554 @@
+/* Data sets in memory: MNIST-format IDX files (Fashion-MNIST by default), CIFAR-10 binary batches and
+ * folders of PNG/JPEG images, stored as 8-bit (N, C, H, W) with optional labels and class names. */
+#define _DEFAULT_SOURCE
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+#define MAX_CLASSES 1000
+
+struct df_dataset {
+    int      n, c, h, w;
+    uint8_t *pixels;        /* n * c * h * w */
+    int     *labels;        /* n, or NULL */
+    int      num_classes;
+    char   **class_names;   /* num_classes entries, each may be NULL */
+    char     desc[256];
+};
+
+static const char *const fashion_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                              "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+
+void df_dataset_free(df_dataset *d) {
+    if (!d) return;
+    free(d->pixels);
+    free(d->labels);
+    if (d->class_names)
+        for (int i = 0; i < d->num_classes; i++) free(d->class_names[i]);
+    free(d->class_names);
+    free(d);
+}
+
+int df_dataset_count(const df_dataset *d) { return d->n; }
+void df_dataset_shape(const df_dataset *d, int *c, int *h, int *w) {
+    if (c) *c = d->c;
+    if (h) *h = d->h;
+    if (w) *w = d->w;
+}
+int df_dataset_num_classes(const df_dataset *d) { return d->num_classes; }
+int df_dataset_label(const df_dataset *d, int i) { return d->labels ? d->labels[i] : -1; }
+const char *df_dataset_class_name(const df_dataset *d, int k) {
+    return d->class_names && k >= 0 && k < d->num_classes ? d->class_names[k] : NULL;
+}
+const char *df_dataset_description(const df_dataset *d) { return d->desc; }
+
+void df_dataset_get(const df_dataset *d, int i, int flip, float *x) {
+    const size_t hw = (size_t)d->h * d->w;
+    const uint8_t *p = d->pixels + (size_t)i * d->c * hw;
+    for (int ch = 0; ch < d->c; ch++)
+        for (int y = 0; y < d->h; y++)
+            for (int xx = 0; xx < d->w; xx++) {
+                int sx = flip ? d->w - 1 - xx : xx;
+                x[ch * hw + (size_t)y * d->w + xx] = p[ch * hw + (size_t)y * d->w + sx] * (2.0f / 255.0f) - 1.0f;
+            }
+}
+
+static df_dataset *dataset_new(void) {
+    df_dataset *d = calloc(1, sizeof *d);
+    if (!d) df_fail(DF_ERR_NOMEM, "out of memory");
+    return d;
+}
+
+static df_status set_class_names(df_dataset *d, int k, const char *const *names) {
+    d->num_classes = k;
+    d->class_names = calloc((size_t)k, sizeof(char *));
+    if (!d->class_names) return df_fail(DF_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < k && names; i++)
+        if (names[i] && !(d->class_names[i] = strdup(names[i]))) return df_fail(DF_ERR_NOMEM, "out of memory");
+    return DF_OK;
+}
+
+/* ---- IDX (MNIST format) --------------------------------------------------------------------------------- */
+
+/* Read a whole (possibly gzipped) file; zlib reads plain files through the same calls. */
+static df_status read_gz(const char *path, uint8_t **data, size_t *len) {
+    *data = NULL;
+    *len = 0;
+    gzFile f = gzopen(path, "rb");
+    if (!f) return df_fail(DF_ERR_IO, "%s: cannot open: %s", path, strerror(errno ? errno : ENOENT));
+    size_t cap = 1 << 20, n = 0;
+    uint8_t *buf = malloc(cap);
+    for (;;) {
+        if (!buf) {
+            gzclose(f);
+            return df_fail(DF_ERR_NOMEM, "%s: out of memory", path);
+        }
+        if (n == cap) {
+            if (cap > ((size_t)1 << 34)) {
+                free(buf);
+                gzclose(f);
+                return df_fail(DF_ERR_FORMAT, "%s: larger than 16 GB", path);
+            }
+            uint8_t *nb = realloc(buf, cap * 2);
+            if (!nb) free(buf);
+            buf = nb;
+            cap *= 2;
+            continue;
+        }
+        int got = gzread(f, buf + n, (unsigned)DF_MIN(cap - n, (size_t)1 << 30));
+        if (got < 0) {
+            int err;
+            const char *msg = gzerror(f, &err);
+            df_status st = df_fail(DF_ERR_FORMAT, "%s: corrupt compressed data: %s", path, msg);
+            free(buf);
+            gzclose(f);
+            return st;
+        }
+        if (got == 0) break;
+        n += (size_t)got;
+    }
+    gzclose(f);
+    *data = buf;
+    *len = n;
+    return DF_OK;
+}
+
+static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+/* Parse an IDX header of unsigned bytes with `ndim` dimensions; returns the data offset. */
+static df_status idx_header(const char *path, const uint8_t *b, size_t len, int ndim, uint32_t *dims) {
+    if (len < 4 + 4 * (size_t)ndim) return df_fail(DF_ERR_FORMAT, "%s: too short for an IDX header", path);
+    if (b[0] || b[1]) return df_fail(DF_ERR_FORMAT, "%s: not an IDX file (bad magic)", path);
+    if (b[2] != 0x08) return df_fail(DF_ERR_FORMAT, "%s: IDX type 0x%02x is not unsigned bytes", path, b[2]);
+    if (b[3] != ndim)
+        return df_fail(DF_ERR_FORMAT, "%s: IDX file has %d dimensions, expected %d", path, b[3], ndim);
+    uint64_t total = 1;
+    for (int i = 0; i < ndim; i++) {
+        dims[i] = be32(b + 4 + 4 * i);
+        if (dims[i] == 0 || dims[i] > (1u << 28))
+            return df_fail(DF_ERR_FORMAT, "%s: dimension %d is %u", path, i, dims[i]);
+        total *= dims[i];
+        if (total > ((uint64_t)1 << 36)) return df_fail(DF_ERR_FORMAT, "%s: too large", path);
+    }
+    size_t need = 4 + 4 * (size_t)ndim + (size_t)total;
+    if (len < need) return df_fail(DF_ERR_FORMAT, "%s: truncated: %zu bytes, the header says %zu", path, len, need);
+    return DF_OK;
+}
+
+/* "...images-idx3-ubyte[.gz]" -> "...labels-idx1-ubyte[.gz]" */
+static int labels_path_for(const char *images, char *out, size_t cap) {
+    const char *at = strstr(images, "images-idx3-ubyte");
+    if (!at) return 0;
+    snprintf(out, cap, "%.*slabels-idx1-ubyte%s", (int)(at - images), images, at + strlen("images-idx3-ubyte"));
+    struct stat st;
+    return stat(out, &st) == 0;
+}
+
+static df_status open_idx(const char *path, df_dataset **out) {
+    uint8_t *b;
+    size_t len;
+    df_status st = read_gz(path, &b, &len);
+    if (st) return st;
+    uint32_t dims[3];
+    if ((st = idx_header(path, b, len, 3, dims))) {
+        free(b);
+        return st;
+    }
+    df_dataset *d = dataset_new();
+    if (!d) {
+        free(b);
+        return DF_ERR_NOMEM;
+    }
+    d->n = (int)dims[0], d->c = 1, d->h = (int)dims[1], d->w = (int)dims[2];
+    size_t total = (size_t)d->n * d->h * d->w;
+    d->pixels = malloc(total);
+    if (!d->pixels) {
+        free(b);
+        df_dataset_free(d);
+        return df_fail(DF_ERR_NOMEM, "%s: out of memory", path);
+    }
+    memcpy(d->pixels, b + 16, total);
+    free(b);
+    char lp[4096];
+    if (labels_path_for(path, lp, sizeof lp)) {
+        uint32_t ld[1] = {0};
+        if ((st = read_gz(lp, &b, &len)) || (st = idx_header(lp, b, len, 1, ld))) {
+            free(b);
+            df_dataset_free(d);
+            return st;
+        }
+        if ((int)ld[0] != d->n) {
+            st = df_fail(DF_ERR_FORMAT, "%s: %u labels for %s's %d images", lp, ld[0], path, d->n);
+            free(b);
+            df_dataset_free(d);
+            return st;
+        }
+        d->labels = malloc(sizeof(int) * (size_t)d->n);
+        int maxl = 0;
+        for (int i = 0; d->labels && i < d->n; i++) maxl = DF_MAX(maxl, d->labels[i] = b[8 + i]);
+        free(b);
+        if (!d->labels) {
+            df_dataset_free(d);
+            return df_fail(DF_ERR_NOMEM, "out of memory");
+        }
+        if ((st = set_class_names(d, maxl + 1, NULL))) {
+            df_dataset_free(d);
+            return st;
+        }
+    }
+    snprintf(d->desc, sizeof d->desc, "%s: %d images of %dx%d%s", path, d->n, d->h, d->w,
+             d->labels ? ", labelled" : "");
+    *out = d;
+    return DF_OK;
+}
+
+/* ---- CIFAR-10 binary batches ------------------------------------------------------------------------- */
+
+enum { CIFAR_REC = 1 + 3 * 32 * 32 };
+
+static df_status cifar_append(df_dataset *d, const char *path) {
+    uint8_t *b;
+    size_t len;
+    df_status st = df_read_file(path, (char **)&b, &len);
+    if (st) return st;
+    if (len == 0 || len % CIFAR_REC) {
+        free(b);
+        return df_fail(DF_ERR_FORMAT, "%s: %zu bytes is not a whole number of CIFAR-10 records (%d bytes each)",
+                       path, len, CIFAR_REC);
+    }
+    int add = (int)(len / CIFAR_REC);
+    uint8_t *np = realloc(d->pixels, (size_t)(d->n + add) * 3 * 32 * 32);
+    if (np) d->pixels = np;
+    int *nl = np ? realloc(d->labels, sizeof(int) * (size_t)(d->n + add)) : NULL;
+    if (nl) d->labels = nl;
+    if (!np || !nl) {
+        free(b);
+        return df_fail(DF_ERR_NOMEM, "%s: out of memory", path);
+    }
+    for (int i = 0; i < add; i++) {
+        const uint8_t *r = b + (size_t)i * CIFAR_REC;
+        if (r[0] > 9) {
+            st = df_fail(DF_ERR_FORMAT, "%s: record %d has label %d (CIFAR-10 labels are 0..9)", path, i, r[0]);
+            free(b);
+            return st;
+        }
+        d->labels[d->n + i] = r[0];
+        memcpy(d->pixels + (size_t)(d->n + i) * 3072, r + 1, 3072);
+    }
+    d->n += add;
+    free(b);
+    return DF_OK;
+}
+
+static void cifar_names(df_dataset *d, const char *dir) {
+    static const char *const def[10] = {"airplane", "automobile", "bird", "cat", "deer",
+                                        "dog",      "frog",       "horse", "ship", "truck"};
+    char path[4200], line[256];
+    snprintf(path, sizeof path, "%s/batches.meta.txt", dir);
+    if (set_class_names(d, 10, def)) return;
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    for (int k = 0; k < 10 && fgets(line, sizeof line, f);) {
+        line[strcspn(line, "\r\n")] = 0;
+        if (!line[0]) continue;
+        char *s = strdup(line);
+        if (s) {
+            free(d->class_names[k]);
+            d->class_names[k] = s;
+        }
+        k++;
+    }
+    fclose(f);
+}
+
+static int is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int has_suffix(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcasecmp(s + a - b, suf) == 0;
+}
+
+static df_status open_cifar(const char *path, df_dataset **out) {
+    df_dataset *d = dataset_new();
+    if (!d) return DF_ERR_NOMEM;
+    d->c = 3, d->h = 32, d->w = 32;
+    df_status st = DF_OK;
+    char dir[4096];
+    if (is_dir(path)) {
+        snprintf(dir, sizeof dir, "%s", path);
+        for (int i = 1; i <= 5 && !st; i++) {
+            char f[4200];
+            snprintf(f, sizeof f, "%s/data_batch_%d.bin", path, i);
+            struct stat sb;
+            if (stat(f, &sb) == 0) st = cifar_append(d, f);
+        }
+        if (!st && d->n == 0) st = df_fail(DF_ERR_IO, "%s: no data_batch_*.bin files", path);
+    } else {
+        const char *slash = strrchr(path, '/');
+        snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+        st = cifar_append(d, path);
+    }
+    if (st) {
+        df_dataset_free(d);
+        return st;
+    }
+    cifar_names(d, dir);
+    snprintf(d->desc, sizeof d->desc, "CIFAR-10 %s: %d images of 32x32x3, 10 classes", path, d->n);
+    *out = d;
+    return DF_OK;
+}
+
+/* ---- image folders ------------------------------------------------------------------------------------- */
+
+typedef struct {
+    char **paths;
+    int   *labels;
+    int    n, cap;
+} file_list;
+
+static int list_add(file_list *l, const char *path, int label) {
+    if (l->n == l->cap) {
+        int c = l->cap ? 2 * l->cap : 256;
+        char **np = realloc(l->paths, sizeof(char *) * (size_t)c);
+        if (!np) return -1;
+        l->paths = np;
+        int *nl = realloc(l->labels, sizeof(int) * (size_t)c);
+        if (!nl) return -1;
+        l->labels = nl;
+        l->cap = c;
+    }
+    if (!(l->paths[l->n] = strdup(path))) return -1;
+    l->labels[l->n++] = label;
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Sorted names in a directory (skipping dot files). */
+static df_status sorted_entries(const char *dir, char ***names, int *count) {
+    DIR *dp = opendir(dir);
+    *names = NULL;
+    *count = 0;
+    if (!dp) return df_fail(DF_ERR_IO, "%s: cannot open directory: %s", dir, strerror(errno));
+    int cap = 0;
+    struct dirent *e;
+    df_status st = DF_OK;
+    while ((e = readdir(dp))) {
+        if (e->d_name[0] == '.') continue;
+        if (*count == cap) {
+            cap = cap ? 2 * cap : 64;
+            char **nn = realloc(*names, sizeof(char *) * (size_t)cap);
+            if (!nn) {
+                st = df_fail(DF_ERR_NOMEM, "out of memory");
+                break;
+            }
+            *names = nn;
+        }
+        if (!((*names)[(*count)++] = strdup(e->d_name))) {
+            st = df_fail(DF_ERR_NOMEM, "out of memory");
+            break;
+        }
+    }
+    closedir(dp);
+    if (*names) qsort(*names, (size_t)*count, sizeof(char *), cmp_str);
+    return st;
+}
+
+static void free_names(char **names, int n) {
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+}
+
+static df_status collect_images(const char *dir, int label, int depth, file_list *l) {
+    if (depth > 16) return df_fail(DF_ERR_FORMAT, "%s: directories nested too deep", dir);
+    char **names;
+    int n;
+    df_status st = sorted_entries(dir, &names, &n);
+    for (int i = 0; i < n && !st; i++) {
+        char p[4096];
+        if (snprintf(p, sizeof p, "%s/%s", dir, names[i]) >= (int)sizeof p) continue;
+        if (is_dir(p)) st = collect_images(p, label, depth + 1, l);
+        else if (has_suffix(p, ".png") || has_suffix(p, ".jpg") || has_suffix(p, ".jpeg"))
+            if (list_add(l, p, label)) st = df_fail(DF_ERR_NOMEM, "out of memory");
+    }
+    free_names(names, n);
+    return st;
+}
+
+static df_status open_folder(const char *path, int size, int channels, df_dataset **out) {
+    file_list l = {0};
+    char **names;
+    int nn;
+    df_status st = sorted_entries(path, &names, &nn);
+    if (st) return st;
+    /* one subdirectory per class when every entry with images is a directory */
+    int ndirs = 0, nfiles = 0;
+    for (int i = 0; i < nn; i++) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", path, names[i]);
+        if (is_dir(p)) ndirs++;
+        else nfiles++;
+    }
+    int by_class = ndirs > 0 && nfiles == 0 && ndirs <= MAX_CLASSES;
+    char **classes = NULL;
+    int nclasses = 0;
+    if (by_class) {
+        for (int i = 0; i < nn && !st; i++) {
+            char p[4096];
+            snprintf(p, sizeof p, "%s/%s", path, names[i]);
+            st = collect_images(p, nclasses, 1, &l);
+            nclasses++;
+        }
+        classes = names;
+    } else {
+        st = collect_images(path, -1, 0, &l);
+    }
+    df_dataset *d = NULL;
+    if (!st && l.n == 0) st = df_fail(DF_ERR_IO, "%s: no .png or .jpg images found", path);
+    if (!st && !(d = dataset_new())) st = DF_ERR_NOMEM;
+    for (int i = 0; i < l.n && !st; i++) {
+        int c, h, w;
+        float *px = NULL;
+        st = df_image_load(l.paths[i], channels, &c, &h, &w, &px);
+        if (st) break;
+        int oh = size > 0 ? size : h, ow = size > 0 ? size : w;
+        if (i == 0) {
+            d->c = c, d->h = oh, d->w = ow;
+            size_t per = (size_t)c * oh * ow;
+            if (!(d->pixels = malloc(per * (size_t)l.n))) st = df_fail(DF_ERR_NOMEM, "%s: out of memory", path);
+            if (!st && by_class && !(d->labels = malloc(sizeof(int) * (size_t)l.n)))
+                st = df_fail(DF_ERR_NOMEM, "out of memory");
+        } else if (c != d->c) {
+            st = df_fail(DF_ERR_FORMAT, "%s: %d channels where earlier images have %d (use --channels)", l.paths[i],
+                         c, d->c);
+        } else if (size <= 0 && (h != d->h || w != d->w)) {
+            st = df_fail(DF_ERR_FORMAT, "%s: %dx%d where earlier images are %dx%d (use --size)", l.paths[i], w, h,
+                         d->w, d->h);
+        }
+        float *rs = NULL;
+        if (!st && (h != oh || w != ow)) {
+            rs = malloc(sizeof(float) * (size_t)c * oh * ow);
+            if (!rs) st = df_fail(DF_ERR_NOMEM, "out of memory");
+            else st = df_image_resize(px, c, h, w, oh, ow, 1, rs);
+        }
+        if (!st) {
+            const float *src = rs ? rs : px;
+            uint8_t *dst = d->pixels + (size_t)i * c * oh * ow;
+            for (size_t j = 0; j < (size_t)c * oh * ow; j++) {
+                float v = (src[j] + 1) * 127.5f + 0.5f;
+                dst[j] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+            if (d->labels) d->labels[i] = l.labels[i];
+            d->n = i + 1;
+        }
+        free(rs);
+        free(px);
+    }
+    if (!st && by_class) st = set_class_names(d, nclasses, (const char *const *)classes);
+    if (!st)
+        snprintf(d->desc, sizeof d->desc, "%s: %d images of %dx%dx%d%s", path, d->n, d->w, d->h, d->c,
+                 by_class ? ", one class per subdirectory" : "");
+    for (int i = 0; i < l.n; i++) free(l.paths[i]);
+    free(l.paths);
+    free(l.labels);
+    free_names(names, nn);
+    if (st) {
+        df_dataset_free(d);
+        return st;
+    }
+    *out = d;
+    return DF_OK;
+}
+
+/* ---- conversions and the entry point --------------------------------------------------------------------- */
+
+/* Bring an 8-bit data set to `channels` and size x size in place. */
+static df_status convert(df_dataset *d, int size, int channels) {
+    int oc = channels > 0 ? channels : d->c, oh = size > 0 ? size : d->h, ow = size > 0 ? size : d->w;
+    if (oc == d->c && oh == d->h && ow == d->w) return DF_OK;
+    if (oc != 1 && oc != 3) return df_fail(DF_ERR_ARG, "channels must be 1 or 3, not %d", oc);
+    size_t in_per = (size_t)d->c * d->h * d->w, out_per = (size_t)oc * oh * ow;
+    uint8_t *np = malloc(out_per * (size_t)d->n);
+    float *a = malloc(sizeof(float) * in_per), *b = malloc(sizeof(float) * (size_t)3 * DF_MAX(in_per, out_per)),
+          *r = malloc(sizeof(float) * out_per);
+    df_status st = (!np || !a || !b || !r) ? df_fail(DF_ERR_NOMEM, "out of memory converting the data set") : DF_OK;
+    const size_t hw = (size_t)d->h * d->w;
+    for (int i = 0; i < d->n && !st; i++) {
+        df_dataset_get(d, i, 0, a);
+        const float *src = a;
+        if (oc != d->c) {   /* gray -> RGB by copying; RGB -> gray by ITU-R 601 luma */
+            for (size_t j = 0; j < hw; j++) {
+                if (oc == 3) b[j] = b[hw + j] = b[2 * hw + j] = a[j];
+                else b[j] = 0.299f * a[j] + 0.587f * a[hw + j] + 0.114f * a[2 * hw + j];
+            }
+            src = b;
+        }
+        if (oh != d->h || ow != d->w) {
+            st = df_image_resize(src, oc, d->h, d->w, oh, ow, 1, r);
+            src = r;
+        }
+        for (size_t j = 0; j < out_per; j++) {
+            float v = (src[j] + 1) * 127.5f + 0.5f;
+            np[(size_t)i * out_per + j] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+        }
+    }
+    free(a), free(b), free(r);
+    if (st) {
+        free(np);
+        return st;
+    }
+    free(d->pixels);
+    d->pixels = np;
+    d->c = oc, d->h = oh, d->w = ow;
+    return DF_OK;
+}
+
+df_status df_dataset_open(const char *path, int size, int channels, df_dataset **out) {
+    *out = NULL;
+    if (channels != 0 && channels != 1 && channels != 3)
+        return df_fail(DF_ERR_ARG, "channels must be 0 (keep), 1 or 3, not %d", channels);
+    if (size < 0 || size > 4096) return df_fail(DF_ERR_ARG, "image size %d out of range 1..4096", size);
+    df_dataset *d = NULL;
+    df_status st;
+    if (strcmp(path, "fashion-mnist") == 0 || strcmp(path, "fashion-mnist:test") == 0) {
+        char p[512];
+        snprintf(p, sizeof p, "%s/%s-images-idx3-ubyte.gz", DF_FASHION_MNIST_DIR,
+                 strcmp(path, "fashion-mnist") == 0 ? "train" : "t10k");
+        struct stat sb;
+        if (stat(p, &sb) != 0)
+            return df_fail(DF_ERR_IO, "%s: not found; install Debian's dataset-fashion-mnist package", p);
+        st = open_idx(p, &d);
+        if (!st) {
+            for (int i = 0; i < 10; i++) free(d->class_names[i]);
+            free(d->class_names);
+            d->class_names = NULL;
+            st = set_class_names(d, 10, fashion_names);
+            snprintf(d->desc, sizeof d->desc, "Fashion-MNIST %s split: %d images of 28x28, 10 classes",
+                     strcmp(path, "fashion-mnist") == 0 ? "training" : "test", d->n);
+        }
+    } else if (is_dir(path)) {
+        char f[4200];
+        snprintf(f, sizeof f, "%s/data_batch_1.bin", path);
+        struct stat sb;
+        st = stat(f, &sb) == 0 ? open_cifar(path, &d) : open_folder(path, size, channels, &d);
+    } else if (has_suffix(path, ".bin")) {
+        st = open_cifar(path, &d);
+    } else {
+        st = open_idx(path, &d);
+    }
+    if (!st) st = convert(d, size, channels);
+    if (st) {
+        df_dataset_free(d);
+        return st;
+    }
+    *out = d;
+    return DF_OK;
+}

@@ -1,0 +1,256 @@
+/* The forward process q (closed-form marginals, single steps, the Gaussian posterior), conversions
+ * between what a network predicts (eps, x_0, v), training targets and weights, and the variational bound. */
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+/* not in strict C11's math.h */
+#define LN2 0.69314718055994530942
+#define SQRT2 1.41421356237309504880
+#define LOG_SQRT_2PI 0.91893853320467274178
+
+/* ---- the forward process ------------------------------------------------------------------------- */
+
+static void check_t(const df_schedule *s, int t) { DF_ASSERT(t >= 0 && t < s->T); }
+
+void df_q_sample(const df_schedule *s, int n, size_t dim, const float *x0, const float *noise, const int *t,
+                 float *xt) {
+    for (int i = 0; i < n; i++) {
+        check_t(s, t[i]);
+        /* DDPM eq. 4: q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) */
+        double a = s->sqrt_alphas_cumprod[t[i]], b = s->sqrt_one_minus_alphas_cumprod[t[i]];
+        const size_t o = (size_t)i * dim;
+        for (size_t j = 0; j < dim; j++) xt[o + j] = (float)(a * x0[o + j] + b * noise[o + j]);
+    }
+}
+
+void df_q_step(const df_schedule *s, int n, size_t dim, const float *x_prev, const float *noise, const int *t,
+               float *xt) {
+    for (int i = 0; i < n; i++) {
+        check_t(s, t[i]);
+        /* DDPM eq. 2: q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I) */
+        double a = sqrt(s->alphas[t[i]]), b = sqrt(s->betas[t[i]]);
+        const size_t o = (size_t)i * dim;
+        for (size_t j = 0; j < dim; j++) xt[o + j] = (float)(a * x_prev[o + j] + b * noise[o + j]);
+    }
+}
+
+void df_q_posterior(const df_schedule *s, int n, size_t dim, const float *x0, const float *xt, const int *t,
+                    float *mean, double *var, double *logvar) {
+    for (int i = 0; i < n; i++) {
+        check_t(s, t[i]);
+        /* DDPM eqs. 6-7: mu~_t = coef1 x_0 + coef2 x_t, beta~_t = beta_t (1 - abar_{t-1}) / (1 - abar_t) */
+        double c1 = s->posterior_mean_coef1[t[i]], c2 = s->posterior_mean_coef2[t[i]];
+        const size_t o = (size_t)i * dim;
+        if (mean)
+            for (size_t j = 0; j < dim; j++) mean[o + j] = (float)(c1 * x0[o + j] + c2 * xt[o + j]);
+        if (var) var[i] = s->posterior_variance[t[i]];
+        if (logvar) logvar[i] = s->posterior_log_variance_clipped[t[i]];
+    }
+}
+
+/* ---- parameterisations --------------------------------------------------------------------------- */
+
+static const char *const prediction_names[] = {"epsilon", "sample", "v_prediction"};
+_Static_assert(sizeof(prediction_names) / sizeof(prediction_names[0]) == DF_PRED_COUNT, "prediction name table");
+
+const char *df_prediction_name(df_prediction p) {
+    return (unsigned)p < DF_PRED_COUNT ? prediction_names[p] : "unknown";
+}
+
+df_status df_prediction_parse(const char *name, df_prediction *p) {
+    for (int i = 0; i < DF_PRED_COUNT; i++)
+        if (name && strcmp(name, prediction_names[i]) == 0) {
+            *p = (df_prediction)i;
+            return DF_OK;
+        }
+    return df_fail(DF_ERR_ARG, "unknown prediction type \"%s\" (epsilon, sample, v_prediction)",
+                   name ? name : "(null)");
+}
+
+/* With a = sqrt(abar), s = sqrt(1 - abar) and x_t = a x_0 + s eps (so a^2 + s^2 = 1):
+ *   eps:    x_0 = (x_t - s eps) / a
+ *   sample: eps = (x_t - a x_0) / s
+ *   v:      v = a eps - s x_0 gives x_0 = a x_t - s v and eps = s x_t + a v (Salimans & Ho 2022, sec. 4)
+ * abar = 0 (the last step of a zero-terminal-SNR schedule) leaves x_0 undetermined by an eps
+ * prediction; we return x_0 = 0 there rather than inf or NaN (v or sample prediction is what such
+ * schedules are meant for). abar = 1 never occurs (beta > 0), so s > 0. */
+void df_pred_to_eps_x0(df_prediction p, int n, size_t dim, const float *xt, const double *abar, const float *out,
+                       float *eps, float *x0) {
+    DF_ASSERT((unsigned)p < DF_PRED_COUNT);
+    for (int i = 0; i < n; i++) {
+        DF_ASSERT(abar[i] >= 0 && abar[i] <= 1);
+        const double a = sqrt(abar[i]), s = sqrt(1 - abar[i]);
+        const size_t o = (size_t)i * dim;
+        for (size_t j = 0; j < dim; j++) {
+            const double x = xt[o + j], f = out[o + j];
+            double e, z;
+            switch (p) {
+            case DF_PRED_EPSILON: e = f, z = a > 0 ? (x - s * f) / a : 0; break;
+            case DF_PRED_SAMPLE: z = f, e = s > 0 ? (x - a * f) / s : 0; break;
+            default: z = a * x - s * f, e = s * x + a * f; break;
+            }
+            if (eps) eps[o + j] = (float)e;
+            if (x0) x0[o + j] = (float)z;
+        }
+    }
+}
+
+void df_training_target(const df_schedule *s, df_prediction p, int n, size_t dim, const float *x0,
+                        const float *noise, const int *t, float *target) {
+    DF_ASSERT((unsigned)p < DF_PRED_COUNT);
+    for (int i = 0; i < n; i++) {
+        check_t(s, t[i]);
+        const double a = s->sqrt_alphas_cumprod[t[i]], b = s->sqrt_one_minus_alphas_cumprod[t[i]];
+        const size_t o = (size_t)i * dim;
+        for (size_t j = 0; j < dim; j++) {
+            switch (p) {
+            case DF_PRED_EPSILON: target[o + j] = noise[o + j]; break;
+            case DF_PRED_SAMPLE: target[o + j] = x0[o + j]; break;
+            default: target[o + j] = (float)(a * noise[o + j] - b * x0[o + j]); break;
+            }
+        }
+    }
+}
+
+/* Min-SNR-gamma (Hang et al. 2023, eq. 10) weights the x_0 loss by min(SNR, gamma). The eps loss is SNR
+ * times the x_0 loss and the v loss (SNR + 1) times it, hence the divisions. min(SNR, gamma) / SNR is
+ * written as 1 or gamma / SNR so that SNR = 0 (zero terminal SNR) gives its limit 1, not 0 / 0. */
+double df_loss_weight(const df_schedule *s, df_prediction p, int t, double min_snr_gamma) {
+    check_t(s, t);
+    if (!(min_snr_gamma > 0)) return 1;
+    const double abar = s->alphas_cumprod[t], snr = abar / (1 - abar), m = fmin(snr, min_snr_gamma);
+    switch (p) {
+    case DF_PRED_EPSILON: return snr <= min_snr_gamma ? 1 : min_snr_gamma / snr;
+    case DF_PRED_SAMPLE: return m;
+    default: return m / (snr + 1);
+    }
+}
+
+/* ---- the variational bound ----------------------------------------------------------------------- */
+
+/* log(1 - exp(d)) for d <= 0, accurate near both ends (Maechler 2012). */
+static double log1mexp(double d) { return d > -LN2 ? log(-expm1(d)) : log1p(-exp(d)); }
+
+/* log Phi(x), the standard normal log-CDF, finite far into the lower tail where Phi underflows. */
+static double log_ndtr(double x) {
+    if (x > 0) return log1p(-0.5 * erfc(x / SQRT2));
+    if (x > -30) return log(0.5 * erfc(-x / SQRT2));
+    /* Mills' ratio: Phi(x) = phi(x) / |x| (1 - 1/x^2 + 3/x^4 - 15/x^6 + 105/x^8 - ...); at x <= -30
+     * the next term is below 1e-12 relative */
+    double r = 1 / (x * x);
+    double series = 1 - r * (1 - r * (3 - r * (15 - 105 * r)));
+    return -0.5 * x * x - log(-x) - LOG_SQRT_2PI + log(series);
+}
+
+/* log(Phi(b) - Phi(a)) for a < b (either may be infinite), without cancellation in the tails: in the
+ * lower tail from the two log-CDFs, in the upper tail by symmetry, across 0 from erf. */
+static double log_normal_interval(double a, double b) {
+    if (b <= 0) {
+        double lb = log_ndtr(b);
+        return lb + log1mexp(log_ndtr(a) - lb);
+    }
+    if (a >= 0) return log_normal_interval(-b, -a);
+    return log(0.5 * (erf(b / SQRT2) - erf(a / SQRT2)));
+}
+
+/* improved DDPM's decoder: log p(x_0 | x_1) with x_0 on the 256-level grid of [-1, 1]; the bin of a
+ * value is +-1/255 around it, and the end bins reach to -inf and +inf (DDPM sec. 3.3, eq. 13). */
+static double discretized_gaussian_log_prob(double x, double mean, double sd) {
+    double lo = x < -0.999 ? -INFINITY : (x - 1.0 / 255 - mean) / sd;
+    double hi = x > 0.999 ? INFINITY : (x + 1.0 / 255 - mean) / sd;
+    return log_normal_interval(lo, hi);
+}
+
+/* KL(N(m1, v1) || N(m2, v2)) in nats for one dimension is 0.5 (v1/v2 - 1 - log(v1/v2) + (m1 - m2)^2 / v2).
+ * The variances are the same for every sample at one t, so the caller computes the variance part once;
+ * with r = log v1 - log v2 it is expm1(r) - r, which does not cancel when v1 ~ v2. */
+static double kl_variance_part(double logv1, double logv2) {
+    double r = logv1 - logv2;
+    return expm1(r) - r;
+}
+
+df_status df_vlb_bpd(const df_schedule *s, df_prediction p, df_denoise_fn fn, void *ctx, int n, size_t dim,
+                     const float *x0, int variance_large, df_rng *rng, double *bpd, double *terms) {
+    if (!s || !s->betas || !fn || !x0 || !rng || !bpd || n < 1 || dim < 1 || (unsigned)p >= DF_PRED_COUNT)
+        return df_fail(DF_ERR_ARG, "vlb: bad arguments (n = %d, dim = %zu, prediction %d)", n, dim, (int)p);
+    const int T = s->T;
+    const size_t nd = (size_t)n * dim;
+    /* every term in nats over all dims, divided by this, is in bits/dim */
+    const double to_bpd = 1 / ((double)dim * LN2);
+    float *noise = malloc(sizeof(float) * nd), *xt = malloc(sizeof(float) * nd), *out = malloc(sizeof(float) * nd),
+          *x0hat = malloc(sizeof(float) * nd), *tf = malloc(sizeof(float) * (size_t)n);
+    double *abar = malloc(sizeof(double) * (size_t)n);
+    int *ti = malloc(sizeof(int) * (size_t)n);
+    if (!noise || !xt || !out || !x0hat || !tf || !abar || !ti) {
+        free(noise), free(xt), free(out), free(x0hat), free(tf), free(abar), free(ti);
+        return df_fail(DF_ERR_NOMEM, "vlb: out of memory for %d samples of %zu values", n, dim);
+    }
+    df_status st = DF_OK;
+
+    /* L_T = KL(q(x_T | x_0) || N(0, I)) (DDPM eq. 5), closed form: q(x_T | x_0) = N(sqrt(abar) x_0,
+     * (1 - abar) I). Per dim, 0.5 (v - 1 - log v + m^2) with v = 1 - abar, written so that v near 1 does
+     * not cancel. */
+    {
+        const double ab = s->alphas_cumprod[T - 1], vpart = -(ab + log1p(-ab));
+        double mean_term = 0;
+        for (int i = 0; i < n; i++) {
+            double kl = 0;
+            for (size_t j = 0; j < dim; j++) {
+                double m = sqrt(ab) * x0[(size_t)i * dim + j];
+                kl += 0.5 * (vpart + m * m);
+            }
+            bpd[i] = kl * to_bpd;
+            mean_term += bpd[i];
+        }
+        if (terms) terms[T] = mean_term / n;
+    }
+
+    /* One term per t, as improved DDPM's calc_bpd_loop: a fresh x_t ~ q(x_t | x_0) per term, the network
+     * on all n samples at once, from the noisiest step down. */
+    for (int t = T - 1; t >= 0 && st == DF_OK; t--) {
+        df_rng_fill_normal(rng, noise, nd);
+        for (int i = 0; i < n; i++) ti[i] = t, tf[i] = (float)t, abar[i] = s->alphas_cumprod[t];
+        df_q_sample(s, n, dim, x0, noise, ti, xt);
+        st = fn(ctx, n, xt, tf, out);
+        if (st != DF_OK) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", df_error());
+            st = df_fail(st, "vlb: denoise function failed at t = %d: %s", t, why);
+            break;
+        }
+        df_pred_to_eps_x0(p, n, dim, xt, abar, out, NULL, x0hat);
+        /* p(x_{t-1} | x_t) = N(mu~_t(x_t, x0_hat), sigma_t^2): DDPM eq. 11 written through the posterior
+         * mean (eqs. 7 and 15), with x0_hat clipped to the data range as improved DDPM does. The variance
+         * is beta~_t ("fixed small") or beta_t ("fixed large"); at t = 0 both use beta~_1, as improved
+         * DDPM does for its decoder (beta~_0 = 0). */
+        const double c1 = s->posterior_mean_coef1[t], c2 = s->posterior_mean_coef2[t];
+        const double logv_q = s->posterior_log_variance_clipped[t];
+        const double logv_p = t == 0           ? log(s->posterior_variance[1])
+                              : variance_large ? log(s->betas[t])
+                                               : logv_q;
+        const double sd_p = exp(0.5 * logv_p), inv_var_p = exp(-logv_p), kl_var = kl_variance_part(logv_q, logv_p);
+        double mean_term = 0;
+        for (int i = 0; i < n; i++) {
+            const size_t o = (size_t)i * dim;
+            double nats = 0;
+            for (size_t j = 0; j < dim; j++) {
+                double xh = fmin(fmax((double)x0hat[o + j], -1.0), 1.0);
+                double x = x0[o + j], y = xt[o + j];
+                if (t == 0) {   /* L_0 = -log p(x_0 | x_1), the discretised decoder (DDPM eq. 13) */
+                    nats -= discretized_gaussian_log_prob(x, c1 * xh + c2 * y, sd_p);
+                } else {        /* L_{t-1} in DDPM's numbering: KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) */
+                    double d = c1 * (x - xh);   /* the means differ only in x_0: the c2 x_t parts cancel */
+                    nats += 0.5 * (kl_var + d * d * inv_var_p);
+                }
+            }
+            double b = nats * to_bpd;
+            bpd[i] += b;
+            mean_term += b;
+        }
+        if (terms) terms[t] = mean_term / n;
+    }
+    free(noise), free(xt), free(out), free(x0hat), free(tf), free(abar), free(ti);
+    return st;
+}

@@ -1,0 +1,199 @@
+/* Editing with a sampler: image-to-image (SDEdit), inpainting (RePaint, with its resampling jumps) and
+ * DDIM inversion. They reuse the samplers' plans, conversions and x_0 processing (sampler.h). */
+#include "sampler.h"
+
+#include <math.h>
+#include <string.h>
+
+/* A plan for p's steps in one malloc'd block, with `extra` more bytes after it (64-byte aligned). */
+static df_status plan_alloc(const df_schedule *s, const df_sampler_params *p, size_t extra, df_plan *pl, void **mem,
+                            char **rest) {
+    const size_t plan_bytes = (df_plan_bytes(p->steps) + 63) / 64 * 64;
+    char *m = malloc(plan_bytes + extra);
+    if (!m) return df_fail(DF_ERR_NOMEM, "sampler: out of memory");
+    df_plan_bind(pl, p->steps, m);
+    df_status st = df_plan_fill(s, p, pl);
+    if (st) {
+        free(m);
+        return st;
+    }
+    *mem = m;
+    *rest = m + plan_bytes;
+    return DF_OK;
+}
+
+df_status df_img2img(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
+                     size_t dim, const float *x_in, double strength, df_rng *rng, float *out) {
+    df_status st = df_plan_check(s, p);
+    if (st) return st;
+    if (!fn || !rng || n < 0 || dim == 0 || (n > 0 && (!x_in || !out)))
+        return df_fail(DF_ERR_ARG, "img2img: bad arguments");
+    if (!(strength >= 0 && strength <= 1)) return df_fail(DF_ERR_ARG, "img2img: strength %g must be in [0, 1]", strength);
+    const size_t len = (size_t)n * dim;
+    /* diffusers' img2img get_timesteps: init_timestep = min(int(steps * strength), steps), and the run starts
+     * at timesteps[steps - init_timestep] */
+    const int N = p->steps, init = DF_MIN((int)(N * strength), N), start = N - init;
+    if (out != x_in) memmove(out, x_in, len * sizeof(float));
+    if (init == 0 || n == 0) return DF_OK;   /* nothing to denoise: the input comes back unchanged */
+    df_plan pl;
+    void *mem = NULL;
+    char *rest = NULL;
+    st = plan_alloc(s, p, 0, &pl, &mem, &rest);
+    if (st) return st;
+    /* SDEdit (Meng et al. 2022) eq. 2 / DDPM eq. 4 at the starting level: x_t = sqrt(abar) x_in + sqrt(1 - abar) z
+     * (for the sigma-space samplers abar = 1 / (1 + sigma^2), what their add_noise does) */
+    const double a = sqrt(pl.abar[start]), b = sqrt(1 - pl.abar[start]);
+    free(mem);
+    for (size_t j = 0; j < len; j++) out[j] = (float)(a * out[j] + b * df_rng_normal(rng));
+    return df_sampler_run(s, p, fn, ctx, n, dim, rng, out, start);
+}
+
+/* RePaint's resampling schedule (Lugmayr et al. 2022 sec. 4.2; diffusers' RePaintScheduler.set_timesteps):
+ * steps are counted 0..steps-1 from the clean end; at every multiple j of jump_length below
+ * steps - jump_length the walk climbs back jump_length steps, jump_n_sample - 1 times. Writes the walk
+ * into seq (if not NULL) and returns its length. */
+static long jump_walk(int steps, int jump_length, int jump_n_sample, int *left, int *seq) {
+    for (int j = 0; j < steps; j++) left[j] = 0;
+    for (int j = 0; j < steps - jump_length; j += jump_length) left[j] = jump_n_sample - 1;
+    long k = 0;
+    int t = steps;
+    while (t >= 1) {
+        t--;
+        if (seq) seq[k] = t;
+        k++;
+        if (left[t] > 0) {
+            left[t]--;
+            for (int u = 0; u < jump_length; u++) {
+                t++;
+                if (seq) seq[k] = t;
+                k++;
+            }
+        }
+    }
+    return k;
+}
+
+df_status df_inpaint(const df_schedule *s, const df_sampler_params *p_in, df_denoise_fn fn, void *ctx, int n,
+                     size_t dim, const float *known, const float *mask, int jump_length, int jump_n_sample,
+                     df_rng *rng, float *out) {
+    df_status st = df_plan_check(s, p_in);
+    if (st) return st;
+    if (!fn || !rng || n < 0 || dim == 0 || (n > 0 && (!known || !mask || !out)))
+        return df_fail(DF_ERR_ARG, "inpaint: bad arguments");
+    if (jump_length < 1 || jump_n_sample < 1)
+        return df_fail(DF_ERR_ARG, "inpaint: jump_length %d and jump_n_sample %d must be at least 1", jump_length,
+                       jump_n_sample);
+    if (n == 0) return DF_OK;
+    df_sampler_params p = *p_in;
+    p.kind = DF_SAMPLER_DDPM;   /* RePaint alg. 1 uses DDPM's ancestral step */
+    const int N = p.steps;
+    const size_t len = (size_t)n * dim;
+    int *left = malloc(sizeof(int) * (size_t)N);
+    if (!left) return df_fail(DF_ERR_NOMEM, "inpaint: out of memory");
+    const long walk_len = jump_walk(N, jump_length, jump_n_sample, left, NULL);
+    df_plan pl;
+    void *mem = NULL;
+    char *rest = NULL;
+    const size_t walk_bytes = ((size_t)walk_len * sizeof(int) + 63) / 64 * 64;
+    st = plan_alloc(s, &p, walk_bytes + (2 * len + dim + (size_t)n) * sizeof(float), &pl, &mem, &rest);
+    if (st) {
+        free(left);
+        return st;
+    }
+    int *walk = (int *)rest;
+    jump_walk(N, jump_length, jump_n_sample, left, walk);
+    free(left);
+    float *res = (float *)(rest + walk_bytes), *x0 = res + len, *scratch = x0 + len, *tb = scratch + dim;
+    float *x = out;
+
+    /* Positions of the walk count from the clean end (diffusers' units); level i of the plan is position
+     * N - 1 - i and the clean end is position -1. After visiting position e the image is at position e - 1:
+     * a reverse step from e when the walk descends, a forward jump from e - 2 to e - 1 when it climbs. */
+    df_rng_fill_normal(rng, x, len);   /* x_T ~ N(0, I) */
+    int last = N, deepest = 0;
+    for (long k = 0; k < walk_len; k++) {
+        const int e = walk[k];
+        if (e < last) {
+            const int i = N - 1 - e;   /* model level; the step goes to level i + 1 */
+            const double a = pl.abar[i], ap = pl.abar[i + 1];
+            for (int r = 0; r < n; r++) tb[r] = pl.t[i];
+            st = fn(ctx, n, x, tb, res);
+            if (st) break;
+            df_pred_convert(p.prediction, a, len, x, res, x0, NULL);
+            df_x0_process(&p, n, dim, x0, scratch);
+            /* RePaint alg. 1 line 7: x_{t-1}^unknown from DDPM's reverse step (DDPM eq. 7 over the subsequence,
+             * variance beta~ or beta), no noise into the clean end */
+            const double ca = a / ap, cb = 1 - ca, b = 1 - a;
+            const double c0 = sqrt(ap) * cb / b, ct = sqrt(ca) * (1 - ap) / b;
+            const double sd = e == 0 ? 0 : sqrt(p.variance_large ? cb : fmax((1 - ap) / b * cb, 1e-20));
+            /* line 5: x_{t-1}^known ~ q(x_{t-1} | x_0) at the level the step lands on (exactly the known values at
+             * the clean end); line 8: x_{t-1} = m x^known + (1 - m) x^unknown */
+            const double ka = sqrt(ap), kb = sqrt(1 - ap);
+            for (int r = 0; r < n; r++) {
+                const size_t o = (size_t)r * dim;
+                for (size_t j = 0; j < dim; j++) {
+                    double unk = c0 * x0[o + j] + ct * x[o + j];
+                    if (sd > 0) unk += sd * df_rng_normal(rng);
+                    double kv = known[o + j];
+                    if (kb > 0) kv = ka * kv + kb * df_rng_normal(rng);
+                    x[o + j] = (float)(mask[j] * kv + (1 - mask[j]) * unk);
+                }
+            }
+            if (i + 1 > deepest) {
+                /* progress counts the levels reached, 1..steps, so a walk with jumps still reports steps calls */
+                deepest = i + 1;
+                if (p.progress) p.progress(p.progress_ctx, deepest, N, x, x0);
+            }
+        } else {
+            /* line 10 (resampling): back up one step of the subsequence with the forward process,
+             * q(x_t | x_{t'}) = N(sqrt(abar_t / abar_{t'}) x_{t'}, (1 - abar_t / abar_{t'}) I), the composition of the
+             * single steps q(x_s | x_{s-1}) between the two levels */
+            const int from = N + 1 - e, to = N - e;   /* plan levels: position e - 2 -> e - 1 */
+            const double ratio = pl.abar[to] / pl.abar[from], ca = sqrt(ratio), cb = sqrt(1 - ratio);
+            for (size_t j = 0; j < len; j++) x[j] = (float)(ca * x[j] + cb * df_rng_normal(rng));
+        }
+        last = e;
+    }
+    free(mem);
+    return st;
+}
+
+df_status df_ddim_invert(const df_schedule *s, const df_sampler_params *p_in, df_denoise_fn fn, void *ctx, int n,
+                         size_t dim, const float *x0_in, float *xT) {
+    df_status st = df_plan_check(s, p_in);
+    if (st) return st;
+    if (!fn || n < 0 || dim == 0 || (n > 0 && (!x0_in || !xT))) return df_fail(DF_ERR_ARG, "ddim_invert: bad arguments");
+    if (n == 0) return DF_OK;
+    df_sampler_params p = *p_in;
+    p.kind = DF_SAMPLER_DDIM;
+    p.eta = 0;
+    const int N = p.steps;
+    const size_t len = (size_t)n * dim;
+    df_plan pl;
+    void *mem = NULL;
+    char *rest = NULL;
+    st = plan_alloc(s, &p, (3 * len + dim + (size_t)n) * sizeof(float), &pl, &mem, &rest);
+    if (st) return st;
+    float *out = (float *)rest, *x0 = out + len, *eps = x0 + len, *scratch = eps + len, *tb = scratch + dim;
+    float *x = xT;
+    if (x != x0_in) memmove(x, x0_in, len * sizeof(float));
+    /* The DDIM ODE (Song et al. 2021 eq. 12 with sigma = 0, i.e. eq. 13) run upwards with explicit steps: from
+     * level i + 1 to level i, x_i = sqrt(abar_i) x_0 + sqrt(1 - abar_i) eps with x_0 and eps predicted at
+     * level i + 1. The first step starts from the clean data, which has no timestep of its own: the model
+     * is asked at the lowest timestep and x_0 is the data itself (diffusers' DDIMInverseScheduler takes
+     * alphas_cumprod = 1 there). */
+    for (int i = N - 1; i >= 0; i--) {
+        const int src = i + 1 < N ? i + 1 : N - 1;
+        for (int r = 0; r < n; r++) tb[r] = pl.t[src];
+        st = fn(ctx, n, x, tb, out);
+        if (st) break;
+        df_pred_convert(p.prediction, pl.abar[src], len, x, out, x0, eps);
+        if (i + 1 == N) memcpy(x0, x, len * sizeof(float));
+        df_x0_process(&p, n, dim, x0, scratch);
+        const double a = sqrt(pl.abar[i]), b = sqrt(1 - pl.abar[i]);
+        for (size_t j = 0; j < len; j++) x[j] = (float)(a * x0[j] + b * eps[j]);
+        if (p.progress) p.progress(p.progress_ctx, N - i, N, x, x0);
+    }
+    free(mem);
+    return st;
+}

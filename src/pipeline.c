@@ -1,0 +1,156 @@
+/* diffusers pipeline directories: model_index.json, unet/ and scheduler/scheduler_config.json, so a
+ * model travels with the noise schedule it was trained under; and finding the model inside a run. */
+#define _POSIX_C_SOURCE 200809L
+#include "internal.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+void df_scheduler_config_default(df_scheduler_config *c) {
+    memset(c, 0, sizeof *c);
+    c->beta_schedule = DF_BETA_LINEAR;
+    c->num_train_timesteps = 1000;
+    c->beta_start = 1e-4;
+    c->beta_end = 0.02;
+    c->prediction = DF_PRED_EPSILON;
+}
+
+df_status df_schedule_from_config(const df_scheduler_config *c, df_schedule *s) {
+    return df_schedule_init(s, c->beta_schedule, c->num_train_timesteps, c->beta_start, c->beta_end,
+                            c->zero_terminal_snr);
+}
+
+df_status df_scheduler_config_load(const char *path, df_scheduler_config *c) {
+    char *text;
+    size_t len;
+    df_status st = df_read_file(path, &text, &len);
+    if (st) return st;
+    df_scheduler_config_default(c);
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return df_fail(DF_ERR_FORMAT, "%s: not a JSON object", path);
+    }
+    st = DF_OK;
+    const cJSON *v;
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "num_train_timesteps")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsNumber(v) || v->valuedouble != (int)v->valuedouble || v->valuedouble < 2)
+            st = df_fail(DF_ERR_CONFIG, "%s: field \"num_train_timesteps\" must be a whole number >= 2", path);
+        else c->num_train_timesteps = (int)v->valuedouble;
+    }
+    const char *num_fields[2] = {"beta_start", "beta_end"};
+    double *num_dst[2] = {&c->beta_start, &c->beta_end};
+    for (int i = 0; i < 2 && !st; i++)
+        if ((v = cJSON_GetObjectItemCaseSensitive(j, num_fields[i]))) {
+            if (!cJSON_IsNumber(v)) st = df_fail(DF_ERR_CONFIG, "%s: field \"%s\" must be a number", path, num_fields[i]);
+            else *num_dst[i] = v->valuedouble;
+        }
+    if (!st && (v = cJSON_GetObjectItemCaseSensitive(j, "beta_schedule"))) {
+        if (!cJSON_IsString(v) || df_beta_kind_parse(v->valuestring, &c->beta_schedule))
+            st = df_fail(DF_ERR_CONFIG, "%s: field \"beta_schedule\": unsupported value %s", path,
+                         cJSON_IsString(v) ? v->valuestring : "(not a string)");
+    }
+    if (!st && (v = cJSON_GetObjectItemCaseSensitive(j, "prediction_type"))) {
+        if (!cJSON_IsString(v) || df_prediction_parse(v->valuestring, &c->prediction))
+            st = df_fail(DF_ERR_CONFIG, "%s: field \"prediction_type\": unsupported value %s", path,
+                         cJSON_IsString(v) ? v->valuestring : "(not a string)");
+    }
+    if (!st && (v = cJSON_GetObjectItemCaseSensitive(j, "rescale_betas_zero_snr")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsBool(v)) st = df_fail(DF_ERR_CONFIG, "%s: field \"rescale_betas_zero_snr\" must be true or false", path);
+        else c->zero_terminal_snr = cJSON_IsTrue(v);
+    }
+    if (!st && (v = cJSON_GetObjectItemCaseSensitive(j, "trained_betas")) && !cJSON_IsNull(v))
+        st = df_fail(DF_ERR_CONFIG, "%s: field \"trained_betas\" is not supported", path);
+    cJSON_Delete(j);
+    if (!st) {
+        df_schedule probe;   /* ranges are checked where the schedule is built */
+        st = df_schedule_from_config(c, &probe);
+        df_schedule_free(&probe);
+        if (st) st = df_fail(st, "%s: %s", path, df_error());
+    }
+    return st;
+}
+
+df_status df_scheduler_config_save(const df_scheduler_config *c, const char *path) {
+    char buf[1024];
+    int n = snprintf(buf, sizeof buf,
+                     "{\n"
+                     "  \"_class_name\": \"DDPMScheduler\",\n"
+                     "  \"_diffusers_version\": \"0.25.1\",\n"
+                     "  \"beta_end\": %.17g,\n"
+                     "  \"beta_schedule\": \"%s\",\n"
+                     "  \"beta_start\": %.17g,\n"
+                     "  \"clip_sample\": true,\n"
+                     "  \"clip_sample_range\": 1.0,\n"
+                     "  \"num_train_timesteps\": %d,\n"
+                     "  \"prediction_type\": \"%s\",\n"
+                     "  \"rescale_betas_zero_snr\": %s,\n"
+                     "  \"steps_offset\": 0,\n"
+                     "  \"timestep_spacing\": \"leading\",\n"
+                     "  \"trained_betas\": null,\n"
+                     "  \"variance_type\": \"fixed_small\"\n"
+                     "}\n",
+                     c->beta_end, df_beta_kind_name(c->beta_schedule), c->beta_start, c->num_train_timesteps,
+                     df_prediction_name(c->prediction), c->zero_terminal_snr ? "true" : "false");
+    return df_write_file_atomic(path, buf, (size_t)n);
+}
+
+static int is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int is_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+df_status df_pipeline_save(const char *dir, const df_model *model, const df_scheduler_config *sc) {
+    char p[4200];
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return df_fail(DF_ERR_IO, "%s: cannot create directory: %s", dir, strerror(errno));
+    snprintf(p, sizeof p, "%s/unet", dir);
+    df_status st = df_model_save(model, p);
+    if (st) return st;
+    snprintf(p, sizeof p, "%s/scheduler", dir);
+    if (mkdir(p, 0755) != 0 && errno != EEXIST)
+        return df_fail(DF_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
+    snprintf(p, sizeof p, "%s/scheduler/scheduler_config.json", dir);
+    if ((st = df_scheduler_config_save(sc, p))) return st;
+    static const char index[] = "{\n"
+                                "  \"_class_name\": \"DDPMPipeline\",\n"
+                                "  \"_diffusers_version\": \"0.25.1\",\n"
+                                "  \"scheduler\": [\"diffusers\", \"DDPMScheduler\"],\n"
+                                "  \"unet\": [\"diffusers\", \"UNet2DModel\"]\n"
+                                "}\n";
+    snprintf(p, sizeof p, "%s/model_index.json", dir);
+    return df_write_file_atomic(p, index, sizeof index - 1);
+}
+
+df_status df_pipeline_load(const char *path, int raw, df_model **model, df_scheduler_config *sc) {
+    char dir[4096], p[4300];
+    *model = NULL;
+    snprintf(dir, sizeof dir, "%s", path);
+    snprintf(p, sizeof p, "%s/latest", path);
+    if (is_dir(p)) snprintf(dir, sizeof dir, "%s/latest", path);   /* a run directory */
+    df_scheduler_config local;
+    if (!sc) sc = &local;
+    df_scheduler_config_default(sc);
+    snprintf(p, sizeof p, "%s/unet/config.json", dir);
+    if (!is_file(p)) {
+        snprintf(p, sizeof p, "%s/config.json", dir);
+        if (!is_file(p))
+            return df_fail(DF_ERR_IO, "%s: not a model: no config.json, unet/config.json or latest/ checkpoint", path);
+        return df_model_load(dir, model);   /* a bare model directory: DDPM's schedule */
+    }
+    snprintf(p, sizeof p, "%s/scheduler/scheduler_config.json", dir);
+    df_status st = is_file(p) ? df_scheduler_config_load(p, sc) : DF_OK;
+    if (st) return st;
+    snprintf(p, sizeof p, "%s/unet_raw/config.json", dir);
+    if (raw && is_file(p)) snprintf(p, sizeof p, "%s/unet_raw", dir);
+    else snprintf(p, sizeof p, "%s/unet", dir);
+    return df_model_load(p, model);
+}

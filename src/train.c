@@ -1,0 +1,695 @@
+/* The training loop: DDPM's L_simple (or x_0 / v targets, min-SNR weights) with AdamW or SGD, EMA of
+ * the weights, periodic sample grids, and checkpoints that resume bit for bit. */
+#define _POSIX_C_SOURCE 200809L
+#include "safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+void df_train_params_default(df_train_params *p) {
+    memset(p, 0, sizeof *p);
+    p->data = "fashion-mnist";
+    p->flip = 0;
+    p->preset = "fmnist-s";
+    p->beta_schedule = DF_BETA_LINEAR;
+    p->num_train_timesteps = 1000;
+    p->beta_start = 1e-4;
+    p->beta_end = 0.02;
+    p->prediction = DF_PRED_EPSILON;
+    df_optim_params_default(&p->optim);
+    p->batch_size = 64;
+    p->grad_accum = 1;
+    p->use_ema = 1;
+    p->ema_max_decay = 0.9999;
+    p->ema_power = 0.75;
+    p->ema_inv_gamma = 1.0;
+    p->out_dir = "runs/fmnist-s";
+    p->save_every = 1000;
+    p->sample_every = 1000;
+    p->sample_count = 64;
+    p->sample_steps = 50;
+    p->keep_checkpoints = 2;
+    p->log_every = 10;
+}
+
+typedef struct {
+    df_train_params     p;
+    df_dataset         *data;
+    df_model           *model, *ema_model;
+    float              *ema;          /* EMA weights, the parameters' layout */
+    df_optimizer        opt;
+    df_ema              ema_state;
+    df_schedule         sched;
+    df_scheduler_config sc;
+    df_rng              rng;          /* timesteps, noise, flips and dropout */
+    long                step;
+    int                 epoch, pos;   /* data order: position in this epoch's permutation */
+    int                *perm;
+    int                 c, h, w, conditional;
+    size_t              dim;
+    /* batch buffers, sized once */
+    float *x0, *xt, *noise, *target, *weights, *t, *per_sample;
+    int   *ti, *labels;
+    /* loss bookkeeping between log rows */
+    double quarter_sum[4];
+    long   quarter_n[4];
+    double loss_avg;
+    char   data_path[4096];
+    long   resume_opt_step, resume_ema_updates;   /* counters read from a checkpoint, applied after init */
+} trainer;
+
+static double now_sec(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t mix64(uint64_t z) {   /* splitmix64's finaliser: decorrelates nearby seeds */
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* The data order of an epoch is a function of (seed, epoch) alone, so a resumed run needs only the
+ * epoch and the position within it. */
+static void make_permutation(trainer *tr) {
+    int n = df_dataset_count(tr->data);
+    df_rng r;
+    df_rng_init(&r, mix64(tr->p.seed ^ mix64((uint64_t)tr->epoch + 0x9E3779B97F4A7C15ULL)));
+    for (int i = 0; i < n; i++) tr->perm[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(df_rng_uniform(&r) * (i + 1));
+        int tmp = tr->perm[i];
+        tr->perm[i] = tr->perm[j];
+        tr->perm[j] = tmp;
+    }
+}
+
+static void fill_batch(trainer *tr) {
+    const int B = tr->p.batch_size, T = tr->sched.T;
+    for (int i = 0; i < B; i++) {
+        if (tr->pos >= df_dataset_count(tr->data)) {
+            tr->epoch++;
+            tr->pos = 0;
+            make_permutation(tr);
+        }
+        int idx = tr->perm[tr->pos++];
+        int flip = tr->p.flip && (df_rng_u32(&tr->rng) & 1);
+        df_dataset_get(tr->data, idx, flip, tr->x0 + (size_t)i * tr->dim);
+        if (tr->conditional) tr->labels[i] = df_dataset_label(tr->data, idx);
+        tr->ti[i] = (int)(df_rng_u32(&tr->rng) % (uint32_t)T);
+        tr->t[i] = (float)tr->ti[i];
+    }
+    df_rng_fill_normal(&tr->rng, tr->noise, (size_t)B * tr->dim);
+    df_q_sample(&tr->sched, B, tr->dim, tr->x0, tr->noise, tr->ti, tr->xt);
+    df_training_target(&tr->sched, tr->p.prediction, B, tr->dim, tr->x0, tr->noise, tr->ti, tr->target);
+    for (int i = 0; i < B; i++)
+        tr->weights[i] = (float)(df_loss_weight(&tr->sched, tr->p.prediction, tr->ti[i], tr->p.min_snr_gamma) /
+                                 tr->p.grad_accum);
+}
+
+/* ---- checkpoints ------------------------------------------------------------------------------------ */
+
+static df_status make_dir(const char *d) {
+    if (mkdir(d, 0755) != 0 && errno != EEXIST) return df_fail(DF_ERR_IO, "%s: cannot create directory: %s", d, strerror(errno));
+    return DF_OK;
+}
+
+static df_status remove_tree(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0) return DF_OK;
+    if (S_ISDIR(st.st_mode)) {
+        DIR *dp = opendir(path);
+        if (!dp) return df_fail(DF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        struct dirent *e;
+        while ((e = readdir(dp))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            char p[4400];
+            snprintf(p, sizeof p, "%s/%s", path, e->d_name);
+            remove_tree(p);
+        }
+        closedir(dp);
+        if (rmdir(path) != 0) return df_fail(DF_ERR_IO, "%s: cannot remove: %s", path, strerror(errno));
+    } else if (unlink(path) != 0) {
+        return df_fail(DF_ERR_IO, "%s: cannot remove: %s", path, strerror(errno));
+    }
+    return DF_OK;
+}
+
+static void json_add_rng(cJSON *j, const char *name, const df_rng *r) {
+    cJSON *o = cJSON_AddObjectToObject(j, name);
+    char num[32];
+    snprintf(num, sizeof num, "%llu", (unsigned long long)r->seed);   /* 64-bit values as strings: exact */
+    cJSON_AddStringToObject(o, "seed", num);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)r->counter);
+    cJSON_AddStringToObject(o, "counter", num);
+    cJSON *b = cJSON_AddArrayToObject(o, "buf");
+    for (int i = 0; i < 4; i++) cJSON_AddItemToArray(b, cJSON_CreateNumber(r->buf[i]));
+    cJSON_AddNumberToObject(o, "nbuf", r->nbuf);
+}
+
+static df_status save_state_json(const trainer *tr, const char *path) {
+    const df_train_params *p = &tr->p;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "version", 1);
+    cJSON_AddNumberToObject(j, "step", (double)tr->step);
+    cJSON_AddNumberToObject(j, "epoch", tr->epoch);
+    cJSON_AddNumberToObject(j, "position", tr->pos);
+    cJSON_AddNumberToObject(j, "images_seen", (double)tr->step * p->batch_size * p->grad_accum);
+    cJSON_AddNumberToObject(j, "ema_updates", (double)tr->ema_state.updates);
+    cJSON_AddNumberToObject(j, "optimizer_step", (double)tr->opt.step);
+    cJSON_AddNumberToObject(j, "loss_avg", tr->loss_avg);
+    json_add_rng(j, "rng", &tr->rng);
+    char num[32];
+    snprintf(num, sizeof num, "%llu", (unsigned long long)p->seed);
+    cJSON_AddStringToObject(j, "seed", num);
+    cJSON_AddStringToObject(j, "data", p->data);
+    cJSON_AddStringToObject(j, "data_description", df_dataset_description(tr->data));
+    cJSON_AddNumberToObject(j, "image_size", tr->h);
+    cJSON_AddBoolToObject(j, "flip", p->flip);
+    cJSON_AddNumberToObject(j, "batch_size", p->batch_size);
+    cJSON_AddNumberToObject(j, "grad_accum", p->grad_accum);
+    cJSON_AddNumberToObject(j, "min_snr_gamma", p->min_snr_gamma);
+    cJSON_AddNumberToObject(j, "max_steps", (double)p->max_steps);
+    cJSON_AddNumberToObject(j, "max_epochs", p->max_epochs);
+    cJSON_AddNumberToObject(j, "max_minutes", p->max_minutes);
+    cJSON_AddBoolToObject(j, "use_ema", p->use_ema);
+    cJSON_AddNumberToObject(j, "ema_max_decay", p->ema_max_decay);
+    cJSON_AddNumberToObject(j, "ema_power", p->ema_power);
+    cJSON_AddNumberToObject(j, "ema_inv_gamma", p->ema_inv_gamma);
+    cJSON *o = cJSON_AddObjectToObject(j, "optimizer");
+    cJSON_AddStringToObject(o, "kind", p->optim.kind == DF_OPT_ADAMW ? "adamw" : "sgd");
+    cJSON_AddNumberToObject(o, "lr", p->optim.lr);
+    cJSON_AddNumberToObject(o, "beta1", p->optim.beta1);
+    cJSON_AddNumberToObject(o, "beta2", p->optim.beta2);
+    cJSON_AddNumberToObject(o, "eps", p->optim.eps);
+    cJSON_AddNumberToObject(o, "weight_decay", p->optim.weight_decay);
+    cJSON_AddNumberToObject(o, "momentum", p->optim.momentum);
+    cJSON_AddBoolToObject(o, "nesterov", p->optim.nesterov);
+    cJSON_AddNumberToObject(o, "warmup_steps", (double)p->optim.warmup_steps);
+    cJSON_AddNumberToObject(o, "decay", p->optim.decay);
+    cJSON_AddNumberToObject(o, "total_steps", (double)p->optim.total_steps);
+    cJSON_AddNumberToObject(o, "grad_clip", p->optim.grad_clip);
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    if (!text) return df_fail(DF_ERR_NOMEM, "out of memory");
+    df_status st = df_write_file_atomic(path, text, strlen(text));
+    free(text);
+    return st;
+}
+
+static df_status save_checkpoint(trainer *tr) {
+    char dir[4200], tmp[4300], p[4400];
+    snprintf(dir, sizeof dir, "%s/checkpoint-%07ld", tr->p.out_dir, tr->step);
+    snprintf(tmp, sizeof tmp, "%s.tmp", dir);
+    remove_tree(tmp);
+    df_status st = make_dir(tmp);
+    size_t np = df_model_num_params(tr->model);
+    /* unet/ holds the weights to sample with (the EMA when kept), as diffusers' training script saves */
+    if (!st && tr->ema) {
+        memcpy(df_model_params(tr->ema_model), tr->ema, np * sizeof(float));
+        st = df_pipeline_save(tmp, tr->ema_model, &tr->sc);
+    } else if (!st) {
+        st = df_pipeline_save(tmp, tr->model, &tr->sc);
+    }
+    snprintf(p, sizeof p, "%s/unet_raw", tmp);
+    if (!st) st = df_model_save(tr->model, p);
+    if (!st) {
+        st_entry e[2] = {{.name = "optimizer.m", .ndim = 1, .shape = {(int64_t)np}, .f32 = tr->opt.m},
+                         {.name = "optimizer.v", .ndim = 1, .shape = {(int64_t)np}, .f32 = tr->opt.v}};
+        snprintf(p, sizeof p, "%s/training_state.safetensors", tmp);
+        st = st_write(p, e, tr->opt.v ? 2 : 1, NULL, 0);
+    }
+    snprintf(p, sizeof p, "%s/training_state.json", tmp);
+    if (!st) st = save_state_json(tr, p);
+    if (st) {
+        remove_tree(tmp);
+        return st;
+    }
+    /* publish: the finished directory gets its final name, then `latest` is switched by a rename, which
+     * is atomic: a crash at any point leaves the previous checkpoint whole and `latest` naming one */
+    remove_tree(dir);
+    if (rename(tmp, dir) != 0) return df_fail(DF_ERR_IO, "%s: cannot rename: %s", tmp, strerror(errno));
+    char link_tmp[4300], link[4300], target[64];
+    snprintf(target, sizeof target, "checkpoint-%07ld", tr->step);
+    snprintf(link, sizeof link, "%s/latest", tr->p.out_dir);
+    snprintf(link_tmp, sizeof link_tmp, "%s/latest.tmp", tr->p.out_dir);
+    unlink(link_tmp);
+    if (symlink(target, link_tmp) != 0 || rename(link_tmp, link) != 0)
+        return df_fail(DF_ERR_IO, "%s: cannot update: %s", link, strerror(errno));
+    /* keep the newest keep_checkpoints */
+    DIR *dp = opendir(tr->p.out_dir);
+    if (!dp) return DF_OK;
+    long steps[4096];
+    int ns = 0;
+    struct dirent *e;
+    while ((e = readdir(dp)) && ns < 4096) {
+        long s;
+        char extra;
+        if (sscanf(e->d_name, "checkpoint-%ld%c", &s, &extra) == 1) steps[ns++] = s;
+    }
+    closedir(dp);
+    int keep = tr->p.keep_checkpoints > 0 ? tr->p.keep_checkpoints : 1;
+    for (int i = 0; i < ns; i++) {
+        int newer = 0;
+        for (int k = 0; k < ns; k++) newer += steps[k] > steps[i];
+        if (newer >= keep && steps[i] != tr->step) {
+            snprintf(p, sizeof p, "%s/checkpoint-%07ld", tr->p.out_dir, steps[i]);
+            remove_tree(p);
+        }
+    }
+    return DF_OK;
+}
+
+static int json_num(const cJSON *j, const char *k, double *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+    if (!cJSON_IsNumber(v)) return 0;
+    *out = v->valuedouble;
+    return 1;
+}
+
+static int json_u64(const cJSON *j, const char *k, uint64_t *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+    if (!cJSON_IsString(v)) return 0;
+    char *end;
+    *out = strtoull(v->valuestring, &end, 10);
+    return *end == 0;
+}
+
+/* Restore the run's settings and counters from a checkpoint's training_state.json. */
+static df_status load_state_json(trainer *tr, const char *path) {
+    char *text;
+    size_t len;
+    df_status st = df_read_file(path, &text, &len);
+    if (st) return st;
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    df_train_params *p = &tr->p;
+    double v[12];
+    uint64_t seed, rseed, rcount;
+    const cJSON *rng = cJSON_GetObjectItemCaseSensitive(j, "rng"), *o = cJSON_GetObjectItemCaseSensitive(j, "optimizer");
+    const cJSON *buf = cJSON_GetObjectItemCaseSensitive(rng, "buf"), *data = cJSON_GetObjectItemCaseSensitive(j, "data");
+    int ok = cJSON_IsObject(j) && json_num(j, "version", &v[0]) && v[0] == 1 && json_num(j, "step", &v[1]) &&
+             json_num(j, "epoch", &v[2]) && json_num(j, "position", &v[3]) && json_num(j, "ema_updates", &v[4]) &&
+             json_num(j, "optimizer_step", &v[5]) && json_num(j, "batch_size", &v[6]) &&
+             json_num(j, "grad_accum", &v[7]) && json_num(j, "image_size", &v[8]) && json_num(j, "loss_avg", &v[9]) &&
+             json_num(j, "min_snr_gamma", &v[10]) && json_u64(j, "seed", &seed) && cJSON_IsObject(rng) &&
+             json_u64(rng, "seed", &rseed) && json_u64(rng, "counter", &rcount) && json_num(rng, "nbuf", &v[11]) &&
+             cJSON_IsArray(buf) && cJSON_GetArraySize(buf) == 4 && cJSON_IsString(data) && cJSON_IsObject(o);
+    if (ok) {
+        tr->step = (long)v[1], tr->epoch = (int)v[2], tr->pos = (int)v[3];
+        tr->resume_ema_updates = (long)v[4];
+        tr->resume_opt_step = (long)v[5];
+        p->batch_size = (int)v[6], p->grad_accum = (int)v[7], p->image_size = (int)v[8];
+        tr->loss_avg = v[9];
+        p->min_snr_gamma = v[10];
+        p->seed = seed;
+        tr->rng.seed = rseed, tr->rng.counter = rcount, tr->rng.nbuf = (int)v[11];
+        for (int i = 0; i < 4; i++) tr->rng.buf[i] = (uint32_t)cJSON_GetArrayItem(buf, i)->valuedouble;
+        const cJSON *fl = cJSON_GetObjectItemCaseSensitive(j, "flip");
+        p->flip = cJSON_IsTrue(fl);
+        const cJSON *kind = cJSON_GetObjectItemCaseSensitive(o, "kind");
+        p->optim.kind = cJSON_IsString(kind) && !strcmp(kind->valuestring, "sgd") ? DF_OPT_SGD : DF_OPT_ADAMW;
+        double t;
+        if (json_num(o, "lr", &t)) p->optim.lr = t;
+        if (json_num(o, "beta1", &t)) p->optim.beta1 = t;
+        if (json_num(o, "beta2", &t)) p->optim.beta2 = t;
+        if (json_num(o, "eps", &t)) p->optim.eps = t;
+        if (json_num(o, "weight_decay", &t)) p->optim.weight_decay = t;
+        if (json_num(o, "momentum", &t)) p->optim.momentum = t;
+        if (json_num(o, "warmup_steps", &t)) p->optim.warmup_steps = (long)t;
+        if (json_num(o, "decay", &t)) p->optim.decay = (df_lr_decay)(int)t;
+        if (json_num(o, "total_steps", &t)) p->optim.total_steps = (long)t;
+        if (json_num(o, "grad_clip", &t)) p->optim.grad_clip = t;
+        p->optim.nesterov = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "nesterov"));
+        /* a resumed run without a budget of its own finishes the original one */
+        if (p->max_steps <= 0 && p->max_epochs <= 0 && p->max_minutes <= 0) {
+            if (json_num(j, "max_steps", &t)) p->max_steps = (long)t;
+            if (json_num(j, "max_epochs", &t)) p->max_epochs = (int)t;
+            if (json_num(j, "max_minutes", &t)) p->max_minutes = t;
+        }
+        if (json_num(j, "ema_max_decay", &t)) p->ema_max_decay = t;
+        if (json_num(j, "ema_power", &t)) p->ema_power = t;
+        if (json_num(j, "ema_inv_gamma", &t)) p->ema_inv_gamma = t;
+        p->use_ema = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "use_ema"));
+        snprintf(tr->data_path, sizeof tr->data_path, "%s", data->valuestring);   /* outlives the JSON */
+        p->data = tr->data_path;
+    }
+    cJSON_Delete(j);
+    if (!ok) return df_fail(DF_ERR_FORMAT, "%s: not a training state this version can resume", path);
+    if (p->batch_size < 1 || p->grad_accum < 1 || tr->step < 0 || tr->epoch < 0 || tr->pos < 0 || tr->rng.nbuf < 0 ||
+        tr->rng.nbuf > 4)
+        return df_fail(DF_ERR_FORMAT, "%s: values out of range", path);
+    return DF_OK;
+}
+
+/* ---- samples ------------------------------------------------------------------------------------------- */
+
+static df_status write_samples(trainer *tr, char *event, size_t cap) {
+    const df_train_params *p = &tr->p;
+    int n = p->sample_count;
+    if (n <= 0) return DF_OK;
+    df_model *m = tr->model;
+    if (tr->ema) {
+        memcpy(df_model_params(tr->ema_model), tr->ema, df_model_num_params(tr->model) * sizeof(float));
+        m = tr->ema_model;
+    }
+    float *x = malloc(sizeof(float) * (size_t)n * tr->dim);
+    int *labels = malloc(sizeof(int) * (size_t)n);
+    if (!x || !labels) {
+        free(x), free(labels);
+        return df_fail(DF_ERR_NOMEM, "out of memory for samples");
+    }
+    int k = tr->conditional ? df_model_config(m)->num_class_embeds : 0;
+    for (int i = 0; i < n; i++) labels[i] = k ? (i * k) / n : 0;   /* rows of classes */
+    df_sampler_params sp;
+    df_sampler_params_default(&sp);
+    sp.steps = p->sample_steps;
+    sp.prediction = p->prediction;
+    sp.clip_x0 = 1;
+    sp.clip_range = 1;
+    df_rng r;
+    df_rng_init(&r, mix64(p->seed + 0x5A3D1E));   /* the same noise at every grid, so grids compare */
+    df_status st = DF_OK;
+    df_model_set_train(m, 0, NULL);
+    const int chunk = 64;
+    for (int i0 = 0; i0 < n && !st; i0 += chunk) {
+        int b = DF_MIN(chunk, n - i0);
+        df_model_denoiser dn = {m, tr->h, tr->w, tr->conditional ? labels + i0 : NULL};
+        st = df_sample(&tr->sched, &sp, df_model_denoise, &dn, b, tr->dim, &r, x + (size_t)i0 * tr->dim);
+    }
+    df_model_set_train(tr->model, 1, &tr->rng);
+    char path[4300];
+    snprintf(path, sizeof path, "%s/samples", p->out_dir);
+    if (!st) st = make_dir(path);
+    int cols = (int)ceil(sqrt((double)n));
+    if (tr->conditional && k > 0 && n % k == 0) cols = n / k;
+    snprintf(path, sizeof path, "%s/samples/step-%07ld.png", p->out_dir, tr->step);
+    if (!st) st = df_image_save_grid(path, x, n, tr->c, tr->h, tr->w, cols, 2);
+    snprintf(path, sizeof path, "%s/samples/latest.png", p->out_dir);
+    if (!st) st = df_image_save_grid(path, x, n, tr->c, tr->h, tr->w, cols, 2);
+    if (!st) snprintf(event, cap, "samples written to %s/samples/step-%07ld.png", p->out_dir, tr->step);
+    free(x), free(labels);
+    return st;
+}
+
+/* ---- the loss log ---------------------------------------------------------------------------------------- */
+
+/* On resume, drop rows past the resumed step so the log reads as one run. */
+static void trim_log(const char *path, long step) {
+    char *text;
+    size_t len;
+    if (df_read_file(path, &text, &len)) return;
+    size_t keep = 0;
+    for (char *line = text; *line;) {
+        char *nl = strchr(line, '\n');
+        size_t l = nl ? (size_t)(nl - line + 1) : strlen(line);
+        long s;
+        if (line == text || (sscanf(line, "%ld,", &s) == 1 && s <= step)) {
+            memmove(text + keep, line, l);
+            keep += l;
+        }
+        line += l;
+    }
+    df_write_file_atomic(path, text, keep);
+    free(text);
+}
+
+static void log_row(trainer *tr, FILE *f, const df_train_progress *pr) {
+    fprintf(f, "%ld,%d,%.6f,%.6f", pr->step, pr->epoch, pr->loss, pr->loss_avg);
+    for (int q = 0; q < 4; q++) fprintf(f, ",%.6f", pr->loss_quarter[q]);
+    fprintf(f, ",%.3e,%.4f,%.2f,%.1f\n", pr->lr, pr->grad_norm, pr->images_per_sec, pr->elapsed);
+    fflush(f);
+}
+
+/* ---- the run ------------------------------------------------------------------------------------------- */
+
+static void trainer_free(trainer *tr) {
+    df_dataset_free(tr->data);
+    df_model_free(tr->model);
+    df_model_free(tr->ema_model);
+    df_free_aligned(tr->ema);
+    df_optimizer_free(&tr->opt);
+    df_schedule_free(&tr->sched);
+    free(tr->perm);
+    float *fb[] = {tr->x0, tr->xt, tr->noise, tr->target, tr->weights, tr->t, tr->per_sample};
+    for (int i = 0; i < DF_COUNTOF(fb); i++) free(fb[i]);
+    free(tr->ti);
+    free(tr->labels);
+}
+
+static df_status open_run(trainer *tr) {
+    df_train_params *p = &tr->p;
+    char path[4400];
+    df_status st;
+    df_rng_init(&tr->rng, mix64(p->seed));
+    if (p->resume) {
+        char ck[4300];
+        snprintf(ck, sizeof ck, "%s/latest", p->out_dir);
+        struct stat sb;
+        if (stat(ck, &sb) != 0) return df_fail(DF_ERR_IO, "%s: no checkpoint to resume from", ck);
+        snprintf(path, sizeof path, "%s/unet_raw", ck);
+        if ((st = df_model_load(path, &tr->model))) return st;
+        snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", ck);
+        if ((st = df_scheduler_config_load(path, &tr->sc))) return st;
+        p->prediction = tr->sc.prediction;
+        snprintf(path, sizeof path, "%s/training_state.json", ck);
+        if ((st = load_state_json(tr, path))) return st;
+    } else {
+        int sources = !!p->preset + !!p->config_path + !!p->init_dir;
+        if (sources != 1) return df_fail(DF_ERR_ARG, "give exactly one of a preset, a config.json or a model to start from");
+        df_unet_config cfg;
+        if (p->init_dir) {
+            if ((st = df_pipeline_load(p->init_dir, 1, &tr->model, NULL))) return st;
+        } else {
+            st = p->preset ? df_unet_config_preset(p->preset, &cfg) : df_unet_config_load(p->config_path, &cfg);
+            if (!st) st = df_model_create(&cfg, mix64(p->seed ^ 0xC0FFEE), &tr->model);
+            if (st) return st;
+        }
+        tr->sc.beta_schedule = p->beta_schedule;
+        tr->sc.num_train_timesteps = p->num_train_timesteps;
+        tr->sc.beta_start = p->beta_start;
+        tr->sc.beta_end = p->beta_end;
+        tr->sc.zero_terminal_snr = p->zero_terminal_snr;
+        tr->sc.prediction = p->prediction;
+    }
+    if ((st = df_schedule_from_config(&tr->sc, &tr->sched))) return st;
+    const df_unet_config *cfg = df_model_config(tr->model);
+    int size = p->image_size > 0 ? p->image_size : cfg->sample_size;
+    if ((st = df_dataset_open(p->data, size, cfg->in_channels, &tr->data))) return st;
+    df_dataset_shape(tr->data, &tr->c, &tr->h, &tr->w);
+    int factor = 1 << (cfg->num_levels - 1);
+    if (tr->h % factor || tr->w % factor)
+        return df_fail(DF_ERR_SHAPE, "%s: images are %dx%d, which the model's %d levels cannot halve %d times (use --size)",
+                       p->data, tr->w, tr->h, cfg->num_levels, cfg->num_levels - 1);
+    tr->dim = (size_t)tr->c * tr->h * tr->w;
+    tr->conditional = cfg->num_class_embeds > 0;
+    if (tr->conditional) {
+        int k = df_dataset_num_classes(tr->data);
+        if (k == 0) return df_fail(DF_ERR_ARG, "%s: the model is class-conditional but the data has no labels", p->data);
+        if (k > cfg->num_class_embeds)
+            return df_fail(DF_ERR_CONFIG, "%s has %d classes but the model's num_class_embeds is %d", p->data, k,
+                           cfg->num_class_embeds);
+    }
+    if (p->batch_size < 1 || p->batch_size > 4096 || p->grad_accum < 1)
+        return df_fail(DF_ERR_ARG, "batch size %d and gradient accumulation %d must be positive", p->batch_size, p->grad_accum);
+    size_t np = df_model_num_params(tr->model);
+    if ((st = df_optimizer_init(&tr->opt, &p->optim, np))) return st;
+    df_ema_init(&tr->ema_state, p->ema_inv_gamma, p->ema_power, p->ema_max_decay);
+    if (p->use_ema) {
+        tr->ema = df_alloc_aligned(np * sizeof(float));
+        if (!tr->ema) return df_fail(DF_ERR_NOMEM, "out of memory for the EMA weights");
+        memcpy(tr->ema, df_model_params(tr->model), np * sizeof(float));
+    }
+    if ((st = df_model_create(cfg, 0, &tr->ema_model))) return st;
+    if (p->resume) {
+        /* counters were set by load_state_json; now the tensors */
+        char ck[4300];
+        snprintf(ck, sizeof ck, "%s/latest", p->out_dir);
+        tr->opt.step = tr->resume_opt_step;
+        tr->ema_state.updates = tr->resume_ema_updates;
+        st_file f;
+        snprintf(path, sizeof path, "%s/training_state.safetensors", ck);
+        if ((st = st_open(path, &f))) return st;
+        const char *names[2] = {"optimizer.m", "optimizer.v"};
+        float *dst[2] = {tr->opt.m, tr->opt.v};
+        for (int i = 0; i < 2 && !st; i++) {
+            if (!dst[i]) continue;
+            const st_tensor *t = st_find(&f, names[i]);
+            if (!t || st_numel(t) != (int64_t)np) st = df_fail(DF_ERR_SHAPE, "%s: missing or wrong-sized %s", path, names[i]);
+            else st = st_read_f32(&f, t, dst[i], np);
+        }
+        st_close(&f);
+        if (st) return st;
+        if (tr->ema) {
+            df_model *em;
+            snprintf(path, sizeof path, "%s/unet", ck);
+            if ((st = df_model_load(path, &em))) return st;
+            memcpy(tr->ema, df_model_params(em), np * sizeof(float));
+            df_model_free(em);
+        }
+    }
+    const size_t B = (size_t)p->batch_size;
+    tr->perm = malloc(sizeof(int) * (size_t)df_dataset_count(tr->data));
+    tr->x0 = malloc(sizeof(float) * B * tr->dim);
+    tr->xt = malloc(sizeof(float) * B * tr->dim);
+    tr->noise = malloc(sizeof(float) * B * tr->dim);
+    tr->target = malloc(sizeof(float) * B * tr->dim);
+    tr->weights = malloc(sizeof(float) * B);
+    tr->t = malloc(sizeof(float) * B);
+    tr->per_sample = malloc(sizeof(float) * B);
+    tr->ti = malloc(sizeof(int) * B);
+    tr->labels = malloc(sizeof(int) * B);
+    if (!tr->perm || !tr->x0 || !tr->xt || !tr->noise || !tr->target || !tr->weights || !tr->t || !tr->per_sample ||
+        !tr->ti || !tr->labels)
+        return df_fail(DF_ERR_NOMEM, "out of memory for a batch of %d", p->batch_size);
+    make_permutation(tr);
+    if (tr->pos > df_dataset_count(tr->data)) return df_fail(DF_ERR_FORMAT, "training state: position past the data");
+    return DF_OK;
+}
+
+df_status df_train(const df_train_params *params) {
+    trainer tr;
+    memset(&tr, 0, sizeof tr);
+    tr.p = *params;
+    df_train_params *p = &tr.p;
+    if (!p->out_dir || !*p->out_dir) return df_fail(DF_ERR_ARG, "no output directory");
+    if (!p->resume && p->max_steps <= 0 && p->max_epochs <= 0 && p->max_minutes <= 0)
+        return df_fail(DF_ERR_ARG, "no budget: give a number of steps, epochs or minutes");
+    df_status st = make_dir(p->out_dir);
+    if (!st) st = open_run(&tr);
+    if (st) {
+        trainer_free(&tr);
+        return st;
+    }
+    /* the budget as steps when it can be known */
+    long per_epoch = (df_dataset_count(tr.data) + (long)p->batch_size * p->grad_accum - 1) /
+                     ((long)p->batch_size * p->grad_accum);
+    long total = p->max_steps;
+    if (p->max_epochs > 0 && (total <= 0 || (long)p->max_epochs * per_epoch < total)) total = (long)p->max_epochs * per_epoch;
+    if (p->optim.total_steps <= 0 && total > 0) {
+        p->optim.total_steps = total;
+        tr.opt.p.total_steps = total;
+    }
+    if (p->max_steps <= 0 && p->max_epochs <= 0 && p->max_minutes <= 0) {
+        trainer_free(&tr);
+        return df_fail(DF_ERR_ARG, "no budget: give a number of steps, epochs or minutes");
+    }
+    char path[4300];
+    if (p->resume && total > tr.opt.p.total_steps && tr.opt.p.decay != DF_LR_CONSTANT && p->progress) {
+        df_train_progress note = {.step = tr.step, .total_steps = total, .eta = -1};
+        snprintf(path, sizeof path, "note: the learning-rate schedule of this run ends at step %ld; later steps use "
+                                    "its final rate", tr.opt.p.total_steps);
+        note.event = path;
+        p->progress(p->progress_ctx, &note);
+    }
+    snprintf(path, sizeof path, "%s/loss.csv", p->out_dir);
+    if (p->resume) trim_log(path, tr.step);
+    FILE *log = fopen(path, p->resume ? "a" : "w");
+    if (!log) {
+        st = df_fail(DF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        trainer_free(&tr);
+        return st;
+    }
+    if (!p->resume) fprintf(log, "step,epoch,loss,loss_avg,loss_q0,loss_q1,loss_q2,loss_q3,lr,grad_norm,images_per_sec,elapsed_sec\n");
+
+    df_model_set_train(tr.model, 1, &tr.rng);
+    const double t0 = now_sec();
+    double last_log_t = t0;
+    long last_log_step = tr.step, start_step = tr.step;
+    char event[4400];
+    int stop_reason = 0;
+    while (!st) {
+        if (total > 0 && tr.step >= total) break;
+        if (p->max_minutes > 0 && now_sec() - t0 >= p->max_minutes * 60) break;
+        if (p->stop && *p->stop) {
+            stop_reason = 1;
+            break;
+        }
+        df_model_zero_grad(tr.model);
+        double loss = 0;
+        for (int a = 0; a < p->grad_accum && !st; a++) {
+            fill_batch(&tr);
+            float l;
+            st = df_model_loss_grad(tr.model, p->batch_size, tr.h, tr.w, tr.xt, tr.t, tr.conditional ? tr.labels : NULL,
+                                    tr.target, tr.weights, &l, tr.per_sample);
+            loss += l;
+            for (int i = 0; i < p->batch_size; i++) {
+                int q = DF_MIN(3, tr.ti[i] * 4 / tr.sched.T);
+                tr.quarter_sum[q] += tr.per_sample[i];
+                tr.quarter_n[q]++;
+            }
+        }
+        if (st) break;
+        if (!isfinite(loss)) {
+            st = df_fail(DF_ERR_ARG, "step %ld: the loss is %g; the last checkpoint is kept (lower the learning rate?)",
+                         tr.step + 1, loss);
+            break;
+        }
+        double gnorm;
+        df_optimizer_step(&tr.opt, df_model_params(tr.model), df_model_grads(tr.model), &gnorm);
+        if (tr.ema) df_ema_update(&tr.ema_state, tr.ema, df_model_params(tr.model), df_model_num_params(tr.model));
+        tr.step++;
+        tr.loss_avg = tr.step == 1 ? loss : 0.98 * tr.loss_avg + 0.02 * loss;
+        event[0] = 0;
+        int last = (total > 0 && tr.step >= total);
+        if (p->sample_every > 0 && tr.step % p->sample_every == 0 && !last) st = write_samples(&tr, event, sizeof event);
+        if (!st && p->save_every > 0 && tr.step % p->save_every == 0 && !last) {
+            st = save_checkpoint(&tr);
+            if (!st && !event[0]) snprintf(event, sizeof event, "checkpoint %s/checkpoint-%07ld", p->out_dir, tr.step);
+        }
+        if (st) break;
+        if (tr.step % p->log_every == 0 || tr.step == 1 || event[0] || last) {
+            double tnow = now_sec();
+            df_train_progress pr = {0};
+            pr.step = tr.step, pr.total_steps = total, pr.epoch = tr.epoch;
+            pr.loss = loss, pr.loss_avg = tr.loss_avg;
+            for (int q = 0; q < 4; q++) {
+                pr.loss_quarter[q] = tr.quarter_n[q] ? tr.quarter_sum[q] / tr.quarter_n[q] : NAN;
+                tr.quarter_sum[q] = 0, tr.quarter_n[q] = 0;
+            }
+            pr.lr = df_optimizer_lr(&tr.opt.p, tr.opt.step - 1);
+            pr.grad_norm = gnorm;
+            double dt = tnow - last_log_t;
+            pr.images_per_sec = dt > 0 ? (double)(tr.step - last_log_step) * p->batch_size * p->grad_accum / dt : 0;
+            pr.elapsed = tnow - t0;
+            double rate = (double)(tr.step - start_step) / (tnow - t0);
+            pr.eta = -1;
+            if (total > 0 && rate > 0) pr.eta = (double)(total - tr.step) / rate;
+            if (p->max_minutes > 0) {
+                double left = p->max_minutes * 60 - pr.elapsed;
+                if (pr.eta < 0 || left < pr.eta) pr.eta = DF_MAX(left, 0);
+            }
+            pr.event = event[0] ? event : NULL;
+            log_row(&tr, log, &pr);
+            if (p->progress) p->progress(p->progress_ctx, &pr);
+            last_log_t = tnow, last_log_step = tr.step;
+        }
+    }
+    fclose(log);
+    /* the end of a run (budget, stop request) always leaves a checkpoint and a sample grid */
+    if (!st && tr.step > 0) {
+        event[0] = 0;
+        if (!stop_reason) st = write_samples(&tr, event, sizeof event);
+        if (!st) st = save_checkpoint(&tr);
+        if (!st && p->progress) {
+            df_train_progress pr = {0};
+            pr.step = tr.step, pr.total_steps = total, pr.epoch = tr.epoch, pr.loss_avg = tr.loss_avg;
+            pr.elapsed = now_sec() - t0;
+            pr.eta = 0;
+            snprintf(event, sizeof event, "%s: checkpoint %s/checkpoint-%07ld",
+                     stop_reason ? "stopped" : "finished", p->out_dir, tr.step);
+            pr.event = event;
+            for (int q = 0; q < 4; q++) pr.loss_quarter[q] = NAN;
+            p->progress(p->progress_ctx, &pr);
+        }
+    }
+    trainer_free(&tr);
+    return st;
+}
