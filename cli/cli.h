@@ -42,6 +42,9 @@ int cli_parse(const char *cmd, int argc, char **argv, const cli_opt *opts, const
 /* "3,7,0" -> out[], each in [lo, hi]; prints the error itself and returns 2 on bad input. */
 int cli_parse_list(const char *cmd, const char *opt, const char *text, int lo, int hi, int *out, int cap, int *n);
 
+/* Each command: its entry point and its --help text. */
+extern const char cmd_train_usage[], cmd_sample_usage[], cmd_noise_usage[], cmd_predict_usage[], cmd_init_usage[],
+    cmd_info_usage[];
 int cmd_predict(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_info(int argc, char **argv);

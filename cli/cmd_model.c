@@ -3,11 +3,31 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 #include "safetensors.h"
+#include "internal.h"
+
+#include <cjson/cJSON.h>
 
 #include <stdlib.h>
 #include <string.h>
 
 static const char *prog = "diffuse";
+
+const char cmd_predict_usage[] =
+    "usage: diffuse predict [--grads] MODEL_DIR IN.safetensors OUT.safetensors\n"
+    "\n"
+    "Run the noise predictor on the tensors x (N, C, H, W), t (N) and optionally class_labels (N) read from\n"
+    "IN, and write eps to OUT. With --grads, also read grad_out (shaped like eps) and write grad_x and\n"
+    "grad.<name> for every parameter: the gradients of sum(grad_out * eps). MODEL_DIR holds config.json and\n"
+    "diffusion_pytorch_model.safetensors (or model.safetensors).\n";
+const char cmd_init_usage[] =
+    "usage: diffuse init [--seed S] (--preset NAME | --config config.json) OUT_DIR\n"
+    "\n"
+    "Write a freshly initialised model directory (PyTorch's default initialisation, drawn from the seed).\n"
+    "Presets: fmnist-s (28x28 gray, 3.9 M parameters), cifar10 (google/ddpm-cifar10-32's layout).\n";
+const char cmd_info_usage[] =
+    "usage: diffuse info MODEL\n"
+    "\n"
+    "Show what a model, checkpoint or run directory holds: config, parameter count, compute per image.\n";
 
 int cmd_predict(int argc, char **argv) {
     int grads = 0;
@@ -162,16 +182,43 @@ int cmd_init(int argc, char **argv) {
     return st ? cli_fail(st) : 0;
 }
 
+/* Print the training facts of a checkpoint's training_state.json, if `dir` (or dir/latest) has one. */
+static void print_training_state(const char *dir) {
+    char p[4200], *text;
+    size_t len;
+    snprintf(p, sizeof p, "%s/latest/training_state.json", dir);
+    if (df_read_file(p, &text, &len)) {
+        snprintf(p, sizeof p, "%s/training_state.json", dir);
+        if (df_read_file(p, &text, &len)) return;
+    }
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *step = cJSON_GetObjectItemCaseSensitive(j, "step"), *ep = cJSON_GetObjectItemCaseSensitive(j, "epoch"),
+                *seen = cJSON_GetObjectItemCaseSensitive(j, "images_seen"),
+                *data = cJSON_GetObjectItemCaseSensitive(j, "data_description"),
+                *batch = cJSON_GetObjectItemCaseSensitive(j, "batch_size"),
+                *loss = cJSON_GetObjectItemCaseSensitive(j, "loss_avg");
+    if (cJSON_IsNumber(step)) printf("trained      %.0f steps", step->valuedouble);
+    if (cJSON_IsNumber(batch)) printf(" of batch %.0f", batch->valuedouble);
+    if (cJSON_IsNumber(seen)) printf(", %.0f images", seen->valuedouble);
+    if (cJSON_IsNumber(ep)) printf(" (epoch %.0f)", ep->valuedouble);
+    if (cJSON_IsNumber(loss)) printf(", loss %.4f", loss->valuedouble);
+    if (cJSON_IsNumber(step)) printf("\n");
+    if (cJSON_IsString(data)) printf("data         %s\n", data->valuestring);
+    cJSON_Delete(j);
+}
+
 int cmd_info(int argc, char **argv) {
     if (argc != 1) {
-        fprintf(stderr, "usage: diffuse info MODEL_DIR\n");
+        fputs(cmd_info_usage, stderr);
         return 2;
     }
     df_model *m;
-    df_status st = df_model_load(argv[0], &m);
+    df_scheduler_config sc;
+    df_status st = df_pipeline_load(argv[0], 0, &m, &sc);
     if (st) return cli_fail(st);
     const df_unet_config *c = df_model_config(m);
-    printf("model        %s\n", argv[0]);
+    printf("model        %s (diffusers UNet2DModel)\n", argv[0]);
     printf("sample size  %d x %d, %d -> %d channels\n", c->sample_size, c->sample_size, c->in_channels,
            c->out_channels);
     printf("levels       ");
@@ -179,11 +226,14 @@ int cmd_info(int argc, char **argv) {
         printf("%s%d%s", i ? ", " : "", c->block_out_channels[i], c->down_attn[i] ? " (attn)" : "");
     printf("\nlayers       %d per block, groups %d, eps %g, head dim %d%s\n", c->layers_per_block,
            c->norm_num_groups, c->norm_eps, c->attention_head_dim, c->attention_head_dim ? "" : " (one head)");
-    if (c->num_class_embeds) printf("classes      %d\n", c->num_class_embeds);
+    if (c->num_class_embeds) printf("classes      %d (class-conditional)\n", c->num_class_embeds);
     printf("parameters   %zu in %d tensors (%.1f MB as float32)\n", df_model_num_params(m),
            df_model_num_tensors(m), df_model_num_params(m) * 4.0 / 1e6);
     printf("compute      %.3f GFLOP per forward pass of one image\n", df_model_flops(m, 0, 0) / 1e9);
+    printf("schedule     %s, T = %d, betas %g..%g%s, predicts %s\n", df_beta_kind_name(sc.beta_schedule),
+           sc.num_train_timesteps, sc.beta_start, sc.beta_end, sc.zero_terminal_snr ? ", zero terminal SNR" : "",
+           df_prediction_name(sc.prediction));
+    print_training_state(argv[0]);
     df_model_free(m);
     return 0;
 }
-

@@ -129,9 +129,29 @@ static void draw_text(float *canvas, int c, int H, int W, int x0, int y0, const 
 
 /* ---- the command ------------------------------------------------------------------------------------------ */
 
+const char cmd_noise_usage[] =
+    "usage: diffuse noise [options] IMAGE OUT.png\n"
+    "       diffuse noise [options] --demo OUT.png\n"
+    "\n"
+    "The forward process on a picture: one PNG strip of x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps at\n"
+    "each step, all with the same noise eps ~ N(0, I), clipped to [-1, 1]. IMAGE is a PNG or JPEG; --demo\n"
+    "draws a built-in landscape instead.\n"
+    "\n"
+    "  --steps LIST   comma-separated timesteps t: diffusers' indices 0..T-1, abar_t = alphas_cumprod[t]\n"
+    "                 (what a scheduler's add_noise uses); 0 shows x_0 itself.\n"
+    "                 Default 0,50,100,200,400,600,800,999 (scaled to T)\n"
+    "  --schedule S   linear (default), scaled_linear, squaredcos_cap_v2, sigmoid; betas 1e-4..0.02\n"
+    "                 (diffusers' DDPMScheduler defaults)\n"
+    "  --timesteps T  length of the chain (default 1000)\n"
+    "  --size N       centre-crop and resize to N x N first (default: the image's own size, shrunk to\n"
+    "                 256 pixels on the longer side if larger)\n"
+    "  --seed S       seed of the noise (default 0)\n"
+    "  --gray         one channel\n"
+    "  --no-labels    no \"t=...\" captions under the tiles\n";
+
 static void noise_usage(void) {
     fprintf(stderr, "usage: diffuse noise [--steps LIST] [--schedule NAME] [--timesteps T] [--size N] [--seed S] "
-                    "[--gray] [--no-labels] (IMAGE | --demo) OUT.png  (see diffuse --help)\n");
+                    "[--gray] [--no-labels] (IMAGE | --demo) OUT.png  (see diffuse noise --help)\n");
 }
 
 typedef struct {

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static const char usage[] =
+const char cmd_sample_usage[] =
     "usage: diffuse sample MODEL [options]\n"
     "\n"
     "Generate images. MODEL is a run directory (its latest checkpoint), a checkpoint or diffusers pipeline\n"
@@ -138,10 +138,10 @@ int cmd_sample(int argc, char **argv) {
     };
     const char *pos[1];
     int npos;
-    int rc = cli_parse("sample", argc, argv, opts, pos, 1, &npos, usage);
+    int rc = cli_parse("sample", argc, argv, opts, pos, 1, &npos, cmd_sample_usage);
     if (rc) return rc;
     if (npos != 1) {
-        fprintf(stderr, "diffuse sample: which model? give a run, checkpoint or model directory\n%s", usage);
+        fprintf(stderr, "diffuse sample: which model? give a run, checkpoint or model directory\n%s", cmd_sample_usage);
         return 2;
     }
     if (init_image && inpaint) return cli_die("sample: %s", "--init-image and --inpaint do not go together");

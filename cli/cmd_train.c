@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char usage[] =
+const char cmd_train_usage[] =
     "usage: diffuse train [options]\n"
     "\n"
     "Train a diffusion model (DDPM's L_simple). Defaults train the fmnist-s preset on Fashion-MNIST.\n"
@@ -106,7 +106,7 @@ int cmd_train(int argc, char **argv) {
     };
     const char *pos[1];
     int npos;
-    int rc = cli_parse("train", argc, argv, opts, pos, 0, &npos, usage);
+    int rc = cli_parse("train", argc, argv, opts, pos, 0, &npos, cmd_train_usage);
     if (rc) return rc;
     if (!!preset + !!config + !!init > 1) {
         fprintf(stderr, "diffuse train: give only one of --preset, --config and --init\n");

@@ -22,35 +22,26 @@ int cli_fail(df_status st) {
     return st ? 1 : 0;
 }
 
+/* The commands: name, entry point, --help text, one line for the overview. */
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *usage, *summary;
+} commands[] = {
+    {"train", cmd_train, cmd_train_usage, "train a model (default: fmnist-s on Fashion-MNIST)"},
+    {"sample", cmd_sample, cmd_sample_usage, "generate images; image-to-image, inpainting, animations"},
+    {"noise", cmd_noise, cmd_noise_usage, "show the forward process on a picture"},
+    {"info", cmd_info, cmd_info_usage, "what a model, checkpoint or run holds"},
+    {"init", cmd_init, cmd_init_usage, "write a freshly initialised model"},
+    {"predict", cmd_predict, cmd_predict_usage, "run the noise predictor on tensors from a safetensors file"},
+};
+enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
+
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: diffuse <command> [options]\n"
-            "\n"
-            "commands:\n"
-            "  predict [--grads] MODEL_DIR IN.safetensors OUT.safetensors\n"
-            "          run the noise predictor on x (N,C,H,W), t (N) and optional class_labels (N) from IN;\n"
-            "          write eps. --grads also reads grad_out and writes grad_x and grad.<param> for every\n"
-            "          parameter (gradients of sum(grad_out * eps)).\n"
-            "  init    [--seed S] (--preset NAME | --config config.json) OUT_DIR\n"
-            "          write a freshly initialised model directory (presets: fmnist-s, cifar10)\n"
-            "  info    MODEL_DIR\n"
-            "          show a model's config, parameter count and size\n"
-            "  noise   [options] IMAGE OUT.png   (or: noise [options] --demo OUT.png)\n"
-            "          the forward process on a picture: one PNG strip of x_t = sqrt(abar_t) x_0 +\n"
-            "          sqrt(1 - abar_t) eps at each step, all with the same noise eps ~ N(0, I), clipped to\n"
-            "          [-1, 1]. IMAGE is a PNG or JPEG; --demo draws a built-in landscape instead.\n"
-            "          --steps LIST   comma-separated timesteps t: diffusers' indices 0..T-1, abar_t =\n"
-            "                         alphas_cumprod[t] (what a scheduler's add_noise uses); 0 shows x_0\n"
-            "                         itself. Default 0,50,100,200,400,600,800,999 (scaled to T)\n"
-            "          --schedule S   linear (default), scaled_linear, squaredcos_cap_v2, sigmoid; betas\n"
-            "                         1e-4..0.02 (diffusers' DDPMScheduler defaults)\n"
-            "          --timesteps T  length of the chain (default 1000)\n"
-            "          --size N       centre-crop and resize to N x N first (default: the image's own size,\n"
-            "                         shrunk to 256 pixels on the longer side if larger)\n"
-            "          --seed S       seed of the noise (default 0)   --gray  one channel\n"
-            "          --no-labels    no \"t=...\" captions under the tiles\n"
-            "\n"
-            "global options: --threads N (default: all cores), -h/--help, --version\n");
+    fprintf(f, "usage: diffuse <command> [options]     (diffuse <command> --help for its options)\n\ncommands:\n");
+    for (int i = 0; i < NCOMMANDS; i++) fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nglobal options: --threads N (default: all cores), -h/--help, --version\n"
+               "example: diffuse train --minutes 20 && diffuse sample runs/fmnist-s --out samples.png\n");
 }
 
 /* Remove "--threads N" from argv (it applies to every command). */
@@ -80,19 +71,6 @@ int cli_int(const char *opt, const char *text, long lo, long hi, long *out) {
     return 0;
 }
 
-/* The commands: name, entry point. */
-static const struct {
-    const char *name;
-    int (*run)(int argc, char **argv);
-} commands[] = {
-    {"train", cmd_train},
-    {"sample", cmd_sample},
-    {"predict", cmd_predict},
-    {"init", cmd_init},
-    {"info", cmd_info},
-    {"noise", cmd_noise},
-};
-
 int main(int argc, char **argv) {
     df_prefer_passive_threads(argv);
     if (take_threads(&argc, argv)) return 2;
@@ -105,13 +83,15 @@ int main(int argc, char **argv) {
         return 0;
     }
     const char *cmd = argv[1];
-    for (int i = 2; i < argc; i++)
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            usage(stdout);
-            return 0;
-        }
-    for (int i = 0; i < (int)(sizeof commands / sizeof commands[0]); i++)
-        if (strcmp(cmd, commands[i].name) == 0) return commands[i].run(argc - 2, argv + 2);
+    for (int i = 0; i < NCOMMANDS; i++) {
+        if (strcmp(cmd, commands[i].name) != 0) continue;
+        for (int j = 2; j < argc; j++)
+            if (strcmp(argv[j], "-h") == 0 || strcmp(argv[j], "--help") == 0) {
+                fputs(commands[i].usage, stdout);
+                return 0;
+            }
+        return commands[i].run(argc - 2, argv + 2);
+    }
     fprintf(stderr, "%s: unknown command '%s'\n", prog, cmd);
     usage(stderr);
     return 2;

@@ -221,8 +221,9 @@ df_status   df_beta_kind_parse(const char *name, df_beta_kind *kind);
 const char *df_beta_kind_name(df_beta_kind kind);
 
 /* Continuous-time view used by samplers that take fractional timesteps: sigma_t = sqrt((1 - abar_t) /
- * abar_t), with log(sigma) interpolated linearly between integer t (diffusers' convention).
- * df_schedule_t_for_sigma is its inverse (clamped to [0, T-1]). */
+ * abar_t), with log(sigma) interpolated linearly between integer t (the interpolation diffusers'
+ * _sigma_to_t inverts). df_schedule_t_for_sigma is its inverse (clamped to [0, T-1]). A zero last
+ * abar (zero terminal SNR) stands in as min(2^-24, abar[T-2] / 2) here, so sigma stays finite. */
 double df_schedule_alpha_bar(const df_schedule *s, double t);
 double df_schedule_sigma(const df_schedule *s, double t);
 double df_schedule_t_for_sigma(const df_schedule *s, double sigma);
