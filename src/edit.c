@@ -28,7 +28,8 @@ df_status df_img2img(const df_schedule *s, const df_sampler_params *p, df_denois
     if (st) return st;
     if (!fn || !rng || n < 0 || dim == 0 || (n > 0 && (!x_in || !out)))
         return df_fail(DF_ERR_ARG, "img2img: bad arguments");
-    if (!(strength >= 0 && strength <= 1)) return df_fail(DF_ERR_ARG, "img2img: strength %g must be in [0, 1]", strength);
+    if (!(strength >= 0 && strength <= 1))
+        return df_fail(DF_ERR_ARG, "img2img: strength %g must be in [0, 1]", strength);
     const size_t len = (size_t)n * dim;
     /* diffusers' img2img get_timesteps: init_timestep = min(int(steps * strength), steps), and the run starts
      * at timesteps[steps - init_timestep] */
@@ -80,6 +81,7 @@ df_status df_inpaint(const df_schedule *s, const df_sampler_params *p_in, df_den
     if (st) return st;
     if (!fn || !rng || n < 0 || dim == 0 || (n > 0 && (!known || !mask || !out)))
         return df_fail(DF_ERR_ARG, "inpaint: bad arguments");
+    if (out == known) return df_fail(DF_ERR_ARG, "inpaint: out must not be the known array (it is read every step)");
     if (jump_length < 1 || jump_n_sample < 1)
         return df_fail(DF_ERR_ARG, "inpaint: jump_length %d and jump_n_sample %d must be at least 1", jump_length,
                        jump_n_sample);
@@ -162,7 +164,8 @@ df_status df_ddim_invert(const df_schedule *s, const df_sampler_params *p_in, df
                          size_t dim, const float *x0_in, float *xT) {
     df_status st = df_plan_check(s, p_in);
     if (st) return st;
-    if (!fn || n < 0 || dim == 0 || (n > 0 && (!x0_in || !xT))) return df_fail(DF_ERR_ARG, "ddim_invert: bad arguments");
+    if (!fn || n < 0 || dim == 0 || (n > 0 && (!x0_in || !xT)))
+        return df_fail(DF_ERR_ARG, "ddim_invert: bad arguments");
     if (n == 0) return DF_OK;
     df_sampler_params p = *p_in;
     p.kind = DF_SAMPLER_DDIM;
@@ -177,18 +180,20 @@ df_status df_ddim_invert(const df_schedule *s, const df_sampler_params *p_in, df
     float *out = (float *)rest, *x0 = out + len, *eps = x0 + len, *scratch = eps + len, *tb = scratch + dim;
     float *x = xT;
     if (x != x0_in) memmove(x, x0_in, len * sizeof(float));
-    /* The DDIM ODE (Song et al. 2021 eq. 12 with sigma = 0, i.e. eq. 13) run upwards with explicit steps: from
-     * level i + 1 to level i, x_i = sqrt(abar_i) x_0 + sqrt(1 - abar_i) eps with x_0 and eps predicted at
-     * level i + 1. The first step starts from the clean data, which has no timestep of its own: the model
-     * is asked at the lowest timestep and x_0 is the data itself (diffusers' DDIMInverseScheduler takes
-     * alphas_cumprod = 1 there). */
+    /* The DDIM ODE (Song et al. 2021 eq. 12 with sigma = 0; in x / sqrt(abar) it is d(x / sqrt(abar)) =
+     * eps d sigma, eq. 14) run upwards with explicit steps, as diffusers' DDIMInverseScheduler: from level i + 1
+     * to level i, the model is asked at x_{i+1} but at the target timestep t_i (the one the sampling step
+     * that undoes this one asks at), its eps read at that timestep, x_0 = (x_{i+1} - sqrt(1 - abar_{i+1}) eps)
+     * / sqrt(abar_{i+1}), x_i = sqrt(abar_i) x_0 + sqrt(1 - abar_i) eps. The first step starts from the data
+     * (abar = 1, x_0 = the data). Working from eps alone makes every prediction type invert alike
+     * (diffusers converts sample and v predictions at level i + 1, which mixes two noise levels). */
     for (int i = N - 1; i >= 0; i--) {
-        const int src = i + 1 < N ? i + 1 : N - 1;
-        for (int r = 0; r < n; r++) tb[r] = pl.t[src];
+        for (int r = 0; r < n; r++) tb[r] = pl.t[i];
         st = fn(ctx, n, x, tb, out);
         if (st) break;
-        df_pred_convert(p.prediction, pl.abar[src], len, x, out, x0, eps);
-        if (i + 1 == N) memcpy(x0, x, len * sizeof(float));
+        df_pred_convert(p.prediction, pl.abar[i], len, x, out, NULL, eps);
+        const double as = sqrt(pl.abar[i + 1]), bs = sqrt(1 - pl.abar[i + 1]);
+        for (size_t j = 0; j < len; j++) x0[j] = (float)((x[j] - bs * eps[j]) / as);
         df_x0_process(&p, n, dim, x0, scratch);
         const double a = sqrt(pl.abar[i]), b = sqrt(1 - pl.abar[i]);
         for (size_t j = 0; j < len; j++) x[j] = (float)(a * x0[j] + b * eps[j]);

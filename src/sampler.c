@@ -52,7 +52,9 @@ df_status df_spacing_parse(const char *name, df_spacing *sp) {
 
 /* ---- the plan: timesteps and noise levels ------------------------------------------------------------ */
 
-static int is_dpm(df_sampler_kind k) { return k == DF_SAMPLER_DPMPP_1S || k == DF_SAMPLER_DPMPP_2M || k == DF_SAMPLER_DPMPP_3M; }
+static int is_dpm(df_sampler_kind k) {
+    return k == DF_SAMPLER_DPMPP_1S || k == DF_SAMPLER_DPMPP_2M || k == DF_SAMPLER_DPMPP_3M;
+}
 static int in_sigma_space(df_sampler_kind k) { return is_dpm(k) || k == DF_SAMPLER_EULER || k == DF_SAMPLER_HEUN; }
 
 static double sigma_of_abar(double a) { return a > 0 ? sqrt((1 - a) / a) : INFINITY; }
@@ -68,7 +70,7 @@ df_status df_plan_check(const df_schedule *s, const df_sampler_params *p) {
         return df_fail(DF_ERR_ARG, "sampler: unknown prediction %d", (int)p->prediction);
     if (p->steps < 1 || p->steps > s->T)
         return df_fail(DF_ERR_ARG, "sampler: steps = %d must be in 1..%d (the schedule's T)", p->steps, s->T);
-    if (!(p->eta >= 0 && p->eta <= 1e6)) return df_fail(DF_ERR_ARG, "sampler: eta = %g must be >= 0", p->eta);
+    if (!(p->eta >= 0 && isfinite(p->eta))) return df_fail(DF_ERR_ARG, "sampler: eta = %g must be >= 0", p->eta);
     if (p->clip_x0 && !(p->clip_range > 0))
         return df_fail(DF_ERR_ARG, "sampler: clip_range = %g must be > 0", p->clip_range);
     if (p->dynamic_threshold && !(p->dt_ratio > 0 && p->dt_ratio <= 1 && p->dt_max >= 1))
@@ -124,7 +126,9 @@ static double karras_sigma(double smin, double smax, int steps, int i) {
 }
 
 /* sigma at a (possibly fractional) timestep, with a zero abar counted as ABAR_FLOOR. */
-static double sigma_at(const df_schedule *s, double t) { return sigma_of_abar(floor_abar(df_schedule_alpha_bar(s, t))); }
+static double sigma_at(const df_schedule *s, double t) {
+    return sigma_of_abar(floor_abar(df_schedule_alpha_bar(s, t)));
+}
 
 df_status df_plan_fill(const df_schedule *s, const df_sampler_params *p, df_plan *pl) {
     const int T = s->T, N = p->steps;
@@ -152,7 +156,8 @@ df_status df_plan_fill(const df_schedule *s, const df_sampler_params *p, df_plan
                 pl->sigma[i] = karras_sigma(smin, smax, N, i);
                 pl->t[i] = (float)df_schedule_t_for_sigma(s, pl->sigma[i]);
             } else {
-                double t = is_dpm(p->kind) ? dpm_timestep(T, N, p->spacing, i) : spaced_timestep(T, N, p->spacing, i, 0);
+                double t = is_dpm(p->kind) ? dpm_timestep(T, N, p->spacing, i)
+                                           : spaced_timestep(T, N, p->spacing, i, 0);
                 pl->t[i] = (float)t;
                 pl->sigma[i] = sigma_at(s, pl->t[i]);
             }
@@ -164,7 +169,7 @@ df_status df_plan_fill(const df_schedule *s, const df_sampler_params *p, df_plan
     pl->sigma[N] = 0;
     for (int i = 0; i < N; i++)
         if (!(pl->abar[i] < pl->abar[i + 1]))
-            return df_fail(DF_ERR_ARG, "sampler: %d steps with %s spacing repeat a noise level (t = %g); use fewer steps",
+            return df_fail(DF_ERR_ARG, "sampler: %d steps with %s spacing repeat a noise level (t = %g); use fewer",
                            N, spacing_names[p->spacing], (double)pl->t[i]);
     return DF_OK;
 }
@@ -336,6 +341,9 @@ df_status df_sampler_run(const df_schedule *s, const df_sampler_params *p, df_de
     df_status st = df_plan_check(s, p);
     if (st) return st;
     if (!fn || n < 0 || dim == 0 || (n > 0 && !x)) return df_fail(DF_ERR_ARG, "sampler: bad arguments");
+    if (!rng && (p->kind == DF_SAMPLER_DDPM || (p->kind == DF_SAMPLER_DDIM && p->eta > 0)))
+        return df_fail(DF_ERR_ARG, "sampler: %s%s draws noise and needs a generator", df_sampler_name(p->kind),
+                       p->kind == DF_SAMPLER_DDIM ? " with eta > 0" : "");
     const int N = p->steps;
     DF_ASSERT(start >= 0 && start <= N);
     if (n == 0 || start == N) return DF_OK;

@@ -75,6 +75,7 @@ int mix_assign(const df_gmm *g, const double *v) {
 
 void mix_stats_vectors(const df_gmm *g, const double *v, size_t count, mix_stats *st) {
     const int D = g->D, K = g->K;
+    DF_ASSERT(K <= MIX_MAX_K && D <= MIX_MAX_D);
     memset(st, 0, sizeof *st);
     st->K = K, st->D = D;
     double sum[MIX_MAX_K][MIX_MAX_D] = {{0}}, sq[MIX_MAX_K][MIX_MAX_D][MIX_MAX_D] = {{{0}}};
@@ -98,7 +99,8 @@ void mix_stats_vectors(const df_gmm *g, const double *v, size_t count, mix_stats
         const int k = who[i];
         if (k < 0) continue;
         for (int a = 0; a < D; a++)
-            for (int b = 0; b < D; b++) sq[k][a][b] += (v[i * D + a] - st->mean[k][a]) * (v[i * D + b] - st->mean[k][b]);
+            for (int b = 0; b < D; b++)
+                sq[k][a][b] += (v[i * D + a] - st->mean[k][a]) * (v[i * D + b] - st->mean[k][b]);
     }
     free(who);
     st->count = (double)count - st->nonfinite;
@@ -133,7 +135,7 @@ typedef struct {
     const char *file, *what;
     int         line, fails;
     double      worst;   /* largest |error| / tolerance, for DIFFUSE_VERBOSE */
-    char        worst_name[32];
+    char        worst_name[48];
 } mix_checker;
 
 static void check_stat(mix_checker *c, const char *name, double err, double tol) {
@@ -154,7 +156,7 @@ int mix_check_at(const char *file, int line, const char *what, const df_gmm *g, 
         test_fail_at(file, line, "%s: %d vectors are not finite", what, st->nonfinite);
         c.fails++;
     }
-    char name[32];
+    char name[48];
     for (int k = 0; k < g->K; k++) {
         const double w = g->weight[k], nk = fmax(st->n[k], 2);
         const double *S = g->cov + (size_t)k * D * D;
@@ -238,6 +240,31 @@ static void check_sampler(const char *what, const df_gmm *g, const df_schedule *
     mix_stats st;
     run_mixture(g, s, p, vectors_2d(), 11, &st);
     CHECK_MIXTURE(what, g, &st, b);
+}
+
+/* The tolerances assume that assigning exact samples to their most responsible component is nearly always
+ * right, and that exact samples pass the checks with no budget at all. */
+TEST(sampler_mixture_statistics_on_exact_samples) {
+    df_gmm g[2];
+    mix_make_2d(&g[0]);
+    mix_make_3d(&g[1]);
+    const size_t count = test_quick() ? 20000 : 200000;
+    double *v = malloc(sizeof(double) * count * 3);
+    int *comp = malloc(sizeof(int) * count);
+    for (int m = 0; m < 2; m++) {
+        df_rng r;
+        df_rng_init(&r, 31 + (uint64_t)m);
+        df_gmm_sample_vectors(&g[m], &r, count, v, comp);
+        size_t wrong = 0;
+        for (size_t i = 0; i < count; i++) wrong += mix_assign(&g[m], v + i * g[m].D) != comp[i];
+        CHECK((double)wrong / count < 2e-4, "%d-D mixture: %zu of %zu exact vectors assigned to another component",
+              g[m].D, wrong, count);
+        mix_stats st;
+        mix_stats_vectors(&g[m], v, count, &st);
+        CHECK_MIXTURE(m ? "exact samples, 3-D" : "exact samples, 2-D", &g[m], &st, ((mix_budget){0, 0, 0}));
+    }
+    free(v), free(comp);
+    df_gmm_free(&g[0]), df_gmm_free(&g[1]);
 }
 
 /* ---- names, defaults, timesteps --------------------------------------------------------------------- */
@@ -489,11 +516,11 @@ TEST(sampler_ode_convergence_order) {
             err[h] = e;
         }
         const double order = log2(err[0] / err[1]);
-        CHECK(fabs(order - cases[c].order) < 0.25, "%s: error %.3g at 160 steps, %.3g at 320: order %.2f, expected %.0f",
+        CHECK(fabs(order - cases[c].order) < 0.25, "%s: error %.3g at 160 steps, %.3g at 320: order %.2f, want %.0f",
               df_sampler_name(cases[c].kind), err[0], err[1], order, cases[c].order);
         if (getenv("DIFFUSE_VERBOSE"))
-            printf("    %-10s error %.3g at 160 steps, %.3g at 320: order %.2f\n", df_sampler_name(cases[c].kind), err[0],
-                   err[1], order);
+            printf("    %-10s error %.3g at 160 steps, %.3g at 320: order %.2f\n", df_sampler_name(cases[c].kind),
+                   err[0], err[1], order);
     }
     df_gmm_free(&g);
     df_schedule_free(&s);
@@ -529,7 +556,8 @@ TEST(sampler_mixture_ddim) {
     CHECK_OK(df_schedule_init_default(&s));
     df_gmm g;
     mix_make_2d(&g);
-    const mix_budget budget[2][2] = {{{0.013, 0.025, 0.32}, {0.008, 0.014, 0.20}}, {{0.022, 0.034, 0.58}, {0.011, 0.017, 0.51}}};
+    const mix_budget budget[2][2] = {{{0.013, 0.025, 0.32}, {0.008, 0.014, 0.20}},    /* eta 0: 50, 100 steps */
+                                     {{0.022, 0.034, 0.58}, {0.011, 0.017, 0.51}}};   /* eta 1 */
     for (int e = 0; e < 2; e++)
         for (int k = 0; k < 2; k++) {
             df_sampler_params p = params(DF_SAMPLER_DDIM, k ? 100 : 50);
@@ -649,8 +677,9 @@ TEST(sampler_zero_terminal_snr) {
         p.spacing = cases[c].karras || is_dpm(cases[c].kind) ? DF_SPACING_LINSPACE : DF_SPACING_TRAILING;
         p.karras_sigmas = cases[c].karras, p.prediction = DF_PRED_V;
         char what[80];
-        snprintf(what, sizeof what, "zero SNR, v, %s %d%s", df_sampler_name(p.kind), p.steps, p.karras_sigmas ? " Karras" : "");
-        float t[64];
+        snprintf(what, sizeof what, "zero SNR, v, %s %d%s", df_sampler_name(p.kind), p.steps,
+                 p.karras_sigmas ? " Karras" : "");
+        float t[1000];
         CHECK_OK(df_sampler_timesteps(&s, &p, t));
         CHECK(df_schedule_sigma(&s, t[0]) > 4095, "%s starts at sigma %g (t = %g), at least diffusers' 4096", what,
               df_schedule_sigma(&s, t[0]), t[0]);
