@@ -43,7 +43,7 @@ const char cmd_sample_usage[] =
 
 typedef struct {
     float *frames;   /* captured x_0 predictions of the first batch, one frame per capture */
-    int    nframes, max_frames, total_steps, every;
+    int    nframes, max_frames;
     size_t frame_size;
     cli_progress *bar;
     int    done_before, all_steps;
@@ -51,7 +51,10 @@ typedef struct {
 
 static void on_step(void *ctx, int step, int total, const float *x, const float *x0) {
     sample_watch *w = ctx;
-    if (w->frames && (step % w->every == 0 || step == total) && w->nframes < w->max_frames) {
+    /* frame k at step 1 + round(k (total - 1) / (frames - 1)): the first step's guess to the final image */
+    int k = w->nframes, f = w->max_frames;
+    int target = f > 1 ? 1 + (int)(((long)k * (total - 1) + (f - 1) / 2) / (f - 1)) : total;
+    if (w->frames && k < f && step >= target) {
         const float *src = x0 ? x0 : x;
         memcpy(w->frames + (size_t)w->nframes * w->frame_size, src, w->frame_size * sizeof(float));
         w->nframes++;
@@ -232,8 +235,7 @@ int cmd_sample(int argc, char **argv) {
     watch.bar = &bar;
     watch.all_steps = nb * sp.steps;
     if (animate) {
-        watch.max_frames = frames_wanted;
-        watch.every = sp.steps / (frames_wanted - 1) > 0 ? sp.steps / (frames_wanted - 1) : 1;
+        watch.max_frames = DF_MIN(frames_wanted, sp.steps);
         watch.frame_size = (size_t)DF_MIN(n, batch) * dim;
         watch.frames = malloc(sizeof(float) * watch.frame_size * (size_t)frames_wanted);
         if (!watch.frames) {

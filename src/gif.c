@@ -5,6 +5,7 @@
 
 #include <gif_lib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static GifByteType to_byte(float v) {
@@ -72,6 +73,11 @@ df_status df_image_save_gif(const char *path, const float *frames, int nframes, 
         int cerr = 0;
         if (EGifCloseFile(g, &cerr) != GIF_OK) ok = 0;
         if (!ok && !st) st = df_fail(DF_ERR_IO, "%s: write failed: %s", path, GifErrorString(g ? cerr : err));
+    }
+    if (!st) {   /* giflib creates the file owner-only; give it the usual mode */
+        mode_t mask = umask(0);
+        umask(mask);
+        chmod(tmp, 0666 & ~mask);
     }
     if (!st && rename(tmp, path) != 0) st = df_fail(DF_ERR_IO, "%s: cannot rename into place", path);
     if (st) unlink(tmp);

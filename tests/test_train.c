@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <gif_lib.h>
 
 /* 8x8 gray images: a bright square at one of four places (the label), on a dark background. */
 static void write_toy_idx(const char *dir, int n) {
@@ -225,6 +226,32 @@ TEST(sample_cli_shapes_ranges_and_determinism) {
     size_t hl = (size_t)(unsigned char)a[8] | (size_t)(unsigned char)a[9] << 8;
     CHECK(na == 10 + hl + 3 * 28 * 28, "npy size %zu", na);
     free(a), free(b), free(c);
+    /* the denoising animation: the requested frames, grid-sized, ending on the final images */
+    char gif[600], grid[600];
+    snprintf(gif, sizeof gif, "%s/anim.gif", dir);
+    snprintf(grid, sizeof grid, "%s/anim-grid.png", dir);
+    snprintf(args, sizeof args, "sample %s --n 4 --steps 8 --seed 3 --animate %s --frames 5 --out %s", model, gif, grid);
+    CHECK(run_cli(args) == 0, "sample --animate");
+    int err = 0;
+    GifFileType *g = DGifOpenFileName(gif, &err);
+    CHECK(g && DGifSlurp(g) == GIF_OK, "the GIF decodes");
+    int gc, gh, gw;
+    float *px = NULL;
+    CHECK_OK(df_image_load(grid, 1, &gc, &gh, &gw, &px));
+    if (g && px && g->ImageCount > 0) {
+        CHECK(g->ImageCount == 5, "5 frames, got %d", g->ImageCount);
+        CHECK(g->SWidth == gw && g->SHeight == gh, "frames are grid-sized: %dx%d vs %dx%d", g->SWidth, g->SHeight, gw, gh);
+        const SavedImage *last = &g->SavedImages[g->ImageCount - 1];
+        const ColorMapObject *cm = last->ImageDesc.ColorMap ? last->ImageDesc.ColorMap : g->SColorMap;
+        int worst = 0;
+        for (int i = 0; i < gh * gw && i < last->ImageDesc.Width * last->ImageDesc.Height; i++) {
+            int v = cm->Colors[last->RasterBits[i]].Red, want = (int)lrintf((px[i] + 1) * 127.5f);
+            worst = abs(v - want) > worst ? abs(v - want) : worst;
+        }
+        CHECK(worst <= 1, "the last frame is the final grid (largest difference %d levels)", worst);
+    }
+    free(px);
+    if (g) DGifCloseFile(g, &err);
     snprintf(args, sizeof args, "sample %s --labels 1 --n 2", model);
     CHECK(run_cli(args) == 2, "labels for an unconditional model are refused");
     snprintf(args, sizeof args, "sample %s --steps 5000", model);
