@@ -73,11 +73,11 @@ asan:
 bench: deps all
 	$(BUILD)/bench_unet
 
-# The README's main command.
+# The README's main command: train fmnist-s on Fashion-MNIST for 20 minutes, then sample from it.
 run: deps all
-	$(BUILD)/diffuse init --preset fmnist-s --seed 1 out/fmnist-s-init
-	$(BUILD)/diffuse info out/fmnist-s-init
-	$(BUILD)/bench_unet --preset fmnist-s
+	rm -rf runs/make-run
+	$(BUILD)/diffuse train --minutes 20 --out runs/make-run
+	$(BUILD)/diffuse sample runs/make-run --n 64 --out samples.png --animate denoising.gif
 
 clean:
 	rm -rf build build-asan

@@ -563,6 +563,12 @@ df_status df_train(const df_train_params *params) {
     if (!p->resume && p->max_steps <= 0 && p->max_epochs <= 0 && p->max_minutes <= 0)
         return df_fail(DF_ERR_ARG, "no budget: give a number of steps, epochs or minutes");
     df_status st = make_dir(p->out_dir);
+    char latest[4300];
+    struct stat lsb;
+    snprintf(latest, sizeof latest, "%s/latest", p->out_dir);
+    if (!st && !p->resume && lstat(latest, &lsb) == 0)
+        st = df_fail(DF_ERR_ARG, "%s already holds a run: resume it (--resume) or choose another output directory",
+                     p->out_dir);
     if (!st) st = open_run(&tr);
     if (st) {
         trainer_free(&tr);

@@ -150,6 +150,8 @@ TEST(train_resume_is_bit_exact) {
     p.sample_every = 0;
     p.sample_count = 0;
     CHECK_OK(df_train(&p));
+    /* a fresh run into a directory that holds one is refused, and leaves it as it was */
+    CHECK(df_train(&p) == DF_ERR_ARG && strstr(df_error(), "--resume"), "a second run into %s: %s", a, df_error());
     /* the same run, stopped at 10 and at 17 and resumed each time */
     base_params(&p, data, cfg, b);
     p.flip = 1;
