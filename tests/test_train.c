@@ -254,6 +254,39 @@ TEST(sample_cli_shapes_ranges_and_determinism) {
     }
     free(px);
     if (g) DGifCloseFile(g, &err);
+    /* inpainting from the command line keeps the part of the input the mask marks black */
+    char in[600], mask[600], outp[600];
+    snprintf(in, sizeof in, "%s/inpaint-in.png", dir);
+    snprintf(mask, sizeof mask, "%s/inpaint-mask.png", dir);
+    snprintf(outp, sizeof outp, "%s/inpaint-out.png", dir);
+    float img[28 * 28], mk[28 * 28];
+    for (int i = 0; i < 28 * 28; i++) {
+        img[i] = (float)((i * 37) % 255) / 127.5f - 1;
+        mk[i] = (i % 28) >= 14 ? 1.0f : -1.0f;   /* right half white: regenerate it */
+    }
+    CHECK_OK(df_image_save_png(in, img, 1, 28, 28));
+    CHECK_OK(df_image_save_png(mask, mk, 1, 28, 28));
+    snprintf(args, sizeof args, "sample %s --n 1 --steps 6 --inpaint %s --mask %s --out-dir %s/inpaint", model, in, mask, dir);
+    CHECK(run_cli(args) == 0, "sample --inpaint");
+    snprintf(outp, sizeof outp, "%s/inpaint/000000.png", dir);
+    float *o = NULL, *ref = NULL;
+    int oc, oh, ow;
+    CHECK_OK(df_image_load(outp, 1, &oc, &oh, &ow, &o));
+    CHECK_OK(df_image_load(in, 1, &oc, &oh, &ow, &ref));
+    if (o && ref) {
+        double kept = 0, changed = 0;
+        for (int i = 0; i < 28 * 28; i++) {
+            if (i % 28 < 14) kept = fmax(kept, fabs(o[i] - ref[i]));
+            else changed = fmax(changed, fabs(o[i] - ref[i]));
+        }
+        CHECK(kept < 1.5 / 127.5, "the known half is kept (largest change %.4f)", kept);
+        CHECK(changed > 0.1, "the masked half is regenerated (largest change %.4f)", changed);
+    }
+    free(o), free(ref);
+    snprintf(args, sizeof args, "sample %s --n 2 --steps 6 --init-image %s --strength 0.5 --out %s", model, in, outp);
+    CHECK(run_cli(args) == 0, "sample --init-image");
+    snprintf(args, sizeof args, "sample %s --n 2 --init-image %s", model, in);
+    CHECK(run_cli(args) == 2 || run_cli(args) == 1, "--init-image without --strength is refused");
     snprintf(args, sizeof args, "sample %s --labels 1 --n 2", model);
     CHECK(run_cli(args) == 2, "labels for an unconditional model are refused");
     snprintf(args, sizeof args, "sample %s --steps 5000", model);
