@@ -33,7 +33,8 @@ HDRS     := $(wildcard include/*.h src/*.h tests/*.h cli/*.h)
 
 .PHONY: all test asan bench deps clean run
 BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench_%)
-all: $(BUILD)/libdiffuse.a $(BUILD)/diffuse $(BUILD)/test_diffuse $(BENCH_BIN)
+EXAMPLE_BIN := $(patsubst examples/%.c,$(BUILD)/example_%,$(wildcard examples/*.c))
+all: $(BUILD)/libdiffuse.a $(BUILD)/diffuse $(BUILD)/test_diffuse $(BENCH_BIN) $(EXAMPLE_BIN)
 
 $(BUILD)/src/%.o: src/%.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -50,6 +51,9 @@ $(BUILD)/diffuse: $(CLI_SRC) $(BUILD)/libdiffuse.a $(HDRS)
 	$(CC) $(CFLAGS) $(CLI_SRC) $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
 $(BUILD)/test_diffuse: $(TEST_SRC) $(BUILD)/libdiffuse.a $(HDRS)
 	$(CC) $(CFLAGS) $(TEST_SRC) $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
+# each examples/NAME.c is a program using only the public API, build/example_NAME
+$(BUILD)/example_%: examples/%.c $(BUILD)/libdiffuse.a include/diffuse.h
+	$(CC) $(CFLAGS) $< $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
 # each bench/NAME.c is its own program, build/bench_NAME
 $(BUILD)/bench_%: bench/%.c $(BUILD)/libdiffuse.a $(HDRS)
 	$(CC) $(CFLAGS) $< $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
