@@ -1,0 +1,55 @@
+/* The model this repository ships (models/fmnist-s): it loads as a pipeline and its samples look like
+ * Fashion-MNIST, not noise: dark backgrounds, the data set's overall brightness, and objects in the middle. */
+#include "test.h"
+
+#include <stdlib.h>
+
+TEST(shipped_model_draws_garments) {
+    df_model *m = NULL;
+    df_scheduler_config sc;
+    CHECK_OK(df_pipeline_load("models/fmnist-s", 0, &m, &sc));
+    if (!m) return;
+    CHECK(df_model_config(m)->sample_size == 28 && df_model_config(m)->in_channels == 1, "a 28x28 gray model");
+    df_schedule s;
+    CHECK_OK(df_schedule_from_config(&sc, &s));
+    df_sampler_params sp;
+    df_sampler_params_default(&sp);
+    sp.kind = DF_SAMPLER_DPMPP_2M;
+    sp.steps = 20;
+    sp.clip_x0 = 1, sp.clip_range = 1;
+    const int n = test_quick() ? 8 : 32;
+    float *x = malloc(sizeof(float) * n * 784);
+    df_model_denoiser dn = {m, 28, 28, NULL};
+    df_rng r;
+    df_rng_init(&r, 5);
+    CHECK_OK(df_sample(&s, &sp, df_model_denoise, &dn, n, 784, &r, x));
+    /* Fashion-MNIST on [0, 1]: mean pixel 0.286, 3-pixel border 0.115, centre 8x8 0.571, correlation of
+     * horizontally adjacent pixels 0.85 (measured on the training set). Noise would give 0.5, 0.5, 0.5
+     * and 0; a blank image 0 in the centre. */
+    double mean = 0, border = 0, centre = 0, sa = 0, sb = 0, saa = 0, sbb = 0, sab = 0;
+    long np_ = 0;
+    int nb = 0, nc = 0;
+    for (int i = 0; i < n; i++)
+        for (int y = 0; y < 28; y++)
+            for (int xx = 0; xx < 28; xx++) {
+                double v = (x[i * 784 + y * 28 + xx] + 1) / 2;
+                mean += v;
+                if (y < 3 || y >= 25 || xx < 3 || xx >= 25) border += v, nb++;
+                if (y >= 10 && y < 18 && xx >= 10 && xx < 18) centre += v, nc++;
+                if (xx < 27) {
+                    double u = (x[i * 784 + y * 28 + xx + 1] + 1) / 2;
+                    sa += v, sb += u, saa += v * v, sbb += u * u, sab += v * u, np_++;
+                }
+            }
+    mean /= n * 784.0, border /= nb, centre /= nc;
+    double cov = sab / np_ - sa / np_ * sb / np_, corr = cov / sqrt((saa / np_ - pow(sa / np_, 2)) * (sbb / np_ - pow(sb / np_, 2)));
+    printf("    %d samples: mean pixel %.3f (data 0.286), border %.3f (0.115), centre %.3f (0.571), "
+           "adjacent-pixel correlation %.3f (0.85)\n", n, mean, border, centre, corr);
+    CHECK(mean > 0.15 && mean < 0.45, "mean pixel %.3f is not Fashion-MNIST-like", mean);
+    CHECK(border < 0.2, "the border is not background: %.3f", border);
+    CHECK(corr > 0.6, "pixels are not smooth like garments: correlation %.3f", corr);
+    CHECK(centre > 0.3, "the centre holds no garment: %.3f", centre);
+    free(x);
+    df_schedule_free(&s);
+    df_model_free(m);
+}
