@@ -108,3 +108,18 @@ void df_prefer_passive_threads(char **argv) {
     if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
     execv("/proc/self/exe", argv);   /* returns only on failure: carry on with the default policy */
 }
+
+df_status df_mkdir_p(const char *dir) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) return df_fail(DF_ERR_ARG, "%s: path too long", dir);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return df_fail(DF_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return df_fail(DF_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
+    return DF_OK;
+}

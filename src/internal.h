@@ -34,6 +34,9 @@ df_status df_read_file(const char *path, char **data, size_t *len);
 /* Write `len` bytes to `path` atomically: into "<path>.tmp.<pid>", fsync, rename over `path`. */
 df_status df_write_file_atomic(const char *path, const void *data, size_t len);
 
+/* Create a directory and its missing parents (like mkdir -p). */
+df_status df_mkdir_p(const char *dir);
+
 /* For programs (not the library): restart once with OMP_WAIT_POLICY=passive unless the user set it. */
 void df_prefer_passive_threads(char **argv);
 

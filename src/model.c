@@ -245,23 +245,8 @@ df_status df_model_load(const char *dir, df_model **out) {
     return DF_OK;
 }
 
-static df_status make_dir(const char *dir) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) return df_fail(DF_ERR_ARG, "path too long");
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return df_fail(DF_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return df_fail(DF_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
-    return DF_OK;
-}
-
 df_status df_model_save(const df_model *m, const char *dir) {
-    df_status st = make_dir(dir);
+    df_status st = df_mkdir_p(dir);
     if (st) return st;
     int n = m->g.nparams;
     st_entry *e = calloc((size_t)n, sizeof *e);

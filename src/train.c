@@ -562,7 +562,7 @@ df_status df_train(const df_train_params *params) {
     if (!p->out_dir || !*p->out_dir) return df_fail(DF_ERR_ARG, "no output directory");
     if (!p->resume && p->max_steps <= 0 && p->max_epochs <= 0 && p->max_minutes <= 0)
         return df_fail(DF_ERR_ARG, "no budget: give a number of steps, epochs or minutes");
-    df_status st = make_dir(p->out_dir);
+    df_status st = df_mkdir_p(p->out_dir);
     char latest[4300];
     struct stat lsb;
     snprintf(latest, sizeof latest, "%s/latest", p->out_dir);

@@ -85,7 +85,7 @@ TEST(train_tiny_model_loss_falls) {
     write_toy_idx(dir, 256);
     snprintf(data, sizeof data, "%s/toy-images-idx3-ubyte", dir);
     snprintf(cfg, sizeof cfg, "%s/tiny.json", dir);
-    snprintf(out, sizeof out, "%s/run-loss", dir);
+    snprintf(out, sizeof out, "%s/new/parent/run-loss", dir);   /* missing parents are created */
     tiny_config(cfg, 0);
     df_train_params p;
     base_params(&p, data, cfg, out);
