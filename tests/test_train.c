@@ -188,6 +188,21 @@ TEST(train_resume_is_bit_exact) {
     snprintf(fa, sizeof fa, "%s/checkpoint-0000024/%s", a, files[0]);
     snprintf(fc, sizeof fc, "%s/checkpoint-0000024/%s", c, files[0]);
     CHECK(!files_equal(fa, fc), "another seed gives other weights");
+    /* the class-conditional run samples by label from the command line; labels out of range are refused */
+    char args[2000], npy[700];
+    snprintf(npy, sizeof npy, "%s/cond.npy", dir);
+    snprintf(args, sizeof args, "%s/diffuse sample %s --labels 0,3 --n 4 --steps 3 --npy %s >/dev/null 2>&1", test_bin_dir(), a, npy);
+    int rc = system(args);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "sample --labels 0,3 from a class-conditional run");
+    char *text;
+    size_t len;
+    if (!df_read_file(npy, &text, &len)) {
+        CHECK(strstr(text + 10, "'shape': (4, 8, 8, 1)") != NULL, "4 labelled 8x8 samples");
+        free(text);
+    }
+    snprintf(args, sizeof args, "%s/diffuse sample %s --labels 7 --n 2 --steps 3 >/dev/null 2>&1", test_bin_dir(), a);
+    rc = system(args);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "label 7 of 4 classes is refused");
     /* resuming where there is nothing to resume is a clear error */
     q.out_dir = "/nonexistent/run";
     CHECK(df_train(&q) == DF_ERR_IO && strstr(df_error(), "/nonexistent/run"), "resume without a run: %s", df_error());
