@@ -110,14 +110,11 @@ static int is_file(const char *p) {
 
 df_status df_pipeline_save(const char *dir, const df_model *model, const df_scheduler_config *sc) {
     char p[4200];
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return df_fail(DF_ERR_IO, "%s: cannot create directory: %s", dir, strerror(errno));
     snprintf(p, sizeof p, "%s/unet", dir);
-    df_status st = df_model_save(model, p);
+    df_status st = df_model_save(model, p);   /* creates dir too */
     if (st) return st;
     snprintf(p, sizeof p, "%s/scheduler", dir);
-    if (mkdir(p, 0755) != 0 && errno != EEXIST)
-        return df_fail(DF_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
+    if ((st = df_mkdir_p(p))) return st;
     snprintf(p, sizeof p, "%s/scheduler/scheduler_config.json", dir);
     if ((st = df_scheduler_config_save(sc, p))) return st;
     static const char index[] = "{\n"

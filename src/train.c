@@ -116,11 +116,6 @@ static void fill_batch(trainer *tr) {
 
 /* ---- checkpoints ------------------------------------------------------------------------------------ */
 
-static df_status make_dir(const char *d) {
-    if (mkdir(d, 0755) != 0 && errno != EEXIST) return df_fail(DF_ERR_IO, "%s: cannot create directory: %s", d, strerror(errno));
-    return DF_OK;
-}
-
 static df_status remove_tree(const char *path) {
     struct stat st;
     if (lstat(path, &st) != 0) return DF_OK;
@@ -209,7 +204,7 @@ static df_status save_checkpoint(trainer *tr) {
     snprintf(dir, sizeof dir, "%s/checkpoint-%07ld", tr->p.out_dir, tr->step);
     snprintf(tmp, sizeof tmp, "%s.tmp", dir);
     remove_tree(tmp);
-    df_status st = make_dir(tmp);
+    df_status st = df_mkdir_p(tmp);
     size_t np = df_model_num_params(tr->model);
     /* unet/ holds the weights to sample with (the EMA when kept), as diffusers' training script saves */
     if (!st && tr->ema) {
@@ -387,7 +382,7 @@ static df_status write_samples(trainer *tr, char *event, size_t cap) {
     df_model_set_train(tr->model, 1, &tr->rng);
     char path[4300];
     snprintf(path, sizeof path, "%s/samples", p->out_dir);
-    if (!st) st = make_dir(path);
+    if (!st) st = df_mkdir_p(path);
     int cols = (int)ceil(sqrt((double)n));
     if (tr->conditional && k > 0 && n % k == 0) cols = n / k;
     snprintf(path, sizeof path, "%s/samples/step-%07ld.png", p->out_dir, tr->step);
