@@ -3,7 +3,8 @@
 #   make test       install missing Debian packages, build, run every test
 #   make asan       the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      the benchmark table
-#   make NATIVE=1   also tune for this CPU (-march=native); WERROR=1 turns warnings into errors
+#   make NATIVE=1   also tune for this CPU (-march=native); WERROR=1 turns warnings into errors;
+#                   DNNL=0 leaves oneDNN out (portable convolutions only)
 
 MAKEFLAGS += --no-print-directory
 MAKEFLAGS += --no-print-directory
@@ -15,10 +16,16 @@ CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -Wshadow -Wno-unused-parameter -fope
 ifeq ($(NATIVE),1)
 CFLAGS  += -march=native
 endif
+# oneDNN's convolutions are the fast path; DNNL=0 builds the portable im2col + BLAS path only
+DNNL    ?= 1
+ifeq ($(DNNL),1)
+CFLAGS  += -DHAVE_DNNL
+DNNL_LIBS := -ldnnl
+endif
 ifeq ($(WERROR),1)
 CFLAGS  += -Werror
 endif
-LDLIBS  := -fopenmp -lopenblas -lcjson -lpng -ljpeg -lgif -lz -lm $(EXTRA_LDLIBS)
+LDLIBS  := -fopenmp $(DNNL_LIBS) -lopenblas -lcjson -lpng -ljpeg -lgif -lz -lm $(EXTRA_LDLIBS)
 
 # Files named *_real.c are written once for a `real` type and compiled twice: float32 (the library's
 # compute) and float64 (the reference path that gradient checks run in).

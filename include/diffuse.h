@@ -149,6 +149,10 @@ double df_model_flops(const df_model *m, int h, int w);
 /* Number of threads used for the model's compute (default: all cores). */
 void df_set_num_threads(int n);
 int  df_get_num_threads(void);
+/* Convolution kernels: DF_KERNELS_FAST (oneDNN's JIT kernels when the library is built with them, the
+ * default) or DF_KERNELS_REFERENCE (im2col + BLAS, portable; what the fast path is checked against). */
+typedef enum { DF_KERNELS_FAST, DF_KERNELS_REFERENCE } df_kernels;
+void df_model_set_kernels(df_model *m, df_kernels k);
 
 /* Predict the noise: eps = model(x, t, labels). x and eps are (n, in_channels, h, w) and
  * (n, out_channels, h, w); t holds n timesteps (may be fractional); labels holds n class indices or is

@@ -2,7 +2,7 @@
 # Install the Debian packages diffuse needs, if any is missing (run as root on Debian 12).
 # Called by the README commands, so a fresh machine needs nothing run before them.
 set -e
-PKGS="build-essential libopenblas-dev libcjson-dev libpng-dev libjpeg-dev libgif-dev zlib1g-dev
+PKGS="build-essential libopenblas-dev libdnnl-dev libcjson-dev libpng-dev libjpeg-dev libgif-dev zlib1g-dev
       python3 python3-torch python3-numpy dataset-fashion-mnist"
 missing=""
 for p in $PKGS; do

@@ -1,6 +1,7 @@
 /* Replays the U-Net tape: forward in order, backward in reverse through one switch. Compiled for
  * float (the library) and double (the reference path of the gradient checks). */
 #include "ops_real.h"
+#include "conv_fast.h"
 
 #include <string.h>
 
@@ -21,6 +22,9 @@ void RF(unet_forward)(const unet_graph *g, const real *params, real *act, real *
         const real *w = PARAM(params, d->w), *b = PARAM(params, d->b);
         switch (d->op) {
         case OP_CONV:
+#if !DF_REAL_F64
+            if (g->use_fast && conv_fast_forward(g->fast, i, y, x, w, b)) break;
+#endif
             RF(conv_forward)(y, x, w, b, o->n, &d->conv, scratch, per);
             break;
         case OP_LINEAR:
@@ -103,6 +107,9 @@ void RF(unet_backward)(const unet_graph *g, const real *params, real *dparams, c
         real *dw = PARAM(dparams, d->w), *db = PARAM(dparams, d->b);
         switch (d->op) {
         case OP_CONV:
+#if !DF_REAL_F64
+            if (g->use_fast && conv_fast_backward(g->fast, i, dx, dw, db, dy, x, w)) break;
+#endif
             RF(conv_backward)(dx, dw, db, dy, x, w, o->n, &d->conv, scratch, per);
             break;
         case OP_LINEAR:

@@ -75,6 +75,9 @@ typedef struct {
     int     n, h, w;
     double  flops;          /* forward FLOPs for the whole batch */
     int     has_dropout;
+    /* float32 convolutions through oneDNN (conv_fast.h); NULL or use_fast == 0: the reference path */
+    struct conv_fast *fast;
+    int     use_fast, fast_tried;
 } unet_graph;
 
 /* Build the parameter table and tape of UNet2DModel for a batch of n images of h x w. */

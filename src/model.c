@@ -4,6 +4,7 @@
 #define DF_REAL_F64 0
 #include "ops_real.h"
 #include "safetensors.h"
+#include "conv_fast.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -23,6 +24,7 @@ struct df_model {
     int            t_cap;
     int            have_forward; /* the activations hold a forward pass that backward can use */
     int            train;
+    df_kernels     kernels;
     df_rng        *rng;
     uint64_t       dropout_seed;
 };
@@ -73,6 +75,7 @@ static df_status ensure_graph(df_model *m, int n, int h, int w) {
         return df_fail(DF_ERR_NOMEM, "out of memory for a batch of %d images of %dx%d (%.1f MB of activations)",
                        n, h, w, g.act_size * 4.0 / 1e6);
     }
+    /* oneDNN primitives are planned for this tape only on the first pass that needs them */
     unet_graph_free(&m->g);
     m->g = g;
     m->have_forward = 0;
@@ -302,6 +305,21 @@ void df_model_set_train(df_model *m, int train, df_rng *rng) {
     m->rng = rng;
 }
 
+void df_model_set_kernels(df_model *m, df_kernels k) { m->kernels = k; }
+
+/* Plan the fast convolutions of the current tape when they are wanted and not made yet. */
+static df_status ensure_fast(df_model *m) {
+    m->g.use_fast = 0;
+    if (m->kernels != DF_KERNELS_FAST) return DF_OK;
+    if (!m->g.fast && !m->g.fast_tried) {
+        m->g.fast_tried = 1;
+        df_status st = conv_fast_plan(&m->g, &m->g.fast);
+        if (st) return st;
+    }
+    m->g.use_fast = m->g.fast != NULL;
+    return DF_OK;
+}
+
 df_status df_model_forward(df_model *m, int n, int h, int w, const float *x, const float *t,
                            const int *labels, float *eps) {
     if (!x || !t || !eps) return df_fail(DF_ERR_ARG, "df_model_forward: x, t and eps must not be NULL");
@@ -314,6 +332,7 @@ df_status df_model_forward(df_model *m, int n, int h, int w, const float *x, con
         if (labels[i] < 0 || labels[i] >= m->cfg.num_class_embeds)
             return df_fail(DF_ERR_ARG, "class label %d out of range 0..%d", labels[i], m->cfg.num_class_embeds - 1);
     df_status st = ensure_graph(m, n, h, w);
+    if (!st) st = ensure_fast(m);
     if (st) return st;
     const unet_graph *g = &m->g;
     memcpy(m->t, t, sizeof(float) * (size_t)n);
@@ -329,6 +348,8 @@ df_status df_model_forward(df_model *m, int n, int h, int w, const float *x, con
 
 df_status df_model_backward(df_model *m, const float *deps, float *dx) {
     if (!m->have_forward) return df_fail(DF_ERR_ARG, "df_model_backward: no forward pass to go back through");
+    df_status st = ensure_fast(m);
+    if (st) return st;
     const unet_graph *g = &m->g;
     if (g->act_size > m->dact_cap) {
         df_free_aligned(m->dact);

@@ -1,6 +1,7 @@
 /* diffusers' UNet2DModel as a tape: this file turns a config into the parameter table (diffusers'
  * state-dict names, shapes, init) and the sequence of ops for a given batch and image size. */
 #include "graph.h"
+#include "conv_fast.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -408,6 +409,7 @@ df_status unet_build(const df_unet_config *cfg, int n, int h, int w, unet_graph 
 
 void unet_graph_free(unet_graph *g) {
     if (!g) return;
+    conv_fast_free(g->fast);
     free(g->params);
     free(g->nodes);
     free(g->vals);

@@ -426,3 +426,60 @@ TEST(legacy_attention_names_load) {
     df_model_free(a);
     df_model_free(b);
 }
+
+/* The fast kernels (oneDNN, blocked layouts) against the reference path (im2col + BLAS, plain layout),
+ * which the golden files, finite differences and PyTorch check: outputs, d(input) and every parameter
+ * gradient on random configs, with channel counts that block evenly and ones that do not. */
+TEST(fast_kernels_match_reference) {
+    df_rng r;
+    df_rng_init(&r, 77);
+    int count = test_quick() ? 3 : 8;
+    for (int k = 0; k < count; k++) {
+        df_unet_config cfg;
+        random_config(&r, &cfg);
+        if (k % 2 == 0)   /* channel counts that are multiples of 8 and 16 */
+            for (int i = 0; i < cfg.num_levels; i++) cfg.block_out_channels[i] = 16 * cfg.norm_num_groups * (1 + i % 2);
+        if (k == 3) cfg.in_channels = cfg.out_channels = 8;
+        cfg.sample_size = 8 << (cfg.num_levels - 1);
+        df_model *m = NULL;
+        CHECK_OK(df_model_create(&cfg, (uint64_t)k + 5, &m));
+        if (!m) continue;
+        int n = 3, s = cfg.sample_size;
+        size_t nx = (size_t)n * cfg.in_channels * s * s, np = df_model_num_params(m);
+        float *x = malloc(nx * 4), *noise = malloc(nx * 4), *y[2], *dx[2], *g[2], t[3] = {3, 400, 999};
+        int lab[3] = {3, 1, 0};
+        df_rng_fill_normal(&r, x, nx);
+        df_rng_fill_normal(&r, noise, nx);
+        for (int pass = 0; pass < 2; pass++) {
+            df_model_set_kernels(m, pass ? DF_KERNELS_REFERENCE : DF_KERNELS_FAST);
+            y[pass] = malloc(nx * 4), dx[pass] = malloc(nx * 4), g[pass] = malloc(np * 4);
+            df_model_zero_grad(m);
+            CHECK_OK(df_model_forward(m, n, s, s, x, t, cfg.num_class_embeds ? lab : NULL, y[pass]));
+            CHECK_OK(df_model_backward(m, noise, dx[pass]));
+            memcpy(g[pass], df_model_grads(m), np * 4);
+        }
+        size_t at;
+        double ey = max_rel_diff(y[0], y[1], nx, &at), ex = max_rel_diff(dx[0], dx[1], nx, &at), eg = 0;
+        /* relative to each tensor's own scale, floored at 1e-4 of the largest gradient: to_k.bias has
+         * an exact gradient of zero (softmax ignores a shift shared by all keys), so both paths hold noise */
+        double gmax = 0;
+        for (size_t i = 0; i < np; i++) gmax = fmax(gmax, fabs(g[1][i]));
+        for (int i = 0; i < df_model_num_tensors(m); i++) {
+            int nd, shape[4];
+            size_t off, cnt = 1;
+            df_model_tensor_info(m, i, &nd, shape, &off);
+            for (int d = 0; d < nd; d++) cnt *= (size_t)shape[d];
+            double scale = 1e-4 * gmax, diff = 0;
+            for (size_t j = 0; j < cnt; j++) {
+                scale = fmax(scale, fabs(g[1][off + j]));
+                diff = fmax(diff, fabs(g[0][off + j] - g[1][off + j]));
+            }
+            eg = fmax(eg, diff / scale);
+        }
+        CHECK(ey < 1e-5 && ex < 1e-4 && eg < 1e-4, "config %d: fast vs reference eps %.2g, d(input) %.2g, worst gradient %.2g",
+              k, ey, ex, eg);
+        for (int pass = 0; pass < 2; pass++) free(y[pass]), free(dx[pass]), free(g[pass]);
+        free(x), free(noise);
+        df_model_free(m);
+    }
+}
