@@ -15,7 +15,12 @@ df_status conv_fast_plan(const unet_graph *g, conv_fast **out) {
     return DF_OK;
 }
 void   conv_fast_free(conv_fast *f) { (void)f; }
+int conv_fast_block(void) {
+    return dnnl_get_effective_cpu_isa() >= dnnl_cpu_isa_avx512_core ? 16 : 8;
+}
+
 size_t conv_fast_bytes(const conv_fast *f) { return 0; }
+int    conv_fast_block(void) { return 1; }
 int    conv_fast_forward(conv_fast *f, int node, float *y, const float *x, const float *w, const float *b) { return 0; }
 int    conv_fast_backward(conv_fast *f, int node, float *dx, float *dw, float *db, const float *dy, const float *x,
                           const float *w) {
@@ -98,7 +103,13 @@ static const dnnl_memory_desc_t *q(dnnl_primitive_desc_t pd, dnnl_query_t what) 
     return dnnl_primitive_desc_query_md(pd, what, 0);
 }
 
-static int node_plan(conv_fast *f, fnode *fn, const conv_geom *c, int n, int has_bias) {
+static dnnl_format_tag_t layout_tag(int blk) {
+    return blk == 16 ? dnnl_nChw16c : blk == 8 ? dnnl_nChw8c : dnnl_nchw;
+}
+
+/* src_blk / dst_blk: the tape's layouts of the input and output. A blocked one is handed to the
+ * primitive as it is; for a plain one oneDNN picks (and a reorder converts). */
+static int node_plan(conv_fast *f, fnode *fn, const conv_geom *c, int n, int has_bias, int src_blk, int dst_blk) {
     dnnl_dims_t src_d = {n, c->cin, c->h, c->w}, dst_d = {n, c->cout, c->ho, c->wo};
     dnnl_dims_t wei_d = {c->cout, c->cin, c->k, c->k}, bias_d = {c->cout};
     dnnl_dims_t strides = {c->stride, c->stride}, pad_l = {c->pad_t, c->pad_l};
@@ -106,12 +117,12 @@ static int node_plan(conv_fast *f, fnode *fn, const conv_geom *c, int n, int has
                          (c->wo - 1) * c->stride + c->k - c->w - c->pad_l};
     if (pad_r[0] < 0 || pad_r[1] < 0) return -1;
     dnnl_memory_desc_t any_src, any_dst, any_wei, bias, plain_src, plain_dst, plain_wei;
-    TRY(dnnl_memory_desc_init_by_tag(&any_src, 4, src_d, dnnl_f32, dnnl_format_tag_any));
-    TRY(dnnl_memory_desc_init_by_tag(&any_dst, 4, dst_d, dnnl_f32, dnnl_format_tag_any));
+    TRY(dnnl_memory_desc_init_by_tag(&any_src, 4, src_d, dnnl_f32, src_blk > 1 ? layout_tag(src_blk) : dnnl_format_tag_any));
+    TRY(dnnl_memory_desc_init_by_tag(&any_dst, 4, dst_d, dnnl_f32, dst_blk > 1 ? layout_tag(dst_blk) : dnnl_format_tag_any));
     TRY(dnnl_memory_desc_init_by_tag(&any_wei, 4, wei_d, dnnl_f32, dnnl_format_tag_any));
     TRY(dnnl_memory_desc_init_by_tag(&bias, 1, bias_d, dnnl_f32, dnnl_x));
-    TRY(dnnl_memory_desc_init_by_tag(&plain_src, 4, src_d, dnnl_f32, dnnl_nchw));
-    TRY(dnnl_memory_desc_init_by_tag(&plain_dst, 4, dst_d, dnnl_f32, dnnl_nchw));
+    TRY(dnnl_memory_desc_init_by_tag(&plain_src, 4, src_d, dnnl_f32, layout_tag(src_blk)));
+    TRY(dnnl_memory_desc_init_by_tag(&plain_dst, 4, dst_d, dnnl_f32, layout_tag(dst_blk)));
     TRY(dnnl_memory_desc_init_by_tag(&plain_wei, 4, wei_d, dnnl_f32, dnnl_oihw));
     const dnnl_memory_desc_t *bmd = has_bias ? &bias : NULL;
 
@@ -193,6 +204,10 @@ void conv_fast_free(conv_fast *f) {
     free(f);
 }
 
+int conv_fast_block(void) {
+    return dnnl_get_effective_cpu_isa() >= dnnl_cpu_isa_avx512_core ? 16 : 8;
+}
+
 size_t conv_fast_bytes(const conv_fast *f) {
     size_t b = 0;
     for (int i = 0; f && i < WS_COUNT; i++) b += f->ws_bytes[i];
@@ -223,7 +238,7 @@ df_status conv_fast_plan(const unet_graph *g, conv_fast **out) {
         const gnode *d = &g->nodes[i];
         if (d->op != OP_CONV) continue;
         fnode *fn = &f->nodes[i];
-        if (node_plan(f, fn, &d->conv, g->vals[d->out].n, d->b >= 0) == 0)
+        if (node_plan(f, fn, &d->conv, g->vals[d->out].n, d->b >= 0, g->vals[d->in[0]].blk, g->vals[d->out].blk) == 0)
             fn->ok = any = 1, fn->cout = d->conv.cout;
         else
             node_free(fn);

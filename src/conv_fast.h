@@ -9,7 +9,10 @@
 
 typedef struct conv_fast conv_fast;
 
-/* Primitives for every OP_CONV node of g; *out stays NULL when oneDNN is not built in. */
+/* The channel block the kernels want on this CPU (16 with AVX-512, else 8; 1 without oneDNN). */
+int       conv_fast_block(void);
+
+/* Primitives for every OP_CONV node of g, for the layouts its values have now (unet_set_layout); *out stays NULL when oneDNN is not built in. */
 df_status conv_fast_plan(const unet_graph *g, conv_fast **out);
 void      conv_fast_free(conv_fast *f);
 /* Bytes of workspace (blocked copies + oneDNN scratchpad) the plan holds. */

@@ -32,7 +32,8 @@ void RF(unet_forward)(const unet_graph *g, const real *params, real *act, real *
             break;
         case OP_GROUPNORM: {
             real *mean = act + d->saved, *rstd = mean + (size_t)o->n * d->iarg[0];
-            RF(groupnorm_forward)(y, mean, rstd, x, w, b, o->n, o->c, o->h * o->w, d->iarg[0], d->farg[0]);
+            RF(groupnorm_forward)(y, mean, rstd, x, w, b, o->n, o->c, o->h * o->w, d->iarg[0], d->farg[0], o->blk,
+                                  (double *)scratch);
             break;
         }
         case OP_SILU:
@@ -51,10 +52,10 @@ void RF(unet_forward)(const unet_graph *g, const real *params, real *act, real *
             RF(embed_forward)(y, w, labels, o->n, o->c);
             break;
         case OP_UPSAMPLE:
-            RF(upsample_forward)(y, x, o->n * o->c, o->h / 2, o->w / 2);
+            RF(upsample_forward)(y, x, o->n * o->c, o->h / 2, o->w / 2, o->blk);
             break;
         case OP_AVGPOOL:
-            RF(avgpool_forward)(y, x, o->n * o->c, o->h * 2, o->w * 2);
+            RF(avgpool_forward)(y, x, o->n * o->c, o->h * 2, o->w * 2, o->blk);
             break;
         case OP_CONCAT:
             RF(concat_forward)(y, x, x1, o->n, g->vals[d->in[0]].c, g->vals[d->in[1]].c, o->h * o->w);
@@ -63,10 +64,10 @@ void RF(unet_forward)(const unet_graph *g, const real *params, real *act, real *
             RF(add_forward)(y, x, x1, d->farg[0], NUMEL(d->out));
             break;
         case OP_ADD_NC:
-            RF(add_nc_forward)(y, x, x1, o->n, o->c, o->h * o->w);
+            RF(add_nc_forward)(y, x, x1, o->n, o->c, o->h * o->w, o->blk);
             break;
         case OP_SCALE_SHIFT:
-            RF(scale_shift_forward)(y, x, x1, o->n, o->c, o->h * o->w);
+            RF(scale_shift_forward)(y, x, x1, o->n, o->c, o->h * o->w, o->blk);
             break;
         case OP_ATTENTION: {
             int heads = d->iarg[0];
@@ -117,7 +118,8 @@ void RF(unet_backward)(const unet_graph *g, const real *params, real *dparams, c
             break;
         case OP_GROUPNORM: {
             const real *mean = act + d->saved, *rstd = mean + (size_t)o->n * d->iarg[0];
-            RF(groupnorm_backward)(dx, dw, db, dy, x, mean, rstd, w, o->n, o->c, o->h * o->w, d->iarg[0]);
+            RF(groupnorm_backward)(dx, dw, db, dy, x, mean, rstd, w, o->n, o->c, o->h * o->w, d->iarg[0], o->blk,
+                                   (double *)scratch);
             break;
         }
         case OP_SILU:
@@ -129,10 +131,10 @@ void RF(unet_backward)(const unet_graph *g, const real *params, real *dparams, c
             RF(embed_backward)(dw, dy, labels, o->n, o->c);
             break;
         case OP_UPSAMPLE:
-            RF(upsample_backward)(dx, dy, o->n * o->c, o->h / 2, o->w / 2);
+            RF(upsample_backward)(dx, dy, o->n * o->c, o->h / 2, o->w / 2, o->blk);
             break;
         case OP_AVGPOOL:
-            RF(avgpool_backward)(dx, dy, o->n * o->c, o->h * 2, o->w * 2);
+            RF(avgpool_backward)(dx, dy, o->n * o->c, o->h * 2, o->w * 2, o->blk);
             break;
         case OP_CONCAT:
             RF(concat_backward)(dx, dx1, dy, o->n, g->vals[d->in[0]].c, g->vals[d->in[1]].c, o->h * o->w);
@@ -141,10 +143,10 @@ void RF(unet_backward)(const unet_graph *g, const real *params, real *dparams, c
             RF(add_backward)(dx, dx1, dy, d->farg[0], NUMEL(d->out));
             break;
         case OP_ADD_NC:
-            RF(add_nc_backward)(dx, dx1, dy, o->n, o->c, o->h * o->w);
+            RF(add_nc_backward)(dx, dx1, dy, o->n, o->c, o->h * o->w, o->blk);
             break;
         case OP_SCALE_SHIFT:
-            RF(scale_shift_backward)(dx, dx1, dy, x, x1, o->n, o->c, o->h * o->w);
+            RF(scale_shift_backward)(dx, dx1, dy, x, x1, o->n, o->c, o->h * o->w, o->blk);
             break;
         case OP_ATTENTION: {
             int heads = d->iarg[0];

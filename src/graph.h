@@ -30,6 +30,7 @@ extern const char *const op_names[OP_COUNT];
 
 typedef struct {
     int n, c, h, w;
+    int blk;         /* layout: 1 plain (N, C, H, W); 8 or 16 channel-blocked (N, C/blk, H, W, blk) */
     size_t off;      /* offset into the activation block, in elements */
 } gvalue;
 
@@ -83,6 +84,10 @@ typedef struct {
 /* Build the parameter table and tape of UNet2DModel for a batch of n images of h x w. */
 df_status unet_build(const df_unet_config *cfg, int n, int h, int w, unet_graph *g);
 void      unet_graph_free(unet_graph *g);
+/* Choose the layout of every value: channel blocks of blk (8 or 16) where an op chain allows it (channels
+ * divisible by blk, more than one pixel, not the tape's input or output, not attention operands), plain
+ * elsewhere; blk = 1 makes everything plain. Offsets do not change. */
+void      unet_set_layout(unet_graph *g, int blk);
 int       unet_find_param(const unet_graph *g, const char *name);
 
 /* Replay the tape (exec_real.c, compiled for float and double). `act` holds act_size elements,

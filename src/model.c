@@ -309,14 +309,17 @@ void df_model_set_kernels(df_model *m, df_kernels k) { m->kernels = k; }
 
 /* Plan the fast convolutions of the current tape when they are wanted and not made yet. */
 static df_status ensure_fast(df_model *m) {
-    m->g.use_fast = 0;
-    if (m->kernels != DF_KERNELS_FAST) return DF_OK;
-    if (!m->g.fast && !m->g.fast_tried) {
+    int want = m->kernels == DF_KERNELS_FAST;
+    if (want && !m->g.fast && !m->g.fast_tried) {
         m->g.fast_tried = 1;
+        unet_set_layout(&m->g, conv_fast_block());
         df_status st = conv_fast_plan(&m->g, &m->g.fast);
         if (st) return st;
     }
-    m->g.use_fast = m->g.fast != NULL;
+    int use = want && m->g.fast != NULL;
+    if (use != m->g.use_fast) m->have_forward = 0;   /* activations of the other layout are no use */
+    m->g.use_fast = use;
+    unet_set_layout(&m->g, use ? conv_fast_block() : 1);
     return DF_OK;
 }
 

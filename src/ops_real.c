@@ -170,88 +170,129 @@ void RF(linear_backward)(real *dx, real *dw, real *db, const real *dy, const rea
             for (int o = 0; o < out; o++) db[o] += dy[(size_t)i * out + o];
 }
 
-/* ---- group norm ---------------------------------------------------------------------------------- */
+/* ---- group norm ----------------------------------------------------------------------------------
+ * Statistics go per channel first (one pass, each channel block summed by one thread in a fixed
+ * order), then per group, so the result is the same for any thread count and any blocking. */
+
+/* Per-channel sums over the pixels: s1[n*c + ch] = sum x, and s2 = sum x*y when y is given. */
+static void channel_sums(double *s1, double *s2, const real *x, const real *y, int n, int c, int hw, int blk) {
+    const int cb = c / blk;
+#pragma omp parallel for schedule(static)
+    for (int nb = 0; nb < n * cb; nb++) {
+        double a[16] = {0}, b[16] = {0};
+        const real *xb = x + (size_t)nb * hw * blk, *yb = y ? y + (size_t)nb * hw * blk : NULL;
+        for (int p = 0; p < hw; p++)
+            for (int ci = 0; ci < blk; ci++) {
+                a[ci] += xb[(size_t)p * blk + ci];
+                if (yb) b[ci] += (double)xb[(size_t)p * blk + ci] * yb[(size_t)p * blk + ci];
+            }
+        for (int ci = 0; ci < blk; ci++) {
+            s1[(size_t)nb * blk + ci] = a[ci];
+            if (s2) s2[(size_t)nb * blk + ci] = b[ci];
+        }
+    }
+}
 
 void RF(groupnorm_forward)(real *y, real *mean, real *rstd, const real *x, const real *gamma,
-                           const real *beta, int n, int c, int hw, int groups, real eps) {
-    const int cg = c / groups;
-    const size_t gsize = (size_t)cg * hw;
-#pragma omp parallel for schedule(static)
+                           const real *beta, int n, int c, int hw, int groups, real eps, int blk, double *work) {
+    const int cg = c / groups, cb = c / blk;
+    const double gsize = (double)cg * hw;
+    double *s = work, *a = work + (size_t)n * c, *b = a + (size_t)n * c;
+    channel_sums(s, NULL, x, NULL, n, c, hw, blk);
     for (int ng = 0; ng < n * groups; ng++) {
-        const real *xg = x + (size_t)ng * gsize;
-        double s = 0;
-        for (size_t j = 0; j < gsize; j++) s += xg[j];
-        double mu = s / (double)gsize, v = 0;
-        for (size_t j = 0; j < gsize; j++) {
-            double d = xg[j] - mu;
-            v += d * d;
+        double t = 0;
+        for (int ci = 0; ci < cg; ci++) t += s[(size_t)ng * cg + ci];
+        mean[ng] = (real)(t / gsize);
+    }
+    /* variance around the mean (two passes: no cancellation) */
+#pragma omp parallel for schedule(static)
+    for (int nb = 0; nb < n * cb; nb++) {
+        const int i = nb / cb, c0 = (nb % cb) * blk;
+        double acc[16] = {0}, mu[16];
+        for (int ci = 0; ci < blk; ci++) mu[ci] = mean[i * groups + (c0 + ci) / cg];
+        const real *xb = x + (size_t)nb * hw * blk;
+        for (int p = 0; p < hw; p++)
+            for (int ci = 0; ci < blk; ci++) {
+                double d = xb[(size_t)p * blk + ci] - mu[ci];
+                acc[ci] += d * d;
+            }
+        for (int ci = 0; ci < blk; ci++) s[(size_t)nb * blk + ci] = acc[ci];
+    }
+    for (int ng = 0; ng < n * groups; ng++) {
+        double v = 0;
+        for (int ci = 0; ci < cg; ci++) v += s[(size_t)ng * cg + ci];
+        rstd[ng] = (real)(1.0 / sqrt(v / gsize + (double)eps));   /* biased variance, as torch */
+    }
+    /* y = x * a_c + b_c per image and channel */
+    for (int i = 0; i < n; i++)
+        for (int ch = 0; ch < c; ch++) {
+            int ng = i * groups + ch / cg;
+            a[(size_t)i * c + ch] = (double)rstd[ng] * gamma[ch];
+            b[(size_t)i * c + ch] = beta[ch] - (double)mean[ng] * a[(size_t)i * c + ch];
         }
-        v /= (double)gsize;   /* biased variance, as torch.nn.GroupNorm */
-        real r = (real)(1.0 / sqrt(v + (double)eps));
-        mean[ng] = (real)mu;
-        rstd[ng] = r;
-        int g = ng % groups;
-        real *yg = y + (size_t)ng * gsize;
-        for (int ci = 0; ci < cg; ci++) {
-            int ch = g * cg + ci;
-            real a = r * gamma[ch], bb = beta[ch] - (real)mu * a;
-            const real *xc = xg + (size_t)ci * hw;
-            real *yc = yg + (size_t)ci * hw;
-            for (int j = 0; j < hw; j++) yc[j] = xc[j] * a + bb;
-        }
+#pragma omp parallel for schedule(static)
+    for (int nb = 0; nb < n * cb; nb++) {
+        real ka[16], kb[16];
+        for (int ci = 0; ci < blk; ci++) ka[ci] = (real)a[(size_t)nb * blk + ci], kb[ci] = (real)b[(size_t)nb * blk + ci];
+        const real *xb = x + (size_t)nb * hw * blk;
+        real *yb = y + (size_t)nb * hw * blk;
+        for (int p = 0; p < hw; p++)
+            for (int ci = 0; ci < blk; ci++) yb[(size_t)p * blk + ci] = xb[(size_t)p * blk + ci] * ka[ci] + kb[ci];
     }
 }
 
 void RF(groupnorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy, const real *x,
                             const real *mean, const real *rstd, const real *gamma, int n, int c, int hw,
-                            int groups) {
-    const int cg = c / groups;
-    const size_t gsize = (size_t)cg * hw;
-    if (dgamma || dbeta) {
-#pragma omp parallel for schedule(static)
-        for (int ch = 0; ch < c; ch++) {
-            double sg = 0, sb = 0;
-            int g = ch / cg;
-            for (int i = 0; i < n; i++) {
-                const real *xc = x + ((size_t)i * c + ch) * hw, *dc = dy + ((size_t)i * c + ch) * hw;
-                double mu = mean[i * groups + g], r = rstd[i * groups + g];
-                for (int j = 0; j < hw; j++) {
-                    sg += dc[j] * (xc[j] - mu) * r;
-                    sb += dc[j];
-                }
-            }
-            if (dgamma) dgamma[ch] += (real)sg;
-            if (dbeta) dbeta[ch] += (real)sb;
+                            int groups, int blk, double *work) {
+    const int cg = c / groups, cb = c / blk;
+    const double gsize = (double)cg * hw;
+    /* A = sum dy, D = sum dy x per channel; sum dy xhat = r (D - mu A) */
+    double *A = work, *D = work + (size_t)n * c, *k1 = D + (size_t)n * c, *k2 = k1 + (size_t)n * groups;
+    channel_sums(A, D, dy, x, n, c, hw, blk);
+    for (int ch = 0; ch < c; ch++) {
+        double sg = 0, sb = 0;
+        for (int i = 0; i < n; i++) {
+            int ng = i * groups + ch / cg;
+            size_t o = (size_t)i * c + ch;
+            sg += rstd[ng] * (D[o] - mean[ng] * A[o]);
+            sb += A[o];
         }
+        if (dgamma) dgamma[ch] += (real)sg;
+        if (dbeta) dbeta[ch] += (real)sb;
     }
     if (!dx) return;
-#pragma omp parallel for schedule(static)
+    /* dx = r (dy gamma - s1 - xhat s2), s1 = mean(dy gamma), s2 = mean(dy gamma xhat) over the group */
     for (int ng = 0; ng < n * groups; ng++) {
-        int g = ng % groups;
-        const real *xg = x + (size_t)ng * gsize, *dg = dy + (size_t)ng * gsize;
-        double mu = mean[ng], r = rstd[ng];
-        /* dx = r * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * gamma */
-        double s1 = 0, s2 = 0;
+        int i = ng / groups, g = ng % groups;
+        double s1 = 0, s2 = 0, mu = mean[ng], r = rstd[ng];
         for (int ci = 0; ci < cg; ci++) {
-            double gm = gamma[g * cg + ci];
-            for (int j = 0; j < hw; j++) {
-                size_t o = (size_t)ci * hw + j;
-                double dh = dg[o] * gm;
-                s1 += dh;
-                s2 += dh * (xg[o] - mu) * r;
-            }
+            int ch = g * cg + ci;
+            size_t o = (size_t)i * c + ch;
+            s1 += gamma[ch] * A[o];
+            s2 += gamma[ch] * r * (D[o] - mu * A[o]);
         }
-        s1 /= (double)gsize;
-        s2 /= (double)gsize;
-        real *dxg = dx + (size_t)ng * gsize;
-        for (int ci = 0; ci < cg; ci++) {
-            double gm = gamma[g * cg + ci];
-            for (int j = 0; j < hw; j++) {
-                size_t o = (size_t)ci * hw + j;
-                double xh = (xg[o] - mu) * r;
-                dxg[o] += (real)(r * (dg[o] * gm - s1 - xh * s2));
-            }
+        k1[ng] = s1 / gsize;
+        k2[ng] = s2 / gsize;
+    }
+#pragma omp parallel for schedule(static)
+    for (int nb = 0; nb < n * cb; nb++) {
+        const int i = nb / cb, c0 = (nb % cb) * blk;
+        /* dx = dy * (r gamma) + x * (-r^2 s2) + (r^2 s2 mu - r s1) */
+        real kd[16], kx[16], k0[16];
+        for (int ci = 0; ci < blk; ci++) {
+            int ng = i * groups + (c0 + ci) / cg;
+            double r = rstd[ng], mu = mean[ng];
+            kd[ci] = (real)(r * gamma[c0 + ci]);
+            kx[ci] = (real)(-r * r * k2[ng]);
+            k0[ci] = (real)(r * r * k2[ng] * mu - r * k1[ng]);
         }
+        const real *xb = x + (size_t)nb * hw * blk, *db = dy + (size_t)nb * hw * blk;
+        real *dxb = dx + (size_t)nb * hw * blk;
+        for (int p = 0; p < hw; p++)
+            for (int ci = 0; ci < blk; ci++) {
+                size_t o = (size_t)p * blk + ci;
+                dxb[o] += db[o] * kd[ci] + xb[o] * kx[ci] + k0[ci];
+            }
     }
 }
 
@@ -295,60 +336,68 @@ void RF(embed_backward)(real *dtable, const real *dy, const int *idx, int n, int
         for (int j = 0; j < dim; j++) dtable[(size_t)idx[i] * dim + j] += dy[(size_t)i * dim + j];
 }
 
-/* ---- resampling ---------------------------------------------------------------------------------- */
+/* ---- resampling ----------------------------------------------------------------------------------
+ * nc / blk planes of h x w pixels, each pixel a vector of blk values (1 for the plain layout). */
 
-void RF(upsample_forward)(real *y, const real *x, int nc, int h, int w) {
-    const int W = 2 * w;
+void RF(upsample_forward)(real *y, const real *x, int nc, int h, int w, int blk) {
+    const size_t W = 2 * (size_t)w * blk;
 #pragma omp parallel for schedule(static)
-    for (int c = 0; c < nc; c++) {
-        const real *xc = x + (size_t)c * h * w;
-        real *yc = y + (size_t)c * 4 * h * w;
+    for (int c = 0; c < nc / blk; c++) {
+        const real *xc = x + (size_t)c * h * w * blk;
+        real *yc = y + (size_t)c * 4 * h * w * blk;
         for (int i = 0; i < h; i++) {
             real *r0 = yc + (size_t)(2 * i) * W, *r1 = r0 + W;
-            for (int j = 0; j < w; j++) r0[2 * j] = r0[2 * j + 1] = xc[(size_t)i * w + j];
+            for (int j = 0; j < w; j++)
+                for (int ci = 0; ci < blk; ci++)
+                    r0[(2 * j) * blk + ci] = r0[(2 * j + 1) * blk + ci] = xc[((size_t)i * w + j) * blk + ci];
             memcpy(r1, r0, sizeof(real) * W);
         }
     }
 }
 
-void RF(upsample_backward)(real *dx, const real *dy, int nc, int h, int w) {
-    const int W = 2 * w;
+void RF(upsample_backward)(real *dx, const real *dy, int nc, int h, int w, int blk) {
+    const size_t W = 2 * (size_t)w * blk;
 #pragma omp parallel for schedule(static)
-    for (int c = 0; c < nc; c++) {
-        const real *dyc = dy + (size_t)c * 4 * h * w;
-        real *dxc = dx + (size_t)c * h * w;
+    for (int c = 0; c < nc / blk; c++) {
+        const real *dyc = dy + (size_t)c * 4 * h * w * blk;
+        real *dxc = dx + (size_t)c * h * w * blk;
         for (int i = 0; i < h; i++)
-            for (int j = 0; j < w; j++) {
-                const real *p = dyc + (size_t)(2 * i) * W + 2 * j;
-                dxc[(size_t)i * w + j] += p[0] + p[1] + p[W] + p[W + 1];
-            }
+            for (int j = 0; j < w; j++)
+                for (int ci = 0; ci < blk; ci++) {
+                    const real *p = dyc + (size_t)(2 * i) * W + (size_t)2 * j * blk + ci;
+                    dxc[((size_t)i * w + j) * blk + ci] += p[0] + p[blk] + p[W] + p[W + blk];
+                }
     }
 }
 
-void RF(avgpool_forward)(real *y, const real *x, int nc, int h, int w) {
+void RF(avgpool_forward)(real *y, const real *x, int nc, int h, int w, int blk) {
     const int ho = h / 2, wo = w / 2;
+    const size_t W = (size_t)w * blk;
 #pragma omp parallel for schedule(static)
-    for (int c = 0; c < nc; c++)
+    for (int c = 0; c < nc / blk; c++)
         for (int i = 0; i < ho; i++)
-            for (int j = 0; j < wo; j++) {
-                const real *p = x + (size_t)c * h * w + (size_t)(2 * i) * w + 2 * j;
-                y[((size_t)c * ho + i) * wo + j] = (p[0] + p[1] + p[w] + p[w + 1]) * (real)0.25;
-            }
+            for (int j = 0; j < wo; j++)
+                for (int ci = 0; ci < blk; ci++) {
+                    const real *p = x + (size_t)c * h * W + (size_t)(2 * i) * W + (size_t)2 * j * blk + ci;
+                    y[(((size_t)c * ho + i) * wo + j) * blk + ci] = (p[0] + p[blk] + p[W] + p[W + blk]) * (real)0.25;
+                }
 }
 
-void RF(avgpool_backward)(real *dx, const real *dy, int nc, int h, int w) {
+void RF(avgpool_backward)(real *dx, const real *dy, int nc, int h, int w, int blk) {
     const int ho = h / 2, wo = w / 2;
+    const size_t W = (size_t)w * blk;
 #pragma omp parallel for schedule(static)
-    for (int c = 0; c < nc; c++)
+    for (int c = 0; c < nc / blk; c++)
         for (int i = 0; i < ho; i++)
-            for (int j = 0; j < wo; j++) {
-                real g = dy[((size_t)c * ho + i) * wo + j] * (real)0.25;
-                real *p = dx + (size_t)c * h * w + (size_t)(2 * i) * w + 2 * j;
-                p[0] += g;
-                p[1] += g;
-                p[w] += g;
-                p[w + 1] += g;
-            }
+            for (int j = 0; j < wo; j++)
+                for (int ci = 0; ci < blk; ci++) {
+                    real g = dy[(((size_t)c * ho + i) * wo + j) * blk + ci] * (real)0.25;
+                    real *p = dx + (size_t)c * h * W + (size_t)(2 * i) * W + (size_t)2 * j * blk + ci;
+                    p[0] += g;
+                    p[blk] += g;
+                    p[W] += g;
+                    p[W + blk] += g;
+                }
 }
 
 /* ---- joins --------------------------------------------------------------------------------------- */
@@ -385,50 +434,72 @@ void RF(add_backward)(real *da, real *db, const real *dy, real s, size_t count) 
     }
 }
 
-void RF(add_nc_forward)(real *y, const real *x, const real *v, int n, int c, int hw) {
+/* Per-channel ops walk (image, channel block) pairs; a block holds hw pixels of blk channels. */
+void RF(add_nc_forward)(real *y, const real *x, const real *v, int n, int c, int hw, int blk) {
 #pragma omp parallel for schedule(static)
-    for (int nc = 0; nc < n * c; nc++)
-        for (int j = 0; j < hw; j++) y[(size_t)nc * hw + j] = x[(size_t)nc * hw + j] + v[nc];
-}
-
-void RF(add_nc_backward)(real *dx, real *dv, const real *dy, int n, int c, int hw) {
-#pragma omp parallel for schedule(static)
-    for (int nc = 0; nc < n * c; nc++) {
-        real acc = 0;
-        for (int j = 0; j < hw; j++) {
-            real g = dy[(size_t)nc * hw + j];
-            if (dx) dx[(size_t)nc * hw + j] += g;
-            acc += g;
-        }
-        if (dv) dv[nc] += acc;
+    for (int nb = 0; nb < n * (c / blk); nb++) {
+        const real *vb = v + (size_t)nb * blk;   /* (n, c) row-major: block nb starts at nb*blk */
+        const real *xb = x + (size_t)nb * hw * blk;
+        real *yb = y + (size_t)nb * hw * blk;
+        for (int p = 0; p < hw; p++)
+            for (int ci = 0; ci < blk; ci++) yb[(size_t)p * blk + ci] = xb[(size_t)p * blk + ci] + vb[ci];
     }
 }
 
-void RF(scale_shift_forward)(real *y, const real *x, const real *v, int n, int c, int hw) {
+void RF(add_nc_backward)(real *dx, real *dv, const real *dy, int n, int c, int hw, int blk) {
 #pragma omp parallel for schedule(static)
-    for (int nc = 0; nc < n * c; nc++) {
-        int i = nc / c, ch = nc % c;
-        real sc = 1 + v[(size_t)i * 2 * c + ch], sh = v[(size_t)i * 2 * c + c + ch];
-        for (int j = 0; j < hw; j++) y[(size_t)nc * hw + j] = x[(size_t)nc * hw + j] * sc + sh;
+    for (int nb = 0; nb < n * (c / blk); nb++) {
+        real acc[16] = {0};
+        const real *db = dy + (size_t)nb * hw * blk;
+        real *dxb = dx ? dx + (size_t)nb * hw * blk : NULL;
+        for (int p = 0; p < hw; p++)
+            for (int ci = 0; ci < blk; ci++) {
+                real g = db[(size_t)p * blk + ci];
+                if (dxb) dxb[(size_t)p * blk + ci] += g;
+                acc[ci] += g;
+            }
+        if (dv)
+            for (int ci = 0; ci < blk; ci++) dv[(size_t)nb * blk + ci] += acc[ci];
+    }
+}
+
+void RF(scale_shift_forward)(real *y, const real *x, const real *v, int n, int c, int hw, int blk) {
+    const int cb = c / blk;
+#pragma omp parallel for schedule(static)
+    for (int nb = 0; nb < n * cb; nb++) {
+        int i = nb / cb, c0 = (nb % cb) * blk;
+        real sc[16], sh[16];
+        for (int ci = 0; ci < blk; ci++)
+            sc[ci] = 1 + v[(size_t)i * 2 * c + c0 + ci], sh[ci] = v[(size_t)i * 2 * c + c + c0 + ci];
+        const real *xb = x + (size_t)nb * hw * blk;
+        real *yb = y + (size_t)nb * hw * blk;
+        for (int p = 0; p < hw; p++)
+            for (int ci = 0; ci < blk; ci++) yb[(size_t)p * blk + ci] = xb[(size_t)p * blk + ci] * sc[ci] + sh[ci];
     }
 }
 
 void RF(scale_shift_backward)(real *dx, real *dv, const real *dy, const real *x, const real *v, int n, int c,
-                              int hw) {
+                              int hw, int blk) {
+    const int cb = c / blk;
 #pragma omp parallel for schedule(static)
-    for (int nc = 0; nc < n * c; nc++) {
-        int i = nc / c, ch = nc % c;
-        real sc = 1 + v[(size_t)i * 2 * c + ch], gs = 0, gh = 0;
-        for (int j = 0; j < hw; j++) {
-            real g = dy[(size_t)nc * hw + j];
-            if (dx) dx[(size_t)nc * hw + j] += g * sc;
-            gs += g * x[(size_t)nc * hw + j];
-            gh += g;
-        }
-        if (dv) {
-            dv[(size_t)i * 2 * c + ch] += gs;
-            dv[(size_t)i * 2 * c + c + ch] += gh;
-        }
+    for (int nb = 0; nb < n * cb; nb++) {
+        int i = nb / cb, c0 = (nb % cb) * blk;
+        real sc[16], gs[16] = {0}, gh[16] = {0};
+        for (int ci = 0; ci < blk; ci++) sc[ci] = 1 + v[(size_t)i * 2 * c + c0 + ci];
+        const real *xb = x + (size_t)nb * hw * blk, *db = dy + (size_t)nb * hw * blk;
+        real *dxb = dx ? dx + (size_t)nb * hw * blk : NULL;
+        for (int p = 0; p < hw; p++)
+            for (int ci = 0; ci < blk; ci++) {
+                real g = db[(size_t)p * blk + ci];
+                if (dxb) dxb[(size_t)p * blk + ci] += g * sc[ci];
+                gs[ci] += g * xb[(size_t)p * blk + ci];
+                gh[ci] += g;
+            }
+        if (dv)
+            for (int ci = 0; ci < blk; ci++) {
+                dv[(size_t)i * 2 * c + c0 + ci] += gs[ci];
+                dv[(size_t)i * 2 * c + c + c0 + ci] += gh[ci];
+            }
     }
 }
 

@@ -16,12 +16,17 @@ void RF(linear_forward)(real *y, const real *x, const real *w, const real *b, in
 void RF(linear_backward)(real *dx, real *dw, real *db, const real *dy, const real *x, const real *w, int n,
                          int in, int out);
 
-/* GroupNorm over (C/G channels x hw) per image and group; saves mean and 1/std, (n*G) each. */
+/* Layouts: a spatial value is (N, C/blk, H, W, blk): blk = 1 is plain (N, C, H, W); blk = 8 or 16 is
+ * the channel-blocked layout oneDNN's kernels use. Elementwise ops do not care; the ones below that
+ * treat channels or pixels differently take blk. Vectors (N, C) are the same in both layouts. */
+
+/* GroupNorm over (C/G channels x hw) per image and group; saves mean and 1/std, (n*G) each.
+ * work holds 3*n*c + 2*n*groups doubles. */
 void RF(groupnorm_forward)(real *y, real *mean, real *rstd, const real *x, const real *gamma,
-                           const real *beta, int n, int c, int hw, int groups, real eps);
+                           const real *beta, int n, int c, int hw, int groups, real eps, int blk, double *work);
 void RF(groupnorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy, const real *x,
                             const real *mean, const real *rstd, const real *gamma, int n, int c, int hw,
-                            int groups);
+                            int groups, int blk, double *work);
 
 void RF(silu_forward)(real *y, const real *x, size_t count);
 void RF(silu_backward)(real *dx, const real *dy, const real *x, size_t count);
@@ -33,10 +38,10 @@ void RF(timestep_forward)(real *y, const real *t, int n, int dim, int flip, real
 void RF(embed_forward)(real *y, const real *table, const int *idx, int n, int dim);
 void RF(embed_backward)(real *dtable, const real *dy, const int *idx, int n, int dim);
 
-void RF(upsample_forward)(real *y, const real *x, int nc, int h, int w);   /* y is (nc, 2h, 2w) */
-void RF(upsample_backward)(real *dx, const real *dy, int nc, int h, int w);
-void RF(avgpool_forward)(real *y, const real *x, int nc, int h, int w);    /* y is (nc, h/2, w/2) */
-void RF(avgpool_backward)(real *dx, const real *dy, int nc, int h, int w);
+void RF(upsample_forward)(real *y, const real *x, int nc, int h, int w, int blk);   /* y is (nc, 2h, 2w) */
+void RF(upsample_backward)(real *dx, const real *dy, int nc, int h, int w, int blk);
+void RF(avgpool_forward)(real *y, const real *x, int nc, int h, int w, int blk);    /* y is (nc, h/2, w/2) */
+void RF(avgpool_backward)(real *dx, const real *dy, int nc, int h, int w, int blk);
 
 void RF(concat_forward)(real *y, const real *a, const real *b, int n, int ca, int cb, int hw);
 void RF(concat_backward)(real *da, real *db, const real *dy, int n, int ca, int cb, int hw);
@@ -46,13 +51,13 @@ void RF(add_forward)(real *y, const real *a, const real *b, real s, size_t count
 void RF(add_backward)(real *da, real *db, const real *dy, real s, size_t count);
 
 /* y (n,c,hw) = x + v[:, :, None] */
-void RF(add_nc_forward)(real *y, const real *x, const real *v, int n, int c, int hw);
-void RF(add_nc_backward)(real *dx, real *dv, const real *dy, int n, int c, int hw);
+void RF(add_nc_forward)(real *y, const real *x, const real *v, int n, int c, int hw, int blk);
+void RF(add_nc_backward)(real *dx, real *dv, const real *dy, int n, int c, int hw, int blk);
 
 /* y = x * (1 + v[:, :c]) + v[:, c:], v is (n, 2c) */
-void RF(scale_shift_forward)(real *y, const real *x, const real *v, int n, int c, int hw);
+void RF(scale_shift_forward)(real *y, const real *x, const real *v, int n, int c, int hw, int blk);
 void RF(scale_shift_backward)(real *dx, real *dv, const real *dy, const real *x, const real *v, int n, int c,
-                              int hw);
+                              int hw, int blk);
 
 /* Multi-head attention over positions: q, k, v, y are (n, heads*d, L) channel-major; p saves the
  * softmax probabilities (n, heads, L, L). Softmax is max-subtracted; scale is usually d^-1/2. */

@@ -67,7 +67,7 @@ static int add_value(builder *B, int n, int c, int h, int w) {
     unet_graph *g = B->g;
     if (grow(B, (void **)&g->vals, &g->cap_vals, g->nvals, sizeof(gvalue))) return -1;
     gvalue *v = &g->vals[g->nvals];
-    v->n = n, v->c = c, v->h = h, v->w = w;
+    v->n = n, v->c = c, v->h = h, v->w = w, v->blk = 1;
     v->off = g->act_size;
     g->act_size += ((size_t)n * c * h * w + 15) & ~(size_t)15;   /* 64-byte aligned starts */
     return g->nvals++;
@@ -144,6 +144,7 @@ static int groupnorm(builder *B, int x, const char *prefix, int groups) {
     d->iarg[0] = groups;
     d->farg[0] = B->cfg->norm_eps;
     d->saved = reserve_saved(B, 2 * (size_t)in.n * groups);
+    need_scratch(B, 2 * (3 * (size_t)in.n * in.c + 2 * (size_t)in.n * groups));   /* doubles, as reals */
     return y;
 }
 
@@ -414,6 +415,34 @@ void unet_graph_free(unet_graph *g) {
     free(g->nodes);
     free(g->vals);
     memset(g, 0, sizeof *g);
+}
+
+void unet_set_layout(unet_graph *g, int blk) {
+    for (int v = 0; v < g->nvals; v++) {
+        const gvalue *x = &g->vals[v];
+        int ok = blk > 1 && x->c % blk == 0 && x->h * x->w > 1 && v != g->x && v != g->out;
+        g->vals[v].blk = ok ? blk : 1;
+    }
+    for (int i = 0; i < g->nnodes; i++)
+        if (g->nodes[i].op == OP_ATTENTION) {
+            const gnode *d = &g->nodes[i];
+            for (int k = 0; k < 3; k++) g->vals[d->in[k]].blk = 1;
+            g->vals[d->out].blk = 1;
+        }
+    /* every op but a convolution (whose primitive converts) needs its spatial operands in one layout:
+     * one plain operand makes the whole chain plain; repeat until nothing changes */
+    for (int changed = 1; changed;) {
+        changed = 0;
+        for (int i = 0; i < g->nnodes; i++) {
+            const gnode *d = &g->nodes[i];
+            if (d->op == OP_CONV) continue;
+            int ids[4] = {d->in[0], d->in[1], d->in[2], d->out}, plain = 0;
+            for (int k = 0; k < 4; k++)
+                if (ids[k] >= 0 && g->vals[ids[k]].h * g->vals[ids[k]].w > 1 && g->vals[ids[k]].blk == 1) plain = 1;
+            for (int k = 0; k < 4 && plain; k++)
+                if (ids[k] >= 0 && g->vals[ids[k]].blk != 1) g->vals[ids[k]].blk = 1, changed = 1;
+        }
+    }
 }
 
 int unet_find_param(const unet_graph *g, const char *name) {

@@ -212,23 +212,28 @@ TEST(linear_gradcheck) {
     }
 }
 
+/* The channel block of the layout the layout-aware ops below run in (1: plain). */
+static int case_blk = 1;
+static double gn_work[4096];
+
 /* groupnorm: iarg n, c, hw, groups; farg eps */
 static void gn_f(op_case *c, double *y) {
     int n = c->iarg[0], g = c->iarg[3];
     groupnorm_forward_f64(y, c->saved, c->saved + n * g, c->in[0], c->in[1], c->in[2], n, c->iarg[1], c->iarg[2], g,
-                          c->farg[0]);
+                          c->farg[0], case_blk, gn_work);
 }
 static void gn_b(op_case *c, const double *dy, double **d) {
     int n = c->iarg[0], g = c->iarg[3];
     groupnorm_backward_f64(d[0], d[1], d[2], dy, c->in[0], c->saved, c->saved + n * g, c->in[1], n, c->iarg[1],
-                           c->iarg[2], g);
+                           c->iarg[2], g, case_blk, gn_work);
 }
 
 TEST(groupnorm_gradcheck) {
-    for (uint64_t s = 1; s <= 3; s++) {
+    for (uint64_t s = 1; s <= 6; s++) {
+        case_blk = s > 3 ? 3 : 1;   /* seeds 4-6: the blocked layout (a block spans groups when g = 6) */
         df_rng r;
         df_rng_init(&r, s);
-        int n = 2, ch = 6, hw = 5, g = s == 2 ? 1 : (s == 3 ? 6 : 3);
+        int n = 2, ch = 6, hw = 5, g = s % 3 == 2 ? 1 : (s % 3 == 0 ? 6 : 3);
         op_case *c = new_case("groupnorm", 3, (size_t)n * ch * hw);
         c->iarg[0] = n, c->iarg[1] = ch, c->iarg[2] = hw, c->iarg[3] = g;
         c->farg[0] = 1e-5;
@@ -237,6 +242,10 @@ TEST(groupnorm_gradcheck) {
         c->fwd = gn_f, c->bwd = gn_b;
         fd_check(c, s, 1e-5);
         /* the forward against the definition: per group zero mean and unit (biased) variance */
+        if (case_blk > 1) {
+            free_case(c);
+            continue;
+        }
         double *y = malloc(c->out_n * sizeof(double));
         for (int i = 0; i < ch; i++) c->in[1][i] = 1, c->in[2][i] = 0;
         gn_f(c, y);
@@ -252,6 +261,7 @@ TEST(groupnorm_gradcheck) {
         free(y);
         free_case(c);
     }
+    case_blk = 1;
 }
 
 static void silu_f(op_case *c, double *y) { silu_forward_f64(y, c->in[0], c->in_n[0]); }
@@ -287,10 +297,14 @@ TEST(embedding_gradcheck) {
     free_case(c);
 }
 
-static void up_f(op_case *c, double *y) { upsample_forward_f64(y, c->in[0], c->iarg[0], c->iarg[1], c->iarg[2]); }
-static void up_b(op_case *c, const double *dy, double **d) { upsample_backward_f64(d[0], dy, c->iarg[0], c->iarg[1], c->iarg[2]); }
-static void pool_f(op_case *c, double *y) { avgpool_forward_f64(y, c->in[0], c->iarg[0], c->iarg[1], c->iarg[2]); }
-static void pool_b(op_case *c, const double *dy, double **d) { avgpool_backward_f64(d[0], dy, c->iarg[0], c->iarg[1], c->iarg[2]); }
+static void up_f(op_case *c, double *y) { upsample_forward_f64(y, c->in[0], c->iarg[0], c->iarg[1], c->iarg[2], case_blk); }
+static void up_b(op_case *c, const double *dy, double **d) {
+    upsample_backward_f64(d[0], dy, c->iarg[0], c->iarg[1], c->iarg[2], case_blk);
+}
+static void pool_f(op_case *c, double *y) { avgpool_forward_f64(y, c->in[0], c->iarg[0], c->iarg[1], c->iarg[2], case_blk); }
+static void pool_b(op_case *c, const double *dy, double **d) {
+    avgpool_backward_f64(d[0], dy, c->iarg[0], c->iarg[1], c->iarg[2], case_blk);
+}
 
 TEST(resample_gradcheck) {
     df_rng r;
@@ -321,13 +335,17 @@ static void cat_b(op_case *c, const double *dy, double **d) {
 }
 static void add_f(op_case *c, double *y) { add_forward_f64(y, c->in[0], c->in[1], c->farg[0], c->in_n[0]); }
 static void add_b(op_case *c, const double *dy, double **d) { add_backward_f64(d[0], d[1], dy, c->farg[0], c->in_n[0]); }
-static void addnc_f(op_case *c, double *y) { add_nc_forward_f64(y, c->in[0], c->in[1], c->iarg[0], c->iarg[1], c->iarg[2]); }
-static void addnc_b(op_case *c, const double *dy, double **d) {
-    add_nc_backward_f64(d[0], d[1], dy, c->iarg[0], c->iarg[1], c->iarg[2]);
+static void addnc_f(op_case *c, double *y) {
+    add_nc_forward_f64(y, c->in[0], c->in[1], c->iarg[0], c->iarg[1], c->iarg[2], case_blk);
 }
-static void ss_f(op_case *c, double *y) { scale_shift_forward_f64(y, c->in[0], c->in[1], c->iarg[0], c->iarg[1], c->iarg[2]); }
+static void addnc_b(op_case *c, const double *dy, double **d) {
+    add_nc_backward_f64(d[0], d[1], dy, c->iarg[0], c->iarg[1], c->iarg[2], case_blk);
+}
+static void ss_f(op_case *c, double *y) {
+    scale_shift_forward_f64(y, c->in[0], c->in[1], c->iarg[0], c->iarg[1], c->iarg[2], case_blk);
+}
 static void ss_b(op_case *c, const double *dy, double **d) {
-    scale_shift_backward_f64(d[0], d[1], dy, c->in[0], c->in[1], c->iarg[0], c->iarg[1], c->iarg[2]);
+    scale_shift_backward_f64(d[0], d[1], dy, c->in[0], c->in[1], c->iarg[0], c->iarg[1], c->iarg[2], case_blk);
 }
 static void aff_f(op_case *c, double *y) { affine_forward_f64(y, c->in[0], c->farg[0], c->farg[1], c->in_n[0]); }
 static void aff_b(op_case *c, const double *dy, double **d) { affine_backward_f64(d[0], dy, c->farg[0], c->in_n[0]); }
@@ -460,4 +478,90 @@ TEST(timestep_embedding_values) {
     CHECK_NEAR(z[0], sin(10.0), 1e-12, "first sin");
     CHECK_NEAR(z[2], sin(10 * exp(-log(10000.0) * 2 / 2.0)), 1e-12, "shifted frequency");
     CHECK(z[6] == 0, "odd dimension padded with zero");
+}
+
+/* (n, c, hw) plain -> (n, c/blk, hw, blk) */
+static void to_blocked(double *dst, const double *src, int n, int c, int hw, int blk) {
+    for (int i = 0; i < n; i++)
+        for (int ch = 0; ch < c; ch++)
+            for (int p = 0; p < hw; p++)
+                dst[(((size_t)i * (c / blk) + ch / blk) * hw + p) * blk + ch % blk] = src[((size_t)i * c + ch) * hw + p];
+}
+
+/* The layout-aware ops in the channel-blocked layout: finite differences, and the forward equals the
+ * plain layout's forward with its input and output permuted. */
+TEST(blocked_layout_ops) {
+    df_rng r;
+    df_rng_init(&r, 21);
+    const int n = 2, c = 6, blk = 3, h = 4, w = 6, hw = h * w;
+    double x[2 * 6 * 24], xb[2 * 6 * 24], v[2 * 12], y1[2 * 6 * 96], y2[2 * 6 * 96], yb[2 * 6 * 96];
+    double gamma[6], beta[6], st1[8], st2[8];
+    for (int i = 0; i < n * c * hw; i++) x[i] = df_rng_normal(&r) * 2 + 0.5;
+    for (int i = 0; i < 2 * n * c; i++) v[i] = df_rng_normal(&r);
+    for (int i = 0; i < c; i++) gamma[i] = 1 + 0.3 * df_rng_normal(&r), beta[i] = df_rng_normal(&r);
+    to_blocked(xb, x, n, c, hw, blk);
+    for (int k = 0; k < 5; k++) {
+        int ho = h, wo = w;
+        const char *what = "";
+        switch (k) {
+        case 0:
+            what = "groupnorm";
+            groupnorm_forward_f64(y1, st1, st1 + 4, x, gamma, beta, n, c, hw, 2, 1e-5, 1, gn_work);
+            groupnorm_forward_f64(y2, st2, st2 + 4, xb, gamma, beta, n, c, hw, 2, 1e-5, blk, gn_work);
+            break;
+        case 1:
+            what = "add_nc";
+            add_nc_forward_f64(y1, x, v, n, c, hw, 1);
+            add_nc_forward_f64(y2, xb, v, n, c, hw, blk);
+            break;
+        case 2:
+            what = "scale_shift";
+            scale_shift_forward_f64(y1, x, v, n, c, hw, 1);
+            scale_shift_forward_f64(y2, xb, v, n, c, hw, blk);
+            break;
+        case 3:
+            what = "upsample";
+            upsample_forward_f64(y1, x, n * c, h, w, 1);
+            upsample_forward_f64(y2, xb, n * c, h, w, blk);
+            ho *= 2, wo *= 2;
+            break;
+        case 4:
+            what = "avgpool";
+            avgpool_forward_f64(y1, x, n * c, h, w, 1);
+            avgpool_forward_f64(y2, xb, n * c, h, w, blk);
+            ho /= 2, wo /= 2;
+            break;
+        }
+        to_blocked(yb, y1, n, c, ho * wo, blk);
+        double worst = 0;
+        for (int i = 0; i < n * c * ho * wo; i++) worst = fmax(worst, fabs(yb[i] - y2[i]));
+        CHECK(worst < 1e-12, "%s: blocked forward differs from plain by %.3g", what, worst);
+    }
+    /* finite differences of every layout-aware op in the blocked layout */
+    case_blk = blk;
+    op_case *oc = new_case("upsample (blocked)", 1, (size_t)n * c * 4 * hw);
+    oc->iarg[0] = n * c, oc->iarg[1] = h, oc->iarg[2] = w;
+    case_inputs(oc, &r, (size_t[]){(size_t)n * c * hw}, (const char *[]){"x"}, NULL);
+    oc->fwd = up_f, oc->bwd = up_b;
+    fd_check(oc, 21, 1e-7);
+    free_case(oc);
+    oc = new_case("avgpool (blocked)", 1, (size_t)n * c * hw / 4);
+    oc->iarg[0] = n * c, oc->iarg[1] = h, oc->iarg[2] = w;
+    case_inputs(oc, &r, (size_t[]){(size_t)n * c * hw}, (const char *[]){"x"}, NULL);
+    oc->fwd = pool_f, oc->bwd = pool_b;
+    fd_check(oc, 21, 1e-7);
+    free_case(oc);
+    oc = new_case("add_nc (blocked)", 2, (size_t)n * c * hw);
+    oc->iarg[0] = n, oc->iarg[1] = c, oc->iarg[2] = hw;
+    case_inputs(oc, &r, (size_t[]){(size_t)n * c * hw, (size_t)n * c}, (const char *[]){"x", "v"}, NULL);
+    oc->fwd = addnc_f, oc->bwd = addnc_b;
+    fd_check(oc, 21, 1e-7);
+    free_case(oc);
+    oc = new_case("scale_shift (blocked)", 2, (size_t)n * c * hw);
+    oc->iarg[0] = n, oc->iarg[1] = c, oc->iarg[2] = hw;
+    case_inputs(oc, &r, (size_t[]){(size_t)n * c * hw, (size_t)n * 2 * c}, (const char *[]){"x", "v"}, NULL);
+    oc->fwd = ss_f, oc->bwd = ss_b;
+    fd_check(oc, 21, 1e-7);
+    free_case(oc);
+    case_blk = 1;
 }
