@@ -52,6 +52,8 @@ $(BUILD)/src/%_f32.o: src/%.c $(HDRS)
 $(BUILD)/src/%_f64.o: src/%.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DDF_REAL_F64=1 -c $< -o $@
+# the vector kernels: clamps must become selects for the loops to vectorise
+$(BUILD)/src/vec.o: CFLAGS += -fno-trapping-math -ffp-contract=fast
 $(BUILD)/libdiffuse.a: $(LIB_OBJ)
 	ar rcs $@ $^
 $(BUILD)/diffuse: $(CLI_SRC) $(BUILD)/libdiffuse.a $(HDRS)

@@ -4,6 +4,7 @@
 #include "diffuse.h"
 #include "internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,14 +36,32 @@ static int bench_preset(const char *preset, int batch, int iters) {
 
     /* warm up (plans memory), then time */
     df_model_forward(m, batch, s, s, x, t, NULL, eps);
-    double t0 = now();
-    for (int i = 0; i < iters; i++) df_model_forward(m, batch, s, s, x, t, NULL, eps);
-    double fwd = (now() - t0) / iters;
+    double fwd = 1e30, t0;
+    for (int i = 0; i < iters; i++) {   /* the best of iters: least disturbed by other work */
+        t0 = now();
+        df_model_forward(m, batch, s, s, x, t, NULL, eps);
+        fwd = fmin(fwd, now() - t0);
+    }
     float loss;
     df_model_loss_grad(m, batch, s, s, x, t, NULL, noise, NULL, &loss, NULL);
-    t0 = now();
-    for (int i = 0; i < iters; i++) df_model_loss_grad(m, batch, s, s, x, t, NULL, noise, NULL, &loss, NULL);
-    double train = (now() - t0) / iters;
+    double train = 1e30;
+    for (int i = 0; i < iters; i++) {
+        t0 = now();
+        df_model_loss_grad(m, batch, s, s, x, t, NULL, noise, NULL, &loss, NULL);
+        train = fmin(train, now() - t0);
+    }
+    if (getenv("DIFFUSE_PROFILE")) {   /* where the time goes, per op kind */
+        int k = df_op_count();
+        double *tab = calloc(2 * (size_t)k, sizeof(double));
+        df_model_set_profile(m, tab);
+        df_model_forward(m, batch, s, s, x, t, NULL, eps);
+        df_model_loss_grad(m, batch, s, s, x, t, NULL, noise, NULL, &loss, NULL);
+        df_model_set_profile(m, NULL);
+        for (int i = 0; i < k; i++)
+            if (tab[i] + tab[k + i] > 0)
+                fprintf(stderr, "  %-12s forward %7.1f ms  backward %7.1f ms\n", df_op_name(i), 500 * tab[i], 1e3 * tab[k + i]);
+        free(tab);
+    }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("| %-9s | %5d | %9.3f | %9.1f | %10.2f | %11.1f | %11.1f | %13.1f | %7.0f |\n", preset, batch, flops / 1e9,

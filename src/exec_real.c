@@ -3,6 +3,7 @@
 #include "ops_real.h"
 #include "conv_fast.h"
 
+#include <omp.h>
 #include <string.h>
 
 #define VAL(buf, id) ((buf) + g->vals[id].off)
@@ -15,6 +16,7 @@ void RF(unet_forward)(const unet_graph *g, const real *params, real *act, real *
     const size_t per = g->scratch_size;
     for (int i = 0; i < g->nnodes; i++) {
         const gnode *d = &g->nodes[i];
+        double t0 = g->prof ? omp_get_wtime() : 0;
         real *y = VAL(act, d->out);
         const gvalue *o = &g->vals[d->out];
         const real *x = d->in[0] >= 0 ? VAL(act, d->in[0]) : NULL;
@@ -90,6 +92,7 @@ void RF(unet_forward)(const unet_graph *g, const real *params, real *act, real *
         case OP_COUNT:
             DF_ASSERT(0);
         }
+        if (g->prof) g->prof[d->op] += omp_get_wtime() - t0;
     }
 }
 
@@ -98,6 +101,7 @@ void RF(unet_backward)(const unet_graph *g, const real *params, real *dparams, c
     const size_t per = g->scratch_size;
     for (int i = g->nnodes - 1; i >= 0; i--) {
         const gnode *d = &g->nodes[i];
+        double t0 = g->prof ? omp_get_wtime() : 0;
         const gvalue *o = &g->vals[d->out];
         const real *dy = VAL(dact, d->out);
         const real *x = d->in[0] >= 0 ? VAL(act, d->in[0]) : NULL;
@@ -163,5 +167,6 @@ void RF(unet_backward)(const unet_graph *g, const real *params, real *dparams, c
         case OP_COUNT:
             DF_ASSERT(0);
         }
+        if (g->prof) g->prof[OP_COUNT + d->op] += omp_get_wtime() - t0;
     }
 }

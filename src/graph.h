@@ -79,6 +79,7 @@ typedef struct {
     /* float32 convolutions through oneDNN (conv_fast.h); NULL or use_fast == 0: the reference path */
     struct conv_fast *fast;
     int     use_fast, fast_tried;
+    double *prof;           /* when set: seconds per op kind, forward [0, OP_COUNT), backward after */
 } unet_graph;
 
 /* Build the parameter table and tape of UNet2DModel for a batch of n images of h x w. */

@@ -40,4 +40,10 @@ df_status df_mkdir_p(const char *dir);
 /* For programs (not the library): restart once with OMP_WAIT_POLICY=passive unless the user set it. */
 void df_prefer_passive_threads(char **argv);
 
+/* For benchmarks: accumulate seconds per op kind into table (2 * df_op_count() doubles: forward, then
+ * backward), or stop with NULL. df_op_name(i) names kind i. */
+void        df_model_set_profile(df_model *m, double *table);
+int         df_op_count(void);
+const char *df_op_name(int i);
+
 #endif

@@ -25,6 +25,7 @@ struct df_model {
     int            have_forward; /* the activations hold a forward pass that backward can use */
     int            train;
     df_kernels     kernels;
+    double        *prof;
     df_rng        *rng;
     uint64_t       dropout_seed;
 };
@@ -307,6 +308,10 @@ void df_model_set_train(df_model *m, int train, df_rng *rng) {
 
 void df_model_set_kernels(df_model *m, df_kernels k) { m->kernels = k; }
 
+void        df_model_set_profile(df_model *m, double *table) { m->prof = table; }
+int         df_op_count(void) { return OP_COUNT; }
+const char *df_op_name(int i) { return i >= 0 && i < OP_COUNT ? op_names[i] : "?"; }
+
 /* Plan the fast convolutions of the current tape when they are wanted and not made yet. */
 static df_status ensure_fast(df_model *m) {
     int want = m->kernels == DF_KERNELS_FAST;
@@ -319,6 +324,7 @@ static df_status ensure_fast(df_model *m) {
     int use = want && m->g.fast != NULL;
     if (use != m->g.use_fast) m->have_forward = 0;   /* activations of the other layout are no use */
     m->g.use_fast = use;
+    m->g.prof = m->prof;
     unet_set_layout(&m->g, use ? conv_fast_block() : 1);
     return DF_OK;
 }

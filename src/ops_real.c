@@ -1,6 +1,7 @@
 /* The U-Net's ops, forward and backward side by side, written once for `real` (float and double).
  * Convolutions and projections go through BLAS (im2col + GEMM); loops split over images with OpenMP. */
 #include "ops_real.h"
+#include "vec.h"
 
 #include <math.h>
 #include <omp.h>
@@ -298,16 +299,33 @@ void RF(groupnorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy,
 
 /* ---- SiLU ---------------------------------------------------------------------------------------- */
 
+/* Threads take contiguous spans; float32 uses the vectorised kernels, float64 libm. */
+#define SPAN 4096
+
 void RF(silu_forward)(real *y, const real *x, size_t count) {
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < count; i++) y[i] = x[i] / (1 + REXP(-x[i]));
+    for (size_t s = 0; s < count; s += SPAN) {
+        size_t e = s + SPAN < count ? s + SPAN : count;
+#if DF_REAL_F64
+        for (size_t i = s; i < e; i++) y[i] = x[i] / (1 + REXP(-x[i]));
+#else
+        vec_silu(y + s, x + s, e - s);
+#endif
+    }
 }
 
 void RF(silu_backward)(real *dx, const real *dy, const real *x, size_t count) {
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < count; i++) {
-        real s = 1 / (1 + REXP(-x[i]));
-        dx[i] += dy[i] * s * (1 + x[i] * (1 - s));
+    for (size_t s = 0; s < count; s += SPAN) {
+        size_t e = s + SPAN < count ? s + SPAN : count;
+#if DF_REAL_F64
+        for (size_t i = s; i < e; i++) {
+            real sg = 1 / (1 + REXP(-x[i]));
+            dx[i] += dy[i] * sg * (1 + x[i] * (1 - sg));
+        }
+#else
+        vec_silu_backward(dx + s, dy + s, x + s, e - s);
+#endif
     }
 }
 
