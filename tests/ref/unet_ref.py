@@ -251,6 +251,7 @@ class ResnetBlock2DRef(nn.Module):
         self.scale_shift = time_scale_shift == "scale_shift"
         self.output_scale_factor = output_scale_factor
         self.up, self.down = up, down
+        self.dropout = nn.Identity()
 
     def forward(self, x, temb):
         h = self.act(self.norm1(x))
@@ -265,7 +266,7 @@ class ResnetBlock2DRef(nn.Module):
             h = self.norm2(h) * (1.0 + scale) + shift
         else:
             h = self.norm2(h + t)
-        h = self.conv2(self.act(h))       # dropout: identity (p = 0 / eval)
+        h = self.conv2(self.dropout(self.act(h)))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)
         return (x + h) / self.output_scale_factor
@@ -490,6 +491,10 @@ class UNet2DRef(nn.Module):
         self.conv_norm_out = nn.GroupNorm(c["norm_num_groups"], boc[0], eps=c["norm_eps"])
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(boc[0], c["out_channels"], 3, padding=1)
+        if c.get("dropout", 0.0) > 0:   # active only in train() mode, as in diffusers
+            for m in self.modules():
+                if isinstance(m, ResnetBlock2DRef):
+                    m.dropout = nn.Dropout(c["dropout"])
 
     def forward(self, sample, timesteps, class_labels=None):
         c = self.cfg
