@@ -165,7 +165,7 @@ static result ours_job(const void *arg) {
         df_sampler_params_default(&sp);
         sp.steps = steps;
         df_model_denoiser dn = {m, s, s, NULL};
-        df_model_forward(m, n, s, s, x, t, NULL, eps);   /* warm up: plans memory and kernels */
+        df_model_denoise(&dn, n, x, t, eps);   /* warm up: plans memory and kernels */
         if (tab) df_model_set_profile(m, tab);
         double t0 = now();
         if (df_sample(&sch, &sp, df_model_denoise, &dn, n, (size_t)cfg.in_channels * s * s, &rng, x)) r.ok = 0;

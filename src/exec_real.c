@@ -6,7 +6,9 @@
 #include <omp.h>
 #include <string.h>
 
-#define VAL(buf, id) ((buf) + g->vals[id].off)
+#define VAL(buf, id) ((buf) + (g->infer ? g->vals[id].ioff : g->vals[id].off))
+#define GRAD(buf, id) ((buf) + g->vals[id].goff)
+#define SAVED(d) (act + (g->infer ? (d)->isaved : (d)->saved))
 #define NUMEL(id) ((size_t)g->vals[id].n * g->vals[id].c * g->vals[id].h * g->vals[id].w)
 #define HW(id) (g->vals[id].h * g->vals[id].w)
 #define PARAM(buf, id) ((id) >= 0 ? (buf) + g->params[id].off : NULL)
@@ -33,7 +35,7 @@ void RF(unet_forward)(const unet_graph *g, const real *params, real *act, real *
             RF(linear_forward)(y, x, w, b, o->n, g->vals[d->in[0]].c, o->c);
             break;
         case OP_GROUPNORM: {
-            real *mean = act + d->saved, *rstd = mean + (size_t)o->n * d->iarg[0];
+            real *mean = SAVED(d), *rstd = mean + (size_t)o->n * d->iarg[0];
             RF(groupnorm_forward)(y, mean, rstd, x, w, b, o->n, o->c, o->h * o->w, d->iarg[0], d->farg[0], o->blk,
                                   (double *)scratch);
             break;
@@ -73,15 +75,15 @@ void RF(unet_forward)(const unet_graph *g, const real *params, real *act, real *
             break;
         case OP_ATTENTION: {
             int heads = d->iarg[0];
-            RF(attention_forward)(y, act + d->saved, x, x1, VAL(act, d->in[2]), o->n, heads, o->c / heads,
+            RF(attention_forward)(y, SAVED(d), x, x1, VAL(act, d->in[2]), o->n, heads, o->c / heads,
                                   o->h * o->w, d->farg[0]);
             break;
         }
         case OP_DROPOUT:
             if (dropout_seed)
-                RF(dropout_forward)(y, act + d->saved, x, NUMEL(d->out), d->farg[0], dropout_seed + (uint64_t)i);
+                RF(dropout_forward)(y, SAVED(d), x, NUMEL(d->out), d->farg[0], dropout_seed + (uint64_t)i);
             else {   /* eval: identity, with a mask of ones so a backward pass stays exact */
-                real *m = act + d->saved;
+                real *m = SAVED(d);
                 for (size_t j = 0; j < NUMEL(d->out); j++) m[j] = 1;
                 memcpy(y, x, sizeof(real) * NUMEL(d->out));
             }
@@ -103,11 +105,14 @@ void RF(unet_backward)(const unet_graph *g, const real *params, real *dparams, c
         const gnode *d = &g->nodes[i];
         double t0 = g->prof ? omp_get_wtime() : 0;
         const gvalue *o = &g->vals[d->out];
-        const real *dy = VAL(dact, d->out);
+        if (d->gzero & 8) continue;   /* its output reaches nothing: no gradient flows back */
+        const real *dy = GRAD(dact, d->out);
         const real *x = d->in[0] >= 0 ? VAL(act, d->in[0]) : NULL;
         const real *x1 = d->in[1] >= 0 ? VAL(act, d->in[1]) : NULL;
-        real *dx = d->in[0] >= 0 ? VAL(dact, d->in[0]) : NULL;
-        real *dx1 = d->in[1] >= 0 ? VAL(dact, d->in[1]) : NULL;
+        real *dx = d->in[0] >= 0 ? GRAD(dact, d->in[0]) : NULL;
+        real *dx1 = d->in[1] >= 0 ? GRAD(dact, d->in[1]) : NULL;
+        for (int k = 0; k < 3; k++)   /* gradient buffers are reused: the last reader starts them at 0 */
+            if (d->gzero & (1 << k)) memset(GRAD(dact, d->in[k]), 0, sizeof(real) * NUMEL(d->in[k]));
         const real *w = PARAM(params, d->w);
         real *dw = PARAM(dparams, d->w), *db = PARAM(dparams, d->b);
         switch (d->op) {
@@ -154,7 +159,7 @@ void RF(unet_backward)(const unet_graph *g, const real *params, real *dparams, c
             break;
         case OP_ATTENTION: {
             int heads = d->iarg[0];
-            RF(attention_backward)(dx, dx1, VAL(dact, d->in[2]), dy, act + d->saved, x, x1, VAL(act, d->in[2]),
+            RF(attention_backward)(dx, dx1, GRAD(dact, d->in[2]), dy, act + d->saved, x, x1, VAL(act, d->in[2]),
                                    o->n, heads, o->c / heads, o->h * o->w, d->farg[0], scratch, per);
             break;
         }

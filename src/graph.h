@@ -31,7 +31,9 @@ extern const char *const op_names[OP_COUNT];
 typedef struct {
     int n, c, h, w;
     int blk;         /* layout: 1 plain (N, C, H, W); 8 or 16 channel-blocked (N, C/blk, H, W, blk) */
-    size_t off;      /* offset into the activation block, in elements */
+    size_t off;      /* offset into the activation block, in elements (training: every value kept) */
+    size_t ioff;     /* offset when only a forward pass runs (space reused after the last reader) */
+    size_t goff;     /* offset of its gradient in the gradient block (space reused) */
 } gvalue;
 
 typedef struct {
@@ -47,6 +49,9 @@ typedef struct {
     float     farg[2];
     conv_geom conv;     /* for OP_CONV */
     size_t    saved;    /* offset of this node's saved buffer in the activation block */
+    size_t    saved_len, isaved;   /* its length, and its offset in an inference pass */
+    int       gzero;    /* backward: bit k: zero in[k]'s gradient first (this node is its last reader);
+                           bit 3: the output has no gradient (nothing reads it) */
 } gnode;
 
 typedef enum { INIT_FANIN_UNIFORM, INIT_ONE, INIT_ZERO, INIT_NORMAL } init_kind;
@@ -71,6 +76,9 @@ typedef struct {
     gvalue *vals;
     int     nvals, cap_vals;
     size_t  act_size;       /* elements in the activation block (values + saved buffers) */
+    size_t  infer_size;     /* the same for an inference pass (ioff, isaved) */
+    size_t  grad_size;      /* elements in the gradient block (goff) */
+    int     infer;          /* the forward pass uses the inference placement (no backward after it) */
     size_t  scratch_size;   /* elements of per-thread scratch */
     int     x, out;         /* input and output value ids */
     int     n, h, w;

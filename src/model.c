@@ -51,14 +51,6 @@ static df_status ensure_graph(df_model *m, int n, int h, int w) {
     DF_ASSERT(!m->params || g.nparam_values == m->g.nparam_values);
     size_t threads = (size_t)omp_get_max_threads();
     size_t scratch = g.scratch_size * threads;
-    if (g.act_size > m->act_cap) {
-        df_free_aligned(m->act);
-        df_free_aligned(m->dact);
-        m->dact = NULL;
-        m->dact_cap = 0;
-        m->act = df_alloc_aligned(g.act_size * sizeof(float));
-        m->act_cap = m->act ? g.act_size : 0;
-    }
     if (scratch > m->scratch_cap) {
         df_free_aligned(m->scratch);
         m->scratch = df_alloc_aligned(scratch * sizeof(float));
@@ -71,10 +63,9 @@ static df_status ensure_graph(df_model *m, int n, int h, int w) {
         m->labels = malloc(sizeof(int) * (size_t)n);
         m->t_cap = (m->t && m->labels) ? n : 0;
     }
-    if (!m->act || !m->scratch || !m->t_cap) {
+    if (!m->scratch || !m->t_cap) {
         unet_graph_free(&g);
-        return df_fail(DF_ERR_NOMEM, "out of memory for a batch of %d images of %dx%d (%.1f MB of activations)",
-                       n, h, w, g.act_size * 4.0 / 1e6);
+        return df_fail(DF_ERR_NOMEM, "out of memory for a batch of %d images of %dx%d", n, h, w);
     }
     /* oneDNN primitives are planned for this tape only on the first pass that needs them */
     unet_graph_free(&m->g);
@@ -329,8 +320,9 @@ static df_status ensure_fast(df_model *m) {
     return DF_OK;
 }
 
-df_status df_model_forward(df_model *m, int n, int h, int w, const float *x, const float *t,
-                           const int *labels, float *eps) {
+/* keep: place every value apart so that a backward pass can follow; otherwise reuse space (sampling). */
+static df_status model_forward(df_model *m, int n, int h, int w, const float *x, const float *t, const int *labels,
+                               float *eps, int keep) {
     if (!x || !t || !eps) return df_fail(DF_ERR_ARG, "df_model_forward: x, t and eps must not be NULL");
     if (m->cfg.num_class_embeds > 0 || m->cfg.class_embed_timestep) {
         if (!labels) return df_fail(DF_ERR_ARG, "this model is class-conditional: class labels are required");
@@ -343,35 +335,52 @@ df_status df_model_forward(df_model *m, int n, int h, int w, const float *x, con
     df_status st = ensure_graph(m, n, h, w);
     if (!st) st = ensure_fast(m);
     if (st) return st;
-    const unet_graph *g = &m->g;
+    unet_graph *g = &m->g;
+    size_t need = keep ? g->act_size : g->infer_size;
+    if (need > m->act_cap) {
+        df_free_aligned(m->act);
+        m->act = df_alloc_aligned(need * sizeof(float));
+        m->act_cap = m->act ? need : 0;
+        if (!m->act)
+            return df_fail(DF_ERR_NOMEM, "out of memory for a batch of %d images of %dx%d (%.1f MB of activations)", n,
+                           h, w, need * 4.0 / 1e6);
+    }
+    g->infer = !keep;
     memcpy(m->t, t, sizeof(float) * (size_t)n);
     if (labels) memcpy(m->labels, labels, sizeof(int) * (size_t)n);
-    memcpy(m->act + g->vals[g->x].off, x, sizeof(float) * (size_t)n * m->cfg.in_channels * h * w);
+    memcpy(m->act + (keep ? g->vals[g->x].off : g->vals[g->x].ioff), x, sizeof(float) * (size_t)n * m->cfg.in_channels * h * w);
     m->dropout_seed = 0;
     if (m->train && g->has_dropout && m->rng) m->dropout_seed = ((uint64_t)df_rng_u32(m->rng) << 32 | df_rng_u32(m->rng)) | 1;
     unet_forward_f32(g, m->params, m->act, m->scratch, m->t, labels ? m->labels : NULL, m->dropout_seed);
-    memcpy(eps, m->act + g->vals[g->out].off, sizeof(float) * (size_t)n * m->cfg.out_channels * h * w);
-    m->have_forward = 1;
+    memcpy(eps, m->act + (keep ? g->vals[g->out].off : g->vals[g->out].ioff), sizeof(float) * (size_t)n * m->cfg.out_channels * h * w);
+    g->infer = 0;
+    m->have_forward = keep;
     return DF_OK;
 }
+
+df_status df_model_forward(df_model *m, int n, int h, int w, const float *x, const float *t, const int *labels,
+                           float *eps) {
+    return model_forward(m, n, h, w, x, t, labels, eps, 1);
+}
+
+
 
 df_status df_model_backward(df_model *m, const float *deps, float *dx) {
     if (!m->have_forward) return df_fail(DF_ERR_ARG, "df_model_backward: no forward pass to go back through");
     df_status st = ensure_fast(m);
     if (st) return st;
     const unet_graph *g = &m->g;
-    if (g->act_size > m->dact_cap) {
+    if (g->grad_size > m->dact_cap) {
         df_free_aligned(m->dact);
-        m->dact = df_alloc_aligned(g->act_size * sizeof(float));
-        m->dact_cap = m->dact ? g->act_size : 0;
+        m->dact = df_alloc_aligned(g->grad_size * sizeof(float));
+        m->dact_cap = m->dact ? g->grad_size : 0;
         if (!m->dact) return df_fail(DF_ERR_NOMEM, "out of memory for activation gradients");
     }
-    memset(m->dact, 0, g->act_size * sizeof(float));
     const gvalue *o = &g->vals[g->out], *xv = &g->vals[g->x];
-    memcpy(m->dact + o->off, deps, sizeof(float) * (size_t)o->n * o->c * o->h * o->w);
+    memcpy(m->dact + o->goff, deps, sizeof(float) * (size_t)o->n * o->c * o->h * o->w);
     int conditional = m->cfg.num_class_embeds > 0 || m->cfg.class_embed_timestep;
     unet_backward_f32(g, m->params, m->grads, m->act, m->dact, m->scratch, conditional ? m->labels : NULL);
-    if (dx) memcpy(dx, m->dact + xv->off, sizeof(float) * (size_t)xv->n * xv->c * xv->h * xv->w);
+    if (dx) memcpy(dx, m->dact + xv->goff, sizeof(float) * (size_t)xv->n * xv->c * xv->h * xv->w);
     return DF_OK;
 }
 
@@ -404,5 +413,5 @@ df_status df_model_loss_grad(df_model *m, int n, int h, int w, const float *x_t,
 
 df_status df_model_denoise(void *ctx, int n, const float *x, const float *t, float *out) {
     df_model_denoiser *d = ctx;
-    return df_model_forward(d->model, n, d->h, d->w, x, t, d->labels, out);
+    return model_forward(d->model, n, d->h, d->w, x, t, d->labels, out, 0);   /* no backward: reuse space */
 }

@@ -143,7 +143,8 @@ static int groupnorm(builder *B, int x, const char *prefix, int groups) {
     d->out = y, d->w = w, d->b = b;
     d->iarg[0] = groups;
     d->farg[0] = B->cfg->norm_eps;
-    d->saved = reserve_saved(B, 2 * (size_t)in.n * groups);
+    d->saved_len = 2 * (size_t)in.n * groups;
+    d->saved = reserve_saved(B, d->saved_len);
     need_scratch(B, 2 * (3 * (size_t)in.n * in.c + 2 * (size_t)in.n * groups));   /* doubles, as reals */
     return y;
 }
@@ -171,7 +172,8 @@ static int dropout(builder *B, int x) {
     gnode *d = &B->g->nodes[B->g->nnodes - 1];
     d->farg[0] = p;
     gvalue v = V(x);
-    d->saved = reserve_saved(B, (size_t)v.n * v.c * v.h * v.w);
+    d->saved_len = (size_t)v.n * v.c * v.h * v.w;
+    d->saved = reserve_saved(B, d->saved_len);
     B->g->has_dropout = 1;
     return y;
 }
@@ -271,7 +273,8 @@ static int attention(builder *B, int x, int groups, int head_dim, float rescale,
     nd->out = o;
     nd->iarg[0] = heads;
     nd->farg[0] = (float)(1.0 / sqrt((double)d));
-    nd->saved = reserve_saved(B, (size_t)in.n * heads * L * L);
+    nd->saved_len = (size_t)in.n * heads * L * L;
+    nd->saved = reserve_saved(B, nd->saved_len);
     need_scratch(B, (size_t)L * L);
     B->g->flops += 4.0 * in.n * heads * (double)L * L * d;
     snprintf(name, sizeof name, "%s.to_out.0", pre);
@@ -305,6 +308,122 @@ static int timestep_embedding(builder *B, int n, int source, const char *prefix)
 }
 
 /* ---- the model ------------------------------------------------------------------------------------ */
+
+/* ---- memory reuse -------------------------------------------------------------------------------
+ * Two more placements of the values, besides the training one where every value keeps its own place:
+ * for inference (a value's space is reused once its last reader has run) and for the gradients of a
+ * backward pass (a gradient lives from its first writer to its producer's backward). First fit over a
+ * list of free spans; sizes are rounded to 16 elements so every start stays 64-byte aligned. */
+
+typedef struct {
+    size_t *off, *len;   /* free spans, sorted by offset */
+    int     n;
+    size_t  top;         /* end of the arena */
+} arena;
+
+static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+static size_t arena_get(arena *a, size_t len) {
+    len = round16(len);
+    for (int i = 0; i < a->n; i++)
+        if (a->len[i] >= len) {
+            size_t at = a->off[i];
+            a->off[i] += len, a->len[i] -= len;
+            if (!a->len[i]) {
+                memmove(a->off + i, a->off + i + 1, sizeof(size_t) * (size_t)(a->n - i - 1));
+                memmove(a->len + i, a->len + i + 1, sizeof(size_t) * (size_t)(a->n - i - 1));
+                a->n--;
+            }
+            return at;
+        }
+    /* a free span at the end grows into new space */
+    if (a->n && a->off[a->n - 1] + a->len[a->n - 1] == a->top) {
+        size_t at = a->off[--a->n];
+        a->top = at + len;
+        return at;
+    }
+    a->top += len;
+    return a->top - len;
+}
+
+static void arena_put(arena *a, size_t off, size_t len) {
+    len = round16(len);
+    int i = 0;
+    while (i < a->n && a->off[i] < off) i++;
+    memmove(a->off + i + 1, a->off + i, sizeof(size_t) * (size_t)(a->n - i));
+    memmove(a->len + i + 1, a->len + i, sizeof(size_t) * (size_t)(a->n - i));
+    a->off[i] = off, a->len[i] = len, a->n++;
+    if (i + 1 < a->n && a->off[i] + a->len[i] == a->off[i + 1]) {   /* merge with the next */
+        a->len[i] += a->len[i + 1];
+        memmove(a->off + i + 1, a->off + i + 2, sizeof(size_t) * (size_t)(a->n - i - 2));
+        memmove(a->len + i + 1, a->len + i + 2, sizeof(size_t) * (size_t)(a->n - i - 2));
+        a->n--;
+    }
+    if (i > 0 && a->off[i - 1] + a->len[i - 1] == a->off[i]) {   /* and with the previous */
+        a->len[i - 1] += a->len[i];
+        memmove(a->off + i, a->off + i + 1, sizeof(size_t) * (size_t)(a->n - i - 1));
+        memmove(a->len + i, a->len + i + 1, sizeof(size_t) * (size_t)(a->n - i - 1));
+        a->n--;
+    }
+}
+
+static size_t numel(const gvalue *v) { return (size_t)v->n * v->c * v->h * v->w; }
+
+static df_status plan_reuse(unet_graph *g) {
+    int cap = g->nvals + g->nnodes + 4;
+    arena a = {malloc(sizeof(size_t) * (size_t)cap), malloc(sizeof(size_t) * (size_t)cap), 0, 0};
+    int *last = malloc(sizeof(int) * (size_t)g->nvals), *first = malloc(sizeof(int) * (size_t)g->nvals);
+    if (!a.off || !a.len || !last || !first) {
+        free(a.off), free(a.len), free(last), free(first);
+        return df_fail(DF_ERR_NOMEM, "out of memory planning the network");
+    }
+    for (int v = 0; v < g->nvals; v++) last[v] = -1, first[v] = -1;
+    for (int i = 0; i < g->nnodes; i++)
+        for (int k = 0; k < 3; k++)
+            if (g->nodes[i].in[k] >= 0) last[g->nodes[i].in[k]] = i;
+    last[g->out] = g->nnodes;   /* read by the caller after the pass */
+
+    /* inference: outputs take space before the inputs that die at the node give theirs back */
+    g->vals[g->x].ioff = arena_get(&a, numel(&g->vals[g->x]));
+    for (int i = 0; i < g->nnodes; i++) {
+        gnode *d = &g->nodes[i];
+        gvalue *o = &g->vals[d->out];
+        o->ioff = arena_get(&a, numel(o));
+        if (d->saved_len) {
+            d->isaved = arena_get(&a, d->saved_len);
+            arena_put(&a, d->isaved, d->saved_len);
+        }
+        if (last[d->out] < 0) arena_put(&a, o->ioff, numel(o));
+        for (int k = 0; k < 3; k++) {
+            int v = d->in[k];
+            if (v < 0 || last[v] != i || (k > 0 && v == d->in[0]) || (k > 1 && v == d->in[1])) continue;
+            arena_put(&a, g->vals[v].ioff, numel(&g->vals[v]));
+        }
+    }
+    g->infer_size = a.top;
+
+    /* gradients, in reverse: a value's gradient is born at its last reader (zeroed there: readers add)
+     * and freed after its producer's backward has read it; the input's gradient is kept */
+    a.n = 0, a.top = 0;
+    g->vals[g->out].goff = arena_get(&a, numel(&g->vals[g->out]));
+    first[g->out] = g->nnodes;
+    for (int i = g->nnodes - 1; i >= 0; i--) {
+        gnode *d = &g->nodes[i];
+        d->gzero = 0;
+        for (int k = 0; k < 3; k++) {
+            int v = d->in[k];
+            if (v < 0 || first[v] >= 0) continue;
+            first[v] = i;
+            g->vals[v].goff = arena_get(&a, numel(&g->vals[v]));
+            d->gzero |= 1 << k;
+        }
+        if (d->out != g->x && first[d->out] >= 0) arena_put(&a, g->vals[d->out].goff, numel(&g->vals[d->out]));
+        else if (first[d->out] < 0) g->vals[d->out].goff = 0, d->gzero |= 8;   /* nobody reads it: no gradient */
+    }
+    g->grad_size = a.top;
+    free(a.off), free(a.len), free(last), free(first);
+    return DF_OK;
+}
 
 df_status unet_build(const df_unet_config *cfg, int n, int h, int w, unet_graph *g) {
     memset(g, 0, sizeof *g);
@@ -401,6 +520,7 @@ df_status unet_build(const df_unet_config *cfg, int n, int h, int w, unet_graph 
     s = silu(B, groupnorm(B, s, "conv_norm_out", groups));
     s = conv(B, s, "conv_out", cfg->out_channels, 3, 1, 1, 1, 1, 1, 0);
     g->out = s;
+    if (!B->err) B->err = plan_reuse(g);
     if (B->err) {
         unet_graph_free(g);
         return B->err;

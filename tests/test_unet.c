@@ -223,7 +223,7 @@ static void unet_fd(int variant, uint64_t seed) {
     df_rng_init(&r, seed + 100);
     /* perturb the default init so GroupNorm affine and biases are not at 1/0 */
     for (size_t i = 0; i < np; i++) p[i] = df_model_params(m)[i] + 0.1 * df_rng_normal(&r);
-    double *act = calloc(g.act_size, sizeof(double)), *dact = calloc(g.act_size, sizeof(double));
+    double *act = calloc(g.act_size, sizeof(double)), *dact = calloc(g.grad_size, sizeof(double));
     double *scr = malloc(g.scratch_size * omp_get_max_threads() * sizeof(double));
     const gvalue *xo = &g.vals[g.x], *yo = &g.vals[g.out];
     size_t nx = (size_t)xo->n * xo->c * xo->h * xo->w, ny = (size_t)yo->n * yo->c * yo->h * yo->w;
@@ -241,10 +241,22 @@ static void unet_fd(int variant, uint64_t seed) {
     } while (0)
     double l0;
     LOSS(l0);
-    memcpy(dact + yo->off, rr, sizeof rr);
+    {   /* the inference placement (space reused between values) computes the same output */
+        double *iact = malloc(g.infer_size * sizeof(double));
+        memcpy(iact + xo->ioff, x, sizeof x);
+        g.infer = 1;
+        unet_forward_f64(&g, p, iact, scr, t, lab, 0);
+        g.infer = 0;
+        CHECK(memcmp(iact + yo->ioff, act + yo->off, sizeof rr) == 0, "variant %d: inference placement changes the output", variant);
+        CHECK(g.infer_size < g.act_size / 2 && g.grad_size < g.act_size,
+              "variant %d: reuse saves little (inference %zu, gradients %zu, training %zu elements)", variant, g.infer_size,
+              g.grad_size, g.act_size);
+        free(iact);
+    }
+    memcpy(dact + yo->goff, rr, sizeof rr);
     unet_backward_f64(&g, p, dp, act, dact, scr, lab);
     double dx[nx];
-    memcpy(dx, dact + xo->off, sizeof dx);
+    memcpy(dx, dact + xo->goff, sizeof dx);
     double gmax = 0;
     for (size_t i = 0; i < np; i++) gmax = fmax(gmax, fabs(dp[i]));
     const double h = 1e-5;
