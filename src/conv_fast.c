@@ -166,9 +166,13 @@ static int node_plan(conv_fast *f, fnode *fn, const conv_geom *c, int n, int has
     fn->same_ddst = dnnl_memory_desc_equal(dd, wd);
     /* forward: src, dst, wei slots; backward weights: src, dst (diff_dst), dwei; backward data: dst
      * (when it shares diff_dst) or wei for its own diff_dst copy, wei, dsrc */
-    grow(f, WS_SRC, fs), grow(f, WS_DST, fd), grow(f, WS_WEI, fw);
-    grow(f, WS_SRC, ws), grow(f, WS_DST, wd), grow(f, WS_DWEI, ww), grow(f, WS_DBIAS, &bias);
-    grow(f, WS_SRC, dd), grow(f, WS_WEI, dw), grow(f, WS_DSRC, ds);
+    /* activation-sized copies only where a layout differs from the tape's */
+    if (fn->r_src.prim) grow(f, WS_SRC, fs);
+    if (fn->r_dst.prim) grow(f, WS_DST, fd);
+    if (fn->r_w_src.prim) grow(f, WS_SRC, ws);
+    if (fn->r_w_ddst.prim) grow(f, WS_DST, wd);
+    if (fn->r_d_ddst.prim) grow(f, WS_SRC, dd);
+    grow(f, WS_WEI, fw), grow(f, WS_DWEI, ww), grow(f, WS_DBIAS, &bias), grow(f, WS_WEI, dw), grow(f, WS_DSRC, ds);
     grow(f, WS_SCRATCH, fsc), grow(f, WS_SCRATCH, dsc), grow(f, WS_SCRATCH, wsc);
     rc = 0;
 done:

@@ -369,6 +369,24 @@ static void arena_put(arena *a, size_t off, size_t len) {
 
 static size_t numel(const gvalue *v) { return (size_t)v->n * v->c * v->h * v->w; }
 
+/* Does the backward of `op` read its k-th input's value? (Otherwise the value may be overwritten once
+ * its forward readers are done.) */
+static int op_backward_reads(op_kind op, int k) {
+    switch (op) {
+    case OP_CONV:
+    case OP_LINEAR:
+    case OP_GROUPNORM:
+    case OP_SILU:
+        return k == 0;
+    case OP_SCALE_SHIFT:
+        return k <= 1;
+    case OP_ATTENTION:
+        return 1;
+    default:   /* the rest need only the output gradient (or their own saved buffer) */
+        return 0;
+    }
+}
+
 static df_status plan_reuse(unet_graph *g) {
     int cap = g->nvals + g->nnodes + 4;
     arena a = {malloc(sizeof(size_t) * (size_t)cap), malloc(sizeof(size_t) * (size_t)cap), 0, 0};
@@ -383,24 +401,44 @@ static df_status plan_reuse(unet_graph *g) {
             if (g->nodes[i].in[k] >= 0) last[g->nodes[i].in[k]] = i;
     last[g->out] = g->nnodes;   /* read by the caller after the pass */
 
-    /* inference: outputs take space before the inputs that die at the node give theirs back */
-    g->vals[g->x].ioff = arena_get(&a, numel(&g->vals[g->x]));
-    for (int i = 0; i < g->nnodes; i++) {
-        gnode *d = &g->nodes[i];
-        gvalue *o = &g->vals[d->out];
-        o->ioff = arena_get(&a, numel(o));
-        if (d->saved_len) {
-            d->isaved = arena_get(&a, d->saved_len);
-            arena_put(&a, d->isaved, d->saved_len);
-        }
-        if (last[d->out] < 0) arena_put(&a, o->ioff, numel(o));
-        for (int k = 0; k < 3; k++) {
-            int v = d->in[k];
-            if (v < 0 || last[v] != i || (k > 0 && v == d->in[0]) || (k > 1 && v == d->in[1])) continue;
-            arena_put(&a, g->vals[v].ioff, numel(&g->vals[v]));
-        }
+    /* forward placements: outputs take space before the inputs that die at the node give theirs back.
+     * Training keeps (never frees) what a backward pass reads: the inputs of ops whose backward needs
+     * them, and saved buffers; inference keeps nothing. */
+    char *keep = calloc((size_t)g->nvals, 1);
+    if (!keep) {
+        free(a.off), free(a.len), free(last), free(first);
+        return df_fail(DF_ERR_NOMEM, "out of memory planning the network");
     }
-    g->infer_size = a.top;
+    for (int i = 0; i < g->nnodes; i++) {
+        const gnode *d = &g->nodes[i];
+        for (int k = 0; k < 3; k++)
+            if (d->in[k] >= 0 && op_backward_reads(d->op, k)) keep[d->in[k]] = 1;
+    }
+    keep[g->out] = 1;
+    for (int training = 0; training < 2; training++) {
+        a.n = 0, a.top = 0;
+#define OFF(v) (*(training ? &g->vals[v].off : &g->vals[v].ioff))
+        OFF(g->x) = arena_get(&a, numel(&g->vals[g->x]));
+        for (int i = 0; i < g->nnodes; i++) {
+            gnode *d = &g->nodes[i];
+            gvalue *o = &g->vals[d->out];
+            OFF(d->out) = arena_get(&a, numel(o));
+            if (d->saved_len) {
+                size_t at = arena_get(&a, d->saved_len);
+                if (training) d->saved = at;
+                else d->isaved = at, arena_put(&a, at, d->saved_len);
+            }
+            if (last[d->out] < 0 && !(training && keep[d->out])) arena_put(&a, OFF(d->out), numel(o));
+            for (int k = 0; k < 3; k++) {
+                int v = d->in[k];
+                if (v < 0 || last[v] != i || (k > 0 && v == d->in[0]) || (k > 1 && v == d->in[1])) continue;
+                if (!(training && keep[v])) arena_put(&a, OFF(v), numel(&g->vals[v]));
+            }
+        }
+#undef OFF
+        *(training ? &g->act_size : &g->infer_size) = a.top;
+    }
+    free(keep);
 
     /* gradients, in reverse: a value's gradient is born at its last reader (zeroed there: readers add)
      * and freed after its producer's backward has read it; the input's gradient is kept */
