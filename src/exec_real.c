@@ -43,6 +43,12 @@ void RF(unet_forward)(const unet_graph *g, const real *params, real *act, real *
         case OP_SILU:
             RF(silu_forward)(y, x, NUMEL(d->out));
             break;
+        case OP_NORM_SILU: {
+            real *mean = SAVED(d), *rstd = mean + (size_t)o->n * d->iarg[0];
+            RF(norm_silu_forward)(y, mean, rstd, x, x1, w, b, o->n, o->c, o->h * o->w, d->iarg[0], d->farg[0], o->blk,
+                                  (double *)scratch);
+            break;
+        }
         case OP_TIMESTEP:
             if (d->iarg[2] == 0) {
                 RF(timestep_forward)(y, t, o->n, o->c, d->iarg[0], d->farg[0]);
@@ -134,6 +140,12 @@ void RF(unet_backward)(const unet_graph *g, const real *params, real *dparams, c
         case OP_SILU:
             RF(silu_backward)(dx, dy, x, NUMEL(d->out));
             break;
+        case OP_NORM_SILU: {
+            const real *mean = act + d->saved, *rstd = mean + (size_t)o->n * d->iarg[0];
+            RF(norm_silu_backward)(dx, dx1, dw, db, dy, x, x1, mean, rstd, w, PARAM(params, d->b), o->n, o->c,
+                                   o->h * o->w, d->iarg[0], o->blk, (double *)scratch);
+            break;
+        }
         case OP_TIMESTEP:
             break;   /* timesteps and labels are data, not parameters */
         case OP_EMBED:

@@ -23,6 +23,7 @@ typedef enum {
                         saved: probabilities (N, heads, L, L) */
     OP_DROPOUT,      /* farg[0] p; saved: mask scaled by 1/(1-p) */
     OP_AFFINE,       /* farg[0] * in[0] + farg[1] */
+    OP_NORM_SILU,    /* silu(GroupNorm(in[0] + in[1][:, :, None, None])), in[1] optional; as OP_GROUPNORM */
     OP_COUNT
 } op_kind;
 

@@ -194,15 +194,16 @@ static void channel_sums(double *s1, double *s2, const real *x, const real *y, i
     }
 }
 
-void RF(groupnorm_forward)(real *y, real *mean, real *rstd, const real *x, const real *gamma,
-                           const real *beta, int n, int c, int hw, int groups, real eps, int blk, double *work) {
+/* Statistics of u = x + v (v: per image and channel, or NULL) per image and group into mean and rstd,
+ * and the per-(image, channel) coefficients that normalise it as x a + b (v folded into b). */
+static void gn_stats(real *mean, real *rstd, double *a, double *b, const real *x, const real *v, const real *gamma,
+                     const real *beta, int n, int c, int hw, int groups, real eps, int blk, double *s) {
     const int cg = c / groups, cb = c / blk;
     const double gsize = (double)cg * hw;
-    double *s = work, *a = work + (size_t)n * c, *b = a + (size_t)n * c;
     channel_sums(s, NULL, x, NULL, n, c, hw, blk);
     for (int ng = 0; ng < n * groups; ng++) {
         double t = 0;
-        for (int ci = 0; ci < cg; ci++) t += s[(size_t)ng * cg + ci];
+        for (int ci = 0; ci < cg; ci++) t += s[(size_t)ng * cg + ci] + (v ? (double)hw * v[(size_t)ng * cg + ci] : 0);
         mean[ng] = (real)(t / gsize);
     }
     /* variance around the mean (two passes: no cancellation) */
@@ -210,7 +211,8 @@ void RF(groupnorm_forward)(real *y, real *mean, real *rstd, const real *x, const
     for (int nb = 0; nb < n * cb; nb++) {
         const int i = nb / cb, c0 = (nb % cb) * blk;
         double acc[16] = {0}, mu[16];
-        for (int ci = 0; ci < blk; ci++) mu[ci] = mean[i * groups + (c0 + ci) / cg];
+        for (int ci = 0; ci < blk; ci++)
+            mu[ci] = (double)mean[i * groups + (c0 + ci) / cg] - (v ? v[(size_t)i * c + c0 + ci] : 0);
         const real *xb = x + (size_t)nb * hw * blk;
         for (int p = 0; p < hw; p++)
             for (int ci = 0; ci < blk; ci++) {
@@ -220,17 +222,37 @@ void RF(groupnorm_forward)(real *y, real *mean, real *rstd, const real *x, const
         for (int ci = 0; ci < blk; ci++) s[(size_t)nb * blk + ci] = acc[ci];
     }
     for (int ng = 0; ng < n * groups; ng++) {
-        double v = 0;
-        for (int ci = 0; ci < cg; ci++) v += s[(size_t)ng * cg + ci];
-        rstd[ng] = (real)(1.0 / sqrt(v / gsize + (double)eps));   /* biased variance, as torch */
+        double var = 0;
+        for (int ci = 0; ci < cg; ci++) var += s[(size_t)ng * cg + ci];
+        rstd[ng] = (real)(1.0 / sqrt(var / gsize + (double)eps));   /* biased variance, as torch */
     }
-    /* y = x * a_c + b_c per image and channel */
     for (int i = 0; i < n; i++)
         for (int ch = 0; ch < c; ch++) {
             int ng = i * groups + ch / cg;
-            a[(size_t)i * c + ch] = (double)rstd[ng] * gamma[ch];
-            b[(size_t)i * c + ch] = beta[ch] - (double)mean[ng] * a[(size_t)i * c + ch];
+            size_t o = (size_t)i * c + ch;
+            a[o] = (double)rstd[ng] * gamma[ch];
+            b[o] = beta[ch] + ((v ? (double)v[o] : 0) - (double)mean[ng]) * a[o];
         }
+}
+
+/* The coefficients again from the saved statistics (backward passes). */
+static void gn_coeffs(double *a, double *b, const real *v, const real *mean, const real *rstd, const real *gamma,
+                      const real *beta, int n, int c, int groups) {
+    const int cg = c / groups;
+    for (int i = 0; i < n; i++)
+        for (int ch = 0; ch < c; ch++) {
+            int ng = i * groups + ch / cg;
+            size_t o = (size_t)i * c + ch;
+            a[o] = (double)rstd[ng] * gamma[ch];
+            b[o] = beta[ch] + ((v ? (double)v[o] : 0) - (double)mean[ng]) * a[o];
+        }
+}
+
+void RF(groupnorm_forward)(real *y, real *mean, real *rstd, const real *x, const real *gamma,
+                           const real *beta, int n, int c, int hw, int groups, real eps, int blk, double *work) {
+    const int cb = c / blk;
+    double *a = work + (size_t)n * c, *b = a + (size_t)n * c;
+    gn_stats(mean, rstd, a, b, x, NULL, gamma, beta, n, c, hw, groups, eps, blk, work);
 #pragma omp parallel for schedule(static)
     for (int nb = 0; nb < n * cb; nb++) {
         real ka[16], kb[16];
@@ -242,14 +264,14 @@ void RF(groupnorm_forward)(real *y, real *mean, real *rstd, const real *x, const
     }
 }
 
-void RF(groupnorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy, const real *x,
-                            const real *mean, const real *rstd, const real *gamma, int n, int c, int hw,
-                            int groups, int blk, double *work) {
-    const int cg = c / groups, cb = c / blk;
+/* The weight and input gradients of GroupNorm given per-channel sums over pixels of the gradient at
+ * its output (A) and of that times u = x + v (D): fills the per-(image, channel) coefficients of
+ * du = g kd + x kx + k0 (v folded into k0). */
+static void gn_backward_coeffs(real *kd, real *kx, real *k0, real *dgamma, real *dbeta, const double *A,
+                               const double *D, const real *v, const real *mean, const real *rstd, const real *gamma,
+                               int n, int c, int hw, int groups) {
+    const int cg = c / groups;
     const double gsize = (double)cg * hw;
-    /* A = sum dy, D = sum dy x per channel; sum dy xhat = r (D - mu A) */
-    double *A = work, *D = work + (size_t)n * c, *k1 = D + (size_t)n * c, *k2 = k1 + (size_t)n * groups;
-    channel_sums(A, D, dy, x, n, c, hw, blk);
     for (int ch = 0; ch < c; ch++) {
         double sg = 0, sb = 0;
         for (int i = 0; i < n; i++) {
@@ -261,8 +283,7 @@ void RF(groupnorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy,
         if (dgamma) dgamma[ch] += (real)sg;
         if (dbeta) dbeta[ch] += (real)sb;
     }
-    if (!dx) return;
-    /* dx = r (dy gamma - s1 - xhat s2), s1 = mean(dy gamma), s2 = mean(dy gamma xhat) over the group */
+    /* du = r (g gamma - s1 - uhat s2), s1 = mean(g gamma), s2 = mean(g gamma uhat) over the group */
     for (int ng = 0; ng < n * groups; ng++) {
         int i = ng / groups, g = ng % groups;
         double s1 = 0, s2 = 0, mu = mean[ng], r = rstd[ng];
@@ -272,32 +293,129 @@ void RF(groupnorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy,
             s1 += gamma[ch] * A[o];
             s2 += gamma[ch] * r * (D[o] - mu * A[o]);
         }
-        k1[ng] = s1 / gsize;
-        k2[ng] = s2 / gsize;
+        s1 /= gsize, s2 /= gsize;
+        for (int ci = 0; ci < cg; ci++) {
+            int ch = g * cg + ci;
+            size_t o = (size_t)i * c + ch;
+            double x_coef = -r * r * s2;
+            kd[o] = (real)(r * gamma[ch]);
+            kx[o] = (real)x_coef;
+            k0[o] = (real)(r * r * s2 * mu - r * s1 + (v ? x_coef * v[o] : 0));
+        }
     }
+}
+
+void RF(groupnorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy, const real *x,
+                            const real *mean, const real *rstd, const real *gamma, int n, int c, int hw,
+                            int groups, int blk, double *work) {
+    const int cb = c / blk;
+    double *A = work, *D = work + (size_t)n * c;
+    real *kd = (real *)(D + (size_t)n * c), *kx = kd + (size_t)n * c, *k0 = kx + (size_t)n * c;
+    channel_sums(A, D, dy, x, n, c, hw, blk);
+    gn_backward_coeffs(kd, kx, k0, dgamma, dbeta, A, D, NULL, mean, rstd, gamma, n, c, hw, groups);
+    if (!dx) return;
 #pragma omp parallel for schedule(static)
     for (int nb = 0; nb < n * cb; nb++) {
-        const int i = nb / cb, c0 = (nb % cb) * blk;
-        /* dx = dy * (r gamma) + x * (-r^2 s2) + (r^2 s2 mu - r s1) */
-        real kd[16], kx[16], k0[16];
-        for (int ci = 0; ci < blk; ci++) {
-            int ng = i * groups + (c0 + ci) / cg;
-            double r = rstd[ng], mu = mean[ng];
-            kd[ci] = (real)(r * gamma[c0 + ci]);
-            kx[ci] = (real)(-r * r * k2[ng]);
-            k0[ci] = (real)(r * r * k2[ng] * mu - r * k1[ng]);
-        }
+        const real *pd = kd + (size_t)nb * blk, *px = kx + (size_t)nb * blk, *p0 = k0 + (size_t)nb * blk;
         const real *xb = x + (size_t)nb * hw * blk, *db = dy + (size_t)nb * hw * blk;
         real *dxb = dx + (size_t)nb * hw * blk;
         for (int p = 0; p < hw; p++)
             for (int ci = 0; ci < blk; ci++) {
                 size_t o = (size_t)p * blk + ci;
-                dxb[o] += db[o] * kd[ci] + xb[o] * kx[ci] + k0[ci];
+                dxb[o] += db[o] * pd[ci] + xb[o] * px[ci] + p0[ci];
             }
     }
 }
 
-/* ---- SiLU ---------------------------------------------------------------------------------------- */
+/* ---- GroupNorm + SiLU, fused ----------------------------------------------------------------------
+ * y = silu(GroupNorm(x + v)): one pass for the output; the backward pass recomputes z = x a + b twice
+ * (once for the sums, once for dx) instead of keeping the normalised values. */
+
+void RF(norm_silu_forward)(real *y, real *mean, real *rstd, const real *x, const real *v, const real *gamma,
+                           const real *beta, int n, int c, int hw, int groups, real eps, int blk, double *work) {
+    const int cb = c / blk;
+    double *a = work + (size_t)n * c, *b = a + (size_t)n * c;
+    gn_stats(mean, rstd, a, b, x, v, gamma, beta, n, c, hw, groups, eps, blk, work);
+#pragma omp parallel for schedule(static)
+    for (int nb = 0; nb < n * cb; nb++) {
+        const real *xb = x + (size_t)nb * hw * blk;
+        real *yb = y + (size_t)nb * hw * blk;
+#if DF_REAL_F64
+        for (int p = 0; p < hw; p++)
+            for (int ci = 0; ci < blk; ci++) {
+                double z = xb[(size_t)p * blk + ci] * a[(size_t)nb * blk + ci] + b[(size_t)nb * blk + ci];
+                yb[(size_t)p * blk + ci] = z / (1 + exp(-z));
+            }
+#else
+        float ka[16], kb[16];
+        for (int ci = 0; ci < blk; ci++) ka[ci] = (float)a[(size_t)nb * blk + ci], kb[ci] = (float)b[(size_t)nb * blk + ci];
+        vec_norm_silu(yb, xb, (size_t)hw, blk, ka, kb);
+#endif
+    }
+}
+
+void RF(norm_silu_backward)(real *dx, real *dv, real *dgamma, real *dbeta, const real *dy, const real *x,
+                            const real *v, const real *mean, const real *rstd, const real *gamma, const real *beta,
+                            int n, int c, int hw, int groups, int blk, double *work) {
+    const int cb = c / blk;
+    const size_t nc = (size_t)n * c;
+    double *a = work, *b = a + nc, *A = b + nc, *D = A + nc;
+    real *kd = (real *)(D + nc), *kx = kd + nc, *k0 = kx + nc;
+    gn_coeffs(a, b, v, mean, rstd, gamma, beta, n, c, groups);
+    /* pass 1: dz = dy silu'(z); per channel A = sum dz, D = sum dz x (then + v A: the sum of dz u) */
+#pragma omp parallel for schedule(static)
+    for (int nb = 0; nb < n * cb; nb++) {
+        const size_t o = (size_t)nb * blk;
+        const real *xb = x + o * hw, *db = dy + o * hw;
+        double sa[16] = {0}, sd[16] = {0};
+#if DF_REAL_F64
+        for (int p = 0; p < hw; p++)
+            for (int ci = 0; ci < blk; ci++) {
+                double xv = xb[(size_t)p * blk + ci], z = xv * a[o + ci] + b[o + ci], sg = 1 / (1 + exp(-z));
+                double dz = db[(size_t)p * blk + ci] * sg * (1 + z * (1 - sg));
+                sa[ci] += dz, sd[ci] += dz * xv;
+            }
+#else
+        float ka[16], kb[16];
+        for (int ci = 0; ci < blk; ci++) ka[ci] = (float)a[o + ci], kb[ci] = (float)b[o + ci];
+        vec_norm_silu_sums(db, xb, (size_t)hw, blk, ka, kb, sa, sd);
+#endif
+        for (int ci = 0; ci < blk; ci++) A[o + ci] = sa[ci], D[o + ci] = sd[ci] + (v ? v[o + ci] * sa[ci] : 0);
+    }
+    gn_backward_coeffs(kd, kx, k0, dgamma, dbeta, A, D, v, mean, rstd, gamma, n, c, hw, groups);
+    if (!dx && !dv) return;
+    /* pass 2: du = dz kd + x kx + k0 into dx; its pixel sums into dv */
+#pragma omp parallel for schedule(static)
+    for (int nb = 0; nb < n * cb; nb++) {
+        const size_t o = (size_t)nb * blk;
+        const real *xb = x + o * hw, *db = dy + o * hw;
+        real *dxb = dx ? dx + o * hw : NULL;
+        double ss[16] = {0};
+#if DF_REAL_F64
+        for (int p = 0; p < hw; p++)
+            for (int ci = 0; ci < blk; ci++) {
+                size_t q = (size_t)p * blk + ci;
+                double z = xb[q] * a[o + ci] + b[o + ci], sg = 1 / (1 + exp(-z));
+                double g = db[q] * sg * (1 + z * (1 - sg)) * kd[o + ci] + xb[q] * kx[o + ci] + k0[o + ci];
+                if (dxb) dxb[q] += g;
+                ss[ci] += g;
+            }
+#else
+        float ka[16], kb[16], tmp[16];
+        for (int ci = 0; ci < blk; ci++) ka[ci] = (float)a[o + ci], kb[ci] = (float)b[o + ci];
+        if (dxb) {
+            vec_norm_silu_dx(dxb, db, xb, (size_t)hw, blk, ka, kb, kd + o, kx + o, k0 + o, ss);
+        } else {   /* only dv wanted: accumulate into a scratch row per pixel */
+            for (int p = 0; p < hw; p++) {
+                for (int ci = 0; ci < blk; ci++) tmp[ci] = 0;
+                vec_norm_silu_dx(tmp, db + (size_t)p * blk, xb + (size_t)p * blk, 1, blk, ka, kb, kd + o, kx + o, k0 + o, ss);
+            }
+        }
+#endif
+        if (dv)
+            for (int ci = 0; ci < blk; ci++) dv[o + ci] += (real)ss[ci];
+    }
+}
 
 /* Threads take contiguous spans; float32 uses the vectorised kernels, float64 libm. */
 #define SPAN 4096

@@ -21,12 +21,20 @@ void RF(linear_backward)(real *dx, real *dw, real *db, const real *dy, const rea
  * treat channels or pixels differently take blk. Vectors (N, C) are the same in both layouts. */
 
 /* GroupNorm over (C/G channels x hw) per image and group; saves mean and 1/std, (n*G) each.
- * work holds 3*n*c + 2*n*groups doubles. */
+ * work holds 8*n*c doubles. */
 void RF(groupnorm_forward)(real *y, real *mean, real *rstd, const real *x, const real *gamma,
                            const real *beta, int n, int c, int hw, int groups, real eps, int blk, double *work);
 void RF(groupnorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy, const real *x,
                             const real *mean, const real *rstd, const real *gamma, int n, int c, int hw,
                             int groups, int blk, double *work);
+
+/* silu(GroupNorm(x + v)) with v (n, c) added per channel (or NULL); saves mean and 1/std like GroupNorm
+ * and keeps nothing else: its backward recomputes the normalised values. work as for GroupNorm. */
+void RF(norm_silu_forward)(real *y, real *mean, real *rstd, const real *x, const real *v, const real *gamma,
+                           const real *beta, int n, int c, int hw, int groups, real eps, int blk, double *work);
+void RF(norm_silu_backward)(real *dx, real *dv, real *dgamma, real *dbeta, const real *dy, const real *x,
+                            const real *v, const real *mean, const real *rstd, const real *gamma, const real *beta,
+                            int n, int c, int hw, int groups, int blk, double *work);
 
 void RF(silu_forward)(real *y, const real *x, size_t count);
 void RF(silu_backward)(real *dx, const real *dy, const real *x, size_t count);

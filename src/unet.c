@@ -9,7 +9,7 @@
 
 const char *const op_names[OP_COUNT] = {
     "conv", "linear", "groupnorm", "silu", "timestep", "embed", "upsample", "avgpool",
-    "concat", "add", "add_nc", "scale_shift", "attention", "dropout", "affine",
+    "concat", "add", "add_nc", "scale_shift", "attention", "dropout", "affine", "norm_silu",
 };
 _Static_assert(sizeof(op_names) / sizeof(op_names[0]) == OP_COUNT, "op name table");
 
@@ -145,7 +145,26 @@ static int groupnorm(builder *B, int x, const char *prefix, int groups) {
     d->farg[0] = B->cfg->norm_eps;
     d->saved_len = 2 * (size_t)in.n * groups;
     d->saved = reserve_saved(B, d->saved_len);
-    need_scratch(B, 2 * (3 * (size_t)in.n * in.c + 2 * (size_t)in.n * groups));   /* doubles, as reals */
+    need_scratch(B, 2 * 8 * (size_t)in.n * in.c);   /* doubles, counted in reals */
+    return y;
+}
+
+/* silu(GroupNorm(x + v)) in one op (v: a per-image, per-channel vector, or -1): it keeps only its
+ * output and the statistics, and recomputes the normalised values in its backward pass. */
+static int norm_silu(builder *B, int x, int v, const char *prefix, int groups) {
+    if (B->err) return -1;
+    gvalue in = V(x);
+    int w = add_param(B, INIT_ONE, 0, 1, in.c, 1, 1, 1, "%s.weight", prefix);
+    int b = add_param(B, INIT_ZERO, 0, 1, in.c, 1, 1, 1, "%s.bias", prefix);
+    int y = add_value(B, in.n, in.c, in.h, in.w);
+    gnode *d = add_node(B, OP_NORM_SILU, x, v, -1);
+    if (!d) return -1;
+    d->out = y, d->w = w, d->b = b;
+    d->iarg[0] = groups;
+    d->farg[0] = B->cfg->norm_eps;
+    d->saved_len = 2 * (size_t)in.n * groups;
+    d->saved = reserve_saved(B, d->saved_len);
+    need_scratch(B, 2 * 8 * (size_t)in.n * in.c);
     return y;
 }
 
@@ -208,7 +227,7 @@ static int resnet(builder *B, int x, int cout, float out_scale, int resample, co
     const df_unet_config *cfg = B->cfg;
     int cin = V(x).c;
     snprintf(name, sizeof name, "%s.norm1", pre);
-    int h = silu(B, groupnorm(B, x, name, cfg->norm_num_groups));
+    int h = norm_silu(B, x, -1, name, cfg->norm_num_groups);
     int skip = x;
     if (resample == RESAMPLE_UP) {
         skip = unary(B, OP_UPSAMPLE, skip);
@@ -224,12 +243,11 @@ static int resnet(builder *B, int x, int cout, float out_scale, int resample, co
     snprintf(name, sizeof name, "%s.norm2", pre);
     if (cfg->scale_shift) {
         h = groupnorm(B, h, name, cfg->norm_num_groups);
-        h = binary(B, OP_SCALE_SHIFT, h, t, 1);
+        h = silu(B, binary(B, OP_SCALE_SHIFT, h, t, 1));
     } else {
-        h = binary(B, OP_ADD_NC, h, t, 1);
-        h = groupnorm(B, h, name, cfg->norm_num_groups);
+        h = norm_silu(B, h, t, name, cfg->norm_num_groups);   /* the time embedding is added first */
     }
-    h = dropout(B, silu(B, h));
+    h = dropout(B, h);
     snprintf(name, sizeof name, "%s.conv2", pre);
     h = conv(B, h, name, cout, 3, 1, 1, 1, 1, 1, 0);
     if (cin != cout) {
@@ -378,6 +396,8 @@ static int op_backward_reads(op_kind op, int k) {
     case OP_GROUPNORM:
     case OP_SILU:
         return k == 0;
+    case OP_NORM_SILU:
+        return k <= 1;
     case OP_SCALE_SHIFT:
         return k <= 1;
     case OP_ATTENTION:
@@ -555,7 +575,7 @@ df_status unet_build(const df_unet_config *cfg, int n, int h, int w, unet_graph 
     }
     DF_ASSERT(B->err || nskips == 0);
 
-    s = silu(B, groupnorm(B, s, "conv_norm_out", groups));
+    s = norm_silu(B, s, -1, "conv_norm_out", groups);
     s = conv(B, s, "conv_out", cfg->out_channels, 3, 1, 1, 1, 1, 1, 0);
     g->out = s;
     if (!B->err) B->err = plan_reuse(g);

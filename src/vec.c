@@ -72,3 +72,108 @@ BODY void vec_exp_body(float *y, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] = exp_f32(x[i]);
 }
 DISPATCH(vec_exp, (float *y, const float *x, size_t n), (y, x, n))
+
+/* ---- silu(x * a + b) with per-lane coefficients, for the fused GroupNorm + SiLU ------------------------
+ * A channel block holds npix pixels of blk lanes (blk 1: one channel, coefficients constant; blk 8 or
+ * 16: the blocked layout, lane ci has coefficients a[ci], b[ci]). The lane loops have constant trip
+ * counts so they vectorise. Sums go to float partials over at most 64 pixels, then to double. */
+
+BODY float sigm(float z) { return 1.0f / (1.0f + exp_f32(-z)); }
+BODY float silu_grad(float z) {   /* d silu / dz */
+    float s = sigm(z);
+    return s * (1.0f + z * (1.0f - s));
+}
+
+#define LANES_LOOP(L, stmt)                                       \
+    for (size_t p = 0; p < npix; p++)                             \
+        for (int ci = 0; ci < L; ci++) {                          \
+            const size_t i = p * L + ci;                          \
+            stmt;                                                 \
+        }
+
+BODY void vec_norm_silu_body(float *y, const float *x, size_t npix, int blk, const float *a, const float *b) {
+    if (blk == 16) {
+        LANES_LOOP(16, { float z = x[i] * a[ci] + b[ci]; y[i] = z * sigm(z); })
+    } else if (blk == 8) {
+        LANES_LOOP(8, { float z = x[i] * a[ci] + b[ci]; y[i] = z * sigm(z); })
+    } else {
+        for (int ci = 0; ci < blk; ci++)   /* plain layout: blk is 1 */
+            for (size_t p = 0; p < npix; p++) {
+                float z = x[p * blk + ci] * a[ci] + b[ci];
+                y[p * blk + ci] = z * sigm(z);
+            }
+    }
+}
+DISPATCH(vec_norm_silu, (float *y, const float *x, size_t npix, int blk, const float *a, const float *b),
+         (y, x, npix, blk, a, b))
+
+/* dz = dy silu'(x a + b); A[ci] += sum dz, D[ci] += sum dz x */
+#define GRAD_SUMS(L)                                                                        \
+    for (size_t p0 = 0; p0 < npix; p0 += 64) {                                              \
+        float sa[L], sd[L];                                                                 \
+        for (int ci = 0; ci < L; ci++) sa[ci] = sd[ci] = 0;                                 \
+        size_t p1 = p0 + 64 < npix ? p0 + 64 : npix;                                        \
+        for (size_t p = p0; p < p1; p++)                                                    \
+            for (int ci = 0; ci < L; ci++) {                                                \
+                size_t i = p * L + ci;                                                      \
+                float dz = dy[i] * silu_grad(x[i] * a[ci] + b[ci]);                         \
+                sa[ci] += dz, sd[ci] += dz * x[i];                                          \
+            }                                                                               \
+        for (int ci = 0; ci < L; ci++) A[ci] += sa[ci], D[ci] += sd[ci];                    \
+    }
+
+BODY void vec_norm_silu_sums_body(const float *dy, const float *x, size_t npix, int blk, const float *a,
+                                  const float *b, double *A, double *D) {
+    if (blk == 16) {
+        GRAD_SUMS(16)
+    } else if (blk == 8) {
+        GRAD_SUMS(8)
+    } else {
+        for (int ci = 0; ci < blk; ci++)
+            for (size_t p = 0; p < npix; p++) {
+                size_t i = p * blk + ci;
+                float dz = dy[i] * silu_grad(x[i] * a[ci] + b[ci]);
+                A[ci] += dz, D[ci] += (double)dz * x[i];
+            }
+    }
+}
+DISPATCH(vec_norm_silu_sums,
+         (const float *dy, const float *x, size_t npix, int blk, const float *a, const float *b, double *A, double *D),
+         (dy, x, npix, blk, a, b, A, D))
+
+/* dx += dz kd + x kx + k0, and S[ci] += the same summed over pixels */
+#define GRAD_DX(L)                                                                          \
+    for (size_t p0 = 0; p0 < npix; p0 += 64) {                                              \
+        float ss[L];                                                                        \
+        for (int ci = 0; ci < L; ci++) ss[ci] = 0;                                          \
+        size_t p1 = p0 + 64 < npix ? p0 + 64 : npix;                                        \
+        for (size_t p = p0; p < p1; p++)                                                    \
+            for (int ci = 0; ci < L; ci++) {                                                \
+                size_t i = p * L + ci;                                                      \
+                float dz = dy[i] * silu_grad(x[i] * a[ci] + b[ci]);                         \
+                float g = dz * kd[ci] + x[i] * kx[ci] + k0[ci];                             \
+                dx[i] += g, ss[ci] += g;                                                    \
+            }                                                                               \
+        for (int ci = 0; ci < L; ci++) S[ci] += ss[ci];                                     \
+    }
+
+BODY void vec_norm_silu_dx_body(float *dx, const float *dy, const float *x, size_t npix, int blk, const float *a,
+                                const float *b, const float *kd, const float *kx, const float *k0, double *S) {
+    if (blk == 16) {
+        GRAD_DX(16)
+    } else if (blk == 8) {
+        GRAD_DX(8)
+    } else {
+        for (int ci = 0; ci < blk; ci++)
+            for (size_t p = 0; p < npix; p++) {
+                size_t i = p * blk + ci;
+                float dz = dy[i] * silu_grad(x[i] * a[ci] + b[ci]);
+                float g = dz * kd[ci] + x[i] * kx[ci] + k0[ci];
+                dx[i] += g, S[ci] += g;
+            }
+    }
+}
+DISPATCH(vec_norm_silu_dx,
+         (float *dx, const float *dy, const float *x, size_t npix, int blk, const float *a, const float *b,
+          const float *kd, const float *kx, const float *k0, double *S),
+         (dx, dy, x, npix, blk, a, b, kd, kx, k0, S))

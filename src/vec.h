@@ -9,4 +9,15 @@ void vec_silu(float *y, const float *x, size_t n);                              
 void vec_silu_backward(float *dx, const float *dy, const float *x, size_t n);    /* dx += dy silu'(x) */
 void vec_exp(float *y, const float *x, size_t n);
 
+/* The fused GroupNorm + SiLU over one channel block of npix pixels x blk lanes (blk 1, 8 or 16), lane ci
+ * with z = x a[ci] + b[ci]:
+ *   vec_norm_silu       y = silu(z)
+ *   vec_norm_silu_sums  dz = dy silu'(z); A[ci] += sum dz, D[ci] += sum dz x
+ *   vec_norm_silu_dx    g = dz kd[ci] + x kx[ci] + k0[ci]; dx += g, S[ci] += sum g */
+void vec_norm_silu(float *y, const float *x, size_t npix, int blk, const float *a, const float *b);
+void vec_norm_silu_sums(const float *dy, const float *x, size_t npix, int blk, const float *a, const float *b,
+                        double *A, double *D);
+void vec_norm_silu_dx(float *dx, const float *dy, const float *x, size_t npix, int blk, const float *a,
+                      const float *b, const float *kd, const float *kx, const float *k0, double *S);
+
 #endif
