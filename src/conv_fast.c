@@ -39,7 +39,7 @@ typedef struct {
 } reorder;
 
 /* The slots of the shared workspace, each sized for the largest node. */
-enum { WS_SRC, WS_DST, WS_WEI, WS_DSRC, WS_DWEI, WS_DBIAS, WS_SCRATCH, WS_COUNT };
+enum { WS_SRC, WS_DST, WS_WEI, WS_DSRC, WS_DWEI, WS_DBIAS, WS_SCRATCH, WS_WT, WS_COUNT };
 
 typedef struct {
     int              ok;
@@ -54,6 +54,13 @@ typedef struct {
     reorder          r_w_src, r_w_ddst, r_w_dwei;      /* backward weights; r_w_dwei adds into dw */
     int              same_ddst;                        /* backward data reuses backward weights' diff_dst */
     int              cout;
+    /* The forward as the backward-data pass of the dual convolution (channels swapped, kernel
+     * flipped): on AVX2, oneDNN's backward-data kernels run stride-1 convolutions faster than its
+     * forward kernels. */
+    int              dual, cin, k, n, hw, dst_blk;
+    dnnl_primitive_t dual_prim;
+    dnnl_memory_t    u_ddst, u_wei, u_dsrc, u_scr;
+    reorder          r_u_src, r_u_wei, r_u_dst;
 } fnode;
 
 struct conv_fast {
@@ -182,16 +189,62 @@ done:
     return rc;
 }
 
+/* The dual of a stride-1 convolution with padding p: its backward-data pass, with channels swapped,
+ * weights W'[ci][co] = W[co][ci] flipped in space and padding k-1-p, computes the same output. */
+static int dual_plan(conv_fast *f, fnode *fn, const conv_geom *c, int n, int src_blk, int dst_blk) {
+    int pb = (c->ho - 1) + c->k - c->h - c->pad_t, pr = (c->wo - 1) + c->k - c->w - c->pad_l;
+    if (c->stride != 1 || c->k == 1 || pb != c->pad_t || pr != c->pad_l || c->pad_t >= c->k || c->pad_l >= c->k)
+        return -1;
+    dnnl_dims_t x_d = {n, c->cin, c->h, c->w}, y_d = {n, c->cout, c->ho, c->wo};
+    dnnl_dims_t wei_d = {c->cin, c->cout, c->k, c->k}, strides = {1, 1};
+    dnnl_dims_t pad = {c->k - 1 - c->pad_t, c->k - 1 - c->pad_l};
+    dnnl_memory_desc_t ysrc, xdst, wany, yplain, xplain, wplain;
+    /* the dual's source is our output y, its destination our input x */
+    TRY(dnnl_memory_desc_init_by_tag(&ysrc, 4, y_d, dnnl_f32, dst_blk > 1 ? layout_tag(dst_blk) : dnnl_format_tag_any));
+    TRY(dnnl_memory_desc_init_by_tag(&xdst, 4, x_d, dnnl_f32, src_blk > 1 ? layout_tag(src_blk) : dnnl_format_tag_any));
+    TRY(dnnl_memory_desc_init_by_tag(&wany, 4, wei_d, dnnl_f32, dnnl_format_tag_any));
+    TRY(dnnl_memory_desc_init_by_tag(&yplain, 4, y_d, dnnl_f32, layout_tag(dst_blk)));
+    TRY(dnnl_memory_desc_init_by_tag(&xplain, 4, x_d, dnnl_f32, layout_tag(src_blk)));
+    TRY(dnnl_memory_desc_init_by_tag(&wplain, 4, wei_d, dnnl_f32, dnnl_oihw));
+    dnnl_convolution_desc_t cd;
+    dnnl_primitive_desc_t hint = NULL, pd = NULL;
+    int rc = -1;
+    if (dnnl_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct, &ysrc, &wany, NULL,
+                                           &xdst, strides, pad, pad) != dnnl_success ||
+        dnnl_primitive_desc_create(&hint, &cd, f->attr, f->eng, NULL) != dnnl_success ||
+        dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &ysrc, &wany, &xdst, strides, pad,
+                                                 pad) != dnnl_success ||
+        dnnl_primitive_desc_create(&pd, &cd, f->attr, f->eng, hint) != dnnl_success ||
+        dnnl_primitive_create(&fn->dual_prim, pd) != dnnl_success)
+        goto done;
+    const dnnl_memory_desc_t *dd = q(pd, dnnl_query_diff_dst_md), *dw = q(pd, dnnl_query_weights_md),
+                             *ds = q(pd, dnnl_query_diff_src_md), *sc = q(pd, dnnl_query_scratchpad_md);
+    if (mem(f, &fn->u_ddst, dd) || mem(f, &fn->u_wei, dw) || mem(f, &fn->u_dsrc, ds) || mem(f, &fn->u_scr, sc) ||
+        reorder_make(f, &fn->r_u_src, &xplain, dd, 0) || reorder_make(f, &fn->r_u_wei, &wplain, dw, 0) ||
+        reorder_make(f, &fn->r_u_dst, ds, &yplain, 0))
+        goto done;
+    if (fn->r_u_src.prim) grow(f, WS_SRC, dd);
+    if (fn->r_u_dst.prim) grow(f, WS_DST, ds);
+    grow(f, WS_WEI, dw), grow(f, WS_SCRATCH, sc), grow(f, WS_WT, &wplain);
+    fn->dual = 1, fn->cin = c->cin, fn->k = c->k, fn->n = n, fn->hw = c->ho * c->wo, fn->dst_blk = dst_blk;
+    rc = 0;
+done:
+    if (hint) dnnl_primitive_desc_destroy(hint);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    return rc;
+}
+
 static void node_free(fnode *fn) {
-    dnnl_primitive_t p[] = {fn->fwd, fn->bwd_data, fn->bwd_wei};
-    for (int i = 0; i < 3; i++)
+    dnnl_primitive_t p[] = {fn->fwd, fn->bwd_data, fn->bwd_wei, fn->dual_prim};
+    for (int i = 0; i < DF_COUNTOF(p); i++)
         if (p[i]) dnnl_primitive_destroy(p[i]);
-    dnnl_memory_t m[] = {fn->f_src, fn->f_wei, fn->f_bias, fn->f_dst, fn->f_scr, fn->d_ddst, fn->d_wei,
-                         fn->d_dsrc, fn->d_scr, fn->w_src, fn->w_ddst, fn->w_dwei, fn->w_dbias, fn->w_scr};
+    dnnl_memory_t m[] = {fn->f_src, fn->f_wei, fn->f_bias, fn->f_dst,  fn->f_scr, fn->d_ddst, fn->d_wei,
+                         fn->d_dsrc, fn->d_scr, fn->w_src, fn->w_ddst, fn->w_dwei, fn->w_dbias, fn->w_scr,
+                         fn->u_ddst, fn->u_wei, fn->u_dsrc, fn->u_scr};
     for (int i = 0; i < DF_COUNTOF(m); i++)
         if (m[i]) dnnl_memory_destroy(m[i]);
-    reorder *r[] = {&fn->r_src, &fn->r_wei, &fn->r_dst, &fn->r_d_ddst, &fn->r_d_wei, &fn->r_d_dsrc,
-                    &fn->r_w_src, &fn->r_w_ddst, &fn->r_w_dwei};
+    reorder *r[] = {&fn->r_src,   &fn->r_wei,    &fn->r_dst,    &fn->r_d_ddst, &fn->r_d_wei, &fn->r_d_dsrc,
+                    &fn->r_w_src, &fn->r_w_ddst, &fn->r_w_dwei, &fn->r_u_src,  &fn->r_u_wei, &fn->r_u_dst};
     for (int i = 0; i < DF_COUNTOF(r); i++) reorder_free(r[i]);
     memset(fn, 0, sizeof *fn);
 }
@@ -237,15 +290,21 @@ df_status conv_fast_plan(const unet_graph *g, conv_fast **out) {
         conv_fast_free(f);
         return DF_OK;
     }
-    int any = 0;
+    int any = 0, dual_wanted = dnnl_get_effective_cpu_isa() < dnnl_cpu_isa_avx512_core;
+    const char *env = getenv("DIFFUSE_CONV_DUAL");   /* for benchmarks: 0 or 1 overrides the rule */
+    if (env) dual_wanted = atoi(env) != 0;
     for (int i = 0; i < g->nnodes; i++) {
         const gnode *d = &g->nodes[i];
         if (d->op != OP_CONV) continue;
         fnode *fn = &f->nodes[i];
-        if (node_plan(f, fn, &d->conv, g->vals[d->out].n, d->b >= 0, g->vals[d->in[0]].blk, g->vals[d->out].blk) == 0)
+        int n = g->vals[d->out].n, sb = g->vals[d->in[0]].blk, db = g->vals[d->out].blk;
+        if (node_plan(f, fn, &d->conv, n, d->b >= 0, sb, db) == 0) {
             fn->ok = any = 1, fn->cout = d->conv.cout;
-        else
+            /* a fixed rule, not a timing race, so that a machine always computes the same bits */
+            if (dual_wanted && dual_plan(f, fn, &d->conv, n, sb, db) != 0) fn->dual = 0;
+        } else {
             node_free(fn);
+        }
     }
     for (int i = 0; i < WS_COUNT && any; i++) {
         if (!f->ws_bytes[i]) continue;
@@ -285,9 +344,41 @@ static void send(conv_fast *f, const reorder *r, const void *blocked, void *plai
     dnnl_primitive_execute(r->prim, f->stream, 2, a);
 }
 
+static int dual_forward(conv_fast *f, fnode *fn, float *y, const float *x, const float *w, const float *b) {
+    /* W' (cin, cout, k, k) = W (cout, cin, k, k) with the channel axes swapped and the kernel flipped */
+    float *wt = (float *)f->ws[WS_WT];
+    const int cin = fn->cin, cout = fn->cout, kk = fn->k * fn->k;
+    for (int o = 0; o < cout; o++)
+        for (int i = 0; i < cin; i++)
+            for (int j = 0; j < kk; j++) wt[((size_t)i * cout + o) * kk + (kk - 1 - j)] = w[((size_t)o * cin + i) * kk + j];
+    set(fn->u_ddst, bring(f, &fn->r_u_src, x, WS_SRC));
+    set(fn->u_wei, bring(f, &fn->r_u_wei, wt, WS_WEI));
+    void *dst = fn->r_u_dst.prim ? (void *)f->ws[WS_DST] : (void *)y;
+    set(fn->u_dsrc, dst);
+    set(fn->u_scr, f->ws[WS_SCRATCH]);
+    dnnl_exec_arg_t a[4] = {{DNNL_ARG_DIFF_DST, fn->u_ddst},
+                            {DNNL_ARG_WEIGHTS, fn->u_wei},
+                            {DNNL_ARG_DIFF_SRC, fn->u_dsrc},
+                            {DNNL_ARG_SCRATCHPAD, fn->u_scr}};
+    dnnl_primitive_execute(fn->dual_prim, f->stream, 4, a);
+    send(f, &fn->r_u_dst, dst, y);
+    if (b) {   /* backward-data has no bias: add it in the output's layout */
+        const int blk = fn->dst_blk, cb = cout / blk, hw = fn->hw;
+#pragma omp parallel for schedule(static)
+        for (int nb = 0; nb < fn->n * cb; nb++) {
+            const float *bb = b + (size_t)(nb % cb) * blk;
+            float *yb = y + (size_t)nb * hw * blk;
+            for (int p = 0; p < hw; p++)
+                for (int ci = 0; ci < blk; ci++) yb[(size_t)p * blk + ci] += bb[ci];
+        }
+    }
+    return 1;
+}
+
 int conv_fast_forward(conv_fast *f, int node, float *y, const float *x, const float *w, const float *b) {
     if (!f || !f->nodes[node].ok) return 0;
     fnode *fn = &f->nodes[node];
+    if (fn->dual) return dual_forward(f, fn, y, x, w, b);
     set(fn->f_src, bring(f, &fn->r_src, x, WS_SRC));
     set(fn->f_wei, bring(f, &fn->r_wei, w, WS_WEI));
     void *dst = fn->r_dst.prim ? (void *)f->ws[WS_DST] : (void *)y;
