@@ -181,6 +181,13 @@ static void channel_sums(double *s1, double *s2, const real *x, const real *y, i
 #pragma omp parallel for schedule(static)
     for (int nb = 0; nb < n * cb; nb++) {
         double a[16] = {0}, b[16] = {0};
+#if !DF_REAL_F64
+        if (!y) {
+            vec_lane_stats(x + (size_t)nb * hw * blk, (size_t)hw, blk, NULL, a, NULL);
+            for (int ci = 0; ci < blk; ci++) s1[(size_t)nb * blk + ci] = a[ci];
+            continue;
+        }
+#endif
         const real *xb = x + (size_t)nb * hw * blk, *yb = y ? y + (size_t)nb * hw * blk : NULL;
         for (int p = 0; p < hw; p++)
             for (int ci = 0; ci < blk; ci++) {
@@ -200,31 +207,42 @@ static void gn_stats(real *mean, real *rstd, double *a, double *b, const real *x
                      const real *beta, int n, int c, int hw, int groups, real eps, int blk, double *s) {
     const int cg = c / groups, cb = c / blk;
     const double gsize = (double)cg * hw;
-    channel_sums(s, NULL, x, NULL, n, c, hw, blk);
-    for (int ng = 0; ng < n * groups; ng++) {
-        double t = 0;
-        for (int ci = 0; ci < cg; ci++) t += s[(size_t)ng * cg + ci] + (v ? (double)hw * v[(size_t)ng * cg + ci] : 0);
-        mean[ng] = (real)(t / gsize);
-    }
-    /* variance around the mean (two passes: no cancellation) */
+    /* One pass: per channel S = sum x and Q = sum (x - K)^2 around K, the channel's first pixel (close
+     * to its mean, so the shifted sums lose little); the group's spread follows exactly from
+     * sum (x - m)^2 = Q + 2 (K - m)(S - hw K) + hw (K - m)^2. */
+    double *S = s, *Q = s + (size_t)n * c, *K = Q + (size_t)n * c;
 #pragma omp parallel for schedule(static)
     for (int nb = 0; nb < n * cb; nb++) {
-        const int i = nb / cb, c0 = (nb % cb) * blk;
-        double acc[16] = {0}, mu[16];
-        for (int ci = 0; ci < blk; ci++)
-            mu[ci] = (double)mean[i * groups + (c0 + ci) / cg] - (v ? v[(size_t)i * c + c0 + ci] : 0);
         const real *xb = x + (size_t)nb * hw * blk;
+        double ss[16] = {0}, qq[16] = {0};
+#if DF_REAL_F64
         for (int p = 0; p < hw; p++)
             for (int ci = 0; ci < blk; ci++) {
-                double d = xb[(size_t)p * blk + ci] - mu[ci];
-                acc[ci] += d * d;
+                double d = xb[(size_t)p * blk + ci] - xb[ci];
+                ss[ci] += xb[(size_t)p * blk + ci], qq[ci] += d * d;
             }
-        for (int ci = 0; ci < blk; ci++) s[(size_t)nb * blk + ci] = acc[ci];
+#else
+        vec_lane_stats(xb, (size_t)hw, blk, xb, ss, qq);
+#endif
+        for (int ci = 0; ci < blk; ci++) {
+            size_t o = (size_t)nb * blk + ci;
+            S[o] = ss[ci], Q[o] = qq[ci], K[o] = xb[ci];
+        }
     }
     for (int ng = 0; ng < n * groups; ng++) {
-        double var = 0;
-        for (int ci = 0; ci < cg; ci++) var += s[(size_t)ng * cg + ci];
-        rstd[ng] = (real)(1.0 / sqrt(var / gsize + (double)eps));   /* biased variance, as torch */
+        double t = 0, var = 0;
+        for (int ci = 0; ci < cg; ci++) {
+            size_t o = (size_t)ng * cg + ci;
+            t += S[o] + (v ? (double)hw * v[o] : 0);
+        }
+        double mu = t / gsize;
+        for (int ci = 0; ci < cg; ci++) {   /* channel values are x + v: around mu - v in x's terms */
+            size_t o = (size_t)ng * cg + ci;
+            double d = K[o] - (mu - (v ? (double)v[o] : 0));
+            var += Q[o] + 2 * d * (S[o] - hw * K[o]) + hw * d * d;
+        }
+        mean[ng] = (real)mu;
+        rstd[ng] = (real)(1.0 / sqrt(fmax(var, 0) / gsize + (double)eps));   /* biased variance, as torch */
     }
     for (int i = 0; i < n; i++)
         for (int ch = 0; ch < c; ch++) {
@@ -251,7 +269,7 @@ static void gn_coeffs(double *a, double *b, const real *v, const real *mean, con
 void RF(groupnorm_forward)(real *y, real *mean, real *rstd, const real *x, const real *gamma,
                            const real *beta, int n, int c, int hw, int groups, real eps, int blk, double *work) {
     const int cb = c / blk;
-    double *a = work + (size_t)n * c, *b = a + (size_t)n * c;
+    double *a = work + 3 * (size_t)n * c, *b = a + (size_t)n * c;
     gn_stats(mean, rstd, a, b, x, NULL, gamma, beta, n, c, hw, groups, eps, blk, work);
 #pragma omp parallel for schedule(static)
     for (int nb = 0; nb < n * cb; nb++) {
@@ -334,7 +352,7 @@ void RF(groupnorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy,
 void RF(norm_silu_forward)(real *y, real *mean, real *rstd, const real *x, const real *v, const real *gamma,
                            const real *beta, int n, int c, int hw, int groups, real eps, int blk, double *work) {
     const int cb = c / blk;
-    double *a = work + (size_t)n * c, *b = a + (size_t)n * c;
+    double *a = work + 3 * (size_t)n * c, *b = a + (size_t)n * c;
     gn_stats(mean, rstd, a, b, x, v, gamma, beta, n, c, hw, groups, eps, blk, work);
 #pragma omp parallel for schedule(static)
     for (int nb = 0; nb < n * cb; nb++) {

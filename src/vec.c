@@ -177,3 +177,41 @@ DISPATCH(vec_norm_silu_dx,
          (float *dx, const float *dy, const float *x, size_t npix, int blk, const float *a, const float *b,
           const float *kd, const float *kx, const float *k0, double *S),
          (dx, dy, x, npix, blk, a, b, kd, kx, k0, S))
+
+/* ---- per-lane statistics over a channel block (GroupNorm) --------------------------------------------
+ * S[ci] += sum x (and Q[ci] += sum (x - mu[ci])^2 when Q is given), float partials over 64 pixels. */
+#define LANE_STATS(L)                                                                       \
+    for (size_t p0 = 0; p0 < npix; p0 += 64) {                                              \
+        float ss[L], sq[L];                                                                 \
+        for (int ci = 0; ci < L; ci++) ss[ci] = sq[ci] = 0;                                 \
+        size_t p1 = p0 + 64 < npix ? p0 + 64 : npix;                                        \
+        for (size_t p = p0; p < p1; p++)                                                    \
+            for (int ci = 0; ci < L; ci++) {                                                \
+                float d = x[p * L + ci] - m[ci];                                            \
+                ss[ci] += x[p * L + ci], sq[ci] += d * d;                                   \
+            }                                                                               \
+        for (int ci = 0; ci < L; ci++) S[ci] += ss[ci], Q[ci] += sq[ci];                    \
+    }
+
+BODY void vec_lane_stats_body(const float *x, size_t npix, int blk, const float *mu, double *S, double *Q) {
+    float zero[16] = {0};
+    double dq[16];
+    const float *m = mu ? mu : zero;
+    if (!Q) Q = dq;
+    if (blk == 16) {
+        LANE_STATS(16)
+    } else if (blk == 8) {
+        LANE_STATS(8)
+    } else {
+        for (int ci = 0; ci < blk; ci++) {
+            double s = 0, q = 0;
+            for (size_t p = 0; p < npix; p++) {
+                double d = (double)x[p * blk + ci] - m[ci];
+                s += x[p * blk + ci], q += d * d;
+            }
+            S[ci] += s, Q[ci] += q;
+        }
+    }
+}
+DISPATCH(vec_lane_stats, (const float *x, size_t npix, int blk, const float *mu, double *S, double *Q),
+         (x, npix, blk, mu, S, Q))

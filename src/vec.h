@@ -20,4 +20,8 @@ void vec_norm_silu_sums(const float *dy, const float *x, size_t npix, int blk, c
 void vec_norm_silu_dx(float *dx, const float *dy, const float *x, size_t npix, int blk, const float *a,
                       const float *b, const float *kd, const float *kx, const float *k0, double *S);
 
+/* Per-lane sums over a channel block: S[ci] += sum x; Q[ci] += sum (x - mu[ci])^2 unless Q is NULL
+ * (mu NULL: 0). */
+void vec_lane_stats(const float *x, size_t npix, int blk, const float *mu, double *S, double *Q);
+
 #endif
