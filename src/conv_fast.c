@@ -21,6 +21,7 @@ int conv_fast_block(void) {
 
 size_t conv_fast_bytes(const conv_fast *f) { return 0; }
 int    conv_fast_block(void) { return 1; }
+int    conv_fast_overwrites(const conv_fast *f, int node) { return 0; }
 int    conv_fast_forward(conv_fast *f, int node, float *y, const float *x, const float *w, const float *b) { return 0; }
 int    conv_fast_backward(conv_fast *f, int node, float *dx, float *dw, float *db, const float *dy, const float *x,
                           const float *w) {
@@ -54,6 +55,8 @@ typedef struct {
     reorder          r_w_src, r_w_ddst, r_w_dwei;      /* backward weights; r_w_dwei adds into dw */
     int              same_ddst;                        /* backward data reuses backward weights' diff_dst */
     int              cout;
+    int              overwrite;   /* dx is fresh (zero) when this node runs and in the right layout:
+                                     backward data writes it directly, no temporary, no sum */
     /* The forward as the backward-data pass of the dual convolution (channels swapped, kernel
      * flipped): on AVX2, oneDNN's backward-data kernels run stride-1 convolutions faster than its
      * forward kernels. */
@@ -116,7 +119,8 @@ static dnnl_format_tag_t layout_tag(int blk) {
 
 /* src_blk / dst_blk: the tape's layouts of the input and output. A blocked one is handed to the
  * primitive as it is; for a plain one oneDNN picks (and a reorder converts). */
-static int node_plan(conv_fast *f, fnode *fn, const conv_geom *c, int n, int has_bias, int src_blk, int dst_blk) {
+static int node_plan(conv_fast *f, fnode *fn, const conv_geom *c, int n, int has_bias, int src_blk, int dst_blk,
+                     int dx_fresh) {
     dnnl_dims_t src_d = {n, c->cin, c->h, c->w}, dst_d = {n, c->cout, c->ho, c->wo};
     dnnl_dims_t wei_d = {c->cout, c->cin, c->k, c->k}, bias_d = {c->cout};
     dnnl_dims_t strides = {c->stride, c->stride}, pad_l = {c->pad_t, c->pad_l};
@@ -179,7 +183,9 @@ static int node_plan(conv_fast *f, fnode *fn, const conv_geom *c, int n, int has
     if (fn->r_w_src.prim) grow(f, WS_SRC, ws);
     if (fn->r_w_ddst.prim) grow(f, WS_DST, wd);
     if (fn->r_d_ddst.prim) grow(f, WS_SRC, dd);
-    grow(f, WS_WEI, fw), grow(f, WS_DWEI, ww), grow(f, WS_DBIAS, &bias), grow(f, WS_WEI, dw), grow(f, WS_DSRC, ds);
+    fn->overwrite = dx_fresh && dnnl_memory_desc_equal(ds, &plain_src);
+    if (!fn->overwrite) grow(f, WS_DSRC, ds);
+    grow(f, WS_WEI, fw), grow(f, WS_DWEI, ww), grow(f, WS_DBIAS, &bias), grow(f, WS_WEI, dw);
     grow(f, WS_SCRATCH, fsc), grow(f, WS_SCRATCH, dsc), grow(f, WS_SCRATCH, wsc);
     rc = 0;
 done:
@@ -298,7 +304,7 @@ df_status conv_fast_plan(const unet_graph *g, conv_fast **out) {
         if (d->op != OP_CONV) continue;
         fnode *fn = &f->nodes[i];
         int n = g->vals[d->out].n, sb = g->vals[d->in[0]].blk, db = g->vals[d->out].blk;
-        if (node_plan(f, fn, &d->conv, n, d->b >= 0, sb, db) == 0) {
+        if (node_plan(f, fn, &d->conv, n, d->b >= 0, sb, db, d->gzero & 1) == 0) {
             fn->ok = any = 1, fn->cout = d->conv.cout;
             /* a fixed rule, not a timing race, so that a machine always computes the same bits */
             if (dual_wanted && dual_plan(f, fn, &d->conv, n, sb, db) != 0) fn->dual = 0;
@@ -395,6 +401,8 @@ int conv_fast_forward(conv_fast *f, int node, float *y, const float *x, const fl
     return 1;
 }
 
+int conv_fast_overwrites(const conv_fast *f, int node) { return f && f->nodes[node].ok && f->nodes[node].overwrite; }
+
 int conv_fast_backward(conv_fast *f, int node, float *dx, float *dw, float *db, const float *dy, const float *x,
                        const float *w) {
     if (!f || !f->nodes[node].ok) return 0;
@@ -424,14 +432,14 @@ int conv_fast_backward(conv_fast *f, int node, float *dx, float *dw, float *db, 
         if (!ddst || !fn->same_ddst) ddst = bring(f, &fn->r_d_ddst, dy, WS_SRC);
         set(fn->d_ddst, ddst);
         set(fn->d_wei, bring(f, &fn->r_d_wei, w, WS_WEI));
-        set(fn->d_dsrc, f->ws[WS_DSRC]);
+        set(fn->d_dsrc, fn->overwrite ? (void *)dx : (void *)f->ws[WS_DSRC]);
         set(fn->d_scr, f->ws[WS_SCRATCH]);
         dnnl_exec_arg_t a[4] = {{DNNL_ARG_DIFF_DST, fn->d_ddst},
                                 {DNNL_ARG_WEIGHTS, fn->d_wei},
                                 {DNNL_ARG_DIFF_SRC, fn->d_dsrc},
                                 {DNNL_ARG_SCRATCHPAD, fn->d_scr}};
         dnnl_primitive_execute(fn->bwd_data, f->stream, 4, a);
-        send(f, &fn->r_d_dsrc, f->ws[WS_DSRC], dx);
+        if (!fn->overwrite) send(f, &fn->r_d_dsrc, f->ws[WS_DSRC], dx);
     }
     return 1;
 }

@@ -20,7 +20,10 @@ size_t    conv_fast_bytes(const conv_fast *f);
 
 /* Node `node` of the tape: y = conv(x, w) + b. Returns 0 if this node has no fast primitive. */
 int conv_fast_forward(conv_fast *f, int node, float *y, const float *x, const float *w, const float *b);
-/* Adds the gradients (dx, dw, db; NULL ones skipped). Returns 0 if the node has no fast primitive. */
+/* Adds the gradients (dx, dw, db; NULL ones skipped). Returns 0 if the node has no fast primitive.
+ * When conv_fast_overwrites() says so, dx is written instead of added to: the tape's planner knows
+ * the gradient buffer is fresh at this node (it would be zeroed first), so the caller skips that. */
+int conv_fast_overwrites(const conv_fast *f, int node);
 int conv_fast_backward(conv_fast *f, int node, float *dx, float *dw, float *db, const float *dy, const float *x,
                        const float *w);
 

@@ -9,6 +9,8 @@
 #define VAL(buf, id) ((buf) + (g->infer ? g->vals[id].ioff : g->vals[id].off))
 #define GRAD(buf, id) ((buf) + g->vals[id].goff)
 #define SAVED(d) (act + (g->infer ? (d)->isaved : (d)->saved))
+/* a value as the backward pass sees it: kept from the forward pass, or rebuilt into the gradient block */
+#define AV(id) (g->vals[id].remat ? (const real *)(dact + g->vals[id].roff) : VAL(act, id))
 #define NUMEL(id) ((size_t)g->vals[id].n * g->vals[id].c * g->vals[id].h * g->vals[id].w)
 #define HW(id) (g->vals[id].h * g->vals[id].w)
 #define PARAM(buf, id) ((id) >= 0 ? (buf) + g->params[id].off : NULL)
@@ -86,13 +88,7 @@ void RF(unet_forward)(const unet_graph *g, const real *params, real *act, real *
             break;
         }
         case OP_DROPOUT:
-            if (dropout_seed)
-                RF(dropout_forward)(y, SAVED(d), x, NUMEL(d->out), d->farg[0], dropout_seed + (uint64_t)i);
-            else {   /* eval: identity, with a mask of ones so a backward pass stays exact */
-                real *m = SAVED(d);
-                for (size_t j = 0; j < NUMEL(d->out); j++) m[j] = 1;
-                memcpy(y, x, sizeof(real) * NUMEL(d->out));
-            }
+            RF(dropout_forward)(y, x, NUMEL(d->out), d->farg[0], dropout_seed ? dropout_seed + (uint64_t)i : 0);
             break;
         case OP_AFFINE:
             RF(affine_forward)(y, x, d->farg[0], d->farg[1], NUMEL(d->out));
@@ -104,8 +100,20 @@ void RF(unet_forward)(const unet_graph *g, const real *params, real *act, real *
     }
 }
 
+/* Make a rebuilt value again from its producer's kept inputs. */
+static void RF(rebuild)(const unet_graph *g, const real *act, real *dact, int v) {
+    const gvalue *o = &g->vals[v];
+    const gnode *p = &g->nodes[o->producer];
+    real *y = dact + o->roff;
+    if (p->op == OP_CONCAT)
+        RF(concat_forward)(y, VAL(act, p->in[0]), VAL(act, p->in[1]), o->n, g->vals[p->in[0]].c, g->vals[p->in[1]].c,
+                           o->h * o->w);
+    else
+        RF(upsample_forward)(y, VAL(act, p->in[0]), o->n * o->c, o->h / 2, o->w / 2, o->blk);
+}
+
 void RF(unet_backward)(const unet_graph *g, const real *params, real *dparams, const real *act, real *dact,
-                       real *scratch, const int *labels) {
+                       real *scratch, const int *labels, uint64_t dropout_seed) {
     const size_t per = g->scratch_size;
     for (int i = g->nnodes - 1; i >= 0; i--) {
         const gnode *d = &g->nodes[i];
@@ -113,12 +121,19 @@ void RF(unet_backward)(const unet_graph *g, const real *params, real *dparams, c
         const gvalue *o = &g->vals[d->out];
         if (d->gzero & 8) continue;   /* its output reaches nothing: no gradient flows back */
         const real *dy = GRAD(dact, d->out);
-        const real *x = d->in[0] >= 0 ? VAL(act, d->in[0]) : NULL;
-        const real *x1 = d->in[1] >= 0 ? VAL(act, d->in[1]) : NULL;
+        for (int k = 0; k < 3; k++)
+            if (d->rebuild & (1 << k)) RF(rebuild)(g, act, dact, d->in[k]);
+        const real *x = d->in[0] >= 0 ? AV(d->in[0]) : NULL;
+        const real *x1 = d->in[1] >= 0 ? AV(d->in[1]) : NULL;
         real *dx = d->in[0] >= 0 ? GRAD(dact, d->in[0]) : NULL;
         real *dx1 = d->in[1] >= 0 ? GRAD(dact, d->in[1]) : NULL;
-        for (int k = 0; k < 3; k++)   /* gradient buffers are reused: the last reader starts them at 0 */
-            if (d->gzero & (1 << k)) memset(GRAD(dact, d->in[k]), 0, sizeof(real) * NUMEL(d->in[k]));
+        for (int k = 0; k < 3; k++) {   /* gradient buffers are reused: the last reader starts them at 0 */
+            if (!(d->gzero & (1 << k))) continue;
+#if !DF_REAL_F64
+            if (k == 0 && d->op == OP_CONV && g->use_fast && conv_fast_overwrites(g->fast, i)) continue;
+#endif
+            memset(GRAD(dact, d->in[k]), 0, sizeof(real) * NUMEL(d->in[k]));
+        }
         const real *w = PARAM(params, d->w);
         real *dw = PARAM(dparams, d->w), *db = PARAM(dparams, d->b);
         switch (d->op) {
@@ -171,12 +186,12 @@ void RF(unet_backward)(const unet_graph *g, const real *params, real *dparams, c
             break;
         case OP_ATTENTION: {
             int heads = d->iarg[0];
-            RF(attention_backward)(dx, dx1, GRAD(dact, d->in[2]), dy, act + d->saved, x, x1, VAL(act, d->in[2]),
+            RF(attention_backward)(dx, dx1, GRAD(dact, d->in[2]), dy, act + d->saved, x, x1, AV(d->in[2]),
                                    o->n, heads, o->c / heads, o->h * o->w, d->farg[0], scratch, per);
             break;
         }
         case OP_DROPOUT:
-            RF(dropout_backward)(dx, dy, act + d->saved, NUMEL(d->out));
+            RF(dropout_backward)(dx, dy, NUMEL(d->out), d->farg[0], dropout_seed ? dropout_seed + (uint64_t)i : 0);
             break;
         case OP_AFFINE:
             RF(affine_backward)(dx, dy, d->farg[0], NUMEL(d->out));

@@ -35,6 +35,9 @@ typedef struct {
     size_t off;      /* offset into the activation block, in elements (training: every value kept) */
     size_t ioff;     /* offset when only a forward pass runs (space reused after the last reader) */
     size_t goff;     /* offset of its gradient in the gradient block (space reused) */
+    int remat;       /* training does not keep it: the backward pass rebuilds it from its producer's */
+    int producer;    /* inputs (node `producer`) into the gradient block at roff */
+    size_t roff;
 } gvalue;
 
 typedef struct {
@@ -53,6 +56,7 @@ typedef struct {
     size_t    saved_len, isaved;   /* its length, and its offset in an inference pass */
     int       gzero;    /* backward: bit k: zero in[k]'s gradient first (this node is its last reader);
                            bit 3: the output has no gradient (nothing reads it) */
+    int       rebuild;  /* backward: bit k: rebuild in[k] (a remat value) before this node */
 } gnode;
 
 typedef enum { INIT_FANIN_UNIFORM, INIT_ONE, INIT_ZERO, INIT_NORMAL } init_kind;
@@ -110,8 +114,8 @@ void unet_forward_f64(const unet_graph *g, const double *params, double *act, do
 /* Reverse replay: dact must hold the gradient of the output value (others zero); adds parameter
  * gradients into dparams and leaves d(input) in dact at g->vals[g->x]. */
 void unet_backward_f32(const unet_graph *g, const float *params, float *dparams, const float *act,
-                       float *dact, float *scratch, const int *labels);
+                       float *dact, float *scratch, const int *labels, uint64_t dropout_seed);
 void unet_backward_f64(const unet_graph *g, const double *params, double *dparams, const double *act,
-                       double *dact, double *scratch, const int *labels);
+                       double *dact, double *scratch, const int *labels, uint64_t dropout_seed);
 
 #endif

@@ -37,6 +37,9 @@ df_status df_write_file_atomic(const char *path, const void *data, size_t len);
 /* Create a directory and its missing parents (like mkdir -p). */
 df_status df_mkdir_p(const char *dir);
 
+/* Block `counter` of the Philox-4x32-10 stream keyed by seed (df_rng draws these blocks in order). */
+void df_philox(uint64_t seed, uint64_t counter, uint32_t out[4]);
+
 /* For programs (not the library): restart once with OMP_WAIT_POLICY=passive unless the user set it. */
 void df_prefer_passive_threads(char **argv);
 

@@ -379,7 +379,8 @@ df_status df_model_backward(df_model *m, const float *deps, float *dx) {
     const gvalue *o = &g->vals[g->out], *xv = &g->vals[g->x];
     memcpy(m->dact + o->goff, deps, sizeof(float) * (size_t)o->n * o->c * o->h * o->w);
     int conditional = m->cfg.num_class_embeds > 0 || m->cfg.class_embed_timestep;
-    unet_backward_f32(g, m->params, m->grads, m->act, m->dact, m->scratch, conditional ? m->labels : NULL);
+    unet_backward_f32(g, m->params, m->grads, m->act, m->dact, m->scratch, conditional ? m->labels : NULL,
+                      m->dropout_seed);
     if (dx) memcpy(dx, m->dact + xv->goff, sizeof(float) * (size_t)xv->n * xv->c * xv->h * xv->w);
     return DF_OK;
 }

@@ -712,18 +712,36 @@ void RF(attention_backward)(real *dq, real *dk, real *dv, const real *dy, const 
 
 /* ---- dropout, affine, loss ------------------------------------------------------------------------- */
 
-void RF(dropout_forward)(real *y, real *mask, const real *x, size_t count, real p, uint64_t seed) {
-    df_rng r;
-    df_rng_init(&r, seed);
+/* Masks come from the counter-based generator: element i is dropped when word i of the stream keyed by
+ * seed falls below p 2^32. Threads draw their parts independently, and the backward pass regenerates
+ * the mask instead of keeping it. seed 0: identity (evaluation). */
+static uint32_t drop_cut(real p) { return (uint32_t)fmin((double)p * 4294967296.0, 4294967295.0); }
+
+void RF(dropout_forward)(real *y, const real *x, size_t count, real p, uint64_t seed) {
+    if (!seed) {
+        memcpy(y, x, sizeof(real) * count);
+        return;
+    }
+    const uint32_t cut = drop_cut(p);
     const real keep = 1 / (1 - p);
-    for (size_t i = 0; i < count; i++) {
-        mask[i] = df_rng_uniform(&r) < (double)p ? 0 : keep;
-        y[i] = x[i] * mask[i];
+#pragma omp parallel for schedule(static)
+    for (size_t blk = 0; blk < (count + 3) / 4; blk++) {
+        uint32_t w[4];
+        df_philox(seed, blk, w);
+        for (size_t k = 0; k < 4 && 4 * blk + k < count; k++) y[4 * blk + k] = w[k] < cut ? 0 : x[4 * blk + k] * keep;
     }
 }
 
-void RF(dropout_backward)(real *dx, const real *dy, const real *mask, size_t count) {
-    for (size_t i = 0; i < count; i++) dx[i] += dy[i] * mask[i];
+void RF(dropout_backward)(real *dx, const real *dy, size_t count, real p, uint64_t seed) {
+    const uint32_t cut = drop_cut(p);
+    const real keep = seed ? 1 / (1 - p) : 1;
+#pragma omp parallel for schedule(static)
+    for (size_t blk = 0; blk < (count + 3) / 4; blk++) {
+        uint32_t w[4] = {0};
+        if (seed) df_philox(seed, blk, w);
+        for (size_t k = 0; k < 4 && 4 * blk + k < count; k++)
+            dx[4 * blk + k] += seed && w[k] < cut ? 0 : dy[4 * blk + k] * keep;
+    }
 }
 
 void RF(affine_forward)(real *y, const real *x, real a, real b, size_t count) {

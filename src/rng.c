@@ -4,7 +4,7 @@
 
 #include <math.h>
 
-static void philox_block(uint64_t seed, uint64_t counter, uint32_t out[4]) {
+void df_philox(uint64_t seed, uint64_t counter, uint32_t out[4]) {
     uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
     uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
     for (int round = 0; round < 10; round++) {
@@ -30,7 +30,7 @@ void df_rng_init(df_rng *r, uint64_t seed) {
 
 uint32_t df_rng_u32(df_rng *r) {
     if (r->nbuf == 0) {
-        philox_block(r->seed, r->counter++, r->buf);
+        df_philox(r->seed, r->counter++, r->buf);
         r->nbuf = 4;
     }
     return r->buf[4 - r->nbuf--];

@@ -67,7 +67,7 @@ static int add_value(builder *B, int n, int c, int h, int w) {
     unet_graph *g = B->g;
     if (grow(B, (void **)&g->vals, &g->cap_vals, g->nvals, sizeof(gvalue))) return -1;
     gvalue *v = &g->vals[g->nvals];
-    v->n = n, v->c = c, v->h = h, v->w = w, v->blk = 1;
+    v->n = n, v->c = c, v->h = h, v->w = w, v->blk = 1, v->remat = 0, v->producer = -1, v->roff = 0;
     v->off = g->act_size;
     g->act_size += ((size_t)n * c * h * w + 15) & ~(size_t)15;   /* 64-byte aligned starts */
     return g->nvals++;
@@ -190,10 +190,7 @@ static int dropout(builder *B, int x) {
     if (B->err) return -1;
     gnode *d = &B->g->nodes[B->g->nnodes - 1];
     d->farg[0] = p;
-    gvalue v = V(x);
-    d->saved_len = (size_t)v.n * v.c * v.h * v.w;
-    d->saved = reserve_saved(B, d->saved_len);
-    B->g->has_dropout = 1;
+    B->g->has_dropout = 1;   /* its mask is regenerated in the backward pass: nothing saved */
     return y;
 }
 
@@ -408,17 +405,22 @@ static int op_backward_reads(op_kind op, int k) {
 }
 
 static df_status plan_reuse(unet_graph *g) {
-    int cap = g->nvals + g->nnodes + 4;
+    int cap = 2 * g->nvals + g->nnodes + 4;
     arena a = {malloc(sizeof(size_t) * (size_t)cap), malloc(sizeof(size_t) * (size_t)cap), 0, 0};
     int *last = malloc(sizeof(int) * (size_t)g->nvals), *first = malloc(sizeof(int) * (size_t)g->nvals);
-    if (!a.off || !a.len || !last || !first) {
-        free(a.off), free(a.len), free(last), free(first);
+    int *lo = malloc(sizeof(int) * (size_t)g->nvals);
+    if (!a.off || !a.len || !last || !first || !lo) {
+        free(a.off), free(a.len), free(last), free(first), free(lo);
         return df_fail(DF_ERR_NOMEM, "out of memory planning the network");
     }
-    for (int v = 0; v < g->nvals; v++) last[v] = -1, first[v] = -1;
+    for (int v = 0; v < g->nvals; v++) last[v] = -1, first[v] = -1, lo[v] = -1;
     for (int i = 0; i < g->nnodes; i++)
-        for (int k = 0; k < 3; k++)
-            if (g->nodes[i].in[k] >= 0) last[g->nodes[i].in[k]] = i;
+        for (int k = 0; k < 3; k++) {
+            int v = g->nodes[i].in[k];
+            if (v < 0) continue;
+            last[v] = i;
+            if (lo[v] < 0) lo[v] = i;
+        }
     last[g->out] = g->nnodes;   /* read by the caller after the pass */
 
     /* forward placements: outputs take space before the inputs that die at the node give theirs back.
@@ -426,7 +428,7 @@ static df_status plan_reuse(unet_graph *g) {
      * them, and saved buffers; inference keeps nothing. */
     char *keep = calloc((size_t)g->nvals, 1);
     if (!keep) {
-        free(a.off), free(a.len), free(last), free(first);
+        free(a.off), free(a.len), free(last), free(first), free(lo);
         return df_fail(DF_ERR_NOMEM, "out of memory planning the network");
     }
     for (int i = 0; i < g->nnodes; i++) {
@@ -435,6 +437,25 @@ static df_status plan_reuse(unet_graph *g) {
             if (d->in[k] >= 0 && op_backward_reads(d->op, k)) keep[d->in[k]] = 1;
     }
     keep[g->out] = 1;
+    /* Cheap copies a backward pass reads (concat, upsample) are made again there from their inputs,
+     * which are kept instead, when that keeps less: an upsample's input is a quarter of it, a concat
+     * saves the part of its inputs not kept anyway. */
+    for (int i = 0; i < g->nnodes; i++) {
+        const gnode *d = &g->nodes[i];
+        int v = d->out, ok = (d->op == OP_CONCAT || d->op == OP_UPSAMPLE) && keep[v] && v != g->out;
+        size_t extra = 0;
+        for (int k = 0; k < 2 && ok; k++) {
+            int u = d->in[k];
+            if (u < 0) continue;
+            ok &= !g->vals[u].remat;
+            if (!keep[u]) extra += numel(&g->vals[u]);
+        }
+        if (!ok || extra >= numel(&g->vals[v])) continue;
+        keep[v] = 0;
+        g->vals[v].remat = 1, g->vals[v].producer = i;
+        for (int k = 0; k < 2; k++)
+            if (d->in[k] >= 0) keep[d->in[k]] = 1;
+    }
     for (int training = 0; training < 2; training++) {
         a.n = 0, a.top = 0;
 #define OFF(v) (*(training ? &g->vals[v].off : &g->vals[v].ioff))
@@ -467,7 +488,13 @@ static df_status plan_reuse(unet_graph *g) {
     first[g->out] = g->nnodes;
     for (int i = g->nnodes - 1; i >= 0; i--) {
         gnode *d = &g->nodes[i];
-        d->gzero = 0;
+        d->gzero = d->rebuild = 0;
+        for (int k = 0; k < 3; k++) {   /* rebuilt values live from their last reader to their first */
+            int v = d->in[k];
+            if (v < 0 || !g->vals[v].remat || last[v] != i || (k > 0 && v == d->in[k - 1])) continue;
+            g->vals[v].roff = arena_get(&a, numel(&g->vals[v]));
+            d->rebuild |= 1 << k;
+        }
         for (int k = 0; k < 3; k++) {
             int v = d->in[k];
             if (v < 0 || first[v] >= 0) continue;
@@ -475,11 +502,16 @@ static df_status plan_reuse(unet_graph *g) {
             g->vals[v].goff = arena_get(&a, numel(&g->vals[v]));
             d->gzero |= 1 << k;
         }
-        if (d->out != g->x && first[d->out] >= 0) arena_put(&a, g->vals[d->out].goff, numel(&g->vals[d->out]));
-        else if (first[d->out] < 0) g->vals[d->out].goff = 0, d->gzero |= 8;   /* nobody reads it: no gradient */
+        if (first[d->out] >= 0) arena_put(&a, g->vals[d->out].goff, numel(&g->vals[d->out]));
+        else g->vals[d->out].goff = 0, d->gzero |= 8;   /* nobody reads it: no gradient */
+        for (int k = 0; k < 3; k++) {
+            int v = d->in[k];
+            if (v >= 0 && g->vals[v].remat && lo[v] == i && !(k > 0 && v == d->in[k - 1]))
+                arena_put(&a, g->vals[v].roff, numel(&g->vals[v]));
+        }
     }
     g->grad_size = a.top;
-    free(a.off), free(a.len), free(last), free(first);
+    free(a.off), free(a.len), free(last), free(first), free(lo);
     return DF_OK;
 }
 

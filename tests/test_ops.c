@@ -447,7 +447,7 @@ TEST(dropout_and_mse) {
     double *x = malloc(n * sizeof(double)), *y = malloc(n * sizeof(double)), *m = malloc(n * sizeof(double)),
            *dx = calloc(n, sizeof(double));
     for (size_t i = 0; i < n; i++) x[i] = 1;
-    dropout_forward_f64(y, m, x, n, 0.25, 42);
+    dropout_forward_f64(y, x, n, 0.25, 42);
     double mean = 0;
     size_t zeros = 0;
     for (size_t i = 0; i < n; i++) mean += y[i], zeros += y[i] == 0;
@@ -455,8 +455,12 @@ TEST(dropout_and_mse) {
     /* E[y] = x; the fraction dropped is p within 5 standard errors */
     CHECK(fabs((double)zeros / n - 0.25) < 5 * sqrt(0.25 * 0.75 / n), "dropout fraction %g", (double)zeros / n);
     CHECK(fabs(mean - 1) < 0.02, "dropout keeps the mean: %g", mean);
-    dropout_backward_f64(dx, x, m, n);
-    for (size_t i = 0; i < n; i++) CHECK(dx[i] == m[i], "dropout backward is the mask");
+    dropout_backward_f64(dx, x, n, 0.25, 42);   /* x is all ones: dx is the mask the forward used */
+    for (size_t i = 0; i < n; i++) CHECK(dx[i] == y[i], "dropout backward regenerates the forward's mask");
+    dropout_forward_f64(m, x, n, 0.25, 43);
+    size_t same = 0;
+    for (size_t i = 0; i < n; i++) same += (m[i] == 0) == (y[i] == 0);
+    CHECK(same < n, "another seed gives another mask");
     double a[3] = {1, 2, 3}, b[3] = {0, 2, 5}, da[3];
     CHECK_NEAR(mse_forward_f64(a, b, 3), (1.0 + 0 + 4) / 3, 1e-15, "mse");
     mse_backward_f64(da, a, b, 3, 1);
