@@ -85,12 +85,12 @@ asan:
 	ASAN_OPTIONS=detect_leaks=1 DIFFUSE_QUICK=1 build-asan/test_diffuse
 
 bench: deps all
-	$(BUILD)/bench_unet
+	$(BUILD)/bench_unet --scaling --svg $(BUILD)/scaling.svg
 
 # The README's main command: train fmnist-s on Fashion-MNIST for 20 minutes, then sample from it.
 run: deps all
 	rm -rf runs/make-run
-	$(BUILD)/diffuse train --minutes 20 --out runs/make-run
+	$(BUILD)/diffuse train --minutes 20 --lr 3e-4 --warmup 100 --out runs/make-run
 	$(BUILD)/diffuse sample runs/make-run --n 64 --out samples.png --animate denoising.gif
 
 clean:
