@@ -38,7 +38,7 @@ TEST_SRC := $(wildcard tests/*.c)
 BENCH_SRC:= $(wildcard bench/*.c)
 HDRS     := $(wildcard include/*.h src/*.h tests/*.h cli/*.h)
 
-.PHONY: all test asan bench deps clean run
+.PHONY: all test asan portable bench deps clean run
 BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench_%)
 EXAMPLE_BIN := $(patsubst examples/%.c,$(BUILD)/example_%,$(wildcard examples/*.c))
 all: $(BUILD)/libdiffuse.a $(BUILD)/diffuse $(BUILD)/test_diffuse $(BENCH_BIN) $(EXAMPLE_BIN)
@@ -76,7 +76,13 @@ test: deps
 	$(MAKE) WERROR=1 all
 	$(BUILD)/test_diffuse
 	sh tests/torch_parity.sh
+	$(MAKE) portable
 	$(MAKE) asan
+
+# the build without oneDNN (im2col + BLAS convolutions only) still builds and matches the golden files
+portable:
+	$(MAKE) BUILD=build-portable DNNL=0 WERROR=1 build-portable/test_diffuse build-portable/diffuse
+	build-portable/test_diffuse golden
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 WERROR=1 \
@@ -94,4 +100,4 @@ run: deps all
 	$(BUILD)/diffuse sample runs/make-run --n 64 --out samples.png --animate denoising.gif
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-portable

@@ -15,10 +15,6 @@ df_status conv_fast_plan(const unet_graph *g, conv_fast **out) {
     return DF_OK;
 }
 void   conv_fast_free(conv_fast *f) { (void)f; }
-int conv_fast_block(void) {
-    return dnnl_get_effective_cpu_isa() >= dnnl_cpu_isa_avx512_core ? 16 : 8;
-}
-
 size_t conv_fast_bytes(const conv_fast *f) { return 0; }
 int    conv_fast_block(void) { return 1; }
 int    conv_fast_overwrites(const conv_fast *f, int node) { return 0; }
