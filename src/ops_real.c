@@ -201,6 +201,19 @@ static void channel_sums(double *s1, double *s2, const real *x, const real *y, i
     }
 }
 
+/* Per (image, channel): GroupNorm of u = x + v (v may be NULL) written as x a + b, from the statistics. */
+static void gn_coeffs(double *a, double *b, const real *v, const real *mean, const real *rstd, const real *gamma,
+                      const real *beta, int n, int c, int groups) {
+    const int cg = c / groups;
+    for (int i = 0; i < n; i++)
+        for (int ch = 0; ch < c; ch++) {
+            int ng = i * groups + ch / cg;
+            size_t o = (size_t)i * c + ch;
+            a[o] = (double)rstd[ng] * gamma[ch];
+            b[o] = beta[ch] + ((v ? (double)v[o] : 0) - (double)mean[ng]) * a[o];
+        }
+}
+
 /* Statistics of u = x + v (v: per image and channel, or NULL) per image and group into mean and rstd,
  * and the per-(image, channel) coefficients that normalise it as x a + b (v folded into b). */
 static void gn_stats(real *mean, real *rstd, double *a, double *b, const real *x, const real *v, const real *gamma,
@@ -244,26 +257,7 @@ static void gn_stats(real *mean, real *rstd, double *a, double *b, const real *x
         mean[ng] = (real)mu;
         rstd[ng] = (real)(1.0 / sqrt(fmax(var, 0) / gsize + (double)eps));   /* biased variance, as torch */
     }
-    for (int i = 0; i < n; i++)
-        for (int ch = 0; ch < c; ch++) {
-            int ng = i * groups + ch / cg;
-            size_t o = (size_t)i * c + ch;
-            a[o] = (double)rstd[ng] * gamma[ch];
-            b[o] = beta[ch] + ((v ? (double)v[o] : 0) - (double)mean[ng]) * a[o];
-        }
-}
-
-/* The coefficients again from the saved statistics (backward passes). */
-static void gn_coeffs(double *a, double *b, const real *v, const real *mean, const real *rstd, const real *gamma,
-                      const real *beta, int n, int c, int groups) {
-    const int cg = c / groups;
-    for (int i = 0; i < n; i++)
-        for (int ch = 0; ch < c; ch++) {
-            int ng = i * groups + ch / cg;
-            size_t o = (size_t)i * c + ch;
-            a[o] = (double)rstd[ng] * gamma[ch];
-            b[o] = beta[ch] + ((v ? (double)v[o] : 0) - (double)mean[ng]) * a[o];
-        }
+    gn_coeffs(a, b, v, mean, rstd, gamma, beta, n, c, groups);
 }
 
 void RF(groupnorm_forward)(real *y, real *mean, real *rstd, const real *x, const real *gamma,

@@ -132,13 +132,16 @@ static int linear(builder *B, int x, const char *prefix, int out) {
     return y;
 }
 
-static int groupnorm(builder *B, int x, const char *prefix, int groups) {
+/* GroupNorm (OP_GROUPNORM), or silu(GroupNorm(x + v)) in one op (OP_NORM_SILU; v: a per-image,
+ * per-channel vector, or -1) that keeps only its output and the statistics and recomputes the
+ * normalised values in its backward pass. Both have GroupNorm's parameters. */
+static int norm_op(builder *B, op_kind op, int x, int v, const char *prefix, int groups) {
     if (B->err) return -1;
     gvalue in = V(x);
     int w = add_param(B, INIT_ONE, 0, 1, in.c, 1, 1, 1, "%s.weight", prefix);
     int b = add_param(B, INIT_ZERO, 0, 1, in.c, 1, 1, 1, "%s.bias", prefix);
     int y = add_value(B, in.n, in.c, in.h, in.w);
-    gnode *d = add_node(B, OP_GROUPNORM, x, -1, -1);
+    gnode *d = add_node(B, op, x, v, -1);
     if (!d) return -1;
     d->out = y, d->w = w, d->b = b;
     d->iarg[0] = groups;
@@ -149,23 +152,12 @@ static int groupnorm(builder *B, int x, const char *prefix, int groups) {
     return y;
 }
 
-/* silu(GroupNorm(x + v)) in one op (v: a per-image, per-channel vector, or -1): it keeps only its
- * output and the statistics, and recomputes the normalised values in its backward pass. */
+static int groupnorm(builder *B, int x, const char *prefix, int groups) {
+    return norm_op(B, OP_GROUPNORM, x, -1, prefix, groups);
+}
+
 static int norm_silu(builder *B, int x, int v, const char *prefix, int groups) {
-    if (B->err) return -1;
-    gvalue in = V(x);
-    int w = add_param(B, INIT_ONE, 0, 1, in.c, 1, 1, 1, "%s.weight", prefix);
-    int b = add_param(B, INIT_ZERO, 0, 1, in.c, 1, 1, 1, "%s.bias", prefix);
-    int y = add_value(B, in.n, in.c, in.h, in.w);
-    gnode *d = add_node(B, OP_NORM_SILU, x, v, -1);
-    if (!d) return -1;
-    d->out = y, d->w = w, d->b = b;
-    d->iarg[0] = groups;
-    d->farg[0] = B->cfg->norm_eps;
-    d->saved_len = 2 * (size_t)in.n * groups;
-    d->saved = reserve_saved(B, d->saved_len);
-    need_scratch(B, 2 * 8 * (size_t)in.n * in.c);
-    return y;
+    return norm_op(B, OP_NORM_SILU, x, v, prefix, groups);
 }
 
 static int unary(builder *B, op_kind op, int x) {
