@@ -100,16 +100,33 @@ void RF(unet_forward)(const unet_graph *g, const real *params, real *act, real *
     }
 }
 
-/* Make a rebuilt value again from its producer's kept inputs. */
-static void RF(rebuild)(const unet_graph *g, const real *act, real *dact, int v) {
+/* Make a rebuilt value again from its producer's kept inputs (the bits of the forward pass). */
+static void RF(rebuild)(const unet_graph *g, const real *params, const real *act, real *dact, real *scratch, int v,
+                        uint64_t dropout_seed) {
     const gvalue *o = &g->vals[v];
     const gnode *p = &g->nodes[o->producer];
     real *y = dact + o->roff;
-    if (p->op == OP_CONCAT)
-        RF(concat_forward)(y, VAL(act, p->in[0]), VAL(act, p->in[1]), o->n, g->vals[p->in[0]].c, g->vals[p->in[1]].c,
+    const gnode *q = p->op == OP_DROPOUT ? &g->nodes[g->vals[p->in[0]].producer] : p;   /* the fused norm */
+    switch (q->op) {
+    case OP_CONCAT:
+        RF(concat_forward)(y, VAL(act, q->in[0]), VAL(act, q->in[1]), o->n, g->vals[q->in[0]].c, g->vals[q->in[1]].c,
                            o->h * o->w);
-    else
-        RF(upsample_forward)(y, VAL(act, p->in[0]), o->n * o->c, o->h / 2, o->w / 2, o->blk);
+        break;
+    case OP_UPSAMPLE:
+        RF(upsample_forward)(y, VAL(act, q->in[0]), o->n * o->c, o->h / 2, o->w / 2, o->blk);
+        break;
+    case OP_NORM_SILU: {
+        const real *mean = act + q->saved, *rstd = mean + (size_t)o->n * q->iarg[0];
+        RF(norm_silu_again)(y, VAL(act, q->in[0]), q->in[1] >= 0 ? VAL(act, q->in[1]) : NULL, mean, rstd,
+                            PARAM(params, q->w), PARAM(params, q->b), o->n, o->c, o->h * o->w, q->iarg[0], o->blk,
+                            (double *)scratch);
+        break;
+    }
+    default:
+        DF_ASSERT(0);
+    }
+    if (p->op == OP_DROPOUT)   /* in place, with the forward's mask */
+        RF(dropout_forward)(y, y, NUMEL(v), p->farg[0], dropout_seed ? dropout_seed + (uint64_t)o->producer : 0);
 }
 
 void RF(unet_backward)(const unet_graph *g, const real *params, real *dparams, const real *act, real *dact,
@@ -122,7 +139,7 @@ void RF(unet_backward)(const unet_graph *g, const real *params, real *dparams, c
         if (d->gzero & 8) continue;   /* its output reaches nothing: no gradient flows back */
         const real *dy = GRAD(dact, d->out);
         for (int k = 0; k < 3; k++)
-            if (d->rebuild & (1 << k)) RF(rebuild)(g, act, dact, d->in[k]);
+            if (d->rebuild & (1 << k)) RF(rebuild)(g, params, act, dact, scratch, d->in[k], dropout_seed);
         const real *x = d->in[0] >= 0 ? AV(d->in[0]) : NULL;
         const real *x1 = d->in[1] >= 0 ? AV(d->in[1]) : NULL;
         real *dx = d->in[0] >= 0 ? GRAD(dact, d->in[0]) : NULL;

@@ -35,8 +35,9 @@ typedef struct {
     size_t off;      /* offset into the activation block, in elements (training: every value kept) */
     size_t ioff;     /* offset when only a forward pass runs (space reused after the last reader) */
     size_t goff;     /* offset of its gradient in the gradient block (space reused) */
-    int remat;       /* training does not keep it: the backward pass rebuilds it from its producer's */
-    int producer;    /* inputs (node `producer`) into the gradient block at roff */
+    int producer;    /* the node that computes it (-1: the tape's input) */
+    int remat;       /* training does not keep it: the backward pass rebuilds it into the gradient
+                        block at roff from its producer's inputs */
     size_t roff;
 } gvalue;
 

@@ -343,11 +343,8 @@ void RF(groupnorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy,
  * y = silu(GroupNorm(x + v)): one pass for the output; the backward pass recomputes z = x a + b twice
  * (once for the sums, once for dx) instead of keeping the normalised values. */
 
-void RF(norm_silu_forward)(real *y, real *mean, real *rstd, const real *x, const real *v, const real *gamma,
-                           const real *beta, int n, int c, int hw, int groups, real eps, int blk, double *work) {
+static void norm_silu_out(real *y, const real *x, const double *a, const double *b, int n, int c, int hw, int blk) {
     const int cb = c / blk;
-    double *a = work + 3 * (size_t)n * c, *b = a + (size_t)n * c;
-    gn_stats(mean, rstd, a, b, x, v, gamma, beta, n, c, hw, groups, eps, blk, work);
 #pragma omp parallel for schedule(static)
     for (int nb = 0; nb < n * cb; nb++) {
         const real *xb = x + (size_t)nb * hw * blk;
@@ -364,6 +361,20 @@ void RF(norm_silu_forward)(real *y, real *mean, real *rstd, const real *x, const
         vec_norm_silu(yb, xb, (size_t)hw, blk, ka, kb);
 #endif
     }
+}
+
+void RF(norm_silu_forward)(real *y, real *mean, real *rstd, const real *x, const real *v, const real *gamma,
+                           const real *beta, int n, int c, int hw, int groups, real eps, int blk, double *work) {
+    double *a = work + 3 * (size_t)n * c, *b = a + (size_t)n * c;
+    gn_stats(mean, rstd, a, b, x, v, gamma, beta, n, c, hw, groups, eps, blk, work);
+    norm_silu_out(y, x, a, b, n, c, hw, blk);
+}
+
+void RF(norm_silu_again)(real *y, const real *x, const real *v, const real *mean, const real *rstd, const real *gamma,
+                         const real *beta, int n, int c, int hw, int groups, int blk, double *work) {
+    double *a = work, *b = a + (size_t)n * c;
+    gn_coeffs(a, b, v, mean, rstd, gamma, beta, n, c, groups);
+    norm_silu_out(y, x, a, b, n, c, hw, blk);
 }
 
 void RF(norm_silu_backward)(real *dx, real *dv, real *dgamma, real *dbeta, const real *dy, const real *x,
@@ -713,7 +724,7 @@ static uint32_t drop_cut(real p) { return (uint32_t)fmin((double)p * 4294967296.
 
 void RF(dropout_forward)(real *y, const real *x, size_t count, real p, uint64_t seed) {
     if (!seed) {
-        memcpy(y, x, sizeof(real) * count);
+        if (y != x) memcpy(y, x, sizeof(real) * count);
         return;
     }
     const uint32_t cut = drop_cut(p);

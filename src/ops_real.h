@@ -32,6 +32,9 @@ void RF(groupnorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy,
  * and keeps nothing else: its backward recomputes the normalised values. work as for GroupNorm. */
 void RF(norm_silu_forward)(real *y, real *mean, real *rstd, const real *x, const real *v, const real *gamma,
                            const real *beta, int n, int c, int hw, int groups, real eps, int blk, double *work);
+/* The forward's output again from its saved statistics: the same bits, without the statistics pass. */
+void RF(norm_silu_again)(real *y, const real *x, const real *v, const real *mean, const real *rstd, const real *gamma,
+                         const real *beta, int n, int c, int hw, int groups, int blk, double *work);
 void RF(norm_silu_backward)(real *dx, real *dv, real *dgamma, real *dbeta, const real *dy, const real *x,
                             const real *v, const real *mean, const real *rstd, const real *gamma, const real *beta,
                             int n, int c, int hw, int groups, int blk, double *work);

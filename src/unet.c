@@ -406,6 +406,7 @@ static df_status plan_reuse(unet_graph *g) {
         return df_fail(DF_ERR_NOMEM, "out of memory planning the network");
     }
     for (int v = 0; v < g->nvals; v++) last[v] = -1, first[v] = -1, lo[v] = -1;
+    for (int i = 0; i < g->nnodes; i++) g->vals[g->nodes[i].out].producer = i;
     for (int i = 0; i < g->nnodes; i++)
         for (int k = 0; k < 3; k++) {
             int v = g->nodes[i].in[k];
@@ -429,22 +430,35 @@ static df_status plan_reuse(unet_graph *g) {
             if (d->in[k] >= 0 && op_backward_reads(d->op, k)) keep[d->in[k]] = 1;
     }
     keep[g->out] = 1;
-    /* Cheap copies a backward pass reads (concat, upsample) are made again there from their inputs,
-     * which are kept instead, when that keeps less: an upsample's input is a quarter of it, a concat
-     * saves the part of its inputs not kept anyway. */
+    /* Values a backward pass reads that are cheap to make again are rebuilt there instead of kept:
+     * copies (concat, upsample) from their inputs, which are kept instead when that keeps less (an
+     * upsample's input is a quarter of it, a concat saves the part of its inputs not kept anyway); the
+     * fused norm's output from its input and statistics (kept for its own backward anyway); a dropout
+     * right after the fused norm from the same, with its mask regenerated. */
     for (int i = 0; i < g->nnodes; i++) {
         const gnode *d = &g->nodes[i];
-        int v = d->out, ok = (d->op == OP_CONCAT || d->op == OP_UPSAMPLE) && keep[v] && v != g->out;
+        int v = d->out;
+        if (!keep[v] || v == g->out) continue;
+        int u = d->in[0], chain = d->op == OP_DROPOUT && u >= 0 && !keep[u] && !g->vals[u].remat &&
+                                  g->vals[u].producer >= 0 && g->nodes[g->vals[u].producer].op == OP_NORM_SILU;
+        /* (the fused norm's input must itself be kept, not rebuilt: rebuilds read only kept values) */
+        if (chain) chain = !g->vals[g->nodes[g->vals[u].producer].in[0]].remat;
+        if ((d->op == OP_NORM_SILU && !g->vals[u].remat) || chain) {
+            keep[v] = 0;
+            g->vals[v].remat = 1;
+            continue;
+        }
+        int ok = d->op == OP_CONCAT || d->op == OP_UPSAMPLE;
         size_t extra = 0;
         for (int k = 0; k < 2 && ok; k++) {
-            int u = d->in[k];
-            if (u < 0) continue;
-            ok &= !g->vals[u].remat;
-            if (!keep[u]) extra += numel(&g->vals[u]);
+            int w = d->in[k];
+            if (w < 0) continue;
+            ok &= !g->vals[w].remat;
+            if (!keep[w]) extra += numel(&g->vals[w]);
         }
         if (!ok || extra >= numel(&g->vals[v])) continue;
         keep[v] = 0;
-        g->vals[v].remat = 1, g->vals[v].producer = i;
+        g->vals[v].remat = 1;
         for (int k = 0; k < 2; k++)
             if (d->in[k] >= 0) keep[d->in[k]] = 1;
     }
