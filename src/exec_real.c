@@ -117,7 +117,7 @@ static void RF(rebuild)(const unet_graph *g, const real *params, const real *act
         break;
     case OP_NORM_SILU: {
         const real *mean = act + q->saved, *rstd = mean + (size_t)o->n * q->iarg[0];
-        RF(norm_silu_again)(y, VAL(act, q->in[0]), q->in[1] >= 0 ? VAL(act, q->in[1]) : NULL, mean, rstd,
+        RF(norm_silu_again)(y, AV(q->in[0]), q->in[1] >= 0 ? VAL(act, q->in[1]) : NULL, mean, rstd,
                             PARAM(params, q->w), PARAM(params, q->b), o->n, o->c, o->h * o->w, q->iarg[0], o->blk,
                             (double *)scratch);
         break;

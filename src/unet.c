@@ -441,9 +441,11 @@ static df_status plan_reuse(unet_graph *g) {
         if (!keep[v] || v == g->out) continue;
         int u = d->in[0], chain = d->op == OP_DROPOUT && u >= 0 && !keep[u] && !g->vals[u].remat &&
                                   g->vals[u].producer >= 0 && g->nodes[g->vals[u].producer].op == OP_NORM_SILU;
-        /* (the fused norm's input must itself be kept, not rebuilt: rebuilds read only kept values) */
-        if (chain) chain = !g->vals[g->nodes[g->vals[u].producer].in[0]].remat;
-        if ((d->op == OP_NORM_SILU && !g->vals[u].remat) || chain) {
+        /* the fused norm's input must be kept, or rebuilt before and still there when this is rebuilt
+         * (rebuilt at its last reader, freed after its first) */
+        int x = d->op == OP_DROPOUT && chain ? g->nodes[g->vals[u].producer].in[0] : u;
+        int x_ok = x >= 0 && (!g->vals[x].remat || (last[x] > last[v] && lo[x] < last[v]));
+        if (((d->op == OP_NORM_SILU) || chain) && x_ok) {
             keep[v] = 0;
             g->vals[v].remat = 1;
             continue;
