@@ -326,24 +326,22 @@ df_status conv_fast_plan(const unet_graph *g, conv_fast **out) {
 
 static void set(dnnl_memory_t m, const void *p) { dnnl_memory_set_data_handle(m, (void *)p); }
 
-/* Bring `plain` into the primitive's layout: returns the buffer the primitive reads (plain itself when
- * the layouts agree, else the workspace slot after a reorder). */
-static const void *bring(conv_fast *f, const reorder *r, const void *plain, int slot) {
-    if (!r->prim) return plain;
-    set(r->from, plain);
-    set(r->to, f->ws[slot]);
+/* Run a reorder from one buffer into another (adding when it has a sum post-op); nothing when the
+ * layouts agree. */
+static void send(conv_fast *f, const reorder *r, const void *from, void *to) {
+    if (!r->prim) return;
+    set(r->from, from);
+    set(r->to, to);
     dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, r->from}, {DNNL_ARG_TO, r->to}};
     dnnl_primitive_execute(r->prim, f->stream, 2, a);
-    return f->ws[slot];
 }
 
-/* Move a primitive result back into the plain tensor (adding when the reorder has a sum post-op). */
-static void send(conv_fast *f, const reorder *r, const void *blocked, void *plain) {
-    if (!r->prim) return;
-    set(r->from, blocked);
-    set(r->to, plain);
-    dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, r->from}, {DNNL_ARG_TO, r->to}};
-    dnnl_primitive_execute(r->prim, f->stream, 2, a);
+/* Bring a tape tensor into the primitive's layout: returns the buffer the primitive reads (the tensor
+ * itself when the layouts agree, else the workspace slot it was converted into). */
+static const void *bring(conv_fast *f, const reorder *r, const void *tape, int slot) {
+    if (!r->prim) return tape;
+    send(f, r, tape, f->ws[slot]);
+    return f->ws[slot];
 }
 
 static int dual_forward(conv_fast *f, fnode *fn, float *y, const float *x, const float *w, const float *b) {

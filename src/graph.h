@@ -21,7 +21,7 @@ typedef enum {
     OP_SCALE_SHIFT,  /* in[0] * (1 + in[1][:, :C]) + in[1][:, C:] */
     OP_ATTENTION,    /* softmax(q^T k * scale) over positions; in q, k, v (N, heads*d, L); iarg[0] heads;
                         saved: probabilities (N, heads, L, L) */
-    OP_DROPOUT,      /* farg[0] p; saved: mask scaled by 1/(1-p) */
+    OP_DROPOUT,      /* farg[0] p; the mask is regenerated from the seed, nothing saved */
     OP_AFFINE,       /* farg[0] * in[0] + farg[1] */
     OP_NORM_SILU,    /* silu(GroupNorm(in[0] + in[1][:, :, None, None])), in[1] optional; as OP_GROUPNORM */
     OP_COUNT
@@ -105,15 +105,16 @@ void      unet_graph_free(unet_graph *g);
 void      unet_set_layout(unet_graph *g, int blk);
 int       unet_find_param(const unet_graph *g, const char *name);
 
-/* Replay the tape (exec_real.c, compiled for float and double). `act` holds act_size elements,
- * `scratch` scratch_size per thread; t has n timesteps, labels n class indices (or NULL).
+/* Replay the tape (exec_real.c, compiled for float and double). `act` holds act_size elements
+ * (infer_size when g->infer: no backward follows), `scratch` scratch_size per thread; t has n timesteps, labels n class indices (or NULL).
  * dropout_seed: 0 turns dropout off (eval), otherwise masks are drawn from it. */
 void unet_forward_f32(const unet_graph *g, const float *params, float *act, float *scratch,
                       const float *t, const int *labels, uint64_t dropout_seed);
 void unet_forward_f64(const unet_graph *g, const double *params, double *act, double *scratch,
                       const double *t, const int *labels, uint64_t dropout_seed);
-/* Reverse replay: dact must hold the gradient of the output value (others zero); adds parameter
- * gradients into dparams and leaves d(input) in dact at g->vals[g->x]. */
+/* Reverse replay: dact (grad_size elements) must hold the gradient of the output value at its goff
+ * (every other gradient is zeroed by its last reader); adds parameter gradients into dparams and leaves
+ * d(input) in dact at g->vals[g->x].goff. */
 void unet_backward_f32(const unet_graph *g, const float *params, float *dparams, const float *act,
                        float *dact, float *scratch, const int *labels, uint64_t dropout_seed);
 void unet_backward_f64(const unet_graph *g, const double *params, double *dparams, const double *act,

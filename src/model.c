@@ -308,15 +308,18 @@ static df_status ensure_fast(df_model *m) {
     int want = m->kernels == DF_KERNELS_FAST;
     if (want && !m->g.fast && !m->g.fast_tried) {
         m->g.fast_tried = 1;
-        unet_set_layout(&m->g, conv_fast_block());
+        unet_set_layout(&m->g, conv_fast_block());   /* primitives are made for the blocked layout */
         df_status st = conv_fast_plan(&m->g, &m->g.fast);
+        if (!m->g.fast) unet_set_layout(&m->g, 1);
         if (st) return st;
     }
     int use = want && m->g.fast != NULL;
-    if (use != m->g.use_fast) m->have_forward = 0;   /* activations of the other layout are no use */
-    m->g.use_fast = use;
+    if (use != m->g.use_fast) {   /* the other path: its layout, and activations of the old one are no use */
+        unet_set_layout(&m->g, use ? conv_fast_block() : 1);
+        m->have_forward = 0;
+        m->g.use_fast = use;
+    }
     m->g.prof = m->prof;
-    unet_set_layout(&m->g, use ? conv_fast_block() : 1);
     return DF_OK;
 }
 

@@ -175,29 +175,19 @@ void RF(linear_backward)(real *dx, real *dw, real *db, const real *dy, const rea
  * Statistics go per channel first (one pass, each channel block summed by one thread in a fixed
  * order), then per group, so the result is the same for any thread count and any blocking. */
 
-/* Per-channel sums over the pixels: s1[n*c + ch] = sum x, and s2 = sum x*y when y is given. */
+/* Per-channel sums over the pixels: s1[n*c + ch] = sum x, s2 = sum x*y. */
 static void channel_sums(double *s1, double *s2, const real *x, const real *y, int n, int c, int hw, int blk) {
     const int cb = c / blk;
 #pragma omp parallel for schedule(static)
     for (int nb = 0; nb < n * cb; nb++) {
         double a[16] = {0}, b[16] = {0};
-#if !DF_REAL_F64
-        if (!y) {
-            vec_lane_stats(x + (size_t)nb * hw * blk, (size_t)hw, blk, NULL, a, NULL);
-            for (int ci = 0; ci < blk; ci++) s1[(size_t)nb * blk + ci] = a[ci];
-            continue;
-        }
-#endif
-        const real *xb = x + (size_t)nb * hw * blk, *yb = y ? y + (size_t)nb * hw * blk : NULL;
+        const real *xb = x + (size_t)nb * hw * blk, *yb = y + (size_t)nb * hw * blk;
         for (int p = 0; p < hw; p++)
             for (int ci = 0; ci < blk; ci++) {
                 a[ci] += xb[(size_t)p * blk + ci];
-                if (yb) b[ci] += (double)xb[(size_t)p * blk + ci] * yb[(size_t)p * blk + ci];
+                b[ci] += (double)xb[(size_t)p * blk + ci] * yb[(size_t)p * blk + ci];
             }
-        for (int ci = 0; ci < blk; ci++) {
-            s1[(size_t)nb * blk + ci] = a[ci];
-            if (s2) s2[(size_t)nb * blk + ci] = b[ci];
-        }
+        for (int ci = 0; ci < blk; ci++) s1[(size_t)nb * blk + ci] = a[ci], s2[(size_t)nb * blk + ci] = b[ci];
     }
 }
 
@@ -306,10 +296,10 @@ static void gn_backward_coeffs(real *kd, real *kx, real *k0, real *dgamma, real 
             s2 += gamma[ch] * r * (D[o] - mu * A[o]);
         }
         s1 /= gsize, s2 /= gsize;
+        const double x_coef = -r * r * s2;
         for (int ci = 0; ci < cg; ci++) {
             int ch = g * cg + ci;
             size_t o = (size_t)i * c + ch;
-            double x_coef = -r * r * s2;
             kd[o] = (real)(r * gamma[ch]);
             kx[o] = (real)x_coef;
             k0[o] = (real)(r * r * s2 * mu - r * s1 + (v ? x_coef * v[o] : 0));

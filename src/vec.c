@@ -68,10 +68,6 @@ BODY void vec_silu_backward_body(float *dx, const float *dy, const float *x, siz
 }
 DISPATCH(vec_silu_backward, (float *dx, const float *dy, const float *x, size_t n), (dx, dy, x, n))
 
-BODY void vec_exp_body(float *y, const float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) y[i] = exp_f32(x[i]);
-}
-DISPATCH(vec_exp, (float *y, const float *x, size_t n), (y, x, n))
 
 /* ---- silu(x * a + b) with per-lane coefficients, for the fused GroupNorm + SiLU ------------------------
  * A channel block holds npix pixels of blk lanes (blk 1: one channel, coefficients constant; blk 8 or

@@ -7,7 +7,6 @@
 
 void vec_silu(float *y, const float *x, size_t n);                                /* y = x sigmoid(x) */
 void vec_silu_backward(float *dx, const float *dy, const float *x, size_t n);    /* dx += dy silu'(x) */
-void vec_exp(float *y, const float *x, size_t n);
 
 /* The fused GroupNorm + SiLU over one channel block of npix pixels x blk lanes (blk 1, 8 or 16), lane ci
  * with z = x a[ci] + b[ci]:
