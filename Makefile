@@ -34,11 +34,11 @@ REAL_SRC := $(wildcard src/*_real.c)
 LIB_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/src/%.o) \
             $(REAL_SRC:src/%.c=$(BUILD)/src/%_f32.o) $(REAL_SRC:src/%.c=$(BUILD)/src/%_f64.o)
 CLI_SRC  := $(wildcard cli/*.c)
-TEST_SRC := $(wildcard tests/*.c)
+TEST_SRC := $(wildcard tests/*.c) fuzz/targets.c
 BENCH_SRC:= $(wildcard bench/*.c)
-HDRS     := $(wildcard include/*.h src/*.h tests/*.h cli/*.h)
+HDRS     := $(wildcard include/*.h src/*.h tests/*.h cli/*.h fuzz/*.h)
 
-.PHONY: all test asan portable bench deps clean run
+.PHONY: all test asan portable bench deps clean run fuzz fuzz-seeds valgrind
 BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench_%)
 EXAMPLE_BIN := $(patsubst examples/%.c,$(BUILD)/example_%,$(wildcard examples/*.c))
 all: $(BUILD)/libdiffuse.a $(BUILD)/diffuse $(BUILD)/test_diffuse $(BENCH_BIN) $(EXAMPLE_BIN)
@@ -59,7 +59,9 @@ $(BUILD)/libdiffuse.a: $(LIB_OBJ)
 $(BUILD)/diffuse: $(CLI_SRC) $(BUILD)/libdiffuse.a $(HDRS)
 	$(CC) $(CFLAGS) $(CLI_SRC) $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
 $(BUILD)/test_diffuse: $(TEST_SRC) $(BUILD)/libdiffuse.a $(HDRS)
-	$(CC) $(CFLAGS) $(TEST_SRC) $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) -Ifuzz $(TEST_SRC) $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
+$(BUILD)/fuzz_seeds: fuzz/seeds.c $(BUILD)/libdiffuse.a $(HDRS)
+	$(CC) $(CFLAGS) $< $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
 # each examples/NAME.c is a program using only the public API, build/example_NAME
 $(BUILD)/example_%: examples/%.c $(BUILD)/libdiffuse.a include/diffuse.h
 	$(CC) $(CFLAGS) $< $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
@@ -90,6 +92,31 @@ asan:
 	  EXTRA_LDLIBS="-fsanitize=address,undefined" build-asan/test_diffuse build-asan/diffuse
 	ASAN_OPTIONS=detect_leaks=1 DIFFUSE_QUICK=1 build-asan/test_diffuse
 
+# Fuzzing (clang's libFuzzer with AddressSanitizer and UndefinedBehaviorSanitizer): every target for
+# FUZZ_SECONDS, two at a time, starting from fuzz/corpus/<target> and the kept crashes in fuzz/regress/.
+# New inputs go to build-fuzz/corpus/<target>; a crash fails the run and is saved in build-fuzz/crashes/.
+FUZZ_TARGETS := safetensors unet_config scheduler_config idx cifar png jpeg checkpoint
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS   := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+fuzz:
+	$(MAKE) BUILD=build-fuzz CC=clang OPT=-O1 \
+	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_FLAGS)" EXTRA_LDLIBS="$(FUZZ_FLAGS)" build-fuzz/libdiffuse.a
+	$(MAKE) -j2 $(addprefix build-fuzz/fuzz_,$(FUZZ_TARGETS))
+	$(MAKE) -j2 $(addprefix fuzz-run-,$(FUZZ_TARGETS))
+build-fuzz/fuzz_%: fuzz/entry.c fuzz/targets.c fuzz/fuzz.h build-fuzz/libdiffuse.a
+	clang -std=c11 -O1 -g -Iinclude -Isrc -Ifuzz -fopenmp -fsanitize=fuzzer $(FUZZ_FLAGS) -DFUZZ_TARGET=$* \
+	  fuzz/entry.c fuzz/targets.c build-fuzz/libdiffuse.a $(LDLIBS) -o $@
+fuzz-run-%: build-fuzz/fuzz_%
+	@mkdir -p build-fuzz/corpus/$* build-fuzz/crashes build-fuzz/logs fuzz/regress/$*
+	@OMP_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=1 build-fuzz/fuzz_$* -max_total_time=$(FUZZ_SECONDS) \
+	  -timeout=20 -rss_limit_mb=4096 -malloc_limit_mb=4096 -dict=fuzz/fuzz.dict \
+	  -artifact_prefix=build-fuzz/crashes/$*- build-fuzz/corpus/$* fuzz/corpus/$* fuzz/regress/$* \
+	  > build-fuzz/logs/$*.log 2>&1 || { tail -40 build-fuzz/logs/$*.log; echo "fuzz $*: FAILED"; exit 1; }
+	@echo "fuzz $*: $$(grep -o 'Done [0-9]* runs in [0-9]* second' build-fuzz/logs/$*.log), no failure"
+# rewrite the starting corpus (small valid files of every kind)
+fuzz-seeds: $(BUILD)/fuzz_seeds
+	$(BUILD)/fuzz_seeds fuzz/corpus
+
 bench: deps all
 	$(BUILD)/bench_unet --scaling --svg $(BUILD)/scaling.svg
 
@@ -100,4 +127,4 @@ run: deps all
 	$(BUILD)/diffuse sample runs/make-run --n 64 --out samples.png --animate denoising.gif
 
 clean:
-	rm -rf build build-asan build-portable
+	rm -rf build build-asan build-portable build-fuzz

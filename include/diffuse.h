@@ -62,6 +62,12 @@ void     df_rng_fill_uniform(df_rng *r, float *x, size_t n, float lo, float hi);
 /* ---- U-Net configuration ---------------------------------------------------------------------------- */
 
 #define DF_MAX_LEVELS 8
+/* Limits a config must respect (diffusers' released models stay far below them): they keep a few bytes
+ * of JSON from asking for terabytes. */
+#define DF_MAX_CHANNELS 8192      /* per level */
+#define DF_MAX_CLASSES  1000000   /* num_class_embeds */
+#define DF_MAX_SIZE     4096      /* sample_size, and the largest image side a model runs on */
+#define DF_MAX_PARAMS   ((size_t)1 << 31)   /* parameter values in one model (8 GiB of float32) */
 
 /* diffusers' UNet2DModel config, the subset of fields that shape the network. Field names follow
  * config.json; 0 stands for JSON null where the comment says so. */

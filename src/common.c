@@ -26,6 +26,9 @@ df_status df_fail(df_status s, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(last_error, sizeof last_error, fmt, ap);
     va_end(ap);
+    /* one printable line whatever a file put into it (names from JSON can hold newlines or escapes) */
+    for (unsigned char *c = (unsigned char *)last_error; *c; c++)
+        if (*c < 0x20 || *c == 0x7f) *c = '?';
     return s;
 }
 

@@ -207,11 +207,11 @@ static df_status validate(const df_unet_config *c, const char *src) {
         return df_fail(DF_ERR_CONFIG, "%s: field \"norm_num_groups\": unsupported value %d (expected >= 1)", src, G);
     for (int i = 0; i < L; i++) {
         int ch = c->block_out_channels[i];
-        if (ch < 1 || ch % G != 0)
+        if (ch < 1 || ch > DF_MAX_CHANNELS || ch % G != 0)
             return df_fail(DF_ERR_CONFIG,
-                           "%s: field \"block_out_channels\": unsupported value %d at level %d (expected a positive "
-                           "multiple of norm_num_groups %d)",
-                           src, ch, i, G);
+                           "%s: field \"block_out_channels\": unsupported value %d at level %d (expected a multiple "
+                           "of norm_num_groups %d from 1 to %d)",
+                           src, ch, i, G, DF_MAX_CHANNELS);
     }
     int last = c->block_out_channels[L - 1];
     if (c->attn_norm_num_groups < 0 || (c->attn_norm_num_groups > 0 && last % c->attn_norm_num_groups != 0))
@@ -257,15 +257,16 @@ static df_status validate(const df_unet_config *c, const char *src) {
     if (!(c->dropout >= 0 && c->dropout < 1))
         return df_fail(DF_ERR_CONFIG, "%s: field \"dropout\": unsupported value %g (expected 0 <= dropout < 1)", src,
                        (double)c->dropout);
-    if (c->num_class_embeds < 0)
-        return df_fail(DF_ERR_CONFIG, "%s: field \"num_class_embeds\": unsupported value %d (expected null or >= 1)",
-                       src, c->num_class_embeds);
+    if (c->num_class_embeds < 0 || c->num_class_embeds > DF_MAX_CLASSES)
+        return df_fail(DF_ERR_CONFIG,
+                       "%s: field \"num_class_embeds\": unsupported value %d (expected null or 1 to %d)", src,
+                       c->num_class_embeds, DF_MAX_CLASSES);
     int stride = 1 << (L - 1);   /* the deepest level is sample_size / 2^(L-1) */
-    if (c->sample_size < 0 || c->sample_size % stride != 0)
+    if (c->sample_size < 0 || c->sample_size > DF_MAX_SIZE || c->sample_size % stride != 0)
         return df_fail(DF_ERR_CONFIG,
                        "%s: field \"sample_size\": unsupported value %d (expected null or a multiple of %d for %d "
-                       "levels)",
-                       src, c->sample_size, stride, L);
+                       "levels, at most %d)",
+                       src, c->sample_size, stride, L, DF_MAX_SIZE);
     if (!(c->mid_block_scale_factor > 0) || !isfinite(c->mid_block_scale_factor))
         return df_fail(DF_ERR_CONFIG, "%s: field \"mid_block_scale_factor\": unsupported value %g (expected > 0)", src,
                        (double)c->mid_block_scale_factor);

@@ -122,11 +122,12 @@ static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t
 
 /* Parse an IDX header of unsigned bytes with `ndim` dimensions; returns the data offset. */
 static df_status idx_header(const char *path, const uint8_t *b, size_t len, int ndim, uint32_t *dims) {
-    if (len < 4 + 4 * (size_t)ndim) return df_fail(DF_ERR_FORMAT, "%s: too short for an IDX header", path);
+    if (len < 4) return df_fail(DF_ERR_FORMAT, "%s: too short for an IDX header", path);
     if (b[0] || b[1]) return df_fail(DF_ERR_FORMAT, "%s: not an IDX file (bad magic)", path);
     if (b[2] != 0x08) return df_fail(DF_ERR_FORMAT, "%s: IDX type 0x%02x is not unsigned bytes", path, b[2]);
     if (b[3] != ndim)
         return df_fail(DF_ERR_FORMAT, "%s: IDX file has %d dimensions, expected %d", path, b[3], ndim);
+    if (len < 4 + 4 * (size_t)ndim) return df_fail(DF_ERR_FORMAT, "%s: too short for an IDX header", path);
     uint64_t total = 1;
     for (int i = 0; i < ndim; i++) {
         dims[i] = be32(b + 4 + 4 * i);
@@ -256,6 +257,8 @@ static void cifar_names(df_dataset *d, const char *dir) {
     for (int k = 0; k < 10 && fgets(line, sizeof line, f);) {
         line[strcspn(line, "\r\n")] = 0;
         if (!line[0]) continue;
+        for (char *c = line; *c; c++)   /* names end up in messages and pictures: printable only */
+            if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
         char *s = strdup(line);
         if (s) {
             free(d->class_names[k]);

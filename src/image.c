@@ -13,6 +13,7 @@
 #include <png.h>
 
 #define MAX_SIDE 16384   /* larger images are refused: a few bytes of header must not buy gigabytes */
+#define MAX_PIXELS (1 << 26)   /* and at most 64 megapixels in all */
 #define MSG_CAP 200      /* libpng's messages, kept for ours */
 
 /* a * b into *r; 0 on overflow */
@@ -121,9 +122,13 @@ static int png_decode(png_structp png, png_infop info, png_reader *r, decoded *d
     png_read_update_info(png, info);
     int w = (int)png_get_image_width(png, info), h = (int)png_get_image_height(png, info);
     int nc = png_get_channels(png, info), depth = png_get_bit_depth(png, info);
-    if (w > MAX_SIDE || h > MAX_SIDE) png_error(png, "image too large");   /* load_png checked IHDR already */
+    if (w > MAX_SIDE || h > MAX_SIDE || (size_t)w * h > MAX_PIXELS)
+        png_error(png, "image too large");   /* load_png checked IHDR already */
     if (nc < 1 || nc > 4 || (depth != 8 && depth != 16)) png_error(png, "unsupported pixel layout");
     int bytes = depth / 8;
+    /* deflate expands at most ~1032:1, so a file this short cannot hold the pixels it declares: refuse
+     * before allocating them */
+    if ((double)w * h * nc * bytes > 1040.0 * (double)r->len + 65536) png_error(png, "file is truncated");
     if (png_get_rowbytes(png, info) != (size_t)w * nc * bytes) png_error(png, "unexpected row size");
     r->pixels = alloc_decoded(w, h, nc, bytes);
     r->rows = malloc((size_t)h * sizeof *r->rows);
@@ -146,9 +151,9 @@ static df_status load_png(const char *path, const unsigned char *data, size_t le
     /* Check the declared size before libpng allocates anything (the IHDR chunk must come first). */
     if (len >= 24 && memcmp(data + 12, "IHDR", 4) == 0) {
         uint32_t w = be32(data + 16), h = be32(data + 20);
-        if (w > MAX_SIDE || h > MAX_SIDE)
-            return df_fail(DF_ERR_FORMAT, "%s: image is %ux%u; at most %d pixels a side are supported", path,
-                           (unsigned)w, (unsigned)h, MAX_SIDE);
+        if (w > MAX_SIDE || h > MAX_SIDE || (uint64_t)w * h > MAX_PIXELS)
+            return df_fail(DF_ERR_FORMAT, "%s: image is %ux%u; at most %d pixels a side and %d megapixels are "
+                           "supported", path, (unsigned)w, (unsigned)h, MAX_SIDE, MAX_PIXELS >> 20);
     }
     png_reader r = {.data = data, .len = len};
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, r.msg, png_on_error, png_on_warning);
@@ -207,7 +212,8 @@ static int jpeg_decode(struct jpeg_decompress_struct *cinfo, jpeg_reader *r, con
     jpeg_create_decompress(cinfo);
     jpeg_mem_src(cinfo, data, (unsigned long)len);
     jpeg_read_header(cinfo, TRUE);
-    if (cinfo->image_width > MAX_SIDE || cinfo->image_height > MAX_SIDE) {
+    if (cinfo->image_width > MAX_SIDE || cinfo->image_height > MAX_SIDE ||
+        (uint64_t)cinfo->image_width * cinfo->image_height > MAX_PIXELS) {
         r->too_big = 1;
         return 1;
     }
@@ -256,8 +262,8 @@ static df_status load_jpeg(const char *path, const unsigned char *data, size_t l
     if (!bad) return DF_OK;
     free(r.pixels);
     if (r.too_big)
-        return df_fail(DF_ERR_FORMAT, "%s: image is %ux%u; at most %d pixels a side are supported", path, iw, ih,
-                       MAX_SIDE);
+        return df_fail(DF_ERR_FORMAT, "%s: image is %ux%u; at most %d pixels a side and %d megapixels are supported",
+                       path, iw, ih, MAX_SIDE, MAX_PIXELS >> 20);
     if (r.nomem) return df_fail(DF_ERR_NOMEM, "%s: out of memory decoding the JPEG", path);
     return df_fail(DF_ERR_FORMAT, "%s: corrupt JPEG: %s", path, r.msg);
 }
@@ -283,6 +289,18 @@ df_status df_image_load(const char *path, int channels, int *c, int *h, int *w, 
     size_t len;
     df_status st = df_read_file(path, &file, &len);
     if (st) return st;
+    st = df_image_decode(path, file, len, channels, c, h, w, pixels);
+    free(file);
+    return st;
+}
+
+df_status df_image_decode(const char *path, const void *file, size_t len, int channels, int *c, int *h, int *w,
+                          float **pixels) {
+    *pixels = NULL;
+    *c = *h = *w = 0;
+    if (channels != 0 && channels != 1 && channels != 3)
+        return df_fail(DF_ERR_ARG, "%s: cannot load with %d channels (0, 1 or 3)", path, channels);
+    df_status st;
     const unsigned char *p = (const unsigned char *)file;
     static const unsigned char png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     decoded d = {0};
@@ -296,7 +314,6 @@ df_status df_image_load(const char *path, int channels, int *c, int *h, int *w, 
              : other ? df_fail(DF_ERR_FORMAT, "%s: not a PNG or JPEG file (it looks like %s)", path, other)
                      : df_fail(DF_ERR_FORMAT, "%s: not a PNG or JPEG file", path);
     }
-    free(file);
     if (st) return st;
     int out_c = channels ? channels : d.nc >= 3 ? 3 : 1;
     size_t n;

@@ -31,6 +31,10 @@ void  df_free_aligned(void *p);
 /* Read a whole file into a NUL-terminated malloc'd buffer. */
 df_status df_read_file(const char *path, char **data, size_t *len);
 
+/* df_image_load on bytes already in memory; `path` names them in messages. */
+df_status df_image_decode(const char *path, const void *data, size_t len, int channels, int *c, int *h, int *w,
+                          float **pixels);
+
 /* Write `len` bytes to `path` atomically: into "<path>.tmp.<pid>", fsync, rename over `path`. */
 df_status df_write_file_atomic(const char *path, const void *data, size_t len);
 

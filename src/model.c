@@ -74,7 +74,9 @@ static df_status ensure_graph(df_model *m, int n, int h, int w) {
     return DF_OK;
 }
 
-static df_status model_new(const df_unet_config *cfg, df_model **out) {
+/* A model with its parameter table but no weights yet. `max_values` (0: no limit) refuses a config that
+ * needs more parameters before anything that large is allocated (a checkpoint's file size bounds it). */
+static df_status model_new(const df_unet_config *cfg, size_t max_values, const char *what, df_model **out) {
     *out = NULL;
     df_status st = df_unet_config_validate(cfg);
     if (st) return st;
@@ -82,14 +84,26 @@ static df_status model_new(const df_unet_config *cfg, df_model **out) {
     df_model *m = calloc(1, sizeof *m);
     if (!m) return df_fail(DF_ERR_NOMEM, "out of memory");
     m->cfg = *cfg;
+    /* the smallest image the network takes: the parameter table does not depend on the size. The table
+     * is checked before ensure_graph allocates anything for it. */
     int f = 1 << (cfg->num_levels - 1);
-    int size = cfg->sample_size > 0 ? cfg->sample_size : f;
-    st = ensure_graph(m, 1, size, size);
+    unet_graph probe;
+    st = unet_build(cfg, 1, f, f, &probe);
+    size_t np = st ? 0 : probe.nparam_values;
+    if (!st) unet_graph_free(&probe);
+    if (!st && (np > DF_MAX_PARAMS || (max_values && np > max_values))) {
+        df_model_free(m);
+        if (np > DF_MAX_PARAMS)
+            return df_fail(DF_ERR_CONFIG, "%s: the config asks for %zu parameters; at most %zu are supported", what,
+                           np, (size_t)DF_MAX_PARAMS);
+        return df_fail(DF_ERR_SHAPE, "%s: holds at most %zu values, the config needs %zu parameters", what,
+                       max_values, np);
+    }
+    if (!st) st = ensure_graph(m, 1, f, f);
     if (st) {
         df_model_free(m);
         return st;
     }
-    size_t np = m->g.nparam_values;
     m->params = df_alloc_aligned(np * sizeof(float));
     m->grads = df_alloc_aligned(np * sizeof(float));
     if (!m->params || !m->grads) {
@@ -115,7 +129,7 @@ void df_model_free(df_model *m) {
 }
 
 df_status df_model_create(const df_unet_config *cfg, uint64_t seed, df_model **out) {
-    df_status st = model_new(cfg, out);
+    df_status st = model_new(cfg, 0, "config", out);
     if (st) return st;
     df_model *m = *out;
     df_rng rng;
@@ -178,7 +192,7 @@ df_status df_model_load(const char *dir, df_model **out) {
     st = st_open(path, &f);
     if (st) return st;
     df_model *m;
-    st = model_new(&cfg, &m);
+    st = model_new(&cfg, f.data_len / 2, path, &m);   /* 2 bytes: the narrowest float dtype */
     if (st) {
         st_close(&f);
         return st;
@@ -216,6 +230,10 @@ df_status df_model_load(const char *dir, df_model **out) {
             break;
         }
         st = st_read_f32(&f, t, m->params + p->off, p->numel);
+        for (size_t k = 0; !st && k < p->numel; k++)
+            if (!isfinite(m->params[p->off + k]))
+                st = df_fail(DF_ERR_FORMAT, "%s: tensor %s holds %s at index %zu", path, p->name,
+                             isnan(m->params[p->off + k]) ? "NaN" : "an infinity", k);
     }
     if (!st && used != f.n) {
         for (int i = 0; i < f.n; i++) {

@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -37,8 +38,10 @@ df_status df_scheduler_config_load(const char *path, df_scheduler_config *c) {
     st = DF_OK;
     const cJSON *v;
     if ((v = cJSON_GetObjectItemCaseSensitive(j, "num_train_timesteps")) && !cJSON_IsNull(v)) {
-        if (!cJSON_IsNumber(v) || v->valuedouble != (int)v->valuedouble || v->valuedouble < 2)
-            st = df_fail(DF_ERR_CONFIG, "%s: field \"num_train_timesteps\" must be a whole number >= 2", path);
+        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 2 && v->valuedouble <= 100000) ||
+            v->valuedouble != floor(v->valuedouble))
+            st = df_fail(DF_ERR_CONFIG, "%s: field \"num_train_timesteps\" must be a whole number from 2 to 100000",
+                         path);
         else c->num_train_timesteps = (int)v->valuedouble;
     }
     const char *num_fields[2] = {"beta_start", "beta_end"};
@@ -69,7 +72,11 @@ df_status df_scheduler_config_load(const char *path, df_scheduler_config *c) {
         df_schedule probe;   /* ranges are checked where the schedule is built */
         st = df_schedule_from_config(c, &probe);
         df_schedule_free(&probe);
-        if (st) st = df_fail(st, "%s: %s", path, df_error());
+        if (st) {
+            char why[400];   /* df_error() is the buffer df_fail writes: copy it first */
+            snprintf(why, sizeof why, "%s", df_error());
+            st = df_fail(st, "%s: %s", path, why);
+        }
     }
     return st;
 }

@@ -1,0 +1,300 @@
+/* Writes the starting corpus of every fuzz target into fuzz/corpus/<target>/seed-*: small valid files
+ * of each kind and layout (PNG palette, 16-bit, interlaced, alpha; JPEG gray, colour, progressive, CMYK;
+ * safetensors of every dtype; real model configs and checkpoints). Usage: fuzz_seeds OUT_DIR */
+#define _POSIX_C_SOURCE 200809L
+#include "diffuse.h"
+#include "internal.h"
+#include "safetensors.h"
+
+#include <jpeglib.h>
+#include <png.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+static const char *out_root;
+
+static void put(const char *target, const char *name, const void *data, size_t n) {
+    char p[1200];
+    snprintf(p, sizeof p, "%s/%s", out_root, target);
+    df_mkdir_p(p);
+    snprintf(p, sizeof p, "%s/%s/seed-%s", out_root, target, name);
+    FILE *f = fopen(p, "wb");
+    if (!f || fwrite(data, 1, n, f) != n || fclose(f)) {
+        perror(p);
+        exit(1);
+    }
+}
+
+static void put_file_copy(const char *target, const char *name, const char *src) {
+    char *d;
+    size_t n;
+    if (df_read_file(src, &d, &n)) {
+        fprintf(stderr, "%s\n", df_error());
+        exit(1);
+    }
+    put(target, name, d, n);
+    free(d);
+}
+
+/* ---- PNG ---- */
+
+typedef struct { unsigned char *p; size_t n, cap; } membuf;
+
+static void mem_write(png_structp png, png_bytep d, size_t n) {
+    membuf *b = png_get_io_ptr(png);
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2;
+        b->p = realloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+static void mem_flush(png_structp png) { (void)png; }
+
+static void png_seed(const char *name, int w, int h, int color, int depth, int interlace, int trns) {
+    membuf b = {0};
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(png);
+    if (setjmp(png_jmpbuf(png))) exit(1);
+    png_set_write_fn(png, &b, mem_write, mem_flush);
+    png_set_IHDR(png, info, w, h, depth, color, interlace, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    if (color == PNG_COLOR_TYPE_PALETTE) {
+        png_color pal[4] = {{0, 0, 0}, {255, 0, 0}, {0, 255, 0}, {40, 80, 200}};
+        png_set_PLTE(png, info, pal, 4);
+        if (trns) {
+            png_byte a[2] = {0, 128};
+            png_set_tRNS(png, info, a, 2, NULL);
+        }
+    } else if (trns && (color == PNG_COLOR_TYPE_GRAY || color == PNG_COLOR_TYPE_RGB)) {
+        png_color_16 t = {0, 7, 7, 7, 7};
+        png_set_tRNS(png, info, NULL, 0, &t);
+    }
+    png_write_info(png, info);
+    int passes = png_set_interlace_handling(png);
+    size_t rowbytes = png_get_rowbytes(png, info);
+    unsigned char *row = malloc(rowbytes);
+    for (int pass = 0; pass < passes; pass++)
+        for (int y = 0; y < h; y++) {
+            for (size_t i = 0; i < rowbytes; i++) row[i] = (unsigned char)(i * 37 + y * 11 + (depth < 8 ? 0 : i));
+            if (color == PNG_COLOR_TYPE_PALETTE && depth == 8)
+                for (size_t i = 0; i < rowbytes; i++) row[i] &= 3;
+            png_write_row(png, row);
+        }
+    png_write_end(png, info);
+    png_destroy_write_struct(&png, &info);
+    free(row);
+    put("png", name, b.p, b.n);
+    free(b.p);
+}
+
+/* ---- JPEG ---- */
+
+static void jpeg_seed(const char *name, int w, int h, int comps, J_COLOR_SPACE cs, int progressive) {
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr e;
+    c.err = jpeg_std_error(&e);
+    jpeg_create_compress(&c);
+    unsigned char *mem = NULL;
+    unsigned long n = 0;
+    jpeg_mem_dest(&c, &mem, &n);
+    c.image_width = w, c.image_height = h, c.input_components = comps, c.in_color_space = cs;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, 75, TRUE);
+    if (progressive) jpeg_simple_progression(&c);
+    if (cs == JCS_CMYK) c.write_Adobe_marker = TRUE;
+    jpeg_start_compress(&c, TRUE);
+    unsigned char *row = malloc((size_t)w * comps);
+    while (c.next_scanline < c.image_height) {
+        for (int i = 0; i < w * comps; i++) row[i] = (unsigned char)(i * 9 + c.next_scanline * 5);
+        JSAMPROW r = row;
+        jpeg_write_scanlines(&c, &r, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    free(row);
+    put("jpeg", name, mem, n);
+    free(mem);
+}
+
+/* ---- containers ---- */
+
+static void put_split(const char *target, const char *name, const void *a, size_t na, const void *b, size_t nb) {
+    unsigned char *d = malloc(2 + na + nb);
+    d[0] = (unsigned char)(na & 255), d[1] = (unsigned char)(na >> 8);
+    memcpy(d + 2, a, na);
+    memcpy(d + 2 + na, b, nb);
+    put(target, name, d, 2 + na + nb);
+    free(d);
+}
+
+static void gz_bytes(const void *in, size_t n, unsigned char **out, size_t *on) {
+    char tmp[] = "/tmp/diffuse-seed-XXXXXX";
+    int fd = mkstemp(tmp);
+    gzFile g = gzdopen(fd, "wb");
+    gzwrite(g, in, (unsigned)n);
+    gzclose(g);
+    df_read_file(tmp, (char **)out, on);
+    unlink(tmp);
+}
+
+/* records (id, u16 length, bytes) for fuzz_checkpoint; ids follow its table */
+static void ckpt_seed(const char *name, const char *dir, int raw, int with_raw) {
+    static const char *const files[] = {
+        "model_index.json",     "unet/config.json",     "unet/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json", "unet_raw/config.json", "unet_raw/diffusion_pytorch_model.safetensors",
+    };
+    unsigned char *d = malloc(1 << 20);
+    size_t n = 0;
+    d[n++] = (unsigned char)raw;
+    for (int i = 0; i < 6; i++) {
+        if (i >= 4 && !with_raw) continue;
+        char p[1200], *c;
+        size_t len;
+        snprintf(p, sizeof p, "%s/%s", dir, i >= 4 ? files[i - 3] : files[i]);
+        if (df_read_file(p, &c, &len) || len > 65535) {
+            fprintf(stderr, "%s: missing or too large\n", p);
+            exit(1);
+        }
+        d[n++] = (unsigned char)i, d[n++] = (unsigned char)(len & 255), d[n++] = (unsigned char)(len >> 8);
+        memcpy(d + n, c, len);
+        n += len;
+        free(c);
+    }
+    put("checkpoint", name, d, n);
+    free(d);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: fuzz_seeds OUT_DIR\n");
+        return 2;
+    }
+    out_root = argv[1];
+    char tmp[] = "/tmp/diffuse-seeds-XXXXXX";
+    if (!mkdtemp(tmp)) return 1;
+    char p[1200];
+
+    /* a tiny model (one level with attention, class embedding) and its checkpoint */
+    df_unet_config cfg;
+    df_unet_config_default(&cfg);
+    cfg.sample_size = 4, cfg.in_channels = cfg.out_channels = 1, cfg.num_levels = 2;
+    cfg.block_out_channels[0] = 4, cfg.block_out_channels[1] = 8;
+    cfg.down_attn[0] = 0, cfg.down_attn[1] = 1, cfg.up_attn[0] = 1, cfg.up_attn[1] = 0;
+    cfg.layers_per_block = 1, cfg.norm_num_groups = 2, cfg.attention_head_dim = 4;
+    df_model *m;
+    df_scheduler_config sc;
+    df_scheduler_config_default(&sc);
+    if (df_model_create(&cfg, 1, &m) || df_pipeline_save(tmp, m, &sc)) {
+        fprintf(stderr, "%s\n", df_error());
+        return 1;
+    }
+    snprintf(p, sizeof p, "%s/unet/config.json", tmp);
+    put_file_copy("unet_config", "tiny", p);
+    snprintf(p, sizeof p, "%s/unet/diffusion_pytorch_model.safetensors", tmp);
+    put_file_copy("safetensors", "tiny-model", p);
+    snprintf(p, sizeof p, "%s/scheduler/scheduler_config.json", tmp);
+    put_file_copy("scheduler_config", "default", p);
+    ckpt_seed("pipeline", tmp, 0, 0);
+    ckpt_seed("pipeline-raw", tmp, 1, 1);
+    df_model_free(m);
+    cfg.num_class_embeds = 3, cfg.num_levels = 1, cfg.down_attn[0] = 1, cfg.up_attn[0] = 1;
+    cfg.block_out_channels[0] = 8;
+    snprintf(p, sizeof p, "%s/cls", tmp);
+    if (df_model_create(&cfg, 2, &m) || df_pipeline_save(p, m, &sc)) return 1;
+    ckpt_seed("class-conditional", p, 0, 0);
+    snprintf(p, sizeof p, "%s/cls/unet/config.json", tmp);
+    put_file_copy("unet_config", "class-conditional", p);
+    df_model_free(m);
+    for (int k = 0; k < 2; k++) {
+        const char *preset = k ? "cifar10" : "fmnist-s";
+        df_unet_config_preset(preset, &cfg);
+        snprintf(p, sizeof p, "%s/%s.json", tmp, preset);
+        df_unet_config_save(&cfg, p);
+        put_file_copy("unet_config", preset, p);
+    }
+    const char *sched[] = {
+        "{\"num_train_timesteps\": 1000, \"beta_schedule\": \"squaredcos_cap_v2\", \"prediction_type\": \"v_prediction\"}",
+        "{\"beta_start\": 0.00085, \"beta_end\": 0.012, \"beta_schedule\": \"scaled_linear\", \"rescale_betas_zero_snr\": true}",
+        "{\"_class_name\": \"DDPMScheduler\", \"trained_betas\": null, \"variance_type\": \"fixed_small\"}",
+    };
+    for (int i = 0; i < 3; i++) {
+        char nm[16];
+        snprintf(nm, sizeof nm, "kinds-%d", i);
+        put("scheduler_config", nm, sched[i], strlen(sched[i]));
+    }
+
+    /* safetensors of every dtype, with metadata */
+    {
+        float f[6] = {1, -2, 0.5f, 3, 1e-3f, -7};
+        int64_t i6[3] = {1, -5, 1 << 20};
+        st_entry e[2] = {{.name = "w", .ndim = 2, .shape = {2, 3}, .f32 = f},
+                         {.name = "steps", .ndim = 1, .shape = {3}, .i64 = i6}};
+        const char *meta[2] = {"format", "pt"};
+        snprintf(p, sizeof p, "%s/t.safetensors", tmp);
+        st_write(p, e, 2, meta, 1);
+        put_file_copy("safetensors", "f32-i64-meta", p);
+        /* F16, BF16, F64, I32, U8, BOOL and a scalar, hand-assembled */
+        const char *hdr = "{\"a\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]},"
+                          "\"b\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[4,8]},"
+                          "\"c\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[8,16]},"
+                          "\"d\":{\"dtype\":\"I32\",\"shape\":[1,1],\"data_offsets\":[16,20]},"
+                          "\"e\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[20,22]},"
+                          "\"f\":{\"dtype\":\"BOOL\",\"shape\":[2],\"data_offsets\":[22,24]},"
+                          "\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[24,24]}}";
+        size_t hl = strlen(hdr);
+        unsigned char buf[1024] = {0};
+        for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(hl >> (8 * i));
+        memcpy(buf + 8, hdr, hl);
+        unsigned char data[24] = {0x00, 0x3c, 0x00, 0xc0, 0x80, 0x3f, 0x00, 0xc0, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f,
+                                  7,    0,    0,    0,    5,    250,  1,    0};
+        memcpy(buf + 8 + hl, data, sizeof data);
+        put("safetensors", "all-dtypes", buf, 8 + hl + sizeof data);
+    }
+
+    /* IDX: three 4x5 images with labels, plain and gzipped */
+    {
+        unsigned char img[16 + 60], lab[8 + 3];
+        memcpy(img, "\0\0\x08\x03\0\0\0\x03\0\0\0\x04\0\0\0\x05", 16);
+        for (int i = 0; i < 60; i++) img[16 + i] = (unsigned char)(i * 17);
+        memcpy(lab, "\0\0\x08\x01\0\0\0\x03", 8);
+        lab[8] = 0, lab[9] = 9, lab[10] = 4;
+        put_split("idx", "labelled", img, sizeof img, lab, sizeof lab);
+        put_split("idx", "unlabelled", img, sizeof img, NULL, 0);
+        unsigned char *gi, *gl;
+        size_t ngi, ngl;
+        gz_bytes(img, sizeof img, &gi, &ngi);
+        gz_bytes(lab, sizeof lab, &gl, &ngl);
+        put_split("idx", "gzipped", gi, ngi, gl, ngl);
+        free(gi);
+        free(gl);
+    }
+    /* CIFAR-10: two records, with and without class names */
+    {
+        static unsigned char rec[2 * 3073];
+        for (int i = 0; i < 2 * 3073; i++) rec[i] = (unsigned char)(i * 7);
+        rec[0] = 3, rec[3073] = 9;
+        const char *meta = "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n";
+        put_split("cifar", "two-records", rec, sizeof rec, meta, strlen(meta));
+        put_split("cifar", "one-record", rec, 3073, NULL, 0);
+    }
+    /* PNG layouts */
+    png_seed("gray8", 5, 4, PNG_COLOR_TYPE_GRAY, 8, PNG_INTERLACE_NONE, 0);
+    png_seed("gray1", 9, 3, PNG_COLOR_TYPE_GRAY, 1, PNG_INTERLACE_NONE, 0);
+    png_seed("gray16-trns", 3, 3, PNG_COLOR_TYPE_GRAY, 16, PNG_INTERLACE_NONE, 1);
+    png_seed("gray-alpha", 4, 4, PNG_COLOR_TYPE_GRAY_ALPHA, 8, PNG_INTERLACE_NONE, 0);
+    png_seed("rgb8-adam7", 9, 9, PNG_COLOR_TYPE_RGB, 8, PNG_INTERLACE_ADAM7, 0);
+    png_seed("rgb16", 3, 2, PNG_COLOR_TYPE_RGB, 16, PNG_INTERLACE_NONE, 1);
+    png_seed("rgba8", 4, 3, PNG_COLOR_TYPE_RGB_ALPHA, 8, PNG_INTERLACE_NONE, 0);
+    png_seed("palette-trns", 6, 5, PNG_COLOR_TYPE_PALETTE, 8, PNG_INTERLACE_NONE, 1);
+    png_seed("palette2", 7, 3, PNG_COLOR_TYPE_PALETTE, 2, PNG_INTERLACE_ADAM7, 0);
+    /* JPEG kinds */
+    jpeg_seed("gray", 8, 8, 1, JCS_GRAYSCALE, 0);
+    jpeg_seed("rgb", 17, 9, 3, JCS_RGB, 0);
+    jpeg_seed("rgb-progressive", 16, 16, 3, JCS_RGB, 1);
+    jpeg_seed("cmyk", 8, 8, 4, JCS_CMYK, 0);
+
+    snprintf(p, sizeof p, "rm -rf '%s'", tmp);
+    return system(p) == 0 ? 0 : 1;
+}
