@@ -73,13 +73,17 @@ $(BUILD)/bench_%: bench/%.c $(BUILD)/libdiffuse.a $(HDRS)
 deps:
 	@sh scripts/deps.sh
 
-# The README's test command. Order: packages, a warnings-as-errors build, the suite, the sanitizer suite.
+# The README's test command. Order: packages, a warnings-as-errors build, the suite, PyTorch parity, the
+# portable build, the suite under ASan+UBSan, memcheck on a short run, every fuzz target for a while.
+CI_FUZZ_SECONDS ?= 30
 test: deps
 	$(MAKE) WERROR=1 all
 	$(BUILD)/test_diffuse
 	sh tests/torch_parity.sh
 	$(MAKE) portable
 	$(MAKE) asan
+	$(MAKE) valgrind
+	$(MAKE) fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 
 # the build without oneDNN (im2col + BLAS convolutions only) still builds and matches the golden files
 portable:
@@ -91,6 +95,11 @@ asan:
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  EXTRA_LDLIBS="-fsanitize=address,undefined" build-asan/test_diffuse build-asan/diffuse
 	ASAN_OPTIONS=detect_leaks=1 DIFFUSE_QUICK=1 build-asan/test_diffuse
+
+# memcheck on a short train-and-sample run (portable kernels: memcheck cannot follow oneDNN's JIT code)
+valgrind:
+	$(MAKE) BUILD=build-valgrind OPT=-O1 DNNL=0 WERROR=1 build-valgrind/diffuse
+	sh tests/valgrind.sh build-valgrind
 
 # Fuzzing (clang's libFuzzer with AddressSanitizer and UndefinedBehaviorSanitizer): every target for
 # FUZZ_SECONDS, two at a time, starting from fuzz/corpus/<target> and the kept crashes in fuzz/regress/.
@@ -127,4 +136,4 @@ run: deps all
 	$(BUILD)/diffuse sample runs/make-run --n 64 --out samples.png --animate denoising.gif
 
 clean:
-	rm -rf build build-asan build-portable build-fuzz
+	rm -rf build build-asan build-portable build-fuzz build-valgrind

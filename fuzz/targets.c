@@ -80,7 +80,7 @@ static void put_file(const char *rel, const uint8_t *data, size_t n, char *out, 
 }
 
 static void drop_file(const char *rel) {
-    char p[600];
+    char p[1024];
     snprintf(p, sizeof p, "%s/%s", scratch_dir(), rel);
     unlink(p);
 }

@@ -516,7 +516,9 @@ typedef struct {
     double      loss_quarter[4];      /* average loss per quarter of the timestep range, since the last log */
     double      lr, grad_norm;
     double      images_per_sec, elapsed, eta;   /* seconds; eta < 0 if unknown */
-    const char *event;                /* NULL, or what just happened ("checkpoint ...", "samples ...") */
+    const char *event;                /* NULL, or what just happened ("checkpoint ...", "samples ...",
+                                         "step N skipped: ...") */
+    long        nonfinite_skipped;    /* steps skipped so far for a non-finite loss or gradient (the run's total) */
 } df_train_progress;
 
 typedef struct {
@@ -551,9 +553,16 @@ typedef struct {
     int         keep_checkpoints; /* how many to keep (the newest) */
     long        log_every;        /* CSV row and progress callback every N steps */
     uint64_t    seed;
+    /* A step whose loss or gradients hold NaN or Inf never reaches the weights. With nonfinite_skip 0 (the
+     * default) the run stops there with DF_ERR_ARG and a message naming the step, and nothing is written
+     * after the last good step: out_dir/latest still names the last checkpoint. With nonfinite_skip N > 0
+     * such a step is skipped instead (its batch is used up, but the weights, optimizer moments and EMA are
+     * left as they were; the step still counts towards the budget), reported as a progress event and a
+     * loss.csv row, and the run stops with an error only after more than N such steps in a row. */
+    int         nonfinite_skip;
     void (*progress)(void *ctx, const df_train_progress *p);
     void *progress_ctx;
-    /* Set to non-zero (from a signal handler, say) to save a checkpoint and return after this step. */
+    /* Set to non-zero (from a signal handler, say) to save a checkpoint and return DF_OK after this step. */
     volatile int *stop;
 } df_train_params;
 
@@ -566,7 +575,12 @@ void df_train_params_default(df_train_params *p);
  * the EMA weights, unet_raw/ with the trained weights, scheduler/, model_index.json, and
  * training_state.safetensors + training_state.json for --resume), a symlink out_dir/latest switched
  * atomically, out_dir/loss.csv and out_dir/samples/. A resumed run continues bit for bit as if never
- * stopped (same thread count). */
+ * stopped (same thread count).
+ * Faults: a checkpoint is written whole into checkpoint-NNNNNNN.tmp/ (every write, flush and close
+ * checked, files and directories synced) and only then renamed into place and named by `latest`, so a
+ * crash, a kill or a full disk at any moment leaves `latest` naming a whole checkpoint; a failed write
+ * returns DF_ERR_IO naming the file and the checkpoint kept. Leftover *.tmp entries of an interrupted
+ * run are removed when a run starts in out_dir. */
 df_status df_train(const df_train_params *p);
 
 #ifdef __cplusplus

@@ -80,9 +80,9 @@ df_status df_write_file_atomic(const char *path, const void *data, size_t len) {
     size_t left = len;
     while (left > 0) {
         ssize_t w = write(fd, p, left);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            int e = errno;
+        if (w <= 0) {
+            if (w < 0 && errno == EINTR) continue;
+            int e = w < 0 ? errno : ENOSPC;   /* no progress on a regular file: the disk is full */
             close(fd);
             unlink(tmp);
             return df_fail(DF_ERR_IO, "%s: write failed: %s", path, strerror(e));
@@ -90,15 +90,26 @@ df_status df_write_file_atomic(const char *path, const void *data, size_t len) {
         p += w;
         left -= (size_t)w;
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        int e = errno;
+    int e = fsync(fd) != 0 ? errno : 0;
+    if (close(fd) != 0 && !e) e = errno;
+    if (e) {
         unlink(tmp);
         return df_fail(DF_ERR_IO, "%s: cannot flush: %s", path, strerror(e));
     }
     if (rename(tmp, path) != 0) {
-        int e = errno;
+        e = errno;
         unlink(tmp);
         return df_fail(DF_ERR_IO, "%s: cannot rename into place: %s", path, strerror(e));
+    }
+    /* the rename itself survives a power cut only once the directory is on disk */
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    int dfd = open(slash ? (dir[0] ? dir : "/") : ".", O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);   /* best effort: some filesystems refuse fsync on directories */
+        close(dfd);
     }
     return DF_OK;
 }

@@ -47,6 +47,16 @@ void df_philox(uint64_t seed, uint64_t counter, uint32_t out[4]);
 /* For programs (not the library): restart once with OMP_WAIT_POLICY=passive unless the user set it. */
 void df_prefer_passive_threads(char **argv);
 
+/* Fault injection for the tests: when step > 0, training steps step .. step + count - 1 (1-based) get
+ * `value` written into one gradient, or into the loss when on_loss is set, after the backward pass, so
+ * the non-finite checks can be shown to work. */
+struct df_train_fault {
+    long  step;
+    int   count, on_loss;
+    float value;
+};
+extern struct df_train_fault df_train_fault;
+
 /* For benchmarks: accumulate seconds per op kind into table (2 * df_op_count() doubles: forward, then
  * backward), or stop with NULL. df_op_name(i) names kind i. */
 void        df_model_set_profile(df_model *m, double *table);

@@ -6,11 +6,15 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+struct df_train_fault df_train_fault = {0, 1, 0, NAN};
 
 void df_train_params_default(df_train_params *p) {
     memset(p, 0, sizeof *p);
@@ -62,6 +66,8 @@ typedef struct {
     double loss_avg;
     char   data_path[4096];
     long   resume_opt_step, resume_ema_updates;   /* counters read from a checkpoint, applied after init */
+    long   saved_step;                            /* the step `latest` names (-1: none yet) */
+    long   nonfinite_skipped;                     /* steps skipped for NaN/Inf, the run's total */
 } trainer;
 
 static double now_sec(void) {
@@ -159,7 +165,12 @@ static df_status save_state_json(const trainer *tr, const char *path) {
     cJSON_AddNumberToObject(j, "images_seen", (double)tr->step * p->batch_size * p->grad_accum);
     cJSON_AddNumberToObject(j, "ema_updates", (double)tr->ema_state.updates);
     cJSON_AddNumberToObject(j, "optimizer_step", (double)tr->opt.step);
-    cJSON_AddNumberToObject(j, "loss_avg", tr->loss_avg);
+    /* cJSON prints doubles with 15 digits unless they differ by more than an epsilon, which loses the last
+     * bits: 17 digits read back exactly, so a resumed run's loss average continues bit for bit */
+    char exact[40];
+    snprintf(exact, sizeof exact, "%.17g", isfinite(tr->loss_avg) ? tr->loss_avg : 0.0);
+    cJSON_AddRawToObject(j, "loss_avg", exact);
+    cJSON_AddNumberToObject(j, "nonfinite_skipped", (double)tr->nonfinite_skipped);
     json_add_rng(j, "rng", &tr->rng);
     char num[32];
     snprintf(num, sizeof num, "%llu", (unsigned long long)p->seed);
@@ -199,11 +210,57 @@ static df_status save_state_json(const trainer *tr, const char *path) {
     return st;
 }
 
-static df_status save_checkpoint(trainer *tr) {
-    char dir[4200], tmp[4300], p[4400];
-    snprintf(dir, sizeof dir, "%s/checkpoint-%07ld", tr->p.out_dir, tr->step);
-    snprintf(tmp, sizeof tmp, "%s.tmp", dir);
-    remove_tree(tmp);
+/* fsync a directory, so the entries renamed into it survive a power cut, not only a crash (file systems
+ * that cannot sync directories say EINVAL: nothing to do there). */
+static df_status sync_dir(const char *path) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return df_fail(DF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    int rc = fsync(fd), e = errno;
+    close(fd);
+    if (rc != 0 && e != EINVAL) return df_fail(DF_ERR_IO, "%s: cannot sync: %s", path, strerror(e));
+    return DF_OK;
+}
+
+/* Remove a directory tree without ever leaving a half-removed directory under its real name: it is
+ * renamed to `<path>.old.tmp` first (which a later run cleans up if this one dies halfway). */
+static df_status discard_tree(const char *path) {
+    char trash[4410];
+    snprintf(trash, sizeof trash, "%s.old.tmp", path);
+    remove_tree(trash);
+    if (rename(path, trash) != 0)
+        return errno == ENOENT ? DF_OK : df_fail(DF_ERR_IO, "%s: cannot remove: %s", path, strerror(errno));
+    return remove_tree(trash);
+}
+
+/* What an interrupted run leaves behind: checkpoint directories being written or removed
+ * (checkpoint-*.tmp), the `latest.tmp` symlink, and df_write_file_atomic's "<file>.tmp.<pid>" files of the
+ * loss log and the sample grids. None is ever named by `latest`, so all can go. */
+static void remove_leftovers(const char *out_dir) {
+    char sub[4300];
+    snprintf(sub, sizeof sub, "%s/samples", out_dir);
+    const char *dirs[2] = {out_dir, sub};
+    for (int d = 0; d < 2; d++) {
+        DIR *dp = opendir(dirs[d]);
+        if (!dp) continue;
+        struct dirent *e;
+        while ((e = readdir(dp))) {
+            const char *n = e->d_name, *t = strstr(n, ".tmp.");
+            size_t len = strlen(n);
+            int junk = d == 0 && ((!strncmp(n, "checkpoint-", 11) && len > 15 && !strcmp(n + len - 4, ".tmp")) ||
+                                  !strcmp(n, "latest.tmp"));
+            if (t && t[5] && strspn(t + 5, "0123456789") == strlen(t + 5))   /* "<file>.tmp.<pid>" */
+                junk |= d == 0 ? t == n + 8 && !strncmp(n, "loss.csv", 8) : t > n + 4 && !strncmp(t - 4, ".png", 4);
+            if (!junk) continue;
+            char p[4600];
+            snprintf(p, sizeof p, "%s/%s", dirs[d], n);
+            remove_tree(p);
+        }
+        closedir(dp);
+    }
+}
+
+static df_status write_checkpoint_files(trainer *tr, const char *tmp) {
+    char p[4400];
     df_status st = df_mkdir_p(tmp);
     size_t np = df_model_num_params(tr->model);
     /* unet/ holds the weights to sample with (the EMA when kept), as diffusers' training script saves */
@@ -223,21 +280,49 @@ static df_status save_checkpoint(trainer *tr) {
     }
     snprintf(p, sizeof p, "%s/training_state.json", tmp);
     if (!st) st = save_state_json(tr, p);
-    if (st) {
-        remove_tree(tmp);
-        return st;
+    /* every file was synced as it was written; now the directories that name them */
+    const char *subdirs[] = {"unet", "unet_raw", "scheduler", ""};
+    for (int i = 0; i < DF_COUNTOF(subdirs) && !st; i++) {
+        snprintf(p, sizeof p, "%s/%s", tmp, subdirs[i]);
+        st = sync_dir(p);
     }
+    return st;
+}
+
+static df_status save_checkpoint(trainer *tr) {
+    if (tr->step == tr->saved_step) return DF_OK;   /* `latest` holds this very state: never replace it */
+    char dir[4200], tmp[4300], p[4400];
+    snprintf(dir, sizeof dir, "%s/checkpoint-%07ld", tr->p.out_dir, tr->step);
+    snprintf(tmp, sizeof tmp, "%s.tmp", dir);
+    remove_tree(tmp);
+    df_status st = write_checkpoint_files(tr, tmp);
     /* publish: the finished directory gets its final name, then `latest` is switched by a rename, which
-     * is atomic: a crash at any point leaves the previous checkpoint whole and `latest` naming one */
-    remove_tree(dir);
-    if (rename(tmp, dir) != 0) return df_fail(DF_ERR_IO, "%s: cannot rename: %s", tmp, strerror(errno));
+     * is atomic: a crash at any point leaves the previous checkpoint whole and `latest` naming one. A
+     * directory already under the final name was left by a run that died before switching `latest`. */
+    if (!st) st = discard_tree(dir);
+    if (!st && rename(tmp, dir) != 0) st = df_fail(DF_ERR_IO, "%s: cannot rename: %s", tmp, strerror(errno));
     char link_tmp[4300], link[4300], target[64];
     snprintf(target, sizeof target, "checkpoint-%07ld", tr->step);
     snprintf(link, sizeof link, "%s/latest", tr->p.out_dir);
     snprintf(link_tmp, sizeof link_tmp, "%s/latest.tmp", tr->p.out_dir);
-    unlink(link_tmp);
-    if (symlink(target, link_tmp) != 0 || rename(link_tmp, link) != 0)
-        return df_fail(DF_ERR_IO, "%s: cannot update: %s", link, strerror(errno));
+    if (!st) {
+        unlink(link_tmp);
+        if (symlink(target, link_tmp) != 0 || rename(link_tmp, link) != 0)
+            st = df_fail(DF_ERR_IO, "%s: cannot update: %s", link, strerror(errno));
+    }
+    if (!st) st = sync_dir(tr->p.out_dir);
+    if (st) {
+        /* say which step was lost and what is still there; the detail names the file that failed */
+        char why[1024];
+        snprintf(why, sizeof why, "%s", df_error());
+        remove_tree(tmp);
+        unlink(link_tmp);
+        if (tr->saved_step >= 0)
+            return df_fail(st, "step %ld: checkpoint not saved, checkpoint-%07ld is kept: %s", tr->step, tr->saved_step,
+                           why);
+        return df_fail(st, "step %ld: checkpoint not saved (there is no earlier one): %s", tr->step, why);
+    }
+    tr->saved_step = tr->step;
     /* keep the newest keep_checkpoints */
     DIR *dp = opendir(tr->p.out_dir);
     if (!dp) return DF_OK;
@@ -256,7 +341,7 @@ static df_status save_checkpoint(trainer *tr) {
         for (int k = 0; k < ns; k++) newer += steps[k] > steps[i];
         if (newer >= keep && steps[i] != tr->step) {
             snprintf(p, sizeof p, "%s/checkpoint-%07ld", tr->p.out_dir, steps[i]);
-            remove_tree(p);
+            discard_tree(p);
         }
     }
     return DF_OK;
@@ -304,6 +389,8 @@ static df_status load_state_json(trainer *tr, const char *path) {
         p->batch_size = (int)v[6], p->grad_accum = (int)v[7], p->image_size = (int)v[8];
         tr->loss_avg = v[9];
         p->min_snr_gamma = v[10];
+        double skipped;
+        if (json_num(j, "nonfinite_skipped", &skipped)) tr->nonfinite_skipped = (long)skipped;   /* absent before */
         p->seed = seed;
         tr->rng.seed = rseed, tr->rng.counter = rcount, tr->rng.nbuf = (int)v[11];
         for (int i = 0; i < 4; i++) tr->rng.buf[i] = (uint32_t)cJSON_GetArrayItem(buf, i)->valuedouble;
@@ -345,6 +432,20 @@ static df_status load_state_json(trainer *tr, const char *path) {
 }
 
 /* ---- samples ------------------------------------------------------------------------------------------- */
+
+/* Append a note to the event text of this step ("a; b"). */
+static void add_event(char *event, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void add_event(char *event, size_t cap, const char *fmt, ...) {
+    size_t n = strlen(event);
+    if (n && n + 3 < cap) {
+        memcpy(event + n, "; ", 3);
+        n += 2;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(event + n, cap - n, fmt, ap);
+    va_end(ap);
+}
 
 static df_status write_samples(trainer *tr, char *event, size_t cap) {
     const df_train_params *p = &tr->p;
@@ -389,22 +490,24 @@ static df_status write_samples(trainer *tr, char *event, size_t cap) {
     if (!st) st = df_image_save_grid(path, x, n, tr->c, tr->h, tr->w, cols, 2);
     snprintf(path, sizeof path, "%s/samples/latest.png", p->out_dir);
     if (!st) st = df_image_save_grid(path, x, n, tr->c, tr->h, tr->w, cols, 2);
-    if (!st) snprintf(event, cap, "samples written to %s/samples/step-%07ld.png", p->out_dir, tr->step);
+    if (!st) add_event(event, cap, "samples written to %s/samples/step-%07ld.png", p->out_dir, tr->step);
     free(x), free(labels);
     return st;
 }
 
 /* ---- the loss log ---------------------------------------------------------------------------------------- */
 
-/* On resume, drop rows past the resumed step so the log reads as one run. */
-static void trim_log(const char *path, long step) {
+/* On resume, drop rows past the resumed step so the log reads as one run (and a last row cut short by a
+ * crash). */
+static df_status trim_log(const char *path, long step) {
     char *text;
     size_t len;
-    if (df_read_file(path, &text, &len)) return;
+    if (df_read_file(path, &text, &len)) return DF_OK;   /* no log yet: it is created */
     size_t keep = 0;
     for (char *line = text; *line;) {
         char *nl = strchr(line, '\n');
-        size_t l = nl ? (size_t)(nl - line + 1) : strlen(line);
+        if (!nl) break;
+        size_t l = (size_t)(nl - line + 1);
         long s;
         if (line == text || (sscanf(line, "%ld,", &s) == 1 && s <= step)) {
             memmove(text + keep, line, l);
@@ -412,15 +515,17 @@ static void trim_log(const char *path, long step) {
         }
         line += l;
     }
-    df_write_file_atomic(path, text, keep);
+    df_status st = keep == len ? DF_OK : df_write_file_atomic(path, text, keep);
     free(text);
+    return st;
 }
 
-static void log_row(trainer *tr, FILE *f, const df_train_progress *pr) {
+static df_status log_row(FILE *f, const char *path, const df_train_progress *pr) {
     fprintf(f, "%ld,%d,%.6f,%.6f", pr->step, pr->epoch, pr->loss, pr->loss_avg);
     for (int q = 0; q < 4; q++) fprintf(f, ",%.6f", pr->loss_quarter[q]);
     fprintf(f, ",%.3e,%.4f,%.2f,%.1f\n", pr->lr, pr->grad_norm, pr->images_per_sec, pr->elapsed);
-    fflush(f);
+    if (fflush(f) != 0 || ferror(f)) return df_fail(DF_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    return DF_OK;
 }
 
 /* ---- the run ------------------------------------------------------------------------------------------- */
@@ -549,14 +654,25 @@ static df_status open_run(trainer *tr) {
     return DF_OK;
 }
 
+/* Sum of squared gradients in double: NaN or Inf in any gradient makes it non-finite. The optimizer
+ * would compute the same norm, but only while it already updates the weights. */
+static double grad_sum_squares(const float *g, size_t n) {
+    double ss = 0;
+#pragma omp parallel for reduction(+ : ss) schedule(static)
+    for (size_t i = 0; i < n; i++) ss += (double)g[i] * g[i];
+    return ss;
+}
+
 df_status df_train(const df_train_params *params) {
     trainer tr;
     memset(&tr, 0, sizeof tr);
     tr.p = *params;
+    tr.saved_step = -1;
     df_train_params *p = &tr.p;
     if (!p->out_dir || !*p->out_dir) return df_fail(DF_ERR_ARG, "no output directory");
     if (!p->resume && p->max_steps <= 0 && p->max_epochs <= 0 && p->max_minutes <= 0)
         return df_fail(DF_ERR_ARG, "no budget: give a number of steps, epochs or minutes");
+    if (p->nonfinite_skip < 0) return df_fail(DF_ERR_ARG, "nonfinite_skip %d must not be negative", p->nonfinite_skip);
     df_status st = df_mkdir_p(p->out_dir);
     char latest[4300];
     struct stat lsb;
@@ -564,11 +680,13 @@ df_status df_train(const df_train_params *params) {
     if (!st && !p->resume && lstat(latest, &lsb) == 0)
         st = df_fail(DF_ERR_ARG, "%s already holds a run: resume it (--resume) or choose another output directory",
                      p->out_dir);
+    if (!st) remove_leftovers(p->out_dir);
     if (!st) st = open_run(&tr);
     if (st) {
         trainer_free(&tr);
         return st;
     }
+    if (p->resume) tr.saved_step = tr.step;
     /* the budget as steps when it can be known */
     long per_epoch = (df_dataset_count(tr.data) + (long)p->batch_size * p->grad_accum - 1) /
                      ((long)p->batch_size * p->grad_accum);
@@ -591,7 +709,10 @@ df_status df_train(const df_train_params *params) {
         p->progress(p->progress_ctx, &note);
     }
     snprintf(path, sizeof path, "%s/loss.csv", p->out_dir);
-    if (p->resume) trim_log(path, tr.step);
+    if (p->resume && (st = trim_log(path, tr.step))) {
+        trainer_free(&tr);
+        return st;
+    }
     FILE *log = fopen(path, p->resume ? "a" : "w");
     if (!log) {
         st = df_fail(DF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
@@ -601,11 +722,12 @@ df_status df_train(const df_train_params *params) {
     if (!p->resume) fprintf(log, "step,epoch,loss,loss_avg,loss_q0,loss_q1,loss_q2,loss_q3,lr,grad_norm,images_per_sec,elapsed_sec\n");
 
     df_model_set_train(tr.model, 1, &tr.rng);
+    const size_t np = df_model_num_params(tr.model);
     const double t0 = now_sec();
     double last_log_t = t0;
     long last_log_step = tr.step, start_step = tr.step;
     char event[4400];
-    int stop_reason = 0;
+    int stop_reason = 0, nonfinite_run = 0;   /* non-finite steps in a row */
     while (!st) {
         if (total > 0 && tr.step >= total) break;
         if (p->max_minutes > 0 && now_sec() - t0 >= p->max_minutes * 60) break;
@@ -614,7 +736,8 @@ df_status df_train(const df_train_params *params) {
             break;
         }
         df_model_zero_grad(tr.model);
-        double loss = 0;
+        double loss = 0, qsum[4] = {0};
+        long qn[4] = {0};
         for (int a = 0; a < p->grad_accum && !st; a++) {
             fill_batch(&tr);
             float l;
@@ -623,32 +746,57 @@ df_status df_train(const df_train_params *params) {
             loss += l;
             for (int i = 0; i < p->batch_size; i++) {
                 int q = DF_MIN(3, tr.ti[i] * 4 / tr.sched.T);
-                tr.quarter_sum[q] += tr.per_sample[i];
-                tr.quarter_n[q]++;
+                qsum[q] += tr.per_sample[i];
+                qn[q]++;
             }
         }
         if (st) break;
-        if (!isfinite(loss)) {
-            st = df_fail(DF_ERR_ARG, "step %ld: the loss is %g; the last checkpoint is kept (lower the learning rate?)",
-                         tr.step + 1, loss);
-            break;
+        const long this_step = tr.step + 1;
+        float *grads = df_model_grads(tr.model);
+        const struct df_train_fault *f = &df_train_fault;
+        if (f->step > 0 && this_step >= f->step && this_step < f->step + f->count) {
+            if (f->on_loss) loss = f->value;
+            else grads[np / 2] = f->value;
         }
-        double gnorm;
-        df_optimizer_step(&tr.opt, df_model_params(tr.model), df_model_grads(tr.model), &gnorm);
-        if (tr.ema) df_ema_update(&tr.ema_state, tr.ema, df_model_params(tr.model), df_model_num_params(tr.model));
+        /* a NaN or Inf must never reach the weights, the moments or the EMA: look before the update */
+        double gnorm = sqrt(grad_sum_squares(grads, np));
+        if (!isfinite(loss) || !isfinite(gnorm)) {
+            char what[96];
+            if (!isfinite(loss)) snprintf(what, sizeof what, "the loss is %g", loss);
+            else snprintf(what, sizeof what, "the gradients hold NaN or Inf (norm %g)", gnorm);
+            nonfinite_run++;
+            if (nonfinite_run > p->nonfinite_skip) {
+                char kept[160], run[96] = "";
+                if (tr.saved_step >= 0) snprintf(kept, sizeof kept, "checkpoint-%07ld is the last checkpoint", tr.saved_step);
+                else snprintf(kept, sizeof kept, "no checkpoint was written");
+                if (p->nonfinite_skip > 0)
+                    snprintf(run, sizeof run, " (%d non-finite steps in a row, more than the %d allowed)", nonfinite_run,
+                             p->nonfinite_skip);
+                st = df_fail(DF_ERR_ARG, "step %ld: %s%s; stopped before updating the weights: nothing after step %ld was "
+                             "saved and %s (lower the learning rate%s)", this_step, what, run, tr.step, kept,
+                             p->nonfinite_skip > 0 ? "" : ", or skip such steps: --skip-nonfinite N");
+                break;
+            }
+            tr.nonfinite_skipped++;
+            event[0] = 0;
+            add_event(event, sizeof event, "step %ld skipped: %s (%d in a row, %ld in this run)", this_step, what,
+                      nonfinite_run, tr.nonfinite_skipped);
+        } else {
+            nonfinite_run = 0;
+            event[0] = 0;
+            df_optimizer_step(&tr.opt, df_model_params(tr.model), grads, NULL);
+            if (tr.ema) df_ema_update(&tr.ema_state, tr.ema, df_model_params(tr.model), np);
+            tr.loss_avg = tr.opt.step == 1 ? loss : 0.98 * tr.loss_avg + 0.02 * loss;
+            for (int q = 0; q < 4; q++) tr.quarter_sum[q] += qsum[q], tr.quarter_n[q] += qn[q];
+        }
         tr.step++;
-        tr.loss_avg = tr.step == 1 ? loss : 0.98 * tr.loss_avg + 0.02 * loss;
-        event[0] = 0;
-        int last = (total > 0 && tr.step >= total);
-        if (p->sample_every > 0 && tr.step % p->sample_every == 0 && !last) st = write_samples(&tr, event, sizeof event);
-        if (!st && p->save_every > 0 && tr.step % p->save_every == 0 && !last) {
-            st = save_checkpoint(&tr);
-            if (!st && !event[0]) snprintf(event, sizeof event, "checkpoint %s/checkpoint-%07ld", p->out_dir, tr.step);
-        }
-        if (st) break;
-        if (tr.step % p->log_every == 0 || tr.step == 1 || event[0] || last) {
+        const int last = (total > 0 && tr.step >= total);
+        const int sample_now = p->sample_every > 0 && tr.step % p->sample_every == 0 && !last;
+        const int save_now = p->save_every > 0 && tr.step % p->save_every == 0 && !last;
+        const int report = tr.step % p->log_every == 0 || tr.step == 1 || event[0] || last || sample_now || save_now;
+        df_train_progress pr = {0};
+        if (report) {
             double tnow = now_sec();
-            df_train_progress pr = {0};
             pr.step = tr.step, pr.total_steps = total, pr.epoch = tr.epoch;
             pr.loss = loss, pr.loss_avg = tr.loss_avg;
             for (int q = 0; q < 4; q++) {
@@ -667,13 +815,24 @@ df_status df_train(const df_train_params *params) {
                 double left = p->max_minutes * 60 - pr.elapsed;
                 if (pr.eta < 0 || left < pr.eta) pr.eta = DF_MAX(left, 0);
             }
-            pr.event = event[0] ? event : NULL;
-            log_row(&tr, log, &pr);
-            if (p->progress) p->progress(p->progress_ctx, &pr);
+            pr.nonfinite_skipped = tr.nonfinite_skipped;
             last_log_t = tnow, last_log_step = tr.step;
+            /* the row goes out before this step's checkpoint, so no checkpoint is ever ahead of the log (a
+             * resume drops rows past its checkpoint) */
+            st = log_row(log, path, &pr);
+        }
+        if (!st && sample_now) st = write_samples(&tr, event, sizeof event);
+        if (!st && save_now) {
+            st = save_checkpoint(&tr);
+            if (!st) add_event(event, sizeof event, "checkpoint %s/checkpoint-%07ld", p->out_dir, tr.step);
+        }
+        if (st) break;
+        if (report && p->progress) {
+            pr.event = event[0] ? event : NULL;
+            p->progress(p->progress_ctx, &pr);
         }
     }
-    fclose(log);
+    if (fclose(log) != 0 && !st) st = df_fail(DF_ERR_IO, "%s: write failed: %s", path, strerror(errno));
     /* the end of a run (budget, stop request) always leaves a checkpoint and a sample grid */
     if (!st && tr.step > 0) {
         event[0] = 0;
@@ -684,6 +843,7 @@ df_status df_train(const df_train_params *params) {
             pr.step = tr.step, pr.total_steps = total, pr.epoch = tr.epoch, pr.loss_avg = tr.loss_avg;
             pr.elapsed = now_sec() - t0;
             pr.eta = 0;
+            pr.nonfinite_skipped = tr.nonfinite_skipped;
             snprintf(event, sizeof event, "%s: checkpoint %s/checkpoint-%07ld",
                      stop_reason ? "stopped" : "finished", p->out_dir, tr.step);
             pr.event = event;
