@@ -301,12 +301,21 @@ static const char *fuzz_checkpoint(const uint8_t *data, size_t size) {
     return bad;
 }
 
+/* ---- training state -------------------------------------------------------------------------------- */
+
+static const char *fuzz_training_state(const uint8_t *data, size_t size) {
+    char path[600];
+    put_file("training_state.json", data, size, path, sizeof path);
+    return check_failure(df_train_state_check(path), path);
+}
+
 /* ---- the table ------------------------------------------------------------------------------------- */
 
 const fuzz_target fuzz_targets[] = {
     {"safetensors", fuzz_safetensors}, {"unet_config", fuzz_unet_config}, {"scheduler_config", fuzz_scheduler_config},
     {"idx", fuzz_idx},                 {"cifar", fuzz_cifar},             {"png", fuzz_image},
-    {"jpeg", fuzz_image},              {"checkpoint", fuzz_checkpoint},   {NULL, NULL},
+    {"jpeg", fuzz_image},              {"checkpoint", fuzz_checkpoint},   {"training_state", fuzz_training_state},
+    {NULL, NULL},
 };
 
 const fuzz_target *fuzz_find(const char *name) {

@@ -47,6 +47,9 @@ void df_philox(uint64_t seed, uint64_t counter, uint32_t out[4]);
 /* For programs (not the library): restart once with OMP_WAIT_POLICY=passive unless the user set it. */
 void df_prefer_passive_threads(char **argv);
 
+/* Read a checkpoint's training_state.json as a resume would, without resuming (for the fuzzer). */
+df_status df_train_state_check(const char *path);
+
 /* Fault injection for the tests: when step > 0, training steps step .. step + count - 1 (1-based) get
  * `value` written into one gradient, or into the loss when on_loss is set, after the backward pass, so
  * the non-finite checks can be shown to work. */

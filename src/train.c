@@ -347,22 +347,41 @@ static df_status save_checkpoint(trainer *tr) {
     return DF_OK;
 }
 
-static int json_num(const cJSON *j, const char *k, double *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-    if (!cJSON_IsNumber(v)) return 0;
-    *out = v->valuedouble;
-    return 1;
-}
-
 static int json_u64(const cJSON *j, const char *k, uint64_t *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
     if (!cJSON_IsString(v)) return 0;
     char *end;
+    errno = 0;
     *out = strtoull(v->valuestring, &end, 10);
-    return *end == 0;
+    return *end == 0 && v->valuestring[0] >= '0' && v->valuestring[0] <= '9' && errno == 0;
 }
 
-/* Restore the run's settings and counters from a checkpoint's training_state.json. */
+/* A number field of the training state, checked before any conversion: present (unless optional), in
+ * [lo, hi], and whole when `whole`. Returns 0 and sets *why on a bad value, so the caller names it. */
+typedef struct {
+    const char *path;
+    const char *bad;   /* the first bad field, NULL while all are good */
+    char        why[160];
+} state_reader;
+
+static int state_num(state_reader *r, const cJSON *obj, const char *key, double lo, double hi, int whole,
+                     int optional, double *out) {
+    if (r->bad) return 0;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!v && optional) return 0;
+    double x = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    if (!(x >= lo && x <= hi) || (whole && x != floor(x))) {
+        r->bad = key;
+        snprintf(r->why, sizeof r->why, "%s%s from %g to %g", v ? "expected " : "missing: expected ",
+                 whole ? "a whole number" : "a number", lo, hi);
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+/* Restore the run's settings and counters from a checkpoint's training_state.json. Every value is
+ * range-checked first: a damaged or hand-edited state is refused with the field it got wrong. */
 static df_status load_state_json(trainer *tr, const char *path) {
     char *text;
     size_t len;
@@ -370,65 +389,95 @@ static df_status load_state_json(trainer *tr, const char *path) {
     if (st) return st;
     cJSON *j = cJSON_ParseWithLength(text, len);
     free(text);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return df_fail(DF_ERR_FORMAT, "%s: not a JSON object", path);
+    }
     df_train_params *p = &tr->p;
-    double v[12];
-    uint64_t seed, rseed, rcount;
+    state_reader r = {.path = path};
+    const double BIG = 1e15, IMAX = 2147483647.0;
+    double version = 0, v;
+    if (state_num(&r, j, "version", 0, BIG, 1, 0, &version) && version != 1) {
+        cJSON_Delete(j);
+        return df_fail(DF_ERR_FORMAT, "%s: training state version %g; this version of diffuse resumes version 1",
+                       path, version);
+    }
     const cJSON *rng = cJSON_GetObjectItemCaseSensitive(j, "rng"), *o = cJSON_GetObjectItemCaseSensitive(j, "optimizer");
     const cJSON *buf = cJSON_GetObjectItemCaseSensitive(rng, "buf"), *data = cJSON_GetObjectItemCaseSensitive(j, "data");
-    int ok = cJSON_IsObject(j) && json_num(j, "version", &v[0]) && v[0] == 1 && json_num(j, "step", &v[1]) &&
-             json_num(j, "epoch", &v[2]) && json_num(j, "position", &v[3]) && json_num(j, "ema_updates", &v[4]) &&
-             json_num(j, "optimizer_step", &v[5]) && json_num(j, "batch_size", &v[6]) &&
-             json_num(j, "grad_accum", &v[7]) && json_num(j, "image_size", &v[8]) && json_num(j, "loss_avg", &v[9]) &&
-             json_num(j, "min_snr_gamma", &v[10]) && json_u64(j, "seed", &seed) && cJSON_IsObject(rng) &&
-             json_u64(rng, "seed", &rseed) && json_u64(rng, "counter", &rcount) && json_num(rng, "nbuf", &v[11]) &&
-             cJSON_IsArray(buf) && cJSON_GetArraySize(buf) == 4 && cJSON_IsString(data) && cJSON_IsObject(o);
-    if (ok) {
-        tr->step = (long)v[1], tr->epoch = (int)v[2], tr->pos = (int)v[3];
-        tr->resume_ema_updates = (long)v[4];
-        tr->resume_opt_step = (long)v[5];
-        p->batch_size = (int)v[6], p->grad_accum = (int)v[7], p->image_size = (int)v[8];
-        tr->loss_avg = v[9];
-        p->min_snr_gamma = v[10];
-        double skipped;
-        if (json_num(j, "nonfinite_skipped", &skipped)) tr->nonfinite_skipped = (long)skipped;   /* absent before */
+    if (!r.bad && !cJSON_IsObject(rng)) r.bad = "rng", snprintf(r.why, sizeof r.why, "missing or not an object");
+    if (!r.bad && !cJSON_IsObject(o)) r.bad = "optimizer", snprintf(r.why, sizeof r.why, "missing or not an object");
+    if (!r.bad && !(cJSON_IsString(data) && data->valuestring[0] && strlen(data->valuestring) < sizeof tr->data_path))
+        r.bad = "data", snprintf(r.why, sizeof r.why, "missing, empty or too long");
+    if (!r.bad && !(cJSON_IsArray(buf) && cJSON_GetArraySize(buf) == 4))
+        r.bad = "rng.buf", snprintf(r.why, sizeof r.why, "expected 4 numbers");
+    uint64_t seed = 0, rseed = 0, rcount = 0;
+    if (!r.bad && !json_u64(j, "seed", &seed)) r.bad = "seed", snprintf(r.why, sizeof r.why, "expected a decimal string");
+    if (!r.bad && !json_u64(rng, "seed", &rseed))
+        r.bad = "rng.seed", snprintf(r.why, sizeof r.why, "expected a decimal string");
+    if (!r.bad && !json_u64(rng, "counter", &rcount))
+        r.bad = "rng.counter", snprintf(r.why, sizeof r.why, "expected a decimal string");
+    if (state_num(&r, j, "step", 0, BIG, 1, 0, &v)) tr->step = (long)v;
+    if (state_num(&r, j, "epoch", 0, IMAX, 1, 0, &v)) tr->epoch = (int)v;
+    if (state_num(&r, j, "position", 0, IMAX, 1, 0, &v)) tr->pos = (int)v;
+    if (state_num(&r, j, "ema_updates", 0, BIG, 1, 0, &v)) tr->resume_ema_updates = (long)v;
+    if (state_num(&r, j, "optimizer_step", 0, BIG, 1, 0, &v)) tr->resume_opt_step = (long)v;
+    if (state_num(&r, j, "batch_size", 1, 4096, 1, 0, &v)) p->batch_size = (int)v;
+    if (state_num(&r, j, "grad_accum", 1, 65536, 1, 0, &v)) p->grad_accum = (int)v;
+    if (state_num(&r, j, "image_size", 0, DF_MAX_SIZE, 1, 0, &v)) p->image_size = (int)v;
+    if (state_num(&r, j, "loss_avg", -1e300, 1e300, 0, 0, &v)) tr->loss_avg = v;
+    if (state_num(&r, j, "min_snr_gamma", 0, 1e9, 0, 0, &v)) p->min_snr_gamma = v;
+    if (state_num(&r, j, "nonfinite_skipped", 0, BIG, 1, 1, &v)) tr->nonfinite_skipped = (long)v;   /* absent before */
+    if (state_num(&r, rng, "nbuf", 0, 4, 1, 0, &v)) tr->rng.nbuf = (int)v;
+    for (int i = 0; i < 4 && !r.bad; i++) {
+        const cJSON *b = cJSON_GetArrayItem(buf, i);
+        double x = cJSON_IsNumber(b) ? b->valuedouble : -1;
+        if (!(x >= 0 && x <= 4294967295.0 && x == floor(x)))
+            r.bad = "rng.buf", snprintf(r.why, sizeof r.why, "expected whole numbers from 0 to 2^32 - 1");
+        else tr->rng.buf[i] = (uint32_t)x;
+    }
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(o, "kind");
+    if (!r.bad && !(cJSON_IsString(kind) && (!strcmp(kind->valuestring, "sgd") || !strcmp(kind->valuestring, "adamw"))))
+        r.bad = "optimizer.kind", snprintf(r.why, sizeof r.why, "expected \"adamw\" or \"sgd\"");
+    if (!r.bad) p->optim.kind = !strcmp(kind->valuestring, "sgd") ? DF_OPT_SGD : DF_OPT_ADAMW;
+    if (state_num(&r, o, "lr", 0, 100, 0, 1, &v)) p->optim.lr = v;
+    if (state_num(&r, o, "beta1", 0, 1, 0, 1, &v)) p->optim.beta1 = v;
+    if (state_num(&r, o, "beta2", 0, 1, 0, 1, &v)) p->optim.beta2 = v;
+    if (state_num(&r, o, "eps", 0, 1, 0, 1, &v)) p->optim.eps = v;
+    if (state_num(&r, o, "weight_decay", 0, 100, 0, 1, &v)) p->optim.weight_decay = v;
+    if (state_num(&r, o, "momentum", 0, 1, 0, 1, &v)) p->optim.momentum = v;
+    if (state_num(&r, o, "warmup_steps", 0, BIG, 1, 1, &v)) p->optim.warmup_steps = (long)v;
+    if (state_num(&r, o, "decay", 0, DF_LR_COUNT - 1, 1, 1, &v)) p->optim.decay = (df_lr_decay)(int)v;
+    if (state_num(&r, o, "total_steps", 0, BIG, 1, 1, &v)) p->optim.total_steps = (long)v;
+    if (state_num(&r, o, "grad_clip", 0, 1e9, 0, 1, &v)) p->optim.grad_clip = v;
+    /* a resumed run without a budget of its own finishes the original one */
+    double ms = 0, me = 0, mm = 0;
+    int had_budget = p->max_steps > 0 || p->max_epochs > 0 || p->max_minutes > 0;
+    state_num(&r, j, "max_steps", 0, BIG, 1, 1, &ms);
+    state_num(&r, j, "max_epochs", 0, IMAX, 1, 1, &me);
+    state_num(&r, j, "max_minutes", 0, 1e9, 0, 1, &mm);
+    if (!had_budget) p->max_steps = (long)ms, p->max_epochs = (int)me, p->max_minutes = mm;
+    if (state_num(&r, j, "ema_max_decay", 0, 1, 0, 1, &v)) p->ema_max_decay = v;
+    if (state_num(&r, j, "ema_power", 0, 100, 0, 1, &v)) p->ema_power = v;
+    if (state_num(&r, j, "ema_inv_gamma", 1e-12, 1e12, 0, 1, &v)) p->ema_inv_gamma = v;
+    if (!r.bad) {
         p->seed = seed;
-        tr->rng.seed = rseed, tr->rng.counter = rcount, tr->rng.nbuf = (int)v[11];
-        for (int i = 0; i < 4; i++) tr->rng.buf[i] = (uint32_t)cJSON_GetArrayItem(buf, i)->valuedouble;
-        const cJSON *fl = cJSON_GetObjectItemCaseSensitive(j, "flip");
-        p->flip = cJSON_IsTrue(fl);
-        const cJSON *kind = cJSON_GetObjectItemCaseSensitive(o, "kind");
-        p->optim.kind = cJSON_IsString(kind) && !strcmp(kind->valuestring, "sgd") ? DF_OPT_SGD : DF_OPT_ADAMW;
-        double t;
-        if (json_num(o, "lr", &t)) p->optim.lr = t;
-        if (json_num(o, "beta1", &t)) p->optim.beta1 = t;
-        if (json_num(o, "beta2", &t)) p->optim.beta2 = t;
-        if (json_num(o, "eps", &t)) p->optim.eps = t;
-        if (json_num(o, "weight_decay", &t)) p->optim.weight_decay = t;
-        if (json_num(o, "momentum", &t)) p->optim.momentum = t;
-        if (json_num(o, "warmup_steps", &t)) p->optim.warmup_steps = (long)t;
-        if (json_num(o, "decay", &t)) p->optim.decay = (df_lr_decay)(int)t;
-        if (json_num(o, "total_steps", &t)) p->optim.total_steps = (long)t;
-        if (json_num(o, "grad_clip", &t)) p->optim.grad_clip = t;
+        tr->rng.seed = rseed, tr->rng.counter = rcount;
+        p->flip = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "flip"));
         p->optim.nesterov = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "nesterov"));
-        /* a resumed run without a budget of its own finishes the original one */
-        if (p->max_steps <= 0 && p->max_epochs <= 0 && p->max_minutes <= 0) {
-            if (json_num(j, "max_steps", &t)) p->max_steps = (long)t;
-            if (json_num(j, "max_epochs", &t)) p->max_epochs = (int)t;
-            if (json_num(j, "max_minutes", &t)) p->max_minutes = t;
-        }
-        if (json_num(j, "ema_max_decay", &t)) p->ema_max_decay = t;
-        if (json_num(j, "ema_power", &t)) p->ema_power = t;
-        if (json_num(j, "ema_inv_gamma", &t)) p->ema_inv_gamma = t;
         p->use_ema = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "use_ema"));
         snprintf(tr->data_path, sizeof tr->data_path, "%s", data->valuestring);   /* outlives the JSON */
         p->data = tr->data_path;
     }
     cJSON_Delete(j);
-    if (!ok) return df_fail(DF_ERR_FORMAT, "%s: not a training state this version can resume", path);
-    if (p->batch_size < 1 || p->grad_accum < 1 || tr->step < 0 || tr->epoch < 0 || tr->pos < 0 || tr->rng.nbuf < 0 ||
-        tr->rng.nbuf > 4)
-        return df_fail(DF_ERR_FORMAT, "%s: values out of range", path);
+    if (r.bad) return df_fail(DF_ERR_FORMAT, "%s: field \"%s\": %s", path, r.bad, r.why);
     return DF_OK;
+}
+
+df_status df_train_state_check(const char *path) {
+    trainer tr;
+    memset(&tr, 0, sizeof tr);
+    df_train_params_default(&tr.p);
+    return load_state_json(&tr, path);
 }
 
 /* ---- samples ------------------------------------------------------------------------------------------- */
@@ -622,8 +671,13 @@ static df_status open_run(trainer *tr) {
         for (int i = 0; i < 2 && !st; i++) {
             if (!dst[i]) continue;
             const st_tensor *t = st_find(&f, names[i]);
-            if (!t || st_numel(t) != (int64_t)np) st = df_fail(DF_ERR_SHAPE, "%s: missing or wrong-sized %s", path, names[i]);
+            if (!t || st_numel(t) != (int64_t)np)
+                st = df_fail(DF_ERR_SHAPE, "%s: %s %s (the model has %zu parameters)", path,
+                             t ? "wrong-sized" : "missing", names[i], np);
             else st = st_read_f32(&f, t, dst[i], np);
+            for (size_t k = 0; !st && k < np; k++)
+                if (!isfinite(dst[i][k]) || (i == 1 && dst[i][k] < 0))
+                    st = df_fail(DF_ERR_FORMAT, "%s: %s holds %g at index %zu", path, names[i], (double)dst[i][k], k);
         }
         st_close(&f);
         if (st) return st;
@@ -631,6 +685,10 @@ static df_status open_run(trainer *tr) {
             df_model *em;
             snprintf(path, sizeof path, "%s/unet", ck);
             if ((st = df_model_load(path, &em))) return st;
+            if (memcmp(df_model_config(em), cfg, sizeof *cfg) != 0) {
+                df_model_free(em);
+                return df_fail(DF_ERR_SHAPE, "%s: the EMA model's config differs from unet_raw's", path);
+            }
             memcpy(tr->ema, df_model_params(em), np * sizeof(float));
             df_model_free(em);
         }
@@ -650,7 +708,9 @@ static df_status open_run(trainer *tr) {
         !tr->ti || !tr->labels)
         return df_fail(DF_ERR_NOMEM, "out of memory for a batch of %d", p->batch_size);
     make_permutation(tr);
-    if (tr->pos > df_dataset_count(tr->data)) return df_fail(DF_ERR_FORMAT, "training state: position past the data");
+    if (tr->pos > df_dataset_count(tr->data))
+        return df_fail(DF_ERR_FORMAT, "%s/latest/training_state.json: position %d is past the data's %d images",
+                       p->out_dir, tr->pos, df_dataset_count(tr->data));
     return DF_OK;
 }
 

@@ -6,6 +6,7 @@
 #include "test.h"
 #include "internal.h"
 
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -730,4 +731,153 @@ TEST(train_fault_leftovers_cleaned_on_resume) {
     CHECK(s4 == 4, "the stale checkpoint-0000004 was replaced by the real one (its step: %g)", s4);
     char tmpname[900] = "";
     CHECK(count_tmp(out, tmpname, sizeof tmpname) == 0, "leftovers removed: %s", tmpname);
+}
+
+/* ---- damaged training state ---------------------------------------------------------------------------- */
+
+/* Set one field of a JSON object by dotted path ("rng.nbuf") to the JSON text `value` (NULL: remove). */
+static char *json_with(const char *text, const char *field, const char *value) {
+    cJSON *root = cJSON_Parse(text), *obj = root;
+    char key[64];
+    snprintf(key, sizeof key, "%s", field);
+    char *dot = strchr(key, '.');
+    if (dot) {
+        *dot = 0;
+        obj = cJSON_GetObjectItemCaseSensitive(root, key);
+        memmove(key, dot + 1, strlen(dot + 1) + 1);
+    }
+    char *idx = strchr(key, '[');
+    if (idx) {   /* "buf[0]" */
+        *idx = 0;
+        cJSON *arr = cJSON_GetObjectItemCaseSensitive(obj, key);
+        cJSON_ReplaceItemInArray(arr, atoi(idx + 1), cJSON_Parse(value));
+    } else if (value) {
+        cJSON_DeleteItemFromObjectCaseSensitive(obj, key);
+        cJSON_AddItemToObject(obj, key, cJSON_Parse(value));
+    } else {
+        cJSON_DeleteItemFromObjectCaseSensitive(obj, key);
+    }
+    char *out = cJSON_Print(root);
+    cJSON_Delete(root);
+    return out;
+}
+
+/* Resuming `out` must fail naming `file_part` and `expect`, and change nothing in the checkpoint. */
+static void check_resume_refused(const df_train_params *base, const char *out, const char *file_part,
+                                 const char *expect, const char *what) {
+    df_train_params p = *base;
+    p.resume = 1;
+    p.max_steps = 4;
+    df_status st = df_train(&p);
+    CHECK(st != DF_OK, "%s: resumed anyway", what);
+    const char *m = df_error();
+    CHECK(strstr(m, file_part) && strstr(m, expect), "%s: message lacks \"%s\" / \"%s\": %s", what, file_part, expect, m);
+    CHECK(latest_step(out) == 2, "%s: latest moved to %ld", what, latest_step(out));
+    char ck[1100];
+    snprintf(ck, sizeof ck, "%s/checkpoint-0000003", out);
+    CHECK(!exists(ck), "%s: a checkpoint was written", what);
+}
+
+TEST(train_fault_bad_training_state_refused) {
+    fault_off();
+    toy t;
+    toy_init(&t);
+    char out[700], js[800], sts[800], unet[800];
+    snprintf(out, sizeof out, "%s/bad-state", t.dir);
+    df_train_params p;
+    toy_params(&p, &t, out);
+    p.max_steps = 2;
+    CHECK_OK(df_train(&p));
+    p.max_steps = 0;
+    snprintf(js, sizeof js, "%s/checkpoint-0000002/training_state.json", out);
+    snprintf(sts, sizeof sts, "%s/checkpoint-0000002/training_state.safetensors", out);
+    snprintf(unet, sizeof unet, "%s/checkpoint-0000002/unet", out);
+    char *good = NULL, *good_st = NULL;
+    size_t n, n_st;
+    if (df_read_file(js, &good, &n) || df_read_file(sts, &good_st, &n_st)) {
+        CHECK(0, "no training state written: %s", df_error());
+        return;
+    }
+    static const struct { const char *field, *value, *expect; } cases[] = {
+        {"version", "2", "version 2"},          {"version", NULL, "\"version\""},
+        {"step", "-1", "\"step\""},             {"step", "1e300", "\"step\""},
+        {"step", "2.5", "\"step\""},            {"batch_size", "0", "\"batch_size\""},
+        {"batch_size", "1e9", "\"batch_size\""}, {"image_size", "100000", "\"image_size\""},
+        {"rng.nbuf", "7", "\"nbuf\""},          {"rng.buf[0]", "-1", "\"rng.buf\""},
+        {"rng.buf[1]", "1e20", "\"rng.buf\""},  {"rng.counter", "\"-5\"", "\"rng.counter\""},
+        {"seed", "\"abc\"", "\"seed\""},        {"seed", "12", "\"seed\""},
+        {"optimizer.decay", "9", "\"decay\""},  {"optimizer.kind", "\"lion\"", "\"optimizer.kind\""},
+        {"optimizer.lr", "-1", "\"lr\""},       {"data", "\"\"", "\"data\""},
+        {"rng", "[]", "\"rng\""},               {"position", "1000000", "position 1000000"},
+    };
+    for (int i = 0; i < DF_COUNTOF(cases); i++) {
+        char *bad = json_with(good, cases[i].field, cases[i].value);
+        FILE *f = fopen(js, "wb");
+        fputs(bad, f);
+        fclose(f);
+        char what[120];
+        snprintf(what, sizeof what, "%s = %s", cases[i].field, cases[i].value ? cases[i].value : "(removed)");
+        check_resume_refused(&p, out, "training_state.json", cases[i].expect, what);
+        free(bad);
+    }
+    FILE *f = fopen(js, "wb");
+    fputs("{\"version\": 1, \"step\": ", f);   /* cut short */
+    fclose(f);
+    check_resume_refused(&p, out, "training_state.json", "not a JSON object", "truncated JSON");
+    f = fopen(js, "wb");
+    fwrite(good, 1, n, f);
+    fclose(f);
+
+    /* optimizer moments of the wrong size, and a NaN second moment */
+    st_file sf;
+    if (st_open(sts, &sf) == DF_OK) {
+        const st_tensor *tm = st_find(&sf, "optimizer.m"), *tv = st_find(&sf, "optimizer.v");
+        size_t np = tm ? (size_t)st_numel(tm) : 0;
+        float *m = malloc(sizeof(float) * (np + 1)), *v = malloc(sizeof(float) * (np + 1));
+        if (tm && tv && m && v && !st_read_f32(&sf, tm, m, np) && !st_read_f32(&sf, tv, v, np)) {
+            st_entry e[2] = {{.name = "optimizer.m", .ndim = 1, .shape = {(int64_t)np - 1}, .f32 = m},
+                             {.name = "optimizer.v", .ndim = 1, .shape = {(int64_t)np}, .f32 = v}};
+            CHECK_OK(st_write(sts, e, 2, NULL, 0));
+            check_resume_refused(&p, out, "training_state.safetensors", "wrong-sized optimizer.m", "short moments");
+            e[0].shape[0] = (int64_t)np;
+            v[np / 2] = NAN;
+            CHECK_OK(st_write(sts, e, 2, NULL, 0));
+            check_resume_refused(&p, out, "training_state.safetensors", "optimizer.v holds nan", "a NaN moment");
+        } else {
+            CHECK(0, "training_state.safetensors lacks the moments");
+        }
+        free(m), free(v);
+        st_close(&sf);
+    }
+    f = fopen(sts, "wb");
+    fwrite(good_st, 1, n_st, f);
+    fclose(f);
+
+    /* the EMA weights (unet/) of a different model */
+    df_unet_config c;
+    df_unet_config_default(&c);
+    c.sample_size = 8, c.in_channels = c.out_channels = 1, c.num_levels = 2;
+    c.block_out_channels[0] = 8, c.block_out_channels[1] = 8;
+    c.down_attn[0] = c.down_attn[1] = c.up_attn[0] = c.up_attn[1] = 0;
+    c.layers_per_block = 1, c.norm_num_groups = 4;
+    df_model *other = NULL, *keep = NULL;
+    char unet_keep[900];
+    snprintf(unet_keep, sizeof unet_keep, "%s.keep", unet);
+    CHECK(rename(unet, unet_keep) == 0, "moved unet/ aside");
+    CHECK_OK(df_model_create(&c, 1, &other));
+    if (other) CHECK_OK(df_model_save(other, unet));
+    check_resume_refused(&p, out, "unet", "config differs", "EMA weights of another model");
+    df_model_free(other);
+    df_model_free(keep);
+    char cmd[3000];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mv '%s' '%s'", unet, unet_keep, unet);
+    CHECK(system(cmd) == 0, "restored unet/");
+
+    /* restored: the run resumes and finishes */
+    df_train_params q = p;
+    q.resume = 1;
+    q.max_steps = 4;
+    CHECK_OK(df_train(&q));
+    CHECK(latest_step(out) == 4, "resumed to step 4, latest is %ld", latest_step(out));
+    free(good), free(good_st);
 }
