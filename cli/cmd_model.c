@@ -9,8 +9,8 @@
 
 #include <stdlib.h>
 #include <string.h>
-
-static const char *prog = "diffuse";
+#include <sys/stat.h>
+#include <unistd.h>
 
 const char cmd_predict_usage[] =
     "usage: diffuse predict [--grads] MODEL_DIR IN.safetensors OUT.safetensors\n"
@@ -29,20 +29,35 @@ const char cmd_info_usage[] =
     "\n"
     "Show what a model, checkpoint or run directory holds: config, parameter count, compute per image.\n";
 
+/* 1 if `out` would overwrite the input or one of the model's own files. */
+static int overwrites_input(const char *out, const char *model_dir, const char *in) {
+    if (cli_same_file(out, in)) return 1;
+    static const char *const own[] = {"config.json", "diffusion_pytorch_model.safetensors", "model.safetensors"};
+    char p[4200];
+    for (int i = 0; i < DF_COUNTOF(own); i++) {
+        snprintf(p, sizeof p, "%s/%s", model_dir, own[i]);
+        if (cli_same_file(out, p)) return 1;
+    }
+    return 0;
+}
+
 int cmd_predict(int argc, char **argv) {
     int grads = 0;
+    cli_opt opts[] = {
+        {"--grads", OPT_FLAG, &grads, 0, 0},
+        {NULL, OPT_FLAG, NULL, 0, 0},
+    };
     const char *pos[3];
-    int npos = 0;
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--grads") == 0) grads = 1;
-        else if (argv[i][0] == '-' && argv[i][1]) return cli_die("predict: unknown option %s", argv[i]);
-        else if (npos < 3) pos[npos++] = argv[i];
-        else return cli_die("predict: unexpected argument %s", argv[i]);
-    }
-    if (npos != 3) {
-        fprintf(stderr, "usage: diffuse predict [--grads] MODEL_DIR IN.safetensors OUT.safetensors\n");
-        return 2;
-    }
+    int npos;
+    int rc = cli_parse("predict", argc, argv, opts, pos, 3, &npos, cmd_predict_usage);
+    if (rc) return rc;
+    static const char *const wanted[] = {"MODEL_DIR", "IN.safetensors", "OUT.safetensors"};
+    if (npos != 3) return cli_usage_error("missing %s", wanted[npos]);
+    if (overwrites_input(pos[2], pos[0], pos[1]))
+        return cli_usage_error("OUT %s would overwrite an input; write the result elsewhere", pos[2]);
+    if (cli_check_input("MODEL_DIR", pos[0], 1) || cli_check_input("IN", pos[1], 0) ||
+        cli_check_output("OUT", pos[2], 0))
+        return 1;
     df_model *m = NULL;
     df_status st = df_model_load(pos[0], &m);
     if (st) return cli_fail(st);
@@ -53,7 +68,7 @@ int cmd_predict(int argc, char **argv) {
         df_model_free(m);
         return cli_fail(st);
     }
-    int rc = 1;
+    rc = 1;
     float *x = NULL, *t = NULL, *eps = NULL, *gout = NULL, *gx = NULL;
     int *labels = NULL;
     int64_t *tmp = NULL;
@@ -62,13 +77,13 @@ int cmd_predict(int argc, char **argv) {
     int nout = 0;
     const st_tensor *tx = st_find(&in, "x"), *tt = st_find(&in, "t"), *tl = st_find(&in, "class_labels");
     if (!tx || tx->ndim != 4 || tx->shape[1] != cfg->in_channels) {
-        fprintf(stderr, "%s: %s: needs a tensor x of shape (N, %d, H, W)\n", prog, pos[1], cfg->in_channels);
+        cli_die("%s: needs a tensor x of shape (N, %d, H, W)", pos[1], cfg->in_channels);
         goto done;
     }
     int n = (int)tx->shape[0], h = (int)tx->shape[2], w = (int)tx->shape[3];
     size_t nx = (size_t)n * cfg->in_channels * h * w, ne = (size_t)n * cfg->out_channels * h * w;
     if (!tt || st_numel(tt) != n) {
-        fprintf(stderr, "%s: %s: needs a tensor t with %d timesteps\n", prog, pos[1], n);
+        cli_die("%s: needs a tensor t with %d timesteps", pos[1], n);
         goto done;
     }
     x = malloc(nx * sizeof(float));
@@ -76,7 +91,7 @@ int cmd_predict(int argc, char **argv) {
     eps = malloc(ne * sizeof(float));
     tmp = malloc((size_t)n * sizeof(int64_t));
     if (!x || !t || !eps || !tmp) {
-        fprintf(stderr, "%s: out of memory\n", prog);
+        cli_die("out of memory");
         goto done;
     }
     if ((st = st_read_f32(&in, tx, x, nx))) goto fail;
@@ -88,11 +103,15 @@ int cmd_predict(int argc, char **argv) {
     }
     if (tl) {
         if (st_numel(tl) != n) {
-            fprintf(stderr, "%s: %s: class_labels must hold %d labels\n", prog, pos[1], n);
+            cli_die("%s: class_labels must hold %d labels", pos[1], n);
             goto done;
         }
         labels = malloc((size_t)n * sizeof(int));
-        if (!labels || (st = st_read_i64(&in, tl, tmp, (size_t)n))) goto fail;
+        if (!labels) {
+            cli_die("out of memory");
+            goto done;
+        }
+        if ((st = st_read_i64(&in, tl, tmp, (size_t)n))) goto fail;
         for (int i = 0; i < n; i++) labels[i] = (int)tmp[i];
     }
     if ((st = df_model_forward(m, n, h, w, x, t, labels, eps))) goto fail;
@@ -100,17 +119,23 @@ int cmd_predict(int argc, char **argv) {
     int ntensors = df_model_num_tensors(m);
     out = calloc((size_t)ntensors + 2, sizeof *out);
     names = calloc((size_t)ntensors, sizeof *names);
-    if (!out || !names) goto done;
+    if (!out || !names) {
+        cli_die("out of memory");
+        goto done;
+    }
     out[nout++] = (st_entry){.name = "eps", .ndim = 4, .shape = {n, cfg->out_channels, h, w}, .f32 = eps};
     if (grads) {
         const st_tensor *tg = st_find(&in, "grad_out");
         if (!tg || st_numel(tg) != (int64_t)ne) {
-            fprintf(stderr, "%s: %s: --grads needs a tensor grad_out shaped like eps\n", prog, pos[1]);
+            cli_die("%s: --grads needs a tensor grad_out shaped like eps", pos[1]);
             goto done;
         }
         gout = malloc(ne * sizeof(float));
         gx = malloc(nx * sizeof(float));
-        if (!gout || !gx) goto done;
+        if (!gout || !gx) {
+            cli_die("out of memory");
+            goto done;
+        }
         if ((st = st_read_f32(&in, tg, gout, ne))) goto fail;
         df_model_zero_grad(m);
         if ((st = df_model_backward(m, gout, gx))) goto fail;
@@ -122,7 +147,10 @@ int cmd_predict(int argc, char **argv) {
             const char *name = df_model_tensor_info(m, i, &nd, shape, &off);
             size_t len = strlen(name) + 6;
             names[i] = malloc(len);
-            if (!names[i]) goto done;
+            if (!names[i]) {
+                cli_die("out of memory");
+                goto done;
+            }
             snprintf(names[i], len, "grad.%s", name);
             st_entry *e = &out[nout++];
             e->name = names[i];
@@ -153,32 +181,51 @@ done:
     return rc;
 }
 
+/* Remove what df_model_save may have written into dir, and dir itself, after a failure. */
+static void remove_model_dir(const char *dir) {
+    static const char *const files[] = {"config.json", "diffusion_pytorch_model.safetensors"};
+    char p[4200];
+    for (int i = 0; i < DF_COUNTOF(files); i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        remove(p);
+    }
+    rmdir(dir);
+}
+
 int cmd_init(int argc, char **argv) {
-    const char *preset = NULL, *config = NULL, *dir = NULL;
-    unsigned long long seed = 0;
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--preset") == 0 && i + 1 < argc) preset = argv[++i];
-        else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) config = argv[++i];
-        else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
-            char *end;
-            seed = strtoull(argv[++i], &end, 10);
-            if (*end) return cli_die("init: --seed: not a number: %s", argv[i]);
-        } else if (argv[i][0] == '-') return cli_die("init: unknown or incomplete option %s", argv[i]);
-        else if (!dir) dir = argv[i];
-        else return cli_die("init: unexpected argument %s", argv[i]);
-    }
-    if (!dir || (!preset == !config)) {
-        fprintf(stderr, "usage: diffuse init [--seed S] (--preset NAME | --config config.json) OUT_DIR\n");
-        return 2;
-    }
+    const char *preset = NULL, *config = NULL;
+    uint64_t seed = 0;
+    cli_opt opts[] = {
+        {"--preset", OPT_STR, &preset, 0, 0},
+        {"--config", OPT_STR, &config, 0, 0},
+        {"--seed", OPT_U64, &seed, 0, 0},
+        {NULL, OPT_FLAG, NULL, 0, 0},
+    };
+    const char *pos[1];
+    int npos;
+    int rc = cli_parse("init", argc, argv, opts, pos, 1, &npos, cmd_init_usage);
+    if (rc) return rc;
+    if (preset && config) return cli_usage_error("--preset and --config both choose the model: give one");
+    if (!preset && !config) return cli_usage_error("which model? give --preset NAME or --config config.json");
+    if (npos != 1) return cli_usage_error("missing OUT_DIR");
+    const char *dir = pos[0];
     df_unet_config cfg;
-    df_status st = preset ? df_unet_config_preset(preset, &cfg) : df_unet_config_load(config, &cfg);
+    if (preset && df_unet_config_preset(preset, &cfg)) return cli_usage_error("--preset: %s", df_error());
+    char own[4200];
+    snprintf(own, sizeof own, "%s/config.json", dir);
+    if (config && cli_same_file(config, own))
+        return cli_usage_error("--config %s is OUT_DIR's own config.json; write the model elsewhere", config);
+    if ((config && cli_check_input("--config", config, 0)) || cli_check_output("OUT_DIR", dir, 1)) return 1;
+    df_status st = config ? df_unet_config_load(config, &cfg) : DF_OK;
     if (st) return cli_fail(st);
+    struct stat sb;
+    int existed = stat(dir, &sb) == 0;
     df_model *m;
     if ((st = df_model_create(&cfg, seed, &m))) return cli_fail(st);
     st = df_model_save(m, dir);
     if (!st) printf("wrote %s (%zu parameters)\n", dir, df_model_num_params(m));
     df_model_free(m);
+    if (st && !existed) remove_model_dir(dir);   /* no half-written model directory */
     return st ? cli_fail(st) : 0;
 }
 
@@ -209,16 +256,20 @@ static void print_training_state(const char *dir) {
 }
 
 int cmd_info(int argc, char **argv) {
-    if (argc != 1) {
-        fputs(cmd_info_usage, stderr);
-        return 2;
-    }
+    cli_opt opts[] = {{NULL, OPT_FLAG, NULL, 0, 0}};
+    const char *pos[1];
+    int npos;
+    int rc = cli_parse("info", argc, argv, opts, pos, 1, &npos, cmd_info_usage);
+    if (rc) return rc;
+    if (npos != 1) return cli_usage_error("which model? give a model, checkpoint or run directory");
+    const char *path = pos[0];
+    if (cli_check_input("", path, 1)) return 1;
     df_model *m;
     df_scheduler_config sc;
-    df_status st = df_pipeline_load(argv[0], 0, &m, &sc);
+    df_status st = df_pipeline_load(path, 0, &m, &sc);
     if (st) return cli_fail(st);
     const df_unet_config *c = df_model_config(m);
-    printf("model        %s (diffusers UNet2DModel)\n", argv[0]);
+    printf("model        %s (diffusers UNet2DModel)\n", path);
     printf("sample size  %d x %d, %d -> %d channels\n", c->sample_size, c->sample_size, c->in_channels,
            c->out_channels);
     printf("levels       ");
@@ -233,7 +284,7 @@ int cmd_info(int argc, char **argv) {
     printf("schedule     %s, T = %d, betas %g..%g%s, predicts %s\n", df_beta_kind_name(sc.beta_schedule),
            sc.num_train_timesteps, sc.beta_start, sc.beta_end, sc.zero_terminal_snr ? ", zero terminal SNR" : "",
            df_prediction_name(sc.prediction));
-    print_training_state(argv[0]);
+    print_training_state(path);
     df_model_free(m);
     return 0;
 }

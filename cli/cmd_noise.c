@@ -7,7 +7,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,18 +18,7 @@
 
 static const int default_steps[] = {0, 50, 100, 200, 400, 600, 800, 999};   /* for T = 1000 */
 
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("diffuse: noise: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return 1;
-}
-
-/* "0, 50,100": whole numbers separated by commas. Returns how many, or -1 after printing the problem. */
+/* "0, 50,100": whole numbers separated by commas. Returns how many, or -1 after a usage error. */
 static int parse_steps(const char *text, long *steps) {
     int n = 0;
     const char *p = text;
@@ -42,7 +30,7 @@ static int parse_steps(const char *text, long *steps) {
         long v = strtol(p, &end, 10);
         if (errno) break;
         if (n == MAX_STEPS) {
-            fail("--steps: at most %d steps", MAX_STEPS);
+            cli_usage_error("--steps: at most %d steps", MAX_STEPS);
             return -1;
         }
         steps[n++] = v;
@@ -51,17 +39,8 @@ static int parse_steps(const char *text, long *steps) {
         if (*p != ',') break;
         p++;
     }
-    fail("--steps: expected timesteps separated by commas (e.g. 0,100,500,999), got \"%s\"", text);
+    cli_usage_error("--steps: expected timesteps separated by commas (e.g. 0,100,500,999), got \"%s\"", text);
     return -1;
-}
-
-static int parse_seed(const char *text, uint64_t *seed) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (!isdigit((unsigned char)text[0]) || *end || errno) return fail("--seed: not a whole number: \"%s\"", text);
-    *seed = v;
-    return 0;
 }
 
 /* ---- the demo picture ------------------------------------------------------------------------------------ */
@@ -149,9 +128,14 @@ const char cmd_noise_usage[] =
     "  --gray         one channel\n"
     "  --no-labels    no \"t=...\" captions under the tiles\n";
 
-static void noise_usage(void) {
-    fprintf(stderr, "usage: diffuse noise [--steps LIST] [--schedule NAME] [--timesteps T] [--size N] [--seed S] "
-                    "[--gray] [--no-labels] (IMAGE | --demo) OUT.png  (see diffuse noise --help)\n");
+/* The border around tiles of h x w. */
+static int strip_pad(int h, int w) { return DF_MAX(4, DF_MIN(h, w) / 32); }
+
+/* 0, or 2 after a usage error if a strip of n tiles of h x w is too wide. */
+static int too_wide(int n, int h, int w) {
+    if ((double)n * (w + strip_pad(h, w)) + strip_pad(h, w) <= MAX_STRIP_WIDTH) return 0;
+    return cli_usage_error("a strip of %d steps %d pixels wide would be over %d pixels; use fewer --steps or a "
+                           "smaller --size", n, w, MAX_STRIP_WIDTH);
 }
 
 typedef struct {
@@ -164,60 +148,37 @@ typedef struct {
     int          gray, demo, labels;
 } noise_opts;
 
-/* Returns 0, 1 (a bad argument, reported) or 2 (usage). */
+/* Returns 0, 1 (a missing or unwritable file, reported) or 2 (a usage error, reported). */
 static int parse_args(int argc, char **argv, noise_opts *o) {
-    static const char *const with_value[] = {"--steps", "--schedule", "--timesteps", "--size", "--seed"};
-    int npos = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (a[0] != '-' || !a[1]) {
-            if (npos == 2) return fail("unexpected argument \"%s\"", a);
-            if (npos++) o->out = a;
-            else o->image = a;
-            continue;
-        }
-        /* "--name value" or "--name=value" */
-        char name[32];
-        const char *eq = strchr(a, '=');
-        size_t len = eq ? (size_t)(eq - a) : strlen(a);
-        snprintf(name, sizeof name, "%.*s", (int)DF_MIN(len, sizeof name - 1), a);
-        int takes = 0;
-        for (int k = 0; k < DF_COUNTOF(with_value); k++) takes |= strcmp(name, with_value[k]) == 0;
-        const char *val = NULL;
-        if (takes) {
-            if (eq) val = eq + 1;
-            else if (i + 1 < argc) val = argv[++i];
-            else return fail("%s needs a value", name);
-        } else if (eq) {
-            int flag = !strcmp(name, "--gray") || !strcmp(name, "--demo") || !strcmp(name, "--no-labels");
-            return flag ? fail("%s takes no value", name) : fail("unknown option %s", a);
-        }
-        if (strcmp(name, "--steps") == 0) {
-            if ((o->nsteps = parse_steps(val, o->steps)) < 0) return 1;
-        } else if (strcmp(name, "--schedule") == 0) {
-            if (df_beta_kind_parse(val, &o->kind)) return fail("--schedule: %s", df_error());
-        } else if (strcmp(name, "--timesteps") == 0) {
-            if (cli_int("noise: --timesteps", val, 2, 100000, &o->T)) return 1;
-        } else if (strcmp(name, "--size") == 0) {
-            if (cli_int("noise: --size", val, 1, MAX_SIZE, &o->size)) return 1;
-        } else if (strcmp(name, "--seed") == 0) {
-            if (parse_seed(val, &o->seed)) return 1;
-        } else if (strcmp(name, "--gray") == 0) {
-            o->gray = 1;
-        } else if (strcmp(name, "--demo") == 0) {
-            o->demo = 1;
-        } else if (strcmp(name, "--no-labels") == 0) {
-            o->labels = 0;
-        } else {
-            return fail("unknown option %s", a);
-        }
+    const char *steps = NULL, *schedule = NULL;
+    int no_labels = 0;
+    cli_opt opts[] = {
+        {"--steps", OPT_STR, &steps, 0, 0},
+        {"--schedule", OPT_STR, &schedule, 0, 0},
+        {"--timesteps", OPT_LONG, &o->T, 2, 100000},
+        {"--size", OPT_LONG, &o->size, 1, MAX_SIZE},
+        {"--seed", OPT_U64, &o->seed, 0, 0},
+        {"--gray", OPT_FLAG, &o->gray, 0, 0},
+        {"--demo", OPT_FLAG, &o->demo, 0, 0},
+        {"--no-labels", OPT_FLAG, &no_labels, 0, 0},
+        {NULL, OPT_FLAG, NULL, 0, 0},
+    };
+    const char *pos[2];
+    int npos;
+    int rc = cli_parse("noise", argc, argv, opts, pos, 2, &npos, cmd_noise_usage);
+    if (rc) return rc;
+    o->labels = !no_labels;
+    if (o->demo) {
+        if (npos == 2) return cli_usage_error("--demo draws its own picture: give only OUT.png, not \"%s\"", pos[0]);
+        if (npos == 0) return cli_usage_error("--demo: missing OUT.png");
+        o->out = pos[0];
+    } else {
+        if (npos == 0) return cli_usage_error("missing IMAGE and OUT.png (or --demo OUT.png)");
+        if (npos == 1) return cli_usage_error("missing OUT.png");
+        o->image = pos[0], o->out = pos[1];
     }
-    if (o->demo && npos == 1) o->out = o->image, o->image = NULL;
-    if (npos != (o->demo ? 1 : 2)) {
-        if (o->demo && npos == 2) return fail("--demo draws its own picture: give only OUT.png");
-        noise_usage();
-        return 2;
-    }
+    if (steps && (o->nsteps = parse_steps(steps, o->steps)) < 0) return 2;
+    if (schedule && df_beta_kind_parse(schedule, &o->kind)) return cli_usage_error("--schedule: %s", df_error());
     if (o->nsteps == 0) {
         /* the default steps, stretched onto 0..T-1 */
         for (int k = 0; k < DF_COUNTOF(default_steps); k++) {
@@ -227,8 +188,14 @@ static int parse_args(int argc, char **argv, noise_opts *o) {
     }
     for (int k = 0; k < o->nsteps; k++)
         if (o->steps[k] >= o->T)
-            return fail("--steps: %ld is out of range: timesteps run from 0 to %ld (T = %ld)", o->steps[k], o->T - 1,
-                        o->T);
+            return cli_usage_error("--steps: %ld is out of range: timesteps run from 0 to %ld (T = %ld)", o->steps[k],
+                                   o->T - 1, o->T);
+    int known = o->size ? (int)o->size : o->demo ? DEMO_SIZE : 0;   /* the tile size, if known before loading */
+    if (known && (rc = too_wide(o->nsteps, known, known))) return rc;
+    if (!cli_has_suffix(o->out, ".png")) return cli_usage_error("%s: the strip is a PNG: name it .png", o->out);
+    if (o->image && cli_same_file(o->out, o->image))
+        return cli_usage_error("OUT.png %s would overwrite IMAGE; write the strip elsewhere", o->out);
+    if ((o->image && cli_check_input("", o->image, 0)) || cli_check_output("", o->out, 0)) return 1;
     return 0;
 }
 
@@ -239,7 +206,7 @@ static int make_x0(const noise_opts *o, int *c, int *h, int *w, float **x0) {
     int ic, ih, iw;
     if (o->demo) {
         ic = 3, ih = iw = o->size ? (int)o->size : DEMO_SIZE;
-        if (!(img = malloc((size_t)3 * ih * iw * sizeof(float)))) return fail("out of memory");
+        if (!(img = malloc((size_t)3 * ih * iw * sizeof(float)))) return cli_die("out of memory");
         draw_demo(img, ih);
         if (o->gray) {
             size_t plane = (size_t)ih * iw;
@@ -262,7 +229,7 @@ static int make_x0(const noise_opts *o, int *c, int *h, int *w, float **x0) {
         float *r = malloc((size_t)ic * oh * ow * sizeof(float));
         if (!r) {
             free(img);
-            return fail("out of memory");
+            return cli_die("out of memory");
         }
         df_status st = df_image_resize(img, ic, ih, iw, oh, ow, crop, r);
         free(img);
@@ -276,15 +243,6 @@ static int make_x0(const noise_opts *o, int *c, int *h, int *w, float **x0) {
     return 0;
 }
 
-/* The border around tiles of h x w. */
-static int strip_pad(int h, int w) { return DF_MAX(4, DF_MIN(h, w) / 32); }
-
-static int too_wide(int n, int h, int w) {
-    if ((double)n * (w + strip_pad(h, w)) + strip_pad(h, w) <= MAX_STRIP_WIDTH) return 0;
-    return fail("a strip of %d steps %d pixels wide would be over %d pixels; use fewer --steps or a smaller --size", n,
-                w, MAX_STRIP_WIDTH);
-}
-
 int cmd_noise(int argc, char **argv) {
     noise_opts o = {.kind = DF_BETA_LINEAR, .T = 1000, .labels = 1};
     int rc = parse_args(argc, argv, &o);
@@ -296,8 +254,7 @@ int cmd_noise(int argc, char **argv) {
     rc = 1;
     int c = 0, h = 0, w = 0, n = o.nsteps;
     float *x0 = NULL, *eps = NULL, *xt = NULL, *canvas = NULL;
-    int known = o.size ? (int)o.size : o.demo ? DEMO_SIZE : 0;   /* the tile size, if known before loading */
-    if ((known && too_wide(n, known, known)) || make_x0(&o, &c, &h, &w, &x0)) goto done;
+    if (make_x0(&o, &c, &h, &w, &x0)) goto done;
     size_t dim = (size_t)c * h * w;
 
     /* Layout: the tiles side by side with `pad` pixels of white around each; below them a caption band
@@ -313,14 +270,15 @@ int cmd_noise(int argc, char **argv) {
     int with_t = widest + 12 * scale <= w + pad;   /* "t=" adds two 6-pixel glyphs */
     int labels = o.labels && widest <= w + pad;
     for (int i = 0; i < n && with_t; i++) snprintf(label[i], sizeof label[i], "t=%ld", o.steps[i]);
-    if (too_wide(n, h, w)) goto done;
+    if ((rc = too_wide(n, h, w)) != 0) goto done;
+    rc = 1;
     int W = n * (w + pad) + pad, H = h + 2 * pad + (labels ? 7 * scale + pad : 0);
     size_t plane = (size_t)H * W;
     eps = malloc(dim * sizeof(float));
     xt = malloc(dim * sizeof(float));
     canvas = malloc(plane * c * sizeof(float));
     if (!eps || !xt || !canvas) {
-        fail("out of memory for a %dx%d strip", W, H);
+        cli_die("out of memory for a %dx%d strip", W, H);
         goto done;
     }
     /* one noise sample for every step */

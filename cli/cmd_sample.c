@@ -4,10 +4,9 @@
 #include "cli.h"
 #include "internal.h"
 
-#include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 const char cmd_sample_usage[] =
     "usage: diffuse sample MODEL [options]\n"
@@ -99,11 +98,6 @@ static df_status write_npy(const char *path, const float *x, int n, int c, int h
     return st;
 }
 
-static int ends_with(const char *s, const char *suf) {
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && strcmp(s + a - b, suf) == 0;
-}
-
 int cmd_sample(int argc, char **argv) {
     int n = 64, batch = 64, steps = 0, karras = 0, large = 0, no_clip = 0, threshold = 0, raw = 0, cols = 0;
     int frames_wanted = 12, jump_len = 1, jump_n = 1;
@@ -117,7 +111,7 @@ int cmd_sample(int argc, char **argv) {
         {"--seed", OPT_U64, &seed, 0, 0},
         {"--sampler", OPT_STR, &sampler, 0, 0},
         {"--steps", OPT_INT, &steps, 1, 100000},
-        {"--eta", OPT_DOUBLE, &eta, 0, 10},
+        {"--eta", OPT_DOUBLE, &eta, 0, 1},
         {"--spacing", OPT_STR, &spacing, 0, 0},
         {"--karras", OPT_FLAG, &karras, 0, 0},
         {"--large-variance", OPT_FLAG, &large, 0, 0},
@@ -139,30 +133,80 @@ int cmd_sample(int argc, char **argv) {
         {"--jump-n", OPT_INT, &jump_n, 1, 1000},
         {NULL, OPT_FLAG, NULL, 0, 0},
     };
+    int lab[1024], nlab = 0;
     const char *pos[1];
     int npos;
     int rc = cli_parse("sample", argc, argv, opts, pos, 1, &npos, cmd_sample_usage);
     if (rc) return rc;
-    if (npos != 1) {
-        fprintf(stderr, "diffuse sample: which model? give a run, checkpoint or model directory\n%s", cmd_sample_usage);
-        return 2;
-    }
-    if (init_image && inpaint) return cli_die("sample: %s", "--init-image and --inpaint do not go together");
-    if (!!inpaint != !!mask_path) return cli_die("sample: %s", "--inpaint needs --mask (and --mask needs --inpaint)");
-    if (init_image && strength <= 0) return cli_die("sample: %s", "--init-image needs --strength S with 0 < S <= 1");
-    if (!out && !out_dir && !npy) out = "samples.png";
-    if (out && !ends_with(out, ".png")) return cli_die("sample: --out %s: the grid is written as PNG (.png)", out);
-    if (animate && !ends_with(animate, ".gif") && !ends_with(animate, ".png"))
-        return cli_die("sample: --animate %s: use a .gif or .png name", animate);
+    if (npos != 1) return cli_usage_error("which model? give a run, checkpoint or model directory");
+    const char *model = pos[0];
+#define GIVEN(name) cli_given(argc, argv, name)
 
+    /* names, then options that contradict each other or have nothing to act on */
     df_sampler_params sp;
     df_sampler_params_default(&sp);
-    if (sampler && df_sampler_parse(sampler, &sp.kind)) return cli_fail(DF_ERR_ARG);
-    if (spacing && df_spacing_parse(spacing, &sp.spacing)) return cli_fail(DF_ERR_ARG);
+    if (sampler && df_sampler_parse(sampler, &sp.kind)) return cli_usage_error("--sampler: %s", df_error());
+    if (spacing && df_spacing_parse(spacing, &sp.spacing)) return cli_usage_error("--spacing: %s", df_error());
+    if (init_image && inpaint) return cli_usage_error("--init-image and --inpaint do not go together: give one");
+    if (inpaint && !mask_path) return cli_usage_error("--inpaint needs --mask MASK (white: regenerate, black: keep)");
+    if (mask_path && !inpaint) return cli_usage_error("--mask goes with --inpaint IMG");
+    if (init_image && !GIVEN("--strength")) return cli_usage_error("--init-image needs --strength S with 0 < S <= 1");
+    if (GIVEN("--strength") && !init_image) return cli_usage_error("--strength goes with --init-image IMG");
+    if ((GIVEN("--jump-length") || GIVEN("--jump-n")) && !inpaint)
+        return cli_usage_error("%s goes with --inpaint (RePaint's resampling)",
+                               GIVEN("--jump-length") ? "--jump-length" : "--jump-n");
+    /* inpainting always takes DDPM's ancestral step (RePaint alg. 1) */
+    if (inpaint && sampler && sp.kind != DF_SAMPLER_DDPM)
+        return cli_usage_error("--sampler %s: --inpaint uses DDPM's step (RePaint); leave out --sampler or give ddpm",
+                               sampler);
+    df_sampler_kind kind = inpaint ? DF_SAMPLER_DDPM : sp.kind;
+    const char *kname = df_sampler_name(kind);
+    if (GIVEN("--eta") && kind != DF_SAMPLER_DDIM)
+        return cli_usage_error("--eta is DDIM's noise; the %s sampler has none", kname);
+    if (karras && !(kind == DF_SAMPLER_EULER || kind == DF_SAMPLER_HEUN || kind == DF_SAMPLER_DPMPP_1S ||
+                    kind == DF_SAMPLER_DPMPP_2M || kind == DF_SAMPLER_DPMPP_3M))
+        return cli_usage_error("--karras needs a sigma-space sampler (euler, heun, dpmpp-*), not %s", kname);
+    if (large && kind != DF_SAMPLER_DDPM)
+        return cli_usage_error("--large-variance goes with --sampler ddpm, not %s", kname);
+    /* the labels' form now, their range once the model tells its classes */
+    if (labels_text && cli_parse_list("sample", "--labels", labels_text, INT_MIN, INT_MAX, lab, 1024, &nlab))
+        return 2;
 
+    /* outputs: the kinds their names say, none written over another or over an input */
+    if (!out && !out_dir && !npy) out = "samples.png";
+    if (out && !cli_has_suffix(out, ".png")) return cli_usage_error("--out %s: the grid is a PNG: name it .png", out);
+    if (npy && !cli_has_suffix(npy, ".npy")) return cli_usage_error("--npy %s: name it .npy", npy);
+    if (animate && !cli_has_suffix(animate, ".gif") && !cli_has_suffix(animate, ".png"))
+        return cli_usage_error("--animate %s: name it .gif (an animation) or .png (a strip)", animate);
+    if (GIVEN("--frames") && !animate) return cli_usage_error("--frames goes with --animate FILE");
+    if (GIVEN("--cols") && !out && !animate)
+        return cli_usage_error("--cols sets the grid's columns: it goes with --out or --animate");
+    typedef struct {
+        const char *opt, *path;
+    } named_path;
+    const named_path outs[] = {{"--out", out}, {"--npy", npy}, {"--animate", animate}, {"--out-dir", out_dir}};
+    const named_path ins[] = {
+        {"MODEL", model}, {"--init-image", init_image}, {"--inpaint", inpaint}, {"--mask", mask_path}};
+    for (int i = 0; i < DF_COUNTOF(outs); i++) {
+        if (!outs[i].path) continue;
+        for (int j = 0; j < i; j++)
+            if (outs[j].path && cli_same_file(outs[i].path, outs[j].path))
+                return cli_usage_error("%s and %s are both %s: give each output its own name", outs[j].opt, outs[i].opt,
+                                       outs[i].path);
+        for (int j = 0; j < DF_COUNTOF(ins); j++)
+            if (ins[j].path && cli_same_file(outs[i].path, ins[j].path))
+                return cli_usage_error("%s %s would overwrite %s", outs[i].opt, outs[i].path, ins[j].opt);
+    }
+    /* every file there and every output writable before the model is loaded */
+    if (cli_check_input("", model, 1)) return 1;
+    for (int j = 1; j < DF_COUNTOF(ins); j++)
+        if (ins[j].path && cli_check_input(ins[j].opt, ins[j].path, 0)) return 1;
+    for (int i = 0; i < DF_COUNTOF(outs); i++)
+        if (outs[i].path && cli_check_output(outs[i].opt, outs[i].path, i == 3)) return 1;
+#undef GIVEN
     df_model *m;
     df_scheduler_config sc;
-    df_status st = df_pipeline_load(pos[0], raw, &m, &sc);
+    df_status st = df_pipeline_load(model, raw, &m, &sc);
     if (st) return cli_fail(st);
     const df_unet_config *cfg = df_model_config(m);
     df_schedule sched;
@@ -171,12 +215,6 @@ int cmd_sample(int argc, char **argv) {
         return cli_fail(st);
     }
     sp.steps = steps ? steps : (sp.kind == DF_SAMPLER_DDPM ? sched.T : 50);
-    if (sp.steps > sched.T) {
-        fprintf(stderr, "diffuse sample: --steps %d is more than the model's %d training timesteps\n", sp.steps, sched.T);
-        df_model_free(m);
-        df_schedule_free(&sched);
-        return 2;
-    }
     sp.eta = eta;
     sp.karras_sigmas = karras;
     sp.variance_large = large;
@@ -187,7 +225,16 @@ int cmd_sample(int argc, char **argv) {
     const int c = cfg->in_channels, h = cfg->sample_size > 0 ? cfg->sample_size : 32, w = h;
     const size_t dim = (size_t)c * h * w;
 
-    int k = cfg->num_class_embeds, lab[1024], nlab = 0;
+    /* what only the model can tell: its timesteps and classes */
+    int k = cfg->num_class_embeds;
+    if (sp.steps > sched.T) rc = cli_usage_error("--steps %d: the model has only %d timesteps", sp.steps, sched.T);
+    else if (labels_text && !k) rc = cli_usage_error("--labels: this model is unconditional (it has no classes)");
+    else if (labels_text) rc = cli_parse_list("sample", "--labels", labels_text, 0, k - 1, lab, 1024, &nlab);
+    if (rc) {
+        df_model_free(m);
+        df_schedule_free(&sched);
+        return rc;
+    }
     rc = 1;
     float *x = malloc(sizeof(float) * (size_t)n * dim), *src = NULL, *mask = NULL;
     int *labels = k ? malloc(sizeof(int) * (size_t)n) : NULL;
@@ -197,31 +244,22 @@ int cmd_sample(int argc, char **argv) {
         st = df_fail(DF_ERR_NOMEM, "out of memory for %d images", n);
         goto fail;
     }
-    if (labels_text && !k) {
-        fprintf(stderr, "diffuse sample: --labels: this model is unconditional\n");
-        rc = 2;
-        goto done;
-    }
     if (k) {
-        if (labels_text) {
-            if (cli_parse_list("sample", "--labels", labels_text, 0, k - 1, lab, 1024, &nlab)) {
-                rc = 2;
-                goto done;
-            }
-        } else {
+        if (!labels_text)
             for (nlab = 0; nlab < k && nlab < 1024; nlab++) lab[nlab] = nlab;
-        }
         for (int i = 0; i < n; i++) labels[i] = lab[(int)((long)i * nlab / n)];
         if (!cols && n % nlab == 0) cols = n / nlab;
     }
     if (init_image || inpaint) {
         src = malloc(sizeof(float) * dim);
-        if (!src || (st = load_image_as(init_image ? init_image : inpaint, c, h, w, src))) goto fail;
+        if (!src) st = df_fail(DF_ERR_NOMEM, "out of memory");
+        if (st || (st = load_image_as(init_image ? init_image : inpaint, c, h, w, src))) goto fail;
     }
     if (mask_path) {
         float *mm = malloc(sizeof(float) * (size_t)h * w);
         mask = malloc(sizeof(float) * dim);
-        if (!mm || !mask || (st = load_image_as(mask_path, 1, h, w, mm))) {
+        if (!mm || !mask) st = df_fail(DF_ERR_NOMEM, "out of memory");
+        if (st || (st = load_image_as(mask_path, 1, h, w, mm))) {
             free(mm);
             goto fail;
         }
@@ -276,10 +314,7 @@ int cmd_sample(int argc, char **argv) {
     if (out && (st = df_image_save_grid(out, x, n, c, h, w, cols, 2))) goto fail;
     if (out) fprintf(stderr, "wrote %s (%d images)\n", out, n);
     if (out_dir) {
-        if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) {
-            st = df_fail(DF_ERR_IO, "%s: cannot create directory: %s", out_dir, strerror(errno));
-            goto fail;
-        }
+        if ((st = df_mkdir_p(out_dir))) goto fail;
         for (int i = 0; i < n && !st; i++) {
             char p[4200];
             snprintf(p, sizeof p, "%s/%06d.png", out_dir, i);
@@ -303,8 +338,10 @@ int cmd_sample(int argc, char **argv) {
         }
         for (int f = 0; f < watch.nframes; f++)
             df_image_grid(watch.frames + (size_t)f * watch.frame_size, fn, c, h, w, fc, 2, grids + (size_t)f * gsize, &gh, &gw);
-        if (ends_with(animate, ".gif")) st = df_image_save_gif(animate, grids, watch.nframes, c, gh, gw, 150, 1500);
-        else st = df_image_save_grid(animate, grids, watch.nframes, c, gh, gw, watch.nframes, 4);
+        if (cli_has_suffix(animate, ".gif"))
+            st = df_image_save_gif(animate, grids, watch.nframes, c, gh, gw, 150, 1500);
+        else
+            st = df_image_save_grid(animate, grids, watch.nframes, c, gh, gw, watch.nframes, 4);
         free(grids);
         if (st) goto fail;
         fprintf(stderr, "wrote %s (%d frames)\n", animate, watch.nframes);

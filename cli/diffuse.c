@@ -5,22 +5,7 @@
 #include "internal.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-
-static const char *prog = "diffuse";
-
-int cli_die(const char *fmt, const char *arg) {
-    fprintf(stderr, "%s: ", prog);
-    fprintf(stderr, fmt, arg);
-    fputc('\n', stderr);
-    return 1;
-}
-
-int cli_fail(df_status st) {
-    fprintf(stderr, "%s: %s\n", prog, df_error());
-    return st ? 1 : 0;
-}
 
 /* The commands: name, entry point, --help text, one line for the overview. */
 static const struct {
@@ -44,55 +29,70 @@ static void usage(FILE *f) {
                "example: diffuse train --minutes 20 && diffuse sample runs/fmnist-s --out samples.png\n");
 }
 
-/* Remove "--threads N" from argv (it applies to every command). */
+/* The top level's usage line: after an unknown or missing command. */
+static const char top_usage[] = "usage: diffuse <command> [options]  "
+                                "(commands: train, sample, noise, info, init, predict; diffuse --help for more)\n";
+
+/* Remove "--threads N" or "--threads=N" from argv (it applies to every command). Returns 0 or 2. */
 static int take_threads(int *argc, char **argv) {
     for (int i = 1; i < *argc; i++) {
-        if (strcmp(argv[i], "--threads") != 0) continue;
-        if (i + 1 >= *argc) return cli_die("%s needs a number", "--threads");
-        char *end;
-        long n = strtol(argv[i + 1], &end, 10);
-        if (*end || n < 1 || n > 1024) return cli_die("--threads: not a thread count: %s", argv[i + 1]);
+        if (strcmp(argv[i], "--") == 0) break;
+        int joined = strncmp(argv[i], "--threads=", 10) == 0;
+        if (!joined && strcmp(argv[i], "--threads") != 0) continue;
+        if (!joined && i + 1 >= *argc) return cli_usage_error("--threads needs a value");
+        long n;
+        int rc = cli_int("--threads", joined ? argv[i] + 10 : argv[i + 1], 1, 1024, &n);
+        if (rc) return rc;
         df_set_num_threads((int)n);
-        for (int j = i; j + 2 <= *argc; j++) argv[j] = argv[j + 2];
-        *argc -= 2;
+        int drop = joined ? 1 : 2;
+        for (int j = i; j + drop <= *argc; j++) argv[j] = argv[j + drop];
+        *argc -= drop;
         i--;
     }
     return 0;
 }
 
-int cli_int(const char *opt, const char *text, long lo, long hi, long *out) {
-    char *end;
-    long v = strtol(text, &end, 10);
-    if (!*text || *end || v < lo || v > hi) {
-        fprintf(stderr, "%s: %s: expected a whole number from %ld to %ld, got \"%s\"\n", prog, opt, lo, hi, text);
-        return 1;
-    }
-    *out = v;
-    return 0;
+/* The entry of `name` in the command table, or -1. */
+static int find_command(const char *name) {
+    for (int i = 0; i < NCOMMANDS; i++)
+        if (strcmp(name, commands[i].name) == 0) return i;
+    return -1;
 }
 
 int main(int argc, char **argv) {
     df_prefer_passive_threads(argv);
-    if (take_threads(&argc, argv)) return 2;
-    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    /* the command, looked for past any leading --threads, so that errors in --threads name it */
+    int first = 1;
+    while (first < argc && (strcmp(argv[first], "--threads") == 0 || strncmp(argv[first], "--threads=", 10) == 0))
+        first += argv[first][9] ? 1 : 2;
+    int ci = first < argc ? find_command(argv[first]) : -1;
+    if (ci >= 0) cli_set_command(commands[ci].name, commands[ci].usage);
+    else cli_set_command(NULL, top_usage);
+    int rc = take_threads(&argc, argv);
+    if (rc) return rc;
+    if (argc < 2) return cli_usage_error("no command given");
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        int hi = strcmp(cmd, "help") == 0 && argc > 2 ? find_command(argv[2]) : -1;
+        if (hi >= 0) fputs(commands[hi].usage, stdout);
+        else if (strcmp(cmd, "help") == 0 && argc > 2) return cli_usage_error("help: unknown command \"%s\"", argv[2]);
+        else usage(stdout);
+        return 0;
     }
-    if (strcmp(argv[1], "--version") == 0) {
+    if (strcmp(cmd, "--version") == 0) {
         printf("diffuse %s\n", DIFFUSE_VERSION);
         return 0;
     }
-    const char *cmd = argv[1];
-    for (int i = 0; i < NCOMMANDS; i++) {
-        if (strcmp(cmd, commands[i].name) != 0) continue;
-        for (int j = 2; j < argc; j++)
-            if (strcmp(argv[j], "-h") == 0 || strcmp(argv[j], "--help") == 0) {
-                fputs(commands[i].usage, stdout);
-                return 0;
-            }
-        return commands[i].run(argc - 2, argv + 2);
+    ci = find_command(cmd);
+    if (ci < 0) {
+        cli_set_command(NULL, top_usage);
+        if (cmd[0] == '-') return cli_usage_error("unknown option %s (options go after the command)", cmd);
+        return cli_usage_error("unknown command \"%s\"", cmd);
     }
-    fprintf(stderr, "%s: unknown command '%s'\n", prog, cmd);
-    usage(stderr);
-    return 2;
+    for (int j = 2; j < argc && strcmp(argv[j], "--") != 0; j++)
+        if (strcmp(argv[j], "-h") == 0 || strcmp(argv[j], "--help") == 0) {
+            fputs(commands[ci].usage, stdout);
+            return 0;
+        }
+    return commands[ci].run(argc - 2, argv + 2);
 }

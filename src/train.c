@@ -733,15 +733,18 @@ df_status df_train(const df_train_params *params) {
     if (!p->resume && p->max_steps <= 0 && p->max_epochs <= 0 && p->max_minutes <= 0)
         return df_fail(DF_ERR_ARG, "no budget: give a number of steps, epochs or minutes");
     if (p->nonfinite_skip < 0) return df_fail(DF_ERR_ARG, "nonfinite_skip %d must not be negative", p->nonfinite_skip);
-    df_status st = df_mkdir_p(p->out_dir);
+    df_status st = DF_OK;
     char latest[4300];
     struct stat lsb;
     snprintf(latest, sizeof latest, "%s/latest", p->out_dir);
-    if (!st && !p->resume && lstat(latest, &lsb) == 0)
+    if (!p->resume && lstat(latest, &lsb) == 0)
         st = df_fail(DF_ERR_ARG, "%s already holds a run: resume it (--resume) or choose another output directory",
                      p->out_dir);
-    if (!st) remove_leftovers(p->out_dir);
+    /* the output directory is made only once the model and data have loaded: a run that cannot start
+     * leaves nothing behind */
     if (!st) st = open_run(&tr);
+    if (!st && !p->resume) st = df_mkdir_p(p->out_dir);
+    if (!st) remove_leftovers(p->out_dir);
     if (st) {
         trainer_free(&tr);
         return st;

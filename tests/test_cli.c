@@ -70,7 +70,7 @@ TEST(cli_init_info_and_errors) {
     CHECK(run("predict --bogus a b c", err, sizeof err) != 0 && strstr(err, "--bogus"), "unknown option named: %s", err);
     CHECK(run("info /nonexistent/dir", err, sizeof err) == 1 && strstr(err, "/nonexistent/dir"),
           "missing model named: %s", err);
-    CHECK(run("init --preset nosuch /tmp/x", err, sizeof err) == 1 && strstr(err, "nosuch"), "bad preset named: %s", err);
+    CHECK(run("init --preset nosuch /tmp/x", err, sizeof err) == 2 && strstr(err, "nosuch"), "bad preset named: %s", err);
     /* a corrupt weights file gives one line naming it, and no output file */
     char bad[700], out[700];
     snprintf(bad, sizeof bad, "%s/diffusion_pytorch_model.safetensors", dir);

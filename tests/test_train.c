@@ -206,6 +206,8 @@ TEST(train_resume_is_bit_exact) {
     /* resuming where there is nothing to resume is a clear error */
     q.out_dir = "/nonexistent/run";
     CHECK(df_train(&q) == DF_ERR_IO && strstr(df_error(), "/nonexistent/run"), "resume without a run: %s", df_error());
+    struct stat nsb;
+    CHECK(stat("/nonexistent/run", &nsb) != 0, "a failed resume created its output directory");
 }
 
 static int run_cli(const char *args) {

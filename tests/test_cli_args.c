@@ -1,0 +1,408 @@
+/* Bad arguments to every command of the `diffuse` CLI: unknown options, missing or malformed values, values
+ * out of range, contradictory options, missing files and directories given as files. Each must fail early
+ * with one line "diffuse <cmd>: ..." naming the culprit (and the usage line after a usage error), the right
+ * exit code, nothing on stdout, and no output file. */
+#define _XOPEN_SOURCE 700   /* realpath */
+#include "test.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+/* The fixtures: $T the scratch directory (the command runs there, so a default output would land in it),
+ * $M a model directory, $I its io.safetensors, $C its config.json, $P a small PNG, $X a text file, $B a
+ * config that is not JSON, $R a directory that holds a run. $T/adir and $T/adir.png are directories. */
+typedef struct {
+    char t[PATH_MAX], m[PATH_MAX], bin[PATH_MAX];
+} fixture;
+
+static void expand(const fixture *fx, const char *args, char *out, size_t cap) {
+    size_t n = 0;
+    out[0] = 0;
+    for (const char *p = args; *p && n + 1 < cap; p++) {
+        char buf[PATH_MAX + 64];
+        const char *rep = NULL;
+        if (p[0] == '$' && p[1]) {
+            switch (p[1]) {
+            case 'T': rep = fx->t; break;
+            case 'M': rep = fx->m; break;
+            case 'I': snprintf(buf, sizeof buf, "%s/io.safetensors", fx->m), rep = buf; break;
+            case 'C': snprintf(buf, sizeof buf, "%s/config.json", fx->m), rep = buf; break;
+            case 'P': snprintf(buf, sizeof buf, "%s/in.png", fx->t), rep = buf; break;
+            case 'X': snprintf(buf, sizeof buf, "%s/notes.txt", fx->t), rep = buf; break;
+            case 'B': snprintf(buf, sizeof buf, "%s/bad.json", fx->t), rep = buf; break;
+            case 'R': snprintf(buf, sizeof buf, "%s/oldrun", fx->t), rep = buf; break;
+            }
+        }
+        if (rep) {
+            n += (size_t)snprintf(out + n, cap - n, "%s", rep);
+            p++;
+        } else {
+            out[n++] = *p;
+            out[n] = 0;
+        }
+    }
+}
+
+static void write_text(const char *dir, const char *name, const char *text) {
+    char p[PATH_MAX + 64];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+static void make_dir(const char *dir, const char *name) {
+    char p[PATH_MAX + 64];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    mkdir(p, 0755);
+}
+
+static int setup(fixture *fx) {
+    char g[PATH_MAX + 32], t[PATH_MAX];
+    snprintf(g, sizeof g, "%s/fmnist-s", test_golden_dir());
+    snprintf(t, sizeof t, "%s/args", test_tmp_dir());
+    mkdir(t, 0755);
+    if (!realpath(g, fx->m) || !realpath(t, fx->t) || !realpath(test_bin_dir(), fx->bin)) {
+        CHECK(0, "fixtures: cannot resolve %s, %s or %s", g, t, test_bin_dir());
+        return 0;
+    }
+    float px[16 * 16];
+    for (int i = 0; i < 16 * 16; i++) px[i] = (float)(i % 16) / 8 - 1;
+    char p[PATH_MAX + 32];
+    snprintf(p, sizeof p, "%s/in.png", fx->t);
+    CHECK_OK(df_image_save_png(p, px, 1, 16, 16));
+    write_text(fx->t, "notes.txt", "not a model\n");
+    write_text(fx->t, "bad.json", "{\"sample_size\": 28,");
+    make_dir(fx->t, "adir");
+    make_dir(fx->t, "adir.png");
+    make_dir(fx->t, "oldrun");
+    make_dir(fx->t, "oldrun/latest");
+    return 1;
+}
+
+/* Outputs the cases might write: none may exist after a failed command. */
+static const char *const outputs[] = {
+    "o.png", "o.jpg", "o.npy", "o.gif", "o.mp4", "o2.png", "o.safetensors", "odir", "orun", "omodel",
+    "samples.png", "runs", "missing", "m.png", "strip.png",
+};
+
+static int exists(const char *dir, const char *name) {
+    char p[PATH_MAX + 64];
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return stat(p, &sb) == 0;
+}
+
+/* Runs `diffuse ARGS` in $T; returns the exit code (-1 if killed), stderr and stdout in err and out. */
+static int run(const fixture *fx, const char *args, char *err, size_t errcap, char *out, size_t outcap) {
+    char cmd[4 * PATH_MAX + 8192], ef[PATH_MAX + 32], of[PATH_MAX + 32];
+    snprintf(ef, sizeof ef, "%s/../args-stderr.txt", fx->t);
+    snprintf(of, sizeof of, "%s/../args-stdout.txt", fx->t);
+    /* the time limit turns a check that let work start into a failure instead of a long run */
+    snprintf(cmd, sizeof cmd, "cd %s && timeout 30 %s/diffuse %s >%s 2>%s", fx->t, fx->bin, args, of, ef);
+    int st = system(cmd);
+    char *bufs[2] = {err, out};
+    size_t caps[2] = {errcap, outcap};
+    const char *files[2] = {ef, of};
+    for (int k = 0; k < 2; k++) {
+        bufs[k][0] = 0;
+        FILE *f = fopen(files[k], "r");
+        if (f) {
+            size_t n = fread(bufs[k], 1, caps[k] - 1, f);
+            bufs[k][n] = 0;
+            fclose(f);
+        }
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+typedef struct {
+    const char *args;    /* with the fixtures' $ names */
+    int         code;    /* 2: a usage error (the usage line follows), 1: a file or model problem */
+    const char *named;   /* what the first line must mention */
+} bad_case;
+
+static const bad_case cases[] = {
+    /* the top level */
+    {"", 2, "no command"},
+    {"frobnicate", 2, "frobnicate"},
+    {"--bogus", 2, "--bogus"},
+    {"--threads", 2, "--threads"},
+    {"--threads 0 info $M", 2, "--threads"},
+    {"--threads=many info $M", 2, "--threads"},
+    {"help nosuch", 2, "nosuch"},
+    /* train: unknown options, values */
+    {"train --bogus --steps 1 --out $T/orun", 2, "--bogus"},
+    {"train --step 5 --out $T/orun", 2, "--step"},
+    {"train --steps", 2, "--steps"},
+    {"train --steps -5 --out $T/orun", 2, "--steps"},
+    {"train --steps 0 --out $T/orun", 2, "--steps"},
+    {"train --steps 1e3 --out $T/orun", 2, "--steps"},
+    {"train --steps 1 --steps 2 --out $T/orun", 2, "--steps"},
+    {"train --steps 1 --batch 0 --out $T/orun", 2, "--batch"},
+    {"train --steps 1 --batch 5000 --out $T/orun", 2, "--batch"},
+    {"train --steps 1 --lr -1 --out $T/orun", 2, "--lr"},
+    {"train --steps 1 --lr nan --out $T/orun", 2, "--lr"},
+    {"train --steps 1 --minutes 0 --out $T/orun", 2, "--minutes"},
+    {"train --steps 1 --seed abc --out $T/orun", 2, "--seed"},
+    {"train --steps 1 --seed -1 --out $T/orun", 2, "--seed"},
+    {"train --steps 1 --seed 99999999999999999999999 --out $T/orun", 2, "--seed"},
+    {"train --steps 1 --ema-decay 1.5 --out $T/orun", 2, "--ema-decay"},
+    {"train --steps 1 --timesteps 1 --out $T/orun", 2, "--timesteps"},
+    {"train --steps 1 --flip=yes --out $T/orun", 2, "--flip"},
+    {"train --steps 1 --out", 2, "--out"},
+    {"train --out --steps 1", 2, "--out"},
+    {"train --steps 1 --out $T/orun extra", 2, "extra"},
+    {"train --steps 1 --schedule nosuch --out $T/orun", 2, "nosuch"},
+    {"train --steps 1 --prediction x0 --out $T/orun", 2, "x0"},
+    {"train --steps 1 --optimizer adam --out $T/orun", 2, "adam"},
+    {"train --steps 1 --lr-decay step --out $T/orun", 2, "--lr-decay"},
+    {"train --steps 1 --preset nosuch --out $T/orun", 2, "nosuch"},
+    {"train --steps 1 --size 30 --out $T/orun", 2, "--size"},
+    /* train: contradictions */
+    {"train --out $T/orun", 2, "budget"},
+    {"train --steps 1 --preset cifar10 --config $C --out $T/orun", 2, "--preset"},
+    {"train --steps 1 --config $C --init $M --out $T/orun", 2, "--init"},
+    {"train --resume --init $M --out $T/orun", 2, "--init"},
+    {"train --resume --preset cifar10 --out $R", 2, "--preset"},
+    {"train --resume --batch 8 --out $R", 2, "--batch"},
+    {"train --resume --lr 0.01 --out $R", 2, "--lr"},
+    {"train --resume --data $T/adir --out $R", 2, "--data"},
+    {"train --steps 1 --optimizer sgd --beta2 0.9 --out $T/orun", 2, "--beta2"},
+    {"train --steps 1 --momentum 0.5 --out $T/orun", 2, "--momentum"},
+    {"train --steps 1 --no-ema --ema-decay 0.9 --out $T/orun", 2, "--ema-decay"},
+    {"train --steps 1 --beta-start 0.02 --beta-end 0.001 --out $T/orun", 2, "--beta-end"},
+    {"train --steps 1 --schedule squaredcos_cap_v2 --beta-end 0.01 --out $T/orun", 2, "--beta-end"},
+    {"train --steps 1 --timesteps 20 --sample-steps 50 --out $T/orun", 2, "--sample-steps"},
+    {"train --steps 1 --timesteps 20 --out $T/orun", 2, "--sample-steps 50 (the default)"},
+    {"train --steps 1 --init $T/orun --out $T/orun", 2, "--init"},
+    {"train --steps 1 --data $T/adir --out $T/adir", 2, "--data"},
+    /* train: files */
+    {"train --steps 1 --data $T/missing --out $T/orun", 1, "missing"},
+    {"train --steps 1 --config $T/missing.json --out $T/orun", 1, "missing.json"},
+    {"train --steps 1 --config $T/adir --out $T/orun", 1, "adir"},
+    {"train --steps 1 --config $B --out $T/orun", 1, "bad.json"},
+    {"train --steps 1 --init $X --out $T/orun", 1, "notes.txt"},
+    {"train --steps 1 --init $T/missing --out $T/orun", 1, "missing"},
+    {"train --resume --out $T/orun", 1, "orun"},
+    {"train --steps 1 --out $X", 1, "notes.txt"},
+    {"train --steps 1 --out $R", 1, "oldrun"},
+    /* sample: values */
+    {"sample", 2, "model"},
+    {"sample $M $M", 2, "unexpected"},
+    {"sample $M --bogus", 2, "--bogus"},
+    {"sample $M --n 0", 2, "--n"},
+    {"sample $M --n 3x", 2, "--n"},
+    {"sample $M --n", 2, "--n"},
+    {"sample $M --batch -1", 2, "--batch"},
+    {"sample $M --steps 0", 2, "--steps"},
+    {"sample $M --eta 1.5", 2, "--eta"},
+    {"sample $M --eta -0.1", 2, "--eta"},
+    {"sample $M --init-image $P --strength 0", 2, "--strength"},
+    {"sample $M --init-image $P --strength 1.5", 2, "--strength"},
+    {"sample $M --seed 0x10", 2, "--seed"},
+    {"sample $M --sampler nosuch", 2, "nosuch"},
+    {"sample $M --spacing odd", 2, "odd"},
+    {"sample $M --labels 1,x", 2, "--labels"},
+    {"sample $M --labels 1,,2", 2, "--labels"},
+    {"sample $M --labels 1,2,", 2, "--labels"},
+    {"sample $M --labels -1", 2, "--labels"},
+    {"sample $M --raw=1", 2, "--raw"},
+    {"sample $M --out=", 2, "--out"},
+    {"sample $M --out --n 2", 2, "--out"},
+    {"sample $M --frames 1 --animate $T/o.gif", 2, "--frames"},
+    /* sample: contradictions */
+    {"sample $M --sampler euler --eta 0.3", 2, "--eta"},
+    {"sample $M --karras", 2, "--karras"},
+    {"sample $M --sampler heun --large-variance", 2, "--large-variance"},
+    {"sample $M --init-image $P", 2, "--strength"},
+    {"sample $M --strength 0.5", 2, "--strength"},
+    {"sample $M --init-image $P --strength 0.5 --inpaint $P --mask $P", 2, "--inpaint"},
+    {"sample $M --inpaint $P", 2, "--mask"},
+    {"sample $M --mask $P", 2, "--mask"},
+    {"sample $M --jump-n 3", 2, "--jump-n"},
+    {"sample $M --inpaint $P --mask $P --sampler euler", 2, "--sampler"},
+    {"sample $M --frames 5 --out $T/o.png", 2, "--frames"},
+    {"sample $M --cols 4 --npy $T/o.npy", 2, "--cols"},
+    {"sample $M --out $T/o.jpg", 2, "o.jpg"},
+    {"sample $M --npy $T/o.png", 2, "--npy"},
+    {"sample $M --animate $T/o.mp4", 2, "--animate"},
+    {"sample $M --out $T/o.png --animate $T/o.png", 2, "--animate"},
+    {"sample $M --out $T/o.png --animate $T/./o.png", 2, "--animate"},
+    {"sample $M --out $P --init-image $P --strength 0.5", 2, "--init-image"},
+    {"sample $M --out-dir $M", 2, "MODEL"},
+    {"sample $M --labels 3 --out $T/o.png", 2, "unconditional"},
+    {"sample $M --steps 5000 --out $T/o.png", 2, "--steps"},
+    /* sample: files */
+    {"sample $T/missing", 1, "missing"},
+    {"sample $X", 1, "notes.txt"},
+    {"sample $T/adir", 1, "adir"},
+    {"sample $M --init-image $T/missing.png --strength 0.5 --out $T/o.png", 1, "missing.png"},
+    {"sample $M --init-image $T/adir --strength 0.5 --out $T/o.png", 1, "adir"},
+    {"sample $M --inpaint $P --mask $T/missing.png --out $T/o.png", 1, "missing.png"},
+    {"sample $M --out $T/missing/o.png", 1, "missing"},
+    {"sample $M --out $T/adir.png", 1, "adir.png"},
+    {"sample $M --out-dir $X", 1, "notes.txt"},
+    {"sample $M --npy $T/missing/o.npy", 1, "missing"},
+    /* noise */
+    {"noise", 2, "IMAGE"},
+    {"noise $P", 2, "OUT.png"},
+    {"noise --demo", 2, "OUT.png"},
+    {"noise $P $T/o.png $T/o2.png", 2, "o2.png"},
+    {"noise --demo $P $T/o.png", 2, "--demo"},
+    {"noise $P $T/o.png --bogus", 2, "--bogus"},
+    {"noise $P $T/o.png --steps 0,5,x", 2, "--steps"},
+    {"noise $P $T/o.png --steps", 2, "--steps"},
+    {"noise $P $T/o.png --size 0", 2, "--size"},
+    {"noise $P $T/o.png --size 5000", 2, "--size"},
+    {"noise $P $T/o.png --timesteps 10 --steps 10", 2, "T = 10"},
+    {"noise $P $T/o.png --schedule cosine2", 2, "cosine2"},
+    {"noise $P $T/o.png --seed 1.5", 2, "--seed"},
+    {"noise $P $T/o.png --gray --gray", 2, "--gray"},
+    {"noise --demo $T/o.png --size 4096 --steps 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16", 2, "--size"},
+    {"noise $P $P", 2, "IMAGE"},
+    {"noise $P $T/o.jpg", 2, "o.jpg"},
+    {"noise $T/missing.png $T/o.png", 1, "missing.png"},
+    {"noise $T/adir $T/o.png", 1, "adir"},
+    {"noise $X $T/o.png", 1, "notes.txt"},
+    {"noise $P $T/missing/o.png", 1, "missing"},
+    {"noise $P $T/adir.png", 1, "adir.png"},
+    /* info */
+    {"info", 2, "model"},
+    {"info $M $M", 2, "unexpected"},
+    {"info --verbose $M", 2, "--verbose"},
+    {"info $T/missing", 1, "missing"},
+    {"info $X", 1, "notes.txt"},
+    {"info $T/adir", 1, "adir"},
+    /* init */
+    {"init $T/omodel", 2, "--preset"},
+    {"init --preset fmnist-s", 2, "OUT_DIR"},
+    {"init --preset fmnist-s --config $C $T/omodel", 2, "--config"},
+    {"init --preset nosuch $T/omodel", 2, "nosuch"},
+    {"init --preset fmnist-s --seed x $T/omodel", 2, "--seed"},
+    {"init --preset fmnist-s --preset cifar10 $T/omodel", 2, "--preset"},
+    {"init --preset fmnist-s $T/omodel extra", 2, "extra"},
+    {"init --preset", 2, "--preset"},
+    {"init --config $T/missing.json $T/omodel", 1, "missing.json"},
+    {"init --config $T/adir $T/omodel", 1, "adir"},
+    {"init --config $B $T/omodel", 1, "bad.json"},
+    {"init --preset fmnist-s $X", 1, "notes.txt"},
+    /* predict */
+    {"predict", 2, "MODEL_DIR"},
+    {"predict $M $I", 2, "OUT"},
+    {"predict $M $I $T/o.safetensors extra", 2, "extra"},
+    {"predict --grad $M $I $T/o.safetensors", 2, "--grad"},
+    {"predict $M $I $I", 2, "overwrite"},
+    {"predict $T/missing $I $T/o.safetensors", 1, "missing"},
+    {"predict $X $I $T/o.safetensors", 1, "notes.txt"},
+    {"predict $M $T/missing.safetensors $T/o.safetensors", 1, "missing.safetensors"},
+    {"predict $M $T/adir $T/o.safetensors", 1, "adir"},
+    {"predict $M $I $T/missing/o.safetensors", 1, "missing"},
+    {"predict $M $I $T/adir.png", 1, "adir.png"},
+    {"predict $M $P $T/o.safetensors", 1, "in.png"},
+};
+
+/* The command a case runs ("" for the top level): its first word, when that names one. */
+static void command_of(const char *args, char *cmd, size_t cap) {
+    static const char *const names[] = {"train", "sample", "noise", "info", "init", "predict"};
+    const char *a = args;
+    int skip = strncmp(a, "--threads=", 10) == 0 ? 1 : strncmp(a, "--threads ", 10) == 0 ? 2 : 0;
+    for (; skip > 0 && *a; skip--) a = strchr(a, ' ') ? strchr(a, ' ') + 1 : a + strlen(a);
+    cmd[0] = 0;
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        size_t n = strlen(names[i]);
+        if (strncmp(a, names[i], n) == 0 && (a[n] == ' ' || a[n] == 0)) snprintf(cmd, cap, "%s", names[i]);
+    }
+}
+
+TEST(cli_args_bad_arguments_fail_early_and_clearly) {
+    fixture fx;
+    if (!setup(&fx)) return;
+    char p[PATH_MAX + 32];
+    snprintf(p, sizeof p, "%s/in.png", fx.t);
+    struct stat before;
+    CHECK(stat(p, &before) == 0, "fixture %s", p);
+    int failed_cases = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const bad_case *c = &cases[i];
+        char args[4096], err[8192], out[2048], cmd[16], prefix[64], first[2048] = "";
+        expand(&fx, c->args, args, sizeof args);
+        int rc = run(&fx, args, err, sizeof err, out, sizeof out);
+        if (getenv("DIFFUSE_VERBOSE")) printf("    [%d] diffuse %s\n%s", rc, c->args, err);
+        command_of(c->args, cmd, sizeof cmd);
+        snprintf(prefix, sizeof prefix, cmd[0] ? "diffuse %s: " : "diffuse: ", cmd);
+        size_t len = strcspn(err, "\n");
+        snprintf(first, sizeof first, "%.*s", (int)len, err);
+        const char *rest = err[len] ? err + len + 1 : err + len;
+        int lines = 0;
+        for (const char *q = err; *q; q++) lines += *q == '\n';
+        int bad = 0;
+#define EXPECT(cond, ...)             \
+    do {                              \
+        if (!(cond)) {                \
+            CHECK(cond, __VA_ARGS__); \
+            bad = 1;                  \
+        }                             \
+    } while (0)
+        EXPECT(rc == c->code, "\"%s\": exit %d, expected %d; stderr: %s", c->args, rc, c->code, err);
+        EXPECT(strncmp(first, prefix, strlen(prefix)) == 0, "\"%s\": first line does not start with \"%s\": %s",
+               c->args, prefix, first);
+        EXPECT(strstr(first, c->named) != NULL, "\"%s\": first line does not name \"%s\": %s", c->args, c->named,
+               first);
+        if (c->code == 2) {
+            char usage[64];
+            snprintf(usage, sizeof usage, "usage: diffuse %s", cmd[0] ? cmd : "<command>");
+            EXPECT(strncmp(rest, usage, strlen(usage)) == 0 && strstr(rest, "--help"),
+                   "\"%s\": the usage line (\"%s ... --help ...\") does not follow: %s", c->args, usage, err);
+            EXPECT(lines >= 2 && lines <= 3, "\"%s\": %d lines on stderr, expected the error and the usage line: %s",
+                   c->args, lines, err);
+        } else {
+            EXPECT(lines == 1, "\"%s\": %d lines on stderr, expected one: %s", c->args, lines, err);
+        }
+        EXPECT(!strstr(err, "Sanitizer") && !strstr(err, "Segmentation") && !strstr(err, "runtime error"),
+               "\"%s\": crashed: %s", c->args, err);
+        EXPECT(out[0] == 0, "\"%s\": printed on stdout: %s", c->args, out);
+        for (size_t k = 0; k < sizeof outputs / sizeof *outputs; k++)
+            if (exists(fx.t, outputs[k])) {
+                EXPECT(0, "\"%s\": left %s/%s behind", c->args, fx.t, outputs[k]);
+                char rm[PATH_MAX + 64];
+                snprintf(rm, sizeof rm, "rm -rf '%s/%s'", fx.t, outputs[k]);
+                if (system(rm) != 0) CHECK(0, "cannot remove %s/%s", fx.t, outputs[k]);
+            }
+#undef EXPECT
+        failed_cases += bad;
+    }
+    struct stat after;
+    CHECK(stat(p, &after) == 0 && after.st_size == before.st_size && after.st_mtime == before.st_mtime,
+          "the input %s was left as it was", p);
+    CHECK(failed_cases == 0, "%d of %zu bad argument lists were not handled as expected", failed_cases,
+          sizeof cases / sizeof *cases);
+}
+
+TEST(cli_args_help_is_full_and_on_stdout) {
+    fixture fx;
+    if (!setup(&fx)) return;
+    const char *const cmds[] = {"train", "sample", "noise", "info", "init", "predict"};
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+        const char *forms[] = {"%s --help", "%s -h", "help %s", "%s --steps 3 --help"};
+        for (size_t f = 0; f < sizeof forms / sizeof *forms; f++) {
+            char args[256], err[4096], out[8192], usage[64];
+            snprintf(args, sizeof args, forms[f], cmds[i]);
+            int rc = run(&fx, args, err, sizeof err, out, sizeof out);
+            snprintf(usage, sizeof usage, "usage: diffuse %s", cmds[i]);
+            int lines = 0;
+            for (const char *q = out; *q; q++) lines += *q == '\n';
+            CHECK(rc == 0 && err[0] == 0, "\"%s\": exit %d, stderr: %s", args, rc, err);
+            CHECK(strncmp(out, usage, strlen(usage)) == 0 && lines >= 3, "\"%s\": not the full help (%d lines): %s",
+                  args, lines, out);
+        }
+    }
+    char err[4096], out[8192];
+    CHECK(run(&fx, "--help", err, sizeof err, out, sizeof out) == 0 && strstr(out, "commands:") && !err[0],
+          "diffuse --help: the overview on stdout: %s%s", out, err);
+}
