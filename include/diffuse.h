@@ -180,6 +180,8 @@ typedef struct {
     const int *labels;
 } df_model_denoiser;
 df_status df_model_denoise(void *ctx, int n, const float *x, const float *t, float *out);
+/* The same with the labels given per call (a df_class_denoise_fn, for guidance); ctx's labels are ignored. */
+df_status df_model_class_denoise(void *ctx, int n, const float *x, const float *t, const int *labels, float *out);
 
 /* Training mode turns dropout on, with masks drawn from `rng` (kept by pointer until the next call).
  * Eval mode (the default) turns it off. */
@@ -380,6 +382,74 @@ typedef struct {
     df_prediction      prediction;
 } df_gmm_denoiser;
 df_status df_gmm_denoise(void *ctx, int n, const float *x, const float *t, float *out);
+
+/* The mixture's components as classes: label k < K predicts as if x_0 came from component k alone, label K
+ * (the null class) as the whole mixture (a df_class_denoise_fn; ctx a df_gmm_denoiser). */
+df_status df_gmm_class_denoise(void *ctx, int n, const float *x, const float *t, const int *labels, float *out);
+/* The exact noisy classifier: log p(y | x_t) for y = labels[i] < K (summed over a sample's vectors) and its
+ * gradient with respect to x_t (a df_classifier_fn). */
+df_status df_gmm_classify(void *ctx, int n, const float *x, const float *t, const int *labels, double *logp,
+                          float *grad);
+
+/* ---- guidance ---------------------------------------------------------------------------------------- */
+
+/* A noise predictor that takes class labels (n values; a model's null class means "no class"). */
+typedef df_status (*df_class_denoise_fn)(void *ctx, int n, const float *x, const float *t, const int *labels,
+                                         float *out);
+/* A noisy classifier: log p(y = labels[i] | x_t) into logp (n values) and its gradient with respect to x_t
+ * into grad (n samples); either may be NULL when not wanted. */
+typedef df_status (*df_classifier_fn)(void *ctx, int n, const float *x, const float *t, const int *labels,
+                                      double *logp, float *grad);
+
+/* Classifier-free guidance (Ho & Salimans 2022): out = u + w (c - u), c the prediction for the requested
+ * labels and u for the null label, from one call of twice the batch (w = 1 calls once, conditionally).
+ * rescale phi in [0, 1] blends in the output rescaled to the conditional one's standard deviation (Lin et
+ * al. 2024). Use as a sampler's denoise function with ctx = the df_cfg; set labels (n values matching
+ * the sampler's batch), scale and rescale before sampling. */
+typedef struct {
+    df_class_denoise_fn fn;
+    void               *ctx;
+    size_t              dim;
+    int                 null_label;
+    const int          *labels;
+    double              scale, rescale;
+    /* owned scratch for the doubled batch */
+    int    cap;
+    float *x2, *t2, *out2;
+    int   *l2;
+} df_cfg;
+df_status df_cfg_init(df_cfg *g, df_class_denoise_fn fn, void *ctx, size_t dim, int null_label);   /* scale 1 */
+void      df_cfg_free(df_cfg *g);
+df_status df_cfg_denoise(void *ctx, int n, const float *x, const float *t, float *out);
+
+/* Classifier guidance (Dhariwal & Nichol 2021): shift each step by the scaled gradient of log p(y | x_t).
+ * The default is their Algorithm 2, eps_hat = eps - sqrt(1 - abar_t) s grad, valid for every sampler.
+ * ddpm_mean selects Algorithm 1 for the DDPM sampler: the step's mean moves by s Sigma grad exactly (give
+ * the sampler's timesteps, from df_sampler_timesteps, and its variance choice). fn's output is in
+ * `prediction`'s parameterisation and is returned in it. */
+typedef struct {
+    df_denoise_fn      fn;
+    void              *ctx;
+    df_classifier_fn   classify;
+    void              *classify_ctx;
+    const df_schedule *schedule;
+    df_prediction      prediction;
+    size_t             dim;
+    const int         *labels;
+    double             scale;
+    int                ddpm_mean, large_variance;
+    const float       *timesteps;
+    int                nsteps;
+    /* owned scratch */
+    int     cap;
+    float  *grad;
+    double *logp;
+} df_classifier_guidance;
+df_status df_classifier_guidance_init(df_classifier_guidance *g, df_denoise_fn fn, void *ctx,
+                                      df_classifier_fn classify, void *classify_ctx, const df_schedule *s,
+                                      df_prediction prediction, size_t dim);   /* scale 1, Algorithm 2 */
+void      df_classifier_guidance_free(df_classifier_guidance *g);
+df_status df_classifier_guidance_denoise(void *ctx, int n, const float *x, const float *t, float *out);
 
 /* ---- images ------------------------------------------------------------------------------------------ */
 

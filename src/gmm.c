@@ -92,17 +92,24 @@ void df_gmm_sample(const df_gmm *g, df_rng *rng, int n, size_t dim, float *x) {
         }
 }
 
-df_status df_gmm_denoise(void *ctx, int n, const float *x, const float *t, float *out) {
-    const df_gmm_denoiser *dn = ctx;
+/* The exact predictor and classifier at once. labels (n values, or NULL for all K) restrict sample i to
+ * component labels[i] (K: the whole mixture) for `out`; `logp` and `grad` (either may be NULL) get the
+ * noisy classifier log p(y = labels[i] | x_t) summed over the sample's independent vectors, and its
+ * gradient with respect to x_t: -Sigma_y^-1 (x - a mu_y) + sum_k gamma_k Sigma_k^-1 (x - a mu_k). */
+static df_status gmm_eval(const df_gmm_denoiser *dn, int n, const float *x, const float *t, const int *labels,
+                          float *out, double *logp, float *grad) {
     const df_gmm *g = dn->gmm;
     const int D = g->D, K = g->K;
     if (dn->dim % (size_t)D) return df_fail(DF_ERR_ARG, "gmm: sample size %zu is not a multiple of D = %d", dn->dim, D);
+    for (int i = 0; labels && i < n; i++)
+        if (labels[i] < 0 || labels[i] > K || ((logp || grad) && labels[i] == K))
+            return df_fail(DF_ERR_ARG, "gmm: label %d out of range 0..%d", labels[i], (logp || grad) ? K - 1 : K);
     const size_t per = dn->dim / (size_t)D;
     double *L = malloc(sizeof(double) * (size_t)K * D * D), *logdet = malloc(sizeof(double) * K),
-           *r = malloc(sizeof(double) * (size_t)K * D), *logp = malloc(sizeof(double) * K),
+           *r = malloc(sizeof(double) * (size_t)K * D), *lp = malloc(sizeof(double) * K),
            *C = malloc(sizeof(double) * D * D);
-    if (!L || !logdet || !r || !logp || !C) {
-        free(L), free(logdet), free(r), free(logp), free(C);
+    if (!L || !logdet || !r || !lp || !C) {
+        free(L), free(logdet), free(r), free(lp), free(C);
         return df_fail(DF_ERR_NOMEM, "gmm: out of memory");
     }
     for (int i = 0; i < n; i++) {
@@ -115,6 +122,8 @@ df_status df_gmm_denoise(void *ctx, int n, const float *x, const float *t, float
             for (int d = 0; d < D; d++) C[d * D + d] += 1 - ab;
             logdet[k] = cholesky(C, D, L + (size_t)k * D * D);
         }
+        int y = labels ? labels[i] : K;
+        if (logp) logp[i] = 0;
         for (size_t j = 0; j < per; j++) {
             double xv[64], x0[64], mx = -INFINITY, z = 0;
             for (int d = 0; d < D; d++) xv[d] = x[(size_t)i * dn->dim + j + d * per];
@@ -125,14 +134,25 @@ df_status df_gmm_denoise(void *ctx, int n, const float *x, const float *t, float
                 memcpy(diff, rk, sizeof(double) * D);
                 chol_solve(L + (size_t)k * D * D, D, rk);   /* rk = Sigma_t^-1 (x - a mu_k) */
                 for (int d = 0; d < D; d++) q += diff[d] * rk[d];
-                logp[k] = g->weight[k] > 0 ? log(g->weight[k]) - 0.5 * (q + logdet[k]) : -INFINITY;
-                if (logp[k] > mx) mx = logp[k];
+                lp[k] = g->weight[k] > 0 ? log(g->weight[k]) - 0.5 * (q + logdet[k]) : -INFINITY;
+                if (lp[k] > mx) mx = lp[k];
             }
-            for (int k = 0; k < K; k++) z += logp[k] = exp(logp[k] - mx);   /* posterior responsibilities */
-            /* E[x_0 | x_t] = sum_k gamma_k (mu_k + a S_k Sigma_t^-1 (x - a mu_k)); stable as abar -> 0 */
+            for (int k = 0; k < K; k++) z += lp[k] = exp(lp[k] - mx);   /* posterior responsibilities */
+            if (logp || grad) {
+                if (logp) logp[i] += log(lp[y] / z);
+                for (int d = 0; grad && d < D; d++) {
+                    double gd = -r[(size_t)y * D + d];
+                    for (int k = 0; k < K; k++) gd += lp[k] / z * r[(size_t)k * D + d];
+                    grad[(size_t)i * dn->dim + j + d * per] = (float)gd;
+                }
+            }
+            if (!out) continue;
+            /* E[x_0 | x_t] = sum_k gamma_k (mu_k + a S_k Sigma_t^-1 (x - a mu_k)); stable as abar -> 0.
+             * Conditioned on a class, gamma is 1 for that component. */
             for (int d = 0; d < D; d++) x0[d] = 0;
             for (int k = 0; k < K; k++) {
-                double gk = logp[k] / z;
+                double gk = y < K ? (k == y) : lp[k] / z;
+                if (gk == 0) continue;
                 const double *S = g->cov + (size_t)k * D * D, *rk = r + (size_t)k * D;
                 for (int d = 0; d < D; d++) {
                     double v = g->mean[(size_t)k * D + d];
@@ -151,6 +171,20 @@ df_status df_gmm_denoise(void *ctx, int n, const float *x, const float *t, float
             }
         }
     }
-    free(L), free(logdet), free(r), free(logp), free(C);
+    free(L), free(logdet), free(r), free(lp), free(C);
     return DF_OK;
+}
+
+df_status df_gmm_denoise(void *ctx, int n, const float *x, const float *t, float *out) {
+    return gmm_eval(ctx, n, x, t, NULL, out, NULL, NULL);
+}
+
+df_status df_gmm_class_denoise(void *ctx, int n, const float *x, const float *t, const int *labels, float *out) {
+    return gmm_eval(ctx, n, x, t, labels, out, NULL, NULL);
+}
+
+df_status df_gmm_classify(void *ctx, int n, const float *x, const float *t, const int *labels, double *logp,
+                          float *grad) {
+    if (!labels) return df_fail(DF_ERR_ARG, "gmm: classifying needs labels");
+    return gmm_eval(ctx, n, x, t, labels, NULL, logp, grad);
 }

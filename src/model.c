@@ -437,3 +437,9 @@ df_status df_model_denoise(void *ctx, int n, const float *x, const float *t, flo
     df_model_denoiser *d = ctx;
     return model_forward(d->model, n, d->h, d->w, x, t, d->labels, out, 0);   /* no backward: reuse space */
 }
+
+df_status df_model_class_denoise(void *ctx, int n, const float *x, const float *t, const int *labels, float *out) {
+    df_model_denoiser d = *(const df_model_denoiser *)ctx;
+    d.labels = labels;
+    return df_model_denoise(&d, n, x, t, out);
+}

@@ -1,0 +1,310 @@
+/* Guidance on the 2-D Gaussian mixture whose components are the classes: the exact conditional predictor
+ * samples its component, classifier-free guidance above 1 sharpens toward it, classifier guidance with the
+ * exact classifier equals classifier-free guidance with the exact conditional predictor. */
+#define _POSIX_C_SOURCE 200809L
+#include "mixture.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { PER = 50 };   /* independent 2-D vectors per sample: labels are per sample */
+
+/* The one-component mixture of component k of g. */
+static void component_of(const df_gmm *g, int k, df_gmm *c) {
+    df_gmm_init(c, 1, g->D);
+    c->weight[0] = 1;
+    memcpy(c->mean, g->mean + (size_t)k * g->D, sizeof(double) * g->D);
+    memcpy(c->cov, g->cov + (size_t)k * g->D * g->D, sizeof(double) * g->D * g->D);
+}
+
+/* Sample n samples of class y with classifier-free guidance at scale w (p: sampler). */
+static void sample_cfg(const df_gmm *g, const df_schedule *s, const df_sampler_params *p, int y, double w, int n,
+                       uint64_t seed, float *x) {
+    const size_t dim = (size_t)g->D * PER;
+    df_gmm_denoiser dn = {g, s, dim, p->prediction};
+    df_cfg cfg;
+    CHECK_OK(df_cfg_init(&cfg, df_gmm_class_denoise, &dn, dim, g->K));
+    int *labels = malloc(sizeof(int) * n);
+    for (int i = 0; i < n; i++) labels[i] = y;
+    cfg.labels = labels, cfg.scale = w;
+    df_rng r;
+    df_rng_init(&r, seed);
+    CHECK_OK(df_sample(s, p, df_cfg_denoise, &cfg, n, dim, &r, x));
+    df_cfg_free(&cfg);
+    free(labels);
+}
+
+TEST(guidance_conditional_sampling_matches_the_component) {
+    df_schedule s;
+    CHECK_OK(df_schedule_init_default(&s));
+    df_gmm g;
+    mix_make_2d(&g);
+    df_sampler_params p;
+    df_sampler_params_default(&p);
+    p.kind = DF_SAMPLER_DDPM, p.steps = 1000, p.variance_large = 1;
+    const int n = test_quick() ? 20 : 80;   /* x 50 vectors */
+    const size_t dim = 2 * PER;
+    float *x = malloc(sizeof(float) * n * dim);
+    const mix_budget budget = {0.006, 0.002, 0.04};   /* DDPM 1000, fixed_large, as in the sampler tests */
+    for (int y = 0; y < 3; y++) {
+        sample_cfg(&g, &s, &p, y, 1.0, n, 100 + y, x);
+        df_gmm c;
+        component_of(&g, y, &c);
+        mix_stats st;
+        mix_stats_samples(&c, n, dim, x, &st);
+        char what[64];
+        snprintf(what, sizeof what, "class %d (scale 1) vs its component", y);
+        CHECK_MIXTURE(what, &c, &st, budget);
+        /* nearly all in the requested component: as often as exact draws from it are assigned to it */
+        mix_stats_samples(&g, n, dim, x, &st);
+        df_rng r;
+        df_rng_init(&r, 7 + y);
+        size_t m = 20000;
+        double *v = malloc(sizeof(double) * m * 2);
+        df_gmm_sample_vectors(&c, &r, m, v, NULL);
+        int hit = 0;
+        for (size_t i = 0; i < m; i++) hit += mix_assign(&g, v + 2 * i) == y;
+        double exact = (double)hit / m, got = st.weight[y], se = sqrt(exact * (1 - exact) / st.count + 1e-12);
+        printf("    class %d: %.4f of samples in it (exact draws: %.4f)\n", y, got, exact);
+        CHECK(got > 0.95 && fabs(got - exact) <= MIX_Z * se + 0.006, "class %d: %.4f in the component, exact %.4f", y,
+              got, exact);
+        free(v);
+        df_gmm_free(&c);
+    }
+    /* scale 0: the null class alone, the whole mixture */
+    sample_cfg(&g, &s, &p, 1, 0.0, n, 200, x);
+    mix_stats st;
+    mix_stats_samples(&g, n, dim, x, &st);
+    CHECK_MIXTURE("scale 0 (unconditional)", &g, &st, budget);
+    free(x);
+    df_gmm_free(&g);
+    df_schedule_free(&s);
+}
+
+/* Exact mean log p(y | x_0) of generated vectors under the mixture, and the fraction assigned to y. */
+static void class_scores(const df_gmm *g, const df_schedule *s, int n, const float *x, int y, double *mean_logp,
+                         double *frac, double *spread) {
+    const size_t dim = (size_t)g->D * PER;
+    df_gmm_denoiser dn = {g, s, dim, DF_PRED_EPSILON};
+    double *lp = malloc(sizeof(double) * n);
+    int *labels = malloc(sizeof(int) * n);
+    float *t = malloc(sizeof(float) * n);
+    for (int i = 0; i < n; i++) labels[i] = y, t[i] = 0;
+    CHECK_OK(df_gmm_classify(&dn, n, x, t, labels, lp, NULL));
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += lp[i];
+    *mean_logp = sum / ((double)n * PER);
+    mix_stats st;
+    mix_stats_samples(g, n, dim, x, &st);
+    *frac = st.weight[y];
+    *spread = st.cov[y][0][0] + st.cov[y][1][1];
+    free(lp), free(labels), free(t);
+}
+
+TEST(guidance_scale_sharpens_toward_the_class) {
+    df_schedule s;
+    CHECK_OK(df_schedule_init_default(&s));
+    df_gmm g;
+    mix_make_2d(&g);
+    /* components 0 and 1 pulled together so that guidance has something to separate */
+    g.mean[2] = -0.05, g.mean[3] = -0.35;
+    df_sampler_params p;
+    df_sampler_params_default(&p);
+    p.steps = 50;
+    const int n = test_quick() ? 20 : 60;
+    const size_t dim = 2 * PER;
+    float *x = malloc(sizeof(float) * n * dim);
+    static const double scales[] = {1, 2, 3, 5};
+    double prev_lp = -INFINITY, prev_frac = 0, prev_spread = INFINITY;
+    for (int i = 0; i < 4; i++) {
+        sample_cfg(&g, &s, &p, 1, scales[i], n, 300, x);   /* the same noise for every scale */
+        double lp, frac, spread;
+        class_scores(&g, &s, n, x, 1, &lp, &frac, &spread);
+        printf("    scale %.0f: mean log p(y|x) %.4f, %.4f in the class, spread %.5f\n", scales[i], lp, frac, spread);
+        CHECK(lp > prev_lp, "scale %g: mean log p(y|x) %.4f did not rise (was %.4f)", scales[i], lp, prev_lp);
+        CHECK(frac >= prev_frac, "scale %g: fraction in the class %.4f fell (was %.4f)", scales[i], frac, prev_frac);
+        CHECK(spread < prev_spread, "scale %g: spread %.5f did not shrink (was %.5f)", scales[i], spread, prev_spread);
+        prev_lp = lp, prev_frac = frac, prev_spread = spread;
+    }
+    CHECK(prev_frac > 0.995, "scale 5 leaves %.4f in the class", prev_frac);
+    free(x);
+    df_gmm_free(&g);
+    df_schedule_free(&s);
+}
+
+TEST(guidance_classifier_equals_classifier_free_with_exact_models) {
+    df_schedule s;
+    CHECK_OK(df_schedule_init_default(&s));
+    df_gmm g;
+    mix_make_2d(&g);
+    const int n = test_quick() ? 16 : 64;
+    const size_t dim = 2 * PER;
+    float *x = malloc(sizeof(float) * n * dim), *a = malloc(sizeof(float) * n * dim), *b = malloc(sizeof(float) * n * dim);
+    float t[64];
+    int labels[64];
+    df_rng r;
+    df_rng_init(&r, 42);
+    df_rng_fill_normal(&r, x, n * dim);
+    for (int i = 0; i < n; i++) t[i] = (float)(1 + (i * 997) % 999), labels[i] = i % 3;
+    /* pointwise, in every parameterisation, at several scales: grad log p(y|x_t) = (eps_u - eps_c) / sqrt(1-abar) */
+    for (int pr = 0; pr < 3; pr++) {
+        df_prediction pred = pr == 0 ? DF_PRED_EPSILON : pr == 1 ? DF_PRED_SAMPLE : DF_PRED_V;
+        df_gmm_denoiser dn = {&g, &s, dim, pred};
+        df_cfg cfg;
+        df_classifier_guidance cg;
+        CHECK_OK(df_cfg_init(&cfg, df_gmm_class_denoise, &dn, dim, 3));
+        CHECK_OK(df_classifier_guidance_init(&cg, df_gmm_denoise, &dn, df_gmm_classify, &dn, &s, pred, dim));
+        cfg.labels = cg.labels = labels;
+        static const double scales[] = {0, 1, 2.5, 7};
+        for (int k = 0; k < 4; k++) {
+            cfg.scale = cg.scale = scales[k];
+            CHECK_OK(df_cfg_denoise(&cfg, n, x, t, a));
+            CHECK_OK(df_classifier_guidance_denoise(&cg, n, x, t, b));
+            double d = max_rel_diff(b, a, (size_t)n * dim, NULL);
+            CHECK(d < 2e-5, "prediction %s, scale %g: classifier guidance differs from CFG by %.3g",
+                  df_prediction_name(pred), scales[k], d);
+        }
+        df_cfg_free(&cfg);
+        df_classifier_guidance_free(&cg);
+    }
+    /* and the samplers agree: DDIM 50 from the same noise, class 2, scale 3 */
+    df_sampler_params p;
+    df_sampler_params_default(&p);
+    df_gmm_denoiser dn = {&g, &s, dim, DF_PRED_EPSILON};
+    df_cfg cfg;
+    df_classifier_guidance cg;
+    CHECK_OK(df_cfg_init(&cfg, df_gmm_class_denoise, &dn, dim, 3));
+    CHECK_OK(df_classifier_guidance_init(&cg, df_gmm_denoise, &dn, df_gmm_classify, &dn, &s, DF_PRED_EPSILON, dim));
+    for (int i = 0; i < n; i++) labels[i] = 2;
+    cfg.labels = cg.labels = labels, cfg.scale = cg.scale = 3;
+    df_rng_init(&r, 5);
+    CHECK_OK(df_sample(&s, &p, df_cfg_denoise, &cfg, n, dim, &r, a));
+    df_rng_init(&r, 5);
+    CHECK_OK(df_sample(&s, &p, df_classifier_guidance_denoise, &cg, n, dim, &r, b));
+    double d = max_rel_diff(b, a, (size_t)n * dim, NULL);
+    printf("    DDIM 50, scale 3: classifier vs classifier-free samples differ by %.3g (relative)\n", d);
+    CHECK(d < 1e-4, "DDIM samples differ by %.3g", d);
+    /* DDPM with Algorithm 1 (mean shift by s Sigma grad): the same class, the same sharpening (on
+     * overlapping components, where guidance matters) */
+    g.mean[2] = -0.05, g.mean[3] = -0.35;
+    cfg.scale = cg.scale = 1.5;
+    p.kind = DF_SAMPLER_DDPM, p.steps = 1000;
+    float *ts = malloc(sizeof(float) * 1000);
+    CHECK_OK(df_sampler_timesteps(&s, &p, ts));
+    cg.ddpm_mean = 1, cg.timesteps = ts, cg.nsteps = 1000;
+    for (int i = 0; i < n; i++) labels[i] = 1;
+    double frac[2], lp[2], spread[2];
+    df_rng_init(&r, 6);
+    CHECK_OK(df_sample(&s, &p, df_classifier_guidance_denoise, &cg, n, dim, &r, a));
+    class_scores(&g, &s, n, a, 1, &lp[0], &frac[0], &spread[0]);
+    df_rng_init(&r, 6);
+    CHECK_OK(df_sample(&s, &p, df_cfg_denoise, &cfg, n, dim, &r, b));
+    class_scores(&g, &s, n, b, 1, &lp[1], &frac[1], &spread[1]);
+    printf("    DDPM 1000, scale 1.5: Algorithm 1 %.4f in the class (log p %.4f), CFG %.4f (log p %.4f)\n", frac[0], lp[0],
+           frac[1], lp[1]);
+    CHECK(frac[0] > 0.98 && frac[1] > 0.98, "DDPM guided samples outside the class: %.4f, %.4f", frac[0], frac[1]);
+    /* Algorithm 1 shifts less than Algorithm 2 near t = 0 (Sigma < 1 - abar there), so it sharpens a little
+     * less than CFG, and more than no guidance */
+    cg.scale = 0;
+    df_rng_init(&r, 6);
+    CHECK_OK(df_sample(&s, &p, df_classifier_guidance_denoise, &cg, n, dim, &r, a));
+    double lp0, frac0, spread0;
+    class_scores(&g, &s, n, a, 1, &lp0, &frac0, &spread0);
+    CHECK(lp0 < 0 && frac0 < frac[0], "DDPM scale 0 (unconditional): %.4f in the class, guided %.4f", frac0, frac[0]);
+    CHECK(lp[0] <= lp[1] + 0.002 && lp[0] > 0.5 * lp[1] + 0.5 * lp0,
+          "DDPM: Algorithm 1 log p %.4f not between unguided %.4f and CFG %.4f", lp[0], lp0, lp[1]);
+    /* pointwise: the guided DDPM mean is the unguided one moved by s Sigma grad log p(y | x_t) */
+    {
+        cg.scale = 1.5;
+        const int m = 8;
+        float tt[8], *eg = malloc(sizeof(float) * m * dim), *eu = malloc(sizeof(float) * m * dim),
+              *gr = malloc(sizeof(float) * m * dim);
+        for (int i = 0; i < m; i++) tt[i] = ts[100 * i + 50];
+        df_rng_fill_normal(&r, x, m * dim);
+        CHECK_OK(df_classifier_guidance_denoise(&cg, m, x, tt, eg));
+        CHECK_OK(df_gmm_denoise(&dn, m, x, tt, eu));
+        CHECK_OK(df_gmm_classify(&dn, m, x, tt, labels, NULL, gr));
+        double worst = 0;
+        for (int i = 0; i < m; i++) {
+            double ab = df_schedule_alpha_bar(&s, tt[i]), abp = df_schedule_alpha_bar(&s, tt[i] - 1);
+            double alpha = ab / abp, beta = 1 - alpha, var = beta * (1 - abp) / (1 - ab);
+            for (size_t k = 0; k < dim; k++) {
+                double dmu = -beta / sqrt(1 - ab) * ((double)eg[i * dim + k] - eu[i * dim + k]) / sqrt(alpha);
+                double want = 1.5 * var * gr[i * dim + k];
+                worst = fmax(worst, fabs(dmu - want) / (fabs(want) + 1e-6));
+            }
+        }
+        CHECK(worst < 1e-3, "DDPM mean shift differs from s Sigma grad by %.3g (relative)", worst);
+        free(eg), free(eu), free(gr);
+    }
+    /* without the sampler's timesteps the DDPM form refuses to guess */
+    cg.timesteps = NULL;
+    CHECK(df_classifier_guidance_denoise(&cg, n, a, ts, b) == DF_ERR_ARG, "DDPM form without timesteps accepted");
+    free(ts);
+    df_cfg_free(&cfg);
+    df_classifier_guidance_free(&cg);
+    free(x), free(a), free(b);
+    df_gmm_free(&g);
+    df_schedule_free(&s);
+}
+
+/* Counts calls and the batch sizes the predictor sees. */
+typedef struct {
+    df_gmm_denoiser dn;
+    int             calls, max_n;
+} counting;
+static df_status counting_class_denoise(void *ctx, int n, const float *x, const float *t, const int *labels, float *out) {
+    counting *c = ctx;
+    c->calls++;
+    if (n > c->max_n) c->max_n = n;
+    return df_gmm_class_denoise(&c->dn, n, x, t, labels, out);
+}
+
+TEST(guidance_one_doubled_batch_per_step_and_rescale) {
+    df_schedule s;
+    CHECK_OK(df_schedule_init_default(&s));
+    df_gmm g;
+    mix_make_2d(&g);
+    const int n = 8;
+    const size_t dim = 2 * PER;
+    counting c = {{&g, &s, dim, DF_PRED_EPSILON}, 0, 0};
+    df_cfg cfg;
+    CHECK_OK(df_cfg_init(&cfg, counting_class_denoise, &c, dim, 3));
+    int labels[8] = {0, 1, 2, 0, 1, 2, 0, 1};
+    cfg.labels = labels, cfg.scale = 4;
+    df_sampler_params p;
+    df_sampler_params_default(&p);
+    p.steps = 20;
+    float *x = malloc(sizeof(float) * n * dim), *o = malloc(sizeof(float) * n * dim), *oc = malloc(sizeof(float) * n * dim);
+    df_rng r;
+    df_rng_init(&r, 1);
+    CHECK_OK(df_sample(&s, &p, df_cfg_denoise, &cfg, n, dim, &r, x));
+    CHECK(c.calls == 20 && c.max_n == 2 * n, "20 steps made %d calls of up to %d samples (want 20 of %d)", c.calls,
+          c.max_n, 2 * n);
+    /* rescale 1: each sample's output has the conditional prediction's standard deviation */
+    float t[8];
+    for (int i = 0; i < n; i++) t[i] = 400;
+    df_rng_fill_normal(&r, x, n * dim);
+    cfg.rescale = 1;
+    CHECK_OK(df_cfg_denoise(&cfg, n, x, t, o));
+    CHECK_OK(df_gmm_class_denoise(&c.dn, n, x, t, labels, oc));
+    for (int i = 0; i < n; i++) {
+        double m[2] = {0, 0}, v[2] = {0, 0};
+        for (int pass = 0; pass < 2; pass++)
+            for (size_t k = 0; k < dim; k++) m[pass] += (pass ? oc : o)[i * dim + k] / (double)dim;
+        for (int pass = 0; pass < 2; pass++)
+            for (size_t k = 0; k < dim; k++) {
+                double e = (pass ? oc : o)[i * dim + k] - m[pass];
+                v[pass] += e * e;
+            }
+        CHECK_NEAR(sqrt(v[0]), sqrt(v[1]), 1e-4 * sqrt(v[1]), "rescaled standard deviation");
+    }
+    cfg.rescale = 1.5;
+    CHECK(df_cfg_denoise(&cfg, n, x, t, o) == DF_ERR_ARG, "rescale 1.5 accepted");
+    cfg.rescale = 0, cfg.labels = NULL;
+    CHECK(df_cfg_denoise(&cfg, n, x, t, o) == DF_ERR_ARG, "no labels accepted");
+    df_cfg_free(&cfg);
+    free(x), free(o), free(oc);
+    df_gmm_free(&g);
+    df_schedule_free(&s);
+}
