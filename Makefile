@@ -92,8 +92,8 @@ portable:
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 WERROR=1 \
-	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	  EXTRA_LDLIBS="-fsanitize=address,undefined" build-asan/test_diffuse build-asan/diffuse
+	  EXTRA_CFLAGS="-fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	  EXTRA_LDLIBS="-fsanitize=address,undefined,float-cast-overflow" build-asan/test_diffuse build-asan/diffuse
 	ASAN_OPTIONS=detect_leaks=1 DIFFUSE_QUICK=1 build-asan/test_diffuse
 
 # memcheck on a short train-and-sample run (portable kernels: memcheck cannot follow oneDNN's JIT code)

@@ -49,6 +49,7 @@ BODY float exp_f32(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
+    n = n == n ? n : 0.0f;   /* NaN in, NaN out (through p), without converting NaN to an integer */
     int32_t bits = ((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);

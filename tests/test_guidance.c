@@ -87,9 +87,9 @@ static void class_scores(const df_gmm *g, const df_schedule *s, int n, const flo
     const size_t dim = (size_t)g->D * PER;
     df_gmm_denoiser dn = {g, s, dim, DF_PRED_EPSILON};
     double *lp = malloc(sizeof(double) * n);
-    int *labels = malloc(sizeof(int) * n);
-    float *t = malloc(sizeof(float) * n);
-    for (int i = 0; i < n; i++) labels[i] = y, t[i] = 0;
+    int *labels = calloc((size_t)n, sizeof(int));
+    float *t = calloc((size_t)n, sizeof(float));
+    for (int i = 0; i < n; i++) labels[i] = y;
     CHECK_OK(df_gmm_classify(&dn, n, x, t, labels, lp, NULL));
     double sum = 0;
     for (int i = 0; i < n; i++) sum += lp[i];
