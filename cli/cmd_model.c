@@ -277,7 +277,18 @@ int cmd_info(int argc, char **argv) {
         printf("%s%d%s", i ? ", " : "", c->block_out_channels[i], c->down_attn[i] ? " (attn)" : "");
     printf("\nlayers       %d per block, groups %d, eps %g, head dim %d%s\n", c->layers_per_block,
            c->norm_num_groups, c->norm_eps, c->attention_head_dim, c->attention_head_dim ? "" : " (one head)");
-    if (c->num_class_embeds) printf("classes      %d (class-conditional)\n", c->num_class_embeds);
+    if (c->num_class_embeds) {
+        df_class_info ci;
+        if ((st = df_class_info_load(path, m, &ci))) {
+            df_model_free(m);
+            return cli_fail(st);
+        }
+        printf("classes      %d (class-conditional%s)", c->num_class_embeds,
+               ci.null_class >= 0 ? ", with a null class: classifier-free guidance works" : "");
+        for (int i = 0; ci.names && i < ci.count; i++) printf("%s%d %s", i ? ", " : ": ", i, ci.names[i]);
+        printf("\n");
+        df_class_info_free(&ci);
+    }
     printf("parameters   %zu in %d tensors (%.1f MB as float32)\n", df_model_num_params(m),
            df_model_num_tensors(m), df_model_num_params(m) * 4.0 / 1e6);
     printf("compute      %.3f GFLOP per forward pass of one image\n", df_model_flops(m, 0, 0) / 1e9);

@@ -27,6 +27,10 @@ const char cmd_sample_usage[] =
     "  --threshold           dynamic thresholding (Imagen)\n"
     "  --labels L1,L2,...    class labels for a class-conditional model: image i gets L[i*k/n], so with n a\n"
     "                        multiple of k the grid has one row per label (default: 0..classes-1)\n"
+    "  --guidance W          classifier-free guidance scale: eps_null + W (eps_label - eps_null); 1 (default)\n"
+    "                        is plain conditional sampling, 0 unconditional, 2..5 sharper (the model needs a\n"
+    "                        null class: train with --classes)\n"
+    "  --guidance-rescale P  blend P of the guided prediction rescaled to the conditional one's spread (0)\n"
     "  --raw                 use the trained weights instead of their moving average\n"
     "output (one or more; default --out samples.png):\n"
     "  --out FILE.png        a grid\n"
@@ -102,7 +106,7 @@ int cmd_sample(int argc, char **argv) {
     int n = 64, batch = 64, steps = 0, karras = 0, large = 0, no_clip = 0, threshold = 0, raw = 0, cols = 0;
     int frames_wanted = 12, jump_len = 1, jump_n = 1;
     uint64_t seed = 0;
-    double eta = 0, strength = 0;
+    double eta = 0, strength = 0, guidance = 1, guidance_rescale = 0;
     const char *sampler = NULL, *spacing = NULL, *labels_text = NULL, *out = NULL, *out_dir = NULL, *npy = NULL,
                *animate = NULL, *init_image = NULL, *inpaint = NULL, *mask_path = NULL;
     cli_opt opts[] = {
@@ -118,6 +122,8 @@ int cmd_sample(int argc, char **argv) {
         {"--no-clip", OPT_FLAG, &no_clip, 0, 0},
         {"--threshold", OPT_FLAG, &threshold, 0, 0},
         {"--labels", OPT_STR, &labels_text, 0, 0},
+        {"--guidance", OPT_DOUBLE, &guidance, 0, 100},
+        {"--guidance-rescale", OPT_DOUBLE, &guidance_rescale, 0, 1},
         {"--raw", OPT_FLAG, &raw, 0, 0},
         {"--out", OPT_STR, &out, 0, 0},
         {"--cols", OPT_INT, &cols, 1, 10000},
@@ -230,7 +236,24 @@ int cmd_sample(int argc, char **argv) {
     if (sp.steps > sched.T) rc = cli_usage_error("--steps %d: the model has only %d timesteps", sp.steps, sched.T);
     else if (labels_text && !k) rc = cli_usage_error("--labels: this model is unconditional (it has no classes)");
     else if (labels_text) rc = cli_parse_list("sample", "--labels", labels_text, 0, k - 1, lab, 1024, &nlab);
+    df_class_info classes = {0};
+    df_cfg cfg_guide = {0};
+    if (!rc && (st = df_class_info_load(model, m, &classes))) rc = cli_fail(st);
+    int guided = !rc && (guidance != 1 || guidance_rescale > 0);
+    if (guided && !k) rc = cli_usage_error("--guidance: this model is unconditional (it has no classes)");
+    else if (guided && classes.null_class < 0)
+        rc = cli_usage_error("--guidance: this model has no null class (train with --classes to learn one)");
+    for (int i = 0; !rc && i < nlab; i++)
+        if (lab[i] == classes.null_class && classes.null_class >= 0)
+            rc = cli_usage_error("--labels: %d is the null class (\"no class\"); use --guidance 0 for unconditional "
+                                 "samples", lab[i]);
+    if (!rc && guided) {
+        st = df_cfg_init(&cfg_guide, df_model_class_denoise, NULL, dim, classes.null_class);
+        cfg_guide.scale = guidance, cfg_guide.rescale = guidance_rescale;
+        if (st) rc = cli_fail(st);
+    }
     if (rc) {
+        df_class_info_free(&classes);
         df_model_free(m);
         df_schedule_free(&sched);
         return rc;
@@ -245,8 +268,9 @@ int cmd_sample(int argc, char **argv) {
         goto fail;
     }
     if (k) {
-        if (!labels_text)
-            for (nlab = 0; nlab < k && nlab < 1024; nlab++) lab[nlab] = nlab;
+        if (!labels_text)   /* every class but the null one */
+            for (int j = 0; j < k && nlab < 1024; j++)
+                if (j != classes.null_class) lab[nlab++] = j;
         for (int i = 0; i < n; i++) labels[i] = lab[(int)((long)i * nlab / n)];
         if (!cols && n % nlab == 0) cols = n / nlab;
     }
@@ -289,6 +313,12 @@ int cmd_sample(int argc, char **argv) {
         int i0 = b * batch, bn = DF_MIN(batch, n - i0);
         float *xb = x + (size_t)i0 * dim;
         df_model_denoiser dn = {m, h, w, labels ? labels + i0 : NULL};
+        df_denoise_fn fn = df_model_denoise;
+        void *fn_ctx = &dn;
+        if (guided) {   /* both predictions from one network call of twice the batch */
+            cfg_guide.ctx = &dn, cfg_guide.labels = dn.labels;
+            fn = df_cfg_denoise, fn_ctx = &cfg_guide;
+        }
         watch.done_before = b * sp.steps;
         if (b > 0) watch.max_frames = 0;   /* the animation shows the first batch */
         if (init_image || inpaint) {
@@ -298,11 +328,11 @@ int cmd_sample(int argc, char **argv) {
                 break;
             }
             for (int i = 0; i < bn; i++) memcpy(rep + (size_t)i * dim, src, sizeof(float) * dim);
-            st = init_image ? df_img2img(&sched, &sp, df_model_denoise, &dn, bn, dim, rep, strength, &rng, xb)
-                            : df_inpaint(&sched, &sp, df_model_denoise, &dn, bn, dim, rep, mask, jump_len, jump_n, &rng, xb);
+            st = init_image ? df_img2img(&sched, &sp, fn, fn_ctx, bn, dim, rep, strength, &rng, xb)
+                            : df_inpaint(&sched, &sp, fn, fn_ctx, bn, dim, rep, mask, jump_len, jump_n, &rng, xb);
             free(rep);
         } else {
-            st = df_sample(&sched, &sp, df_model_denoise, &dn, bn, dim, &rng, xb);
+            st = df_sample(&sched, &sp, fn, fn_ctx, bn, dim, &rng, xb);
         }
     }
     cli_progress_done(&bar);
@@ -352,6 +382,8 @@ fail:
     cli_fail(st);
 done:
     free(x), free(src), free(mask), free(labels), free(watch.frames);
+    df_cfg_free(&cfg_guide);
+    df_class_info_free(&classes);
     df_schedule_free(&sched);
     df_model_free(m);
     return rc;

@@ -22,6 +22,9 @@ const char cmd_train_usage[] =
     "  --preset NAME         fmnist-s (default) or cifar10\n"
     "  --config FILE         a diffusers UNet2DModel config.json instead of a preset\n"
     "  --init DIR            start from a model or checkpoint directory\n"
+    "  --classes             class-conditional on the data's labels (plus a null class for guidance)\n"
+    "  --class-dropout P     probability of training a label as the null class (0.1 with --classes), so\n"
+    "                        one model also predicts unconditionally (classifier-free guidance)\n"
     "diffusion:\n"
     "  --schedule NAME       linear (default), scaled_linear, squaredcos_cap_v2, sigmoid\n"
     "  --timesteps T         training timesteps (1000)\n"
@@ -70,7 +73,7 @@ static const char *const fixed_on_resume[] = {
     "--data",     "--size",      "--flip",          "--schedule", "--timesteps", "--beta-start", "--beta-end",
     "--zero-snr", "--prediction", "--min-snr-gamma", "--batch",    "--accum",     "--optimizer",  "--lr",
     "--warmup",   "--lr-decay",  "--beta1",         "--beta2",    "--weight-decay", "--momentum", "--grad-clip",
-    "--ema-decay", "--no-ema",   "--seed",
+    "--ema-decay", "--no-ema",   "--seed",      "--classes",       "--class-dropout",
 };
 
 /* Options that contradict each other, before their values are used. Returns 0 or 2 (a usage error). */
@@ -87,6 +90,11 @@ static int check_options(int argc, char **argv, const df_train_params *p, const 
                                    "the budget and the output options)", fixed_on_resume[i]);
     if (!resume && p->max_steps <= 0 && p->max_epochs <= 0 && p->max_minutes <= 0)
         return cli_usage_error("give a budget: --steps N, --epochs N or --minutes M");
+    if (cli_given(argc, argv, "--class-dropout") && !cli_given(argc, argv, "--classes") && !config && !init)
+        return cli_usage_error("--class-dropout drops class labels: it needs --classes (or a class-conditional "
+                               "--config or --init model)");
+    if (cli_given(argc, argv, "--classes") && init)
+        return cli_usage_error("--classes builds a new class-conditional model: --init's model keeps its own classes");
     if (cli_given(argc, argv, "--ema-decay") && cli_given(argc, argv, "--no-ema"))
         return cli_usage_error("--ema-decay sets the moving average that --no-ema turns off: give one");
     return 0;
@@ -159,6 +167,8 @@ int cmd_train(int argc, char **argv) {
         {"--data", OPT_STR, &p.data, 0, 0},
         {"--size", OPT_INT, &p.image_size, 1, 4096},
         {"--flip", OPT_FLAG, &flip, 0, 0},
+        {"--classes", OPT_FLAG, &p.class_conditional, 0, 0},
+        {"--class-dropout", OPT_DOUBLE, &p.class_dropout, 0, 0.99},
         {"--preset", OPT_STR, &preset, 0, 0},
         {"--config", OPT_STR, &config, 0, 0},
         {"--init", OPT_STR, &init, 0, 0},
@@ -208,6 +218,7 @@ int cmd_train(int argc, char **argv) {
     p.init_dir = init;
     p.flip = flip;
     p.resume = resume;
+    if (p.class_conditional && !cli_given(argc, argv, "--class-dropout")) p.class_dropout = 0.1;
     p.zero_terminal_snr = zero_snr;
     p.use_ema = !no_ema;
     p.ema_max_decay = ema_decay;

@@ -575,6 +575,18 @@ df_status df_pipeline_load(const char *path, int raw, df_model **model, df_sched
 /* Write model_index.json, unet/ and scheduler/ into dir (created if needed). */
 df_status df_pipeline_save(const char *dir, const df_model *model, const df_scheduler_config *sc);
 
+/* What a class-conditional model's classes are: count (its num_class_embeds, 0 if unconditional), the
+ * null class used for unconditional predictions (-1 if it has none) and names (NULL, or count entries,
+ * the null class's being "(none)"), from the pipeline's classes.json when there is one. */
+typedef struct {
+    int    count, null_class;
+    char **names;
+} df_class_info;
+df_status df_class_info_load(const char *path, const df_model *model, df_class_info *ci);
+/* Write dir/classes.json (atomic). names may be NULL. */
+df_status df_class_info_save(const char *dir, const df_class_info *ci);
+void      df_class_info_free(df_class_info *ci);
+
 /* ---- training ------------------------------------------------------------------------------------------ */
 
 /* What a training run reports to its progress callback. */
@@ -605,6 +617,13 @@ typedef struct {
     int           zero_terminal_snr;
     df_prediction prediction;
     double        min_snr_gamma;  /* 0: plain L_simple */
+    /* classes: class_conditional makes a preset or config model class-conditional on the data's labels,
+     * with num_class_embeds = classes + 1, the last being the null class ("no class"). class_dropout is
+     * the probability that a training label is replaced by the null class, so one model learns both the
+     * conditional and the unconditional prediction (what classifier-free guidance needs); it requires a
+     * null class (num_class_embeds above the data's classes). Defaults: 0 and 0. */
+    int           class_conditional;
+    double        class_dropout;
     /* optimisation */
     df_optim_params optim;
     int         batch_size, grad_accum;

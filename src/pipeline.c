@@ -158,3 +158,74 @@ df_status df_pipeline_load(const char *path, int raw, df_model **model, df_sched
     else snprintf(p, sizeof p, "%s/unet", dir);
     return df_model_load(p, model);
 }
+
+/* ---- classes ---------------------------------------------------------------------------------------- */
+
+void df_class_info_free(df_class_info *ci) {
+    if (!ci) return;
+    for (int i = 0; ci->names && i < ci->count; i++) free(ci->names[i]);
+    free(ci->names);
+    memset(ci, 0, sizeof *ci);
+}
+
+df_status df_class_info_save(const char *dir, const df_class_info *ci) {
+    cJSON *j = cJSON_CreateObject(), *names = NULL;
+    if (!j) return df_fail(DF_ERR_NOMEM, "out of memory");
+    cJSON_AddNumberToObject(j, "num_classes", ci->count);
+    if (ci->null_class >= 0) cJSON_AddNumberToObject(j, "null_class", ci->null_class);
+    else cJSON_AddNullToObject(j, "null_class");
+    if (ci->names && (names = cJSON_AddArrayToObject(j, "names")))
+        for (int i = 0; i < ci->count; i++) cJSON_AddItemToArray(names, cJSON_CreateString(ci->names[i] ? ci->names[i] : ""));
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    if (!text) return df_fail(DF_ERR_NOMEM, "out of memory");
+    char p[4200];
+    snprintf(p, sizeof p, "%s/classes.json", dir);
+    df_status st = df_write_file_atomic(p, text, strlen(text));
+    free(text);
+    return st;
+}
+
+df_status df_class_info_load(const char *path, const df_model *model, df_class_info *ci) {
+    memset(ci, 0, sizeof *ci);
+    ci->count = model ? df_model_config(model)->num_class_embeds : 0;
+    ci->null_class = -1;
+    char p[4400], dir[4200];
+    snprintf(dir, sizeof dir, "%s", path);
+    snprintf(p, sizeof p, "%s/latest", path);
+    if (is_dir(p)) snprintf(dir, sizeof dir, "%s/latest", path);
+    snprintf(p, sizeof p, "%s/classes.json", dir);
+    if (!is_file(p)) return DF_OK;   /* not written by a class-conditional training run: numbers only */
+    char *text;
+    size_t len;
+    df_status st = df_read_file(p, &text, &len);
+    if (st) return st;
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *k = cJSON_GetObjectItemCaseSensitive(j, "num_classes"), *nul = cJSON_GetObjectItemCaseSensitive(j, "null_class"),
+                *names = cJSON_GetObjectItemCaseSensitive(j, "names");
+    if (!cJSON_IsObject(j) || !cJSON_IsNumber(k) || k->valuedouble != ci->count)
+        st = df_fail(DF_ERR_FORMAT, "%s: not a class list for this model's %d classes", p, ci->count);
+    else if (nul && !cJSON_IsNull(nul) &&
+             !(cJSON_IsNumber(nul) && nul->valuedouble >= 0 && nul->valuedouble < ci->count &&
+               nul->valuedouble == floor(nul->valuedouble)))
+        st = df_fail(DF_ERR_FORMAT, "%s: field \"null_class\" must be null or a class from 0 to %d", p, ci->count - 1);
+    else if (names && !(cJSON_IsArray(names) && cJSON_GetArraySize(names) == ci->count))
+        st = df_fail(DF_ERR_FORMAT, "%s: field \"names\" must list %d names", p, ci->count);
+    if (!st && cJSON_IsNumber(nul)) ci->null_class = (int)nul->valuedouble;
+    if (!st && names) {
+        ci->names = calloc((size_t)ci->count, sizeof(char *));
+        for (int i = 0; ci->names && i < ci->count && !st; i++) {
+            const cJSON *e = cJSON_GetArrayItem(names, i);
+            if (!cJSON_IsString(e)) st = df_fail(DF_ERR_FORMAT, "%s: name %d is not a string", p, i);
+            else if (!(ci->names[i] = strdup(e->valuestring))) st = df_fail(DF_ERR_NOMEM, "out of memory");
+            for (char *c = ci->names && ci->names[i] ? ci->names[i] : NULL; c && *c; c++)
+                if ((unsigned char)*c < 0x20) *c = '?';
+        }
+        if (!ci->names) st = df_fail(DF_ERR_NOMEM, "out of memory");
+    }
+    cJSON_Delete(j);
+    if (st) df_class_info_free(ci);
+    if (st) ci->null_class = -1;
+    return st;
+}

@@ -55,7 +55,7 @@ typedef struct {
     long                step;
     int                 epoch, pos;   /* data order: position in this epoch's permutation */
     int                *perm;
-    int                 c, h, w, conditional;
+    int                 c, h, w, conditional, null_class;
     size_t              dim;
     /* batch buffers, sized once */
     float *x0, *xt, *noise, *target, *weights, *t, *per_sample;
@@ -109,6 +109,10 @@ static void fill_batch(trainer *tr) {
         int flip = tr->p.flip && (df_rng_u32(&tr->rng) & 1);
         df_dataset_get(tr->data, idx, flip, tr->x0 + (size_t)i * tr->dim);
         if (tr->conditional) tr->labels[i] = df_dataset_label(tr->data, idx);
+        /* label dropout: the null class teaches the unconditional prediction (drawn only when enabled, so
+         * runs without it keep their random stream) */
+        if (tr->conditional && tr->p.class_dropout > 0 && df_rng_uniform(&tr->rng) < tr->p.class_dropout)
+            tr->labels[i] = tr->null_class;
         tr->ti[i] = (int)(df_rng_u32(&tr->rng) % (uint32_t)T);
         tr->t[i] = (float)tr->ti[i];
     }
@@ -182,6 +186,7 @@ static df_status save_state_json(const trainer *tr, const char *path) {
     cJSON_AddNumberToObject(j, "batch_size", p->batch_size);
     cJSON_AddNumberToObject(j, "grad_accum", p->grad_accum);
     cJSON_AddNumberToObject(j, "min_snr_gamma", p->min_snr_gamma);
+    cJSON_AddNumberToObject(j, "class_dropout", p->class_dropout);
     cJSON_AddNumberToObject(j, "max_steps", (double)p->max_steps);
     cJSON_AddNumberToObject(j, "max_epochs", p->max_epochs);
     cJSON_AddNumberToObject(j, "max_minutes", p->max_minutes);
@@ -280,6 +285,19 @@ static df_status write_checkpoint_files(trainer *tr, const char *tmp) {
     }
     snprintf(p, sizeof p, "%s/training_state.json", tmp);
     if (!st) st = save_state_json(tr, p);
+    if (!st && tr->conditional) {   /* the classes' names and the null class, for sampling and `info` */
+        int k = df_dataset_num_classes(tr->data), K = df_model_config(tr->model)->num_class_embeds;
+        char **names = calloc((size_t)K, sizeof(char *));
+        for (int i = 0; names && i < K; i++) {
+            const char *nm = i < k ? df_dataset_class_name(tr->data, i) : NULL;
+            char num[16];
+            snprintf(num, sizeof num, "%d", i);
+            names[i] = (char *)(i == tr->null_class ? "(none)" : nm ? nm : i < k ? num : "(unused)");
+        }
+        df_class_info ci = {K, tr->null_class, names};
+        st = names ? df_class_info_save(tmp, &ci) : df_fail(DF_ERR_NOMEM, "out of memory");
+        free(names);
+    }
     /* every file was synced as it was written; now the directories that name them */
     const char *subdirs[] = {"unet", "unet_raw", "scheduler", ""};
     for (int i = 0; i < DF_COUNTOF(subdirs) && !st; i++) {
@@ -426,6 +444,8 @@ static df_status load_state_json(trainer *tr, const char *path) {
     if (state_num(&r, j, "image_size", 0, DF_MAX_SIZE, 1, 0, &v)) p->image_size = (int)v;
     if (state_num(&r, j, "loss_avg", -1e300, 1e300, 0, 0, &v)) tr->loss_avg = v;
     if (state_num(&r, j, "min_snr_gamma", 0, 1e9, 0, 0, &v)) p->min_snr_gamma = v;
+    p->class_dropout = 0;   /* absent in states written before label dropout */
+    if (state_num(&r, j, "class_dropout", 0, 0.999999, 0, 1, &v)) p->class_dropout = v;
     if (state_num(&r, j, "nonfinite_skipped", 0, BIG, 1, 1, &v)) tr->nonfinite_skipped = (long)v;   /* absent before */
     if (state_num(&r, rng, "nbuf", 0, 4, 1, 0, &v)) tr->rng.nbuf = (int)v;
     for (int i = 0; i < 4 && !r.bad; i++) {
@@ -618,6 +638,15 @@ static df_status open_run(trainer *tr) {
             if ((st = df_pipeline_load(p->init_dir, 1, &tr->model, NULL))) return st;
         } else {
             st = p->preset ? df_unet_config_preset(p->preset, &cfg) : df_unet_config_load(p->config_path, &cfg);
+            if (!st && p->class_conditional) {
+                /* the classes come from the data: open it now, at the size the model will see */
+                int size = p->image_size > 0 ? p->image_size : cfg.sample_size;
+                st = df_dataset_open(p->data, size, cfg.in_channels, &tr->data);
+                int k = st ? 0 : df_dataset_num_classes(tr->data);
+                if (!st && k == 0)
+                    st = df_fail(DF_ERR_ARG, "%s: no labels to condition on (class-conditional training)", p->data);
+                if (!st) cfg.num_class_embeds = k + 1, cfg.class_embed_timestep = 0;
+            }
             if (!st) st = df_model_create(&cfg, mix64(p->seed ^ 0xC0FFEE), &tr->model);
             if (st) return st;
         }
@@ -631,7 +660,7 @@ static df_status open_run(trainer *tr) {
     if ((st = df_schedule_from_config(&tr->sc, &tr->sched))) return st;
     const df_unet_config *cfg = df_model_config(tr->model);
     int size = p->image_size > 0 ? p->image_size : cfg->sample_size;
-    if ((st = df_dataset_open(p->data, size, cfg->in_channels, &tr->data))) return st;
+    if (!tr->data && (st = df_dataset_open(p->data, size, cfg->in_channels, &tr->data))) return st;
     df_dataset_shape(tr->data, &tr->c, &tr->h, &tr->w);
     int factor = 1 << (cfg->num_levels - 1);
     if (tr->h % factor || tr->w % factor)
@@ -645,7 +674,14 @@ static df_status open_run(trainer *tr) {
         if (k > cfg->num_class_embeds)
             return df_fail(DF_ERR_CONFIG, "%s has %d classes but the model's num_class_embeds is %d", p->data, k,
                            cfg->num_class_embeds);
+        /* the last embedding is the null class when the data does not use it */
+        tr->null_class = k < cfg->num_class_embeds ? cfg->num_class_embeds - 1 : -1;
     }
+    if (!(p->class_dropout >= 0 && p->class_dropout < 1))
+        return df_fail(DF_ERR_ARG, "class dropout %g must be in [0, 1)", p->class_dropout);
+    if (p->class_dropout > 0 && (!tr->conditional || tr->null_class < 0))
+        return df_fail(DF_ERR_ARG, "class dropout needs a class-conditional model with a null class (num_class_embeds "
+                                   "above the data's classes)");
     if (p->batch_size < 1 || p->batch_size > 4096 || p->grad_accum < 1)
         return df_fail(DF_ERR_ARG, "batch size %d and gradient accumulation %d must be positive", p->batch_size, p->grad_accum);
     size_t np = df_model_num_params(tr->model);
