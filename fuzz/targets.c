@@ -260,6 +260,7 @@ static const char *fuzz_image(const uint8_t *data, size_t size) {
 static const char *const ckpt_files[] = {
     "model_index.json",     "unet/config.json",     "unet/diffusion_pytorch_model.safetensors",
     "scheduler/scheduler_config.json", "unet_raw/config.json", "unet_raw/diffusion_pytorch_model.safetensors",
+    "classes.json",
 };
 
 static const char *fuzz_checkpoint(const uint8_t *data, size_t size) {
@@ -283,6 +284,20 @@ static const char *fuzz_checkpoint(const uint8_t *data, size_t size) {
     df_scheduler_config sc;
     df_status st = df_pipeline_load(dir, raw, &m, &sc);
     if (st) return check_failure(st, dir);
+    const char *bad_msg_check;
+    /* its class list is refused or consistent */
+    df_class_info ci;
+    st = df_class_info_load(dir, m, &ci);
+    if (st && (bad_msg_check = check_failure(st, "classes.json"))) {
+        df_model_free(m);
+        return bad_msg_check;
+    }
+    if (!st && (ci.count != df_model_config(m)->num_class_embeds || ci.null_class >= ci.count)) {
+        df_class_info_free(&ci);
+        df_model_free(m);
+        return "a class list that does not fit the model";
+    }
+    df_class_info_free(&ci);
     /* a loaded model runs: one image at the smallest size, reference kernels (no JIT per input) */
     const df_unet_config *cfg = df_model_config(m);
     int f = 1 << (cfg->num_levels - 1);

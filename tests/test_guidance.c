@@ -3,6 +3,7 @@
  * exact classifier equals classifier-free guidance with the exact conditional predictor. */
 #define _POSIX_C_SOURCE 200809L
 #include "mixture.h"
+#include "internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -307,4 +308,79 @@ TEST(guidance_one_doubled_batch_per_step_and_rescale) {
     free(x), free(o), free(oc);
     df_gmm_free(&g);
     df_schedule_free(&s);
+}
+
+/* ---- class-conditional training with a null class --------------------------------------------------- */
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+/* 24 gray 8x8 images in 3 classes (a bright square in one of three places) with an IDX labels file. */
+static void labelled_toy(const char *dir, char *images, size_t cap) {
+    char p[1000];
+    snprintf(images, cap, "%s/cls-images-idx3-ubyte", dir);
+    snprintf(p, sizeof p, "%s/cls-labels-idx1-ubyte", dir);
+    FILE *f = fopen(images, "wb"), *l = fopen(p, "wb");
+    const unsigned char hi[16] = {0, 0, 8, 3, 0, 0, 0, 24, 0, 0, 0, 8, 0, 0, 0, 8}, hl[8] = {0, 0, 8, 1, 0, 0, 0, 24};
+    fwrite(hi, 1, 16, f);
+    fwrite(hl, 1, 8, l);
+    for (int i = 0; i < 24; i++) {
+        int k = i % 3;
+        fputc(k, l);
+        for (int y = 0; y < 8; y++)
+            for (int x = 0; x < 8; x++) fputc(y >= 2 && y < 5 && x >= 2 * k && x < 2 * k + 3 ? 230 : 20, f);
+    }
+    fclose(f), fclose(l);
+}
+
+TEST(guidance_class_conditional_training_and_sampling) {
+    char dir[700], images[800], cfgp[800], out[800];
+    snprintf(dir, sizeof dir, "%s/cond", test_tmp_dir());
+    df_mkdir_p(dir);
+    labelled_toy(dir, images, sizeof images);
+    df_unet_config c;
+    df_unet_config_default(&c);
+    c.sample_size = 8, c.in_channels = c.out_channels = 1, c.num_levels = 2;
+    c.block_out_channels[0] = 8, c.block_out_channels[1] = 16;
+    c.down_attn[0] = c.down_attn[1] = c.up_attn[0] = c.up_attn[1] = 0;
+    c.layers_per_block = 1, c.norm_num_groups = 4;
+    snprintf(cfgp, sizeof cfgp, "%s/tiny.json", dir);
+    CHECK_OK(df_unet_config_save(&c, cfgp));
+    df_train_params p;
+    df_train_params_default(&p);
+    p.data = images, p.preset = NULL, p.config_path = cfgp;
+    snprintf(out, sizeof out, "%s/run", dir);
+    p.out_dir = out, p.batch_size = 8, p.max_steps = 3, p.sample_count = 6, p.sample_steps = 4;
+    p.class_conditional = 1, p.class_dropout = 0.5;
+    CHECK_OK(df_train(&p));
+    df_model *m = NULL;
+    CHECK_OK(df_pipeline_load(out, 0, &m, NULL));
+    if (!m) return;
+    CHECK(df_model_config(m)->num_class_embeds == 4, "3 classes + the null class: num_class_embeds %d",
+          df_model_config(m)->num_class_embeds);
+    df_class_info ci;
+    CHECK_OK(df_class_info_load(out, m, &ci));
+    CHECK(ci.count == 4 && ci.null_class == 3 && ci.names && !strcmp(ci.names[1], "1") && !strcmp(ci.names[3], "(none)"),
+          "classes.json: %d classes, null %d", ci.count, ci.null_class);
+    df_class_info_free(&ci);
+    df_model_free(m);
+    /* a null class is needed for label dropout */
+    df_train_params q = p;
+    snprintf(out, sizeof out, "%s/run2", dir);
+    q.out_dir = out, q.class_conditional = 0;
+    c.num_class_embeds = 3;
+    CHECK_OK(df_unet_config_save(&c, cfgp));
+    CHECK(df_train(&q) == DF_ERR_ARG && strstr(df_error(), "null class"), "dropout without a null class: %s", df_error());
+    /* the command samples it with guidance, and refuses the null class as a label */
+    char cmd[3000], png[800];
+    snprintf(png, sizeof png, "%s/g.png", dir);
+    snprintf(cmd, sizeof cmd, "'%s/diffuse' sample '%s/run' --n 6 --steps 4 --guidance 3 --out '%s' 2>/dev/null",
+             test_bin_dir(), dir, png);
+    CHECK(system(cmd) == 0, "sample --guidance 3 failed");
+    struct stat sb;
+    CHECK(stat(png, &sb) == 0 && sb.st_size > 0, "no guided grid written");
+    snprintf(cmd, sizeof cmd, "'%s/diffuse' sample '%s/run' --n 6 --steps 4 --labels 3 --out '%s/n.png' 2>/dev/null",
+             test_bin_dir(), dir, dir);
+    int rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "the null class as a label: exit %d", WEXITSTATUS(rc));
 }
