@@ -31,6 +31,11 @@ const char cmd_sample_usage[] =
     "                        is plain conditional sampling, 0 unconditional, 2..5 sharper (the model needs a\n"
     "                        null class: train with --classes)\n"
     "  --guidance-rescale P  blend P of the guided prediction rescaled to the conditional one's spread (0)\n"
+    "  --classifier DIR      classifier guidance with a noise-aware classifier (train-classifier): each step\n"
+    "                        moves by --classifier-scale S (1) times grad log p(label | x_t) (Dhariwal &\n"
+    "                        Nichol: algorithm 1 for ddpm, 2 for the other samplers)\n"
+    "  --score DIR           classify the generated images with a noise-free classifier and print the\n"
+    "                        accuracy against the requested labels\n"
     "  --raw                 use the trained weights instead of their moving average\n"
     "output (one or more; default --out samples.png):\n"
     "  --out FILE.png        a grid\n"
@@ -106,7 +111,8 @@ int cmd_sample(int argc, char **argv) {
     int n = 64, batch = 64, steps = 0, karras = 0, large = 0, no_clip = 0, threshold = 0, raw = 0, cols = 0;
     int frames_wanted = 12, jump_len = 1, jump_n = 1;
     uint64_t seed = 0;
-    double eta = 0, strength = 0, guidance = 1, guidance_rescale = 0;
+    double eta = 0, strength = 0, guidance = 1, guidance_rescale = 0, classifier_scale = 1;
+    const char *classifier_dir = NULL, *score_dir = NULL;
     const char *sampler = NULL, *spacing = NULL, *labels_text = NULL, *out = NULL, *out_dir = NULL, *npy = NULL,
                *animate = NULL, *init_image = NULL, *inpaint = NULL, *mask_path = NULL;
     cli_opt opts[] = {
@@ -124,6 +130,9 @@ int cmd_sample(int argc, char **argv) {
         {"--labels", OPT_STR, &labels_text, 0, 0},
         {"--guidance", OPT_DOUBLE, &guidance, 0, 100},
         {"--guidance-rescale", OPT_DOUBLE, &guidance_rescale, 0, 1},
+        {"--classifier", OPT_STR, &classifier_dir, 0, 0},
+        {"--classifier-scale", OPT_DOUBLE, &classifier_scale, 0, 1000},
+        {"--score", OPT_STR, &score_dir, 0, 0},
         {"--raw", OPT_FLAG, &raw, 0, 0},
         {"--out", OPT_STR, &out, 0, 0},
         {"--cols", OPT_INT, &cols, 1, 10000},
@@ -231,13 +240,34 @@ int cmd_sample(int argc, char **argv) {
     const int c = cfg->in_channels, h = cfg->sample_size > 0 ? cfg->sample_size : 32, w = h;
     const size_t dim = (size_t)c * h * w;
 
-    /* what only the model can tell: its timesteps and classes */
+    /* what only the models can tell: timesteps and classes. Labels are the model's classes, or the
+     * classifier's when an unconditional model is guided by one. */
     int k = cfg->num_class_embeds;
-    if (sp.steps > sched.T) rc = cli_usage_error("--steps %d: the model has only %d timesteps", sp.steps, sched.T);
-    else if (labels_text && !k) rc = cli_usage_error("--labels: this model is unconditional (it has no classes)");
-    else if (labels_text) rc = cli_parse_list("sample", "--labels", labels_text, 0, k - 1, lab, 1024, &nlab);
+    df_model *clf = NULL, *scorer = NULL;
+    if (classifier_dir && (st = df_model_load(classifier_dir, &clf))) rc = cli_fail(st);
+    if (!rc && score_dir && (st = df_model_load(score_dir, &scorer))) rc = cli_fail(st);
+    if (!rc && clf && df_model_config(clf)->classifier_classes <= 0)
+        rc = cli_usage_error("--classifier: %s is not a classifier (make one with train-classifier)", classifier_dir);
+    if (!rc && scorer && df_model_config(scorer)->classifier_classes <= 0)
+        rc = cli_usage_error("--score: %s is not a classifier (make one with train-classifier)", score_dir);
+    int kc = clf ? df_model_config(clf)->classifier_classes : 0, nlabels = k ? k : kc;
+    if (rc) {
+    } else if (sp.steps > sched.T) {
+        rc = cli_usage_error("--steps %d: the model has only %d timesteps", sp.steps, sched.T);
+    } else if ((labels_text || score_dir) && !nlabels) {
+        rc = cli_usage_error("%s: this model is unconditional (it has no classes; --classifier can guide it)",
+                             labels_text ? "--labels" : "--score");
+    } else if (labels_text) {
+        rc = cli_parse_list("sample", "--labels", labels_text, 0, nlabels - 1, lab, 1024, &nlab);
+    }
+    if (!rc && !classifier_dir && cli_given(argc, argv, "--classifier-scale"))
+        rc = cli_usage_error("--classifier-scale goes with --classifier");
+    if (!rc && clf && k && kc != k - (k > kc))
+        rc = cli_usage_error("--classifier: %d classes, the model has %d", kc, k);
     df_class_info classes = {0};
     df_cfg cfg_guide = {0};
+    df_classifier_guidance cg = {0};
+    float *guide_ts = NULL;
     if (!rc && (st = df_class_info_load(model, m, &classes))) rc = cli_fail(st);
     int guided = !rc && (guidance != 1 || guidance_rescale > 0);
     if (guided && !k) rc = cli_usage_error("--guidance: this model is unconditional (it has no classes)");
@@ -252,25 +282,41 @@ int cmd_sample(int argc, char **argv) {
         cfg_guide.scale = guidance, cfg_guide.rescale = guidance_rescale;
         if (st) rc = cli_fail(st);
     }
+    df_model_denoiser clf_dn = {clf, h, w, NULL};
+    if (!rc && clf) {   /* the base predictor is set per batch below */
+        st = df_classifier_guidance_init(&cg, df_model_denoise, NULL, df_model_classify, &clf_dn, &sched, sp.prediction,
+                                         dim);
+        cg.scale = classifier_scale;
+        if (!st && sp.kind == DF_SAMPLER_DDPM) {   /* algorithm 1: the mean shift needs the step list */
+            guide_ts = malloc(sizeof(float) * (size_t)sp.steps);
+            st = guide_ts ? df_sampler_timesteps(&sched, &sp, guide_ts) : df_fail(DF_ERR_NOMEM, "out of memory");
+            cg.ddpm_mean = 1, cg.large_variance = sp.variance_large, cg.timesteps = guide_ts, cg.nsteps = sp.steps;
+        }
+        if (st) rc = cli_fail(st);
+    }
     if (rc) {
         df_class_info_free(&classes);
+        df_cfg_free(&cfg_guide);
+        df_classifier_guidance_free(&cg);
+        free(guide_ts);
+        df_model_free(clf), df_model_free(scorer);
         df_model_free(m);
         df_schedule_free(&sched);
         return rc;
     }
     rc = 1;
     float *x = malloc(sizeof(float) * (size_t)n * dim), *src = NULL, *mask = NULL;
-    int *labels = k ? malloc(sizeof(int) * (size_t)n) : NULL;
+    int *labels = nlabels ? malloc(sizeof(int) * (size_t)n) : NULL;
     sample_watch watch = {0};
     cli_progress bar;
-    if (!x || (k && !labels)) {
+    if (!x || (nlabels && !labels)) {
         st = df_fail(DF_ERR_NOMEM, "out of memory for %d images", n);
         goto fail;
     }
-    if (k) {
+    if (nlabels) {
         if (!labels_text)   /* every class but the null one */
-            for (int j = 0; j < k && nlab < 1024; j++)
-                if (j != classes.null_class) lab[nlab++] = j;
+            for (int j = 0; j < nlabels && nlab < 1024; j++)
+                if (j != classes.null_class || !k) lab[nlab++] = j;
         for (int i = 0; i < n; i++) labels[i] = lab[(int)((long)i * nlab / n)];
         if (!cols && n % nlab == 0) cols = n / nlab;
     }
@@ -312,12 +358,16 @@ int cmd_sample(int argc, char **argv) {
     for (int b = 0; b < nb && !st; b++) {
         int i0 = b * batch, bn = DF_MIN(batch, n - i0);
         float *xb = x + (size_t)i0 * dim;
-        df_model_denoiser dn = {m, h, w, labels ? labels + i0 : NULL};
+        df_model_denoiser dn = {m, h, w, labels && k ? labels + i0 : NULL};
         df_denoise_fn fn = df_model_denoise;
         void *fn_ctx = &dn;
         if (guided) {   /* both predictions from one network call of twice the batch */
             cfg_guide.ctx = &dn, cfg_guide.labels = dn.labels;
             fn = df_cfg_denoise, fn_ctx = &cfg_guide;
+        }
+        if (clf) {   /* classifier guidance around whatever predicts the noise */
+            cg.fn = fn, cg.ctx = fn_ctx, cg.labels = labels + i0;
+            fn = df_classifier_guidance_denoise, fn_ctx = &cg;
         }
         watch.done_before = b * sp.steps;
         if (b > 0) watch.max_frames = 0;   /* the animation shows the first batch */
@@ -337,6 +387,21 @@ int cmd_sample(int argc, char **argv) {
     }
     cli_progress_done(&bar);
     if (st) goto fail;
+    if (scorer) {   /* how often a noise-free classifier sees the requested class */
+        const int B = 100;
+        float *t0 = calloc(B, sizeof(float));
+        int *truth = malloc(sizeof(int) * B), hits = 0;
+        if (!t0 || !truth) st = df_fail(DF_ERR_NOMEM, "out of memory");
+        for (int i0 = 0; i0 < n && !st; i0 += B) {
+            int b = DF_MIN(B, n - i0), ok = 0;
+            memcpy(truth, labels + i0, sizeof(int) * b);
+            st = df_classifier_predict(scorer, b, h, w, x + (size_t)i0 * dim, t0, truth, &ok);
+            hits += ok;
+        }
+        free(t0), free(truth);
+        if (st) goto fail;
+        printf("accuracy of %s on the %d images: %.4f (%d right)\n", score_dir, n, (double)hits / n, hits);
+    }
     if (!cols) {
         cols = 1;
         while (cols * cols < n) cols++;
@@ -383,6 +448,9 @@ fail:
 done:
     free(x), free(src), free(mask), free(labels), free(watch.frames);
     df_cfg_free(&cfg_guide);
+    df_classifier_guidance_free(&cg);
+    free(guide_ts);
+    df_model_free(clf), df_model_free(scorer);
     df_class_info_free(&classes);
     df_schedule_free(&sched);
     df_model_free(m);

@@ -19,19 +19,21 @@ static const struct {
     {"info", cmd_info, cmd_info_usage, "what a model, checkpoint or run holds"},
     {"init", cmd_init, cmd_init_usage, "write a freshly initialised model"},
     {"predict", cmd_predict, cmd_predict_usage, "run the noise predictor on tensors from a safetensors file"},
+    {"train-classifier", cmd_train_classifier, cmd_train_classifier_usage,
+     "train a classifier (noise-aware, for guidance, or noise-free, to score samples)"},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 
 static void usage(FILE *f) {
     fprintf(f, "usage: diffuse <command> [options]     (diffuse <command> --help for its options)\n\ncommands:\n");
-    for (int i = 0; i < NCOMMANDS; i++) fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    for (int i = 0; i < NCOMMANDS; i++) fprintf(f, "  %-17s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\nglobal options: --threads N (default: all cores), -h/--help, --version\n"
                "example: diffuse train --minutes 20 && diffuse sample runs/fmnist-s --out samples.png\n");
 }
 
 /* The top level's usage line: after an unknown or missing command. */
 static const char top_usage[] = "usage: diffuse <command> [options]  "
-                                "(commands: train, sample, noise, info, init, predict; diffuse --help for more)\n";
+                                "(commands: train, sample, noise, info, init, predict, train-classifier; diffuse --help for more)\n";
 
 /* Remove "--threads N" or "--threads=N" from argv (it applies to every command). Returns 0 or 2. */
 static int take_threads(int *argc, char **argv) {

@@ -302,6 +302,7 @@ static const char *fuzz_checkpoint(const uint8_t *data, size_t size) {
     const df_unet_config *cfg = df_model_config(m);
     int f = 1 << (cfg->num_levels - 1);
     size_t px = (size_t)cfg->in_channels * f * f, po = (size_t)cfg->out_channels * f * f;
+    if ((size_t)cfg->classifier_classes > po) po = (size_t)cfg->classifier_classes;   /* a classifier's logits */
     float *x = calloc(px + po, sizeof(float));
     const char *bad = NULL;
     if (x) {

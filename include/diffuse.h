@@ -96,6 +96,11 @@ typedef struct {
     int   num_class_embeds;               /* 0 = null: unconditional */
     int   class_embed_timestep;           /* class_embed_type: 0 null (nn.Embedding), 1 "timestep" */
     float dropout;
+    /* Not UNet2DModel: > 0 makes the network a noisy-image classifier with this many classes: the U-Net's
+     * encoder half (time embedding, down blocks, mid block) and a head (GroupNorm, SiLU, mean over the
+     * image, a linear layer named "classifier.*") giving logits (N, classifier_classes). Written as
+     * "_classifier_classes", which diffusers ignores. */
+    int   classifier_classes;
 } df_unet_config;
 
 /* diffusers' UNet2DModel defaults (what a config.json that omits a field means). */
@@ -182,6 +187,16 @@ typedef struct {
 df_status df_model_denoise(void *ctx, int n, const float *x, const float *t, float *out);
 /* The same with the labels given per call (a df_class_denoise_fn, for guidance); ctx's labels are ignored. */
 df_status df_model_class_denoise(void *ctx, int n, const float *x, const float *t, const int *labels, float *out);
+
+/* Classifiers (config classifier_classes > 0): the cross-entropy of the logits against `targets` (n
+ * classes), averaged over the batch, with its gradients added into df_model_grads(); correct (may be
+ * NULL) counts the images whose largest logit is the target. */
+df_status df_model_classifier_loss_grad(df_model *m, int n, int h, int w, const float *x, const float *t,
+                                        const int *targets, float *loss, int *correct);
+/* A classifier as a df_classifier_fn (ctx: a df_model_denoiser, its labels unused): log p(y | x_t) and its
+ * gradient with respect to x_t. */
+df_status df_model_classify(void *ctx, int n, const float *x, const float *t, const int *labels, double *logp,
+                            float *grad);
 
 /* Training mode turns dropout on, with masks drawn from `rng` (kept by pointer until the next call).
  * Eval mode (the default) turns it off. */
@@ -671,6 +686,43 @@ void df_train_params_default(df_train_params *p);
  * returns DF_ERR_IO naming the file and the checkpoint kept. Leftover *.tmp entries of an interrupted
  * run are removed when a run starts in out_dir. */
 df_status df_train(const df_train_params *p);
+
+/* ---- classifiers ----------------------------------------------------------------------------------- */
+
+/* Predicted classes (pred, n values) of images at timesteps t; with correct not NULL, pred holds the true
+ * classes instead and *correct counts the images classified right. */
+df_status df_classifier_predict(df_model *m, int n, int h, int w, const float *x, const float *t, int *pred,
+                                int *correct);
+
+typedef struct {
+    long   step, total_steps;
+    int    epoch;
+    double loss, loss_avg, accuracy_avg;   /* training batches, moving averages */
+    double images_per_sec, elapsed, eta;
+} df_classifier_progress;
+
+typedef struct {
+    const char *data;          /* df_dataset_open path, with labels (default "fashion-mnist") */
+    const char *eval_data;     /* optional: accuracy on clean images of this set at the end */
+    double     *eval_accuracy; /* where that accuracy goes */
+    const char *preset, *config_path;   /* the U-Net whose encoder half is used (default preset fmnist-s) */
+    int         noise_aware;   /* 1: images noised to uniform random timesteps (for guidance); 0: clean */
+    int         batch_size;
+    long        max_steps;
+    double      max_minutes;
+    double      lr, weight_decay;
+    uint64_t    seed;
+    long        log_every;
+    const char *out_dir;       /* a model directory: config.json (with _classifier_classes), weights, classes.json */
+    void (*progress)(void *ctx, const df_classifier_progress *p);
+    void *progress_ctx;
+    volatile int *stop;
+} df_classifier_train_params;
+
+/* fashion-mnist, fmnist-s, noise-aware, batch 64, AdamW lr 3e-4 (warmup 100, cosine over max_steps),
+ * weight decay 0.05, log every 20 steps, out_dir "runs/classifier". */
+void      df_classifier_train_params_default(df_classifier_train_params *p);
+df_status df_classifier_train(const df_classifier_train_params *p);
 
 #ifdef __cplusplus
 }

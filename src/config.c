@@ -32,6 +32,7 @@ typedef enum {
     K_CLASS_NAME,   /* "_class_name" */
     K_VERSION,      /* "_diffusers_version": written, ignored when read */
     K_IGNORED,      /* read and ignored, written as null */
+    K_CLASSIFIER,   /* "_classifier_classes": an int written only when not 0 */
 } key_kind;
 
 #define NO_FIELD ((size_t)-1)   /* a K_CHOICE key with only one meaning, not stored in the struct */
@@ -58,6 +59,7 @@ static const choice time_embeddings[] = {{"positional", 0}};
 /* Every key, in the sorted order diffusers writes them. */
 static const key_info keys[] = {
     {"_class_name", SPECIAL(K_CLASS_NAME)},
+    {"_classifier_classes", FIELD(K_CLASSIFIER, classifier_classes)},
     {"_diffusers_version", SPECIAL(K_VERSION)},
     {"act_fn", CHOICES(NO_FIELD, act_fns)},
     {"add_attention", FIELD(K_BOOL, add_attention)},
@@ -257,6 +259,10 @@ static df_status validate(const df_unet_config *c, const char *src) {
     if (!(c->dropout >= 0 && c->dropout < 1))
         return df_fail(DF_ERR_CONFIG, "%s: field \"dropout\": unsupported value %g (expected 0 <= dropout < 1)", src,
                        (double)c->dropout);
+    if (c->classifier_classes < 0 || c->classifier_classes == 1 || c->classifier_classes > DF_MAX_CLASSES)
+        return df_fail(DF_ERR_CONFIG,
+                       "%s: field \"_classifier_classes\": unsupported value %d (expected 0, or 2 to %d classes)", src,
+                       c->classifier_classes, DF_MAX_CLASSES);
     if (c->num_class_embeds < 0 || c->num_class_embeds > DF_MAX_CLASSES)
         return df_fail(DF_ERR_CONFIG,
                        "%s: field \"num_class_embeds\": unsupported value %d (expected null or 1 to %d)", src,
@@ -416,6 +422,11 @@ static df_status parse_key(const char *src, const key_info *k, const cJSON *v, d
         if (!cJSON_IsString(v) || strcmp(v->valuestring, "UNet2DModel"))
             return bad_value(src, k->name, v, "\"UNet2DModel\"");
         return DF_OK;
+    case K_CLASSIFIER:
+        if (!json_int(v, &iv) || iv < 0 || iv > DF_MAX_CLASSES)
+            return bad_value(src, k->name, v, "an integer from 0 to 1000000");
+        *int_field(c, k) = iv;
+        return DF_OK;
     case K_VERSION:
     case K_IGNORED: return DF_OK;
     }
@@ -539,6 +550,7 @@ df_status df_unet_config_save(const df_unet_config *cfg, const char *path) {
     for (int i = 0; i < DF_COUNTOF(keys); i++) {
         const key_info *k = &keys[i];
         char num[48];
+        if (k->kind == K_CLASSIFIER && !int_value(cfg, k)) continue;   /* a plain UNet2DModel: diffusers' text */
         out_printf(o, "  \"%s\": ", k->name);
         switch (k->kind) {
         case K_INT: out_printf(o, "%d", int_value(cfg, k)); break;
@@ -566,6 +578,7 @@ df_status df_unet_config_save(const df_unet_config *cfg, const char *path) {
         case K_CLASS_NAME: out_printf(o, "\"UNet2DModel\""); break;
         case K_VERSION: out_printf(o, "\"0.25.1\""); break;
         case K_IGNORED: out_printf(o, "null"); break;
+        case K_CLASSIFIER: out_printf(o, "%d", int_value(cfg, k)); break;
         }
         out_printf(o, "%s\n", i + 1 < DF_COUNTOF(keys) ? "," : "");
     }

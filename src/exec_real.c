@@ -69,6 +69,9 @@ void RF(unet_forward)(const unet_graph *g, const real *params, real *act, real *
         case OP_AVGPOOL:
             RF(avgpool_forward)(y, x, o->n * o->c, o->h * 2, o->w * 2, o->blk);
             break;
+        case OP_MEAN_HW:
+            RF(mean_hw_forward)(y, x, o->n * o->c, g->vals[d->in[0]].h * g->vals[d->in[0]].w);
+            break;
         case OP_CONCAT:
             RF(concat_forward)(y, x, x1, o->n, g->vals[d->in[0]].c, g->vals[d->in[1]].c, o->h * o->w);
             break;
@@ -188,6 +191,9 @@ void RF(unet_backward)(const unet_graph *g, const real *params, real *dparams, c
             break;
         case OP_AVGPOOL:
             RF(avgpool_backward)(dx, dy, o->n * o->c, o->h * 2, o->w * 2, o->blk);
+            break;
+        case OP_MEAN_HW:
+            RF(mean_hw_backward)(dx, dy, o->n * o->c, g->vals[d->in[0]].h * g->vals[d->in[0]].w);
             break;
         case OP_CONCAT:
             RF(concat_backward)(dx, dx1, dy, o->n, g->vals[d->in[0]].c, g->vals[d->in[1]].c, o->h * o->w);

@@ -24,6 +24,7 @@ typedef enum {
     OP_DROPOUT,      /* farg[0] p; the mask is regenerated from the seed, nothing saved */
     OP_AFFINE,       /* farg[0] * in[0] + farg[1] */
     OP_NORM_SILU,    /* silu(GroupNorm(in[0] + in[1][:, :, None, None])), in[1] optional; as OP_GROUPNORM */
+    OP_MEAN_HW,      /* (N, C, H, W) -> (N, C, 1, 1): the mean over the image (plain layout) */
     OP_COUNT
 } op_kind;
 

@@ -373,7 +373,8 @@ static df_status model_forward(df_model *m, int n, int h, int w, const float *x,
     m->dropout_seed = 0;
     if (m->train && g->has_dropout && m->rng) m->dropout_seed = ((uint64_t)df_rng_u32(m->rng) << 32 | df_rng_u32(m->rng)) | 1;
     unet_forward_f32(g, m->params, m->act, m->scratch, m->t, labels ? m->labels : NULL, m->dropout_seed);
-    memcpy(eps, m->act + (keep ? g->vals[g->out].off : g->vals[g->out].ioff), sizeof(float) * (size_t)n * m->cfg.out_channels * h * w);
+    const gvalue *o = &g->vals[g->out];   /* (n, out_channels, h, w), or a classifier's (n, classes) logits */
+    memcpy(eps, m->act + (keep ? o->off : o->ioff), sizeof(float) * (size_t)o->n * o->c * o->h * o->w);
     g->infer = 0;
     m->have_forward = keep;
     return DF_OK;
@@ -409,6 +410,7 @@ df_status df_model_backward(df_model *m, const float *deps, float *dx) {
 df_status df_model_loss_grad(df_model *m, int n, int h, int w, const float *x_t, const float *t,
                              const int *labels, const float *target, const float *weights, float *loss,
                              float *per_sample) {
+    if (m->cfg.classifier_classes > 0) return df_fail(DF_ERR_CONFIG, "L_simple: this model is a classifier");
     if (m->cfg.out_channels != m->cfg.in_channels)
         return df_fail(DF_ERR_CONFIG, "L_simple needs out_channels == in_channels (%d != %d)", m->cfg.out_channels,
                        m->cfg.in_channels);
@@ -442,4 +444,81 @@ df_status df_model_class_denoise(void *ctx, int n, const float *x, const float *
     df_model_denoiser d = *(const df_model_denoiser *)ctx;
     d.labels = labels;
     return df_model_denoise(&d, n, x, t, out);
+}
+
+/* ---- classifiers ------------------------------------------------------------------------------------ */
+
+/* Softmax of one row of logits into p (k values); returns log-sum-exp. */
+static double softmax_row(const float *z, int k, double *p) {
+    double mx = z[0], sum = 0;
+    for (int j = 1; j < k; j++) mx = z[j] > mx ? z[j] : mx;
+    for (int j = 0; j < k; j++) sum += p[j] = exp((double)z[j] - mx);
+    for (int j = 0; j < k; j++) p[j] /= sum;
+    return mx + log(sum);
+}
+
+static df_status classifier_pass(df_model *m, int n, int h, int w, const float *x, const float *t, const int *targets,
+                                 float *dlogits_out, double *logp, int *correct, double *loss) {
+    const int k = m->cfg.classifier_classes;
+    if (k <= 0) return df_fail(DF_ERR_CONFIG, "this model is not a classifier");
+    for (int i = 0; i < n; i++)
+        if (targets[i] < 0 || targets[i] >= k)
+            return df_fail(DF_ERR_ARG, "class %d out of range 0..%d", targets[i], k - 1);
+    float *z = malloc(sizeof(float) * (size_t)n * k);
+    double *p = malloc(sizeof(double) * k);
+    if (!z || !p) {
+        free(z), free(p);
+        return df_fail(DF_ERR_NOMEM, "out of memory");
+    }
+    df_status st = model_forward(m, n, h, w, x, t, NULL, z, 1);
+    double total = 0;
+    int hits = 0;
+    for (int i = 0; i < n && !st; i++) {
+        const float *zi = z + (size_t)i * k;
+        double lse = softmax_row(zi, k, p), lp = zi[targets[i]] - lse;
+        total -= lp;
+        if (logp) logp[i] = lp;
+        int best = 0;
+        for (int j = 1; j < k; j++) best = zi[j] > zi[best] ? j : best;
+        hits += best == targets[i];
+        /* d(-log p_y)/dz = softmax - onehot, averaged over the batch */
+        for (int j = 0; dlogits_out && j < k; j++)
+            dlogits_out[(size_t)i * k + j] = (float)((p[j] - (j == targets[i])) / n);
+    }
+    if (correct) *correct = hits;
+    if (loss) *loss = total / n;
+    free(z), free(p);
+    return st;
+}
+
+df_status df_model_classifier_loss_grad(df_model *m, int n, int h, int w, const float *x, const float *t,
+                                        const int *targets, float *loss, int *correct) {
+    float *d = malloc(sizeof(float) * (size_t)n * (m->cfg.classifier_classes > 0 ? m->cfg.classifier_classes : 1));
+    if (!d) return df_fail(DF_ERR_NOMEM, "out of memory");
+    double l = 0;
+    df_status st = classifier_pass(m, n, h, w, x, t, targets, d, NULL, correct, &l);
+    if (!st) st = df_model_backward(m, d, NULL);
+    if (!st && loss) *loss = (float)l;
+    free(d);
+    return st;
+}
+
+df_status df_model_classify(void *ctx, int n, const float *x, const float *t, const int *labels, double *logp,
+                            float *grad) {
+    const df_model_denoiser *dn = ctx;
+    df_model *m = dn->model;
+    if (!labels) return df_fail(DF_ERR_ARG, "classifying needs the classes to score");
+    const int k = m->cfg.classifier_classes > 0 ? m->cfg.classifier_classes : 1;
+    float *d = grad ? malloc(sizeof(float) * (size_t)n * k) : NULL;
+    if (grad && !d) return df_fail(DF_ERR_NOMEM, "out of memory");
+    df_status st = classifier_pass(m, n, dn->h, dn->w, x, t, labels, d, logp, NULL, NULL);
+    if (!st && grad) {
+        /* grad log p(y | x_t) per image: back through the network from onehot - softmax (the loss gradient
+         * times -n) */
+        for (size_t i = 0; i < (size_t)n * k; i++) d[i] *= -(float)n;
+        df_model_zero_grad(m);
+        st = df_model_backward(m, d, grad);
+    }
+    free(d);
+    return st;
 }

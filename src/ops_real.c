@@ -549,6 +549,21 @@ void RF(avgpool_backward)(real *dx, const real *dy, int nc, int h, int w, int bl
                 }
 }
 
+void RF(mean_hw_forward)(real *y, const real *x, int nc, int hw) {
+    for (int c = 0; c < nc; c++) {
+        double acc = 0;
+        for (int i = 0; i < hw; i++) acc += x[(size_t)c * hw + i];
+        y[c] = (real)(acc / hw);
+    }
+}
+
+void RF(mean_hw_backward)(real *dx, const real *dy, int nc, int hw) {
+    for (int c = 0; c < nc; c++) {
+        real g = dy[c] / (real)hw;
+        for (int i = 0; i < hw; i++) dx[(size_t)c * hw + i] += g;
+    }
+}
+
 /* ---- joins --------------------------------------------------------------------------------------- */
 
 void RF(concat_forward)(real *y, const real *a, const real *b, int n, int ca, int cb, int hw) {

@@ -53,6 +53,8 @@ void RF(upsample_forward)(real *y, const real *x, int nc, int h, int w, int blk)
 void RF(upsample_backward)(real *dx, const real *dy, int nc, int h, int w, int blk);
 void RF(avgpool_forward)(real *y, const real *x, int nc, int h, int w, int blk);    /* y is (nc, h/2, w/2) */
 void RF(avgpool_backward)(real *dx, const real *dy, int nc, int h, int w, int blk);
+void RF(mean_hw_forward)(real *y, const real *x, int nc, int hw);      /* y (nc) = mean of each x plane (nc, hw) */
+void RF(mean_hw_backward)(real *dx, const real *dy, int nc, int hw);
 
 void RF(concat_forward)(real *y, const real *a, const real *b, int n, int ca, int cb, int hw);
 void RF(concat_backward)(real *da, real *db, const real *dy, int n, int ca, int cb, int hw);

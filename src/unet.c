@@ -9,7 +9,7 @@
 
 const char *const op_names[OP_COUNT] = {
     "conv", "linear", "groupnorm", "silu", "timestep", "embed", "upsample", "avgpool",
-    "concat", "add", "add_nc", "scale_shift", "attention", "dropout", "affine", "norm_silu",
+    "concat", "add", "add_nc", "scale_shift", "attention", "dropout", "affine", "norm_silu", "mean_hw",
 };
 _Static_assert(sizeof(op_names) / sizeof(op_names[0]) == OP_COUNT, "op name table");
 
@@ -166,6 +166,7 @@ static int unary(builder *B, op_kind op, int x) {
     int ho = in.h, wo = in.w;
     if (op == OP_UPSAMPLE) ho *= 2, wo *= 2;
     if (op == OP_AVGPOOL) ho /= 2, wo /= 2;
+    if (op == OP_MEAN_HW) ho = wo = 1;
     int y = add_value(B, in.n, in.c, ho, wo);
     gnode *d = add_node(B, op, x, -1, -1);
     if (!d) return -1;
@@ -594,6 +595,19 @@ df_status unet_build(const df_unet_config *cfg, int n, int h, int w, unet_graph 
         s = resnet(B, s, c, sf, RESAMPLE_NONE, "mid_block.resnets.1");
     }
 
+    if (cfg->classifier_classes > 0) {
+        /* the classifier's head: GroupNorm, SiLU, the mean over the image, logits */
+        s = norm_silu(B, s, -1, "classifier.norm", groups);
+        s = unary(B, OP_MEAN_HW, s);
+        g->out = linear(B, s, "classifier.linear", cfg->classifier_classes);
+        if (!B->err) B->err = plan_reuse(g);
+        if (B->err) {
+            unet_graph_free(g);
+            return B->err;
+        }
+        return DF_OK;
+    }
+
     for (int i = 0; i < levels; i++) {
         int cout = cfg->block_out_channels[levels - 1 - i], last = i == levels - 1;
         for (int j = 0; j <= cfg->layers_per_block; j++) {
@@ -641,6 +655,8 @@ void unet_set_layout(unet_graph *g, int blk) {
         int ok = blk > 1 && x->c % blk == 0 && x->h * x->w > 1 && v != g->x && v != g->out;
         g->vals[v].blk = ok ? blk : 1;
     }
+    for (int i = 0; i < g->nnodes; i++)
+        if (g->nodes[i].op == OP_MEAN_HW) g->vals[g->nodes[i].in[0]].blk = 1;
     for (int i = 0; i < g->nnodes; i++)
         if (g->nodes[i].op == OP_ATTENTION) {
             const gnode *d = &g->nodes[i];

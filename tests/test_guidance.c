@@ -384,3 +384,63 @@ TEST(guidance_class_conditional_training_and_sampling) {
     int rc = system(cmd);
     CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "the null class as a label: exit %d", WEXITSTATUS(rc));
 }
+
+/* ---- classifier networks ------------------------------------------------------------------------------ */
+
+TEST(guidance_classifier_network_gradient_and_training) {
+    char dir[700], images[800], cfgp[800], out[800];
+    snprintf(dir, sizeof dir, "%s/clf", test_tmp_dir());
+    df_mkdir_p(dir);
+    labelled_toy(dir, images, sizeof images);
+    df_unet_config c;
+    df_unet_config_default(&c);
+    c.sample_size = 8, c.in_channels = c.out_channels = 1, c.num_levels = 2;
+    c.block_out_channels[0] = 8, c.block_out_channels[1] = 16;
+    c.down_attn[0] = 0, c.down_attn[1] = 1, c.up_attn[0] = 1, c.up_attn[1] = 0;
+    c.layers_per_block = 1, c.norm_num_groups = 4, c.attention_head_dim = 8;
+    /* grad log p(y | x_t) from df_model_classify against central differences along random directions */
+    df_unet_config cc = c;
+    cc.classifier_classes = 3;
+    df_model *m = NULL;
+    CHECK_OK(df_model_create(&cc, 4, &m));
+    if (!m) return;
+    const int n = 3;
+    const size_t dim = 64;
+    float x[3 * 64], g[3 * 64], v[3 * 64], xp[3 * 64], t[3] = {0, 300, 900};
+    int y[3] = {0, 1, 2};
+    df_rng r;
+    df_rng_init(&r, 8);
+    df_rng_fill_normal(&r, x, n * dim);
+    df_rng_fill_normal(&r, v, n * dim);
+    df_model_denoiser dn = {m, 8, 8, NULL};
+    double lp[3], lpp[3], lpm[3];
+    CHECK_OK(df_model_classify(&dn, n, x, t, y, lp, g));
+    const float hstep = 1e-2f;
+    for (size_t i = 0; i < n * dim; i++) xp[i] = x[i] + hstep * v[i];
+    CHECK_OK(df_model_classify(&dn, n, xp, t, y, lpp, NULL));
+    for (size_t i = 0; i < n * dim; i++) xp[i] = x[i] - hstep * v[i];
+    CHECK_OK(df_model_classify(&dn, n, xp, t, y, lpm, NULL));
+    for (int i = 0; i < n; i++) {
+        double fd = (lpp[i] - lpm[i]) / (2 * hstep), an = 0;
+        for (size_t k = 0; k < dim; k++) an += (double)g[i * dim + k] * v[i * dim + k];
+        CHECK(lp[i] < 0, "log p(y|x) = %g is not negative", lp[i]);
+        CHECK(fabs(fd - an) <= 2e-3 + 1e-2 * fabs(fd), "image %d: d log p / dx along v: %.6g analytic, %.6g differences",
+              i, an, fd);
+    }
+    df_model_free(m);
+    /* a noise-free classifier learns the three squares */
+    snprintf(cfgp, sizeof cfgp, "%s/tiny.json", dir);
+    CHECK_OK(df_unet_config_save(&c, cfgp));
+    df_classifier_train_params p;
+    df_classifier_train_params_default(&p);
+    double acc = -1;
+    snprintf(out, sizeof out, "%s/noise-free", dir);
+    p.data = images, p.eval_data = images, p.eval_accuracy = &acc, p.preset = NULL, p.config_path = cfgp;
+    p.noise_aware = 0, p.batch_size = 12, p.max_steps = test_quick() ? 30 : 60, p.lr = 3e-3, p.out_dir = out;
+    CHECK_OK(df_classifier_train(&p));
+    printf("    noise-free classifier on the toy squares: accuracy %.3f after %ld steps\n", acc, p.max_steps);
+    CHECK(acc > 0.95, "accuracy %.3f", acc);
+    CHECK_OK(df_model_load(out, &m));
+    if (m) CHECK(df_model_config(m)->classifier_classes == 3, "reloaded with %d classes", df_model_config(m)->classifier_classes);
+    df_model_free(m);
+}

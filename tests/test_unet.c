@@ -215,6 +215,7 @@ static void unet_fd(int variant, uint64_t seed) {
      * its outputs are rebuilt in the backward pass from the fused norm before them */
     const uint64_t dseed = variant == 3 ? 12345 : 0;
     if (variant == 3) cfg.dropout = 0.3f;
+    if (variant == 4) cfg.classifier_classes = 5, cfg.num_class_embeds = 0;   /* encoder + classifier head */
     df_model *m = NULL;
     CHECK_OK(df_model_create(&cfg, seed, &m));
     if (!m) return;
@@ -303,7 +304,7 @@ static void unet_fd(int variant, uint64_t seed) {
 }
 
 TEST(unet_gradcheck_f64) {
-    for (int v = 0; v < 4; v++) unet_fd(v, 7 + (uint64_t)v);
+    for (int v = 0; v < 5; v++) unet_fd(v, 7 + (uint64_t)v);
 }
 
 /* ---- random configs: build, save, load, same output --------------------------------------------------- */
