@@ -333,17 +333,22 @@ static void labelled_toy(const char *dir, char *images, size_t cap) {
     fclose(f), fclose(l);
 }
 
+/* A two-level 8x8 gray model, with attention at the second level when attn. */
+static void tiny_config(df_unet_config *c, int attn) {
+    df_unet_config_default(c);
+    c->sample_size = 8, c->in_channels = c->out_channels = 1, c->num_levels = 2;
+    c->block_out_channels[0] = 8, c->block_out_channels[1] = 16;
+    c->down_attn[0] = 0, c->down_attn[1] = attn, c->up_attn[0] = attn, c->up_attn[1] = 0;
+    c->layers_per_block = 1, c->norm_num_groups = 4, c->attention_head_dim = 8;
+}
+
 TEST(guidance_class_conditional_training_and_sampling) {
     char dir[700], images[800], cfgp[800], out[800];
     snprintf(dir, sizeof dir, "%s/cond", test_tmp_dir());
     df_mkdir_p(dir);
     labelled_toy(dir, images, sizeof images);
     df_unet_config c;
-    df_unet_config_default(&c);
-    c.sample_size = 8, c.in_channels = c.out_channels = 1, c.num_levels = 2;
-    c.block_out_channels[0] = 8, c.block_out_channels[1] = 16;
-    c.down_attn[0] = c.down_attn[1] = c.up_attn[0] = c.up_attn[1] = 0;
-    c.layers_per_block = 1, c.norm_num_groups = 4;
+    tiny_config(&c, 0);
     snprintf(cfgp, sizeof cfgp, "%s/tiny.json", dir);
     CHECK_OK(df_unet_config_save(&c, cfgp));
     df_train_params p;
@@ -393,11 +398,7 @@ TEST(guidance_classifier_network_gradient_and_training) {
     df_mkdir_p(dir);
     labelled_toy(dir, images, sizeof images);
     df_unet_config c;
-    df_unet_config_default(&c);
-    c.sample_size = 8, c.in_channels = c.out_channels = 1, c.num_levels = 2;
-    c.block_out_channels[0] = 8, c.block_out_channels[1] = 16;
-    c.down_attn[0] = 0, c.down_attn[1] = 1, c.up_attn[0] = 1, c.up_attn[1] = 0;
-    c.layers_per_block = 1, c.norm_num_groups = 4, c.attention_head_dim = 8;
+    tiny_config(&c, 1);
     /* grad log p(y | x_t) from df_model_classify against central differences along random directions */
     df_unet_config cc = c;
     cc.classifier_classes = 3;
