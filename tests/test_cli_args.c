@@ -305,11 +305,25 @@ static const bad_case cases[] = {
     {"predict $M $I $T/missing/o.safetensors", 1, "missing"},
     {"predict $M $I $T/adir.png", 1, "adir.png"},
     {"predict $M $P $T/o.safetensors", 1, "in.png"},
+    /* guidance and classifiers */
+    {"sample $M --guidance 3", 2, "--guidance"},
+    {"sample $M --classifier-scale 2", 2, "--classifier-scale"},
+    {"sample $M --classifier $T/missing", 1, "missing"},
+    {"sample $M --score $M", 2, "not a classifier"},
+    {"sample $M --guidance -1", 2, "--guidance"},
+    {"sample $M --guidance-rescale 2", 2, "--guidance-rescale"},
+    {"train-classifier --steps 3", 2, "--out"},
+    {"train-classifier --out $T/c", 2, "budget"},
+    {"train-classifier --preset fmnist-s --config $T/missing.json --steps 3 --out $T/c", 2, "--preset"},
+    {"train-classifier --config $T/missing.json --steps 3 --out $T/c", 1, "missing.json"},
+    {"train-classifier --preset nosuch --steps 3 --out $T/c", 2, "nosuch"},
+    {"train --class-dropout 0.2 --steps 3 --out $T/r", 2, "--class-dropout"},
+    {"train --classes --class-dropout 1.5 --steps 3 --out $T/r", 2, "--class-dropout"},
 };
 
 /* The command a case runs ("" for the top level): its first word, when that names one. */
 static void command_of(const char *args, char *cmd, size_t cap) {
-    static const char *const names[] = {"train", "sample", "noise", "info", "init", "predict"};
+    static const char *const names[] = {"train", "sample", "noise", "info", "init", "predict", "train-classifier"};
     const char *a = args;
     int skip = strncmp(a, "--threads=", 10) == 0 ? 1 : strncmp(a, "--threads ", 10) == 0 ? 2 : 0;
     for (; skip > 0 && *a; skip--) a = strchr(a, ' ') ? strchr(a, ' ') + 1 : a + strlen(a);
@@ -330,7 +344,7 @@ TEST(cli_args_bad_arguments_fail_early_and_clearly) {
     int failed_cases = 0;
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const bad_case *c = &cases[i];
-        char args[4096], err[8192], out[2048], cmd[16], prefix[64], first[2048] = "";
+        char args[4096], err[8192], out[2048], cmd[32], prefix[64], first[2048] = "";
         expand(&fx, c->args, args, sizeof args);
         int rc = run(&fx, args, err, sizeof err, out, sizeof out);
         if (getenv("DIFFUSE_VERBOSE")) printf("    [%d] diffuse %s\n%s", rc, c->args, err);
@@ -387,7 +401,7 @@ TEST(cli_args_bad_arguments_fail_early_and_clearly) {
 TEST(cli_args_help_is_full_and_on_stdout) {
     fixture fx;
     if (!setup(&fx)) return;
-    const char *const cmds[] = {"train", "sample", "noise", "info", "init", "predict"};
+    const char *const cmds[] = {"train", "sample", "noise", "info", "init", "predict", "train-classifier"};
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
         const char *forms[] = {"%s --help", "%s -h", "help %s", "%s --steps 3 --help"};
         for (size_t f = 0; f < sizeof forms / sizeof *forms; f++) {
