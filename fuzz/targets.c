@@ -70,7 +70,7 @@ static void put_file(const char *rel, const uint8_t *data, size_t n, char *out, 
     snprintf(out, cap, "%s/%s", scratch_dir(), rel);
     char *slash = strrchr(out, '/');
     *slash = 0;
-    mkdir(out, 0755);
+    df_mkdir_p(out);   /* the directory and its parents: the first file may be in a subdirectory */
     *slash = '/';
     FILE *f = fopen(out, "wb");
     if (!f || (n && fwrite(data, 1, n, f) != n) || fclose(f) != 0) {
