@@ -18,6 +18,7 @@ const char cmd_train_classifier_usage[] =
     "  --eval PATH           report the accuracy on these clean images at the end (e.g. fashion-mnist:test)\n"
     "  --preset NAME         the U-Net whose encoder is used: fmnist-s (default) or cifar10\n"
     "  --config FILE         or a diffusers UNet2DModel config.json\n"
+    "  --init DIR            continue training this classifier (a fresh optimizer)\n"
     "  --noise-free          train on clean images (t = 0)\n"
     "  --steps N | --minutes M   the budget (one is required)\n"
     "  --batch N (64)  --lr X (3e-4)  --weight-decay X (0.05)  --seed S (0)\n"
@@ -47,6 +48,7 @@ int cmd_train_classifier(int argc, char **argv) {
         {"--eval", OPT_STR, &p.eval_data, 0, 0},
         {"--preset", OPT_STR, &preset, 0, 0},
         {"--config", OPT_STR, &config, 0, 0},
+        {"--init", OPT_STR, &p.init_dir, 0, 0},
         {"--noise-free", OPT_FLAG, &noise_free, 0, 0},
         {"--steps", OPT_LONG, &p.max_steps, 1, 1e12},
         {"--minutes", OPT_DOUBLE, &p.max_minutes, 1e-3, 1e7},
@@ -61,7 +63,11 @@ int cmd_train_classifier(int argc, char **argv) {
     int npos;
     int rc = cli_parse("train-classifier", argc, argv, opts, pos, 0, &npos, cmd_train_classifier_usage);
     if (rc) return rc;
-    if (preset && config) return cli_usage_error("--preset and --config each choose the network: give one");
+    if (!!preset + !!config + !!p.init_dir > 1)
+        return cli_usage_error("--preset, --config and --init each choose the network: give one");
+    if (p.init_dir && cli_check_input("--init", p.init_dir, 1)) return 1;
+    if (p.init_dir && out && cli_same_file(p.init_dir, out))
+        return cli_usage_error("--out %s is the --init classifier: write the new one elsewhere", out);
     if (!out) return cli_usage_error("--out: where should the classifier go?");
     if (p.max_steps <= 0 && p.max_minutes <= 0) return cli_usage_error("give a budget: --steps N or --minutes M");
     if (preset) {

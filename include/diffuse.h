@@ -706,6 +706,7 @@ typedef struct {
     const char *eval_data;     /* optional: accuracy on clean images of this set at the end */
     double     *eval_accuracy; /* where that accuracy goes */
     const char *preset, *config_path;   /* the U-Net whose encoder half is used (default preset fmnist-s) */
+    const char *init_dir;      /* or continue training this classifier (same classes); the optimizer starts afresh */
     int         noise_aware;   /* 1: images noised to uniform random timesteps (for guidance); 0: clean */
     int         batch_size;
     long        max_steps;

@@ -74,24 +74,42 @@ df_status df_classifier_train(const df_classifier_train_params *p) {
     if (p->max_steps <= 0 && p->max_minutes <= 0) return df_fail(DF_ERR_ARG, "no budget: give steps or minutes");
     if (p->batch_size < 1 || p->batch_size > 4096) return df_fail(DF_ERR_ARG, "batch size %d out of range", p->batch_size);
     df_unet_config cfg;
-    df_status st = p->config_path ? df_unet_config_load(p->config_path, &cfg) : df_unet_config_preset(p->preset, &cfg);
+    df_model *init = NULL;
+    df_status st = p->init_dir      ? df_model_load(p->init_dir, &init)
+                   : p->config_path ? df_unet_config_load(p->config_path, &cfg)
+                                    : df_unet_config_preset(p->preset, &cfg);
     if (st) return st;
+    if (init) {
+        cfg = *df_model_config(init);
+        if (cfg.classifier_classes <= 0) {
+            df_model_free(init);
+            return df_fail(DF_ERR_CONFIG, "%s: not a classifier", p->init_dir);
+        }
+    }
     df_dataset *data = NULL, *eval = NULL;
     df_model *m = NULL;
     df_optimizer opt = {0};
     df_schedule sched = {0};
     float *x0 = NULL, *xt = NULL, *noise = NULL, *t = NULL;
     int *y = NULL, *ti = NULL, *perm = NULL;
-    if ((st = df_dataset_open(p->data, cfg.sample_size, cfg.in_channels, &data))) return st;
+    if ((st = df_dataset_open(p->data, cfg.sample_size, cfg.in_channels, &data))) {
+        df_model_free(init);
+        return st;
+    }
     int K = df_dataset_num_classes(data), c, h, w;
     df_dataset_shape(data, &c, &h, &w);
-    if (K < 2) {
+    if (K < 2 || (init && K != cfg.classifier_classes)) {
         df_dataset_free(data);
-        return df_fail(DF_ERR_ARG, "%s: a classifier needs labels of at least 2 classes", p->data);
+        df_model_free(init);
+        return K < 2 ? df_fail(DF_ERR_ARG, "%s: a classifier needs labels of at least 2 classes", p->data)
+                     : df_fail(DF_ERR_SHAPE, "%s has %d classes, the classifier %s has %d", p->data, K, p->init_dir,
+                               cfg.classifier_classes);
     }
     cfg.classifier_classes = K, cfg.num_class_embeds = 0, cfg.class_embed_timestep = 0, cfg.dropout = 0;
     if (!st && p->eval_data) st = df_dataset_open(p->eval_data, cfg.sample_size, cfg.in_channels, &eval);
-    if (!st) st = df_model_create(&cfg, p->seed ^ 0xC1A55, &m);
+    if (!st && init) m = init, init = NULL;
+    else if (!st) st = df_model_create(&cfg, p->seed ^ 0xC1A55, &m);
+    df_model_free(init);
     if (!st) st = df_schedule_init_default(&sched);
     df_optim_params op;
     df_optim_params_default(&op);

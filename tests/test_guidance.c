@@ -444,4 +444,15 @@ TEST(guidance_classifier_network_gradient_and_training) {
     CHECK_OK(df_model_load(out, &m));
     if (m) CHECK(df_model_config(m)->classifier_classes == 3, "reloaded with %d classes", df_model_config(m)->classifier_classes);
     df_model_free(m);
+    /* training continues from it (a few steps keep it right), and not on data with other classes */
+    char out2[900];
+    snprintf(out2, sizeof out2, "%s-more", out);
+    df_classifier_train_params q = p;
+    q.init_dir = out, q.out_dir = out2, q.max_steps = 5, q.lr = 1e-4;
+    acc = -1;
+    CHECK_OK(df_classifier_train(&q));
+    CHECK(acc > 0.95, "continued: accuracy %.3f", acc);
+    q.data = "fashion-mnist", q.out_dir = out;
+    CHECK(df_classifier_train(&q) == DF_ERR_SHAPE && strstr(df_error(), "10 classes"), "10-class data accepted: %s",
+          df_error());
 }
