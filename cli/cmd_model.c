@@ -269,7 +269,8 @@ int cmd_info(int argc, char **argv) {
     df_status st = df_pipeline_load(path, 0, &m, &sc);
     if (st) return cli_fail(st);
     const df_unet_config *c = df_model_config(m);
-    printf("model        %s (diffusers UNet2DModel)\n", path);
+    printf("model        %s (%s)\n", path,
+           c->classifier_classes ? "a classifier: a UNet2DModel's encoder half" : "diffusers UNet2DModel");
     printf("sample size  %d x %d, %d -> %d channels\n", c->sample_size, c->sample_size, c->in_channels,
            c->out_channels);
     printf("levels       ");
@@ -277,14 +278,15 @@ int cmd_info(int argc, char **argv) {
         printf("%s%d%s", i ? ", " : "", c->block_out_channels[i], c->down_attn[i] ? " (attn)" : "");
     printf("\nlayers       %d per block, groups %d, eps %g, head dim %d%s\n", c->layers_per_block,
            c->norm_num_groups, c->norm_eps, c->attention_head_dim, c->attention_head_dim ? "" : " (one head)");
-    if (c->num_class_embeds) {
+    if (c->num_class_embeds || c->classifier_classes) {
         df_class_info ci;
         if ((st = df_class_info_load(path, m, &ci))) {
             df_model_free(m);
             return cli_fail(st);
         }
-        printf("classes      %d (class-conditional%s)", c->num_class_embeds,
-               ci.null_class >= 0 ? ", with a null class: classifier-free guidance works" : "");
+        if (c->classifier_classes) printf("classifier   %d classes (logits from the encoder half)", c->classifier_classes);
+        else printf("classes      %d (class-conditional%s)", c->num_class_embeds,
+                    ci.null_class >= 0 ? ", with a null class: classifier-free guidance works" : "");
         for (int i = 0; ci.names && i < ci.count; i++) printf("%s%d %s", i ? ", " : ": ", i, ci.names[i]);
         printf("\n");
         df_class_info_free(&ci);

@@ -188,7 +188,8 @@ df_status df_class_info_save(const char *dir, const df_class_info *ci) {
 
 df_status df_class_info_load(const char *path, const df_model *model, df_class_info *ci) {
     memset(ci, 0, sizeof *ci);
-    ci->count = model ? df_model_config(model)->num_class_embeds : 0;
+    const df_unet_config *mc = model ? df_model_config(model) : NULL;
+    ci->count = !mc ? 0 : mc->classifier_classes > 0 ? mc->classifier_classes : mc->num_class_embeds;
     ci->null_class = -1;
     char p[4400], dir[4200];
     snprintf(dir, sizeof dir, "%s", path);
