@@ -455,4 +455,23 @@ TEST(guidance_classifier_network_gradient_and_training) {
     q.data = "fashion-mnist", q.out_dir = out;
     CHECK(df_classifier_train(&q) == DF_ERR_SHAPE && strstr(df_error(), "10 classes"), "10-class data accepted: %s",
           df_error());
+    /* the command guides an unconditional model with it (DDIM: algorithm 2, DDPM: algorithm 1) and scores
+     * the result with the noise-free one */
+    char model[900], cmd[4000], line[256];
+    snprintf(model, sizeof model, "%s/uncond", dir);
+    df_model *u = NULL;
+    CHECK_OK(df_model_create(&c, 9, &u));
+    if (u) CHECK_OK(df_model_save(u, model));
+    df_model_free(u);
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd,
+                 "'%s/diffuse' sample '%s' --n 6 --steps 4 --labels 0,1,2 --classifier '%s' --classifier-scale 2 "
+                 "%s --score '%s' --out '%s/cg%d.png' 2>/dev/null",
+                 test_bin_dir(), model, out, k ? "--sampler ddpm" : "", out, dir, k);
+        FILE *pipe = popen(cmd, "r");
+        int got = 0;
+        while (pipe && fgets(line, sizeof line, pipe)) got |= strstr(line, "accuracy of") != NULL;
+        int rc = pipe ? pclose(pipe) : -1;
+        CHECK(rc == 0 && got, "%s: exit %d, accuracy line %s", k ? "ddpm" : "ddim", rc, got ? "printed" : "missing");
+    }
 }
