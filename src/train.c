@@ -519,6 +519,9 @@ static df_status write_samples(trainer *tr, char *event, size_t cap) {
     const df_train_params *p = &tr->p;
     int n = p->sample_count;
     if (n <= 0) return DF_OK;
+    /* class-conditional: the same number of each class but the null one, a row per class */
+    int k = tr->conditional ? df_model_config(tr->model)->num_class_embeds - (tr->null_class >= 0) : 0;
+    if (k > 0 && n >= k) n -= n % k;
     df_model *m = tr->model;
     if (tr->ema) {
         memcpy(df_model_params(tr->ema_model), tr->ema, df_model_num_params(tr->model) * sizeof(float));
@@ -530,8 +533,7 @@ static df_status write_samples(trainer *tr, char *event, size_t cap) {
         free(x), free(labels);
         return df_fail(DF_ERR_NOMEM, "out of memory for samples");
     }
-    int k = tr->conditional ? df_model_config(m)->num_class_embeds : 0;
-    for (int i = 0; i < n; i++) labels[i] = k ? (i * k) / n : 0;   /* rows of classes */
+    for (int i = 0; i < n; i++) labels[i] = k > 0 ? (int)((long)i * k / n) : 0;   /* rows of classes */
     df_sampler_params sp;
     df_sampler_params_default(&sp);
     sp.steps = p->sample_steps;
