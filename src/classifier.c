@@ -182,17 +182,7 @@ df_status df_classifier_train(const df_classifier_train_params *p) {
     df_model_set_train(m, 0, NULL);
     if (!st && step == 0) st = df_fail(DF_ERR_ARG, "stopped before the first step: nothing to save");
     if (!st) st = df_model_save(m, p->out_dir);
-    if (!st) {   /* the class names, for messages and `info` */
-        char **names = calloc((size_t)K, sizeof(char *)), (*nums)[16] = calloc((size_t)K, sizeof *nums);
-        for (int i = 0; names && nums && i < K; i++) {
-            const char *nm = df_dataset_class_name(data, i);
-            snprintf(nums[i], sizeof nums[i], "%d", i);
-            names[i] = (char *)(nm ? nm : nums[i]);
-        }
-        df_class_info ci = {K, -1, names};
-        st = names && nums ? df_class_info_save(p->out_dir, &ci) : df_fail(DF_ERR_NOMEM, "out of memory");
-        free(names), free(nums);
-    }
+    if (!st) st = df_class_info_save_data(p->out_dir, data, K, -1);   /* the class names, for messages and `info` */
     if (!st && eval && p->eval_accuracy) st = accuracy(m, eval, 10000, p->eval_accuracy);
     df_dataset_free(data), df_dataset_free(eval);
     df_model_free(m);

@@ -47,6 +47,10 @@ void df_philox(uint64_t seed, uint64_t counter, uint32_t out[4]);
 /* For programs (not the library): restart once with OMP_WAIT_POLICY=passive unless the user set it. */
 void df_prefer_passive_threads(char **argv);
 
+/* dir/classes.json for `count` classes named from the data set (unnamed ones by their number; the null
+ * class, when >= 0, as "(none)"). */
+df_status df_class_info_save_data(const char *dir, const df_dataset *d, int count, int null_class);
+
 /* Read a checkpoint's training_state.json as a resume would, without resuming (for the fuzzer). */
 df_status df_train_state_check(const char *path);
 

@@ -230,3 +230,17 @@ df_status df_class_info_load(const char *path, const df_model *model, df_class_i
     if (st) ci->null_class = -1;
     return st;
 }
+
+df_status df_class_info_save_data(const char *dir, const df_dataset *d, int count, int null_class) {
+    int k = df_dataset_num_classes(d);
+    char **names = calloc((size_t)count, sizeof(char *)), (*nums)[16] = calloc((size_t)count, sizeof *nums);
+    for (int i = 0; names && nums && i < count; i++) {
+        const char *nm = i < k ? df_dataset_class_name(d, i) : NULL;
+        snprintf(nums[i], sizeof nums[i], "%d", i);
+        names[i] = (char *)(i == null_class ? "(none)" : nm ? nm : i < k ? nums[i] : "(unused)");
+    }
+    df_class_info ci = {count, null_class, names};
+    df_status st = names && nums ? df_class_info_save(dir, &ci) : df_fail(DF_ERR_NOMEM, "out of memory");
+    free(names), free(nums);
+    return st;
+}

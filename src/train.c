@@ -285,18 +285,8 @@ static df_status write_checkpoint_files(trainer *tr, const char *tmp) {
     }
     snprintf(p, sizeof p, "%s/training_state.json", tmp);
     if (!st) st = save_state_json(tr, p);
-    if (!st && tr->conditional) {   /* the classes' names and the null class, for sampling and `info` */
-        int k = df_dataset_num_classes(tr->data), K = df_model_config(tr->model)->num_class_embeds;
-        char **names = calloc((size_t)K, sizeof(char *)), (*nums)[16] = calloc((size_t)K, sizeof *nums);
-        for (int i = 0; names && nums && i < K; i++) {   /* unnamed classes go by their number */
-            const char *nm = i < k ? df_dataset_class_name(tr->data, i) : NULL;
-            snprintf(nums[i], sizeof nums[i], "%d", i);
-            names[i] = (char *)(i == tr->null_class ? "(none)" : nm ? nm : i < k ? nums[i] : "(unused)");
-        }
-        df_class_info ci = {K, tr->null_class, names};
-        st = names && nums ? df_class_info_save(tmp, &ci) : df_fail(DF_ERR_NOMEM, "out of memory");
-        free(names), free(nums);
-    }
+    if (!st && tr->conditional)   /* the classes' names and the null class, for sampling and `info` */
+        st = df_class_info_save_data(tmp, tr->data, df_model_config(tr->model)->num_class_embeds, tr->null_class);
     /* every file was synced as it was written; now the directories that name them */
     const char *subdirs[] = {"unet", "unet_raw", "scheduler", ""};
     for (int i = 0; i < DF_COUNTOF(subdirs) && !st; i++) {
