@@ -25,6 +25,9 @@ const char cmd_sample_usage[] =
     "  --large-variance      DDPM with beta_t as the reverse variance\n"
     "  --no-clip             do not clip predicted x_0 to [-1, 1]\n"
     "  --threshold           dynamic thresholding (Imagen)\n"
+    "  --clipped-eps         DDIM steps with the noise implied by the clipped x_0, not the network's (on\n"
+    "                        when guiding: strong guidance otherwise washes out the background)\n"
+    "  --model-eps           DDIM steps with the network's noise even when guiding (diffusers' default)\n"
     "  --labels L1,L2,...    class labels for a class-conditional model: image i gets L[i*k/n], so with n a\n"
     "                        multiple of k the grid has one row per label (default: 0..classes-1)\n"
     "  --guidance W          classifier-free guidance scale: eps_null + W (eps_label - eps_null); 1 (default)\n"
@@ -108,7 +111,7 @@ static df_status write_npy(const char *path, const float *x, int n, int c, int h
 }
 
 int cmd_sample(int argc, char **argv) {
-    int n = 64, batch = 64, steps = 0, karras = 0, large = 0, no_clip = 0, threshold = 0, raw = 0, cols = 0;
+    int n = 64, batch = 64, steps = 0, karras = 0, large = 0, no_clip = 0, threshold = 0, clipped_eps = 0, model_eps = 0, raw = 0, cols = 0;
     int frames_wanted = 12, jump_len = 1, jump_n = 1;
     uint64_t seed = 0;
     double eta = 0, strength = 0, guidance = 1, guidance_rescale = 0, classifier_scale = 1;
@@ -127,6 +130,8 @@ int cmd_sample(int argc, char **argv) {
         {"--large-variance", OPT_FLAG, &large, 0, 0},
         {"--no-clip", OPT_FLAG, &no_clip, 0, 0},
         {"--threshold", OPT_FLAG, &threshold, 0, 0},
+        {"--clipped-eps", OPT_FLAG, &clipped_eps, 0, 0},
+        {"--model-eps", OPT_FLAG, &model_eps, 0, 0},
         {"--labels", OPT_STR, &labels_text, 0, 0},
         {"--guidance", OPT_DOUBLE, &guidance, 0, 100},
         {"--guidance-rescale", OPT_DOUBLE, &guidance_rescale, 0, 1},
@@ -277,6 +282,8 @@ int cmd_sample(int argc, char **argv) {
         if (lab[i] == classes.null_class && classes.null_class >= 0)
             rc = cli_usage_error("--labels: %d is the null class (\"no class\"); use --guidance 0 for unconditional "
                                  "samples", lab[i]);
+    if (!rc && clipped_eps && model_eps) rc = cli_usage_error("--clipped-eps and --model-eps exclude each other");
+    sp.clipped_eps = clipped_eps || ((guided || clf) && !model_eps);
     if (!rc && guided) {
         st = df_cfg_init(&cfg_guide, df_model_class_denoise, NULL, dim, classes.null_class);
         cfg_guide.scale = guidance, cfg_guide.rescale = guidance_rescale;

@@ -326,6 +326,8 @@ typedef struct {
     double          clip_range;
     int             dynamic_threshold;   /* Imagen: per sample, clamp x_0 at the dt_ratio quantile of |x_0| */
     double          dt_ratio, dt_max;    /* (at least 1, at most dt_max), then rescale */
+    int             clipped_eps;      /* DDIM: step with the eps implied by the clipped or thresholded x_0
+                                         (diffusers' use_clipped_model_output); needed for strong guidance */
     /* Called after every step with the new x_t and the current x_0 prediction (may be NULL). */
     void (*progress)(void *ctx, int step, int total, const float *x, const float *x0);
     void *progress_ctx;

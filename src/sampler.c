@@ -280,7 +280,7 @@ static void ddpm_step(const df_sampler_params *p, double a, double ap, int last,
 
 /* DDIM eq. 12: x_{t'} = sqrt(abar_{t'}) x_0 + sqrt(1 - abar_{t'} - sigma^2) eps + sigma z, with
  * sigma = eta sqrt((1 - abar_{t'}) / (1 - abar_t)) sqrt(1 - abar_t / abar_{t'}) (eq. 16). eps is the model's
- * (not re-derived from a clipped x_0: diffusers' use_clipped_model_output = False). */
+ * (re-derived from a clipped x_0 only with clipped_eps: diffusers' use_clipped_model_output). */
 static void ddim_step(double eta, double a, double ap, size_t len, float *x, const float *x0, const float *eps,
                       df_rng *rng) {
     const double sig = eta * sqrt((1 - ap) / (1 - a) * (1 - a / ap));
@@ -392,7 +392,15 @@ df_status df_sampler_run(const df_schedule *s, const df_sampler_params *p, df_de
         df_x0_process(p, n, dim, x0, scratch);
         switch (kind) {
         case DF_SAMPLER_DDPM: ddpm_step(p, ab[i], ab[i + 1], i == N - 1, len, x, x0, rng); break;
-        case DF_SAMPLER_DDIM: ddim_step(p->eta, ab[i], ab[i + 1], len, x, x0, eps, rng); break;
+        case DF_SAMPLER_DDIM:
+            if (p->clipped_eps && (p->clip_x0 || p->dynamic_threshold)) {
+                /* eps consistent with the clipped x_0 (diffusers' use_clipped_model_output): without it a
+                 * guided eps far from the model's range carries the clipped-away part of x_0 into x_t' */
+                const double ca = sqrt(ab[i]), cs = 1 / sqrt(1 - ab[i]);
+                for (size_t j = 0; j < len; j++) eps[j] = (float)((x[j] - ca * x0[j]) * cs);
+            }
+            ddim_step(p->eta, ab[i], ab[i + 1], len, x, x0, eps, rng);
+            break;
         case DF_SAMPLER_DPMPP_1S:
         case DF_SAMPLER_DPMPP_2M:
         case DF_SAMPLER_DPMPP_3M: {

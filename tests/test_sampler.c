@@ -289,7 +289,8 @@ TEST(sampler_names_and_defaults) {
     df_sampler_params p;
     df_sampler_params_default(&p);
     CHECK(p.kind == DF_SAMPLER_DDIM && p.steps == 50 && p.spacing == DF_SPACING_LEADING && p.eta == 0 &&
-              p.prediction == DF_PRED_EPSILON && !p.clip_x0 && !p.dynamic_threshold && !p.progress,
+              p.prediction == DF_PRED_EPSILON && !p.clip_x0 && !p.dynamic_threshold && !p.clipped_eps &&
+              !p.progress,
           "defaults: DDIM, 50 steps, leading, eta 0, epsilon, no clipping");
     CHECK(p.clip_range == 1 && p.dt_ratio == 0.995 && p.dt_max == 1, "diffusers' clipping defaults");
 }
@@ -787,6 +788,67 @@ TEST(sampler_clipping_and_thresholding) {
         for (int j = 0; j < 64; j++) d = fmax(d, fabs(x[i * 64 + j] - fmin(fmax(x0[i * 64 + j], -sc), sc) / sc));
     }
     CHECK(d < 1e-6, "dynamic thresholding: max difference %.3g", d);
+    df_schedule_free(&s);
+}
+
+/* The exact mixture predictor with its noise amplified by `gain`, as strong guidance amplifies it; with
+ * `as_x0` it returns the clipped x_0 that noise implies instead (a sample-prediction model). */
+typedef struct {
+    df_gmm_denoiser dn;
+    double          gain;
+    int             as_x0;
+} amplified;
+
+static df_status amplified_denoise(void *ctx, int n, const float *x, const float *t, float *out) {
+    const amplified *a = ctx;
+    df_status st = df_gmm_denoise((void *)&a->dn, n, x, t, out);
+    for (int i = 0; i < n; i++) {
+        const double ab = a->dn.schedule->alphas_cumprod[(int)t[i]];
+        for (size_t j = 0; j < a->dn.dim; j++) {
+            const size_t k = (size_t)i * a->dn.dim + j;
+            out[k] = (float)(a->gain * out[k]);
+            if (a->as_x0) out[k] = (float)fmin(fmax((x[k] - sqrt(1 - ab) * out[k]) / sqrt(ab), -1), 1);
+        }
+    }
+    return st;
+}
+
+/* clipped_eps: DDIM then steps with the noise implied by the clipped x_0, which is what DDIM does with a
+ * model that predicts that clipped x_0 directly (no clipping asked); without clipped_eps the paths differ. */
+TEST(sampler_ddim_clipped_eps) {
+    df_schedule s;
+    CHECK_OK(df_schedule_init_default(&s));
+    df_gmm g;
+    mix_make_2d(&g);
+    const int n = 8;
+    const size_t dim = 2 * PER, len = (size_t)n * dim;
+    float *xT = malloc(sizeof(float) * len), *a = malloc(sizeof(float) * len), *b = malloc(sizeof(float) * len);
+    df_rng r;
+    df_rng_init(&r, 6);
+    df_rng_fill_normal(&r, xT, len);
+    amplified eps_model = {{&g, &s, dim, DF_PRED_EPSILON}, 3, 0}, x0_model = eps_model;
+    x0_model.as_x0 = 1;
+    for (int eta = 0; eta <= 1; eta++) {
+        df_sampler_params p = params(DF_SAMPLER_DDIM, 20), q = p;
+        p.eta = q.eta = eta;
+        p.clip_x0 = 1, p.clipped_eps = 1;
+        q.prediction = DF_PRED_SAMPLE;
+        memcpy(a, xT, sizeof(float) * len), memcpy(b, xT, sizeof(float) * len);
+        df_rng_init(&r, 11);
+        CHECK_OK(df_sample_from(&s, &p, amplified_denoise, &eps_model, n, dim, &r, a));
+        df_rng_init(&r, 11);
+        CHECK_OK(df_sample_from(&s, &q, amplified_denoise, &x0_model, n, dim, &r, b));
+        double d = max_abs_diff(a, b, len);
+        CHECK(d < 1e-4, "eta %d: clipped_eps vs a model predicting the clipped x_0: max difference %.3g", eta, d);
+        p.clipped_eps = 0;
+        memcpy(a, xT, sizeof(float) * len);
+        df_rng_init(&r, 11);
+        CHECK_OK(df_sample_from(&s, &p, amplified_denoise, &eps_model, n, dim, &r, a));
+        d = max_abs_diff(a, b, len);
+        CHECK(d > 0.05, "eta %d: the model's own noise gives other samples (max difference %.3g)", eta, d);
+    }
+    free(xT), free(a), free(b);
+    df_gmm_free(&g);
     df_schedule_free(&s);
 }
 
