@@ -1,6 +1,6 @@
 /* The test runner: runs every registered test (or those whose name contains argv[1]) and prints
  * "N passed, N failed". Exit status 1 if any test failed. */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700   /* nftw */
 #include "test.h"
 #include "internal.h"
 
@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <ftw.h>
+#include <sys/stat.h>
 
 #define MAX_TESTS 1024
 static struct { const char *name; test_fn fn; } tests[MAX_TESTS];
@@ -49,16 +51,62 @@ const char *test_golden_dir(void) {
     return g && *g ? g : "../shared/golden";
 }
 
+static char tmp_dir[256];
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
 const char *test_tmp_dir(void) {
-    static char dir[256];
+    char *dir = tmp_dir;
     if (!dir[0]) {
-        snprintf(dir, sizeof dir, "/tmp/diffuse-test-XXXXXX");
+        snprintf(dir, sizeof tmp_dir, "/tmp/diffuse-test-XXXXXX");
         if (!mkdtemp(dir)) {
             perror("mkdtemp");
             exit(2);
         }
     }
     return dir;
+}
+
+/* The tests' tiny U-Net: 8x8 gray, two levels of 8 and 16 channels, one layer per block, with attention at
+ * the second level (down) and the first (up) when attn. Callers adjust classes, dropout and the like. */
+void test_tiny_unet(df_unet_config *c, int attn) {
+    df_unet_config_default(c);
+    c->sample_size = 8, c->in_channels = c->out_channels = 1, c->num_levels = 2;
+    c->block_out_channels[0] = 8, c->block_out_channels[1] = 16;
+    c->down_attn[0] = 0, c->down_attn[1] = attn, c->up_attn[0] = attn, c->up_attn[1] = 0;
+    for (int i = 2; i < DF_MAX_LEVELS; i++) c->block_out_channels[i] = c->down_attn[i] = c->up_attn[i] = 0;
+    c->layers_per_block = 1, c->norm_num_groups = 4, c->attention_head_dim = 8;
+}
+
+static void write_or_fail(const char *path, const unsigned char *b, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(b, 1, n, f) != n || fclose(f)) {
+        perror(path);
+        exit(2);
+    }
+}
+
+void test_toy_idx(const char *dir, const char *name, int n, int classes, char *images, size_t cap) {
+    char p[1100];
+    unsigned char *b = malloc(16 + (size_t)n * 64), *l = malloc(8 + (size_t)n);
+    const unsigned char hi[16] = {0, 0, 8, 3, 0, 0, (unsigned char)(n >> 8), (unsigned char)n, 0, 0, 0, 8, 0, 0, 0, 8};
+    const unsigned char hl[8] = {0, 0, 8, 1, 0, 0, (unsigned char)(n >> 8), (unsigned char)n};
+    memcpy(b, hi, 16), memcpy(l, hl, 8);
+    for (int i = 0; i < n; i++) {
+        int k = i % classes, oy = (k / 2) * 4, ox = (k % 2) * 4;
+        l[8 + i] = (unsigned char)k;
+        for (int y = 0; y < 8; y++)
+            for (int x = 0; x < 8; x++)
+                b[16 + (size_t)i * 64 + y * 8 + x] = y >= oy && y < oy + 3 && x >= ox && x < ox + 3 ? 230 : 20;
+    }
+    snprintf(images, cap, "%s/%s-images-idx3-ubyte", dir, name);
+    snprintf(p, sizeof p, "%s/%s-labels-idx1-ubyte", dir, name);
+    write_or_fail(images, b, 16 + (size_t)n * 64);
+    write_or_fail(p, l, 8 + (size_t)n);
+    free(b), free(l);
 }
 
 double max_rel_diff(const float *a, const float *b, size_t n, size_t *where) {
@@ -101,5 +149,7 @@ int main(int argc, char **argv) {
         fflush(stdout);
     }
     printf("%d passed, %d failed\n", passed, failed);
+    if (tmp_dir[0] && !failed) nftw(tmp_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);   /* kept on failure */
+    else if (tmp_dir[0]) printf("test files kept in %s\n", tmp_dir);
     return failed ? 1 : 0;
 }

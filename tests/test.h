@@ -40,6 +40,12 @@ const char *test_bin_dir(void);     /* the directory of the test binary (the dif
         if (s_ != DF_OK) test_fail_at(__FILE__, __LINE__, "%s failed: %s", #expr, df_error()); \
     } while (0)
 
+/* The tests' tiny U-Net (8x8 gray, two levels), attention at the inner level when attn. */
+void test_tiny_unet(df_unet_config *c, int attn);
+/* n 8x8 gray images, a bright 3x3 square on a dark background at one of `classes` (at most 4) places,
+ * image i of class i % classes, as DIR/NAME-images-idx3-ubyte (its path in images) with its labels file. */
+void test_toy_idx(const char *dir, const char *name, int n, int classes, char *images, size_t cap);
+
 /* Largest |a-b| over n values, divided by max|b| (or 1 if b is all zero). Reports the index too. */
 double max_rel_diff(const float *a, const float *b, size_t n, size_t *where);
 

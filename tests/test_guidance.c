@@ -315,40 +315,13 @@ TEST(guidance_one_doubled_batch_per_step_and_rescale) {
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-/* 24 gray 8x8 images in 3 classes (a bright square in one of three places) with an IDX labels file. */
-static void labelled_toy(const char *dir, char *images, size_t cap) {
-    char p[1000];
-    snprintf(images, cap, "%s/cls-images-idx3-ubyte", dir);
-    snprintf(p, sizeof p, "%s/cls-labels-idx1-ubyte", dir);
-    FILE *f = fopen(images, "wb"), *l = fopen(p, "wb");
-    const unsigned char hi[16] = {0, 0, 8, 3, 0, 0, 0, 24, 0, 0, 0, 8, 0, 0, 0, 8}, hl[8] = {0, 0, 8, 1, 0, 0, 0, 24};
-    fwrite(hi, 1, 16, f);
-    fwrite(hl, 1, 8, l);
-    for (int i = 0; i < 24; i++) {
-        int k = i % 3;
-        fputc(k, l);
-        for (int y = 0; y < 8; y++)
-            for (int x = 0; x < 8; x++) fputc(y >= 2 && y < 5 && x >= 2 * k && x < 2 * k + 3 ? 230 : 20, f);
-    }
-    fclose(f), fclose(l);
-}
-
-/* A two-level 8x8 gray model, with attention at the second level when attn. */
-static void tiny_config(df_unet_config *c, int attn) {
-    df_unet_config_default(c);
-    c->sample_size = 8, c->in_channels = c->out_channels = 1, c->num_levels = 2;
-    c->block_out_channels[0] = 8, c->block_out_channels[1] = 16;
-    c->down_attn[0] = 0, c->down_attn[1] = attn, c->up_attn[0] = attn, c->up_attn[1] = 0;
-    c->layers_per_block = 1, c->norm_num_groups = 4, c->attention_head_dim = 8;
-}
-
 TEST(guidance_class_conditional_training_and_sampling) {
     char dir[700], images[800], cfgp[800], out[800];
     snprintf(dir, sizeof dir, "%s/cond", test_tmp_dir());
     df_mkdir_p(dir);
-    labelled_toy(dir, images, sizeof images);
+    test_toy_idx(dir, "cls", 24, 3, images, sizeof images);
     df_unet_config c;
-    tiny_config(&c, 0);
+    test_tiny_unet(&c, 0);
     snprintf(cfgp, sizeof cfgp, "%s/tiny.json", dir);
     CHECK_OK(df_unet_config_save(&c, cfgp));
     df_train_params p;
@@ -396,9 +369,9 @@ TEST(guidance_classifier_network_gradient_and_training) {
     char dir[700], images[800], cfgp[800], out[800];
     snprintf(dir, sizeof dir, "%s/clf", test_tmp_dir());
     df_mkdir_p(dir);
-    labelled_toy(dir, images, sizeof images);
+    test_toy_idx(dir, "cls", 24, 3, images, sizeof images);
     df_unet_config c;
-    tiny_config(&c, 1);
+    test_tiny_unet(&c, 1);
     /* grad log p(y | x_t) from df_model_classify against central differences along random directions */
     df_unet_config cc = c;
     cc.classifier_classes = 3;

@@ -10,42 +10,9 @@
 #include <sys/wait.h>
 #include <gif_lib.h>
 
-/* 8x8 gray images: a bright square at one of four places (the label), on a dark background. */
-static void write_toy_idx(const char *dir, int n) {
-    char p[600];
-    unsigned char *b = malloc(16 + (size_t)n * 64), lb[8 + 512];
-    const unsigned char hdr[16] = {0, 0, 8, 3, 0, 0, (unsigned char)(n >> 8), (unsigned char)n, 0, 0, 0, 8, 0, 0, 0, 8};
-    memcpy(b, hdr, 16);
-    const unsigned char lhdr[8] = {0, 0, 8, 1, 0, 0, (unsigned char)(n >> 8), (unsigned char)n};
-    memcpy(lb, lhdr, 8);
-    for (int i = 0; i < n; i++) {
-        int k = i % 4, oy = (k / 2) * 4, ox = (k % 2) * 4;
-        for (int y = 0; y < 8; y++)
-            for (int x = 0; x < 8; x++) {
-                int in = y >= oy && y < oy + 3 && x >= ox && x < ox + 3;
-                b[16 + (size_t)i * 64 + y * 8 + x] = in ? 230 : 20;
-            }
-        lb[8 + i] = (unsigned char)k;
-    }
-    snprintf(p, sizeof p, "%s/toy-images-idx3-ubyte", dir);
-    FILE *f = fopen(p, "wb");
-    fwrite(b, 1, 16 + (size_t)n * 64, f);
-    fclose(f);
-    snprintf(p, sizeof p, "%s/toy-labels-idx1-ubyte", dir);
-    f = fopen(p, "wb");
-    fwrite(lb, 1, 8 + (size_t)n, f);
-    fclose(f);
-    free(b);
-}
-
 static void tiny_config(const char *path, int classes) {
     df_unet_config c;
-    df_unet_config_default(&c);
-    c.sample_size = 8, c.in_channels = 1, c.out_channels = 1, c.num_levels = 2;
-    c.block_out_channels[0] = 8, c.block_out_channels[1] = 16;
-    c.down_attn[0] = 0, c.down_attn[1] = 1, c.up_attn[0] = 1, c.up_attn[1] = 0;
-    for (int i = 2; i < DF_MAX_LEVELS; i++) c.block_out_channels[i] = c.down_attn[i] = c.up_attn[i] = 0;
-    c.layers_per_block = 1, c.norm_num_groups = 4, c.attention_head_dim = 8;
+    test_tiny_unet(&c, 1);
     c.num_class_embeds = classes;
     c.dropout = 0.1f;   /* dropout on, so its masks are part of what must resume exactly */
     CHECK_OK(df_unet_config_save(&c, path));
@@ -82,8 +49,7 @@ static void base_params(df_train_params *p, const char *data, const char *config
 TEST(train_tiny_model_loss_falls) {
     const char *dir = test_tmp_dir();
     char data[600], cfg[600], out[600];
-    write_toy_idx(dir, 256);
-    snprintf(data, sizeof data, "%s/toy-images-idx3-ubyte", dir);
+    test_toy_idx(dir, "toy", 256, 4, data, sizeof data);
     snprintf(cfg, sizeof cfg, "%s/tiny.json", dir);
     snprintf(out, sizeof out, "%s/new/parent/run-loss", dir);   /* missing parents are created */
     tiny_config(cfg, 0);
@@ -136,8 +102,7 @@ static int files_equal(const char *a, const char *b) {
 TEST(train_resume_is_bit_exact) {
     const char *dir = test_tmp_dir();
     char data[600], cfg[600], a[600], b[600];
-    write_toy_idx(dir, 40);   /* small: epochs turn over during the run */
-    snprintf(data, sizeof data, "%s/toy-images-idx3-ubyte", dir);
+    test_toy_idx(dir, "toy", 40, 4, data, sizeof data);   /* small: epochs turn over during the run */
     snprintf(cfg, sizeof cfg, "%s/tiny-cond.json", dir);
     tiny_config(cfg, 4);
     snprintf(a, sizeof a, "%s/run-straight", dir);

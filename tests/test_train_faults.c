@@ -29,29 +29,10 @@ static void fault_off(void) {
 
 /* ---- a tiny model and data set (as in test_train.c) --------------------------------------------------- */
 
-/* n 8x8 gray images (a bright square at one of four places) as an IDX file; returns its path in out. */
-static void toy_data(const char *dir, int n, char *out, size_t cap) {
-    snprintf(out, cap, "%s/faults-images-idx3-ubyte", dir);
-    FILE *f = fopen(out, "wb");
-    const unsigned char hdr[16] = {0, 0, 8, 3, 0, 0, (unsigned char)(n >> 8), (unsigned char)n, 0, 0, 0, 8, 0, 0, 0, 8};
-    fwrite(hdr, 1, 16, f);
-    for (int i = 0; i < n; i++) {
-        int k = i % 4, oy = (k / 2) * 4, ox = (k % 2) * 4;
-        for (int y = 0; y < 8; y++)
-            for (int x = 0; x < 8; x++) fputc(y >= oy && y < oy + 3 && x >= ox && x < ox + 3 ? 230 : 20, f);
-    }
-    fclose(f);
-}
-
 static void toy_config(const char *dir, char *out, size_t cap) {
     snprintf(out, cap, "%s/faults-tiny.json", dir);
     df_unet_config c;
-    df_unet_config_default(&c);
-    c.sample_size = 8, c.in_channels = 1, c.out_channels = 1, c.num_levels = 2;
-    c.block_out_channels[0] = 8, c.block_out_channels[1] = 16;
-    c.down_attn[0] = 0, c.down_attn[1] = 1, c.up_attn[0] = 1, c.up_attn[1] = 0;
-    for (int i = 2; i < DF_MAX_LEVELS; i++) c.block_out_channels[i] = c.down_attn[i] = c.up_attn[i] = 0;
-    c.layers_per_block = 1, c.norm_num_groups = 4, c.attention_head_dim = 8;
+    test_tiny_unet(&c, 1);
     c.dropout = 0.1f;   /* dropout masks draw from the training stream: part of what must resume exactly */
     CHECK_OK(df_unet_config_save(&c, out));
 }
@@ -62,7 +43,7 @@ typedef struct {
 
 static void toy_init(toy *t) {
     snprintf(t->dir, sizeof t->dir, "%s", test_tmp_dir());
-    toy_data(t->dir, 40, t->data, sizeof t->data);
+    test_toy_idx(t->dir, "faults", 40, 4, t->data, sizeof t->data);
     toy_config(t->dir, t->cfg, sizeof t->cfg);
 }
 
