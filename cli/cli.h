@@ -30,6 +30,9 @@ int cli_int(const char *opt, const char *text, long lo, long hi, long *out);
  * Both print one line and return 1 on failure, 0 otherwise. */
 int cli_check_input(const char *what, const char *path, int want_dir);
 int cli_check_output(const char *what, const char *path, int want_dir);
+/* A data set argument: the built-in names (fashion-mnist, fashion-mnist:test), or an existing readable
+ * file or directory. */
+int cli_check_data(const char *what, const char *path);
 /* 1 if a and b name the same file: the same existing file, or the same name in the same directory. */
 int cli_same_file(const char *a, const char *b);
 /* 1 if s ends with suffix, ignoring case (".png" matches "X.PNG"). */

@@ -66,6 +66,8 @@ int cmd_train_classifier(int argc, char **argv) {
     if (!!preset + !!config + !!p.init_dir > 1)
         return cli_usage_error("--preset, --config and --init each choose the network: give one");
     if (p.init_dir && cli_check_input("--init", p.init_dir, 1)) return 1;
+    if ((p.data && cli_check_data("--data", p.data)) || (p.eval_data && cli_check_data("--eval", p.eval_data)))
+        return 1;
     if (p.init_dir && out && cli_same_file(p.init_dir, out))
         return cli_usage_error("--out %s is the --init classifier: write the new one elsewhere", out);
     if (!out) return cli_usage_error("--out: where should the classifier go?");

@@ -151,9 +151,7 @@ static int check_files(const df_train_params *p) {
         if (df_unet_config_load(p->config_path, &cfg)) return cli_fail(DF_ERR_CONFIG);
     }
     if (p->init_dir && cli_check_input("--init", p->init_dir, 1)) return 1;
-    if (p->data && strcmp(p->data, "fashion-mnist") != 0 && strcmp(p->data, "fashion-mnist:test") != 0)
-        return cli_check_input("--data", p->data, stat(p->data, &sb) == 0 && S_ISDIR(sb.st_mode));
-    return 0;
+    return p->data ? cli_check_data("--data", p->data) : 0;
 }
 
 int cmd_train(int argc, char **argv) {

@@ -266,6 +266,12 @@ int cli_check_input(const char *what, const char *path, int want_dir) {
     return 0;
 }
 
+int cli_check_data(const char *what, const char *path) {
+    struct stat sb;
+    if (strcmp(path, "fashion-mnist") == 0 || strcmp(path, "fashion-mnist:test") == 0) return 0;
+    return cli_check_input(what, path, stat(path, &sb) == 0 && S_ISDIR(sb.st_mode));
+}
+
 /* The directory `path` goes in, into buf: "a/b/c" -> "a/b", "c" and "c/" -> ".", "/c" -> "/". */
 static void parent_of(const char *path, char *buf, size_t cap) {
     size_t n = strlen(path);

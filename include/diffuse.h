@@ -593,9 +593,9 @@ df_status df_pipeline_load(const char *path, int raw, df_model **model, df_sched
 df_status df_pipeline_save(const char *dir, const df_model *model, const df_scheduler_config *sc);
 
 /* What a class-conditional model's classes are: count (its num_class_embeds, 0 if unconditional; a
- * classifier's classifier_classes), the
- * null class used for unconditional predictions (-1 if it has none) and names (NULL, or count entries,
- * the null class's being "(none)"), from the pipeline's classes.json when there is one. */
+ * classifier's classifier_classes), the null class used for unconditional predictions (-1 if it has
+ * none) and names (NULL, or count entries, the null class's being "(none)"), from the pipeline's
+ * classes.json when there is one. */
 typedef struct {
     int    count, null_class;
     char **names;
