@@ -3,8 +3,8 @@
 # scale (default 1000), labels spread evenly over the classes, DDIM with STEPS steps (default 50).
 # Classifier-free guidance of a class-conditional MODEL by default; with GUIDE=DIR in the environment,
 # classifier guidance by the noise-aware classifier DIR (MODEL may then be unconditional) and the
-# scales are classifier scales.
-# Usage: [GUIDE=DIR] scripts/guidance_eval.sh MODEL SCORER [N] [STEPS] [SCALES...]
+# scales are classifier scales. THREADS=N limits the threads.
+# Usage: [GUIDE=DIR] [THREADS=N] scripts/guidance_eval.sh MODEL SCORER [N] [STEPS] [SCALES...]
 set -e
 model=$1 clf=$2 n=${3:-1000} steps=${4:-50}
 [ -n "$model" ] && [ -n "$clf" ] || {
@@ -19,7 +19,7 @@ echo "| $what | accuracy ($n images, DDIM $steps steps) |"
 echo "|---|---|"
 for w in $scales; do
     if [ -n "$GUIDE" ]; then set -- --classifier "$GUIDE" --classifier-scale "$w"; else set -- --guidance "$w"; fi
-    acc=$("$bin" sample "$model" --n "$n" --batch 100 --steps "$steps" "$@" --seed 1 \
+    acc=$("$bin" ${THREADS:+--threads "$THREADS"} sample "$model" --n "$n" --batch 100 --steps "$steps" "$@" --seed 1 \
           --score "$clf" --out "$out/w$w.png" 2>"$out/err" | sed -n 's/^accuracy of .*: \([0-9.]*\) .*/\1/p')
     [ -n "$acc" ] || { cat "$out/err" >&2; exit 1; }
     echo "| $w | $acc |"
