@@ -284,7 +284,10 @@ int cmd_info(int argc, char **argv) {
             df_model_free(m);
             return cli_fail(st);
         }
-        if (c->classifier_classes) printf("classifier   %d classes (logits from the encoder half)", c->classifier_classes);
+        if (c->classifier_classes)
+            printf("classifier   %d classes (logits from the encoder half; %s)", c->classifier_classes,
+                   c->classifier_noise_aware ? "trained on noised images: for --classifier"
+                                             : "trained on clean images: for --score");
         else printf("classes      %d (class-conditional%s)", c->num_class_embeds,
                     ci.null_class >= 0 ? ", with a null class: classifier-free guidance works" : "");
         for (int i = 0; ci.names && i < ci.count; i++) printf("%s%d %s", i ? ", " : ": ", i, ci.names[i]);

@@ -255,6 +255,9 @@ int cmd_sample(int argc, char **argv) {
         rc = cli_usage_error("--classifier: %s is not a classifier (make one with train-classifier)", classifier_dir);
     if (!rc && scorer && df_model_config(scorer)->classifier_classes <= 0)
         rc = cli_usage_error("--score: %s is not a classifier (make one with train-classifier)", score_dir);
+    if (!rc && clf && !df_model_config(clf)->classifier_noise_aware)   /* allowed, but rarely what is meant */
+        fprintf(stderr, "diffuse sample: note: --classifier %s was not trained on noised images (made with "
+                "--noise-free, or not recorded); its gradients at high noise guide poorly\n", classifier_dir);
     int kc = clf ? df_model_config(clf)->classifier_classes : 0, nlabels = k ? k : kc;
     if (rc) {
     } else if (sp.steps > sched.T) {

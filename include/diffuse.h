@@ -101,6 +101,9 @@ typedef struct {
      * image, a linear layer named "classifier.*") giving logits (N, classifier_classes). Written as
      * "_classifier_classes", which diffusers ignores. */
     int   classifier_classes;
+    /* A classifier trained on noised images (what classifier guidance needs): "_classifier_noise_aware",
+     * written only when 1. 0 means clean images, or a classifier from before this was recorded. */
+    int   classifier_noise_aware;
 } df_unet_config;
 
 /* diffusers' UNet2DModel defaults (what a config.json that omits a field means). */

@@ -181,6 +181,7 @@ df_status df_classifier_train(const df_classifier_train_params *p) {
     }
     df_model_set_train(m, 0, NULL);
     if (!st && step == 0) st = df_fail(DF_ERR_ARG, "stopped before the first step: nothing to save");
+    if (!st) df_model_set_noise_aware(m, p->noise_aware);
     if (!st) st = df_model_save(m, p->out_dir);
     if (!st) st = df_class_info_save_data(p->out_dir, data, K, -1);   /* the class names, for messages and `info` */
     if (!st && eval && p->eval_accuracy) st = accuracy(m, eval, 10000, p->eval_accuracy);

@@ -32,7 +32,7 @@ typedef enum {
     K_CLASS_NAME,   /* "_class_name" */
     K_VERSION,      /* "_diffusers_version": written, ignored when read */
     K_IGNORED,      /* read and ignored, written as null */
-    K_CLASSIFIER,   /* "_classifier_classes": an int written only when not 0 */
+    K_CLASSIFIER,   /* "_classifier_*": an int written only when not 0 */
 } key_kind;
 
 #define NO_FIELD ((size_t)-1)   /* a K_CHOICE key with only one meaning, not stored in the struct */
@@ -60,6 +60,7 @@ static const choice time_embeddings[] = {{"positional", 0}};
 static const key_info keys[] = {
     {"_class_name", SPECIAL(K_CLASS_NAME)},
     {"_classifier_classes", FIELD(K_CLASSIFIER, classifier_classes)},
+    {"_classifier_noise_aware", FIELD(K_CLASSIFIER, classifier_noise_aware)},
     {"_diffusers_version", SPECIAL(K_VERSION)},
     {"act_fn", CHOICES(NO_FIELD, act_fns)},
     {"add_attention", FIELD(K_BOOL, add_attention)},
@@ -263,6 +264,9 @@ static df_status validate(const df_unet_config *c, const char *src) {
         return df_fail(DF_ERR_CONFIG,
                        "%s: field \"_classifier_classes\": unsupported value %d (expected 0, or 2 to %d classes)", src,
                        c->classifier_classes, DF_MAX_CLASSES);
+    if (c->classifier_noise_aware != 0 && (c->classifier_noise_aware != 1 || c->classifier_classes == 0))
+        return df_fail(DF_ERR_CONFIG, "%s: field \"_classifier_noise_aware\": unsupported value %d (expected 1, "
+                       "in a classifier's config)", src, c->classifier_noise_aware);
     if (c->num_class_embeds < 0 || c->num_class_embeds > DF_MAX_CLASSES)
         return df_fail(DF_ERR_CONFIG,
                        "%s: field \"num_class_embeds\": unsupported value %d (expected null or 1 to %d)", src,

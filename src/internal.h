@@ -67,6 +67,8 @@ extern struct df_train_fault df_train_fault;
 /* For benchmarks: accumulate seconds per op kind into table (2 * df_op_count() doubles: forward, then
  * backward), or stop with NULL. df_op_name(i) names kind i. */
 void        df_model_set_profile(df_model *m, double *table);
+/* Record how a classifier was trained (its config's classifier_noise_aware), for the saved config. */
+void        df_model_set_noise_aware(df_model *m, int on);
 int         df_op_count(void);
 const char *df_op_name(int i);
 

@@ -318,6 +318,7 @@ void df_model_set_train(df_model *m, int train, df_rng *rng) {
 void df_model_set_kernels(df_model *m, df_kernels k) { m->kernels = k; }
 
 void        df_model_set_profile(df_model *m, double *table) { m->prof = table; }
+void        df_model_set_noise_aware(df_model *m, int on) { m->cfg.classifier_noise_aware = on ? 1 : 0; }
 int         df_op_count(void) { return OP_COUNT; }
 const char *df_op_name(int i) { return i >= 0 && i < OP_COUNT ? op_names[i] : "?"; }
 

@@ -415,7 +415,9 @@ TEST(guidance_classifier_network_gradient_and_training) {
     printf("    noise-free classifier on the toy squares: accuracy %.3f after %ld steps\n", acc, p.max_steps);
     CHECK(acc > 0.95, "accuracy %.3f", acc);
     CHECK_OK(df_model_load(out, &m));
-    if (m) CHECK(df_model_config(m)->classifier_classes == 3, "reloaded with %d classes", df_model_config(m)->classifier_classes);
+    if (m) CHECK(df_model_config(m)->classifier_classes == 3 && !df_model_config(m)->classifier_noise_aware,
+                 "reloaded with %d classes, noise-aware %d", df_model_config(m)->classifier_classes,
+                 df_model_config(m)->classifier_noise_aware);
     df_model_free(m);
     /* training continues from it (a few steps keep it right), and not on data with other classes */
     char out2[900];
@@ -425,6 +427,15 @@ TEST(guidance_classifier_network_gradient_and_training) {
     acc = -1;
     CHECK_OK(df_classifier_train(&q));
     CHECK(acc > 0.95, "continued: accuracy %.3f", acc);
+    /* continued on noised images, it is recorded as noise-aware (and guides below) */
+    char noisy[900];
+    snprintf(noisy, sizeof noisy, "%s-noisy", out);
+    q.noise_aware = 1, q.out_dir = noisy, q.max_steps = 3, q.eval_data = NULL;
+    CHECK_OK(df_classifier_train(&q));
+    m = NULL;
+    CHECK_OK(df_model_load(noisy, &m));
+    if (m) CHECK(df_model_config(m)->classifier_noise_aware == 1, "noise-aware not recorded");
+    df_model_free(m);
     q.data = "fashion-mnist", q.out_dir = out;
     CHECK(df_classifier_train(&q) == DF_ERR_SHAPE && strstr(df_error(), "10 classes"), "10-class data accepted: %s",
           df_error());
@@ -440,11 +451,21 @@ TEST(guidance_classifier_network_gradient_and_training) {
         snprintf(cmd, sizeof cmd,
                  "'%s/diffuse' sample '%s' --n 6 --steps 4 --labels 0,1,2 --classifier '%s' --classifier-scale 2 "
                  "%s --score '%s' --out '%s/cg%d.png' 2>/dev/null",
-                 test_bin_dir(), model, out, k ? "--sampler ddpm" : "", out, dir, k);
+                 test_bin_dir(), model, noisy, k ? "--sampler ddpm" : "", out, dir, k);
         FILE *pipe = popen(cmd, "r");
         int got = 0;
         while (pipe && fgets(line, sizeof line, pipe)) got |= strstr(line, "accuracy of") != NULL;
         int rc = pipe ? pclose(pipe) : -1;
         CHECK(rc == 0 && got, "%s: exit %d, accuracy line %s", k ? "ddpm" : "ddim", rc, got ? "printed" : "missing");
+    }
+    /* info tells the two apart */
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd, "'%s/diffuse' info '%s'", test_bin_dir(), k ? noisy : out);
+        FILE *pipe = popen(cmd, "r");
+        int got = 0;
+        while (pipe && fgets(line, sizeof line, pipe))
+            got |= strstr(line, k ? "trained on noised images" : "trained on clean images") != NULL;
+        if (pipe) pclose(pipe);
+        CHECK(got, "info does not say how the %s classifier was trained", k ? "noise-aware" : "noise-free");
     }
 }
