@@ -398,18 +398,8 @@ int cmd_sample(int argc, char **argv) {
     cli_progress_done(&bar);
     if (st) goto fail;
     if (scorer) {   /* how often a noise-free classifier sees the requested class */
-        const int B = 100;
-        float *t0 = calloc(B, sizeof(float));
-        int *truth = malloc(sizeof(int) * B), hits = 0;
-        if (!t0 || !truth) st = df_fail(DF_ERR_NOMEM, "out of memory");
-        for (int i0 = 0; i0 < n && !st; i0 += B) {
-            int b = DF_MIN(B, n - i0), ok = 0;
-            memcpy(truth, labels + i0, sizeof(int) * b);
-            st = df_classifier_predict(scorer, b, h, w, x + (size_t)i0 * dim, t0, truth, &ok);
-            hits += ok;
-        }
-        free(t0), free(truth);
-        if (st) goto fail;
+        int hits = 0;
+        if ((st = df_classifier_predict(scorer, n, h, w, x, NULL, labels, &hits))) goto fail;
         printf("accuracy of %s on the %d images: %.4f (%d right)\n", score_dir, n, (double)hits / n, hits);
     }
     if (!cols) {

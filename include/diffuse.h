@@ -695,8 +695,9 @@ df_status df_train(const df_train_params *p);
 
 /* ---- classifiers ----------------------------------------------------------------------------------- */
 
-/* Predicted classes (pred, n values) of images at timesteps t; with correct not NULL, pred holds the true
- * classes instead and *correct counts the images classified right. */
+/* Predicted classes (pred, n values) of images at timesteps t (NULL: clean images, t = 0); with correct
+ * not NULL, pred holds the true classes instead and *correct counts the images classified right. Any n:
+ * the network sees at most 100 images at a time. */
 df_status df_classifier_predict(df_model *m, int n, int h, int w, const float *x, const float *t, int *pred,
                                 int *correct);
 

@@ -1,12 +1,10 @@
 /* Training image classifiers: a noise-aware one (images noised to random timesteps, as classifier
  * guidance needs: Dhariwal & Nichol 2021, section 4) or a noise-free one (clean images, to score what a
  * model generates). The network is a U-Net config's encoder half with a classifier head. */
-#define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
 #include <math.h>
 #include <string.h>
-#include <time.h>
 
 void df_classifier_train_params_default(df_classifier_train_params *p) {
     memset(p, 0, sizeof *p);
@@ -21,31 +19,25 @@ void df_classifier_train_params_default(df_classifier_train_params *p) {
     p->out_dir = "runs/classifier";
 }
 
-static double now_sec(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* Accuracy on clean images (t = 0) of up to `limit` images of d. */
+/* Accuracy on clean images of up to `limit` images of d, read 100 at a time. */
 static df_status accuracy(df_model *m, const df_dataset *d, int limit, double *acc) {
     int n = DF_MIN(df_dataset_count(d), limit), c, h, w;
     df_dataset_shape(d, &c, &h, &w);
     const size_t dim = (size_t)c * h * w;
     const int B = 100;
-    float *x = malloc(sizeof(float) * B * dim), *t = calloc(B, sizeof(float));
+    float *x = malloc(sizeof(float) * B * dim);
     int *y = malloc(sizeof(int) * B), hits = 0;
-    df_status st = x && t && y ? DF_OK : df_fail(DF_ERR_NOMEM, "out of memory");
+    df_status st = x && y ? DF_OK : df_fail(DF_ERR_NOMEM, "out of memory");
     for (int i0 = 0; i0 < n && !st; i0 += B) {
         int b = DF_MIN(B, n - i0), ok = 0;
         for (int i = 0; i < b; i++) {
             df_dataset_get(d, i0 + i, 0, x + (size_t)i * dim);
             y[i] = df_dataset_label(d, i0 + i);
         }
-        st = df_classifier_predict(m, b, h, w, x, t, y, &ok);
+        st = df_classifier_predict(m, b, h, w, x, NULL, y, &ok);
         hits += ok;
     }
-    free(x), free(t), free(y);
+    free(x), free(y);
     *acc = n > 0 ? (double)hits / n : 0;
     return st;
 }
@@ -54,18 +46,24 @@ df_status df_classifier_predict(df_model *m, int n, int h, int w, const float *x
                                 int *correct) {
     const int k = df_model_config(m)->classifier_classes;
     if (k <= 0) return df_fail(DF_ERR_CONFIG, "this model is not a classifier");
-    float *z = malloc(sizeof(float) * (size_t)n * k);
-    if (!z) return df_fail(DF_ERR_NOMEM, "out of memory");
-    df_status st = df_model_forward(m, n, h, w, x, t, NULL, z);
-    int hits = 0;
-    for (int i = 0; i < n && !st; i++) {
-        int best = 0;
-        for (int j = 1; j < k; j++) best = z[(size_t)i * k + j] > z[(size_t)i * k + best] ? j : best;
-        if (correct) hits += best == pred[i];   /* pred holds the true labels when counting */
-        else pred[i] = best;
+    if (correct) *correct = 0;
+    if (n <= 0) return DF_OK;
+    /* at most 100 images a network call: a large n need not have its activations in memory at once */
+    const int B = DF_MIN(n, 100);
+    const size_t dim = (size_t)df_model_config(m)->in_channels * h * w;
+    float *z = malloc(sizeof(float) * (size_t)B * k), *clean = t ? NULL : calloc((size_t)B, sizeof(float));
+    df_status st = z && (t || clean) ? DF_OK : df_fail(DF_ERR_NOMEM, "out of memory");
+    for (int i0 = 0; i0 < n && !st; i0 += B) {
+        const int b = DF_MIN(B, n - i0);
+        st = df_model_forward(m, b, h, w, x + (size_t)i0 * dim, t ? t + i0 : clean, NULL, z);
+        for (int i = 0; i < b && !st; i++) {
+            int best = 0;
+            for (int j = 1; j < k; j++) best = z[(size_t)i * k + j] > z[(size_t)i * k + best] ? j : best;
+            if (correct) *correct += best == pred[i0 + i];   /* pred holds the true labels when counting */
+            else pred[i0 + i] = best;
+        }
     }
-    if (correct) *correct = hits;
-    free(z);
+    free(z), free(clean);
     return st;
 }
 
@@ -127,23 +125,19 @@ df_status df_classifier_train(const df_classifier_train_params *p) {
     }
     df_rng rng;
     df_rng_init(&rng, p->seed);
-    const double t0 = now_sec();
+    const double t0 = df_now_sec();
     long step = 0;
     int pos = N, epoch = -1;
     double loss_avg = 0, acc_avg = 0;
     df_model_set_train(m, 1, &rng);
     while (!st) {
         if (p->max_steps > 0 && step >= p->max_steps) break;
-        if (p->max_minutes > 0 && now_sec() - t0 >= p->max_minutes * 60) break;
+        if (p->max_minutes > 0 && df_now_sec() - t0 >= p->max_minutes * 60) break;
         if (p->stop && *p->stop) break;
         for (int i = 0; i < B; i++) {
             if (pos >= N) {   /* a new epoch: a fresh order */
                 epoch++, pos = 0;
-                for (int j = 0; j < N; j++) perm[j] = j;
-                for (int j = N - 1; j > 0; j--) {
-                    int r = (int)(df_rng_uniform(&rng) * (j + 1)), tmp = perm[j];
-                    perm[j] = perm[r], perm[r] = tmp;
-                }
+                df_shuffle(perm, N, &rng);
             }
             int idx = perm[pos++];
             df_dataset_get(data, idx, df_rng_u32(&rng) & 1, x0 + (size_t)i * dim);
@@ -172,7 +166,7 @@ df_status df_classifier_train(const df_classifier_train_params *p) {
         loss_avg = step == 1 ? loss : 0.98 * loss_avg + 0.02 * loss;
         acc_avg = step == 1 ? (double)hits / B : 0.98 * acc_avg + 0.02 * hits / B;
         if (p->progress && (step % p->log_every == 0 || step == 1)) {
-            double el = now_sec() - t0;
+            double el = df_now_sec() - t0;
             df_classifier_progress pr = {step, p->max_steps, epoch, loss, loss_avg, acc_avg, step * B / el, el, -1};
             if (p->max_steps > 0) pr.eta = el / step * (p->max_steps - step);
             if (p->max_minutes > 0 && (pr.eta < 0 || p->max_minutes * 60 - el < pr.eta)) pr.eta = p->max_minutes * 60 - el;

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static _Thread_local char last_error[512];
@@ -121,6 +122,12 @@ void df_prefer_passive_threads(char **argv) {
     if (getenv("OMP_WAIT_POLICY") || !argv || !argv[0]) return;
     if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
     execv("/proc/self/exe", argv);   /* returns only on failure: carry on with the default policy */
+}
+
+double df_now_sec(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 df_status df_mkdir_p(const char *dir) {

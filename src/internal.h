@@ -43,6 +43,11 @@ df_status df_mkdir_p(const char *dir);
 
 /* Block `counter` of the Philox-4x32-10 stream keyed by seed (df_rng draws these blocks in order). */
 void df_philox(uint64_t seed, uint64_t counter, uint32_t out[4]);
+/* perm = a uniformly random order of 0 .. n-1 (Fisher-Yates, one df_rng_uniform per position). */
+void df_shuffle(int *perm, int n, df_rng *r);
+
+/* Seconds on the monotonic clock (for elapsed times and budgets). */
+double df_now_sec(void);
 
 /* For programs (not the library): restart once with OMP_WAIT_POLICY=passive unless the user set it. */
 void df_prefer_passive_threads(char **argv);

@@ -41,6 +41,14 @@ double df_rng_uniform(df_rng *r) {
     return (double)((a << 26) | b) * (1.0 / 9007199254740992.0);
 }
 
+void df_shuffle(int *perm, int n, df_rng *r) {
+    for (int i = 0; i < n; i++) perm[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(df_rng_uniform(r) * (i + 1)), tmp = perm[i];
+        perm[i] = perm[j], perm[j] = tmp;
+    }
+}
+
 double df_rng_normal(df_rng *r) {
     double u1 = 1.0 - df_rng_uniform(r);   /* (0, 1]: log is finite */
     double u2 = df_rng_uniform(r);

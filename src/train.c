@@ -11,7 +11,6 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 struct df_train_fault df_train_fault = {0, 1, 0, NAN};
@@ -70,12 +69,6 @@ typedef struct {
     long   nonfinite_skipped;                     /* steps skipped for NaN/Inf, the run's total */
 } trainer;
 
-static double now_sec(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static uint64_t mix64(uint64_t z) {   /* splitmix64's finaliser: decorrelates nearby seeds */
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -88,13 +81,7 @@ static void make_permutation(trainer *tr) {
     int n = df_dataset_count(tr->data);
     df_rng r;
     df_rng_init(&r, mix64(tr->p.seed ^ mix64((uint64_t)tr->epoch + 0x9E3779B97F4A7C15ULL)));
-    for (int i = 0; i < n; i++) tr->perm[i] = i;
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)(df_rng_uniform(&r) * (i + 1));
-        int tmp = tr->perm[i];
-        tr->perm[i] = tr->perm[j];
-        tr->perm[j] = tmp;
-    }
+    df_shuffle(tr->perm, n, &r);
 }
 
 static void fill_batch(trainer *tr) {
@@ -813,14 +800,14 @@ df_status df_train(const df_train_params *params) {
 
     df_model_set_train(tr.model, 1, &tr.rng);
     const size_t np = df_model_num_params(tr.model);
-    const double t0 = now_sec();
+    const double t0 = df_now_sec();
     double last_log_t = t0;
     long last_log_step = tr.step, start_step = tr.step;
     char event[4400];
     int stop_reason = 0, nonfinite_run = 0;   /* non-finite steps in a row */
     while (!st) {
         if (total > 0 && tr.step >= total) break;
-        if (p->max_minutes > 0 && now_sec() - t0 >= p->max_minutes * 60) break;
+        if (p->max_minutes > 0 && df_now_sec() - t0 >= p->max_minutes * 60) break;
         if (p->stop && *p->stop) {
             stop_reason = 1;
             break;
@@ -886,7 +873,7 @@ df_status df_train(const df_train_params *params) {
         const int report = tr.step % p->log_every == 0 || tr.step == 1 || event[0] || last || sample_now || save_now;
         df_train_progress pr = {0};
         if (report) {
-            double tnow = now_sec();
+            double tnow = df_now_sec();
             pr.step = tr.step, pr.total_steps = total, pr.epoch = tr.epoch;
             pr.loss = loss, pr.loss_avg = tr.loss_avg;
             for (int q = 0; q < 4; q++) {
@@ -931,7 +918,7 @@ df_status df_train(const df_train_params *params) {
         if (!st && p->progress) {
             df_train_progress pr = {0};
             pr.step = tr.step, pr.total_steps = total, pr.epoch = tr.epoch, pr.loss_avg = tr.loss_avg;
-            pr.elapsed = now_sec() - t0;
+            pr.elapsed = df_now_sec() - t0;
             pr.eta = 0;
             pr.nonfinite_skipped = tr.nonfinite_skipped;
             snprintf(event, sizeof event, "%s: checkpoint %s/checkpoint-%07ld",

@@ -524,6 +524,35 @@ static df_status plan_reuse(unet_graph *g) {
     return DF_OK;
 }
 
+/* The up blocks (each resnet fed the matching skip connection), then conv_norm_out and conv_out. */
+static int decoder(builder *B, const df_unet_config *cfg, int s, const int *skips, int nskips) {
+    const int levels = cfg->num_levels, groups = cfg->norm_num_groups;
+    for (int i = 0; i < levels; i++) {
+        int cout = cfg->block_out_channels[levels - 1 - i], last = i == levels - 1;
+        for (int j = 0; j <= cfg->layers_per_block; j++) {
+            DF_ASSERT(nskips > 0);
+            s = binary(B, OP_CONCAT, s, skips[--nskips], 1);
+            s = resnet(B, s, cout, 1.0f, RESAMPLE_NONE, "up_blocks.%d.resnets.%d", i, j);
+            if (cfg->up_attn[i])
+                s = attention(B, s, groups, cfg->attention_head_dim, 1.0f, "up_blocks.%d.attentions.%d", i, j);
+        }
+        if (!last) {
+            if (cfg->up_attn[i] && cfg->upsample_resnet) {
+                s = resnet(B, s, cout, 1.0f, RESAMPLE_UP, "up_blocks.%d.upsamplers.0", i);
+            } else {
+                char name[128];
+                snprintf(name, sizeof name, "up_blocks.%d.upsamplers.0.conv", i);
+                s = conv(B, unary(B, OP_UPSAMPLE, s), name, cout, 3, 1, 1, 1, 1, 1, 0);
+            }
+        }
+    }
+    DF_ASSERT(B->err || nskips == 0);
+
+    s = norm_silu(B, s, -1, "conv_norm_out", groups);
+    s = conv(B, s, "conv_out", cfg->out_channels, 3, 1, 1, 1, 1, 1, 0);
+    return s;
+}
+
 df_status unet_build(const df_unet_config *cfg, int n, int h, int w, unet_graph *g) {
     memset(g, 0, sizeof *g);
     df_status st = df_unet_config_validate(cfg);
@@ -596,41 +625,13 @@ df_status unet_build(const df_unet_config *cfg, int n, int h, int w, unet_graph 
     }
 
     if (cfg->classifier_classes > 0) {
-        /* the classifier's head: GroupNorm, SiLU, the mean over the image, logits */
+        /* the classifier's head instead of the decoder: GroupNorm, SiLU, the mean over the image, logits */
         s = norm_silu(B, s, -1, "classifier.norm", groups);
         s = unary(B, OP_MEAN_HW, s);
-        g->out = linear(B, s, "classifier.linear", cfg->classifier_classes);
-        if (!B->err) B->err = plan_reuse(g);
-        if (B->err) {
-            unet_graph_free(g);
-            return B->err;
-        }
-        return DF_OK;
+        s = linear(B, s, "classifier.linear", cfg->classifier_classes);
+    } else {
+        s = decoder(B, cfg, s, skips, nskips);
     }
-
-    for (int i = 0; i < levels; i++) {
-        int cout = cfg->block_out_channels[levels - 1 - i], last = i == levels - 1;
-        for (int j = 0; j <= cfg->layers_per_block; j++) {
-            DF_ASSERT(nskips > 0);
-            s = binary(B, OP_CONCAT, s, skips[--nskips], 1);
-            s = resnet(B, s, cout, 1.0f, RESAMPLE_NONE, "up_blocks.%d.resnets.%d", i, j);
-            if (cfg->up_attn[i])
-                s = attention(B, s, groups, cfg->attention_head_dim, 1.0f, "up_blocks.%d.attentions.%d", i, j);
-        }
-        if (!last) {
-            if (cfg->up_attn[i] && cfg->upsample_resnet) {
-                s = resnet(B, s, cout, 1.0f, RESAMPLE_UP, "up_blocks.%d.upsamplers.0", i);
-            } else {
-                char name[128];
-                snprintf(name, sizeof name, "up_blocks.%d.upsamplers.0.conv", i);
-                s = conv(B, unary(B, OP_UPSAMPLE, s), name, cout, 3, 1, 1, 1, 1, 1, 0);
-            }
-        }
-    }
-    DF_ASSERT(B->err || nskips == 0);
-
-    s = norm_silu(B, s, -1, "conv_norm_out", groups);
-    s = conv(B, s, "conv_out", cfg->out_channels, 3, 1, 1, 1, 1, 1, 0);
     g->out = s;
     if (!B->err) B->err = plan_reuse(g);
     if (B->err) {

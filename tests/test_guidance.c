@@ -418,6 +418,25 @@ TEST(guidance_classifier_network_gradient_and_training) {
     if (m) CHECK(df_model_config(m)->classifier_classes == 3 && !df_model_config(m)->classifier_noise_aware,
                  "reloaded with %d classes, noise-aware %d", df_model_config(m)->classifier_classes,
                  df_model_config(m)->classifier_noise_aware);
+    if (m) {   /* 250 images in one call (the network sees 100 at a time) = one image a call */
+        enum { NB = 250 };
+        float *xs = malloc(sizeof(float) * NB * 64), ts[NB];
+        int all[NB], diff = 0, truth[NB], hits = -1, right = 0;
+        df_rng rr;
+        df_rng_init(&rr, 4);
+        df_rng_fill_normal(&rr, xs, NB * 64);
+        for (int i = 0; i < NB; i++) ts[i] = (float)(i % 7) * 100, truth[i] = i % 3;
+        CHECK_OK(df_classifier_predict(m, NB, 8, 8, xs, ts, all, NULL));
+        CHECK_OK(df_classifier_predict(m, NB, 8, 8, xs, ts, truth, &hits));
+        for (int i = 0; i < NB; i++) {
+            int one = -1;
+            CHECK_OK(df_classifier_predict(m, 1, 8, 8, xs + i * 64, ts + i, &one, NULL));
+            diff += one != all[i], right += one == i % 3;
+        }
+        CHECK(diff == 0 && hits == right, "batched prediction: %d differ from one at a time; %d vs %d right", diff,
+              hits, right);
+        free(xs);
+    }
     df_model_free(m);
     /* training continues from it (a few steps keep it right), and not on data with other classes */
     char out2[900];
