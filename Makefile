@@ -11,8 +11,10 @@ MAKEFLAGS += --no-print-directory
 CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O3
+# cairo draws the plots (progress.png, the sampler sweep); its headers live under /usr/include/cairo
+CAIRO_CFLAGS := $(shell pkg-config --cflags cairo 2>/dev/null || echo -I/usr/include/cairo)
 CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp -fno-math-errno \
-           -Iinclude -Isrc $(EXTRA_CFLAGS)
+           -Iinclude -Isrc $(CAIRO_CFLAGS) $(EXTRA_CFLAGS)
 ifeq ($(NATIVE),1)
 CFLAGS  += -march=native
 endif
@@ -25,7 +27,7 @@ endif
 ifeq ($(WERROR),1)
 CFLAGS  += -Werror
 endif
-LDLIBS  := -fopenmp $(DNNL_LIBS) -lopenblas -lcjson -lpng -ljpeg -lgif -lz -lm $(EXTRA_LDLIBS)
+LDLIBS  := -fopenmp $(DNNL_LIBS) -lopenblas -lcairo -lnettle -lcjson -lpng -ljpeg -lgif -lz -lm $(EXTRA_LDLIBS)
 
 # Files named *_real.c are written once for a `real` type and compiled twice: float32 (the library's
 # compute) and float64 (the reference path that gradient checks run in).
@@ -104,7 +106,7 @@ valgrind:
 # Fuzzing (clang's libFuzzer with AddressSanitizer and UndefinedBehaviorSanitizer): every target for
 # FUZZ_SECONDS, two at a time, starting from fuzz/corpus/<target> and the kept crashes in fuzz/regress/.
 # New inputs go to build-fuzz/corpus/<target>; a crash fails the run and is saved in build-fuzz/crashes/.
-FUZZ_TARGETS := safetensors unet_config scheduler_config idx cifar png jpeg checkpoint training_state
+FUZZ_TARGETS := safetensors unet_config scheduler_config idx cifar png jpeg checkpoint training_state npy
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS   := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 fuzz:

@@ -73,7 +73,8 @@ int cli_parse_list(const char *cmd, const char *opt, const char *text, int lo, i
 
 /* Each command: its entry point and its --help text. */
 extern const char cmd_train_usage[], cmd_sample_usage[], cmd_noise_usage[], cmd_predict_usage[], cmd_init_usage[],
-    cmd_info_usage[], cmd_train_classifier_usage[];
+    cmd_info_usage[], cmd_train_classifier_usage[], cmd_eval_usage[];
+int cmd_eval(int argc, char **argv);
 int cmd_train_classifier(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_init(int argc, char **argv);

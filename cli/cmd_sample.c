@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 #include "internal.h"
+#include "npy.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -81,32 +82,6 @@ static df_status load_image_as(const char *path, int c, int h, int w, float *out
     if (ih == h && iw == w) memcpy(out, px, sizeof(float) * (size_t)c * h * w);
     else st = df_image_resize(px, c, ih, iw, h, w, 1, out);
     free(px);
-    return st;
-}
-
-static df_status write_npy(const char *path, const float *x, int n, int c, int h, int w) {
-    char header[128];
-    int hl = snprintf(header, sizeof header, "{'descr': '|u1', 'fortran_order': False, 'shape': (%d, %d, %d, %d), }", n,
-                      h, w, c);
-    int total = 10 + hl + 1, padded = (total + 63) / 64 * 64;   /* NPY 1.0: header padded to 64 bytes */
-    size_t data = (size_t)n * h * w * c;
-    unsigned char *buf = malloc((size_t)padded + data);
-    if (!buf) return df_fail(DF_ERR_NOMEM, "out of memory");
-    memcpy(buf, "\x93NUMPY\x01\x00", 8);
-    buf[8] = (unsigned char)((padded - 10) & 255), buf[9] = (unsigned char)((padded - 10) >> 8);
-    memcpy(buf + 10, header, (size_t)hl);
-    memset(buf + 10 + hl, ' ', (size_t)(padded - 10 - hl));
-    buf[padded - 1] = '\n';
-    unsigned char *d = buf + padded;
-    for (int i = 0; i < n; i++)
-        for (int y = 0; y < h; y++)
-            for (int xx = 0; xx < w; xx++)
-                for (int ch = 0; ch < c; ch++) {
-                    float v = (x[(((size_t)i * c + ch) * h + y) * w + xx] + 1) * 127.5f + 0.5f;
-                    *d++ = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
-                }
-    df_status st = df_write_file_atomic(path, buf, (size_t)padded + data);
-    free(buf);
     return st;
 }
 
@@ -419,7 +394,7 @@ int cmd_sample(int argc, char **argv) {
         fprintf(stderr, "wrote %d images to %s/\n", n, out_dir);
     }
     if (npy) {
-        if ((st = write_npy(npy, x, n, c, h, w))) goto fail;
+        if ((st = df_npy_save_images(npy, x, n, c, h, w))) goto fail;
         fprintf(stderr, "wrote %s (uint8, %d x %d x %d x %d)\n", npy, n, h, w, c);
     }
     if (animate && watch.nframes > 0) {

@@ -19,6 +19,7 @@ static const struct {
     {"info", cmd_info, cmd_info_usage, "what a model, checkpoint or run holds"},
     {"init", cmd_init, cmd_init_usage, "write a freshly initialised model"},
     {"predict", cmd_predict, cmd_predict_usage, "run the noise predictor on tensors from a safetensors file"},
+    {"eval", cmd_eval, cmd_eval_usage, "score a model or images: FD, KID, precision/recall, CAS, bits/dim"},
     {"train-classifier", cmd_train_classifier, cmd_train_classifier_usage,
      "train a classifier (noise-aware, for guidance, or noise-free, to score samples)"},
 };
@@ -33,7 +34,7 @@ static void usage(FILE *f) {
 
 /* The top level's usage line: after an unknown or missing command. */
 static const char top_usage[] = "usage: diffuse <command> [options]  "
-                                "(commands: train, sample, noise, info, init, predict, train-classifier; diffuse --help for more)\n";
+                                "(commands: train, sample, eval, noise, info, init, predict, train-classifier; diffuse --help for more)\n";
 
 /* Remove "--threads N" or "--threads=N" from argv (it applies to every command). Returns 0 or 2. */
 static int take_threads(int *argc, char **argv) {

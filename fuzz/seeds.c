@@ -1,9 +1,11 @@
 /* Writes the starting corpus of every fuzz target into fuzz/corpus/<target>/seed-*: small valid files
  * of each kind and layout (PNG palette, 16-bit, interlaced, alpha; JPEG gray, colour, progressive, CMYK;
- * safetensors of every dtype; real model configs and checkpoints). Usage: fuzz_seeds OUT_DIR */
+ * safetensors of every dtype; .npy uint8/float32/float64, versions 1-3; real model configs and
+ * checkpoints). Usage: fuzz_seeds OUT_DIR */
 #define _POSIX_C_SOURCE 200809L
 #include "diffuse.h"
 #include "internal.h"
+#include "npy.h"
 #include "safetensors.h"
 
 #include <jpeglib.h>
@@ -116,6 +118,24 @@ static void jpeg_seed(const char *name, int w, int h, int comps, J_COLOR_SPACE c
     free(row);
     put("jpeg", name, mem, n);
     free(mem);
+}
+
+/* ---- NumPy .npy ---- */
+
+/* "\x93NUMPY", the version, the header length (2 bytes in 1.0, 4 after), the dict padded with spaces and
+ * a newline to a multiple of 64 bytes, then the data. */
+static void npy_seed(const char *name, int major, const char *dict, const void *data, size_t n) {
+    size_t pre = major == 1 ? 10 : 12, hl = strlen(dict), total = (pre + hl + 1 + 63) / 64 * 64;
+    unsigned char *b = malloc(total + n);
+    memcpy(b, "\x93NUMPY", 6);
+    b[6] = (unsigned char)major, b[7] = 0;
+    for (size_t i = 0; i < pre - 8; i++) b[8 + i] = (unsigned char)((total - pre) >> (8 * i));
+    memcpy(b + pre, dict, hl);
+    memset(b + pre + hl, ' ', total - pre - hl);
+    b[total - 1] = '\n';
+    memcpy(b + total, data, n);
+    put("npy", name, b, total + n);
+    free(b);
 }
 
 /* ---- containers ---- */
@@ -278,6 +298,30 @@ int main(int argc, char **argv) {
         const char *meta = "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n";
         put_split("cifar", "two-records", rec, sizeof rec, meta, strlen(meta));
         put_split("cifar", "one-record", rec, 3073, NULL, 0);
+    }
+    /* NumPy .npy: uint8 gray (N, H, W), what `diffuse sample --npy` writes (RGB), float32, float64, and
+     * versions 2.0 and 3.0 with the keys in another order and double quotes */
+    {
+        unsigned char u8[48];
+        for (int i = 0; i < 48; i++) u8[i] = (unsigned char)(i * 29 + 3);
+        npy_seed("u8-gray", 1, "{'descr': '|u1', 'fortran_order': False, 'shape': (2, 3, 4), }", u8, 24);
+        float x[2 * 3 * 2 * 2], f[12];
+        double d[8];
+        for (int i = 0; i < 24; i++) x[i] = (float)(i % 9) / 4 - 1;
+        unsigned char *b;
+        size_t n;
+        if (df_npy_encode_images("u8-rgb", x, 2, 3, 2, 2, &b, &n)) {
+            fprintf(stderr, "%s\n", df_error());
+            return 1;
+        }
+        put("npy", "u8-rgb", b, n);
+        free(b);
+        for (int i = 0; i < 12; i++) f[i] = (float)i / 11;
+        npy_seed("f32-rgb", 1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 2, 3), }", f, sizeof f);
+        for (int i = 0; i < 8; i++) d[i] = i / 8.0;
+        npy_seed("f64-gray", 1, "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2, 2), }", d, sizeof d);
+        npy_seed("v2-u8", 2, "{\"shape\": (3, 4, 4, 1), \"fortran_order\": False, \"descr\": \"|u1\"}", u8, 48);
+        npy_seed("v3-f32", 3, "{'fortran_order': False, 'descr': '<f4', 'shape': (3, 2, 2,)}", f, sizeof f);
     }
     /* PNG layouts */
     png_seed("gray8", 5, 4, PNG_COLOR_TYPE_GRAY, 8, PNG_INTERLACE_NONE, 0);

@@ -1,10 +1,11 @@
 /* The fuzz targets: one per parser (safetensors, config.json, scheduler_config.json, IDX, CIFAR-10,
- * PNG, JPEG, whole checkpoints). Each checks the library's promise about bad input: a status with one
- * printable line naming the file, or a result that is consistent. */
+ * PNG, JPEG, whole checkpoints, NumPy .npy images). Each checks the library's promise about bad input: a
+ * status with one printable line naming the file, or a result that is consistent. */
 #define _POSIX_C_SOURCE 200809L
 #include "fuzz.h"
 #include "graph.h"
 #include "internal.h"
+#include "npy.h"
 #include "safetensors.h"
 
 #include <math.h>
@@ -325,13 +326,44 @@ static const char *fuzz_training_state(const uint8_t *data, size_t size) {
     return check_failure(df_train_state_check(path), path);
 }
 
+/* ---- NumPy .npy images ---------------------------------------------------------------------------- */
+
+static const char *fuzz_npy(const uint8_t *data, size_t size) {
+    const char *name = "fuzz.npy";
+    float *x;
+    int n, c, h, w;
+    df_status st = df_npy_load_images_memory(data, size, name, &x, &n, &c, &h, &w);
+    if (st) return check_failure(st, name);
+    const char *bad = NULL;
+    size_t count = (size_t)n * c * h * w;
+    if (n < 1 || n > DF_NPY_MAX_IMAGES || (c != 1 && c != 3) || h < 1 || h > DF_MAX_SIZE || w < 1 || w > DF_MAX_SIZE)
+        bad = "loaded images with a bad shape";
+    else if (count > size) bad = "more values loaded than the file has bytes";
+    else bad = check_pixels(x, count, name);
+    /* what the writer makes of them loads back the same to 1/255 */
+    unsigned char *b = NULL;
+    size_t len;
+    float *y = NULL;
+    int n2, c2, h2, w2;
+    if (!bad && (st = df_npy_encode_images(name, x, n, c, h, w, &b, &len)))
+        bad = st == DF_ERR_NOMEM ? NULL : broken("loaded images do not encode: %s", df_error());
+    else if (!bad && (st = df_npy_load_images_memory(b, len, name, &y, &n2, &c2, &h2, &w2)))
+        bad = st == DF_ERR_NOMEM ? NULL : broken("what the writer wrote does not load: %s", df_error());
+    else if (!bad && (n2 != n || c2 != c || h2 != h || w2 != w))
+        bad = "what the writer wrote loads with other sizes";
+    for (size_t i = 0; !bad && y && i < count; i++)
+        if (!(fabsf(y[i] - x[i]) <= 1.0f / 255 + 1e-6f)) bad = "a value changes by more than 1/255 through save and load";
+    free(y), free(b), free(x);
+    return bad;
+}
+
 /* ---- the table ------------------------------------------------------------------------------------- */
 
 const fuzz_target fuzz_targets[] = {
     {"safetensors", fuzz_safetensors}, {"unet_config", fuzz_unet_config}, {"scheduler_config", fuzz_scheduler_config},
     {"idx", fuzz_idx},                 {"cifar", fuzz_cifar},             {"png", fuzz_image},
     {"jpeg", fuzz_image},              {"checkpoint", fuzz_checkpoint},   {"training_state", fuzz_training_state},
-    {NULL, NULL},
+    {"npy", fuzz_npy},                 {NULL, NULL},
 };
 
 const fuzz_target *fuzz_find(const char *name) {

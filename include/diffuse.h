@@ -201,6 +201,11 @@ df_status df_model_classifier_loss_grad(df_model *m, int n, int h, int w, const 
 df_status df_model_classify(void *ctx, int n, const float *x, const float *t, const int *labels, double *logp,
                             float *grad);
 
+/* A classifier's features: the pooled activations its linear head reads, (n, df_model_feature_dim(m)), of
+ * clean images (t = 0) x (n, in_channels, h, w); any n (at most 256 images a network call). */
+df_status df_model_features(df_model *m, int n, int h, int w, const float *x, float *feats);
+int       df_model_feature_dim(const df_model *m);   /* 0 for a model that is not a classifier */
+
 /* Training mode turns dropout on, with masks drawn from `rng` (kept by pointer until the next call).
  * Eval mode (the default) turns it off. */
 void df_model_set_train(df_model *m, int train, df_rng *rng);
@@ -303,6 +308,13 @@ typedef df_status (*df_denoise_fn)(void *ctx, int n, const float *x, const float
  * variance_large picks beta_t as the reverse variance instead of the posterior variance. */
 df_status df_vlb_bpd(const df_schedule *s, df_prediction p, df_denoise_fn fn, void *ctx, int n, size_t dim,
                      const float *x0, int variance_large, df_rng *rng, double *bpd, double *terms);
+
+/* An unbiased estimate of the same bound (per sample, in bits/dim) from strata + 1 network calls instead of T:
+ * L_T and L_0 exactly, and the sum of L_1 .. L_{T-1} by stratified sampling: t = 1 .. T-1 split into
+ * `strata` equal ranges, each sample drawing its own t in each range, weighted by the range's size. With
+ * strata >= T - 1 every term is computed once, as df_vlb_bpd does. */
+df_status df_vlb_bpd_strata(const df_schedule *s, df_prediction p, df_denoise_fn fn, void *ctx, int n, size_t dim,
+                            const float *x0, int variance_large, int strata, df_rng *rng, double *bpd);
 
 typedef enum {
     DF_SAMPLER_DDPM,      /* ancestral sampling, DDPM alg. 2 (over any subset of timesteps) */
@@ -516,6 +528,11 @@ void      df_dataset_free(df_dataset *d);
 
 int         df_dataset_count(const df_dataset *d);
 void        df_dataset_shape(const df_dataset *d, int *c, int *h, int *w);
+/* A data set of n images (N, C, H, W) in [-1, 1] held in memory (stored as 8 bits, like every loaded image),
+ * with labels 0 .. num_classes - 1 (num_classes 0: none, labels may be NULL). desc may be NULL. */
+df_status df_dataset_from_images(const float *x, const int *labels, int n, int c, int h, int w, int num_classes,
+                                 const char *desc, df_dataset **out);
+
 int         df_dataset_num_classes(const df_dataset *d);   /* 0: no labels */
 int         df_dataset_label(const df_dataset *d, int i);
 const char *df_dataset_class_name(const df_dataset *d, int k);   /* NULL if unnamed */
@@ -722,6 +739,12 @@ typedef struct {
     uint64_t    seed;
     long        log_every;
     const char *out_dir;       /* a model directory: config.json (with _classifier_classes), weights, classes.json */
+    /* For programs: train on images in memory (dataset, overriding data), on a config given as a struct
+     * (config, overriding preset and config_path), and hand the model back (model_out: the caller frees
+     * it; out_dir may then be NULL to write nothing). */
+    const df_dataset     *dataset;
+    const df_unet_config *config;
+    df_model            **model_out;
     void (*progress)(void *ctx, const df_classifier_progress *p);
     void *progress_ctx;
     volatile int *stop;
@@ -731,6 +754,189 @@ typedef struct {
  * weight decay 0.05, log every 20 steps, out_dir "runs/classifier". */
 void      df_classifier_train_params_default(df_classifier_train_params *p);
 df_status df_classifier_train(const df_classifier_train_params *p);
+
+/* ---- evaluation: the field's metrics on feature vectors --------------------------------------------------- */
+
+/* Feature vectors are (n, d) float32 rows, from a df_feature_net or any network of the caller's. */
+
+/* Mean and covariance (divisor n - 1, as numpy.cov) of n vectors of d values, in double. */
+typedef struct {
+    int     d;
+    long    n;
+    double *mu;      /* d */
+    double *sigma;   /* d x d, row-major, symmetric */
+} df_fstats;
+df_status df_fstats_compute(const float *f, long n, int d, df_fstats *s);
+void      df_fstats_free(df_fstats *s);   /* accepts a zeroed struct */
+
+/* The Fréchet distance between N(mu_a, S_a) and N(mu_b, S_b), FID's formula (Heusel et al. 2017):
+ * |mu_a - mu_b|^2 + tr S_a + tr S_b - 2 tr((S_a S_b)^(1/2)), the last trace taken as tr((R S_b R)^(1/2))
+ * with R = S_a^(1/2), from symmetric eigendecompositions (LAPACK): real and exact for covariances.
+ * Statistics of no more vectors than dimensions (a singular covariance) are refused with a message. */
+df_status df_frechet_distance(const df_fstats *a, const df_fstats *b, double *fd);
+/* The Fréchet distance of n generated vectors to reference statistics, and its bootstrap standard error
+ * over the generated set: the spread of the distance over `resamples` draws of n vectors with
+ * replacement (0 resamples: no error, se may be NULL). */
+df_status df_fd_bootstrap(const float *gen, long n, int d, const df_fstats *ref, int resamples, df_rng *rng,
+                          double *fd, double *se);
+
+/* KID (Bińkowski et al. 2018): the unbiased estimate of the squared MMD between the two sets with the
+ * kernel k(x, y) = (x.y / d + 1)^3, on `subsets` random subsets of min(subset_size, ng, nr) vectors drawn
+ * without replacement from each set; *mean and *std are over the subsets (as the paper reports). *se (may
+ * be NULL) is the standard error over the generated set: the jackknife of the estimate on all vectors. */
+df_status df_kid(const float *gen, long ng, const float *ref, long nr, int d, int subsets, int subset_size,
+                 df_rng *rng, double *mean, double *std, double *se);
+
+/* Improved precision and recall (Kynkäänniemi et al. 2019): each set's manifold is the union of balls
+ * around its vectors reaching their k-th nearest neighbour in the same set; precision is the share of the
+ * generated vectors inside the real manifold, recall the share of the real vectors inside the generated
+ * one. Distances in double precision. */
+df_status df_precision_recall(const float *real, long nr, const float *gen, long ng, int d, int k, double *precision,
+                              double *recall);
+
+/* ---- evaluation: feature networks and reference features ------------------------------------------------- */
+
+/* A network mapping images to feature vectors: a classifier made by train-classifier (the pooled activations
+ * its linear head reads), or Inception-v3 as FID uses it (2048-d pool3 features of images resized to 299). */
+typedef struct df_feature_net df_feature_net;
+/* path: a classifier's model directory, or an Inception-v3 .safetensors file with pytorch-fid's tensor
+ * names (scripts/fid_inception_to_safetensors.py makes one). A diffusion model (no feature layer) is
+ * refused. The network's hash is the SHA-256 of its weights file (what sha256sum prints). */
+df_status   df_feature_net_load(const char *path, df_feature_net **out);
+void        df_feature_net_free(df_feature_net *f);
+int         df_feature_net_dim(const df_feature_net *f);
+const char *df_feature_net_sha256(const df_feature_net *f);
+const char *df_feature_net_name(const df_feature_net *f);   /* e.g. "classifier (10 classes, 128-d features)" */
+const char *df_feature_net_path(const df_feature_net *f);
+df_model   *df_feature_net_classifier(df_feature_net *f);   /* the classifier, or NULL for Inception */
+/* DF_OK if the network takes images of c channels and h x w pixels (Inception: any size, gray or RGB). */
+df_status   df_feature_net_check_input(const df_feature_net *f, int c, int h, int w);
+/* Features (n, dim) of n images (N, C, H, W) in [-1, 1]. */
+df_status   df_feature_net_features(df_feature_net *f, int n, int c, int h, int w, const float *x, float *feats);
+
+/* A reference set's features with their statistics, and the hashes that say what they belong to. */
+typedef struct {
+    long      n, limit;        /* vectors; limit > 0: the first `limit` images of the data were used */
+    int       d;
+    float    *feats;           /* (n, d) */
+    df_fstats stats;
+    char      net_sha256[65], data_sha256[65];   /* the feature network's weights file; the data (df_dataset) */
+    char      desc[256];       /* the data's description */
+} df_ref_features;
+/* Features of the first `limit` images of d (all if limit <= 0). progress (may be NULL) is called with a
+ * stage name, done and total. */
+df_status df_ref_features_compute(df_feature_net *f, const df_dataset *d, long limit, df_ref_features *r,
+                                  void (*progress)(void *ctx, const char *stage, double done, double total), void *ctx);
+/* The same through a cache file next to the network, named by the data's hash: used only when the network
+ * and data hashes it records both match (then *cached = 1), else computed and written there when the
+ * directory is writable (*cached = 2; 0 if it is not). */
+df_status df_ref_features_get(df_feature_net *f, const df_dataset *d, long limit, df_ref_features *r, int *cached,
+                              void (*progress)(void *ctx, const char *stage, double done, double total), void *ctx);
+/* A safetensors file: "features" (n, d) F32 with the hashes in its metadata. Written atomically. */
+df_status df_ref_features_save(const df_ref_features *r, const char *path);
+df_status df_ref_features_load(const char *path, df_ref_features *r);
+df_status df_ref_features_load_memory(const void *buf, size_t len, const char *name, df_ref_features *r);
+/* DF_OK if r was computed with the network f; else a message naming both hashes. */
+df_status df_ref_features_check(const df_ref_features *r, const df_feature_net *f, const char *path);
+void      df_ref_features_free(df_ref_features *r);   /* accepts a zeroed struct */
+
+/* ---- evaluation as one call --------------------------------------------------------------------------------- */
+
+typedef enum {
+    DF_METRIC_FD,    /* Fréchet distance of features to the reference's */
+    DF_METRIC_KID,   /* kernel distance (KID) */
+    DF_METRIC_PR,    /* precision and recall (k nearest neighbours) */
+    DF_METRIC_CAS,   /* classification accuracy score: a classifier trained on generated images, tested on real */
+    DF_METRIC_BPD,   /* negative log-likelihood bound in bits/dim on real images */
+    DF_METRIC_ACC,   /* how often a classifier sees the class asked for */
+    DF_METRIC_COUNT
+} df_metric;
+const char *df_metric_name(df_metric m);                  /* "fd", "kid", "pr", "cas", "bpd", "acc" */
+df_status   df_metrics_parse(const char *text, unsigned *mask);   /* "fd,kid" -> bits (1 << DF_METRIC_*) */
+
+typedef struct {
+    /* what is scored: exactly one of a model (n images are sampled), images on disk (a folder of PNG/JPEG,
+     * with a subfolder per class giving labels, or a .npy), or images in memory (N, C, H, W) in [-1, 1] */
+    const char  *model;
+    int          raw;                 /* the model's trained, not averaged, weights */
+    const char  *images;
+    const float *image_data;
+    const int   *image_labels;        /* may be NULL */
+    int          image_count, image_c, image_h, image_w;
+    /* sampling a model: n images in batches, from noise seeded `seed` (as diffuse sample draws them) */
+    int               n, batch;
+    uint64_t          seed;
+    df_sampler_params sampler;        /* steps 0: 50 (DDPM: the training timesteps); prediction from the model */
+    double            guidance;       /* classifier-free guidance scale for a conditional model (1: none) */
+    const int        *labels;         /* classes to draw, each for an equal run of images (NULL: every class) */
+    int               nlabels;
+    /* the reference and the networks */
+    const char *ref;                  /* a data set (default "fashion-mnist:test") or a reference-features file */
+    long        ref_limit;            /* use the first N reference images (0: all) */
+    const char *features;             /* the feature network (df_feature_net_load) */
+    const char *classifier;           /* acc: a noise-free classifier (default: the feature network) */
+    unsigned    metrics;              /* bits 1 << DF_METRIC_* (default fd, kid, pr) */
+    int         bootstrap;            /* FD resamples for its standard error (100; 0 or 1: none) */
+    int         kid_subsets, kid_subset_size;   /* 100, 1000 */
+    int         pr_k;                 /* 3 */
+    /* CAS: cas_per_class generated images of each class train a classifier (cas_config, or the feature
+     * network's architecture) for cas_epochs epochs; it is tested on cas_test (default: ref); the same
+     * classifier trained on as many images of cas_train (default "fashion-mnist") is the baseline */
+    int         cas_per_class, cas_epochs;       /* 500, 10 */
+    const char *cas_config, *cas_test, *cas_train;
+    /* bits/dim on the first bpd_n images of bpd_data (default: ref), with all T terms or, with
+     * bpd_timesteps K > 0, the stratified estimate from K + 1 network calls per image. bpd_state (may be
+     * NULL) is a file that keeps the values done: a stopped run given it again goes on from there. */
+    const char *bpd_data;
+    int         bpd_n, bpd_timesteps;             /* 1000, 0 */
+    const char *bpd_state;
+    const char *save_images;          /* also write the scored images as a uint8 .npy (may be NULL) */
+    /* progress: a stage name, done and total (total may be 1 for a stage without steps) */
+    void (*progress)(void *ctx, const char *stage, double done, double total);
+    void *progress_ctx;
+    volatile int *stop;               /* set non-zero to stop early (an error is returned) */
+} df_eval_params;
+
+/* 1000 images, DDIM 50 steps with x_0 clipping, batch 100, seed 0, reference fashion-mnist:test, fd, kid
+ * and pr; no feature network (the caller names one). */
+void df_eval_params_default(df_eval_params *p);
+
+typedef struct {
+    int    have;          /* computed */
+    double value, se;     /* se: the standard error, NaN where there is none */
+    double spread;        /* KID: the standard deviation over subsets */
+    long   n;             /* images it was computed on */
+    double seconds;
+} df_eval_value;
+
+typedef struct {
+    df_eval_value fd, kid, precision, recall, cas, cas_real, bpd, acc;
+    int   n;                          /* images scored */
+    long  n_ref;                      /* reference feature vectors */
+    int   kid_subset_size, bpd_timesteps, bpd_resumed;   /* bpd_resumed: images taken from the state file */
+    int   ref_cached;                 /* reference features: 1 read from the cache, 2 computed and cached */
+    df_sampler_params sampler;        /* the settings sampled with */
+    char  feature_net[96], feature_path[4096], feature_sha256[65], ref_desc[300], classifier[4096], bpd_data[256];
+    double sample_seconds, feature_seconds, seconds;
+} df_eval_result;
+
+/* Evaluate as p says. Every metric asked for is computed or the call fails with a message. */
+df_status df_evaluate(const df_eval_params *p, df_eval_result *r);
+/* FD (and KID, when asked) of p->n images from each sampler at each number of steps (p's other sampler
+ * settings kept): results[k * nsteps + s]; plot_path (may be NULL): a PNG of FD against network
+ * evaluations per image, a line per sampler. */
+df_status df_eval_sweep(const df_eval_params *p, const df_sampler_kind *kinds, int nkinds, const int *steps, int nsteps,
+                        df_eval_result *results, const char *plot_path);
+/* The feature metrics of p->metrics (fd, kid, pr) for n feature vectors against a reference, with p's
+ * settings (bootstrap, KID subsets, k, seed): what df_evaluate does after sampling. */
+df_status df_eval_features(df_feature_net *f, const df_ref_features *ref, const float *feats, long n, unsigned metrics,
+                           const df_eval_params *p, df_eval_result *r);
+/* The share of n images (N, C, H, W) that a classifier assigns to their labels (what acc is). */
+df_status df_eval_accuracy(df_model *classifier, const float *x, int n, int h, int w, const int *labels, double *acc);
+/* Check a bits/dim state file's text against a run's settings and read its values (for the fuzzer). */
+df_status df_bpd_state_check_memory(const char *text, size_t len, const char *path, const char *model_sha,
+                                    const char *data_sha, int n, int timesteps, int chunk, uint64_t seed, double *bpd,
+                                    int *done);
 
 #ifdef __cplusplus
 }

@@ -68,14 +68,17 @@ df_status df_classifier_predict(df_model *m, int n, int h, int w, const float *x
 }
 
 df_status df_classifier_train(const df_classifier_train_params *p) {
-    if (!p->out_dir || !*p->out_dir) return df_fail(DF_ERR_ARG, "no output directory");
+    if ((!p->out_dir || !*p->out_dir) && !p->model_out) return df_fail(DF_ERR_ARG, "no output directory");
+    if (p->model_out) *p->model_out = NULL;
     if (p->max_steps <= 0 && p->max_minutes <= 0) return df_fail(DF_ERR_ARG, "no budget: give steps or minutes");
     if (p->batch_size < 1 || p->batch_size > 4096) return df_fail(DF_ERR_ARG, "batch size %d out of range", p->batch_size);
     df_unet_config cfg;
     df_model *init = NULL;
-    df_status st = p->init_dir      ? df_model_load(p->init_dir, &init)
-                   : p->config_path ? df_unet_config_load(p->config_path, &cfg)
-                                    : df_unet_config_preset(p->preset, &cfg);
+    df_status st = DF_OK;
+    if (p->config) cfg = *p->config;
+    else st = p->init_dir      ? df_model_load(p->init_dir, &init)
+              : p->config_path ? df_unet_config_load(p->config_path, &cfg)
+                               : df_unet_config_preset(p->preset, &cfg);
     if (st) return st;
     if (init) {
         cfg = *df_model_config(init);
@@ -84,26 +87,31 @@ df_status df_classifier_train(const df_classifier_train_params *p) {
             return df_fail(DF_ERR_CONFIG, "%s: not a classifier", p->init_dir);
         }
     }
-    df_dataset *data = NULL, *eval = NULL;
+    df_dataset *opened = NULL, *eval = NULL;
+    const df_dataset *data = p->dataset;
     df_model *m = NULL;
     df_optimizer opt = {0};
     df_schedule sched = {0};
     float *x0 = NULL, *xt = NULL, *noise = NULL, *t = NULL;
     int *y = NULL, *ti = NULL, *perm = NULL;
-    if ((st = df_dataset_open(p->data, cfg.sample_size, cfg.in_channels, &data))) {
+    if (!data && (st = df_dataset_open(p->data, cfg.sample_size, cfg.in_channels, &opened))) {
         df_model_free(init);
         return st;
     }
+    if (!data) data = opened;
     int K = df_dataset_num_classes(data), c, h, w;
     df_dataset_shape(data, &c, &h, &w);
     if (K < 2 || (init && K != cfg.classifier_classes)) {
-        df_dataset_free(data);
+        df_dataset_free(opened);
         df_model_free(init);
         return K < 2 ? df_fail(DF_ERR_ARG, "%s: a classifier needs labels of at least 2 classes", p->data)
                      : df_fail(DF_ERR_SHAPE, "%s has %d classes, the classifier %s has %d", p->data, K, p->init_dir,
                                cfg.classifier_classes);
     }
     cfg.classifier_classes = K, cfg.num_class_embeds = 0, cfg.class_embed_timestep = 0, cfg.dropout = 0;
+    if (!st && (c != cfg.in_channels || (cfg.sample_size > 0 && (h != cfg.sample_size || w != cfg.sample_size))))
+        st = df_fail(DF_ERR_SHAPE, "the images are %dx%d with %d channels; the classifier takes %dx%d with %d", h, w, c,
+                     cfg.sample_size, cfg.sample_size, cfg.in_channels);
     if (!st && p->eval_data) st = df_dataset_open(p->eval_data, cfg.sample_size, cfg.in_channels, &eval);
     if (!st && init) m = init, init = NULL;
     else if (!st) st = df_model_create(&cfg, p->seed ^ 0xC1A55, &m);
@@ -176,11 +184,12 @@ df_status df_classifier_train(const df_classifier_train_params *p) {
     df_model_set_train(m, 0, NULL);
     if (!st && step == 0) st = df_fail(DF_ERR_ARG, "stopped before the first step: nothing to save");
     if (!st) df_model_set_noise_aware(m, p->noise_aware);
-    if (!st) st = df_model_save(m, p->out_dir);
-    if (!st) st = df_class_info_save_data(p->out_dir, data, K, -1);   /* the class names, for messages and `info` */
+    if (!st && p->out_dir && *p->out_dir) st = df_model_save(m, p->out_dir);
+    if (!st && p->out_dir && *p->out_dir) st = df_class_info_save_data(p->out_dir, data, K, -1);   /* names, for messages and `info` */
     if (!st && eval && p->eval_accuracy) st = accuracy(m, eval, 10000, p->eval_accuracy);
-    df_dataset_free(data), df_dataset_free(eval);
-    df_model_free(m);
+    df_dataset_free(opened), df_dataset_free(eval);
+    if (!st && p->model_out) *p->model_out = m;
+    else df_model_free(m);
     df_optimizer_free(&opt);
     df_schedule_free(&sched);
     free(x0), free(xt), free(noise), free(t), free(y), free(ti), free(perm);

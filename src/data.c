@@ -3,6 +3,8 @@
 #define _DEFAULT_SOURCE
 #include "internal.h"
 
+#include <nettle/sha2.h>
+
 #include <dirent.h>
 #include <errno.h>
 #include <stdint.h>
@@ -552,6 +554,51 @@ df_status df_dataset_open(const char *path, int size, int channels, df_dataset *
         df_dataset_free(d);
         return st;
     }
+    *out = d;
+    return DF_OK;
+}
+
+void df_dataset_sha256(const df_dataset *d, char hex[65]) {
+    /* shape, pixels and labels: a change to any of them changes what statistics of the set mean */
+    struct sha256_ctx ctx;
+    uint8_t digest[SHA256_DIGEST_SIZE];
+    int32_t head[5] = {d->n, d->c, d->h, d->w, d->labels ? 1 : 0};
+    sha256_init(&ctx);
+    sha256_update(&ctx, sizeof head, (const uint8_t *)head);
+    sha256_update(&ctx, (size_t)d->n * d->c * d->h * d->w, d->pixels);
+    if (d->labels) sha256_update(&ctx, sizeof(int) * (size_t)d->n, (const uint8_t *)d->labels);
+    sha256_digest(&ctx, SHA256_DIGEST_SIZE, digest);
+    for (int i = 0; i < SHA256_DIGEST_SIZE; i++) snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+}
+
+df_status df_dataset_from_images(const float *x, const int *labels, int n, int c, int h, int w, int num_classes,
+                                 const char *desc, df_dataset **out) {
+    *out = NULL;
+    if (!x || n < 1 || c < 1 || h < 1 || w < 1 || num_classes < 0 || (num_classes > 0 && !labels))
+        return df_fail(DF_ERR_ARG, "a data set from memory needs images (n = %d) and, with classes, labels", n);
+    df_dataset *d = dataset_new();
+    if (!d) return DF_ERR_NOMEM;
+    const size_t count = (size_t)n * c * h * w;
+    d->n = n, d->c = c, d->h = h, d->w = w;
+    d->pixels = malloc(count);
+    d->labels = num_classes > 0 ? malloc(sizeof(int) * (size_t)n) : NULL;
+    df_status st = d->pixels && (!num_classes || d->labels) ? DF_OK : df_fail(DF_ERR_NOMEM, "out of memory");
+    /* stored as 8 bits like every loaded image: [-1, 1] -> 0..255, rounded */
+    for (size_t i = 0; !st && i < count; i++) {
+        float v = (x[i] + 1) * 127.5f + 0.5f;
+        d->pixels[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+    }
+    for (int i = 0; !st && num_classes > 0 && i < n; i++) {
+        if (labels[i] < 0 || labels[i] >= num_classes)
+            st = df_fail(DF_ERR_ARG, "label %d of image %d out of range 0..%d", labels[i], i, num_classes - 1);
+        else d->labels[i] = labels[i];
+    }
+    if (!st && num_classes > 0) st = set_class_names(d, num_classes, NULL);
+    if (st) {
+        df_dataset_free(d);
+        return st;
+    }
+    snprintf(d->desc, sizeof d->desc, "%s", desc ? desc : "images in memory");
     *out = d;
     return DF_OK;
 }

@@ -171,56 +171,58 @@ static double kl_variance_part(double logv1, double logv2) {
     return expm1(r) - r;
 }
 
-df_status df_vlb_bpd(const df_schedule *s, df_prediction p, df_denoise_fn fn, void *ctx, int n, size_t dim,
-                     const float *x0, int variance_large, df_rng *rng, double *bpd, double *terms) {
-    if (!s || !s->betas || !fn || !x0 || !rng || !bpd || n < 1 || dim < 1 || (unsigned)p >= DF_PRED_COUNT)
-        return df_fail(DF_ERR_ARG, "vlb: bad arguments (n = %d, dim = %zu, prediction %d)", n, dim, (int)p);
-    const int T = s->T;
+/* Scratch of the bound's terms for n samples of dim values. */
+typedef struct {
+    float  *noise, *xt, *out, *x0hat, *tf;
+    double *abar;
+} vlb_work;
+
+static void vlb_work_free(vlb_work *w) {
+    free(w->noise), free(w->xt), free(w->out), free(w->x0hat), free(w->tf), free(w->abar);
+}
+
+static df_status vlb_work_init(vlb_work *w, int n, size_t dim) {
     const size_t nd = (size_t)n * dim;
-    /* every term in nats over all dims, divided by this, is in bits/dim */
-    const double to_bpd = 1 / ((double)dim * LN2);
-    float *noise = malloc(sizeof(float) * nd), *xt = malloc(sizeof(float) * nd), *out = malloc(sizeof(float) * nd),
-          *x0hat = malloc(sizeof(float) * nd), *tf = malloc(sizeof(float) * (size_t)n);
-    double *abar = malloc(sizeof(double) * (size_t)n);
-    int *ti = malloc(sizeof(int) * (size_t)n);
-    if (!noise || !xt || !out || !x0hat || !tf || !abar || !ti) {
-        free(noise), free(xt), free(out), free(x0hat), free(tf), free(abar), free(ti);
-        return df_fail(DF_ERR_NOMEM, "vlb: out of memory for %d samples of %zu values", n, dim);
-    }
-    df_status st = DF_OK;
+    w->noise = malloc(sizeof(float) * nd), w->xt = malloc(sizeof(float) * nd), w->out = malloc(sizeof(float) * nd);
+    w->x0hat = malloc(sizeof(float) * nd), w->tf = malloc(sizeof(float) * (size_t)n);
+    w->abar = malloc(sizeof(double) * (size_t)n);
+    if (w->noise && w->xt && w->out && w->x0hat && w->tf && w->abar) return DF_OK;
+    vlb_work_free(w);
+    return df_fail(DF_ERR_NOMEM, "vlb: out of memory for %d samples of %zu values", n, dim);
+}
 
-    /* L_T = KL(q(x_T | x_0) || N(0, I)) (DDPM eq. 5), closed form: q(x_T | x_0) = N(sqrt(abar) x_0,
-     * (1 - abar) I). Per dim, 0.5 (v - 1 - log v + m^2) with v = 1 - abar, written so that v near 1 does
-     * not cancel. */
-    {
-        const double ab = s->alphas_cumprod[T - 1], vpart = -(ab + log1p(-ab));
-        double mean_term = 0;
-        for (int i = 0; i < n; i++) {
-            double kl = 0;
-            for (size_t j = 0; j < dim; j++) {
-                double m = sqrt(ab) * x0[(size_t)i * dim + j];
-                kl += 0.5 * (vpart + m * m);
-            }
-            bpd[i] = kl * to_bpd;
-            mean_term += bpd[i];
+/* L_T = KL(q(x_T | x_0) || N(0, I)) (DDPM eq. 5) per sample in nats, closed form: q(x_T | x_0) =
+ * N(sqrt(abar) x_0, (1 - abar) I). Per dim, 0.5 (v - 1 - log v + m^2) with v = 1 - abar, written so that v
+ * near 1 does not cancel. */
+static void vlb_prior(const df_schedule *s, int n, size_t dim, const float *x0, double *nats) {
+    const double ab = s->alphas_cumprod[s->T - 1], vpart = -(ab + log1p(-ab));
+    for (int i = 0; i < n; i++) {
+        double kl = 0;
+        for (size_t j = 0; j < dim; j++) {
+            double m = sqrt(ab) * x0[(size_t)i * dim + j];
+            kl += 0.5 * (vpart + m * m);
         }
-        if (terms) terms[T] = mean_term / n;
+        nats[i] = kl;
     }
+}
 
-    /* One term per t, as improved DDPM's calc_bpd_loop: a fresh x_t ~ q(x_t | x_0) per term, the network
-     * on all n samples at once, from the noisiest step down. */
-    for (int t = T - 1; t >= 0 && st == DF_OK; t--) {
-        df_rng_fill_normal(rng, noise, nd);
-        for (int i = 0; i < n; i++) ti[i] = t, tf[i] = (float)t, abar[i] = s->alphas_cumprod[t];
-        df_q_sample(s, n, dim, x0, noise, ti, xt);
-        st = fn(ctx, n, xt, tf, out);
-        if (st != DF_OK) {
-            char why[256];
-            snprintf(why, sizeof why, "%s", df_error());
-            st = df_fail(st, "vlb: denoise function failed at t = %d: %s", t, why);
-            break;
-        }
-        df_pred_to_eps_x0(p, n, dim, xt, abar, out, NULL, x0hat);
+/* The bound's term at each sample's own timestep ti[i] in nats (summed over dims): a fresh x_t ~
+ * q(x_t | x_0), one network call on all n samples; t = 0 gives L_0, t >= 1 the KL term L_{t-1} in DDPM's
+ * numbering. */
+static df_status vlb_terms(const df_schedule *s, df_prediction p, df_denoise_fn fn, void *ctx, int n, size_t dim,
+                           const float *x0, const int *ti, int variance_large, df_rng *rng, vlb_work *w, double *nats) {
+    df_rng_fill_normal(rng, w->noise, (size_t)n * dim);
+    for (int i = 0; i < n; i++) w->tf[i] = (float)ti[i], w->abar[i] = s->alphas_cumprod[ti[i]];
+    df_q_sample(s, n, dim, x0, w->noise, ti, w->xt);
+    df_status st = fn(ctx, n, w->xt, w->tf, w->out);
+    if (st != DF_OK) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", df_error());
+        return df_fail(st, "vlb: denoise function failed at t = %d: %s", ti[0], why);
+    }
+    df_pred_to_eps_x0(p, n, dim, w->xt, w->abar, w->out, NULL, w->x0hat);
+    for (int i = 0; i < n; i++) {
+        const int t = ti[i];
         /* p(x_{t-1} | x_t) = N(mu~_t(x_t, x0_hat), sigma_t^2): DDPM eq. 11 written through the posterior
          * mean (eqs. 7 and 15), with x0_hat clipped to the data range as improved DDPM does. The variance
          * is beta~_t ("fixed small") or beta_t ("fixed large"); at t = 0 both use beta~_1, as improved
@@ -231,26 +233,84 @@ df_status df_vlb_bpd(const df_schedule *s, df_prediction p, df_denoise_fn fn, vo
                               : variance_large ? log(s->betas[t])
                                                : logv_q;
         const double sd_p = exp(0.5 * logv_p), inv_var_p = exp(-logv_p), kl_var = kl_variance_part(logv_q, logv_p);
-        double mean_term = 0;
-        for (int i = 0; i < n; i++) {
-            const size_t o = (size_t)i * dim;
-            double nats = 0;
-            for (size_t j = 0; j < dim; j++) {
-                double xh = fmin(fmax((double)x0hat[o + j], -1.0), 1.0);
-                double x = x0[o + j], y = xt[o + j];
-                if (t == 0) {   /* L_0 = -log p(x_0 | x_1), the discretised decoder (DDPM eq. 13) */
-                    nats -= discretized_gaussian_log_prob(x, c1 * xh + c2 * y, sd_p);
-                } else {        /* L_{t-1} in DDPM's numbering: KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) */
-                    double d = c1 * (x - xh);   /* the means differ only in x_0: the c2 x_t parts cancel */
-                    nats += 0.5 * (kl_var + d * d * inv_var_p);
-                }
+        const size_t o = (size_t)i * dim;
+        double v = 0;
+        for (size_t j = 0; j < dim; j++) {
+            double xh = fmin(fmax((double)w->x0hat[o + j], -1.0), 1.0);
+            double x = x0[o + j], y = w->xt[o + j];
+            if (t == 0) {   /* L_0 = -log p(x_0 | x_1), the discretised decoder (DDPM eq. 13) */
+                v -= discretized_gaussian_log_prob(x, c1 * xh + c2 * y, sd_p);
+            } else {        /* L_{t-1} in DDPM's numbering: KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) */
+                double d = c1 * (x - xh);   /* the means differ only in x_0: the c2 x_t parts cancel */
+                v += 0.5 * (kl_var + d * d * inv_var_p);
             }
-            double b = nats * to_bpd;
+        }
+        nats[i] = v;
+    }
+    return DF_OK;
+}
+
+df_status df_vlb_bpd(const df_schedule *s, df_prediction p, df_denoise_fn fn, void *ctx, int n, size_t dim,
+                     const float *x0, int variance_large, df_rng *rng, double *bpd, double *terms) {
+    if (!s || !s->betas || !fn || !x0 || !rng || !bpd || n < 1 || dim < 1 || (unsigned)p >= DF_PRED_COUNT)
+        return df_fail(DF_ERR_ARG, "vlb: bad arguments (n = %d, dim = %zu, prediction %d)", n, dim, (int)p);
+    const int T = s->T;
+    /* every term in nats over all dims, divided by this, is in bits/dim */
+    const double to_bpd = 1 / ((double)dim * LN2);
+    vlb_work w;
+    df_status st = vlb_work_init(&w, n, dim);
+    int *ti = malloc(sizeof(int) * (size_t)n);
+    double *nats = malloc(sizeof(double) * (size_t)n);
+    if (!st && (!ti || !nats)) st = df_fail(DF_ERR_NOMEM, "vlb: out of memory");
+    if (!st) {
+        vlb_prior(s, n, dim, x0, nats);
+        double mean_term = 0;
+        for (int i = 0; i < n; i++) bpd[i] = nats[i] * to_bpd, mean_term += bpd[i];
+        if (terms) terms[T] = mean_term / n;
+    }
+    /* One term per t, as improved DDPM's calc_bpd_loop: a fresh x_t ~ q(x_t | x_0) per term, the network
+     * on all n samples at once, from the noisiest step down. */
+    for (int t = T - 1; t >= 0 && st == DF_OK; t--) {
+        for (int i = 0; i < n; i++) ti[i] = t;
+        st = vlb_terms(s, p, fn, ctx, n, dim, x0, ti, variance_large, rng, &w, nats);
+        double mean_term = 0;
+        for (int i = 0; i < n && !st; i++) {
+            double b = nats[i] * to_bpd;
             bpd[i] += b;
             mean_term += b;
         }
-        if (terms) terms[t] = mean_term / n;
+        if (terms && !st) terms[t] = mean_term / n;
     }
-    free(noise), free(xt), free(out), free(x0hat), free(tf), free(abar), free(ti);
+    vlb_work_free(&w);
+    free(ti), free(nats);
+    return st;
+}
+
+df_status df_vlb_bpd_strata(const df_schedule *s, df_prediction p, df_denoise_fn fn, void *ctx, int n, size_t dim,
+                            const float *x0, int variance_large, int strata, df_rng *rng, double *bpd) {
+    if (!s || !s->betas || !fn || !x0 || !rng || !bpd || n < 1 || dim < 1 || (unsigned)p >= DF_PRED_COUNT || strata < 1)
+        return df_fail(DF_ERR_ARG, "vlb: bad arguments (n = %d, dim = %zu, strata %d)", n, dim, strata);
+    const int T = s->T, K = DF_MIN(strata, T - 1);
+    const double to_bpd = 1 / ((double)dim * LN2);
+    vlb_work w;
+    df_status st = vlb_work_init(&w, n, dim);
+    int *ti = malloc(sizeof(int) * (size_t)n);
+    double *nats = malloc(sizeof(double) * (size_t)n);
+    if (!st && (!ti || !nats)) st = df_fail(DF_ERR_NOMEM, "vlb: out of memory");
+    if (!st) {
+        vlb_prior(s, n, dim, x0, nats);
+        for (int i = 0; i < n; i++) bpd[i] = nats[i] * to_bpd;
+    }
+    /* L_0 always: it is the largest single term. Then t = 1 .. T-1 in K ranges [lo, hi): each sample draws
+     * its own t in each range, and its term stands for the range's hi - lo terms (stratified sampling: an
+     * unbiased estimate of their sum, with less variance than uniform t). */
+    for (int k = -1; k < K && !st; k++) {
+        const int lo = k < 0 ? 0 : 1 + (int)((long)k * (T - 1) / K), hi = k < 0 ? 1 : 1 + (int)((long)(k + 1) * (T - 1) / K);
+        for (int i = 0; i < n; i++) ti[i] = lo + (int)(df_rng_uniform(rng) * (hi - lo));
+        st = vlb_terms(s, p, fn, ctx, n, dim, x0, ti, variance_large, rng, &w, nats);
+        for (int i = 0; i < n && !st; i++) bpd[i] += (hi - lo) * nats[i] * to_bpd;
+    }
+    vlb_work_free(&w);
+    free(ti), free(nats);
     return st;
 }

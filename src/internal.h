@@ -56,6 +56,11 @@ void df_prefer_passive_threads(char **argv);
  * class, when >= 0, as "(none)"). */
 df_status df_class_info_save_data(const char *dir, const df_dataset *d, int count, int null_class);
 
+/* SHA-256 of a data set's shape, pixels and labels, as 64 hex digits. */
+void df_dataset_sha256(const df_dataset *d, char hex[65]);
+/* SHA-256 of a file's bytes, as 64 hex digits (what sha256sum prints). */
+df_status df_file_sha256(const char *path, char hex[65]);
+
 /* Read a checkpoint's training_state.json as a resume would, without resuming (for the fuzzer). */
 df_status df_train_state_check(const char *path);
 

@@ -388,6 +388,35 @@ df_status df_model_forward(df_model *m, int n, int h, int w, const float *x, con
 
 
 
+df_status df_model_features(df_model *m, int n, int h, int w, const float *x, float *feats) {
+    const int k = m->cfg.classifier_classes;
+    if (k <= 0) return df_fail(DF_ERR_CONFIG, "this model is not a classifier: it has no feature layer");
+    if (n <= 0) return DF_OK;
+    const int B = DF_MIN(n, 256);   /* activations of at most 256 images at once */
+    const size_t dim = (size_t)m->cfg.in_channels * h * w;
+    float *z = malloc(sizeof(float) * (size_t)B * k), *t = calloc((size_t)B, sizeof(float));
+    df_status st = z && t ? DF_OK : df_fail(DF_ERR_NOMEM, "out of memory");
+    for (int i0 = 0; i0 < n && !st; i0 += B) {
+        const int b = DF_MIN(B, n - i0);
+        st = model_forward(m, b, h, w, x + (size_t)i0 * dim, t, NULL, z, 0);
+        if (st) break;
+        /* the head ends GroupNorm, SiLU, mean over the image, linear: the linear's input is the feature
+         * vector (N, C, 1, 1), plain layout, still in place after the pass (nothing runs after the linear) */
+        const unet_graph *g = &m->g;
+        const gnode *last = &g->nodes[g->nnodes - 1];
+        DF_ASSERT(last->op == OP_LINEAR);
+        const gvalue *f = &g->vals[last->in[0]];
+        memcpy(feats + (size_t)i0 * f->c, m->act + f->ioff, sizeof(float) * (size_t)b * f->c);
+    }
+    free(z), free(t);
+    return st;
+}
+
+int df_model_feature_dim(const df_model *m) {
+    const df_unet_config *c = &m->cfg;
+    return c->classifier_classes > 0 ? c->block_out_channels[c->num_levels - 1] : 0;
+}
+
 df_status df_model_backward(df_model *m, const float *deps, float *dx) {
     if (!m->have_forward) return df_fail(DF_ERR_ARG, "df_model_backward: no forward pass to go back through");
     df_status st = ensure_fast(m);
