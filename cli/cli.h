@@ -71,6 +71,10 @@ int cli_given(int argc, char **argv, const char *name);
 /* "3,7,0" -> out[], each in [lo, hi], at most cap; a usage error (returns 2) on bad input. */
 int cli_parse_list(const char *cmd, const char *opt, const char *text, int lo, int hi, int *out, int cap, int *n);
 
+/* The shipped feature network for 28x28 gray images (models/fmnist-features), found from the current
+ * directory or beside the program (build/diffuse -> models/); buf holds the second form. */
+const char *cli_default_features(char *buf, size_t cap);
+
 /* Each command: its entry point and its --help text. */
 extern const char cmd_train_usage[], cmd_sample_usage[], cmd_noise_usage[], cmd_predict_usage[], cmd_init_usage[],
     cmd_info_usage[], cmd_train_classifier_usage[], cmd_eval_usage[];

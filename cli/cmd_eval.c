@@ -76,24 +76,6 @@ static void show(void *ctx, const char *stage, double done, double total) {
     cli_progress_draw(&w->bar, done, total, -1, "");
 }
 
-/* The shipped feature network for 28x28 gray images: models/fmnist-features here, or beside the program
- * (build/diffuse -> models/). */
-static const char *default_features(char *buf, size_t cap) {
-    const char *rel = "models/fmnist-features";
-    struct stat sb;
-    if (stat(rel, &sb) == 0 && S_ISDIR(sb.st_mode)) return rel;
-    char exe[PATH_MAX];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (len > 0) {
-        exe[len] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash) *slash = 0;
-        snprintf(buf, cap, "%s/../%s", exe, rel);
-        if (stat(buf, &sb) == 0 && S_ISDIR(sb.st_mode)) return buf;
-    }
-    return rel;   /* the error names it */
-}
-
 /* A directory that holds a model (pipeline, checkpoint, run or model directory) rather than images. */
 static int looks_like_model(const char *path) {
     const char *marks[] = {"model_index.json", "unet", "latest", "config.json"};
@@ -286,7 +268,7 @@ int cmd_eval(int argc, char **argv) {
     p.sampler.steps = steps, p.sampler.eta = eta, p.sampler.karras_sigmas = karras, p.sampler.clip_x0 = !no_clip;
     char feat_buf[PATH_MAX + 64];
     const int default_feats = !p.features;
-    if (!p.features) p.features = default_features(feat_buf, sizeof feat_buf);
+    if (!p.features) p.features = cli_default_features(feat_buf, sizeof feat_buf);
     /* outputs checked before any work */
     const char *outs[] = {p.save_images, save_ref, plot ? plot : sweep ? "fd-sweep.png" : NULL, p.bpd_state};
     const char *out_opts[] = {"--save-images", "--save-ref", "--plot", "--state"};

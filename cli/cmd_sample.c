@@ -6,6 +6,7 @@
 #include "npy.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -373,9 +374,9 @@ int cmd_sample(int argc, char **argv) {
     cli_progress_done(&bar);
     if (st) goto fail;
     if (scorer) {   /* how often a noise-free classifier sees the requested class */
-        int hits = 0;
-        if ((st = df_classifier_predict(scorer, n, h, w, x, NULL, labels, &hits))) goto fail;
-        printf("accuracy of %s on the %d images: %.4f (%d right)\n", score_dir, n, (double)hits / n, hits);
+        double acc;   /* what diffuse eval --metrics acc computes */
+        if ((st = df_eval_accuracy(scorer, x, n, h, w, labels, &acc))) goto fail;
+        printf("accuracy of %s on the %d images: %.4f (%d right)\n", score_dir, n, acc, (int)lround(acc * n));
     }
     if (!cols) {
         cols = 1;

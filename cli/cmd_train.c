@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 const char cmd_train_usage[] =
     "usage: diffuse train [options]\n"
@@ -47,6 +48,11 @@ const char cmd_train_usage[] =
     "  --resume              continue the run in --out from its latest checkpoint, bit for bit\n"
     "  --save-every N (1000)  --sample-every N (1000)  --samples N (64)  --sample-steps N (50)\n"
     "  --keep N (2)  --log-every N (10)  --seed S (0)  --threads N\n"
+    "evaluation while training (its time is shown apart and not counted in --minutes):\n"
+    "  --eval-every N        every N steps and at the end, FD and KID of --eval-n EMA samples (500, DDIM\n"
+    "                        --eval-steps 25) go into loss.csv and progress.png\n"
+    "  --eval-features PATH  feature network (default models/fmnist-features)\n"
+    "  --eval-ref DATA       reference images (default fashion-mnist:test)\n"
     "\n"
     "Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits with status 0 (a second one\n"
     "exits at once). Checkpoints are written whole before `latest` names them, so a crash, a kill or a full\n"
@@ -203,6 +209,11 @@ int cmd_train(int argc, char **argv) {
         {"--keep", OPT_INT, &p.keep_checkpoints, 1, 1000},
         {"--log-every", OPT_LONG, &p.log_every, 1, 1e9},
         {"--seed", OPT_U64, &p.seed, 0, 0},
+        {"--eval-every", OPT_LONG, &p.eval_every, 1, 1e12},
+        {"--eval-n", OPT_INT, &p.eval_n, 2, 1000000},
+        {"--eval-steps", OPT_INT, &p.eval_steps, 1, 100000},
+        {"--eval-features", OPT_STR, &p.eval_features, 0, 0},
+        {"--eval-ref", OPT_STR, &p.eval_ref, 0, 0},
         {NULL, OPT_FLAG, NULL, 0, 0},
     };
     const char *pos[1];
@@ -241,6 +252,14 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(decay, "constant")) p.optim.decay = DF_LR_CONSTANT;
         else return cli_usage_error("--lr-decay: expected cosine, linear or constant, got \"%s\"", decay);
     }
+    const char *eval_only[] = {"--eval-n", "--eval-steps", "--eval-features", "--eval-ref"};
+    for (int i = 0; i < 4 && !p.eval_every; i++)
+        if (cli_given(argc, argv, eval_only[i])) return cli_usage_error("%s goes with --eval-every N", eval_only[i]);
+    char feat_buf[4200];
+    if (p.eval_every && !p.eval_features) p.eval_features = cli_default_features(feat_buf, sizeof feat_buf);
+    if (p.eval_every && cli_check_data("--eval-ref", p.eval_ref)) return 1;
+    if (p.eval_every && access(p.eval_features, R_OK) != 0)
+        return cli_die("--eval-features %s: no such feature network", p.eval_features);
     if ((rc = check_settings(argc, argv, &p)) != 0 || (rc = check_files(&p)) != 0) return rc;
 
     /* the first Ctrl-C or SIGTERM asks for a checkpoint and a clean exit; the handler then reverts to the

@@ -326,3 +326,19 @@ int cli_has_suffix(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && strcasecmp(s + a - b, suffix) == 0;
 }
+
+const char *cli_default_features(char *buf, size_t cap) {
+    const char *rel = "models/fmnist-features";
+    struct stat sb;
+    if (stat(rel, &sb) == 0 && S_ISDIR(sb.st_mode)) return rel;
+    char exe[4096];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0) {   /* beside the program: build/diffuse -> models/ */
+        exe[len] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0;
+        snprintf(buf, cap, "%s/../%s", exe, rel);
+        if (stat(buf, &sb) == 0 && S_ISDIR(sb.st_mode)) return buf;
+    }
+    return rel;   /* missing: the error names it */
+}

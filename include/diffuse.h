@@ -687,6 +687,14 @@ typedef struct {
      * left as they were; the step still counts towards the budget), reported as a progress event and a
      * loss.csv row, and the run stops with an error only after more than N such steps in a row. */
     int         nonfinite_skip;
+    /* Evaluation during training: every eval_every steps (0: never) and at the end, eval_n images from the
+     * EMA weights (DDIM, eval_steps steps, the same noise each time) are scored with the feature network
+     * eval_features against eval_ref (a data set): FD and KID go into loss.csv (columns fd, kid, eval_sec)
+     * and out_dir/progress.png. Its time is reported apart (eval_sec) and not counted against max_minutes
+     * or in elapsed_sec. Defaults: 500 images, 25 steps, "fashion-mnist:test". */
+    long        eval_every;
+    int         eval_n, eval_steps;
+    const char *eval_features, *eval_ref;
     void (*progress)(void *ctx, const df_train_progress *p);
     void *progress_ctx;
     /* Set to non-zero (from a signal handler, say) to save a checkpoint and return DF_OK after this step. */
@@ -701,7 +709,9 @@ void df_train_params_default(df_train_params *p);
 /* Train. Writes out_dir/checkpoint-NNNNNNN/ directories (a diffusers DDPMPipeline directory: unet/ with
  * the EMA weights, unet_raw/ with the trained weights, scheduler/, model_index.json, and
  * training_state.safetensors + training_state.json for --resume), a symlink out_dir/latest switched
- * atomically, out_dir/loss.csv and out_dir/samples/. A resumed run continues bit for bit as if never
+ * atomically, out_dir/loss.csv (a row every log_every steps: step, epoch, loss, loss_avg, loss_q0..q3, lr, grad_norm,
+ * images_per_sec, elapsed_sec, images, fd, kid, eval_sec), out_dir/progress.png (the loss by timestep quarter
+ * and FD against images seen) and out_dir/samples/. A resumed run continues bit for bit as if never
  * stopped (same thread count).
  * Faults: a checkpoint is written whole into checkpoint-NNNNNNN.tmp/ (every write, flush and close
  * checked, files and directories synced) and only then renamed into place and named by `latest`, so a

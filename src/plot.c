@@ -134,6 +134,10 @@ static void format_tick(char *buf, size_t cap, double v, double unit, double ste
         snprintf(buf, cap, "0");
         return;
     }
+    if (fabs(v) / unit >= 1e5) {   /* beyond millions: "3e+09", not ten digits */
+        snprintf(buf, cap, "%.2g", v);
+        return;
+    }
     double s = step / unit;
     int dec = s >= 0.999 ? 0 : (int)ceil(-log10(s) - 1e-6);
     if (dec > 9) dec = 9;
@@ -142,10 +146,11 @@ static void format_tick(char *buf, size_t cap, double v, double unit, double ste
 
 static double count_unit(double maxabs) { return maxabs >= 1e6 ? 1e6 : maxabs >= 1e4 ? 1e3 : 1; }
 
-/* One tick value on a log axis, a power of ten times m (1 .. 9): very small values as "2e-5". */
+/* One tick value on a log axis, a power of ten times m (1 .. 9): very small and very large values as
+ * "2e-5" and "1e9". */
 static void format_log_tick(char *buf, size_t cap, double v) {
     int k = (int)floor(log10(v) + 1e-9);
-    if (k < -4) {
+    if (k < -4 || k > 8) {
         snprintf(buf, cap, "%.0fe%d", v / pow(10, k), k);
         return;
     }
@@ -533,10 +538,10 @@ df_status df_plot_lines(const char *path, const df_plot_opts *o, const df_plot_s
     double bottom = 1.8 * tick + th + (o->xlabel ? 0.5 * fs + lh : 0) + pad;
     p.y0 = top, p.h = H - top - bottom;
     set_font(cr, fs, 0);
-    axis_ticks(cr, &p.y, p.h, 0);
+    if (drawn) axis_ticks(cr, &p.y, p.h, 0);   /* an empty chart gets no made-up scale */
     double left = pad + (o->ylabel ? lh + 0.6 * fs : 0) + ticks_width(cr, &p.y) + 1.8 * tick;
     p.x0 = left, p.w = W - left - 2 * pad;
-    axis_ticks(cr, &p.x, p.w, 1);
+    if (drawn) axis_ticks(cr, &p.x, p.w, 1);
     /* a legend that would cover data in every corner goes to the right of the plot, if that leaves the
      * plot most of the width */
     double bw, bh, bx, by;
@@ -544,13 +549,13 @@ df_status df_plot_lines(const char *path, const df_plot_opts *o, const df_plot_s
     if (bw > 0 && legend_corner(&p, bw, bh, &bx, &by) != 0 && bw + 0.8 * fs < 0.4 * p.w) {
         p.legend_outside = 1, p.w -= bw + 0.8 * fs;
         set_font(cr, fs, 0);
-        axis_ticks(cr, &p.x, p.w, 1);
+        if (drawn) axis_ticks(cr, &p.x, p.w, 1);
     }
     draw_panel(cr, &p);
     set_hex(cr, C_TEXT);
-    if (o->title) {
+    if (o->title) {   /* centred over the plot, unless that would push it off the left edge */
         set_font(cr, tfs, 1);
-        text_at(cr, o->title, p.x0 + p.w / 2, pad, 0.5, 0);
+        text_at(cr, o->title, fmax(p.x0 + p.w / 2, pad + text_width(cr, o->title) / 2), pad, 0.5, 0);
     }
     set_font(cr, lfs, 0);
     if (o->xlabel) text_at(cr, o->xlabel, p.x0 + p.w / 2, H - pad, 0.5, 1);
@@ -708,6 +713,7 @@ static void draw_time_axis(cairo_t *cr, const panel *p, const double *x, const d
     set_hex(cr, C_FRAME);
     cairo_set_line_width(cr, 1);
     double last_right = -INFINITY;
+    int shown = 0;
     for (int k = 0; k < a.nt; k++) {
         double v = a.tick[k] * unit, px = NAN;
         for (int i = 0; i + 1 < n && isnan(px); i++)
@@ -721,8 +727,9 @@ static void draw_time_axis(cairo_t *cr, const panel *p, const double *x, const d
         if (px - w / 2 < last_right + 0.9 * p->fs) continue;   /* time bunched up: keep the labels apart */
         set_hex(cr, C_TICKTEXT);
         text_at(cr, a.label[k], px, p->y0 - 1.8 * tick, 0.5, 1);
-        last_right = px + w / 2;
+        last_right = px + w / 2, shown++;
     }
+    if (!shown) return;
     set_font(cr, lfs, 0);
     set_hex(cr, C_TEXT);
     double th = p->fs * 1.2;
@@ -752,7 +759,7 @@ df_status df_plot_training_progress(const char *loss_csv, const char *png_path) 
         return df_fail(DF_ERR_NOMEM, "%s: out of memory", png_path);
     }
     /* the loss per quarter: raw (faint) and smoothed (labelled), then FD, KID, and time against x */
-    series ls[8], fs_[1], ks[1];
+    series loss_s[8], fd_s[1], kid_s[1];
     static const char *const qlabel[4] = {"timesteps 0\u201325% (least noise)", "timesteps 25\u201350%",
                                           "timesteps 50\u201375%", "timesteps 75\u2013100% (most noise)"};
     int nls = 0, nloss = 0;
@@ -764,10 +771,10 @@ df_status df_plot_training_progress(const char *loss_csv, const char *png_path) 
         qn[q] = compact(xs, log_col(&t, COL_Q0 + q), n, 1, qx[q], qy);
         int h = DF_MIN(qn[q] / 100, 8);
         smooth_log(qy, qn[q], h, qs[q]);
-        if (h > 0) ls[nls++] = (series){.x = qx[q], .y = qy, .n = qn[q], .color = q, .alpha = 0.22, .width = 1};
+        if (h > 0) loss_s[nls++] = (series){.x = qx[q], .y = qy, .n = qn[q], .color = q, .alpha = 0.22, .width = 1};
         nloss += qn[q];
     }
-    for (int q = 0; q < 4; q++) ls[nls++] = (series){.label = qlabel[q], .x = qx[q], .y = qs[q], .n = qn[q], .color = q};
+    for (int q = 0; q < 4; q++) loss_s[nls++] = (series){.label = qlabel[q], .x = qx[q], .y = qs[q], .n = qn[q], .color = q};
     double *fx = buf + 12 * (size_t)nn, *fy = buf + 13 * (size_t)nn, *kx = buf + 14 * (size_t)nn, *ky = buf + 15 * (size_t)nn;
     double *tx = buf + 16 * (size_t)nn, *ts = buf + 17 * (size_t)nn;
     int nfd = compact(xs, log_col(&t, COL_FD), n, 0, fx, fy), nkid = compact(xs, log_col(&t, COL_KID), n, 0, kx, ky);
@@ -784,8 +791,8 @@ df_status df_plot_training_progress(const char *loss_csv, const char *png_path) 
     for (int i = 0; i < nfd; i++) fd_best = fmin(fd_best, fy[i]);
     if (nfd) snprintf(fd_label, sizeof fd_label, "FD: last %.4g, best %.4g", fy[nfd - 1], fd_best);
     if (nkid) snprintf(kid_label, sizeof kid_label, "KID: last %.3g", ky[nkid - 1]);
-    fs_[0] = (series){.label = fd_label, .x = fx, .y = fy, .n = nfd, .marker = 1, .color = 4};
-    ks[0] = (series){.label = kid_label, .x = kx, .y = ky, .n = nkid, .marker = 1, .color = 5};
+    fd_s[0] = (series){.label = fd_label, .x = fx, .y = fy, .n = nfd, .marker = 1, .color = 4};
+    kid_s[0] = (series){.label = kid_label, .x = kx, .y = ky, .n = nkid, .marker = 1, .color = 5};
 
     cairo_surface_t *sf;
     cairo_t *cr;
@@ -798,10 +805,10 @@ df_status df_plot_training_progress(const char *loss_csv, const char *png_path) 
     panel P[3];
     memset(P, 0, sizeof P);
     for (int k = 0; k < npanels; k++) P[k].fs = fs;
-    P[0].s = ls, P[0].ns = nls, P[0].note = nloss ? NULL : "no training rows yet";
-    P[1].s = fs_, P[1].ns = 1;
+    P[0].s = loss_s, P[0].ns = nls, P[0].note = nloss ? NULL : "no training rows yet";
+    P[1].s = fd_s, P[1].ns = 1;
     if (!nfd) P[1].note = "no evaluation yet (train --eval-every N)", P[1].ns = 0;
-    P[2].s = ks, P[2].ns = 1;
+    P[2].s = kid_s, P[2].ns = 1;
     P[npanels - 1].xlabels = 1;
 
     /* the title, and one line with where the run stands */
@@ -810,8 +817,9 @@ df_status df_plot_training_progress(const char *loss_csv, const char *png_path) 
     char title[4400], dir[4096];
     snprintf(dir, sizeof dir, "%s", loss_csv);
     char *slash = strrchr(dir, '/');
-    if (slash) *slash = 0;
-    else snprintf(dir, sizeof dir, ".");
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = 0;   /* "/loss.csv": the root */
+    else *slash = 0;
     snprintf(title, sizeof title, "Training progress: %s", dir);
     if (text_width(cr, title) > W - 2 * pad && strrchr(dir, '/'))
         snprintf(title, sizeof title, "Training progress: .../%s", strrchr(dir, '/') + 1);
@@ -826,7 +834,7 @@ df_status df_plot_training_progress(const char *loss_csv, const char *png_path) 
         if (t.has[COL_STEP] && isfinite(v = log_col(&t, COL_STEP)[last])) format_count(num, sizeof num, v), SUB("step %s", num);
         if (isfinite(v = log_col(&t, COL_EPOCH)[last])) SUB("%sepoch %.0f", o ? "  \xc2\xb7  " : "", v);
         if (isfinite(v = log_col(&t, COL_IMAGES)[last])) format_count(num, sizeof num, v), SUB("%s%s images", o ? "  \xc2\xb7  " : "", num);
-        if (nt) SUB("%s%.1f minutes", o ? "  \xc2\xb7  " : "", ts[nt - 1] / 60);
+        if (nt && isfinite(ts[nt - 1])) SUB("%s%.1f minutes", o ? "  \xc2\xb7  " : "", ts[nt - 1] / 60);
         if (nfd) SUB("%sFD %.4g", o ? "  \xc2\xb7  " : "", fy[nfd - 1]);
 #undef SUB
     } else snprintf(sub, sizeof sub, "no rows yet");
@@ -851,7 +859,7 @@ df_status df_plot_training_progress(const char *loss_csv, const char *png_path) 
      * can be at or below zero */
     axis_begin(&P[0].y, 1);
     for (int q = 0; q < 4; q++) axis_add(&P[0].y, qs[q], qn[q]);
-    for (int q = 0; q < 4 && nls > 4; q++) axis_add(&P[0].y, ls[q].y, ls[q].n);
+    for (int q = 0; q < 4 && nls > 4; q++) axis_add(&P[0].y, loss_s[q].y, loss_s[q].n);
     double fmin_ = INFINITY, fmax_ = -INFINITY;
     for (int i = 0; i < nfd; i++) fmin_ = fmin(fmin_, fy[i]), fmax_ = fmax(fmax_, fy[i]);
     axis_begin(&P[1].y, nfd && fmin_ > 0 && fmax_ >= 3 * fmin_);

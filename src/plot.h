@@ -7,7 +7,8 @@
 
 /* One line of a chart: n points (x[i], y[i]). A point whose x or y is NaN or infinite (or not positive on
  * a log axis) is left out and breaks the line there, so NaN marks a gap; a point with no drawn neighbour
- * is shown as a dot. label NULL: no legend entry. marker: also draw a dot at every point. */
+ * is shown as a dot. label NULL: no legend entry (nor for a series of no points). marker: also draw a
+ * dot at every point. */
 typedef struct {
     const char   *label;
     const double *x, *y;

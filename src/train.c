@@ -1,6 +1,7 @@
 /* The training loop: DDPM's L_simple (or x_0 / v targets, min-SNR weights) with AdamW or SGD, EMA of
  * the weights, periodic sample grids, and checkpoints that resume bit for bit. */
 #define _POSIX_C_SOURCE 200809L
+#include "plot.h"
 #include "safetensors.h"
 
 #include <cjson/cJSON.h>
@@ -39,6 +40,9 @@ void df_train_params_default(df_train_params *p) {
     p->sample_steps = 50;
     p->keep_checkpoints = 2;
     p->log_every = 10;
+    p->eval_n = 500;
+    p->eval_steps = 25;
+    p->eval_ref = "fashion-mnist:test";
 }
 
 typedef struct {
@@ -67,6 +71,10 @@ typedef struct {
     long   resume_opt_step, resume_ema_updates;   /* counters read from a checkpoint, applied after init */
     long   saved_step;                            /* the step `latest` names (-1: none yet) */
     long   nonfinite_skipped;                     /* steps skipped for NaN/Inf, the run's total */
+    /* evaluation during training */
+    df_feature_net     *eval_net;
+    df_ref_features     eval_ref;
+    double              eval_time;   /* seconds spent evaluating: not counted as training time */
 } trainer;
 
 static uint64_t mix64(uint64_t z) {   /* splitmix64's finaliser: decorrelates nearby seeds */
@@ -542,6 +550,47 @@ static df_status write_samples(trainer *tr, char *event, size_t cap) {
     return st;
 }
 
+/* FD and KID of the EMA weights' samples against the reference: eval_n images, DDIM eval_steps steps, the
+ * same noise every time (its own stream: the training's draws are untouched). */
+static df_status evaluate_now(trainer *tr, double *fd, double *kid) {
+    const df_train_params *p = &tr->p;
+    const int n = p->eval_n;
+    df_model *m = tr->model;
+    if (tr->ema) {
+        memcpy(df_model_params(tr->ema_model), tr->ema, df_model_num_params(tr->model) * sizeof(float));
+        m = tr->ema_model;
+    }
+    int k = tr->conditional ? df_model_config(tr->model)->num_class_embeds - (tr->null_class >= 0) : 0;
+    const int d = df_feature_net_dim(tr->eval_net);
+    float *x = malloc(sizeof(float) * (size_t)n * tr->dim), *feats = malloc(sizeof(float) * (size_t)n * d);
+    int *labels = malloc(sizeof(int) * (size_t)n);
+    df_status st = x && feats && labels ? DF_OK : df_fail(DF_ERR_NOMEM, "out of memory for %d evaluation images", n);
+    for (int i = 0; i < n && !st; i++) labels[i] = k > 0 ? (int)((long)i * k / n) : 0;
+    df_sampler_params sp;
+    df_sampler_params_default(&sp);
+    sp.steps = p->eval_steps, sp.prediction = p->prediction, sp.clip_x0 = 1, sp.clip_range = 1;
+    df_rng r;
+    df_rng_init(&r, mix64(p->seed + 0xE7A1));
+    df_model_set_train(m, 0, NULL);
+    const int chunk = 100;
+    for (int i0 = 0; i0 < n && !st; i0 += chunk) {
+        int b = DF_MIN(chunk, n - i0);
+        df_model_denoiser dn = {m, tr->h, tr->w, tr->conditional ? labels + i0 : NULL};
+        st = df_sample(&tr->sched, &sp, df_model_denoise, &dn, b, tr->dim, &r, x + (size_t)i0 * tr->dim);
+    }
+    df_model_set_train(tr->model, 1, &tr->rng);
+    if (!st) st = df_feature_net_features(tr->eval_net, n, tr->c, tr->h, tr->w, x, feats);
+    df_eval_params ep;
+    df_eval_params_default(&ep);
+    ep.bootstrap = 0, ep.seed = p->seed;
+    df_eval_result res;
+    memset(&res, 0, sizeof res);
+    if (!st) st = df_eval_features(tr->eval_net, &tr->eval_ref, feats, n, 1u << DF_METRIC_FD | 1u << DF_METRIC_KID, &ep, &res);
+    if (!st) *fd = res.fd.value, *kid = res.kid.value;
+    free(x), free(feats), free(labels);
+    return st;
+}
+
 /* ---- the loss log ---------------------------------------------------------------------------------------- */
 
 /* On resume, drop rows past the resumed step so the log reads as one run (and a last row cut short by a
@@ -567,10 +616,14 @@ static df_status trim_log(const char *path, long step) {
     return st;
 }
 
-static df_status log_row(FILE *f, const char *path, const df_train_progress *pr) {
+/* A row of loss.csv; fd < 0 leaves the evaluation columns empty. */
+static df_status log_row(FILE *f, const char *path, const df_train_progress *pr, long images, double fd, double kid,
+                         double eval_sec) {
     fprintf(f, "%ld,%d,%.6f,%.6f", pr->step, pr->epoch, pr->loss, pr->loss_avg);
     for (int q = 0; q < 4; q++) fprintf(f, ",%.6f", pr->loss_quarter[q]);
-    fprintf(f, ",%.3e,%.4f,%.2f,%.1f\n", pr->lr, pr->grad_norm, pr->images_per_sec, pr->elapsed);
+    fprintf(f, ",%.3e,%.4f,%.2f,%.1f,%ld", pr->lr, pr->grad_norm, pr->images_per_sec, pr->elapsed, images);
+    if (fd >= 0) fprintf(f, ",%.5f,%.6f,%.1f\n", fd, kid, eval_sec);
+    else fprintf(f, ",,,\n");
     if (fflush(f) != 0 || ferror(f)) return df_fail(DF_ERR_IO, "%s: write failed: %s", path, strerror(errno));
     return DF_OK;
 }
@@ -578,6 +631,8 @@ static df_status log_row(FILE *f, const char *path, const df_train_progress *pr)
 /* ---- the run ------------------------------------------------------------------------------------------- */
 
 static void trainer_free(trainer *tr) {
+    df_feature_net_free(tr->eval_net);
+    df_ref_features_free(&tr->eval_ref);
     df_dataset_free(tr->data);
     df_model_free(tr->model);
     df_model_free(tr->ema_model);
@@ -773,6 +828,12 @@ df_status df_train(const df_train_params *params) {
         p->optim.total_steps = total;
         tr.opt.p.total_steps = total;
     }
+    if (p->eval_every > 0 && (!p->eval_features || !p->eval_ref || p->eval_n < 2 || p->eval_steps < 1 ||
+                              p->eval_steps > tr.sched.T)) {
+        trainer_free(&tr);
+        return df_fail(DF_ERR_ARG, "evaluation during training needs a feature network, a reference, at least 2 images "
+                       "and 1 to %d steps", tr.sched.T);
+    }
     if (p->max_steps <= 0 && p->max_epochs <= 0 && p->max_minutes <= 0) {
         trainer_free(&tr);
         return df_fail(DF_ERR_ARG, "no budget: give a number of steps, epochs or minutes");
@@ -796,7 +857,29 @@ df_status df_train(const df_train_params *params) {
         trainer_free(&tr);
         return st;
     }
-    if (!p->resume) fprintf(log, "step,epoch,loss,loss_avg,loss_q0,loss_q1,loss_q2,loss_q3,lr,grad_norm,images_per_sec,elapsed_sec\n");
+    if (!p->resume)
+        fprintf(log, "step,epoch,loss,loss_avg,loss_q0,loss_q1,loss_q2,loss_q3,lr,grad_norm,images_per_sec,elapsed_sec,"
+                     "images,fd,kid,eval_sec\n");
+    char progress_png[4300];
+    snprintf(progress_png, sizeof progress_png, "%s/progress.png", p->out_dir);
+    /* evaluation during training: the feature network and the reference features, once */
+    if (p->eval_every > 0) {
+        df_dataset *ref = NULL;
+        if (!(st = df_feature_net_load(p->eval_features, &tr.eval_net)))
+            st = df_feature_net_check_input(tr.eval_net, tr.c, tr.h, tr.w);
+        if (!st) st = df_dataset_open(p->eval_ref, 0, 0, &ref);
+        int cached;
+        if (!st) st = df_ref_features_get(tr.eval_net, ref, 0, &tr.eval_ref, &cached, NULL, NULL);
+        if (!st && p->eval_n <= df_feature_net_dim(tr.eval_net))
+            st = df_fail(DF_ERR_ARG, "evaluation with %d images: the Fréchet distance of %d-d features needs more than %d",
+                         p->eval_n, df_feature_net_dim(tr.eval_net), df_feature_net_dim(tr.eval_net));
+        df_dataset_free(ref);
+        if (st) {
+            fclose(log);
+            trainer_free(&tr);
+            return st;
+        }
+    }
 
     df_model_set_train(tr.model, 1, &tr.rng);
     const size_t np = df_model_num_params(tr.model);
@@ -805,9 +888,10 @@ df_status df_train(const df_train_params *params) {
     long last_log_step = tr.step, start_step = tr.step;
     char event[4400];
     int stop_reason = 0, nonfinite_run = 0;   /* non-finite steps in a row */
+    long evaluated_step = -1;
     while (!st) {
         if (total > 0 && tr.step >= total) break;
-        if (p->max_minutes > 0 && df_now_sec() - t0 >= p->max_minutes * 60) break;
+        if (p->max_minutes > 0 && df_now_sec() - t0 - tr.eval_time >= p->max_minutes * 60) break;
         if (p->stop && *p->stop) {
             stop_reason = 1;
             break;
@@ -870,8 +954,20 @@ df_status df_train(const df_train_params *params) {
         const int last = (total > 0 && tr.step >= total);
         const int sample_now = p->sample_every > 0 && tr.step % p->sample_every == 0 && !last;
         const int save_now = p->save_every > 0 && tr.step % p->save_every == 0 && !last;
-        const int report = tr.step % p->log_every == 0 || tr.step == 1 || event[0] || last || sample_now || save_now;
+        const int eval_now = p->eval_every > 0 && (tr.step % p->eval_every == 0 || last);
+        const int report = tr.step % p->log_every == 0 || tr.step == 1 || event[0] || last || sample_now || save_now ||
+                           eval_now;
         df_train_progress pr = {0};
+        double fd = -1, kid = 0, eval_sec = 0;
+        if (eval_now) {
+            evaluated_step = tr.step;   /* before the row, which carries its numbers; its time is not training time */
+            const double e0 = df_now_sec();
+            st = evaluate_now(&tr, &fd, &kid);
+            eval_sec = df_now_sec() - e0;
+            tr.eval_time += eval_sec, last_log_t += eval_sec;
+            if (st) break;
+            add_event(event, sizeof event, "eval: FD %.3f, KID %.5f (%d images, %.0f s)", fd, kid, p->eval_n, eval_sec);
+        }
         if (report) {
             double tnow = df_now_sec();
             pr.step = tr.step, pr.total_steps = total, pr.epoch = tr.epoch;
@@ -884,8 +980,8 @@ df_status df_train(const df_train_params *params) {
             pr.grad_norm = gnorm;
             double dt = tnow - last_log_t;
             pr.images_per_sec = dt > 0 ? (double)(tr.step - last_log_step) * p->batch_size * p->grad_accum / dt : 0;
-            pr.elapsed = tnow - t0;
-            double rate = (double)(tr.step - start_step) / (tnow - t0);
+            pr.elapsed = tnow - t0 - tr.eval_time;
+            double rate = (double)(tr.step - start_step) / pr.elapsed;
             pr.eta = -1;
             if (total > 0 && rate > 0) pr.eta = (double)(total - tr.step) / rate;
             if (p->max_minutes > 0) {
@@ -896,8 +992,10 @@ df_status df_train(const df_train_params *params) {
             last_log_t = tnow, last_log_step = tr.step;
             /* the row goes out before this step's checkpoint, so no checkpoint is ever ahead of the log (a
              * resume drops rows past its checkpoint) */
-            st = log_row(log, path, &pr);
+            st = log_row(log, path, &pr, tr.step * p->batch_size * p->grad_accum, fd, kid, eval_sec);
         }
+        /* the picture of the run whenever there is something new to see in it */
+        if (!st && (eval_now || sample_now)) st = df_plot_training_progress(path, progress_png);
         if (!st && sample_now) st = write_samples(&tr, event, sizeof event);
         if (!st && save_now) {
             st = save_checkpoint(&tr);
@@ -909,16 +1007,37 @@ df_status df_train(const df_train_params *params) {
             p->progress(p->progress_ctx, &pr);
         }
     }
+    /* a run stopped by its time budget ends with an evaluation too: a row of its own */
+    if (!st && p->eval_every > 0 && !stop_reason && tr.step > 0 && evaluated_step != tr.step) {
+        double fd, kid, e0 = df_now_sec();
+        st = evaluate_now(&tr, &fd, &kid);
+        double eval_sec = df_now_sec() - e0;
+        tr.eval_time += eval_sec;
+        if (!st) {
+            fprintf(log, "%ld,%d,,,,,,,,,,%.1f,%ld,%.5f,%.6f,%.1f\n", tr.step, tr.epoch, df_now_sec() - t0 - tr.eval_time,
+                    tr.step * p->batch_size * p->grad_accum, fd, kid, eval_sec);
+            if (fflush(log) != 0) st = df_fail(DF_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        }
+        if (!st && p->progress) {
+            df_train_progress pr = {.step = tr.step, .total_steps = total, .epoch = tr.epoch, .loss_avg = tr.loss_avg, .eta = 0};
+            snprintf(event, sizeof event, "eval: FD %.3f, KID %.5f (%d images, %.0f s)", fd, kid, p->eval_n, eval_sec);
+            pr.event = event;
+            pr.elapsed = df_now_sec() - t0 - tr.eval_time;
+            for (int q = 0; q < 4; q++) pr.loss_quarter[q] = NAN;
+            p->progress(p->progress_ctx, &pr);
+        }
+    }
     if (fclose(log) != 0 && !st) st = df_fail(DF_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    /* the end of a run (budget, stop request) always leaves a checkpoint and a sample grid */
+    /* the end of a run (budget, stop request) always leaves a checkpoint, a sample grid and the picture */
     if (!st && tr.step > 0) {
         event[0] = 0;
         if (!stop_reason) st = write_samples(&tr, event, sizeof event);
+        if (!st) st = df_plot_training_progress(path, progress_png);
         if (!st) st = save_checkpoint(&tr);
         if (!st && p->progress) {
             df_train_progress pr = {0};
             pr.step = tr.step, pr.total_steps = total, pr.epoch = tr.epoch, pr.loss_avg = tr.loss_avg;
-            pr.elapsed = df_now_sec() - t0;
+            pr.elapsed = df_now_sec() - t0 - tr.eval_time;
             pr.eta = 0;
             pr.nonfinite_skipped = tr.nonfinite_skipped;
             snprintf(event, sizeof event, "%s: checkpoint %s/checkpoint-%07ld",
