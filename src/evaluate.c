@@ -131,25 +131,40 @@ static df_status ctx_open(eval_ctx *e, const df_eval_params *p, df_eval_result *
         snprintf(r->feature_path, sizeof r->feature_path, "%s", p->features);
         snprintf(r->feature_sha256, sizeof r->feature_sha256, "%s", df_feature_net_sha256(e->fnet));
         if (p->model && (st = df_feature_net_check_input(e->fnet, e->c, e->h, e->w))) return st;
-        if (has_suffix(p->ref, ".safetensors")) {   /* features computed before, for this network only */
-            if ((st = df_ref_features_load(p->ref, &e->ref))) return st;
-            if ((st = df_ref_features_check(&e->ref, e->fnet, p->ref))) return st;
-        } else {
-            int c, h, w, cached;
-            if ((st = df_dataset_open(p->ref, 0, 0, &e->ref_data))) return st;
-            df_dataset_shape(e->ref_data, &c, &h, &w);
-            if ((st = df_feature_net_check_input(e->fnet, c, h, w))) {
-                char why[600];
-                snprintf(why, sizeof why, "%s", df_error());
-                return df_fail(st, "reference %s: %s", p->ref, why);
-            }
-            st = df_ref_features_get(e->fnet, e->ref_data, p->ref_limit, &e->ref, &cached, p->progress, p->progress_ctx);
-            if (st) return st;
-            r->ref_cached = cached;
-        }
-        snprintf(r->ref_desc, sizeof r->ref_desc, "%s", e->ref.desc);
-        r->n_ref = e->ref.n;
+        if (p->model && wants(p, DF_METRIC_FD) && p->n <= df_feature_net_dim(e->fnet))
+            return df_fail(DF_ERR_ARG, "%d images give a singular covariance of %d-d features: the Fréchet distance needs "
+                           "more images than feature dimensions (--n %d or more; 1000 or more for a stable value)", p->n,
+                           df_feature_net_dim(e->fnet), df_feature_net_dim(e->fnet) + 1);
     }
+    return DF_OK;
+}
+
+/* The reference features (read, or computed through the cache), once per context. */
+static df_status ctx_reference(eval_ctx *e, df_eval_result *r) {
+    const df_eval_params *p = e->p;
+    df_status st = DF_OK;
+    if (!e->fnet || e->ref.feats) {
+        if (e->ref.feats) snprintf(r->ref_desc, sizeof r->ref_desc, "%s", e->ref.desc), r->n_ref = e->ref.n;
+        return DF_OK;
+    }
+    if (has_suffix(p->ref, ".safetensors")) {   /* features computed before, for this network only */
+        if ((st = df_ref_features_load(p->ref, &e->ref))) return st;
+        if ((st = df_ref_features_check(&e->ref, e->fnet, p->ref))) return st;
+    } else {
+        int c, h, w, cached;
+        if ((st = df_dataset_open(p->ref, 0, 0, &e->ref_data))) return st;
+        df_dataset_shape(e->ref_data, &c, &h, &w);
+        if ((st = df_feature_net_check_input(e->fnet, c, h, w))) {
+            char why[600];
+            snprintf(why, sizeof why, "%s", df_error());
+            return df_fail(st, "reference %s: %s", p->ref, why);
+        }
+        st = df_ref_features_get(e->fnet, e->ref_data, p->ref_limit, &e->ref, &cached, p->progress, p->progress_ctx);
+        if (st) return st;
+        r->ref_cached = cached;
+    }
+    snprintf(r->ref_desc, sizeof r->ref_desc, "%s", e->ref.desc);
+    r->n_ref = e->ref.n;
     return DF_OK;
 }
 
@@ -603,7 +618,11 @@ static df_status run_once(eval_ctx *e, const df_sampler_params *sp, unsigned met
     int *labels = NULL, n = 0;
     df_status st = DF_OK;
     const int need_images = (metrics & ~(1u << DF_METRIC_CAS | 1u << DF_METRIC_BPD)) != 0;
-    if (need_images) st = scored_images(e, sp, r, &x, &labels, &n);
+    /* given images are checked before the reference is computed, and the reference before a model samples:
+     * bad input fails at once */
+    if (need_images && !p->model) st = scored_images(e, sp, r, &x, &labels, &n);
+    if (!st) st = ctx_reference(e, r);
+    if (!st && need_images && p->model) st = scored_images(e, sp, r, &x, &labels, &n);
     r->n = n;
     if (!st && p->save_images && x) st = df_npy_save_images(p->save_images, x, n, e->c, e->h, e->w);
     unsigned fm = metrics & (1u << DF_METRIC_FD | 1u << DF_METRIC_KID | 1u << DF_METRIC_PR);

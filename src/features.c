@@ -57,7 +57,7 @@ df_status df_feature_net_load(const char *path, df_feature_net **out) {
     char weights[4200];
     if (is_dir(path)) {
         /* a model directory: it must be a classifier, whose pooled activations are the features */
-        if ((st = df_model_load(path, &f->model))) {
+        if ((st = df_pipeline_load(path, 0, &f->model, NULL))) {
             df_feature_net_free(f);
             return st;
         }

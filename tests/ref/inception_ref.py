@@ -40,11 +40,11 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), 
 LDLIBS = "-fopenmp -ldnnl -lopenblas -lcairo -lnettle -lcjson -lpng -ljpeg -lgif -lz -lm".split()
 
 F64_TOL = 1e-5      # C float64 path vs PyTorch float64: max |diff| / max |ref|
-# C float32 path vs PyTorch float64. Each of the 20 layers on the longest path adds a float32 rounding of
-# its inputs and a float32 sum of up to 4032 products: about 1e-7 relative per layer in the typical case,
-# a few 1e-6 at the end. 1e-4 leaves room for unlucky cancellation while any real error (a wrong
-# padding, weight or pool shows up at 1e-2 or more) still fails. PyTorch's own float32 is printed beside.
-F32_TOL = 1e-4
+# C float32 path vs PyTorch float64. Each of the 20 layers on the longest path rounds its inputs to float32
+# and sums up to 4032 products in float32: measured 1.3e-7 to 1.9e-7 here, and PyTorch's own float32 lands
+# at 1.5e-7 to 2.5e-6 (its resize weights are float32). 1e-5 leaves room for unlucky cancellation, while a
+# real error (a wrong padding, weight, pool or branch order) moves the features by 1e-2 or more.
+F32_TOL = 1e-5
 BLOCK_TOL = 1e-12   # this model vs torchvision's, both float64, same weights: the same arithmetic
 
 
