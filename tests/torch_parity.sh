@@ -12,4 +12,6 @@ echo "== parity on random configs ($BIN)"
 "$PY" tests/ref/parity.py --count 12 --bin "$BIN" || status=1
 echo "== FID Inception-v3 against float64 PyTorch (build/libdiffuse.a)"
 "$PY" tests/ref/inception_ref.py || status=1
+echo "== FD, KID and precision/recall against NumPy/SciPy/PyTorch (build/libdiffuse.a)"
+"$PY" tests/ref/metrics_ref.py || status=1
 exit $status
