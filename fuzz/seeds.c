@@ -323,6 +323,29 @@ int main(int argc, char **argv) {
         npy_seed("v2-u8", 2, "{\"shape\": (3, 4, 4, 1), \"fortran_order\": False, \"descr\": \"|u1\"}", u8, 48);
         npy_seed("v3-f32", 3, "{'fortran_order': False, 'descr': '<f4', 'shape': (3, 2, 2,)}", f, sizeof f);
     }
+    /* reference features: 5 vectors of 3 values with their hashes; a bits/dim state half done */
+    {
+        float feats[15];
+        for (int i = 0; i < 15; i++) feats[i] = (float)((i * 37) % 11) / 5 - 1;
+        df_ref_features r = {.n = 5, .d = 3, .feats = feats};
+        snprintf(r.net_sha256, sizeof r.net_sha256, "%064d", 1);
+        snprintf(r.data_sha256, sizeof r.data_sha256, "%064d", 2);
+        snprintf(r.desc, sizeof r.desc, "five vectors");
+        char rp[1200];
+        snprintf(rp, sizeof rp, "%s/ref_features", out_root);
+        df_mkdir_p(rp);
+        snprintf(rp, sizeof rp, "%s/ref_features/seed-five", out_root);
+        if (df_ref_features_save(&r, rp)) {
+            fprintf(stderr, "%s\n", df_error());
+            return 1;
+        }
+        const char *state = "{\"format\": \"diffuse bits/dim state\", \"model_sha256\": "
+                            "\"0000000000000000000000000000000000000000000000000000000000000000\", \"data_sha256\": "
+                            "\"0000000000000000000000000000000000000000000000000000000000000000\", \"n\": 64, "
+                            "\"timesteps\": 10, \"chunk\": 8, \"seed\": \"0\", \"bpd\": [3.1, 2.9, 3.3, 3.0, 2.8, 3.2, "
+                            "3.1, 3.05, 2.7]}";
+        put("bpd_state", "half", state, strlen(state));
+    }
     /* PNG layouts */
     png_seed("gray8", 5, 4, PNG_COLOR_TYPE_GRAY, 8, PNG_INTERLACE_NONE, 0);
     png_seed("gray1", 9, 3, PNG_COLOR_TYPE_GRAY, 1, PNG_INTERLACE_NONE, 0);

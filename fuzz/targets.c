@@ -1,5 +1,5 @@
 /* The fuzz targets: one per parser (safetensors, config.json, scheduler_config.json, IDX, CIFAR-10,
- * PNG, JPEG, whole checkpoints, NumPy .npy images). Each checks the library's promise about bad input: a
+ * PNG, JPEG, whole checkpoints, NumPy .npy images, reference features, bits/dim state files). Each checks the library's promise about bad input: a
  * status with one printable line naming the file, or a result that is consistent. */
 #define _POSIX_C_SOURCE 200809L
 #include "fuzz.h"
@@ -357,13 +357,44 @@ static const char *fuzz_npy(const uint8_t *data, size_t size) {
     return bad;
 }
 
+/* ---- reference features and the bits/dim state ------------------------------------------------------------ */
+
+static const char *fuzz_ref_features(const uint8_t *data, size_t size) {
+    const char *name = "fuzz-reference.safetensors";
+    df_ref_features r;
+    df_status st = df_ref_features_load_memory(data, size, name, &r);
+    if (st) return check_failure(st, name);
+    const char *bad = NULL;
+    if (r.n < 2 || r.d < 1 || !r.feats || !r.stats.mu || r.stats.d != r.d || r.stats.n != r.n)
+        bad = "loaded features with inconsistent sizes";
+    else if (strlen(r.net_sha256) != 64 || strlen(r.data_sha256) != 64) bad = "loaded hashes that are not 64 digits";
+    for (long i = 0; !bad && i < (long)r.d * r.d; i++)
+        if (!isfinite(r.stats.sigma[i])) bad = "a covariance that is not finite";
+    df_ref_features_free(&r);
+    return bad;
+}
+
+static const char *fuzz_bpd_state(const uint8_t *data, size_t size) {
+    const char *name = "fuzz-bpd.json";
+    const char *sha = "0000000000000000000000000000000000000000000000000000000000000000";
+    double bpd[64];
+    int done;
+    df_status st = df_bpd_state_check_memory((const char *)data, size, name, sha, sha, 64, 10, 8, 0, bpd, &done);
+    if (st) return check_failure(st, name);
+    if (done < 0 || done > 64 || done % 8) return "a number of values done outside 0..n or not whole chunks";
+    for (int i = 0; i < done; i++)
+        if (!(bpd[i] >= 0 && bpd[i] <= 1e6)) return "a bits/dim value outside 0..10^6";
+    return NULL;
+}
+
 /* ---- the table ------------------------------------------------------------------------------------- */
 
 const fuzz_target fuzz_targets[] = {
     {"safetensors", fuzz_safetensors}, {"unet_config", fuzz_unet_config}, {"scheduler_config", fuzz_scheduler_config},
     {"idx", fuzz_idx},                 {"cifar", fuzz_cifar},             {"png", fuzz_image},
     {"jpeg", fuzz_image},              {"checkpoint", fuzz_checkpoint},   {"training_state", fuzz_training_state},
-    {"npy", fuzz_npy},                 {NULL, NULL},
+    {"npy", fuzz_npy},                 {"ref_features", fuzz_ref_features}, {"bpd_state", fuzz_bpd_state},
+    {NULL, NULL},
 };
 
 const fuzz_target *fuzz_find(const char *name) {

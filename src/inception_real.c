@@ -225,7 +225,7 @@ static void pool_s1_plane(real *y, const real *x, int h, int w, int is_max) {
                 real sum = v[ox];
                 if (a < ox) sum += v[a];
                 if (b > ox) sum += v[b];
-                yr[ox] = sum / (real)9;
+                yr[ox] = sum / (real)(ny * (1 + (a < ox) + (b > ox)));
             }
         }
     }
