@@ -96,7 +96,8 @@ asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 WERROR=1 \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  EXTRA_LDLIBS="-fsanitize=address,undefined,float-cast-overflow" build-asan/test_diffuse build-asan/diffuse
-	ASAN_OPTIONS=detect_leaks=1 DIFFUSE_QUICK=1 build-asan/test_diffuse
+	ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+	  DIFFUSE_QUICK=1 build-asan/test_diffuse
 
 # memcheck on a short train-and-sample run (portable kernels: memcheck cannot follow oneDNN's JIT code)
 valgrind:
@@ -130,11 +131,14 @@ fuzz-seeds: $(BUILD)/fuzz_seeds
 
 bench: deps all
 	$(BUILD)/bench_unet --scaling --svg $(BUILD)/scaling.svg
+	$(BUILD)/bench_eval
+	$(BUILD)/bench_inception
 
-# The README's main command: train fmnist-s on Fashion-MNIST for 20 minutes, then sample from it.
+# The README's main command: train fmnist-s on Fashion-MNIST for 20 minutes (FD and KID every 500 steps, not
+# counted in the 20 minutes), then sample from it.
 run: deps all
 	rm -rf runs/make-run
-	$(BUILD)/diffuse train --minutes 20 --lr 3e-4 --warmup 100 --out runs/make-run
+	$(BUILD)/diffuse train --minutes 20 --lr 3e-4 --warmup 100 --eval-every 500 --out runs/make-run
 	$(BUILD)/diffuse sample runs/make-run --n 64 --out samples.png --animate denoising.gif
 
 clean:

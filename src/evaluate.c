@@ -74,6 +74,7 @@ typedef struct {
     df_dataset       *ref_data;     /* when the reference is a data set */
     int               c, h, w;      /* the images scored */
     size_t            dim;
+    char              stage[96];    /* what the sampling progress is called */
 } eval_ctx;
 
 static void ctx_close(eval_ctx *e) {
@@ -565,7 +566,7 @@ static df_status scored_images(eval_ctx *e, const df_sampler_params *sp, df_eval
         labels = e->k > 0 ? malloc(sizeof(int) * (size_t)n) : NULL;
         if (!x || (e->k > 0 && !labels)) st = df_fail(DF_ERR_NOMEM, "out of memory for %d images", n);
         if (!st && labels) spread_labels(e, n, labels);
-        if (!st) st = generate(e, sp, n, labels, p->seed, "sampling", x);
+        if (!st) st = generate(e, sp, n, labels, p->seed, e->stage[0] ? e->stage : "sampling", x);
         r->sample_seconds = df_now_sec() - t0;
     } else if (p->image_data) {
         n = p->image_count, e->c = p->image_c, e->h = p->image_h, e->w = p->image_w;
@@ -702,6 +703,8 @@ df_status df_eval_sweep(const df_eval_params *p, const df_sampler_kind *kinds, i
             df_sampler_params sp = p->sampler;
             sp.kind = kinds[a], sp.steps = steps[b];
             if (sp.steps > e.sched.T) st = df_fail(DF_ERR_ARG, "%d steps: the model has %d timesteps", sp.steps, e.sched.T);
+            snprintf(e.stage, sizeof e.stage, "sampling: %s, %d steps (%d of %d)", df_sampler_name(sp.kind), sp.steps,
+                     a * nsteps + b + 1, nkinds * nsteps);
             const double t0 = df_now_sec();
             r->sampler = sp;
             if (!st) st = run_once(&e, &sp, p->metrics & (1u << DF_METRIC_FD | 1u << DF_METRIC_KID), r);

@@ -10,12 +10,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* LeakSanitizer's hook for built-in suppressions (a plain function elsewhere). fontconfig, which cairo
- * asks for DejaVu Sans, parses its configuration once into process-wide tables it never frees (only
- * FcFini would, and nothing may call that while another part of a program could still use fonts), so
- * the sanitizer run would report those tables as leaks of the plot tests. */
-const char *__lsan_default_suppressions(void);
-__attribute__((used)) const char *__lsan_default_suppressions(void) { return "leak:libfontconfig.so\n"; }
+/* fontconfig's process-wide tables, which it never frees, are suppressed for the sanitizer run by
+ * tests/lsan.supp (the Makefile's asan target), for this binary and the diffuse commands it starts. */
 
 #define DF_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define DF_MAX(a, b) ((a) > (b) ? (a) : (b))

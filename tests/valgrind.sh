@@ -17,7 +17,7 @@ cat > "$DIR/config.json" <<'JSON'
  "up_block_types": ["AttnUpBlock2D", "UpBlock2D"], "layers_per_block": 1, "norm_num_groups": 4,
  "attention_head_dim": 8}
 JSON
-VG="valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite -q"
+VG="valgrind --suppressions=$(dirname "$0")/valgrind.supp --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite -q"
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
 $VG "$BIN" train --data "$DIR/tiny-images-idx3-ubyte" --config "$DIR/config.json" --steps 4 --batch 4 \
     --save-every 2 --samples 4 --sample-steps 3 --out "$DIR/run" > "$DIR/train.log" 2>&1 || { cat "$DIR/train.log"; exit 1; }
