@@ -500,33 +500,28 @@ static void add_event(char *event, size_t cap, const char *fmt, ...) {
     va_end(ap);
 }
 
-static df_status write_samples(trainer *tr, char *event, size_t cap) {
+/* n images from the EMA weights (the trained ones without EMA): DDIM `steps` steps with x_0 clipping, noise
+ * from its own stream seeded from `salt` (the same noise every time, so grids and scores compare; the
+ * training's draws are untouched); a conditional model's images in equal runs of every real class. */
+static df_status ema_samples(trainer *tr, int n, int steps, uint64_t salt, float *x) {
     const df_train_params *p = &tr->p;
-    int n = p->sample_count;
-    if (n <= 0) return DF_OK;
-    /* class-conditional: the same number of each class but the null one, a row per class */
     int k = tr->conditional ? df_model_config(tr->model)->num_class_embeds - (tr->null_class >= 0) : 0;
-    if (k > 0 && n >= k) n -= n % k;
     df_model *m = tr->model;
     if (tr->ema) {
         memcpy(df_model_params(tr->ema_model), tr->ema, df_model_num_params(tr->model) * sizeof(float));
         m = tr->ema_model;
     }
-    float *x = malloc(sizeof(float) * (size_t)n * tr->dim);
     int *labels = malloc(sizeof(int) * (size_t)n);
-    if (!x || !labels) {
-        free(x), free(labels);
-        return df_fail(DF_ERR_NOMEM, "out of memory for samples");
-    }
+    if (!labels) return df_fail(DF_ERR_NOMEM, "out of memory for samples");
     for (int i = 0; i < n; i++) labels[i] = k > 0 ? (int)((long)i * k / n) : 0;   /* rows of classes */
     df_sampler_params sp;
     df_sampler_params_default(&sp);
-    sp.steps = p->sample_steps;
+    sp.steps = steps;
     sp.prediction = p->prediction;
     sp.clip_x0 = 1;
     sp.clip_range = 1;
     df_rng r;
-    df_rng_init(&r, mix64(p->seed + 0x5A3D1E));   /* the same noise at every grid, so grids compare */
+    df_rng_init(&r, mix64(p->seed + salt));
     df_status st = DF_OK;
     df_model_set_train(m, 0, NULL);
     const int chunk = 64;
@@ -536,6 +531,20 @@ static df_status write_samples(trainer *tr, char *event, size_t cap) {
         st = df_sample(&tr->sched, &sp, df_model_denoise, &dn, b, tr->dim, &r, x + (size_t)i0 * tr->dim);
     }
     df_model_set_train(tr->model, 1, &tr->rng);
+    free(labels);
+    return st;
+}
+
+static df_status write_samples(trainer *tr, char *event, size_t cap) {
+    const df_train_params *p = &tr->p;
+    int n = p->sample_count;
+    if (n <= 0) return DF_OK;
+    /* class-conditional: the same number of each class but the null one, a row per class */
+    int k = tr->conditional ? df_model_config(tr->model)->num_class_embeds - (tr->null_class >= 0) : 0;
+    if (k > 0 && n >= k) n -= n % k;
+    float *x = malloc(sizeof(float) * (size_t)n * tr->dim);
+    if (!x) return df_fail(DF_ERR_NOMEM, "out of memory for samples");
+    df_status st = ema_samples(tr, n, p->sample_steps, 0x5A3D1E, x);
     char path[4300];
     snprintf(path, sizeof path, "%s/samples", p->out_dir);
     if (!st) st = df_mkdir_p(path);
@@ -546,39 +555,17 @@ static df_status write_samples(trainer *tr, char *event, size_t cap) {
     snprintf(path, sizeof path, "%s/samples/latest.png", p->out_dir);
     if (!st) st = df_image_save_grid(path, x, n, tr->c, tr->h, tr->w, cols, 2);
     if (!st) add_event(event, cap, "samples written to %s/samples/step-%07ld.png", p->out_dir, tr->step);
-    free(x), free(labels);
+    free(x);
     return st;
 }
 
-/* FD and KID of the EMA weights' samples against the reference: eval_n images, DDIM eval_steps steps, the
- * same noise every time (its own stream: the training's draws are untouched). */
+/* FD and KID of eval_n EMA samples (DDIM eval_steps steps) against the reference. */
 static df_status evaluate_now(trainer *tr, double *fd, double *kid) {
     const df_train_params *p = &tr->p;
-    const int n = p->eval_n;
-    df_model *m = tr->model;
-    if (tr->ema) {
-        memcpy(df_model_params(tr->ema_model), tr->ema, df_model_num_params(tr->model) * sizeof(float));
-        m = tr->ema_model;
-    }
-    int k = tr->conditional ? df_model_config(tr->model)->num_class_embeds - (tr->null_class >= 0) : 0;
-    const int d = df_feature_net_dim(tr->eval_net);
+    const int n = p->eval_n, d = df_feature_net_dim(tr->eval_net);
     float *x = malloc(sizeof(float) * (size_t)n * tr->dim), *feats = malloc(sizeof(float) * (size_t)n * d);
-    int *labels = malloc(sizeof(int) * (size_t)n);
-    df_status st = x && feats && labels ? DF_OK : df_fail(DF_ERR_NOMEM, "out of memory for %d evaluation images", n);
-    for (int i = 0; i < n && !st; i++) labels[i] = k > 0 ? (int)((long)i * k / n) : 0;
-    df_sampler_params sp;
-    df_sampler_params_default(&sp);
-    sp.steps = p->eval_steps, sp.prediction = p->prediction, sp.clip_x0 = 1, sp.clip_range = 1;
-    df_rng r;
-    df_rng_init(&r, mix64(p->seed + 0xE7A1));
-    df_model_set_train(m, 0, NULL);
-    const int chunk = 100;
-    for (int i0 = 0; i0 < n && !st; i0 += chunk) {
-        int b = DF_MIN(chunk, n - i0);
-        df_model_denoiser dn = {m, tr->h, tr->w, tr->conditional ? labels + i0 : NULL};
-        st = df_sample(&tr->sched, &sp, df_model_denoise, &dn, b, tr->dim, &r, x + (size_t)i0 * tr->dim);
-    }
-    df_model_set_train(tr->model, 1, &tr->rng);
+    df_status st = x && feats ? DF_OK : df_fail(DF_ERR_NOMEM, "out of memory for %d evaluation images", n);
+    if (!st) st = ema_samples(tr, n, p->eval_steps, 0xE7A1, x);
     if (!st) st = df_feature_net_features(tr->eval_net, n, tr->c, tr->h, tr->w, x, feats);
     df_eval_params ep;
     df_eval_params_default(&ep);
@@ -587,32 +574,48 @@ static df_status evaluate_now(trainer *tr, double *fd, double *kid) {
     memset(&res, 0, sizeof res);
     if (!st) st = df_eval_features(tr->eval_net, &tr->eval_ref, feats, n, 1u << DF_METRIC_FD | 1u << DF_METRIC_KID, &ep, &res);
     if (!st) *fd = res.fd.value, *kid = res.kid.value;
-    free(x), free(feats), free(labels);
+    free(x), free(feats);
     return st;
 }
 
 /* ---- the loss log ---------------------------------------------------------------------------------------- */
 
+/* loss.csv's columns. */
+static const char log_header[] = "step,epoch,loss,loss_avg,loss_q0,loss_q1,loss_q2,loss_q3,lr,grad_norm,images_per_sec,"
+                                 "elapsed_sec,images,fd,kid,eval_sec\n";
+
 /* On resume, drop rows past the resumed step so the log reads as one run (and a last row cut short by a
- * crash). */
-static df_status trim_log(const char *path, long step) {
+ * crash). A log from before the evaluation columns gets the new header, and its rows the images seen
+ * (step x images_per_step) and empty evaluation fields. */
+static df_status trim_log(const char *path, long step, long images_per_step) {
     char *text;
     size_t len;
     if (df_read_file(path, &text, &len)) return DF_OK;   /* no log yet: it is created */
+    const int old = strncmp(text, log_header, strlen(log_header)) != 0;
+    size_t rows = 0;
+    for (size_t i = 0; i < len; i++) rows += text[i] == '\n';
+    char *out = malloc(len + strlen(log_header) + (old ? 32 * rows : 0) + 1);
+    if (!out) {
+        free(text);
+        return df_fail(DF_ERR_NOMEM, "out of memory");
+    }
     size_t keep = 0;
     for (char *line = text; *line;) {
         char *nl = strchr(line, '\n');
         if (!nl) break;
         size_t l = (size_t)(nl - line + 1);
         long s;
-        if (line == text || (sscanf(line, "%ld,", &s) == 1 && s <= step)) {
-            memmove(text + keep, line, l);
-            keep += l;
+        if (line == text && old) {
+            memcpy(out + keep, log_header, strlen(log_header));
+            keep += strlen(log_header);
+        } else if (line == text || (sscanf(line, "%ld,", &s) == 1 && s <= step)) {
+            if (old) keep += (size_t)sprintf(out + keep, "%.*s,%ld,,,\n", (int)(l - 1), line, s * images_per_step);
+            else memcpy(out + keep, line, l), keep += l;
         }
         line += l;
     }
-    df_status st = keep == len ? DF_OK : df_write_file_atomic(path, text, keep);
-    free(text);
+    df_status st = keep == len && !old ? DF_OK : df_write_file_atomic(path, out, keep);
+    free(text), free(out);
     return st;
 }
 
@@ -847,7 +850,7 @@ df_status df_train(const df_train_params *params) {
         p->progress(p->progress_ctx, &note);
     }
     snprintf(path, sizeof path, "%s/loss.csv", p->out_dir);
-    if (p->resume && (st = trim_log(path, tr.step))) {
+    if (p->resume && (st = trim_log(path, tr.step, (long)p->batch_size * p->grad_accum))) {
         trainer_free(&tr);
         return st;
     }
@@ -858,8 +861,7 @@ df_status df_train(const df_train_params *params) {
         return st;
     }
     if (!p->resume)
-        fprintf(log, "step,epoch,loss,loss_avg,loss_q0,loss_q1,loss_q2,loss_q3,lr,grad_norm,images_per_sec,elapsed_sec,"
-                     "images,fd,kid,eval_sec\n");
+        fprintf(log, "%s", log_header);
     char progress_png[4300];
     snprintf(progress_png, sizeof progress_png, "%s/progress.png", p->out_dir);
     /* evaluation during training: the feature network and the reference features, once */
