@@ -401,3 +401,91 @@ TEST(eval_bad_input_one_clear_line) {
         CHECK(!strstr(err, "nan") && !strstr(err, "Sanitizer"), "\"%s\": %s", args, err);
     }
 }
+
+/* ---- evaluation during training ------------------------------------------------------------------------------ */
+
+static int read_lines(const char *path, char lines[][512], int cap) {
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    while (f && n < cap && fgets(lines[n], 512, f)) n++;
+    if (f) fclose(f);
+    return n;
+}
+
+TEST(eval_during_training_leaves_training_alone) {
+    tiny_world tw;
+    if (!tiny_setup(&tw)) return;
+    char cfg_path[PATH_MAX + 32], a[PATH_MAX + 32], b[PATH_MAX + 32], path[PATH_MAX + 64];
+    df_unet_config cfg;
+    test_tiny_unet(&cfg, 0);
+    snprintf(cfg_path, sizeof cfg_path, "%s/tiny.json", tw.dir);
+    CHECK_OK(df_unet_config_save(&cfg, cfg_path));
+    snprintf(a, sizeof a, "%s/run-plain", tw.dir);
+    snprintf(b, sizeof b, "%s/run-eval", tw.dir);
+    for (int k = 0; k < 2; k++) {
+        df_train_params p;
+        df_train_params_default(&p);
+        p.data = tw.train, p.preset = NULL, p.config_path = cfg_path, p.out_dir = k ? b : a;
+        p.batch_size = 8, p.max_steps = 12, p.save_every = 0, p.sample_every = 0, p.sample_count = 0, p.log_every = 3;
+        if (k) p.eval_every = 5, p.eval_n = 40, p.eval_steps = 3, p.eval_features = tw.clf, p.eval_ref = tw.test;
+        CHECK_OK(df_train(&p));
+    }
+    /* the evaluation draws from its own stream: the weights are those of the run without it */
+    char wa[PATH_MAX + 96], wb[PATH_MAX + 96], *x, *y;
+    size_t nx = 0, ny = 1;
+    snprintf(wa, sizeof wa, "%s/checkpoint-0000012/unet/diffusion_pytorch_model.safetensors", a);
+    snprintf(wb, sizeof wb, "%s/checkpoint-0000012/unet/diffusion_pytorch_model.safetensors", b);
+    if (!df_read_file(wa, &x, &nx) && !df_read_file(wb, &y, &ny)) {
+        CHECK(nx == ny && memcmp(x, y, nx) == 0, "evaluating during training changed the weights");
+        free(x), free(y);
+    } else {
+        CHECK(0, "checkpoints missing: %s", df_error());
+    }
+    /* loss.csv: FD and KID at steps 5, 10 and the last (12), empty elsewhere; progress.png drawn */
+    snprintf(path, sizeof path, "%s/loss.csv", b);
+    static char lines[64][512];
+    int n = read_lines(path, lines, 64), evals = 0;
+    CHECK(n >= 2 && strstr(lines[0], ",images,fd,kid,eval_sec"), "header: %s", n ? lines[0] : "(none)");
+    for (int i = 1; i < n; i++) {
+        long step, images;
+        int commas = 0;
+        for (const char *q = lines[i]; *q; q++) commas += *q == ',';
+        CHECK(commas == 15, "row %d has %d fields: %s", i, commas + 1, lines[i]);
+        const char *f = lines[i];
+        for (int c = 0; c < 12; c++) f = strchr(f, ',') + 1;
+        CHECK(sscanf(lines[i], "%ld,", &step) == 1 && sscanf(f, "%ld,", &images) == 1 && images == step * 8,
+              "images seen in row %d: %s", i, lines[i]);
+        const char *fd = strchr(f, ',') + 1;
+        if (*fd != ',') {
+            evals++;
+            CHECK(step == 5 || step == 10 || step == 12, "an evaluation at step %ld", step);
+            CHECK(atof(fd) > 0, "FD at step %ld: %s", step, lines[i]);
+        }
+    }
+    CHECK(evals == 3, "%d evaluation rows, expected steps 5, 10 and 12", evals);
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/progress.png", b);
+    CHECK(stat(path, &sb) == 0 && sb.st_size > 1000, "progress.png written");
+    /* a log from before the evaluation columns is brought up to date when the run resumes */
+    snprintf(path, sizeof path, "%s/loss.csv", a);
+    n = read_lines(path, lines, 64);
+    FILE *f = fopen(path, "w");
+    for (int i = 0; f && i < n; i++) {   /* the first 12 fields only */
+        char *q = lines[i];
+        for (int c = 0; c < 12 && q; c++) q = strchr(q, ',') ? strchr(q, ',') + (c < 11) : NULL;
+        if (q) strcpy(q, "\n");
+        fputs(lines[i], f);
+    }
+    if (f) fclose(f);
+    df_train_params q;
+    df_train_params_default(&q);
+    q.out_dir = a, q.resume = 1, q.max_steps = 15, q.sample_count = 0, q.sample_every = 0;
+    CHECK_OK(df_train(&q));
+    n = read_lines(path, lines, 64);
+    CHECK(n >= 2 && strstr(lines[0], ",images,fd,kid,eval_sec"), "upgraded header: %s", n ? lines[0] : "(none)");
+    for (int i = 1; i < n; i++) {
+        int commas = 0;
+        for (const char *c = lines[i]; *c; c++) commas += *c == ',';
+        CHECK(commas == 15, "upgraded row %d: %s", i, lines[i]);
+    }
+}
