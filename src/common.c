@@ -3,6 +3,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
+#include <cjson/cJSON.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -143,4 +145,13 @@ df_status df_mkdir_p(const char *dir) {
     if (mkdir(buf, 0755) != 0 && errno != EEXIST)
         return df_fail(DF_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
     return DF_OK;
+}
+
+df_status df_write_json_atomic(const char *path, cJSON *j) {
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    if (!text) return df_fail(DF_ERR_NOMEM, "%s: out of memory", path);
+    df_status st = df_write_file_atomic(path, text, strlen(text));
+    free(text);
+    return st;
 }

@@ -174,20 +174,23 @@ static double kl_variance_part(double logv1, double logv2) {
 /* Scratch of the bound's terms for n samples of dim values. */
 typedef struct {
     float  *noise, *xt, *out, *x0hat, *tf;
-    double *abar;
+    double *abar, *nats;   /* per sample */
+    int    *ti;            /* per sample */
 } vlb_work;
 
 static void vlb_work_free(vlb_work *w) {
-    free(w->noise), free(w->xt), free(w->out), free(w->x0hat), free(w->tf), free(w->abar);
+    free(w->noise), free(w->xt), free(w->out), free(w->x0hat), free(w->tf), free(w->abar), free(w->nats), free(w->ti);
 }
 
 static df_status vlb_work_init(vlb_work *w, int n, size_t dim) {
     const size_t nd = (size_t)n * dim;
     w->noise = malloc(sizeof(float) * nd), w->xt = malloc(sizeof(float) * nd), w->out = malloc(sizeof(float) * nd);
     w->x0hat = malloc(sizeof(float) * nd), w->tf = malloc(sizeof(float) * (size_t)n);
-    w->abar = malloc(sizeof(double) * (size_t)n);
-    if (w->noise && w->xt && w->out && w->x0hat && w->tf && w->abar) return DF_OK;
+    w->abar = malloc(sizeof(double) * (size_t)n), w->nats = malloc(sizeof(double) * (size_t)n);
+    w->ti = malloc(sizeof(int) * (size_t)n);
+    if (w->noise && w->xt && w->out && w->x0hat && w->tf && w->abar && w->nats && w->ti) return DF_OK;
     vlb_work_free(w);
+    memset(w, 0, sizeof *w);   /* the caller frees it again on its way out */
     return df_fail(DF_ERR_NOMEM, "vlb: out of memory for %d samples of %zu values", n, dim);
 }
 
@@ -259,9 +262,8 @@ df_status df_vlb_bpd(const df_schedule *s, df_prediction p, df_denoise_fn fn, vo
     const double to_bpd = 1 / ((double)dim * LN2);
     vlb_work w;
     df_status st = vlb_work_init(&w, n, dim);
-    int *ti = malloc(sizeof(int) * (size_t)n);
-    double *nats = malloc(sizeof(double) * (size_t)n);
-    if (!st && (!ti || !nats)) st = df_fail(DF_ERR_NOMEM, "vlb: out of memory");
+    int *ti = w.ti;
+    double *nats = w.nats;
     if (!st) {
         vlb_prior(s, n, dim, x0, nats);
         double mean_term = 0;
@@ -282,7 +284,6 @@ df_status df_vlb_bpd(const df_schedule *s, df_prediction p, df_denoise_fn fn, vo
         if (terms && !st) terms[t] = mean_term / n;
     }
     vlb_work_free(&w);
-    free(ti), free(nats);
     return st;
 }
 
@@ -294,9 +295,8 @@ df_status df_vlb_bpd_strata(const df_schedule *s, df_prediction p, df_denoise_fn
     const double to_bpd = 1 / ((double)dim * LN2);
     vlb_work w;
     df_status st = vlb_work_init(&w, n, dim);
-    int *ti = malloc(sizeof(int) * (size_t)n);
-    double *nats = malloc(sizeof(double) * (size_t)n);
-    if (!st && (!ti || !nats)) st = df_fail(DF_ERR_NOMEM, "vlb: out of memory");
+    int *ti = w.ti;
+    double *nats = w.nats;
     if (!st) {
         vlb_prior(s, n, dim, x0, nats);
         for (int i = 0; i < n; i++) bpd[i] = nats[i] * to_bpd;
@@ -311,6 +311,5 @@ df_status df_vlb_bpd_strata(const df_schedule *s, df_prediction p, df_denoise_fn
         for (int i = 0; i < n && !st; i++) bpd[i] += (hi - lo) * nats[i] * to_bpd;
     }
     vlb_work_free(&w);
-    free(ti), free(nats);
     return st;
 }

@@ -420,12 +420,7 @@ static df_status bpd_state_save(const char *path, const bpd_state *s) {
     cJSON_AddStringToObject(j, "seed", seed);
     for (int i = 0; i < s->done; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(s->bpd[i]));
     cJSON_AddItemToObject(j, "bpd", a);
-    char *text = cJSON_Print(j);
-    cJSON_Delete(j);
-    if (!text) return df_fail(DF_ERR_NOMEM, "out of memory");
-    df_status st = df_write_file_atomic(path, text, strlen(text));
-    free(text);
-    return st;
+    return df_write_json_atomic(path, j);
 }
 
 df_status df_bpd_state_check_memory(const char *text, size_t len, const char *path, const char *model_sha,

@@ -38,6 +38,10 @@ df_status df_image_decode(const char *path, const void *data, size_t len, int ch
 /* Write `len` bytes to `path` atomically: into "<path>.tmp.<pid>", fsync, rename over `path`. */
 df_status df_write_file_atomic(const char *path, const void *data, size_t len);
 
+/* Print a cJSON tree (which is then deleted) to `path` atomically. */
+struct cJSON;
+df_status df_write_json_atomic(const char *path, struct cJSON *j);
+
 /* Create a directory and its missing parents (like mkdir -p). */
 df_status df_mkdir_p(const char *dir);
 

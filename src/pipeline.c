@@ -176,14 +176,9 @@ df_status df_class_info_save(const char *dir, const df_class_info *ci) {
     else cJSON_AddNullToObject(j, "null_class");
     if (ci->names && (names = cJSON_AddArrayToObject(j, "names")))
         for (int i = 0; i < ci->count; i++) cJSON_AddItemToArray(names, cJSON_CreateString(ci->names[i] ? ci->names[i] : ""));
-    char *text = cJSON_Print(j);
-    cJSON_Delete(j);
-    if (!text) return df_fail(DF_ERR_NOMEM, "out of memory");
     char p[4200];
     snprintf(p, sizeof p, "%s/classes.json", dir);
-    df_status st = df_write_file_atomic(p, text, strlen(text));
-    free(text);
-    return st;
+    return df_write_json_atomic(p, j);
 }
 
 df_status df_class_info_load(const char *path, const df_model *model, df_class_info *ci) {

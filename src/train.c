@@ -202,12 +202,7 @@ static df_status save_state_json(const trainer *tr, const char *path) {
     cJSON_AddNumberToObject(o, "decay", p->optim.decay);
     cJSON_AddNumberToObject(o, "total_steps", (double)p->optim.total_steps);
     cJSON_AddNumberToObject(o, "grad_clip", p->optim.grad_clip);
-    char *text = cJSON_Print(j);
-    cJSON_Delete(j);
-    if (!text) return df_fail(DF_ERR_NOMEM, "out of memory");
-    df_status st = df_write_file_atomic(path, text, strlen(text));
-    free(text);
-    return st;
+    return df_write_json_atomic(path, j);
 }
 
 /* fsync a directory, so the entries renamed into it survive a power cut, not only a crash (file systems
