@@ -5,7 +5,6 @@
 #define _POSIX_C_SOURCE 200809L
 #include "diffuse.h"
 #include "internal.h"
-#include "npy.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -3,7 +3,6 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 #include "internal.h"
-#include "npy.h"
 
 #include <limits.h>
 #include <math.h>

@@ -4,7 +4,6 @@
 #define _XOPEN_SOURCE 700
 #include "test.h"
 #include "internal.h"
-#include "npy.h"
 
 #include <limits.h>
 #include <stdlib.h>
