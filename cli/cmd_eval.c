@@ -63,17 +63,20 @@ static void on_stop(int sig) {
 
 typedef struct {
     cli_progress bar;
-    char stage[64];
+    char stage[96];
+    int  bar_shown;
 } eval_watch;
 
 static void show(void *ctx, const char *stage, double done, double total) {
     eval_watch *w = ctx;
-    if (strcmp(w->stage, stage) != 0) {   /* a new stage: a new bar */
-        if (w->stage[0]) cli_progress_done(&w->bar);
+    if (strcmp(w->stage, stage) != 0) {   /* a new stage: a new bar, or one line for a stage without steps */
+        if (w->stage[0] && w->bar_shown) cli_progress_done(&w->bar);
         snprintf(w->stage, sizeof w->stage, "%s", stage);
         cli_progress_init(&w->bar, w->stage);
+        w->bar_shown = total > 1;
+        if (!w->bar_shown) fprintf(stderr, "%s ...\n", stage);
     }
-    cli_progress_draw(&w->bar, done, total, -1, "");
+    if (w->bar_shown) cli_progress_draw(&w->bar, done, total, -1, "");
 }
 
 /* A directory that holds a model (pipeline, checkpoint, run or model directory) rather than images. */
@@ -303,7 +306,7 @@ int cmd_eval(int argc, char **argv) {
         df_eval_result res[16];
         const char *png = plot ? plot : "fd-sweep.png";
         st = df_eval_sweep(&p, kinds, 4, nsteps, 4, res, png);
-        if (watch.stage[0]) cli_progress_done(&watch.bar);
+        if (watch.bar_shown) cli_progress_done(&watch.bar);
         if (st) goto fail;
         if (json) {
             cJSON *j = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(j, "sweep");
@@ -341,7 +344,7 @@ int cmd_eval(int argc, char **argv) {
     }
     df_eval_result r;
     st = df_evaluate(&p, &r);
-    if (watch.stage[0]) cli_progress_done(&watch.bar);
+    if (watch.bar_shown) cli_progress_done(&watch.bar);
     if (st) goto fail;
     if (save_ref) {
         df_feature_net *f;

@@ -97,3 +97,30 @@ out:
     df_class_info_free(&ci);
     df_model_free(m), df_model_free(clf);
 }
+
+/* The evaluation's feature network is fixed: its weights are the ones whose hash docs/evaluation.md gives
+ * (quality numbers are comparable only under one network), and it classifies at least 93% of the test split. */
+TEST(shipped_feature_network_is_fixed_and_strong) {
+    const char *want = "e1deaa43705915b99b898ade55245933e4435b59b53927b8955c946c57cb95d5";
+    df_feature_net *f = NULL;
+    CHECK_OK(df_feature_net_load("models/fmnist-features", &f));
+    if (!f) return;
+    CHECK(strcmp(df_feature_net_sha256(f), want) == 0, "models/fmnist-features changed: sha256 %s, documented %s",
+          df_feature_net_sha256(f), want);
+    CHECK(df_feature_net_dim(f) == 128, "%d-d features", df_feature_net_dim(f));
+    df_dataset *test = NULL;
+    CHECK_OK(df_dataset_open("fashion-mnist:test", 0, 0, &test));
+    if (test) {
+        const int n = test_quick() ? 1000 : df_dataset_count(test);
+        float *x = malloc(sizeof(float) * (size_t)n * 784);
+        int *y = malloc(sizeof(int) * (size_t)n);
+        for (int i = 0; i < n; i++) df_dataset_get(test, i, 0, x + (size_t)i * 784), y[i] = df_dataset_label(test, i);
+        double acc = 0;
+        CHECK_OK(df_eval_accuracy(df_feature_net_classifier(f), x, n, 28, 28, y, &acc));
+        printf("    models/fmnist-features: %.4f of %d test images classified right\n", acc, n);
+        CHECK(acc >= (n == 10000 ? 0.93 : 0.91), "accuracy %.4f", acc);
+        free(x), free(y);
+        df_dataset_free(test);
+    }
+    df_feature_net_free(f);
+}
