@@ -368,6 +368,22 @@ TEST(eval_bad_input_one_clear_line) {
         CHECK_OK(df_ref_features_compute(f, ds, 0, &rf, NULL, NULL));
         snprintf(refile, sizeof refile, "%s/other-ref.safetensors", tw.dir);
         CHECK_OK(df_ref_features_save(&rf, refile));
+        /* the cache next to a network: computed and written once, then read; a cache file that holds another
+         * network's features (as after retraining) is not trusted but computed again */
+        df_feature_net *g;
+        df_ref_features a1, a2, a3;
+        int c1 = -1, c2 = -1, c3 = -1;
+        CHECK_OK(df_feature_net_load(tw.clf, &g));
+        CHECK_OK(df_ref_features_get(g, ds, 0, &a1, &c1, NULL, NULL));
+        CHECK_OK(df_ref_features_get(g, ds, 0, &a2, &c2, NULL, NULL));
+        char cache[PATH_MAX + 200];
+        snprintf(cache, sizeof cache, "%s/reference-%.16s.safetensors", tw.clf, a1.data_sha256);
+        CHECK_OK(df_ref_features_save(&rf, cache));   /* clf2's features under clf's cache name */
+        CHECK_OK(df_ref_features_get(g, ds, 0, &a3, &c3, NULL, NULL));
+        CHECK(c2 == 1 && c3 == 2, "cache use: first %d, second %d (want 1), stale %d (want 2: recomputed)", c1, c2, c3);
+        CHECK(a3.n == a1.n && a3.d == a1.d && memcmp(a3.feats, a1.feats, sizeof(float) * a1.n * a1.d) == 0,
+              "the recomputed features are the network's own");
+        df_ref_features_free(&a1), df_ref_features_free(&a2), df_ref_features_free(&a3), df_feature_net_free(g);
         df_ref_features_free(&rf), df_dataset_free(ds), df_feature_net_free(f);
     }
     struct {
