@@ -441,7 +441,7 @@ TEST(plot_unwritable_path_fails_cleanly) {
     CHECK(leftover_tmp_files() == 0, "%d temporary files left behind", leftover_tmp_files());
 
     /* bad arguments are refused before anything is drawn */
-    tmp_path(path, sizeof path, "bad.png");
+    tmp_path(path, sizeof path, "plot-bad-arguments.png");   /* a name no other test uses */
     df_plot_series nox = {"b", NULL, y, 2, 0};
     CHECK(df_plot_lines(path, NULL, &nox, 1) == DF_ERR_ARG, "a series without x accepted");
     CHECK(df_plot_lines(NULL, NULL, &s, 1) == DF_ERR_ARG, "no path accepted");
