@@ -322,11 +322,23 @@ static const bad_case cases[] = {
     {"train-classifier --eval $T/missing-test --steps 3 --out $T/c", 1, "missing-test"},
     {"train --class-dropout 0.2 --steps 3 --out $T/r", 2, "--class-dropout"},
     {"train --classes --class-dropout 1.5 --steps 3 --out $T/r", 2, "--class-dropout"},
+    /* evaluation */
+    {"eval", 2, "what to score"},
+    {"eval $M --metrics fd,zzz", 2, "zzz"},
+    {"eval $M --n 1", 2, "--n"},
+    {"eval $M --sweep steps", 2, "--sweep"},
+    {"eval $M --save-images $T/o.png", 2, "--save-images"},
+    {"eval $X", 2, "notes.txt"},
+    {"eval $T/missing", 1, "missing"},
+    {"eval $P --steps 3", 2, "in.png"},
+    {"eval $M --features $T/missing", 1, "missing"},
+    {"train --eval-n 300 --steps 3 --out $T/r", 2, "--eval-every"},
+    {"train --eval-every 5 --eval-features $T/missing --steps 3 --out $T/r", 1, "missing"},
 };
 
 /* The command a case runs ("" for the top level): its first word, when that names one. */
 static void command_of(const char *args, char *cmd, size_t cap) {
-    static const char *const names[] = {"train", "sample", "noise", "info", "init", "predict", "train-classifier"};
+    static const char *const names[] = {"train", "sample", "noise", "info", "init", "predict", "train-classifier", "eval"};
     const char *a = args;
     int skip = strncmp(a, "--threads=", 10) == 0 ? 1 : strncmp(a, "--threads ", 10) == 0 ? 2 : 0;
     for (; skip > 0 && *a; skip--) a = strchr(a, ' ') ? strchr(a, ' ') + 1 : a + strlen(a);
@@ -404,7 +416,7 @@ TEST(cli_args_bad_arguments_fail_early_and_clearly) {
 TEST(cli_args_help_is_full_and_on_stdout) {
     fixture fx;
     if (!setup(&fx)) return;
-    const char *const cmds[] = {"train", "sample", "noise", "info", "init", "predict", "train-classifier"};
+    const char *const cmds[] = {"train", "sample", "noise", "info", "init", "predict", "train-classifier", "eval"};
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
         const char *forms[] = {"%s --help", "%s -h", "help %s", "%s --steps 3 --help"};
         for (size_t f = 0; f < sizeof forms / sizeof *forms; f++) {
