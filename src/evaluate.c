@@ -418,7 +418,13 @@ static df_status bpd_state_save(const char *path, const bpd_state *s) {
     char seed[32];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)s->seed);
     cJSON_AddStringToObject(j, "seed", seed);
-    for (int i = 0; i < s->done; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(s->bpd[i]));
+    /* 17 significant digits read back to the same double (cJSON's own printing may round the last bit), so
+     * a resumed run ends exactly where an uninterrupted one does */
+    for (int i = 0; i < s->done; i++) {
+        char v[32];
+        snprintf(v, sizeof v, "%.17g", s->bpd[i]);
+        cJSON_AddItemToArray(a, cJSON_CreateRaw(v));
+    }
     cJSON_AddItemToObject(j, "bpd", a);
     return df_write_json_atomic(path, j);
 }
