@@ -1029,7 +1029,9 @@ df_status df_train(const df_train_params *params) {
     if (!st && tr.step > 0) {
         event[0] = 0;
         if (!stop_reason) st = write_samples(&tr, event, sizeof event);
-        if (!st) st = df_plot_training_progress(path, progress_png);
+        /* the picture goes with the run's other pictures: a run that asked for no samples and no evaluation
+         * (a script's, a test's) does not pay for loading fonts */
+        if (!st && (p->sample_count > 0 || p->eval_every > 0)) st = df_plot_training_progress(path, progress_png);
         if (!st) st = save_checkpoint(&tr);
         if (!st && p->progress) {
             df_train_progress pr = {0};
