@@ -248,7 +248,7 @@ int cmd_sample(int argc, char **argv) {
     if (!rc && clf && k && kc != k - (k > kc))
         rc = cli_usage_error("--classifier: %d classes, the model has %d", kc, k);
     df_class_info classes = {0};
-    df_cfg cfg_guide = {0};
+    df_classifier_free_guidance cfg_guide = {0};
     df_classifier_guidance cg = {0};
     float *guide_ts = NULL;
     if (!rc && (st = df_class_info_load(model, m, &classes))) rc = cli_fail(st);
@@ -263,7 +263,7 @@ int cmd_sample(int argc, char **argv) {
     if (!rc && clipped_eps && model_eps) rc = cli_usage_error("--clipped-eps and --model-eps exclude each other");
     sp.clipped_eps = clipped_eps || ((guided || clf) && !model_eps);
     if (!rc && guided) {
-        st = df_cfg_init(&cfg_guide, df_model_class_denoise, NULL, dim, classes.null_class);
+        st = df_classifier_free_guidance_init(&cfg_guide, df_model_class_denoise, NULL, dim, classes.null_class);
         cfg_guide.scale = guidance, cfg_guide.rescale = guidance_rescale;
         if (st) rc = cli_fail(st);
     }
@@ -281,7 +281,7 @@ int cmd_sample(int argc, char **argv) {
     }
     if (rc) {
         df_class_info_free(&classes);
-        df_cfg_free(&cfg_guide);
+        df_classifier_free_guidance_free(&cfg_guide);
         df_classifier_guidance_free(&cg);
         free(guide_ts);
         df_model_free(clf), df_model_free(scorer);
@@ -348,7 +348,7 @@ int cmd_sample(int argc, char **argv) {
         void *fn_ctx = &dn;
         if (guided) {   /* both predictions from one network call of twice the batch */
             cfg_guide.ctx = &dn, cfg_guide.labels = dn.labels;
-            fn = df_cfg_denoise, fn_ctx = &cfg_guide;
+            fn = df_classifier_free_guidance_denoise, fn_ctx = &cfg_guide;
         }
         if (clf) {   /* classifier guidance around whatever predicts the noise */
             cg.fn = fn, cg.ctx = fn_ctx, cg.labels = labels + i0;
@@ -422,7 +422,7 @@ fail:
     cli_fail(st);
 done:
     free(x), free(src), free(mask), free(labels), free(watch.frames);
-    df_cfg_free(&cfg_guide);
+    df_classifier_free_guidance_free(&cfg_guide);
     df_classifier_guidance_free(&cg);
     free(guide_ts);
     df_model_free(clf), df_model_free(scorer);

@@ -44,15 +44,18 @@ const char *df_status_name(df_status s);
 /* ---- random numbers ------------------------------------------------------------------------------ */
 
 /* A seeded counter-based generator (Philox-4x32-10). Streams are reproducible: the same seed gives the
- * same numbers on every machine and thread count. Copy the struct to fork a stream. */
+ * same numbers on every machine and thread count. Copy the struct to fork a stream. A seed has 2^64
+ * independent streams (the high half of Philox's counter); df_rng_init starts stream 0. */
 typedef struct {
     uint64_t seed;
+    uint64_t stream;    /* which of the seed's streams */
     uint64_t counter;   /* how many 128-bit blocks were drawn */
     uint32_t buf[4];    /* unused words of the current block */
     int      nbuf;
 } df_rng;
 
 void     df_rng_init(df_rng *r, uint64_t seed);
+void     df_rng_init_stream(df_rng *r, uint64_t seed, uint64_t stream);
 uint32_t df_rng_u32(df_rng *r);
 double   df_rng_uniform(df_rng *r);                 /* in [0, 1) with 53 random bits */
 double   df_rng_normal(df_rng *r);                  /* standard normal (Box-Muller) */
@@ -350,17 +353,37 @@ typedef struct {
 
 /* DDIM, 50 steps, leading spacing, eta 0, epsilon prediction, no clipping, no progress. */
 void        df_sampler_params_default(df_sampler_params *p);
-/* "ddpm", "ddim", "dpmpp-1s", "dpmpp-2m", "dpmpp-3m", "euler", "heun"; spacings "leading", "linspace",
- * "trailing". */
+
+/* What a sampler is, in one table the library and the command read (df_sampler_info). */
+typedef enum { DF_NOISE_NONE, DF_NOISE_ALWAYS, DF_NOISE_ETA } df_noise_use;
+typedef struct {
+    const char  *name;          /* "ddpm", "ddim", "dpmpp-1s", "dpmpp-2m", "dpmpp-3m", "euler", "heun" */
+    const char  *summary;       /* one line for --help */
+    int          sigma_space;   /* steps in sigma = sqrt((1 - abar) / abar): Karras sigmas apply */
+    int          scaled_x;      /* holds x_t / sqrt(abar) between steps (Karras et al.'s VE form) */
+    int          order;         /* order of the update (multistep: at most; lower at the ends) */
+    int          history;       /* earlier x_0 predictions it keeps (multistep) */
+    int          calls;         /* network calls per step (Heun: one fewer on the last) */
+    int          buffers;       /* batch-sized float buffers a run holds besides x */
+    df_noise_use noise;         /* draws noise at every step, only with eta > 0, or never */
+} df_sampler_info;
+/* The row of kind k, or NULL for a kind out of range. */
+const df_sampler_info *df_sampler_info_get(df_sampler_kind k);
+
 df_status   df_sampler_parse(const char *name, df_sampler_kind *k);
 const char *df_sampler_name(df_sampler_kind k);
+/* Spacings "leading", "linspace", "trailing". */
 df_status   df_spacing_parse(const char *name, df_spacing *sp);
+const char *df_spacing_name(df_spacing sp);
 
 /* The timesteps a sampler visits, from noisiest to cleanest (steps values, as floats because Karras
  * spacing gives fractional ones). */
 df_status df_sampler_timesteps(const df_schedule *s, const df_sampler_params *p, float *t);
 
-/* Generate n samples of dim values: x is filled with N(0, I) from rng and run down the reverse chain. */
+/* Generate n samples of dim values: x is filled with N(0, I) and run down the reverse chain. rng is a
+ * key, not a sequence: sample i draws all its noise (its start and every stochastic step) from stream
+ * rng->stream + i of rng->seed, and rng->stream then advances by n, so a loop over batches with one rng
+ * gives every sample the same noise as one call for all of them. The same holds for the calls below. */
 df_status df_sample(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
                     size_t dim, df_rng *rng, float *x);
 /* The same from a given starting point: x holds x_T (unit variance) on entry. */
@@ -436,8 +459,8 @@ typedef df_status (*df_classifier_fn)(void *ctx, int n, const float *x, const fl
 /* Classifier-free guidance (Ho & Salimans 2022): out = u + w (c - u), c the prediction for the requested
  * labels and u for the null label, from one call of twice the batch (w = 1 calls once, conditionally).
  * rescale phi in [0, 1] blends in the output rescaled to the conditional one's standard deviation (Lin et
- * al. 2024). Use as a sampler's denoise function with ctx = the df_cfg; set labels (n values matching
- * the sampler's batch), scale and rescale before sampling. */
+ * al. 2024). Use as a sampler's denoise function with ctx = the struct; set labels (n values matching the
+ * sampler's batch), scale and rescale before sampling. */
 typedef struct {
     df_class_denoise_fn fn;
     void               *ctx;
@@ -449,10 +472,13 @@ typedef struct {
     int    cap;
     float *x2, *t2, *out2;
     int   *l2;
-} df_cfg;
-df_status df_cfg_init(df_cfg *g, df_class_denoise_fn fn, void *ctx, size_t dim, int null_label);   /* scale 1 */
-void      df_cfg_free(df_cfg *g);
-df_status df_cfg_denoise(void *ctx, int n, const float *x, const float *t, float *out);
+} df_classifier_free_guidance;
+df_status df_classifier_free_guidance_init(df_classifier_free_guidance *g, df_class_denoise_fn fn, void *ctx,
+                                           size_t dim, int null_label);   /* scale 1 */
+void      df_classifier_free_guidance_free(df_classifier_free_guidance *g);
+/* Room for batches of up to n (grown on demand otherwise), so that sampling allocates nothing. */
+df_status df_classifier_free_guidance_reserve(df_classifier_free_guidance *g, int n);
+df_status df_classifier_free_guidance_denoise(void *ctx, int n, const float *x, const float *t, float *out);
 
 /* Classifier guidance (Dhariwal & Nichol 2021): shift each step by the scaled gradient of log p(y | x_t).
  * The default is their Algorithm 2, eps_hat = eps - sqrt(1 - abar_t) s grad, valid for every sampler.
@@ -481,6 +507,7 @@ df_status df_classifier_guidance_init(df_classifier_guidance *g, df_denoise_fn f
                                       df_classifier_fn classify, void *classify_ctx, const df_schedule *s,
                                       df_prediction prediction, size_t dim);   /* scale 1, Algorithm 2 */
 void      df_classifier_guidance_free(df_classifier_guidance *g);
+df_status df_classifier_guidance_reserve(df_classifier_guidance *g, int n);   /* as for the above */
 df_status df_classifier_guidance_denoise(void *ctx, int n, const float *x, const float *t, float *out);
 
 /* ---- images ------------------------------------------------------------------------------------------ */
@@ -642,6 +669,54 @@ df_status df_class_info_load(const char *path, const df_model *model, df_class_i
 /* Write dir/classes.json (atomic). names may be NULL. */
 df_status df_class_info_save(const char *dir, const df_class_info *ci);
 void      df_class_info_free(df_class_info *ci);
+
+/* ---- generation ---------------------------------------------------------------------------------------- */
+
+/* What df_generate reports after every sampler step. */
+typedef struct {
+    int          first, n;      /* the batch: images first .. first + n - 1 of the call */
+    int          step, steps;   /* the batch's step (1-based) and its number of steps */
+    long         done, total;   /* steps over the whole call (batches x steps) */
+    const float *x;             /* the batch's x_t after the step */
+    const float *x0;            /* its current prediction of x_0 (may be NULL) */
+} df_generate_step;
+
+/* Everything one generation needs. Start from df_generate_params_default and set model, schedule and n. */
+typedef struct {
+    df_model          *model;      /* the noise predictor */
+    const df_schedule *schedule;   /* the schedule it was trained with (df_schedule_from_config) */
+    df_sampler_params  sampler;    /* kind, spacing, eta, clipping...; steps 0: 50 (DDPM: T); prediction: the
+                                      model's; its progress callback is not used (on_step is) */
+    int      n, batch;             /* images, and images per network call (0: 64) */
+    int      h, w;                 /* image size (0: the model's sample_size, or 32) */
+    uint64_t seed;                 /* image k draws all its noise from stream first_index + k of seed, so it */
+    uint64_t first_index;          /* is the same whatever n, batch, guidance or how a run is split */
+    /* conditioning */
+    const int *labels;             /* n class labels for a class-conditional model, or NULL: its classes (or the
+                                      classifier's) but the null one, image k getting class k * K / n */
+    int        null_class;         /* the model's null class (df_class_info), -1 if none */
+    double     guidance;           /* classifier-free guidance scale (1: plain conditional, 0: unconditional) */
+    double     guidance_rescale;   /* in [0, 1] (Lin et al. 2024) */
+    df_model  *classifier;         /* classifier guidance (Dhariwal & Nichol) with a noise-aware classifier */
+    double     classifier_scale;
+    int        model_eps;          /* DDIM steps with the network's eps even when guiding; by default a guided
+                                      run steps with the eps implied by the clipped x_0 (sampler.clipped_eps) */
+    /* editing: one image of the output's shape, used for every output image */
+    const float *init_image;       /* image-to-image (SDEdit) from this image noised to `strength` in (0, 1] */
+    double       strength;
+    const float *inpaint_image;    /* inpainting (RePaint): keep this image where mask (h x w, shared by the */
+    const float *mask;             /* channels) is 1, generate where it is 0; DDPM's step */
+    int          jump_length, jump_n;   /* RePaint's resampling (1 1: off) */
+    /* reporting */
+    void (*on_step)(void *ctx, const df_generate_step *s);
+    void         *ctx;
+    volatile int *stop;            /* set non-zero to stop at the next network call (an error is returned) */
+} df_generate_params;
+
+void df_generate_params_default(df_generate_params *p);
+/* Generate p->n images into x (n x in_channels x h x w, values in about [-1, 1]). Batches, guides, edits and
+ * reports; every buffer is sized before the first step, and the model reserves its largest batch once. */
+df_status df_generate(const df_generate_params *p, float *x);
 
 /* ---- training ------------------------------------------------------------------------------------------ */
 

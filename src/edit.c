@@ -5,28 +5,22 @@
 #include <math.h>
 #include <string.h>
 
-/* A plan for p's steps in one malloc'd block, with `extra` more bytes after it (64-byte aligned). */
-static df_status plan_alloc(const df_schedule *s, const df_sampler_params *p, size_t extra, df_plan *pl, void **mem,
-                            char **rest) {
-    const size_t plan_bytes = (df_plan_bytes(p->steps) + 63) / 64 * 64;
-    char *m = malloc(plan_bytes + extra);
-    if (!m) return df_fail(DF_ERR_NOMEM, "sampler: out of memory");
-    df_plan_bind(pl, p->steps, m);
-    df_status st = df_plan_fill(s, p, pl);
-    if (st) {
-        free(m);
-        return st;
-    }
-    *mem = m;
-    *rest = m + plan_bytes;
+/* Per-sample generators for a public call (see df_sample): rngs[n] from the key. */
+static df_status streams_for(df_rng *key, int n, df_rng **rngs) {
+    *rngs = NULL;
+    if (n <= 0) return DF_OK;
+    if (!(*rngs = malloc(sizeof(df_rng) * (size_t)n))) return df_fail(DF_ERR_NOMEM, "sampler: out of memory");
+    df_sample_streams(key, n, *rngs);
     return DF_OK;
 }
 
-df_status df_img2img(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
-                     size_t dim, const float *x_in, double strength, df_rng *rng, float *out) {
+static size_t round64(size_t b) { return (b + 63) / 64 * 64; }
+
+df_status df_img2img_run(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
+                         size_t dim, const float *x_in, double strength, df_rng *rngs, float *out, void *ws) {
     df_status st = df_plan_check(s, p);
     if (st) return st;
-    if (!fn || !rng || n < 0 || dim == 0 || (n > 0 && (!x_in || !out)))
+    if (!fn || n < 0 || dim == 0 || (n > 0 && (!x_in || !out || !rngs)))
         return df_fail(DF_ERR_ARG, "img2img: bad arguments");
     if (!(strength >= 0 && strength <= 1))
         return df_fail(DF_ERR_ARG, "img2img: strength %g must be in [0, 1]", strength);
@@ -36,17 +30,33 @@ df_status df_img2img(const df_schedule *s, const df_sampler_params *p, df_denois
     const int N = p->steps, init = DF_MIN((int)(N * strength), N), start = N - init;
     if (out != x_in) memmove(out, x_in, len * sizeof(float));
     if (init == 0 || n == 0) return DF_OK;   /* nothing to denoise: the input comes back unchanged */
-    df_plan pl;
-    void *mem = NULL;
-    char *rest = NULL;
-    st = plan_alloc(s, p, 0, &pl, &mem, &rest);
-    if (st) return st;
-    /* SDEdit (Meng et al. 2022) eq. 2 / DDPM eq. 4 at the starting level: x_t = sqrt(abar) x_in + sqrt(1 - abar) z
-     * (for the sigma-space samplers abar = 1 / (1 + sigma^2), what their add_noise does) */
-    const double a = sqrt(pl.abar[start]), b = sqrt(1 - pl.abar[start]);
-    free(mem);
-    for (size_t j = 0; j < len; j++) out[j] = (float)(a * out[j] + b * df_rng_normal(rng));
-    return df_sampler_run(s, p, fn, ctx, n, dim, rng, out, start);
+    char *mem = ws, *own = NULL;
+    if (!mem && !(mem = own = df_alloc_aligned(df_sampler_run_bytes(p, n, dim))))
+        return df_fail(DF_ERR_NOMEM, "img2img: out of memory");
+    df_plan pl;   /* bound at the start of the workspace, where df_sampler_run fills it again */
+    df_plan_bind(&pl, N, mem);
+    st = df_plan_fill(s, p, &pl);
+    if (!st) {
+        /* SDEdit (Meng et al. 2022) eq. 2 / DDPM eq. 4 at the starting level: x_t = sqrt(abar) x_in +
+         * sqrt(1 - abar) z (for the sigma-space samplers abar = 1 / (1 + sigma^2), what their add_noise does) */
+        const double a = sqrt(pl.abar[start]), b = sqrt(1 - pl.abar[start]);
+        for (int r = 0; r < n; r++)
+            for (size_t j = (size_t)r * dim; j < (size_t)(r + 1) * dim; j++)
+                out[j] = (float)(a * out[j] + b * df_rng_normal(&rngs[r]));
+        st = df_sampler_run(s, p, fn, ctx, n, dim, rngs, out, start, mem);
+    }
+    df_free_aligned(own);
+    return st;
+}
+
+df_status df_img2img(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
+                     size_t dim, const float *x_in, double strength, df_rng *rng, float *out) {
+    if (!rng) return df_fail(DF_ERR_ARG, "img2img: bad arguments");
+    df_rng *rngs;
+    df_status st = streams_for(rng, n, &rngs);
+    if (!st) st = df_img2img_run(s, p, fn, ctx, n, dim, x_in, strength, rngs, out, NULL);
+    free(rngs);
+    return st;
 }
 
 /* RePaint's resampling schedule (Lugmayr et al. 2022 sec. 4.2; diffusers' RePaintScheduler.set_timesteps):
@@ -74,12 +84,26 @@ static long jump_walk(int steps, int jump_length, int jump_n_sample, int *left, 
     return k;
 }
 
-df_status df_inpaint(const df_schedule *s, const df_sampler_params *p_in, df_denoise_fn fn, void *ctx, int n,
-                     size_t dim, const float *known, const float *mask, int jump_length, int jump_n_sample,
-                     df_rng *rng, float *out) {
+/* jump_walk's length: every jump climbs jump_length positions and walks them down again. */
+static long walk_length(int steps, int jump_length, int jump_n_sample) {
+    long jumps = 0;
+    for (int j = 0; j < steps - jump_length; j += jump_length) jumps += jump_n_sample - 1;
+    return steps + 2 * jumps * jump_length;
+}
+
+size_t df_inpaint_run_bytes(const df_sampler_params *p, int n, size_t dim, int jump_length, int jump_n_sample) {
+    const int N = p->steps;
+    const long walk_len = N > 0 && jump_length >= 1 && jump_n_sample >= 1 ? walk_length(N, jump_length, jump_n_sample) : 0;
+    return round64(df_plan_bytes(N)) + round64((size_t)walk_len * sizeof(int)) + round64((size_t)N * sizeof(int)) +
+           round64((2 * (size_t)n * dim + dim + (size_t)n) * sizeof(float));
+}
+
+df_status df_inpaint_run(const df_schedule *s, const df_sampler_params *p_in, df_denoise_fn fn, void *ctx, int n,
+                         size_t dim, const float *known, const float *mask, int jump_length, int jump_n_sample,
+                         df_rng *rngs, float *out, void *ws) {
     df_status st = df_plan_check(s, p_in);
     if (st) return st;
-    if (!fn || !rng || n < 0 || dim == 0 || (n > 0 && (!known || !mask || !out)))
+    if (!fn || n < 0 || dim == 0 || (n > 0 && (!known || !mask || !out || !rngs)))
         return df_fail(DF_ERR_ARG, "inpaint: bad arguments");
     if (out == known) return df_fail(DF_ERR_ARG, "inpaint: out must not be the known array (it is read every step)");
     if (jump_length < 1 || jump_n_sample < 1)
@@ -90,28 +114,26 @@ df_status df_inpaint(const df_schedule *s, const df_sampler_params *p_in, df_den
     p.kind = DF_SAMPLER_DDPM;   /* RePaint alg. 1 uses DDPM's ancestral step */
     const int N = p.steps;
     const size_t len = (size_t)n * dim;
-    int *left = malloc(sizeof(int) * (size_t)N);
-    if (!left) return df_fail(DF_ERR_NOMEM, "inpaint: out of memory");
-    const long walk_len = jump_walk(N, jump_length, jump_n_sample, left, NULL);
+    char *mem = ws, *own = NULL;
+    if (!mem && !(mem = own = df_alloc_aligned(df_inpaint_run_bytes(&p, n, dim, jump_length, jump_n_sample))))
+        return df_fail(DF_ERR_NOMEM, "inpaint: out of memory");
     df_plan pl;
-    void *mem = NULL;
-    char *rest = NULL;
-    const size_t walk_bytes = ((size_t)walk_len * sizeof(int) + 63) / 64 * 64;
-    st = plan_alloc(s, &p, walk_bytes + (2 * len + dim + (size_t)n) * sizeof(float), &pl, &mem, &rest);
-    if (st) {
-        free(left);
-        return st;
-    }
-    int *walk = (int *)rest;
+    df_plan_bind(&pl, N, mem);
+    char *rest = mem + round64(df_plan_bytes(N));
+    int *left = (int *)rest;
+    const long walk_len = jump_walk(N, jump_length, jump_n_sample, left, NULL);
+    DF_ASSERT(walk_len == walk_length(N, jump_length, jump_n_sample));
+    int *walk = (int *)(rest + round64((size_t)N * sizeof(int)));
     jump_walk(N, jump_length, jump_n_sample, left, walk);
-    free(left);
-    float *res = (float *)(rest + walk_bytes), *x0 = res + len, *scratch = x0 + len, *tb = scratch + dim;
+    float *res = (float *)((char *)walk + round64((size_t)walk_len * sizeof(int)));
+    float *x0 = res + len, *scratch = x0 + len, *tb = scratch + dim;
     float *x = out;
+    if ((st = df_plan_fill(s, &p, &pl))) goto done;
 
     /* Positions of the walk count from the clean end (diffusers' units); level i of the plan is position
      * N - 1 - i and the clean end is position -1. After visiting position e the image is at position e - 1:
      * a reverse step from e when the walk descends, a forward jump from e - 2 to e - 1 when it climbs. */
-    df_rng_fill_normal(rng, x, len);   /* x_T ~ N(0, I) */
+    df_fill_normal_each(rngs, n, dim, x);   /* x_T ~ N(0, I) */
     int last = N, deepest = 0;
     for (long k = 0; k < walk_len; k++) {
         const int e = walk[k];
@@ -135,9 +157,9 @@ df_status df_inpaint(const df_schedule *s, const df_sampler_params *p_in, df_den
                 const size_t o = (size_t)r * dim;
                 for (size_t j = 0; j < dim; j++) {
                     double unk = c0 * x0[o + j] + ct * x[o + j];
-                    if (sd > 0) unk += sd * df_rng_normal(rng);
+                    if (sd > 0) unk += sd * df_rng_normal(&rngs[r]);
                     double kv = known[o + j];
-                    if (kb > 0) kv = ka * kv + kb * df_rng_normal(rng);
+                    if (kb > 0) kv = ka * kv + kb * df_rng_normal(&rngs[r]);
                     x[o + j] = (float)(mask[j] * kv + (1 - mask[j]) * unk);
                 }
             }
@@ -152,11 +174,25 @@ df_status df_inpaint(const df_schedule *s, const df_sampler_params *p_in, df_den
              * single steps q(x_s | x_{s-1}) between the two levels */
             const int from = N + 1 - e, to = N - e;   /* plan levels: position e - 2 -> e - 1 */
             const double ratio = pl.abar[to] / pl.abar[from], ca = sqrt(ratio), cb = sqrt(1 - ratio);
-            for (size_t j = 0; j < len; j++) x[j] = (float)(ca * x[j] + cb * df_rng_normal(rng));
+            for (int r = 0; r < n; r++)
+                for (size_t j = (size_t)r * dim; j < (size_t)(r + 1) * dim; j++)
+                    x[j] = (float)(ca * x[j] + cb * df_rng_normal(&rngs[r]));
         }
         last = e;
     }
-    free(mem);
+done:
+    df_free_aligned(own);
+    return st;
+}
+
+df_status df_inpaint(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
+                     size_t dim, const float *known, const float *mask, int jump_length, int jump_n_sample,
+                     df_rng *rng, float *out) {
+    if (!rng) return df_fail(DF_ERR_ARG, "inpaint: bad arguments");
+    df_rng *rngs;
+    df_status st = streams_for(rng, n, &rngs);
+    if (!st) st = df_inpaint_run(s, p, fn, ctx, n, dim, known, mask, jump_length, jump_n_sample, rngs, out, NULL);
+    free(rngs);
     return st;
 }
 
@@ -173,11 +209,15 @@ df_status df_ddim_invert(const df_schedule *s, const df_sampler_params *p_in, df
     const int N = p.steps;
     const size_t len = (size_t)n * dim;
     df_plan pl;
-    void *mem = NULL;
-    char *rest = NULL;
-    st = plan_alloc(s, &p, (3 * len + dim + (size_t)n) * sizeof(float), &pl, &mem, &rest);
-    if (st) return st;
-    float *out = (float *)rest, *x0 = out + len, *eps = x0 + len, *scratch = eps + len, *tb = scratch + dim;
+    const size_t plan_bytes = round64(df_plan_bytes(N));
+    char *mem = malloc(plan_bytes + (3 * len + dim + (size_t)n) * sizeof(float));
+    if (!mem) return df_fail(DF_ERR_NOMEM, "ddim_invert: out of memory");
+    df_plan_bind(&pl, N, mem);
+    if ((st = df_plan_fill(s, &p, &pl))) {
+        free(mem);
+        return st;
+    }
+    float *out = (float *)(mem + plan_bytes), *x0 = out + len, *eps = x0 + len, *scratch = eps + len, *tb = scratch + dim;
     float *x = xT;
     if (x != x0_in) memmove(x, x0_in, len * sizeof(float));
     /* The DDIM ODE (Song et al. 2021 eq. 12 with sigma = 0; in x / sqrt(abar) it is d(x / sqrt(abar)) =

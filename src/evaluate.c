@@ -174,46 +174,31 @@ static df_status ctx_reference(eval_ctx *e, df_eval_result *r) {
 typedef struct {
     const df_eval_params *p;
     const char *stage;
-    double done_before, total;
 } sample_watch;
 
-static void on_step(void *ctx, int step, int total, const float *x, const float *x0) {
-    (void)total, (void)x, (void)x0;
-    sample_watch *w = ctx;
-    report(w->p, w->stage, w->done_before + step, w->total);
+static void on_step(void *ctx, const df_generate_step *s) {
+    const sample_watch *w = ctx;
+    report(w->p, w->stage, (double)s->done, (double)s->total);
 }
 
-/* n images from the model with the evaluation's sampler settings: image i of class labels[i] when the model
- * is conditional (classifier-free guidance when the scale is not 1), noise from one stream seeded `seed` in
- * batches, as `diffuse sample` draws them. */
-static df_status generate(eval_ctx *e, const df_sampler_params *sp_in, int n, const int *labels, uint64_t seed,
+/* n images from the model with the evaluation's sampler settings (df_generate, as `diffuse sample` makes
+ * them): image i of class labels[i] when the model is conditional, classifier-free guidance when the scale
+ * is not 1. */
+static df_status generate(eval_ctx *e, const df_sampler_params *sp, int n, const int *labels, uint64_t seed,
                           const char *stage, float *x) {
     const df_eval_params *p = e->p;
-    df_sampler_params sp = *sp_in;
-    sp.prediction = e->sc.prediction;
-    if (sp.steps <= 0) sp.steps = sp.kind == DF_SAMPLER_DDPM ? e->sched.T : 50;
-    const int guided = e->k > 0 && p->guidance != 1;
-    if (guided) sp.clipped_eps = 1;   /* strong guidance needs DDIM's step with the clipped x_0's noise */
-    df_cfg guide = {0};
-    df_status st = guided ? df_cfg_init(&guide, df_model_class_denoise, NULL, e->dim, e->classes.null_class) : DF_OK;
-    guide.scale = p->guidance;
-    const int B = p->batch > 0 ? p->batch : 100, nb = (n + B - 1) / B;
-    sample_watch watch = {p, stage, 0, (double)nb * sp.steps};
-    sp.progress = on_step, sp.progress_ctx = &watch;
-    df_rng rng;
-    df_rng_init(&rng, seed);
-    for (int b = 0; b < nb && !st && !stopped(p); b++) {
-        const int i0 = b * B, bn = DF_MIN(B, n - i0);
-        df_model_denoiser dn = {e->model, e->h, e->w, e->k > 0 ? labels + i0 : NULL};
-        watch.done_before = (double)b * sp.steps;
-        if (guided) {
-            guide.ctx = &dn, guide.labels = dn.labels;
-            st = df_sample(&e->sched, &sp, df_cfg_denoise, &guide, bn, e->dim, &rng, x + (size_t)i0 * e->dim);
-        } else {
-            st = df_sample(&e->sched, &sp, df_model_denoise, &dn, bn, e->dim, &rng, x + (size_t)i0 * e->dim);
-        }
-    }
-    df_cfg_free(&guide);
+    sample_watch watch = {p, stage};
+    df_generate_params g;
+    df_generate_params_default(&g);
+    g.model = e->model, g.schedule = &e->sched;
+    g.sampler = *sp;
+    g.sampler.prediction = e->sc.prediction;
+    g.n = n, g.batch = p->batch > 0 ? p->batch : 100, g.h = e->h, g.w = e->w, g.seed = seed;
+    g.labels = e->k > 0 ? labels : NULL;
+    g.null_class = e->classes.null_class;
+    g.guidance = e->k > 0 ? p->guidance : 1;
+    g.on_step = on_step, g.ctx = &watch, g.stop = p->stop;
+    df_status st = df_generate(&g, x);
     if (!st && stopped(p)) st = df_fail(DF_ERR_ARG, "stopped");
     return st;
 }

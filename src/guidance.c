@@ -7,7 +7,7 @@
 
 /* ---- classifier-free guidance -------------------------------------------------------------------------- */
 
-df_status df_cfg_init(df_cfg *g, df_class_denoise_fn fn, void *ctx, size_t dim, int null_label) {
+df_status df_classifier_free_guidance_init(df_classifier_free_guidance *g, df_class_denoise_fn fn, void *ctx, size_t dim, int null_label) {
     memset(g, 0, sizeof *g);
     if (!fn || dim == 0) return df_fail(DF_ERR_ARG, "guidance: no predictor or empty samples");
     g->fn = fn, g->ctx = ctx, g->dim = dim, g->null_label = null_label;
@@ -15,14 +15,13 @@ df_status df_cfg_init(df_cfg *g, df_class_denoise_fn fn, void *ctx, size_t dim, 
     return DF_OK;
 }
 
-void df_cfg_free(df_cfg *g) {
+void df_classifier_free_guidance_free(df_classifier_free_guidance *g) {
     if (!g) return;
     free(g->x2), free(g->t2), free(g->out2), free(g->l2);
     memset(g, 0, sizeof *g);
 }
 
-/* Room for a doubled batch of n; grows only when a larger batch comes. */
-static df_status cfg_reserve(df_cfg *g, int n) {
+df_status df_classifier_free_guidance_reserve(df_classifier_free_guidance *g, int n) {
     if (n <= g->cap) return DF_OK;
     free(g->x2), free(g->t2), free(g->out2), free(g->l2);
     size_t m = (size_t)2 * n;
@@ -34,14 +33,14 @@ static df_status cfg_reserve(df_cfg *g, int n) {
     return g->cap ? DF_OK : df_fail(DF_ERR_NOMEM, "guidance: out of memory for a batch of %d", n);
 }
 
-df_status df_cfg_denoise(void *ctx, int n, const float *x, const float *t, float *out) {
-    df_cfg *g = ctx;
+df_status df_classifier_free_guidance_denoise(void *ctx, int n, const float *x, const float *t, float *out) {
+    df_classifier_free_guidance *g = ctx;
     if (!g->labels) return df_fail(DF_ERR_ARG, "guidance: no class labels set");
     if (!(g->scale >= 0) || !(g->rescale >= 0 && g->rescale <= 1))
         return df_fail(DF_ERR_ARG, "guidance: scale %g must be >= 0 and rescale %g in [0, 1]", g->scale, g->rescale);
     const size_t D = g->dim;
     if (g->scale == 1) return g->fn(g->ctx, n, x, t, g->labels, out);   /* plain conditional: one pass */
-    df_status st = cfg_reserve(g, n);
+    df_status st = df_classifier_free_guidance_reserve(g, n);
     if (st) return st;
     /* one call of twice the batch: [conditional | unconditional] */
     memcpy(g->x2, x, sizeof(float) * n * D);
@@ -93,6 +92,15 @@ void df_classifier_guidance_free(df_classifier_guidance *g) {
     memset(g, 0, sizeof *g);
 }
 
+df_status df_classifier_guidance_reserve(df_classifier_guidance *g, int n) {
+    if (n <= g->cap) return DF_OK;
+    free(g->grad), free(g->logp);
+    g->grad = malloc(sizeof(float) * (size_t)n * g->dim);
+    g->logp = malloc(sizeof(double) * (size_t)n);
+    g->cap = g->grad && g->logp ? n : 0;
+    return g->cap ? DF_OK : df_fail(DF_ERR_NOMEM, "classifier guidance: out of memory for a batch of %d", n);
+}
+
 /* The timestep the DDPM sampler goes to after t: the next entry of the list, or -1 (the last step). */
 static double next_timestep(const df_classifier_guidance *g, double t) {
     for (int i = 0; i + 1 < g->nsteps; i++)
@@ -107,14 +115,8 @@ df_status df_classifier_guidance_denoise(void *ctx, int n, const float *x, const
     if (g->ddpm_mean && !g->timesteps)
         return df_fail(DF_ERR_ARG, "classifier guidance: the DDPM form needs the sampler's timesteps");
     const size_t D = g->dim;
-    if (n > g->cap) {
-        free(g->grad), free(g->logp);
-        g->grad = malloc(sizeof(float) * (size_t)n * D);
-        g->logp = malloc(sizeof(double) * (size_t)n);
-        g->cap = g->grad && g->logp ? n : 0;
-        if (!g->cap) return df_fail(DF_ERR_NOMEM, "classifier guidance: out of memory for a batch of %d", n);
-    }
-    df_status st = g->fn(g->ctx, n, x, t, out);
+    df_status st = df_classifier_guidance_reserve(g, n);
+    if (!st) st = g->fn(g->ctx, n, x, t, out);
     if (!st) st = g->classify(g->classify_ctx, n, x, t, g->labels, g->logp, g->grad);
     if (st) return st;
     for (int i = 0; i < n; i++) {

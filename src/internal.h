@@ -47,6 +47,8 @@ df_status df_mkdir_p(const char *dir);
 
 /* Block `counter` of the Philox-4x32-10 stream keyed by seed (df_rng draws these blocks in order). */
 void df_philox(uint64_t seed, uint64_t counter, uint32_t out[4]);
+/* The same block of another of the seed's streams (the counter's high 64 bits). */
+void df_philox_stream(uint64_t seed, uint64_t stream, uint64_t counter, uint32_t out[4]);
 /* perm = a uniformly random order of 0 .. n-1 (Fisher-Yates, one df_rng_uniform per position). */
 void df_shuffle(int *perm, int n, df_rng *r);
 

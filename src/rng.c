@@ -4,8 +4,8 @@
 
 #include <math.h>
 
-void df_philox(uint64_t seed, uint64_t counter, uint32_t out[4]) {
-    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
+void df_philox_stream(uint64_t seed, uint64_t stream, uint64_t counter, uint32_t out[4]) {
+    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = (uint32_t)stream, c3 = (uint32_t)(stream >> 32);
     uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
     for (int round = 0; round < 10; round++) {
         uint64_t p0 = (uint64_t)0xD2511F53u * c0;
@@ -21,8 +21,13 @@ void df_philox(uint64_t seed, uint64_t counter, uint32_t out[4]) {
     out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
 }
 
-void df_rng_init(df_rng *r, uint64_t seed) {
+void df_philox(uint64_t seed, uint64_t counter, uint32_t out[4]) { df_philox_stream(seed, 0, counter, out); }
+
+void df_rng_init(df_rng *r, uint64_t seed) { df_rng_init_stream(r, seed, 0); }
+
+void df_rng_init_stream(df_rng *r, uint64_t seed, uint64_t stream) {
     r->seed = seed;
+    r->stream = stream;
     r->counter = 0;
     r->nbuf = 0;
     r->buf[0] = r->buf[1] = r->buf[2] = r->buf[3] = 0;
@@ -30,7 +35,7 @@ void df_rng_init(df_rng *r, uint64_t seed) {
 
 uint32_t df_rng_u32(df_rng *r) {
     if (r->nbuf == 0) {
-        df_philox(r->seed, r->counter++, r->buf);
+        df_philox_stream(r->seed, r->stream, r->counter++, r->buf);
         r->nbuf = 4;
     }
     return r->buf[4 - r->nbuf--];

@@ -5,10 +5,29 @@
 #include <math.h>
 #include <string.h>
 
-static const char *const sampler_names[] = {"ddpm", "ddim", "dpmpp-1s", "dpmpp-2m", "dpmpp-3m", "euler", "heun"};
-_Static_assert(sizeof sampler_names / sizeof sampler_names[0] == DF_SAMPLER_COUNT, "sampler name table");
+/* The samplers' facts: names, spaces, orders, buffers, noise. Adding a sampler means a row here, its step
+ * function below and its case in df_sampler_run. */
+static const df_sampler_info sampler_table[DF_SAMPLER_COUNT] = {
+    [DF_SAMPLER_DDPM] = {"ddpm", "ancestral sampling (DDPM alg. 2), noise at every step", 0, 0, 1, 0, 1, 2,
+                         DF_NOISE_ALWAYS},
+    [DF_SAMPLER_DDIM] = {"ddim", "DDIM (Song et al. 2021), deterministic unless --eta > 0", 0, 0, 1, 0, 1, 3,
+                         DF_NOISE_ETA},
+    [DF_SAMPLER_DPMPP_1S] = {"dpmpp-1s", "DPM-Solver++ first order (DDIM in sigma space)", 1, 0, 1, 0, 1, 2,
+                             DF_NOISE_NONE},
+    [DF_SAMPLER_DPMPP_2M] = {"dpmpp-2m", "DPM-Solver++(2M), second-order multistep", 1, 0, 2, 1, 1, 3,
+                             DF_NOISE_NONE},
+    [DF_SAMPLER_DPMPP_3M] = {"dpmpp-3m", "DPM-Solver++ third-order multistep", 1, 0, 3, 2, 1, 4, DF_NOISE_NONE},
+    [DF_SAMPLER_EULER] = {"euler", "Euler steps of the probability-flow ODE (Karras et al. 2022)", 1, 1, 1, 0, 1,
+                          3, DF_NOISE_NONE},
+    [DF_SAMPLER_HEUN] = {"heun", "Heun's second-order steps (Karras et al. 2022 alg. 1), two calls a step", 1, 1,
+                         2, 0, 2, 4, DF_NOISE_NONE},
+};
 static const char *const spacing_names[] = {"leading", "linspace", "trailing"};
 _Static_assert(sizeof spacing_names / sizeof spacing_names[0] == DF_SPACING_COUNT, "spacing name table");
+
+const df_sampler_info *df_sampler_info_get(df_sampler_kind k) {
+    return (unsigned)k < DF_SAMPLER_COUNT ? &sampler_table[k] : NULL;
+}
 
 /* Where alphas_cumprod is 0 (zero terminal SNR) the sigma-space samplers use this instead, as diffusers'
  * Euler and DPM-Solver schedulers do, so that the first sigma is large (4096) but finite. */
@@ -28,17 +47,31 @@ void df_sampler_params_default(df_sampler_params *p) {
 }
 
 const char *df_sampler_name(df_sampler_kind k) {
-    return (unsigned)k < DF_SAMPLER_COUNT ? sampler_names[k] : "unknown";
+    return (unsigned)k < DF_SAMPLER_COUNT ? sampler_table[k].name : "unknown";
 }
+
+const char *df_spacing_name(df_spacing sp) {
+    return (unsigned)sp < DF_SPACING_COUNT ? spacing_names[sp] : "unknown";
+}
+
+/* The names of a table as "a, b, c" for messages. */
+static void name_list(char *out, size_t cap, int count, const char *(*name)(int)) {
+    size_t k = 0;
+    out[0] = 0;
+    for (int i = 0; i < count && k < cap; i++) k += (size_t)snprintf(out + k, cap - k, "%s%s", i ? ", " : "", name(i));
+}
+static const char *sampler_name_i(int i) { return sampler_table[i].name; }
+static const char *spacing_name_i(int i) { return spacing_names[i]; }
 
 df_status df_sampler_parse(const char *name, df_sampler_kind *k) {
     for (int i = 0; i < DF_SAMPLER_COUNT; i++)
-        if (name && strcmp(name, sampler_names[i]) == 0) {
+        if (name && strcmp(name, sampler_table[i].name) == 0) {
             *k = (df_sampler_kind)i;
             return DF_OK;
         }
-    return df_fail(DF_ERR_ARG, "unknown sampler \"%s\" (ddpm, ddim, dpmpp-1s, dpmpp-2m, dpmpp-3m, euler, heun)",
-                   name ? name : "(null)");
+    char names[200];
+    name_list(names, sizeof names, DF_SAMPLER_COUNT, sampler_name_i);
+    return df_fail(DF_ERR_ARG, "unknown sampler \"%s\" (%s)", name ? name : "(null)", names);
 }
 
 df_status df_spacing_parse(const char *name, df_spacing *sp) {
@@ -47,7 +80,9 @@ df_status df_spacing_parse(const char *name, df_spacing *sp) {
             *sp = (df_spacing)i;
             return DF_OK;
         }
-    return df_fail(DF_ERR_ARG, "unknown timestep spacing \"%s\" (leading, linspace, trailing)", name ? name : "(null)");
+    char names[100];
+    name_list(names, sizeof names, DF_SPACING_COUNT, spacing_name_i);
+    return df_fail(DF_ERR_ARG, "unknown timestep spacing \"%s\" (%s)", name ? name : "(null)", names);
 }
 
 /* ---- the plan: timesteps and noise levels ------------------------------------------------------------ */
@@ -55,7 +90,7 @@ df_status df_spacing_parse(const char *name, df_spacing *sp) {
 static int is_dpm(df_sampler_kind k) {
     return k == DF_SAMPLER_DPMPP_1S || k == DF_SAMPLER_DPMPP_2M || k == DF_SAMPLER_DPMPP_3M;
 }
-static int in_sigma_space(df_sampler_kind k) { return is_dpm(k) || k == DF_SAMPLER_EULER || k == DF_SAMPLER_HEUN; }
+static int in_sigma_space(df_sampler_kind k) { return sampler_table[k].sigma_space; }
 
 static double sigma_of_abar(double a) { return a > 0 ? sqrt((1 - a) / a) : INFINITY; }
 static double floor_abar(double a) { return a > 0 ? a : ABAR_FLOOR; }
@@ -265,31 +300,33 @@ void df_x0_process(const df_sampler_params *p, int n, size_t dim, float *x0, flo
 /* DDPM alg. 2 over a subsequence: x_{t'} ~ q(x_{t'} | x_t, x_0) with the posterior mean of DDPM eq. 7 written
  * for abar_t and abar_{t'} (diffusers' DDPMScheduler.step: "current" alpha = abar_t / abar_{t'}), variance
  * beta~ (fixed_small, clamped at 1e-20) or beta (fixed_large). No noise on the final step. */
-static void ddpm_step(const df_sampler_params *p, double a, double ap, int last, size_t len, float *x,
-                      const float *x0, df_rng *rng) {
+static void ddpm_step(const df_sampler_params *p, double a, double ap, int last, int n, size_t dim, float *x,
+                      const float *x0, df_rng *rngs) {
     const double ca = a / ap, cb = 1 - ca, b = 1 - a;
     const double c0 = sqrt(ap) * cb / b, ct = sqrt(ca) * (1 - ap) / b;
     const double var = p->variance_large ? cb : fmax((1 - ap) / b * cb, 1e-20);
     const double sd = last ? 0 : sqrt(var);
-    for (size_t j = 0; j < len; j++) {
-        double v = c0 * x0[j] + ct * x[j];
-        if (sd > 0) v += sd * df_rng_normal(rng);
-        x[j] = (float)v;
-    }
+    for (int r = 0; r < n; r++)
+        for (size_t j = (size_t)r * dim; j < (size_t)(r + 1) * dim; j++) {
+            double v = c0 * x0[j] + ct * x[j];
+            if (sd > 0) v += sd * df_rng_normal(&rngs[r]);
+            x[j] = (float)v;
+        }
 }
 
 /* DDIM eq. 12: x_{t'} = sqrt(abar_{t'}) x_0 + sqrt(1 - abar_{t'} - sigma^2) eps + sigma z, with
  * sigma = eta sqrt((1 - abar_{t'}) / (1 - abar_t)) sqrt(1 - abar_t / abar_{t'}) (eq. 16). eps is the model's
  * (re-derived from a clipped x_0 only with clipped_eps: diffusers' use_clipped_model_output). */
-static void ddim_step(double eta, double a, double ap, size_t len, float *x, const float *x0, const float *eps,
-                      df_rng *rng) {
+static void ddim_step(double eta, double a, double ap, int n, size_t dim, float *x, const float *x0,
+                      const float *eps, df_rng *rngs) {
     const double sig = eta * sqrt((1 - ap) / (1 - a) * (1 - a / ap));
     const double c0 = sqrt(ap), ce = sqrt(fmax(1 - ap - sig * sig, 0));
-    for (size_t j = 0; j < len; j++) {
-        double v = c0 * x0[j] + ce * eps[j];
-        if (sig > 0) v += sig * df_rng_normal(rng);
-        x[j] = (float)v;
-    }
+    for (int r = 0; r < n; r++)
+        for (size_t j = (size_t)r * dim; j < (size_t)(r + 1) * dim; j++) {
+            double v = c0 * x0[j] + ce * eps[j];
+            if (sig > 0) v += sig * df_rng_normal(&rngs[r]);
+            x[j] = (float)v;
+        }
 }
 
 /* DPM-Solver++ (Lu et al. 2022b) with the data prediction x_0, in the VP scale: alpha = 1 / sqrt(1 + sigma^2),
@@ -336,35 +373,53 @@ static void dpm_step(int order, const double *sg, int i, size_t len, float *x, f
 
 /* ---- running the chain ----------------------------------------------------------------------------------- */
 
+void df_sample_streams(df_rng *base, int n, df_rng *rngs) {
+    for (int i = 0; i < n; i++) df_rng_init_stream(&rngs[i], base->seed, base->stream + (uint64_t)i);
+    base->stream += (uint64_t)n;
+}
+
+void df_fill_normal_each(df_rng *rngs, int n, size_t dim, float *x) {
+    for (int i = 0; i < n; i++) df_rng_fill_normal(&rngs[i], x + (size_t)i * dim, dim);
+}
+
+static size_t round64(size_t b) { return (b + 63) / 64 * 64; }
+
+size_t df_sampler_run_bytes(const df_sampler_params *p, int n, size_t dim) {
+    const df_sampler_info *si = df_sampler_info_get(p->kind);
+    const size_t len = (size_t)n * dim, nbuf = si ? (size_t)si->buffers : 4;
+    /* the plan, the batch buffers, dim values for thresholding, n timesteps */
+    return round64(df_plan_bytes(p->steps)) + round64((nbuf * len + dim + (size_t)n) * sizeof(float));
+}
+
 df_status df_sampler_run(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
-                         size_t dim, df_rng *rng, float *x, int start) {
+                         size_t dim, df_rng *rngs, float *x, int start, void *ws) {
     df_status st = df_plan_check(s, p);
     if (st) return st;
     if (!fn || n < 0 || dim == 0 || (n > 0 && !x)) return df_fail(DF_ERR_ARG, "sampler: bad arguments");
-    if (!rng && (p->kind == DF_SAMPLER_DDPM || (p->kind == DF_SAMPLER_DDIM && p->eta > 0)))
-        return df_fail(DF_ERR_ARG, "sampler: %s%s draws noise and needs a generator", df_sampler_name(p->kind),
-                       p->kind == DF_SAMPLER_DDIM ? " with eta > 0" : "");
+    const df_sampler_info *si = df_sampler_info_get(p->kind);
+    if (!rngs && (si->noise == DF_NOISE_ALWAYS || (si->noise == DF_NOISE_ETA && p->eta > 0)))
+        return df_fail(DF_ERR_ARG, "sampler: %s%s draws noise and needs a generator", si->name,
+                       si->noise == DF_NOISE_ETA ? " with eta > 0" : "");
     const int N = p->steps;
     DF_ASSERT(start >= 0 && start <= N);
     if (n == 0 || start == N) return DF_OK;
     const df_sampler_kind kind = p->kind;
     const size_t len = (size_t)n * dim;
-    const int ve = kind == DF_SAMPLER_EULER || kind == DF_SAMPLER_HEUN;   /* x held as x_t / sqrt(abar) */
-    const int nhist = kind == DF_SAMPLER_DPMPP_3M ? 2 : kind == DF_SAMPLER_DPMPP_2M ? 1 : 0;
-    /* float buffers of len: out, x0, then eps (DDIM), the model input (Euler, Heun), DPM history, Heun's d */
-    const size_t nbuf = 2 + (kind == DF_SAMPLER_DDIM) + ve + (size_t)nhist + (kind == DF_SAMPLER_HEUN);
-    const size_t plan_bytes = (df_plan_bytes(N) + 63) / 64 * 64;
-    char *mem = malloc(plan_bytes + (nbuf * len + dim + (size_t)n) * sizeof(float));
-    if (!mem) return df_fail(DF_ERR_NOMEM, "sampler: out of memory for %d x %zu values", n, dim);
+    const int ve = si->scaled_x, nhist = si->history;
+    char *mem = ws, *own = NULL;
+    if (!mem && !(mem = own = df_alloc_aligned(df_sampler_run_bytes(p, n, dim))))
+        return df_fail(DF_ERR_NOMEM, "sampler: out of memory for %d x %zu values", n, dim);
     df_plan pl;
     df_plan_bind(&pl, N, mem);
-    float *next = (float *)(mem + plan_bytes);
+    /* batch buffers: out, x0, then eps (DDIM), the model input (Euler, Heun), DPM history, Heun's d */
+    float *next = (float *)(mem + round64(df_plan_bytes(N)));
     float *out = next, *x0 = next + len, *eps = NULL, *xin = NULL, *hist[2] = {NULL, NULL}, *dbuf = NULL;
     next += 2 * len;
     if (kind == DF_SAMPLER_DDIM) eps = next, next += len;
     if (ve) xin = next, next += len;
     for (int h = 0; h < nhist; h++) hist[h] = next, next += len;
     if (kind == DF_SAMPLER_HEUN) dbuf = next, next += len;
+    DF_ASSERT(next == (float *)(mem + round64(df_plan_bytes(N))) + (size_t)si->buffers * len);
     float *scratch = next, *tb = next + dim;   /* dim values for thresholding, n timesteps */
 
     st = df_plan_fill(s, p, &pl);
@@ -376,7 +431,7 @@ df_status df_sampler_run(const df_schedule *s, const df_sampler_params *p, df_de
         const double c = sqrt(1 + sg[start] * sg[start]);
         for (size_t j = 0; j < len; j++) x[j] = (float)(x[j] * c);
     }
-    const int order_max = kind == DF_SAMPLER_DPMPP_3M ? 3 : kind == DF_SAMPLER_DPMPP_2M ? 2 : 1;
+    const int order_max = si->order;
     int nlower = 0;   /* DPM-Solver: steps taken so far, capped at the order (diffusers' lower_order_nums) */
     for (int i = start; i < N; i++) {
         for (int k = 0; k < n; k++) tb[k] = pl.t[i];
@@ -391,7 +446,7 @@ df_status df_sampler_run(const df_schedule *s, const df_sampler_params *p, df_de
         df_pred_convert(p->prediction, ab[i], len, in, out, x0, eps);
         df_x0_process(p, n, dim, x0, scratch);
         switch (kind) {
-        case DF_SAMPLER_DDPM: ddpm_step(p, ab[i], ab[i + 1], i == N - 1, len, x, x0, rng); break;
+        case DF_SAMPLER_DDPM: ddpm_step(p, ab[i], ab[i + 1], i == N - 1, n, dim, x, x0, rngs); break;
         case DF_SAMPLER_DDIM:
             if (p->clipped_eps && (p->clip_x0 || p->dynamic_threshold)) {
                 /* eps consistent with the clipped x_0 (diffusers' use_clipped_model_output): without it a
@@ -399,7 +454,7 @@ df_status df_sampler_run(const df_schedule *s, const df_sampler_params *p, df_de
                 const double ca = sqrt(ab[i]), cs = 1 / sqrt(1 - ab[i]);
                 for (size_t j = 0; j < len; j++) eps[j] = (float)((x[j] - ca * x0[j]) * cs);
             }
-            ddim_step(p->eta, ab[i], ab[i + 1], len, x, x0, eps, rng);
+            ddim_step(p->eta, ab[i], ab[i + 1], n, dim, x, x0, eps, rngs);
             break;
         case DF_SAMPLER_DPMPP_1S:
         case DF_SAMPLER_DPMPP_2M:
@@ -464,13 +519,26 @@ df_status df_sampler_run(const df_schedule *s, const df_sampler_params *p, df_de
         }
     }
 done:
-    free(mem);
+    df_free_aligned(own);
     return st;
+}
+
+/* Per-sample generators for a public call: rngs[n] from the key, NULL when none are needed. */
+static df_status streams_for(df_rng *key, int n, df_rng **rngs) {
+    *rngs = NULL;
+    if (!key || n <= 0) return DF_OK;
+    if (!(*rngs = malloc(sizeof(df_rng) * (size_t)n))) return df_fail(DF_ERR_NOMEM, "sampler: out of memory");
+    df_sample_streams(key, n, *rngs);
+    return DF_OK;
 }
 
 df_status df_sample_from(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
                          size_t dim, df_rng *rng, float *x) {
-    return df_sampler_run(s, p, fn, ctx, n, dim, rng, x, 0);
+    df_rng *rngs;
+    df_status st = streams_for(rng, n, &rngs);
+    if (!st) st = df_sampler_run(s, p, fn, ctx, n, dim, rngs, x, 0, NULL);
+    free(rngs);
+    return st;
 }
 
 df_status df_sample(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
@@ -478,6 +546,10 @@ df_status df_sample(const df_schedule *s, const df_sampler_params *p, df_denoise
     df_status st = df_plan_check(s, p);
     if (st) return st;
     if (!rng || n < 0 || dim == 0 || (n > 0 && !x)) return df_fail(DF_ERR_ARG, "sampler: bad arguments");
-    df_rng_fill_normal(rng, x, (size_t)n * dim);
-    return df_sampler_run(s, p, fn, ctx, n, dim, rng, x, 0);
+    df_rng *rngs;
+    if ((st = streams_for(rng, n, &rngs))) return st;
+    df_fill_normal_each(rngs, n, dim, x);
+    st = df_sampler_run(s, p, fn, ctx, n, dim, rngs, x, 0, NULL);
+    free(rngs);
+    return st;
 }

@@ -35,9 +35,32 @@ void df_pred_convert(df_prediction p, double abar, size_t len, const float *x, c
  * values in place. scratch holds dim floats. Does nothing if neither option is on. */
 void df_x0_process(const df_sampler_params *p, int n, size_t dim, float *x0, float *scratch);
 
+/* One generator per sample: sample i of a call draws all its noise (its start and every stochastic step)
+ * from stream base->stream + i of base->seed, so a sample does not depend on the batch it is in.
+ * Fills rngs[0 .. n-1] and advances base->stream by n. */
+void df_sample_streams(df_rng *base, int n, df_rng *rngs);
+
+/* Fill n samples of dim values with N(0, I), sample i from rngs[i]. */
+void df_fill_normal_each(df_rng *rngs, int n, size_t dim, float *x);
+
+/* Bytes of workspace df_sampler_run needs for p's sampler and steps and n samples of dim values (64-byte
+ * multiples), and the same for df_inpaint_run with its resampling walk. */
+size_t df_sampler_run_bytes(const df_sampler_params *p, int n, size_t dim);
+size_t df_inpaint_run_bytes(const df_sampler_params *p, int n, size_t dim, int jump_length, int jump_n_sample);
+
 /* Run the sampler p->kind from level `start` of its plan: x (n * dim) holds x_t at that level in the
- * usual VP scale on entry and the samples on return. */
+ * usual VP scale on entry and the samples on return. rngs: one generator per sample (see df_sample_streams;
+ * unused by deterministic samplers, may then be NULL). ws: df_sampler_run_bytes of workspace, 64-byte
+ * aligned, or NULL to allocate it for this call. */
 df_status df_sampler_run(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
-                         size_t dim, df_rng *rng, float *x, int start);
+                         size_t dim, df_rng *rngs, float *x, int start, void *ws);
+
+/* df_img2img and df_inpaint with one generator per sample and a caller's workspace (NULL: allocate);
+ * img2img's workspace is df_sampler_run's. x_in / known hold n samples. */
+df_status df_img2img_run(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
+                         size_t dim, const float *x_in, double strength, df_rng *rngs, float *out, void *ws);
+df_status df_inpaint_run(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
+                         size_t dim, const float *known, const float *mask, int jump_length, int jump_n_sample,
+                         df_rng *rngs, float *out, void *ws);
 
 #endif

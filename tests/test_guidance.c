@@ -23,15 +23,15 @@ static void sample_cfg(const df_gmm *g, const df_schedule *s, const df_sampler_p
                        uint64_t seed, float *x) {
     const size_t dim = (size_t)g->D * PER;
     df_gmm_denoiser dn = {g, s, dim, p->prediction};
-    df_cfg cfg;
-    CHECK_OK(df_cfg_init(&cfg, df_gmm_class_denoise, &dn, dim, g->K));
+    df_classifier_free_guidance cfg;
+    CHECK_OK(df_classifier_free_guidance_init(&cfg, df_gmm_class_denoise, &dn, dim, g->K));
     int *labels = malloc(sizeof(int) * n);
     for (int i = 0; i < n; i++) labels[i] = y;
     cfg.labels = labels, cfg.scale = w;
     df_rng r;
     df_rng_init(&r, seed);
-    CHECK_OK(df_sample(s, p, df_cfg_denoise, &cfg, n, dim, &r, x));
-    df_cfg_free(&cfg);
+    CHECK_OK(df_sample(s, p, df_classifier_free_guidance_denoise, &cfg, n, dim, &r, x));
+    df_classifier_free_guidance_free(&cfg);
     free(labels);
 }
 
@@ -151,35 +151,35 @@ TEST(guidance_classifier_equals_classifier_free_with_exact_models) {
     for (int pr = 0; pr < 3; pr++) {
         df_prediction pred = pr == 0 ? DF_PRED_EPSILON : pr == 1 ? DF_PRED_SAMPLE : DF_PRED_V;
         df_gmm_denoiser dn = {&g, &s, dim, pred};
-        df_cfg cfg;
+        df_classifier_free_guidance cfg;
         df_classifier_guidance cg;
-        CHECK_OK(df_cfg_init(&cfg, df_gmm_class_denoise, &dn, dim, 3));
+        CHECK_OK(df_classifier_free_guidance_init(&cfg, df_gmm_class_denoise, &dn, dim, 3));
         CHECK_OK(df_classifier_guidance_init(&cg, df_gmm_denoise, &dn, df_gmm_classify, &dn, &s, pred, dim));
         cfg.labels = cg.labels = labels;
         static const double scales[] = {0, 1, 2.5, 7};
         for (int k = 0; k < 4; k++) {
             cfg.scale = cg.scale = scales[k];
-            CHECK_OK(df_cfg_denoise(&cfg, n, x, t, a));
+            CHECK_OK(df_classifier_free_guidance_denoise(&cfg, n, x, t, a));
             CHECK_OK(df_classifier_guidance_denoise(&cg, n, x, t, b));
             double d = max_rel_diff(b, a, (size_t)n * dim, NULL);
             CHECK(d < 2e-5, "prediction %s, scale %g: classifier guidance differs from CFG by %.3g",
                   df_prediction_name(pred), scales[k], d);
         }
-        df_cfg_free(&cfg);
+        df_classifier_free_guidance_free(&cfg);
         df_classifier_guidance_free(&cg);
     }
     /* and the samplers agree: DDIM 50 from the same noise, class 2, scale 3 */
     df_sampler_params p;
     df_sampler_params_default(&p);
     df_gmm_denoiser dn = {&g, &s, dim, DF_PRED_EPSILON};
-    df_cfg cfg;
+    df_classifier_free_guidance cfg;
     df_classifier_guidance cg;
-    CHECK_OK(df_cfg_init(&cfg, df_gmm_class_denoise, &dn, dim, 3));
+    CHECK_OK(df_classifier_free_guidance_init(&cfg, df_gmm_class_denoise, &dn, dim, 3));
     CHECK_OK(df_classifier_guidance_init(&cg, df_gmm_denoise, &dn, df_gmm_classify, &dn, &s, DF_PRED_EPSILON, dim));
     for (int i = 0; i < n; i++) labels[i] = 2;
     cfg.labels = cg.labels = labels, cfg.scale = cg.scale = 3;
     df_rng_init(&r, 5);
-    CHECK_OK(df_sample(&s, &p, df_cfg_denoise, &cfg, n, dim, &r, a));
+    CHECK_OK(df_sample(&s, &p, df_classifier_free_guidance_denoise, &cfg, n, dim, &r, a));
     df_rng_init(&r, 5);
     CHECK_OK(df_sample(&s, &p, df_classifier_guidance_denoise, &cg, n, dim, &r, b));
     double d = max_rel_diff(b, a, (size_t)n * dim, NULL);
@@ -199,7 +199,7 @@ TEST(guidance_classifier_equals_classifier_free_with_exact_models) {
     CHECK_OK(df_sample(&s, &p, df_classifier_guidance_denoise, &cg, n, dim, &r, a));
     class_scores(&g, &s, n, a, 1, &lp[0], &frac[0], &spread[0]);
     df_rng_init(&r, 6);
-    CHECK_OK(df_sample(&s, &p, df_cfg_denoise, &cfg, n, dim, &r, b));
+    CHECK_OK(df_sample(&s, &p, df_classifier_free_guidance_denoise, &cfg, n, dim, &r, b));
     class_scores(&g, &s, n, b, 1, &lp[1], &frac[1], &spread[1]);
     printf("    DDPM 1000, scale 1.5: Algorithm 1 %.4f in the class (log p %.4f), CFG %.4f (log p %.4f)\n", frac[0], lp[0],
            frac[1], lp[1]);
@@ -242,7 +242,7 @@ TEST(guidance_classifier_equals_classifier_free_with_exact_models) {
     cg.timesteps = NULL;
     CHECK(df_classifier_guidance_denoise(&cg, n, a, ts, b) == DF_ERR_ARG, "DDPM form without timesteps accepted");
     free(ts);
-    df_cfg_free(&cfg);
+    df_classifier_free_guidance_free(&cfg);
     df_classifier_guidance_free(&cg);
     free(x), free(a), free(b);
     df_gmm_free(&g);
@@ -269,8 +269,8 @@ TEST(guidance_one_doubled_batch_per_step_and_rescale) {
     const int n = 8;
     const size_t dim = 2 * PER;
     counting c = {{&g, &s, dim, DF_PRED_EPSILON}, 0, 0};
-    df_cfg cfg;
-    CHECK_OK(df_cfg_init(&cfg, counting_class_denoise, &c, dim, 3));
+    df_classifier_free_guidance cfg;
+    CHECK_OK(df_classifier_free_guidance_init(&cfg, counting_class_denoise, &c, dim, 3));
     int labels[8] = {0, 1, 2, 0, 1, 2, 0, 1};
     cfg.labels = labels, cfg.scale = 4;
     df_sampler_params p;
@@ -279,7 +279,7 @@ TEST(guidance_one_doubled_batch_per_step_and_rescale) {
     float *x = malloc(sizeof(float) * n * dim), *o = malloc(sizeof(float) * n * dim), *oc = malloc(sizeof(float) * n * dim);
     df_rng r;
     df_rng_init(&r, 1);
-    CHECK_OK(df_sample(&s, &p, df_cfg_denoise, &cfg, n, dim, &r, x));
+    CHECK_OK(df_sample(&s, &p, df_classifier_free_guidance_denoise, &cfg, n, dim, &r, x));
     CHECK(c.calls == 20 && c.max_n == 2 * n, "20 steps made %d calls of up to %d samples (want 20 of %d)", c.calls,
           c.max_n, 2 * n);
     /* rescale 1: each sample's output has the conditional prediction's standard deviation */
@@ -287,7 +287,7 @@ TEST(guidance_one_doubled_batch_per_step_and_rescale) {
     for (int i = 0; i < n; i++) t[i] = 400;
     df_rng_fill_normal(&r, x, n * dim);
     cfg.rescale = 1;
-    CHECK_OK(df_cfg_denoise(&cfg, n, x, t, o));
+    CHECK_OK(df_classifier_free_guidance_denoise(&cfg, n, x, t, o));
     CHECK_OK(df_gmm_class_denoise(&c.dn, n, x, t, labels, oc));
     for (int i = 0; i < n; i++) {
         double m[2] = {0, 0}, v[2] = {0, 0};
@@ -301,10 +301,10 @@ TEST(guidance_one_doubled_batch_per_step_and_rescale) {
         CHECK_NEAR(sqrt(v[0]), sqrt(v[1]), 1e-4 * sqrt(v[1]), "rescaled standard deviation");
     }
     cfg.rescale = 1.5;
-    CHECK(df_cfg_denoise(&cfg, n, x, t, o) == DF_ERR_ARG, "rescale 1.5 accepted");
+    CHECK(df_classifier_free_guidance_denoise(&cfg, n, x, t, o) == DF_ERR_ARG, "rescale 1.5 accepted");
     cfg.rescale = 0, cfg.labels = NULL;
-    CHECK(df_cfg_denoise(&cfg, n, x, t, o) == DF_ERR_ARG, "no labels accepted");
-    df_cfg_free(&cfg);
+    CHECK(df_classifier_free_guidance_denoise(&cfg, n, x, t, o) == DF_ERR_ARG, "no labels accepted");
+    df_classifier_free_guidance_free(&cfg);
     free(x), free(o), free(oc);
     df_gmm_free(&g);
     df_schedule_free(&s);

@@ -80,17 +80,17 @@ TEST(shipped_conditional_model_draws_the_asked_class) {
     for (int i = 0; i < n; i++) labels[i] = i / 2;
     float *x = malloc(sizeof(float) * n * 784);
     df_model_denoiser dn = {m, 28, 28, NULL};
-    df_cfg g;
-    CHECK_OK(df_cfg_init(&g, df_model_class_denoise, &dn, 784, ci.null_class));
+    df_classifier_free_guidance g;
+    CHECK_OK(df_classifier_free_guidance_init(&g, df_model_class_denoise, &dn, 784, ci.null_class));
     g.scale = 3, g.labels = labels;
     df_rng r;
     df_rng_init(&r, 3);
-    CHECK_OK(df_sample(&s, &sp, df_cfg_denoise, &g, n, 784, &r, x));
+    CHECK_OK(df_sample(&s, &sp, df_classifier_free_guidance_denoise, &g, n, 784, &r, x));
     memcpy(pred, labels, sizeof labels);
     CHECK_OK(df_classifier_predict(clf, n, 28, 28, x, NULL, pred, &correct));
     printf("    %d of %d guided samples classified as the requested class\n", correct, n);
     CHECK(correct >= 16, "only %d of %d samples look like the requested class", correct, n);
-    df_cfg_free(&g);
+    df_classifier_free_guidance_free(&g);
     free(x);
     df_schedule_free(&s);
 out:

@@ -1,0 +1,201 @@
+/* df_generate: image k depends on (seed, k) only, not on n, batch, first_index or guidance's doubled batch,
+ * for every sampler and for the edits; it matches the sampler called by hand; bad requests are refused. */
+#include "test.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* A tiny random conditional model: 3 classes and the null class 3. */
+static df_model *tiny_model(int classes) {
+    df_unet_config c;
+    test_tiny_unet(&c, 1);
+    c.num_class_embeds = classes;
+    df_model *m = NULL;
+    CHECK_OK(df_model_create(&c, 7, &m));
+    return m;
+}
+
+static void base_params(df_generate_params *g, df_model *m, const df_schedule *s, int n, int batch) {
+    df_generate_params_default(g);
+    g->model = m, g->schedule = s, g->n = n, g->batch = batch, g->seed = 42;
+    g->sampler.steps = 6;
+}
+
+/* Largest |a - b| over count values. */
+static double max_abs(const float *a, const float *b, size_t count) {
+    double d = 0;
+    for (size_t i = 0; i < count; i++) d = fmax(d, fabs((double)a[i] - b[i]));
+    return d;
+}
+
+/* The noise is exactly the same; the network's float rounding depends on the batch size (GEMM and
+ * convolution blocking, about 5e-7 of its output), which the steps may amplify. A 256-level pixel is 8e-3. */
+#define SAME_TOL 1e-4
+
+TEST(generate_image_k_depends_on_seed_and_k_only) {
+    df_schedule s;
+    CHECK_OK(df_schedule_init_default(&s));
+    df_model *m = tiny_model(4);
+    const size_t dim = 64;
+    const int n = 5;
+    float *all = malloc(sizeof(float) * n * dim), *part = malloc(sizeof(float) * n * dim);
+    struct { df_sampler_kind kind; double eta; } runs[] = {
+        {DF_SAMPLER_DDPM, 0}, {DF_SAMPLER_DDIM, 0}, {DF_SAMPLER_DDIM, 0.7}, {DF_SAMPLER_DPMPP_1S, 0},
+        {DF_SAMPLER_DPMPP_2M, 0}, {DF_SAMPLER_DPMPP_3M, 0}, {DF_SAMPLER_EULER, 0}, {DF_SAMPLER_HEUN, 0}};
+    for (int r = 0; r < DF_SAMPLER_COUNT + 1; r++) {
+        df_generate_params g;
+        base_params(&g, m, &s, n, n);
+        g.sampler.kind = runs[r].kind, g.sampler.eta = runs[r].eta;
+        g.null_class = 3, g.guidance = 2.5;
+        const char *name = df_sampler_name(runs[r].kind);
+        CHECK_OK(df_generate(&g, all));
+        /* batches of 2: the last one partial; the doubled (guided) batch is 4, not 10 */
+        g.batch = 2;
+        CHECK_OK(df_generate(&g, part));
+        double d = max_abs(all, part, n * dim);
+        CHECK(d <= SAME_TOL, "%s (eta %g): batch 2 vs 5 differ by %g", name, runs[r].eta, d);
+        /* images 2..4 alone, as a later part of a split run: first_index 2 */
+        int lab[3] = {2 * 3 / 5, 3 * 3 / 5, 4 * 3 / 5};   /* the default labels of images 2..4 of 5 */
+        g.n = 3, g.batch = 3, g.first_index = 2, g.labels = lab;
+        CHECK_OK(df_generate(&g, part));
+        d = max_abs(all + 2 * dim, part, 3 * dim);
+        CHECK(d <= SAME_TOL, "%s: images 2..4 from first_index 2 differ by %g", name, d);
+        /* another seed changes every image */
+        base_params(&g, m, &s, n, n);
+        g.sampler.kind = runs[r].kind, g.sampler.eta = runs[r].eta, g.null_class = 3, g.guidance = 2.5;
+        g.seed = 43;
+        CHECK_OK(df_generate(&g, part));
+        for (int k = 0; k < n; k++)
+            CHECK(max_abs(all + k * dim, part + k * dim, dim) > 1e-3, "%s: seed 43 image %d is seed 42's", name, k);
+    }
+    free(all), free(part);
+    df_model_free(m);
+    df_schedule_free(&s);
+}
+
+TEST(generate_edits_depend_on_seed_and_k_only) {
+    df_schedule s;
+    CHECK_OK(df_schedule_init_default(&s));
+    df_model *m = tiny_model(0);
+    const size_t dim = 64;
+    const int n = 5;
+    float img[64], mask[64], *all = malloc(sizeof(float) * n * dim), *part = malloc(sizeof(float) * n * dim);
+    for (int j = 0; j < 64; j++) img[j] = (j % 8 < 4) ? 0.8f : -0.6f, mask[j] = j < 32;
+    for (int e = 0; e < 2; e++) {
+        df_generate_params g;
+        base_params(&g, m, &s, n, n);
+        if (e == 0) g.init_image = img, g.strength = 0.6;
+        else g.inpaint_image = img, g.mask = mask, g.jump_length = 2, g.jump_n = 2;
+        CHECK_OK(df_generate(&g, all));
+        g.batch = 3;
+        CHECK_OK(df_generate(&g, part));
+        double d = max_abs(all, part, n * dim);
+        CHECK(d <= SAME_TOL, "%s: batch 3 vs 5 differ by %g", e ? "inpaint" : "img2img", d);
+        if (e == 1)   /* the kept half is the input exactly at the clean end */
+            for (int k = 0; k < n; k++) CHECK_NEAR(all[k * dim + 5], img[5], 1e-6, "inpaint keeps the known pixels");
+        CHECK(max_abs(all, all + dim, dim) > 1e-3, "%s: images 0 and 1 have the same noise", e ? "inpaint" : "img2img");
+    }
+    free(all), free(part);
+    df_model_free(m);
+    df_schedule_free(&s);
+}
+
+/* With a denoiser that treats samples independently (the mixture's exact one), the samplers and edits give
+ * bit-identical samples however the calls are batched: sample i's noise is stream i of the key. */
+TEST(generate_sampler_noise_is_per_sample_exactly) {
+    df_schedule s;
+    CHECK_OK(df_schedule_init_default(&s));
+    df_gmm gmm;
+    CHECK_OK(df_gmm_init(&gmm, 2, 1));
+    gmm.weight[0] = 0.3, gmm.weight[1] = 0.7, gmm.mean[0] = -0.5, gmm.mean[1] = 0.6;
+    gmm.cov[0] = gmm.cov[1] = 0.01;
+    const size_t dim = 16;
+    const int n = 5;
+    df_gmm_denoiser dn = {&gmm, &s, dim, DF_PRED_EPSILON};
+    float a[5 * 16], b[5 * 16], known[5 * 16], mask[16];
+    for (size_t j = 0; j < n * dim; j++) known[j] = 0.5f;
+    for (size_t j = 0; j < dim; j++) mask[j] = j < dim / 2;
+    for (int kind = 0; kind < DF_SAMPLER_COUNT + 2; kind++) {
+        df_sampler_params p;
+        df_sampler_params_default(&p);
+        p.steps = 8, p.kind = kind < DF_SAMPLER_COUNT ? (df_sampler_kind)kind : DF_SAMPLER_DDIM;
+        if (p.kind == DF_SAMPLER_DDIM) p.eta = 0.8;
+        for (int split = 0; split < 2; split++) {
+            df_rng key;
+            df_rng_init(&key, 9);
+            float *out = split ? b : a;
+            for (int i0 = 0, bn; i0 < n; i0 += bn) {
+                bn = split ? (i0 == 0 ? 2 : 3) : n;
+                float *o = out + i0 * dim;
+                if (kind < DF_SAMPLER_COUNT) CHECK_OK(df_sample(&s, &p, df_gmm_denoise, &dn, bn, dim, &key, o));
+                else if (kind == DF_SAMPLER_COUNT) CHECK_OK(df_img2img(&s, &p, df_gmm_denoise, &dn, bn, dim, known, 0.7, &key, o));
+                else CHECK_OK(df_inpaint(&s, &p, df_gmm_denoise, &dn, bn, dim, known, mask, 2, 2, &key, o));
+            }
+        }
+        const char *what = kind < DF_SAMPLER_COUNT ? df_sampler_name(p.kind) : kind == DF_SAMPLER_COUNT ? "img2img" : "inpaint";
+        CHECK(memcmp(a, b, sizeof a) == 0, "%s: 2 + 3 samples differ from 5 in one call", what);
+        CHECK(memcmp(a, a + dim, dim * sizeof(float)) != 0, "%s: samples 0 and 1 are equal", what);
+    }
+    df_gmm_free(&gmm);
+    df_schedule_free(&s);
+}
+
+/* The same images as the sampler driven by hand over the model, one stream per image. */
+TEST(generate_matches_the_sampler_by_hand) {
+    df_schedule s;
+    CHECK_OK(df_schedule_init_default(&s));
+    df_model *m = tiny_model(0);
+    const size_t dim = 64;
+    const int n = 4;
+    float *a = malloc(sizeof(float) * n * dim), *b = malloc(sizeof(float) * n * dim);
+    df_generate_params g;
+    base_params(&g, m, &s, n, 3);
+    g.sampler.kind = DF_SAMPLER_DDPM;
+    CHECK_OK(df_generate(&g, a));
+    df_sampler_params sp = g.sampler;
+    df_model_denoiser dn = {m, 8, 8, NULL};
+    df_rng rng;
+    df_rng_init(&rng, 42);
+    CHECK_OK(df_sample(&s, &sp, df_model_denoise, &dn, 1, dim, &rng, b));   /* image 0, then 1..3 */
+    CHECK_OK(df_sample(&s, &sp, df_model_denoise, &dn, 3, dim, &rng, b + dim));
+    CHECK(rng.stream == 4, "the key advanced by the images drawn: stream %llu", (unsigned long long)rng.stream);
+    double d = max_abs(a, b, n * dim);
+    CHECK(d <= SAME_TOL, "df_generate vs df_sample by hand: %g", d);
+    free(a), free(b);
+    df_model_free(m);
+    df_schedule_free(&s);
+}
+
+TEST(generate_refuses_bad_requests) {
+    df_schedule s;
+    CHECK_OK(df_schedule_init_default(&s));
+    df_model *cond = tiny_model(4), *uncond = tiny_model(0);
+    float x[2 * 64];
+    df_generate_params g;
+    struct { const char *what, *msg; } cases[] = {
+        {"null label", "null class"}, {"label out of range", "out of range"}, {"guidance, no null class", "null class"},
+        {"labels, unconditional", "unconditional"}, {"guidance, unconditional", "unconditional"},
+        {"too many steps", "timesteps"}, {"strength 0", "strength"}, {"inpaint without mask", "mask"},
+        {"no model", "required"}};
+    for (int c = 0; c < (int)(sizeof cases / sizeof cases[0]); c++) {
+        int lab[2] = {0, 3};
+        base_params(&g, cond, &s, 2, 2);
+        g.null_class = 3;
+        switch (c) {
+        case 0: g.labels = lab; break;
+        case 1: lab[1] = 4, g.labels = lab; break;
+        case 2: g.null_class = -1, g.guidance = 3; break;
+        case 3: g.model = uncond, lab[1] = 1, g.labels = lab; break;
+        case 4: g.model = uncond, g.guidance = 3; break;
+        case 5: g.sampler.steps = s.T + 1; break;
+        case 6: g.init_image = x, g.strength = 0; break;
+        case 7: g.inpaint_image = x; break;
+        case 8: g.model = NULL; break;
+        }
+        df_status st = df_generate(&g, x);
+        CHECK(st != DF_OK && strstr(df_error(), cases[c].msg), "%s: status %d, message \"%s\"", cases[c].what, st,
+              df_error());
+    }
+    df_model_free(cond), df_model_free(uncond);
+    df_schedule_free(&s);
+}
