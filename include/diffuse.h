@@ -194,6 +194,12 @@ df_status df_model_denoise(void *ctx, int n, const float *x, const float *t, flo
 /* The same with the labels given per call (a df_class_denoise_fn, for guidance); ctx's labels are ignored. */
 df_status df_model_class_denoise(void *ctx, int n, const float *x, const float *t, const int *labels, float *out);
 
+/* The model between safetensors files (diffusers' UNet2DModel.forward names), for checks against another
+ * implementation: reads x (N, C, H, W), t (N timesteps, any number type) and class_labels (N, when the model
+ * is conditional), writes eps; with grads, reads grad_out (shaped like eps) and also writes grad_x and
+ * grad.<name> for every parameter. The output is written atomically. */
+df_status df_model_predict_file(df_model *m, const char *in_path, const char *out_path, int grads);
+
 /* Classifiers (config classifier_classes > 0): the cross-entropy of the logits against `targets` (n
  * classes), averaged over the batch, with its gradients added into df_model_grads(); correct (may be
  * NULL) counts the images whose largest logit is the target. */
@@ -406,6 +412,15 @@ df_status df_inpaint(const df_schedule *s, const df_sampler_params *p, df_denois
 df_status df_ddim_invert(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
                          size_t dim, const float *x0, float *xT);
 
+/* The forward process as a picture: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps of one image (c, h, w) at
+ * n timesteps (0: x_0 itself), all with one noise sample eps drawn from seed, side by side on white, with
+ * "t=..." under each tile when labels is set and it fits. *strip is malloc'd, (c, *sh, *sw). */
+#define DF_NOISE_STRIP_MAX_STEPS 64
+#define DF_NOISE_STRIP_MAX_WIDTH 65536
+df_status df_noise_strip(const df_schedule *s, const float *x0, int c, int h, int w, const int *steps, int n,
+                         uint64_t seed, int labels, float **strip, int *sh, int *sw);
+long      df_noise_strip_width(int n, int h, int w);   /* the strip's width in pixels */
+
 /* ---- a data set with an exact noise predictor: Gaussian mixtures ---------------------------------------- */
 
 /* K components in D dimensions. A sample of `dim` values holds dim / D independent D-vectors; vector j
@@ -532,6 +547,8 @@ df_status df_image_save_gif(const char *path, const float *frames, int nframes, 
 /* n images (N, C, H, W) as one PNG grid of `cols` columns (at most n) with a white border of `pad` pixels
  * between and around the tiles. */
 df_status df_image_save_grid(const char *path, const float *x, int n, int c, int h, int w, int cols, int pad);
+/* n images as dir/000000.png, dir/000001.png, ... (dir and its parents are created). */
+df_status df_image_save_each(const char *dir, const float *x, int n, int c, int h, int w);
 
 /* NumPy .npy arrays of images (what `diffuse sample --npy` writes and `diffuse eval` reads). */
 #define DF_NPY_MAX_IMAGES 10000000   /* N in a file the reader takes; H and W are at most DF_MAX_SIZE */
@@ -656,6 +673,17 @@ df_status df_schedule_from_config(const df_scheduler_config *c, df_schedule *s);
 df_status df_pipeline_load(const char *path, int raw, df_model **model, df_scheduler_config *sc);
 /* Write model_index.json, unet/ and scheduler/ into dir (created if needed). */
 df_status df_pipeline_save(const char *dir, const df_model *model, const df_scheduler_config *sc);
+
+/* What a run directory's latest checkpoint (or a checkpoint directory) says about its training; found = 0
+ * and nothing else set when path holds no training state. Numbers not recorded are -1 (loss: NAN). */
+typedef struct {
+    int    found;
+    long   step, images;
+    int    epoch, batch;
+    double loss_avg;
+    char   data[512];   /* the training data's description */
+} df_training_summary;
+df_status df_training_summary_load(const char *path, df_training_summary *s);
 
 /* What a class-conditional model's classes are: count (its num_class_embeds, 0 if unconditional; a
  * classifier's classifier_classes), the null class used for unconditional predictions (-1 if it has

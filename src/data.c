@@ -271,11 +271,6 @@ static void cifar_names(df_dataset *d, const char *dir) {
     fclose(f);
 }
 
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 static int has_suffix(const char *s, const char *suf) {
     size_t a = strlen(s), b = strlen(suf);
     return a >= b && strcasecmp(s + a - b, suf) == 0;
@@ -287,7 +282,7 @@ static df_status open_cifar(const char *path, df_dataset **out) {
     d->c = 3, d->h = 32, d->w = 32;
     df_status st = DF_OK;
     char dir[4096];
-    if (is_dir(path)) {
+    if (df_is_dir(path)) {
         snprintf(dir, sizeof dir, "%s", path);
         for (int i = 1; i <= 5 && !st; i++) {
             char f[4200];
@@ -380,7 +375,7 @@ static df_status collect_images(const char *dir, int label, int depth, file_list
     for (int i = 0; i < n && !st; i++) {
         char p[4096];
         if (snprintf(p, sizeof p, "%s/%s", dir, names[i]) >= (int)sizeof p) continue;
-        if (is_dir(p)) st = collect_images(p, label, depth + 1, l);
+        if (df_is_dir(p)) st = collect_images(p, label, depth + 1, l);
         else if (has_suffix(p, ".png") || has_suffix(p, ".jpg") || has_suffix(p, ".jpeg"))
             if (list_add(l, p, label)) st = df_fail(DF_ERR_NOMEM, "out of memory");
     }
@@ -399,7 +394,7 @@ static df_status open_folder(const char *path, int size, int channels, df_datase
     for (int i = 0; i < nn; i++) {
         char p[4096];
         snprintf(p, sizeof p, "%s/%s", path, names[i]);
-        if (is_dir(p)) ndirs++;
+        if (df_is_dir(p)) ndirs++;
         else nfiles++;
     }
     int by_class = ndirs > 0 && nfiles == 0 && ndirs <= MAX_CLASSES;
@@ -539,7 +534,7 @@ df_status df_dataset_open(const char *path, int size, int channels, df_dataset *
             snprintf(d->desc, sizeof d->desc, "Fashion-MNIST %s split: %d images of 28x28, 10 classes",
                      strcmp(path, "fashion-mnist") == 0 ? "training" : "test", d->n);
         }
-    } else if (is_dir(path)) {
+    } else if (df_is_dir(path)) {
         char f[4200];
         snprintf(f, sizeof f, "%s/data_batch_1.bin", path);
         struct stat sb;

@@ -36,11 +36,6 @@ df_status df_file_sha256(const char *path, char hex[65]) {
     return DF_OK;
 }
 
-static int is_dir(const char *path) {
-    struct stat sb;
-    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
 void df_feature_net_free(df_feature_net *f) {
     if (!f) return;
     df_model_free(f->model);
@@ -55,7 +50,7 @@ df_status df_feature_net_load(const char *path, df_feature_net **out) {
     snprintf(f->path, sizeof f->path, "%s", path);
     df_status st;
     char weights[4200];
-    if (is_dir(path)) {
+    if (df_is_dir(path)) {
         /* a model directory: it must be a classifier, whose pooled activations are the features */
         if ((st = df_pipeline_load(path, 0, &f->model, NULL))) {
             df_feature_net_free(f);

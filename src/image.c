@@ -553,3 +553,13 @@ df_status df_image_save_grid(const char *path, const float *x, int n, int c, int
     free(g);
     return st;
 }
+
+df_status df_image_save_each(const char *dir, const float *x, int n, int c, int h, int w) {
+    df_status st = df_mkdir_p(dir);
+    for (int i = 0; i < n && !st; i++) {
+        char p[4200];
+        if (snprintf(p, sizeof p, "%s/%06d.png", dir, i) >= (int)sizeof p) return df_fail(DF_ERR_ARG, "%s: path too long", dir);
+        st = df_image_save_png(p, x + (size_t)i * c * h * w, c, h, w);
+    }
+    return st;
+}

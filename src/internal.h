@@ -42,6 +42,9 @@ df_status df_write_file_atomic(const char *path, const void *data, size_t len);
 struct cJSON;
 df_status df_write_json_atomic(const char *path, struct cJSON *j);
 
+/* 1 if path is a directory (following links). */
+int df_is_dir(const char *path);
+
 /* Create a directory and its missing parents (like mkdir -p). */
 df_status df_mkdir_p(const char *dir);
 

@@ -105,11 +105,6 @@ df_status df_scheduler_config_save(const df_scheduler_config *c, const char *pat
     return df_write_file_atomic(path, buf, (size_t)n);
 }
 
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 static int is_file(const char *p) {
     struct stat st;
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
@@ -139,7 +134,7 @@ df_status df_pipeline_load(const char *path, int raw, df_model **model, df_sched
     *model = NULL;
     snprintf(dir, sizeof dir, "%s", path);
     snprintf(p, sizeof p, "%s/latest", path);
-    if (is_dir(p)) snprintf(dir, sizeof dir, "%s/latest", path);   /* a run directory */
+    if (df_is_dir(p)) snprintf(dir, sizeof dir, "%s/latest", path);   /* a run directory */
     df_scheduler_config local;
     if (!sc) sc = &local;
     df_scheduler_config_default(sc);
@@ -189,7 +184,7 @@ df_status df_class_info_load(const char *path, const df_model *model, df_class_i
     char p[4400], dir[4200];
     snprintf(dir, sizeof dir, "%s", path);
     snprintf(p, sizeof p, "%s/latest", path);
-    if (is_dir(p)) snprintf(dir, sizeof dir, "%s/latest", path);
+    if (df_is_dir(p)) snprintf(dir, sizeof dir, "%s/latest", path);
     snprintf(p, sizeof p, "%s/classes.json", dir);
     if (!is_file(p)) return DF_OK;   /* not written by a class-conditional training run: numbers only */
     char *text;
@@ -238,4 +233,37 @@ df_status df_class_info_save_data(const char *dir, const df_dataset *d, int coun
     df_status st = names && nums ? df_class_info_save(dir, &ci) : df_fail(DF_ERR_NOMEM, "out of memory");
     free(names), free(nums);
     return st;
+}
+
+/* ---- what a run's checkpoint says about its training ------------------------------------------------------ */
+
+static double json_number(const cJSON *j, const char *key, double fallback) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : fallback;
+}
+
+df_status df_training_summary_load(const char *path, df_training_summary *s) {
+    memset(s, 0, sizeof *s);
+    s->step = s->images = s->epoch = s->batch = -1;
+    s->loss_avg = NAN;
+    char p[4200], *text = NULL;
+    size_t len;
+    snprintf(p, sizeof p, "%s/latest/training_state.json", path);
+    if (df_read_file(p, &text, &len)) {
+        snprintf(p, sizeof p, "%s/training_state.json", path);
+        if (df_read_file(p, &text, &len)) return DF_OK;   /* not a checkpoint: nothing to say */
+    }
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!j) return df_fail(DF_ERR_FORMAT, "%s: not JSON", p);
+    s->found = 1;
+    s->step = (long)json_number(j, "step", -1);
+    s->images = (long)json_number(j, "images_seen", -1);
+    s->epoch = (int)json_number(j, "epoch", -1);
+    s->batch = (int)json_number(j, "batch_size", -1);
+    s->loss_avg = json_number(j, "loss_avg", NAN);
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data_description");
+    if (cJSON_IsString(data)) snprintf(s->data, sizeof s->data, "%s", data->valuestring);
+    cJSON_Delete(j);
+    return DF_OK;
 }
