@@ -20,16 +20,14 @@ int main(int argc, char **argv) {
     const int n = 16, c = cfg->in_channels, s = cfg->sample_size;
     df_schedule sched;
     df_schedule_from_config(&sc, &sched);
-    df_sampler_params sp;
-    df_sampler_params_default(&sp);   /* DDIM, 50 steps */
-    sp.kind = DF_SAMPLER_DPMPP_2M, sp.steps = 20, sp.prediction = sc.prediction;
-    df_model_denoiser dn = {m, s, s, NULL};   /* the network as the sampler's callback */
-    df_rng rng;
-    df_rng_init(&rng, 42);
+    df_generate_params g;
+    df_generate_params_default(&g);   /* DDIM, 50 steps, batches of 64 */
+    g.model = m, g.schedule = &sched, g.n = n, g.seed = 42;
+    g.sampler.kind = DF_SAMPLER_DPMPP_2M, g.sampler.steps = 20, g.sampler.prediction = sc.prediction;
     float *x = malloc(sizeof(float) * (size_t)n * c * s * s);
-    df_status st = x ? df_sample(&sched, &sp, df_model_denoise, &dn, n, (size_t)c * s * s, &rng, x) : DF_ERR_NOMEM;
+    df_status st = x ? df_generate(&g, x) : DF_ERR_NOMEM;   /* 16 images in [-1, 1] */
     if (!st) st = df_image_save_grid(argv[2], x, n, c, s, s, 4, 2);
-    if (st) fprintf(stderr, "%s\n", df_error());
+    if (st) fprintf(stderr, "%s\n", x ? df_error() : "out of memory");
     free(x);
     df_schedule_free(&sched);
     df_model_free(m);

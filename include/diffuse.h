@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define DIFFUSE_VERSION "0.1.0"
+#define DIFFUSE_VERSION "0.2.0"
 
 /* ---- errors ------------------------------------------------------------------------------------ */
 
