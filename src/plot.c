@@ -737,81 +737,70 @@ static void draw_time_axis(cairo_t *cr, const panel *p, const double *x, const d
             0.5, 1);
 }
 
-df_status df_plot_training_progress(const char *loss_csv, const char *png_path) {
-    if (!loss_csv || !png_path || !*png_path) return df_fail(DF_ERR_ARG, "df_plot_training_progress: no path");
-    loss_log t;
-    df_status st = loss_log_read(loss_csv, &t);
-    if (st) {
-        free(t.v);
-        return st;
-    }
-    const int W = DF_PROGRESS_WIDTH, H = DF_PROGRESS_HEIGHT, n = t.n, nn = DF_MAX(n, 1);
-    /* x is images seen when the log counts them (runs of different batch sizes compare), else steps */
-    const double *xs = log_col(&t, COL_STEP);
-    const char *xname = "steps";
-    for (int i = 0; t.has[COL_IMAGES] && i < n; i++)
-        if (isfinite(log_col(&t, COL_IMAGES)[i])) xs = log_col(&t, COL_IMAGES), xname = "images seen", i = n;
-    if (!t.has[COL_STEP] && xs == log_col(&t, COL_STEP)) xs = log_col(&t, COL_IMAGES);
+/* What the progress figure draws, from loss.csv: x (images seen, else steps), the loss per quarter of the
+ * timesteps raw (faint) and smoothed (labelled), FD, KID and the elapsed time against x. */
+typedef struct {
+    loss_log    t;
+    const char *xname;
+    double     *buf;
+    series      loss_s[8], fd_s[1], kid_s[1];
+    int         nls, nloss, qn[4], nfd, nkid, nt;
+    double     *qx[4], *qs[4], *fx, *fy, *kx, *ky, *tx, *ts;
+    char        fd_label[96], kid_label[96];
+} progress_data;
 
-    double *buf = malloc(sizeof(double) * 18 * (size_t)nn);
-    if (!buf) {
-        free(t.v);
-        return df_fail(DF_ERR_NOMEM, "%s: out of memory", png_path);
-    }
-    /* the loss per quarter: raw (faint) and smoothed (labelled), then FD, KID, and time against x */
-    series loss_s[8], fd_s[1], kid_s[1];
+static df_status progress_read(const char *loss_csv, const char *png_path, progress_data *d) {
+    memset(d, 0, sizeof *d);
+    df_status st = loss_log_read(loss_csv, &d->t);
+    if (st) return st;
+    loss_log *t = &d->t;
+    const int n = t->n, nn = DF_MAX(n, 1);
+    /* x is images seen when the log counts them (runs of different batch sizes compare), else steps */
+    const double *xs = log_col(t, COL_STEP);
+    d->xname = "steps";
+    for (int i = 0; t->has[COL_IMAGES] && i < n; i++)
+        if (isfinite(log_col(t, COL_IMAGES)[i])) xs = log_col(t, COL_IMAGES), d->xname = "images seen", i = n;
+    if (!t->has[COL_STEP] && xs == log_col(t, COL_STEP)) xs = log_col(t, COL_IMAGES);
+    double *buf = d->buf = malloc(sizeof(double) * 18 * (size_t)nn);
+    if (!buf) return df_fail(DF_ERR_NOMEM, "%s: out of memory", png_path);
     static const char *const qlabel[4] = {"timesteps 0\u201325% (least noise)", "timesteps 25\u201350%",
                                           "timesteps 50\u201375%", "timesteps 75\u2013100% (most noise)"};
-    int nls = 0, nloss = 0;
-    double *qx[4], *qs[4];
-    int qn[4];
     for (int q = 0; q < 4; q++) {
         double *qy = buf + (size_t)(3 * q + 1) * nn;
-        qx[q] = buf + (size_t)(3 * q) * nn, qs[q] = buf + (size_t)(3 * q + 2) * nn;
-        qn[q] = compact(xs, log_col(&t, COL_Q0 + q), n, 1, qx[q], qy);
-        int h = DF_MIN(qn[q] / 100, 8);
-        smooth_log(qy, qn[q], h, qs[q]);
-        if (h > 0) loss_s[nls++] = (series){.x = qx[q], .y = qy, .n = qn[q], .color = q, .alpha = 0.22, .width = 1};
-        nloss += qn[q];
+        d->qx[q] = buf + (size_t)(3 * q) * nn, d->qs[q] = buf + (size_t)(3 * q + 2) * nn;
+        d->qn[q] = compact(xs, log_col(t, COL_Q0 + q), n, 1, d->qx[q], qy);
+        int h = DF_MIN(d->qn[q] / 100, 8);
+        smooth_log(qy, d->qn[q], h, d->qs[q]);
+        if (h > 0) d->loss_s[d->nls++] = (series){.x = d->qx[q], .y = qy, .n = d->qn[q], .color = q, .alpha = 0.22, .width = 1};
+        d->nloss += d->qn[q];
     }
-    for (int q = 0; q < 4; q++) loss_s[nls++] = (series){.label = qlabel[q], .x = qx[q], .y = qs[q], .n = qn[q], .color = q};
-    double *fx = buf + 12 * (size_t)nn, *fy = buf + 13 * (size_t)nn, *kx = buf + 14 * (size_t)nn, *ky = buf + 15 * (size_t)nn;
-    double *tx = buf + 16 * (size_t)nn, *ts = buf + 17 * (size_t)nn;
-    int nfd = compact(xs, log_col(&t, COL_FD), n, 0, fx, fy), nkid = compact(xs, log_col(&t, COL_KID), n, 0, kx, ky);
-    int nt = compact(xs, log_col(&t, COL_ELAPSED), n, 0, tx, ts);
+    for (int q = 0; q < 4; q++)
+        d->loss_s[d->nls++] = (series){.label = qlabel[q], .x = d->qx[q], .y = d->qs[q], .n = d->qn[q], .color = q};
+    d->fx = buf + 12 * (size_t)nn, d->fy = buf + 13 * (size_t)nn, d->kx = buf + 14 * (size_t)nn, d->ky = buf + 15 * (size_t)nn;
+    d->tx = buf + 16 * (size_t)nn, d->ts = buf + 17 * (size_t)nn;
+    d->nfd = compact(xs, log_col(t, COL_FD), n, 0, d->fx, d->fy);
+    d->nkid = compact(xs, log_col(t, COL_KID), n, 0, d->kx, d->ky);
+    d->nt = compact(xs, log_col(t, COL_ELAPSED), n, 0, d->tx, d->ts);
     double sec_offset = 0, prev_sec = 0;
     /* elapsed_sec starts again from zero in a resumed run: add up the runs */
-    for (int i = 0; i < nt; i++) {
-        double raw = ts[i];
+    for (int i = 0; i < d->nt; i++) {
+        double raw = d->ts[i];
         if (i && raw < prev_sec) sec_offset += prev_sec;
-        prev_sec = raw, ts[i] = raw + sec_offset;
+        prev_sec = raw, d->ts[i] = raw + sec_offset;
     }
-    char fd_label[96] = "FD", kid_label[96] = "KID";
+    snprintf(d->fd_label, sizeof d->fd_label, "FD");
+    snprintf(d->kid_label, sizeof d->kid_label, "KID");
     double fd_best = INFINITY;
-    for (int i = 0; i < nfd; i++) fd_best = fmin(fd_best, fy[i]);
-    if (nfd) snprintf(fd_label, sizeof fd_label, "FD: last %.4g, best %.4g", fy[nfd - 1], fd_best);
-    if (nkid) snprintf(kid_label, sizeof kid_label, "KID: last %.3g", ky[nkid - 1]);
-    fd_s[0] = (series){.label = fd_label, .x = fx, .y = fy, .n = nfd, .marker = 1, .color = 4};
-    kid_s[0] = (series){.label = kid_label, .x = kx, .y = ky, .n = nkid, .marker = 1, .color = 5};
+    for (int i = 0; i < d->nfd; i++) fd_best = fmin(fd_best, d->fy[i]);
+    if (d->nfd) snprintf(d->fd_label, sizeof d->fd_label, "FD: last %.4g, best %.4g", d->fy[d->nfd - 1], fd_best);
+    if (d->nkid) snprintf(d->kid_label, sizeof d->kid_label, "KID: last %.3g", d->ky[d->nkid - 1]);
+    d->fd_s[0] = (series){.label = d->fd_label, .x = d->fx, .y = d->fy, .n = d->nfd, .marker = 1, .color = 4};
+    d->kid_s[0] = (series){.label = d->kid_label, .x = d->kx, .y = d->ky, .n = d->nkid, .marker = 1, .color = 5};
+    return DF_OK;
+}
 
-    cairo_surface_t *sf;
-    cairo_t *cr;
-    if ((st = canvas_open(png_path, W, H, &sf, &cr))) {
-        free(buf), free(t.v);
-        return st;
-    }
-    const double fs = 12.5, pad = 1.2 * fs, tick = 0.35 * fs, lfs = 1.1 * fs, gap = 1.4 * fs;
-    int npanels = nkid ? 3 : 2;
-    panel P[3];
-    memset(P, 0, sizeof P);
-    for (int k = 0; k < npanels; k++) P[k].fs = fs;
-    P[0].s = loss_s, P[0].ns = nls, P[0].note = nloss ? NULL : "no training rows yet";
-    P[1].s = fd_s, P[1].ns = 1;
-    if (!nfd) P[1].note = "no evaluation yet (train --eval-every N)", P[1].ns = 0;
-    P[2].s = kid_s, P[2].ns = 1;
-    P[npanels - 1].xlabels = 1;
-
-    /* the title, and one line with where the run stands */
+/* The title (the run's directory) and one line with where the run stands; returns the line's top. */
+static double progress_header(cairo_t *cr, const progress_data *d, const char *loss_csv, double fs, double pad, int W) {
     set_font(cr, 1.4 * fs, 1);
     double title_h = text_height(cr);
     char title[4400], dir[4096];
@@ -827,45 +816,51 @@ df_status df_plot_training_progress(const char *loss_csv, const char *png_path) 
     text_at(cr, title, pad, pad, 0, 0);
     char sub[512] = "", num[64];
     size_t o = 0;
-    if (n) {
-        const int last = n - 1;
+    const loss_log *t = &d->t;
+    if (t->n) {
+        const int last = t->n - 1;
         double v;
 #define SUB(...) (o += (size_t)snprintf(sub + o, o < sizeof sub ? sizeof sub - o : 0, __VA_ARGS__), o = DF_MIN(o, sizeof sub))
-        if (t.has[COL_STEP] && isfinite(v = log_col(&t, COL_STEP)[last])) format_count(num, sizeof num, v), SUB("step %s", num);
-        if (isfinite(v = log_col(&t, COL_EPOCH)[last])) SUB("%sepoch %.0f", o ? "  \xc2\xb7  " : "", v);
-        if (isfinite(v = log_col(&t, COL_IMAGES)[last])) format_count(num, sizeof num, v), SUB("%s%s images", o ? "  \xc2\xb7  " : "", num);
-        if (nt && isfinite(ts[nt - 1])) SUB("%s%.1f minutes", o ? "  \xc2\xb7  " : "", ts[nt - 1] / 60);
-        if (nfd) SUB("%sFD %.4g", o ? "  \xc2\xb7  " : "", fy[nfd - 1]);
+        if (t->has[COL_STEP] && isfinite(v = log_col(t, COL_STEP)[last])) format_count(num, sizeof num, v), SUB("step %s", num);
+        if (isfinite(v = log_col(t, COL_EPOCH)[last])) SUB("%sepoch %.0f", o ? "  \xc2\xb7  " : "", v);
+        if (isfinite(v = log_col(t, COL_IMAGES)[last])) format_count(num, sizeof num, v), SUB("%s%s images", o ? "  \xc2\xb7  " : "", num);
+        if (d->nt && isfinite(d->ts[d->nt - 1])) SUB("%s%.1f minutes", o ? "  \xc2\xb7  " : "", d->ts[d->nt - 1] / 60);
+        if (d->nfd) SUB("%sFD %.4g", o ? "  \xc2\xb7  " : "", d->fy[d->nfd - 1]);
 #undef SUB
     } else snprintf(sub, sizeof sub, "no rows yet");
     set_font(cr, fs, 0);
     set_hex(cr, C_NOTE);
     double sub_y = pad + title_h + 0.3 * fs;
     text_at(cr, sub, pad, sub_y, 0, 0);
+    return sub_y;
+}
+
+/* The panels' places and their y axes: the loss and FD on log scales (when FD spans a factor of 3 or more),
+ * KID linear, as it can be at or below zero; the time axis above the first panel, the x axis under the last.
+ * Returns the panels' left edge. */
+static double progress_layout(cairo_t *cr, progress_data *d, panel *P, int npanels, double sub_y, double fs,
+                              double pad, int W, int H) {
+    const double tick = 0.35 * fs, lfs = 1.1 * fs, gap = 1.4 * fs;
+    set_font(cr, fs, 0);
     double th = text_height(cr);
     set_font(cr, lfs, 0);
     double lh = text_height(cr);
-
-    /* vertical layout: the time axis above the first panel, the x axis under the last */
-    double top = sub_y + th + 1.0 * fs + (nt >= 2 ? lh + 0.3 * fs + th + 1.8 * tick : 0);
+    double top = sub_y + th + 1.0 * fs + (d->nt >= 2 ? lh + 0.3 * fs + th + 1.8 * tick : 0);
     double bottom = 1.8 * tick + th + 0.5 * fs + lh + pad;
     double avail = H - top - bottom - gap * (npanels - 1);
     const double share3[3] = {0.50, 0.28, 0.22}, share2[2] = {0.62, 0.38}, share_none[2] = {0.72, 0.28};
-    const double *share = npanels == 3 ? share3 : nfd ? share2 : share_none;
+    const double *share = npanels == 3 ? share3 : d->nfd ? share2 : share_none;
     double y = top;
     for (int k = 0; k < npanels; k++) P[k].y0 = y, P[k].h = floor(avail * share[k]), y += P[k].h + gap;
-
-    /* y axes: the loss and FD on log scales (when FD spans a factor of 3 or more), KID linear, as it
-     * can be at or below zero */
     axis_begin(&P[0].y, 1);
-    for (int q = 0; q < 4; q++) axis_add(&P[0].y, qs[q], qn[q]);
-    for (int q = 0; q < 4 && nls > 4; q++) axis_add(&P[0].y, loss_s[q].y, loss_s[q].n);
+    for (int q = 0; q < 4; q++) axis_add(&P[0].y, d->qs[q], d->qn[q]);
+    for (int q = 0; q < 4 && d->nls > 4; q++) axis_add(&P[0].y, d->loss_s[q].y, d->loss_s[q].n);
     double fmin_ = INFINITY, fmax_ = -INFINITY;
-    for (int i = 0; i < nfd; i++) fmin_ = fmin(fmin_, fy[i]), fmax_ = fmax(fmax_, fy[i]);
-    axis_begin(&P[1].y, nfd && fmin_ > 0 && fmax_ >= 3 * fmin_);
-    axis_add(&P[1].y, fy, nfd);
+    for (int i = 0; i < d->nfd; i++) fmin_ = fmin(fmin_, d->fy[i]), fmax_ = fmax(fmax_, d->fy[i]);
+    axis_begin(&P[1].y, d->nfd && fmin_ > 0 && fmax_ >= 3 * fmin_);
+    axis_add(&P[1].y, d->fy, d->nfd);
     axis_begin(&P[2].y, 0);
-    axis_add(&P[2].y, ky, nkid);
+    axis_add(&P[2].y, d->ky, d->nkid);
     double ytw = 0;
     set_font(cr, fs, 0);
     for (int k = 0; k < npanels; k++) {
@@ -877,12 +872,37 @@ df_status df_plot_training_progress(const char *loss_csv, const char *png_path) 
     axis x;
     axis_begin(&x, 0);
     x.integer = 1;
-    for (int q = 0; q < 4; q++) axis_add(&x, qx[q], qn[q]);
-    axis_add(&x, fx, nfd), axis_add(&x, kx, nkid);
+    for (int q = 0; q < 4; q++) axis_add(&x, d->qx[q], d->qn[q]);
+    axis_add(&x, d->fx, d->nfd), axis_add(&x, d->kx, d->nkid);
     axis_end(&x, 0.02);
-    if (nloss + nfd) axis_ticks(cr, &x, w, 1);
+    if (d->nloss + d->nfd) axis_ticks(cr, &x, w, 1);
     for (int k = 0; k < npanels; k++) P[k].x0 = left, P[k].w = w, P[k].x = x;
+    return left;
+}
 
+df_status df_plot_training_progress(const char *loss_csv, const char *png_path) {
+    if (!loss_csv || !png_path || !*png_path) return df_fail(DF_ERR_ARG, "df_plot_training_progress: no path");
+    progress_data d;
+    df_status st = progress_read(loss_csv, png_path, &d);
+    cairo_surface_t *sf;
+    cairo_t *cr;
+    const int W = DF_PROGRESS_WIDTH, H = DF_PROGRESS_HEIGHT;
+    if (st || (st = canvas_open(png_path, W, H, &sf, &cr))) {
+        free(d.buf), free(d.t.v);
+        return st;
+    }
+    const double fs = 12.5, pad = 1.2 * fs, lfs = 1.1 * fs;
+    const int npanels = d.nkid ? 3 : 2;
+    panel P[3];
+    memset(P, 0, sizeof P);
+    for (int k = 0; k < npanels; k++) P[k].fs = fs;
+    P[0].s = d.loss_s, P[0].ns = d.nls, P[0].note = d.nloss ? NULL : "no training rows yet";
+    P[1].s = d.fd_s, P[1].ns = 1;
+    if (!d.nfd) P[1].note = "no evaluation yet (train --eval-every N)", P[1].ns = 0;
+    P[2].s = d.kid_s, P[2].ns = 1;
+    P[npanels - 1].xlabels = 1;
+    const double sub_y = progress_header(cr, &d, loss_csv, fs, pad, W);
+    const double left = progress_layout(cr, &d, P, npanels, sub_y, fs, pad, W, H);
     static const char *const ylabel[3] = {"training loss", "FD", "KID"};
     for (int k = 0; k < npanels; k++) {
         draw_panel(cr, &P[k]);
@@ -890,10 +910,10 @@ df_status df_plot_training_progress(const char *loss_csv, const char *png_path) 
         set_hex(cr, C_TEXT);
         text_up(cr, ylabel[k], pad, P[k].y0 + P[k].h / 2, 0.5, 0);
     }
-    draw_time_axis(cr, &P[0], tx, ts, nt, lfs);
+    draw_time_axis(cr, &P[0], d.tx, d.ts, d.nt, lfs);
     set_font(cr, lfs, 0);
     set_hex(cr, C_TEXT);
-    text_at(cr, xname, left + w / 2, H - pad, 0.5, 1);
-    free(buf), free(t.v);
+    text_at(cr, d.xname, left + P[0].w / 2, H - pad, 0.5, 1);
+    free(d.buf), free(d.t.v);
     return finish_png(png_path, sf, cr);
 }
