@@ -320,21 +320,21 @@ void df_model_set_kernels(df_model *m, df_kernels k) { m->kernels = k; }
 void        df_model_set_profile(df_model *m, double *table) { m->prof = table; }
 void        df_model_set_noise_aware(df_model *m, int on) { m->cfg.classifier_noise_aware = on ? 1 : 0; }
 int         df_op_count(void) { return OP_COUNT; }
-const char *df_op_name(int i) { return i >= 0 && i < OP_COUNT ? op_names[i] : "?"; }
+const char *df_op_name(int i) { return i >= 0 && i < OP_COUNT ? op_table[i].name : "?"; }
 
 /* Plan the fast convolutions of the current tape when they are wanted and not made yet. */
 static df_status ensure_fast(df_model *m) {
     int want = m->kernels == DF_KERNELS_FAST;
     if (want && !m->g.fast && !m->g.fast_tried) {
         m->g.fast_tried = 1;
-        unet_set_layout(&m->g, conv_fast_block());   /* primitives are made for the blocked layout */
+        tape_set_layout(&m->g, conv_fast_block());   /* primitives are made for the blocked layout */
         df_status st = conv_fast_plan(&m->g, &m->g.fast);
-        if (!m->g.fast) unet_set_layout(&m->g, 1);
+        if (!m->g.fast) tape_set_layout(&m->g, 1);
         if (st) return st;
     }
     int use = want && m->g.fast != NULL;
     if (use != m->g.use_fast) {   /* the other path: its layout, and activations of the old one are no use */
-        unet_set_layout(&m->g, use ? conv_fast_block() : 1);
+        tape_set_layout(&m->g, use ? conv_fast_block() : 1);
         m->have_forward = 0;
         m->g.use_fast = use;
     }
