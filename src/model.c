@@ -420,7 +420,9 @@ static df_status model_forward(df_model *m, int n, int h, int w, const float *x,
             return df_fail(DF_ERR_ARG, "class label %d out of range 0..%d", labels[i], m->cfg.num_class_embeds - 1);
     df_status st = ensure_graph(m, n, h, w);
     if (!st) st = ensure_fast(m);
-    if (!st) st = ensure_buffers(m, keep, 0, 0);
+    /* at the reserved size every buffer is there (or grows with the reservation, all at once) */
+    const int reserved = m->max_n > 0 && h == m->max_h && w == m->max_w;
+    if (!st) st = ensure_buffers(m, keep || reserved, reserved, 0);
     if (st) return st;
     unet_graph *g = &m->g;
     const int N = g->n;   /* >= n: images n .. N-1 are padding */
