@@ -60,8 +60,10 @@ $(BUILD)/libdiffuse.a: $(LIB_OBJ)
 	ar rcs $@ $^
 $(BUILD)/diffuse: $(CLI_SRC) $(BUILD)/libdiffuse.a $(HDRS)
 	$(CC) $(CFLAGS) $(CLI_SRC) $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
+# the tests count the library's allocations (tests/alloc_count.c): its calls of malloc & co. are wrapped
+TEST_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=posix_memalign,--wrap=aligned_alloc,--wrap=strdup
 $(BUILD)/test_diffuse: $(TEST_SRC) $(BUILD)/libdiffuse.a $(HDRS)
-	$(CC) $(CFLAGS) -Ifuzz $(TEST_SRC) $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) -Ifuzz $(TEST_SRC) $(BUILD)/libdiffuse.a $(LDLIBS) $(TEST_WRAP) -o $@
 $(BUILD)/fuzz_seeds: fuzz/seeds.c $(BUILD)/libdiffuse.a $(HDRS)
 	$(CC) $(CFLAGS) $< $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
 # each examples/NAME.c is a program using only the public API, build/example_NAME

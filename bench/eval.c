@@ -6,6 +6,7 @@
 #include "diffuse.h"
 #include "internal.h"
 
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +39,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     printf("evaluation of %d given 28x28 images, %s, %d threads, features %s (best of %d runs)\n", n, isa(),
-           df_get_num_threads(), features, runs);
+           omp_get_max_threads(), features, runs);
     printf("| metrics | total (s) | features (s) | FD + 100 bootstraps (s) | KID, 100 subsets (s) | precision/recall (s) |\n");
     printf("|---|---|---|---|---|---|\n");
     const char *sets[2] = {"fd,kid", "fd,kid,pr"};

@@ -10,6 +10,7 @@
 #include "safetensors.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +57,7 @@ int main(int argc, char **argv) {
     if (slash && access("bench/torch_inception.py", R_OK) != 0)
         snprintf(bench_dir, sizeof bench_dir, "%.*s/../bench", (int)(slash - argv[0]), argv[0]);
     if (with_torch && access("/usr/bin/python3", X_OK) != 0) with_torch = 0;
-    df_set_num_threads(threads);
+    omp_set_num_threads(threads);   /* every OpenMP team of this program, the Inception net's included */
 
     char dir[64] = "/tmp/diffuse-bench-inception-XXXXXX", wpath[128], ipath[128], tpath[128];
     if (!mkdtemp(dir)) {

@@ -109,11 +109,12 @@ typedef struct {
 
 static df_model *make_model(const job *j, df_unet_config *cfg) {
     df_model *m = NULL;
-    df_set_num_threads(threads);
+    omp_set_num_threads(threads);
     if (df_unet_config_preset(j->preset, cfg) || df_model_create(cfg, 1, &m)) {
         fprintf(stderr, "bench: %s\n", df_error());
         return NULL;
     }
+    df_model_set_threads(m, threads);
     return m;
 }
 

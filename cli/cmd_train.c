@@ -4,6 +4,7 @@
 #include "cli.h"
 
 #include <math.h>
+#include <omp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -278,7 +279,7 @@ int cmd_train(int argc, char **argv) {
     cli_progress_init(&bar, "train");
     p.progress = show;
     p.progress_ctx = &bar;
-    fprintf(stderr, "diffuse train: %s, %d threads, output in %s\n", resume ? "resuming" : "starting", df_get_num_threads(),
+    fprintf(stderr, "diffuse train: %s, %d threads, output in %s\n", resume ? "resuming" : "starting", omp_get_max_threads(),
             out);
     df_status st = df_train(&p);
     cli_progress_done(&bar);

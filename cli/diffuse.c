@@ -4,6 +4,7 @@
 #include "cli.h"
 #include "internal.h"
 
+#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -46,7 +47,7 @@ static int take_threads(int *argc, char **argv) {
         long n;
         int rc = cli_int("--threads", joined ? argv[i] + 10 : argv[i + 1], 1, 1024, &n);
         if (rc) return rc;
-        df_set_num_threads((int)n);
+        omp_set_num_threads((int)n);   /* the default of every OpenMP team: the library's models follow it */
         int drop = joined ? 1 : 2;
         for (int j = i; j + drop <= *argc; j++) argv[j] = argv[j + drop];
         *argc -= drop;

@@ -163,9 +163,21 @@ int          df_model_find_tensor(const df_model *m, const char *name);   /* -1 
 /* Multiply-adds x2 (FLOPs) of one forward pass for one image at the model's sample size (or h x w). */
 double df_model_flops(const df_model *m, int h, int w);
 
-/* Number of threads used for the model's compute (default: all cores). */
-void df_set_num_threads(int n);
-int  df_get_num_threads(void);
+/* OpenMP threads of this model's calls (0, the default: the caller's OpenMP setting, e.g. from
+ * omp_set_num_threads or OMP_NUM_THREADS). A call applies it for its duration and restores the caller's
+ * setting, so models in one process may differ. df_model_threads gives the number in effect. */
+void df_model_set_threads(df_model *m, int n);
+int  df_model_threads(const df_model *m);
+
+/* Size the model's memory once for calls of up to max_n images of h x w: the tape, activation and
+ * gradient blocks, scratch, the convolution primitives and the buffers of df_model_forward, _backward,
+ * _loss_grad, _classifier_loss_grad, _classify (with gradient), _denoise, _class_denoise and _features.
+ * Afterwards those calls with n <= max_n at h x w allocate nothing and do not rebuild the tape: a smaller
+ * batch runs padded to max_n (the padding adds nothing to outputs or gradients; the compute is max_n
+ * images'). A larger n at h x w grows the reservation; another size gets a tape of its own (rebuilt
+ * when the sizes alternate). Reserving less than before shrinks the memory. The promise holds while
+ * the model's thread count stays the one in effect here. */
+df_status df_model_reserve(df_model *m, int max_n, int h, int w);
 /* Convolution kernels: DF_KERNELS_FAST (oneDNN's JIT kernels when the library is built with them, the
  * default) or DF_KERNELS_REFERENCE (im2col + BLAS, portable; what the fast path is checked against). */
 typedef enum { DF_KERNELS_FAST, DF_KERNELS_REFERENCE } df_kernels;

@@ -1,12 +1,15 @@
 /* The network as data: a parameter table with diffusers' state-dict names, and a linear tape of ops over
- * planned activation buffers. Built once per (config, batch, size); replayed forward and in reverse. */
+ * planned activation buffers. The ops' facts are one table (op_table, tape.c); the tape, its memory plan
+ * and layouts live in tape.c; unet.c builds UNet2DModel on it; exec_real.c replays it. */
 #ifndef DF_GRAPH_H
 #define DF_GRAPH_H
 
 #include "internal.h"
 
+/* Adding an op: a row in op_table (tape.c), a forward/backward pair of kernels (ops_real.c) and its
+ * dispatch row in exec_real.c. */
 typedef enum {
-    OP_CONV,         /* in[0] -> out; w, b; conv shape in iarg */
+    OP_CONV,         /* in[0] -> out; w, b; conv shape in conv */
     OP_LINEAR,       /* (N, in) -> (N, out); w, b */
     OP_GROUPNORM,    /* iarg[0] groups; farg[0] eps; w (gamma), b (beta); saved: mean, rstd (N*G each) */
     OP_SILU,
@@ -27,8 +30,6 @@ typedef enum {
     OP_MEAN_HW,      /* (N, C, H, W) -> (N, C, 1, 1): the mean over the image (plain layout) */
     OP_COUNT
 } op_kind;
-
-extern const char *const op_names[OP_COUNT];
 
 typedef struct {
     int n, c, h, w;
@@ -72,7 +73,7 @@ typedef struct {
     int       fan_in;
 } gparam;
 
-typedef struct {
+typedef struct unet_graph {
     /* parameter table (the same for every batch size) */
     gparam *params;
     int     nparams, cap_params;
@@ -82,6 +83,7 @@ typedef struct {
     int     nnodes, cap_nodes;
     gvalue *vals;
     int     nvals, cap_vals;
+    df_status err;          /* the first failure while building (tape_* calls then do nothing) */
     size_t  act_size;       /* elements in the activation block (values + saved buffers) */
     size_t  infer_size;     /* the same for an inference pass (ioff, isaved) */
     size_t  grad_size;      /* elements in the gradient block (goff) */
@@ -93,17 +95,65 @@ typedef struct {
     int     has_dropout;
     /* float32 convolutions through oneDNN (conv_fast.h); NULL or use_fast == 0: the reference path */
     struct conv_fast *fast;
-    int     use_fast, fast_tried;
+    int     use_fast, fast_tried, fast_threads;   /* fast_threads: the OpenMP threads it was planned for */
     double *prof;           /* when set: seconds per op kind, forward [0, OP_COUNT), backward after */
 } unet_graph;
 
-/* Build the parameter table and tape of UNet2DModel for a batch of n images of h x w. */
+/* ---- the op table ----------------------------------------------------------------------------------- */
+
+/* How an op meets the channel-blocked layout (tape_set_layout). */
+typedef enum {
+    LAYOUT_SAME,      /* its spatial operands share one layout: one plain operand makes them all plain */
+    LAYOUT_CONVERTS,  /* converts between layouts itself (oneDNN's convolution primitives) */
+    LAYOUT_PLAIN,     /* every operand plain */
+} op_layout;
+
+/* Whether the backward pass may rebuild the op's output instead of keeping it (tape_plan). */
+typedef enum {
+    REMAT_NO,
+    REMAT_COPY,        /* a copy of its inputs (concat, upsample): rebuilt from them when keeping them costs less */
+    REMAT_NORM,        /* the fused norm: rebuilt from its input and saved statistics */
+    REMAT_AFTER_NORM,  /* dropout right after a fused norm: rebuilt from the same, its mask regenerated */
+} op_remat;
+
+typedef struct {
+    const char *name;
+    unsigned    backward_reads;   /* bit k: its backward reads in[k]'s value (training keeps it) */
+    op_layout   layout;
+    op_remat    remat;
+    /* of node d in g (NULL: 0): forward FLOPs for the batch, elements saved for the backward pass
+     * (at d->saved), elements of per-thread scratch */
+    double (*flops)(const unet_graph *g, const gnode *d);
+    size_t (*saved)(const unet_graph *g, const gnode *d);
+    size_t (*scratch)(const unet_graph *g, const gnode *d);
+} op_info;
+
+extern const op_info op_table[OP_COUNT];
+
+/* ---- building and planning a tape (tape.c) ---------------------------------------------------------- */
+
+/* A parameter: its shape's trailing zeros are unused dimensions ({cout, cin} is 2-D). */
+typedef struct {
+    init_kind init;
+    int       fan_in;
+    int       shape[4];
+} param_spec;
+
+/* Each returns the new id (-1, or NULL, once g->err is set: out of memory). */
+int    tape_param(unet_graph *g, param_spec p, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int    tape_value(unet_graph *g, int n, int c, int h, int w);
+gnode *tape_node(unet_graph *g, op_kind op, int in0, int in1, int in2, int out);
+/* After the last node: saved buffers, scratch and FLOPs from the op table, then the three placements
+ * (training, inference, gradients). */
+df_status tape_plan(unet_graph *g);
+/* Choose the layout of every value: channel blocks of blk (8 or 16) where the ops' layout rules allow it
+ * (channels divisible by blk, more than one pixel, not the tape's input or output), plain elsewhere;
+ * blk = 1 makes everything plain. Offsets do not change. */
+void tape_set_layout(unet_graph *g, int blk);
+
+/* Build the parameter table and tape of UNet2DModel for a batch of n images of h x w (unet.c). */
 df_status unet_build(const df_unet_config *cfg, int n, int h, int w, unet_graph *g);
 void      unet_graph_free(unet_graph *g);
-/* Choose the layout of every value: channel blocks of blk (8 or 16) where an op chain allows it (channels
- * divisible by blk, more than one pixel, not the tape's input or output, not attention operands), plain
- * elsewhere; blk = 1 makes everything plain. Offsets do not change. */
-void      unet_set_layout(unet_graph *g, int blk);
 int       unet_find_param(const unet_graph *g, const char *name);
 
 /* Replay the tape (exec_real.c, compiled for float and double). `act` holds act_size elements

@@ -5,6 +5,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 /* ---- the layer table --------------------------------------------------------------------------------- */
@@ -253,6 +254,9 @@ static df_status load(const char *path, int f64, df_inception **out) {
 df_status df_inception_load(const char *path, df_inception **out) { return load(path, 0, out); }
 df_status df_inception_load_f64(const char *path, df_inception **out) { return load(path, 1, out); }
 
+void df_inception_set_threads(df_inception *net, int n) { net->threads = n > 0 ? n : 0; }
+int  df_inception_threads(const df_inception *net) { return net->threads ? net->threads : omp_get_max_threads(); }
+
 void df_inception_free(df_inception *net) {
     if (!net) return;
     df_free_aligned(net->w);
@@ -282,7 +286,7 @@ static df_status features(df_inception *net, int f64, int n, int c, int h, int w
     const inc_plan *p = &net->plan;
     const size_t per_image = (p->act[0] + p->act[1] + p->act[2] + p->act[3]) * esz;
     const int chunk = DF_MIN(n, (int)DF_MAX(1, DF_MIN((size_t)INC_CHUNK, INC_CHUNK_BYTES / per_image)));
-    const int nthreads = df_get_num_threads();
+    const int nthreads = df_inception_threads(net);
     void *act[4], *cols = df_alloc_aligned(p->cols * (size_t)nthreads * esz);
     int ok = cols != NULL;
     for (int k = 0; k < 4; k++) {

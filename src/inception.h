@@ -21,11 +21,14 @@ df_status df_inception_load(const char *path, df_inception **out);
  * Such a net runs only df_inception_features_f64 (and a float32 net only df_inception_features). */
 df_status df_inception_load_f64(const char *path, df_inception **out);
 void      df_inception_free(df_inception *net);     /* accepts NULL */
+/* OpenMP threads of the net's calls (0, the default: the caller's OpenMP setting, omp_get_max_threads). */
+void      df_inception_set_threads(df_inception *net, int n);
+int       df_inception_threads(const df_inception *net);
 
 /* pool3 features (n, 2048) of n images x (n, c, h, w) with values in [-1, 1]: c is 1 (gray, repeated to
  * RGB) or 3; any h, w in 1 .. DF_MAX_SIZE (resized to 299x299 bilinearly as pytorch-fid does). Memory is
  * planned once per call for a chunk of images (nothing is allocated per layer); the work is split over
- * df_get_num_threads() OpenMP threads. n = 0 does nothing. */
+ * df_inception_threads(net) OpenMP threads. n = 0 does nothing. */
 df_status df_inception_features(df_inception *net, int n, int c, int h, int w, const float *x, float *feats);
 df_status df_inception_features_f64(df_inception *net, int n, int c, int h, int w, const double *x,
                                     double *feats);
@@ -76,6 +79,7 @@ struct df_inception {
     void    *w;                            /* folded weights (cout, cin, kh, kw) and biases (cout) */
     size_t   nw;                           /* elements in w */
     inc_plan plan;                         /* activation sizes per image, from a planning pass */
+    int      threads;                      /* 0: the caller's OpenMP setting */
 };
 
 /* An im2col panel holds at least INC_PANEL_COLS output pixels and, past that, about INC_PANEL values

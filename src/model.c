@@ -15,62 +15,100 @@
 
 struct df_model {
     df_unet_config cfg;
-    unet_graph     g;            /* parameter table + tape for the current (n, h, w) */
+    unet_graph     g;            /* parameter table + tape for (g.n, g.h, g.w) */
+    int            max_n, max_h, max_w;   /* df_model_reserve's size (max_n 0: none reserved) */
     float         *params, *grads;
     float         *act, *dact, *scratch;
     size_t         act_cap, dact_cap, scratch_cap;
-    float         *t;            /* timesteps of the last forward */
-    int           *labels;       /* labels of the last forward (NULL if unconditional) */
+    float         *out, *dout;   /* the tape's output and a gradient for it, g.n images */
+    size_t         out_cap, dout_cap;
+    double        *prob;         /* a classifier's softmax row (classifier_classes values) */
+    float         *t;            /* timesteps of the last forward, padded to g.n */
+    int           *labels;       /* labels of the last forward (padded to g.n) */
     int            t_cap;
+    int            fwd_n;        /* images of the last forward; the rest of the tape's batch is padding */
     int            have_forward; /* the activations hold a forward pass that backward can use */
     int            train;
     df_kernels     kernels;
     double        *prof;
     df_rng        *rng;
     uint64_t       dropout_seed;
+    int            threads;      /* OpenMP threads of its calls; 0: the caller's OpenMP default */
 };
-
-static int num_threads;   /* 0: OpenMP's default */
-
-void df_set_num_threads(int n) {
-    num_threads = n > 0 ? n : 0;
-    omp_set_num_threads(n > 0 ? n : omp_get_num_procs());
-}
-
-int df_get_num_threads(void) { return num_threads ? num_threads : omp_get_max_threads(); }
 
 /* The library's own OpenMP threads split work over images; BLAS runs single-threaded inside them, so
  * there is one pool and no nested oversubscription. */
 static void blas_single_thread(void) { openblas_set_num_threads(1); }
 
+void df_model_set_threads(df_model *m, int n) { m->threads = n > 0 ? n : 0; }
+int  df_model_threads(const df_model *m) { return m->threads ? m->threads : omp_get_max_threads(); }
+
+/* A call runs with the model's thread count and gives the caller's OpenMP setting back afterwards, so
+ * two models in one process can differ. Returns what threads_leave restores. */
+static int threads_enter(const df_model *m) {
+    int caller = omp_get_max_threads();
+    if (m->threads && m->threads != caller) omp_set_num_threads(m->threads);
+    return caller;
+}
+static void threads_leave(int caller) {
+    if (omp_get_max_threads() != caller) omp_set_num_threads(caller);
+}
+
+/* Memory, sized once (df_model_reserve): a call of n images of h x w runs on the reserved tape when
+ * h x w is the reserved size and n <= max_n. The batch is then padded to the tape's: the tail images get
+ * zero pixels, t = 0 and label 0, and in a backward pass a zero output gradient, so they add exactly
+ * nothing to the parameter gradients (every op is per image and its backward linear in the output
+ * gradient); outputs are kept for the first n images only. Any other call gets a tape for exactly its
+ * n as before (at the reserved size a larger n grows the reservation). Buffers only grow, except when
+ * df_model_reserve sizes them anew. */
 static df_status ensure_graph(df_model *m, int n, int h, int w) {
-    if (m->g.nodes && m->g.n == n && m->g.h == h && m->g.w == w) return DF_OK;
+    const int at_reserved = m->max_n > 0 && h == m->max_h && w == m->max_w;
+    const int want = at_reserved ? DF_MAX(n, m->max_n) : n;
+    if (m->g.nodes && m->g.n == want && m->g.h == h && m->g.w == w) return DF_OK;
     unet_graph g;
-    df_status st = unet_build(&m->cfg, n, h, w, &g);
+    df_status st = unet_build(&m->cfg, want, h, w, &g);
     if (st) return st;
     DF_ASSERT(!m->params || g.nparam_values == m->g.nparam_values);
-    size_t threads = (size_t)omp_get_max_threads();
-    size_t scratch = g.scratch_size * threads;
-    if (scratch > m->scratch_cap) {
-        df_free_aligned(m->scratch);
-        m->scratch = df_alloc_aligned(scratch * sizeof(float));
-        m->scratch_cap = m->scratch ? scratch : 0;
-    }
-    if (n > m->t_cap) {
-        free(m->t);
-        free(m->labels);
-        m->t = malloc(sizeof(float) * (size_t)n);
-        m->labels = malloc(sizeof(int) * (size_t)n);
-        m->t_cap = (m->t && m->labels) ? n : 0;
-    }
-    if (!m->scratch || !m->t_cap) {
-        unet_graph_free(&g);
-        return df_fail(DF_ERR_NOMEM, "out of memory for a batch of %d images of %dx%d", n, h, w);
-    }
+    if (at_reserved) m->max_n = want;
     /* oneDNN primitives are planned for this tape only on the first pass that needs them */
     unet_graph_free(&m->g);
     m->g = g;
     m->have_forward = 0;
+    return DF_OK;
+}
+
+/* (Re)allocate *p to hold `need` elements of `size` bytes: when it holds fewer, or, with exact, any
+ * other number. */
+static int fit(void **p, size_t *cap, size_t need, size_t size, int exact) {
+    if (need <= *cap && !(exact && need != *cap)) return 0;
+    df_free_aligned(*p);
+    *p = df_alloc_aligned(DF_MAX(need, 1) * size);
+    *cap = *p ? need : 0;
+    return *p ? 0 : -1;
+}
+
+/* Buffers for a pass on the current tape: activations for the training placement (keep) or the
+ * inference one, the gradient block (grads), scratch for the threads in effect, inputs and outputs. */
+static df_status ensure_buffers(df_model *m, int keep, int grads, int exact) {
+    const unet_graph *g = &m->g;
+    const gvalue *o = &g->vals[g->out];
+    size_t act = keep ? g->act_size : g->infer_size, scratch = g->scratch_size * (size_t)omp_get_max_threads();
+    size_t out = (size_t)o->n * o->c * o->h * o->w;
+    if (fit((void **)&m->act, &m->act_cap, act, sizeof(float), exact) ||
+        (grads && fit((void **)&m->dact, &m->dact_cap, g->grad_size, sizeof(float), exact)) ||
+        fit((void **)&m->scratch, &m->scratch_cap, scratch, sizeof(float), exact) ||
+        fit((void **)&m->out, &m->out_cap, out, sizeof(float), exact) ||
+        fit((void **)&m->dout, &m->dout_cap, out, sizeof(float), exact))
+        return df_fail(DF_ERR_NOMEM, "out of memory for a batch of %d images of %dx%d (%.1f MB of activations)", g->n,
+                       g->h, g->w, (double)(act + (grads ? g->grad_size : 0)) * 4.0 / 1e6);
+    if (g->n > m->t_cap || (exact && g->n != m->t_cap)) {
+        free(m->t);
+        free(m->labels);
+        m->t = malloc(sizeof(float) * (size_t)g->n);
+        m->labels = malloc(sizeof(int) * (size_t)g->n);
+        m->t_cap = (m->t && m->labels) ? g->n : 0;
+        if (!m->t_cap) return df_fail(DF_ERR_NOMEM, "out of memory");
+    }
     return DF_OK;
 }
 
@@ -106,7 +144,8 @@ static df_status model_new(const df_unet_config *cfg, size_t max_values, const c
     }
     m->params = df_alloc_aligned(np * sizeof(float));
     m->grads = df_alloc_aligned(np * sizeof(float));
-    if (!m->params || !m->grads) {
+    m->prob = malloc(sizeof(double) * (size_t)DF_MAX(cfg->classifier_classes, 1));
+    if (!m->params || !m->grads || !m->prob) {
         df_model_free(m);
         return df_fail(DF_ERR_NOMEM, "out of memory for %zu parameters", np);
     }
@@ -123,6 +162,9 @@ void df_model_free(df_model *m) {
     df_free_aligned(m->act);
     df_free_aligned(m->dact);
     df_free_aligned(m->scratch);
+    df_free_aligned(m->out);
+    df_free_aligned(m->dout);
+    free(m->prob);
     free(m->t);
     free(m->labels);
     free(m);
@@ -320,21 +362,28 @@ void df_model_set_kernels(df_model *m, df_kernels k) { m->kernels = k; }
 void        df_model_set_profile(df_model *m, double *table) { m->prof = table; }
 void        df_model_set_noise_aware(df_model *m, int on) { m->cfg.classifier_noise_aware = on ? 1 : 0; }
 int         df_op_count(void) { return OP_COUNT; }
-const char *df_op_name(int i) { return i >= 0 && i < OP_COUNT ? op_names[i] : "?"; }
+const char *df_op_name(int i) { return i >= 0 && i < OP_COUNT ? op_table[i].name : "?"; }
 
-/* Plan the fast convolutions of the current tape when they are wanted and not made yet. */
+/* Plan the fast convolutions of the current tape when they are wanted and not made yet (or were made for
+ * another thread count: oneDNN sizes its work split when it makes a primitive). */
 static df_status ensure_fast(df_model *m) {
-    int want = m->kernels == DF_KERNELS_FAST;
+    int want = m->kernels == DF_KERNELS_FAST, threads = omp_get_max_threads();
+    if (want && m->g.fast && m->g.fast_threads != threads) {
+        conv_fast_free(m->g.fast);
+        m->g.fast = NULL;
+        m->g.fast_tried = 0;
+    }
     if (want && !m->g.fast && !m->g.fast_tried) {
         m->g.fast_tried = 1;
-        unet_set_layout(&m->g, conv_fast_block());   /* primitives are made for the blocked layout */
+        m->g.fast_threads = threads;
+        tape_set_layout(&m->g, conv_fast_block());   /* primitives are made for the blocked layout */
         df_status st = conv_fast_plan(&m->g, &m->g.fast);
-        if (!m->g.fast) unet_set_layout(&m->g, 1);
+        if (!m->g.fast) tape_set_layout(&m->g, 1);
         if (st) return st;
     }
     int use = want && m->g.fast != NULL;
     if (use != m->g.use_fast) {   /* the other path: its layout, and activations of the old one are no use */
-        unet_set_layout(&m->g, use ? conv_fast_block() : 1);
+        tape_set_layout(&m->g, use ? conv_fast_block() : 1);
         m->have_forward = 0;
         m->g.use_fast = use;
     }
@@ -342,10 +391,25 @@ static df_status ensure_fast(df_model *m) {
     return DF_OK;
 }
 
-/* keep: place every value apart so that a backward pass can follow; otherwise reuse space (sampling). */
+df_status df_model_reserve(df_model *m, int max_n, int h, int w) {
+    if (!m || max_n < 1) return df_fail(DF_ERR_ARG, "df_model_reserve: a model and max_n >= 1 are required");
+    const int caller = threads_enter(m);
+    const int old_n = m->max_n, old_h = m->max_h, old_w = m->max_w;
+    m->max_n = max_n, m->max_h = h, m->max_w = w;
+    df_status st = ensure_graph(m, max_n, h, w);
+    if (!st) st = ensure_fast(m);
+    if (!st) st = ensure_buffers(m, 1, 1, 1);
+    if (st) m->max_n = old_n, m->max_h = old_h, m->max_w = old_w;
+    threads_leave(caller);
+    return st;
+}
+
+/* keep: place every value apart so that a backward pass can follow; otherwise reuse space (sampling).
+ * t NULL: every timestep 0; eps NULL: the output stays in m->out. */
 static df_status model_forward(df_model *m, int n, int h, int w, const float *x, const float *t, const int *labels,
                                float *eps, int keep) {
-    if (!x || !t || !eps) return df_fail(DF_ERR_ARG, "df_model_forward: x, t and eps must not be NULL");
+    if (!x) return df_fail(DF_ERR_ARG, "the images x must not be NULL");
+    if (n < 1) return df_fail(DF_ERR_SHAPE, "a batch of %d images", n);
     if (m->cfg.num_class_embeds > 0 || m->cfg.class_embed_timestep) {
         if (!labels) return df_fail(DF_ERR_ARG, "this model is class-conditional: class labels are required");
     } else if (labels) {
@@ -356,50 +420,49 @@ static df_status model_forward(df_model *m, int n, int h, int w, const float *x,
             return df_fail(DF_ERR_ARG, "class label %d out of range 0..%d", labels[i], m->cfg.num_class_embeds - 1);
     df_status st = ensure_graph(m, n, h, w);
     if (!st) st = ensure_fast(m);
+    /* at the reserved size every buffer is there (or grows with the reservation, all at once) */
+    const int reserved = m->max_n > 0 && h == m->max_h && w == m->max_w;
+    if (!st) st = ensure_buffers(m, keep || reserved, reserved, 0);
     if (st) return st;
     unet_graph *g = &m->g;
-    size_t need = keep ? g->act_size : g->infer_size;
-    if (need > m->act_cap) {
-        df_free_aligned(m->act);
-        m->act = df_alloc_aligned(need * sizeof(float));
-        m->act_cap = m->act ? need : 0;
-        if (!m->act)
-            return df_fail(DF_ERR_NOMEM, "out of memory for a batch of %d images of %dx%d (%.1f MB of activations)", n,
-                           h, w, need * 4.0 / 1e6);
-    }
+    const int N = g->n;   /* >= n: images n .. N-1 are padding */
+    const size_t per_x = (size_t)m->cfg.in_channels * h * w;
     g->infer = !keep;
-    memcpy(m->t, t, sizeof(float) * (size_t)n);
-    if (labels) memcpy(m->labels, labels, sizeof(int) * (size_t)n);
-    memcpy(m->act + (keep ? g->vals[g->x].off : g->vals[g->x].ioff), x, sizeof(float) * (size_t)n * m->cfg.in_channels * h * w);
+    float *xin = m->act + (keep ? g->vals[g->x].off : g->vals[g->x].ioff);
+    memcpy(xin, x, sizeof(float) * (size_t)n * per_x);
+    memset(xin + (size_t)n * per_x, 0, sizeof(float) * (size_t)(N - n) * per_x);
+    for (int i = 0; i < N; i++) {
+        m->t[i] = t && i < n ? t[i] : 0;
+        m->labels[i] = labels && i < n ? labels[i] : 0;
+    }
     m->dropout_seed = 0;
     if (m->train && g->has_dropout && m->rng) m->dropout_seed = ((uint64_t)df_rng_u32(m->rng) << 32 | df_rng_u32(m->rng)) | 1;
     unet_forward_f32(g, m->params, m->act, m->scratch, m->t, labels ? m->labels : NULL, m->dropout_seed);
-    const gvalue *o = &g->vals[g->out];   /* (n, out_channels, h, w), or a classifier's (n, classes) logits */
-    memcpy(eps, m->act + (keep ? o->off : o->ioff), sizeof(float) * (size_t)o->n * o->c * o->h * o->w);
+    const gvalue *o = &g->vals[g->out];   /* (N, out_channels, h, w), or a classifier's (N, classes) logits */
+    memcpy(eps ? eps : m->out, m->act + (keep ? o->off : o->ioff), sizeof(float) * (size_t)n * o->c * o->h * o->w);
     g->infer = 0;
     m->have_forward = keep;
+    m->fwd_n = n;
     return DF_OK;
 }
 
 df_status df_model_forward(df_model *m, int n, int h, int w, const float *x, const float *t, const int *labels,
                            float *eps) {
-    return model_forward(m, n, h, w, x, t, labels, eps, 1);
+    if (!x || !t || !eps) return df_fail(DF_ERR_ARG, "df_model_forward: x, t and eps must not be NULL");
+    const int caller = threads_enter(m);
+    df_status st = model_forward(m, n, h, w, x, t, labels, eps, 1);
+    threads_leave(caller);
+    return st;
 }
 
-
-
-df_status df_model_features(df_model *m, int n, int h, int w, const float *x, float *feats) {
-    const int k = m->cfg.classifier_classes;
-    if (k <= 0) return df_fail(DF_ERR_CONFIG, "this model is not a classifier: it has no feature layer");
-    if (n <= 0) return DF_OK;
-    const int B = DF_MIN(n, 256);   /* activations of at most 256 images at once */
+static df_status features(df_model *m, int n, int h, int w, const float *x, float *feats) {
+    /* activations of at most 256 images at once, or of the reserved batch */
+    const int B = m->max_n > 0 && h == m->max_h && w == m->max_w ? m->max_n : DF_MIN(n, 256);
     const size_t dim = (size_t)m->cfg.in_channels * h * w;
-    float *z = malloc(sizeof(float) * (size_t)B * k), *t = calloc((size_t)B, sizeof(float));
-    df_status st = z && t ? DF_OK : df_fail(DF_ERR_NOMEM, "out of memory");
-    for (int i0 = 0; i0 < n && !st; i0 += B) {
+    for (int i0 = 0; i0 < n; i0 += B) {
         const int b = DF_MIN(B, n - i0);
-        st = model_forward(m, b, h, w, x + (size_t)i0 * dim, t, NULL, z, 0);
-        if (st) break;
+        df_status st = model_forward(m, b, h, w, x + (size_t)i0 * dim, NULL, NULL, NULL, 0);
+        if (st) return st;
         /* the head ends GroupNorm, SiLU, mean over the image, linear: the linear's input is the feature
          * vector (N, C, 1, 1), plain layout, still in place after the pass (nothing runs after the linear) */
         const unet_graph *g = &m->g;
@@ -408,7 +471,16 @@ df_status df_model_features(df_model *m, int n, int h, int w, const float *x, fl
         const gvalue *f = &g->vals[last->in[0]];
         memcpy(feats + (size_t)i0 * f->c, m->act + f->ioff, sizeof(float) * (size_t)b * f->c);
     }
-    free(z), free(t);
+    return DF_OK;
+}
+
+df_status df_model_features(df_model *m, int n, int h, int w, const float *x, float *feats) {
+    if (m->cfg.classifier_classes <= 0)
+        return df_fail(DF_ERR_CONFIG, "this model is not a classifier: it has no feature layer");
+    if (n <= 0) return DF_OK;
+    const int caller = threads_enter(m);
+    df_status st = features(m, n, h, w, x, feats);
+    threads_leave(caller);
     return st;
 }
 
@@ -417,24 +489,48 @@ int df_model_feature_dim(const df_model *m) {
     return c->classifier_classes > 0 ? c->block_out_channels[c->num_levels - 1] : 0;
 }
 
-df_status df_model_backward(df_model *m, const float *deps, float *dx) {
+static df_status model_backward(df_model *m, const float *deps, float *dx) {
     if (!m->have_forward) return df_fail(DF_ERR_ARG, "df_model_backward: no forward pass to go back through");
     df_status st = ensure_fast(m);
+    if (!st && !m->have_forward) st = df_fail(DF_ERR_ARG, "df_model_backward: the kernels changed after the forward pass");
+    if (!st) st = ensure_buffers(m, 1, 1, 0);
     if (st) return st;
     const unet_graph *g = &m->g;
-    if (g->grad_size > m->dact_cap) {
-        df_free_aligned(m->dact);
-        m->dact = df_alloc_aligned(g->grad_size * sizeof(float));
-        m->dact_cap = m->dact ? g->grad_size : 0;
-        if (!m->dact) return df_fail(DF_ERR_NOMEM, "out of memory for activation gradients");
-    }
     const gvalue *o = &g->vals[g->out], *xv = &g->vals[g->x];
-    memcpy(m->dact + o->goff, deps, sizeof(float) * (size_t)o->n * o->c * o->h * o->w);
+    const size_t per_o = (size_t)o->c * o->h * o->w, per_x = (size_t)xv->c * xv->h * xv->w;
+    const int n = m->fwd_n;   /* the padding images get a zero output gradient */
+    memcpy(m->dact + o->goff, deps, sizeof(float) * (size_t)n * per_o);
+    memset(m->dact + o->goff + (size_t)n * per_o, 0, sizeof(float) * (size_t)(g->n - n) * per_o);
     int conditional = m->cfg.num_class_embeds > 0 || m->cfg.class_embed_timestep;
     unet_backward_f32(g, m->params, m->grads, m->act, m->dact, m->scratch, conditional ? m->labels : NULL,
                       m->dropout_seed);
-    if (dx) memcpy(dx, m->dact + xv->goff, sizeof(float) * (size_t)xv->n * xv->c * xv->h * xv->w);
+    if (dx) memcpy(dx, m->dact + xv->goff, sizeof(float) * (size_t)n * per_x);
     return DF_OK;
+}
+
+df_status df_model_backward(df_model *m, const float *deps, float *dx) {
+    const int caller = threads_enter(m);
+    df_status st = model_backward(m, deps, dx);
+    threads_leave(caller);
+    return st;
+}
+
+static df_status loss_grad(df_model *m, int n, int h, int w, const float *x_t, const float *t, const int *labels,
+                           const float *target, const float *weights, float *loss, float *per_sample) {
+    const size_t per = (size_t)m->cfg.out_channels * h * w;
+    df_status st = model_forward(m, n, h, w, x_t, t, labels, NULL, 1);
+    if (st) return st;
+    double total = 0;
+    for (int i = 0; i < n; i++) {
+        const float *o = m->out + i * per, *y = target + i * per;
+        double l = mse_forward_f32(o, y, per), wi = weights ? weights[i] : 1.0;
+        if (per_sample) per_sample[i] = (float)l;
+        total += wi * l;
+        /* d(loss)/d(out_i) = w_i * 2 (out_i - target_i) / (n * per) */
+        mse_backward_f32(m->dout + i * per, o, y, per, (float)(wi / n));
+    }
+    if (loss) *loss = (float)(total / n);
+    return model_backward(m, m->dout, NULL);
 }
 
 df_status df_model_loss_grad(df_model *m, int n, int h, int w, const float *x_t, const float *t,
@@ -444,30 +540,20 @@ df_status df_model_loss_grad(df_model *m, int n, int h, int w, const float *x_t,
     if (m->cfg.out_channels != m->cfg.in_channels)
         return df_fail(DF_ERR_CONFIG, "L_simple needs out_channels == in_channels (%d != %d)", m->cfg.out_channels,
                        m->cfg.in_channels);
-    const size_t per = (size_t)m->cfg.out_channels * h * w, count = (size_t)n * per;
-    float *out = df_alloc_aligned(count * sizeof(float));
-    if (!out) return df_fail(DF_ERR_NOMEM, "out of memory");
-    df_status st = df_model_forward(m, n, h, w, x_t, t, labels, out);
-    if (!st) {
-        double total = 0;
-        for (int i = 0; i < n; i++) {
-            const float *o = out + i * per, *y = target + i * per;
-            double l = mse_forward_f32(o, y, per), wi = weights ? weights[i] : 1.0;
-            if (per_sample) per_sample[i] = (float)l;
-            total += wi * l;
-            /* d(loss)/d(out_i) = w_i * 2 (out_i - target_i) / (n * per) */
-            mse_backward_f32(out + i * per, o, y, per, (float)(wi / n));
-        }
-        if (loss) *loss = (float)(total / n);
-        st = df_model_backward(m, out, NULL);
-    }
-    df_free_aligned(out);
+    if (!x_t || !t || !target) return df_fail(DF_ERR_ARG, "df_model_loss_grad: x_t, t and target must not be NULL");
+    const int caller = threads_enter(m);
+    df_status st = loss_grad(m, n, h, w, x_t, t, labels, target, weights, loss, per_sample);
+    threads_leave(caller);
     return st;
 }
 
 df_status df_model_denoise(void *ctx, int n, const float *x, const float *t, float *out) {
     df_model_denoiser *d = ctx;
-    return model_forward(d->model, n, d->h, d->w, x, t, d->labels, out, 0);   /* no backward: reuse space */
+    if (!x || !t || !out) return df_fail(DF_ERR_ARG, "df_model_denoise: x, t and out must not be NULL");
+    const int caller = threads_enter(d->model);
+    df_status st = model_forward(d->model, n, d->h, d->w, x, t, d->labels, out, 0);   /* no backward: reuse space */
+    threads_leave(caller);
+    return st;
 }
 
 df_status df_model_class_denoise(void *ctx, int n, const float *x, const float *t, const int *labels, float *out) {
@@ -487,24 +573,21 @@ static double softmax_row(const float *z, int k, double *p) {
     return mx + log(sum);
 }
 
+/* Forward (kept for a backward pass); the logits' cross-entropy gradient into m->dout when wanted. */
 static df_status classifier_pass(df_model *m, int n, int h, int w, const float *x, const float *t, const int *targets,
-                                 float *dlogits_out, double *logp, int *correct, double *loss) {
+                                 int want_grad, double *logp, int *correct, double *loss) {
     const int k = m->cfg.classifier_classes;
     if (k <= 0) return df_fail(DF_ERR_CONFIG, "this model is not a classifier");
+    if (!x || !t || !targets) return df_fail(DF_ERR_ARG, "x, t and the classes must not be NULL");
     for (int i = 0; i < n; i++)
         if (targets[i] < 0 || targets[i] >= k)
             return df_fail(DF_ERR_ARG, "class %d out of range 0..%d", targets[i], k - 1);
-    float *z = malloc(sizeof(float) * (size_t)n * k);
-    double *p = malloc(sizeof(double) * k);
-    if (!z || !p) {
-        free(z), free(p);
-        return df_fail(DF_ERR_NOMEM, "out of memory");
-    }
-    df_status st = model_forward(m, n, h, w, x, t, NULL, z, 1);
-    double total = 0;
+    df_status st = model_forward(m, n, h, w, x, t, NULL, NULL, 1);
+    if (st) return st;
+    double total = 0, *p = m->prob;
     int hits = 0;
-    for (int i = 0; i < n && !st; i++) {
-        const float *zi = z + (size_t)i * k;
+    for (int i = 0; i < n; i++) {
+        const float *zi = m->out + (size_t)i * k;
         double lse = softmax_row(zi, k, p), lp = zi[targets[i]] - lse;
         total -= lp;
         if (logp) logp[i] = lp;
@@ -512,24 +595,21 @@ static df_status classifier_pass(df_model *m, int n, int h, int w, const float *
         for (int j = 1; j < k; j++) best = zi[j] > zi[best] ? j : best;
         hits += best == targets[i];
         /* d(-log p_y)/dz = softmax - onehot, averaged over the batch */
-        for (int j = 0; dlogits_out && j < k; j++)
-            dlogits_out[(size_t)i * k + j] = (float)((p[j] - (j == targets[i])) / n);
+        for (int j = 0; want_grad && j < k; j++) m->dout[(size_t)i * k + j] = (float)((p[j] - (j == targets[i])) / n);
     }
     if (correct) *correct = hits;
     if (loss) *loss = total / n;
-    free(z), free(p);
-    return st;
+    return DF_OK;
 }
 
 df_status df_model_classifier_loss_grad(df_model *m, int n, int h, int w, const float *x, const float *t,
                                         const int *targets, float *loss, int *correct) {
-    float *d = malloc(sizeof(float) * (size_t)n * (m->cfg.classifier_classes > 0 ? m->cfg.classifier_classes : 1));
-    if (!d) return df_fail(DF_ERR_NOMEM, "out of memory");
+    const int caller = threads_enter(m);
     double l = 0;
-    df_status st = classifier_pass(m, n, h, w, x, t, targets, d, NULL, correct, &l);
-    if (!st) st = df_model_backward(m, d, NULL);
+    df_status st = classifier_pass(m, n, h, w, x, t, targets, 1, NULL, correct, &l);
+    if (!st) st = model_backward(m, m->dout, NULL);
     if (!st && loss) *loss = (float)l;
-    free(d);
+    threads_leave(caller);
     return st;
 }
 
@@ -538,17 +618,16 @@ df_status df_model_classify(void *ctx, int n, const float *x, const float *t, co
     const df_model_denoiser *dn = ctx;
     df_model *m = dn->model;
     if (!labels) return df_fail(DF_ERR_ARG, "classifying needs the classes to score");
-    const int k = m->cfg.classifier_classes > 0 ? m->cfg.classifier_classes : 1;
-    float *d = grad ? malloc(sizeof(float) * (size_t)n * k) : NULL;
-    if (grad && !d) return df_fail(DF_ERR_NOMEM, "out of memory");
-    df_status st = classifier_pass(m, n, dn->h, dn->w, x, t, labels, d, logp, NULL, NULL);
+    const int caller = threads_enter(m);
+    df_status st = classifier_pass(m, n, dn->h, dn->w, x, t, labels, grad != NULL, logp, NULL, NULL);
     if (!st && grad) {
         /* grad log p(y | x_t) per image: back through the network from onehot - softmax (the loss gradient
          * times -n) */
-        for (size_t i = 0; i < (size_t)n * k; i++) d[i] *= -(float)n;
+        const size_t k = (size_t)m->cfg.classifier_classes;
+        for (size_t i = 0; i < (size_t)n * k; i++) m->dout[i] *= -(float)n;
         df_model_zero_grad(m);
-        st = df_model_backward(m, d, grad);
+        st = model_backward(m, m->dout, grad);
     }
-    free(d);
+    threads_leave(caller);
     return st;
 }

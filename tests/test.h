@@ -46,6 +46,13 @@ void test_tiny_unet(df_unet_config *c, int attn);
  * image i of class i % classes, as DIR/NAME-images-idx3-ubyte (its path in images) with its labels file. */
 void test_toy_idx(const char *dir, const char *name, int n, int classes, char *images, size_t cap);
 
+/* Counting allocations (tests/alloc_count.c; the test binary wraps malloc & co. at link time). Only
+ * the library's and the tests' own calls are counted, from every thread; what the shared libraries
+ * (oneDNN, OpenMP, OpenBLAS) allocate is not. */
+void test_alloc_begin(void);   /* start counting the library's allocations (calls of malloc & co.) */
+long test_alloc_end(void);     /* stop; the number of allocations since test_alloc_begin */
+long test_alloc_others(void);  /* bytes the shared libraries' allocators grew by meanwhile (mallinfo2), reported only */
+
 /* Largest |a-b| over n values, divided by max|b| (or 1 if b is all zero). Reports the index too. */
 double max_rel_diff(const float *a, const float *b, size_t n, size_t *where);
 

@@ -515,21 +515,23 @@ TEST(deterministic_bits) {
     df_rng_init(&r, 8);
     df_rng_fill_normal(&r, x, nx);
     df_rng_fill_normal(&r, noise, nx);
-    int saved_threads = df_get_num_threads();
+    const int saved_threads = omp_get_max_threads();
     size_t np = 0;
-    for (int k = 0; k < 3; k++) {   /* 0, 1: two models, all threads; 2: one thread */
-        df_set_num_threads(k == 2 ? 1 : saved_threads);
+    for (int k = 0; k < 3; k++) {   /* 0, 1: two models, all threads; 2: one thread (the model's own setting) */
         df_model *m = NULL;
         CHECK_OK(df_model_create(&cfg, 3, &m));
         if (!m) return;
+        df_model_set_threads(m, k == 2 ? 1 : 0);
+        CHECK(df_model_threads(m) == (k == 2 ? 1 : saved_threads), "model %d: %d threads", k, df_model_threads(m));
         np = df_model_num_params(m);
         y[k] = malloc(nx * 4), g[k] = malloc(np * 4);
         CHECK_OK(df_model_forward(m, n, s, s, x, t, NULL, y[k]));
         CHECK_OK(df_model_backward(m, noise, NULL));
         memcpy(g[k], df_model_grads(m), np * 4);
+        CHECK(omp_get_max_threads() == saved_threads, "a model's calls leave OpenMP at %d threads, not the caller's %d",
+              omp_get_max_threads(), saved_threads);
         df_model_free(m);
     }
-    df_set_num_threads(saved_threads);
     CHECK(memcmp(y[0], y[1], nx * 4) == 0 && memcmp(g[0], g[1], np * 4) == 0, "two identical runs differ");
     CHECK(memcmp(y[0], y[2], nx * 4) == 0, "the forward pass depends on the thread count");
     size_t at;
