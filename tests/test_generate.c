@@ -199,3 +199,62 @@ TEST(generate_refuses_bad_requests) {
     df_model_free(cond), df_model_free(uncond);
     df_schedule_free(&s);
 }
+
+/* Counting the library's allocations from the end of the first step to the end of the last: batches
+ * (a partial one among them), guidance's doubled batch and the samplers' buffers were all sized before. */
+typedef struct {
+    long allocations;
+    int  started;
+    long last_done;
+} alloc_watch;
+
+static void count_steps(void *ctx, const df_generate_step *s) {
+    alloc_watch *w = ctx;
+    if (!w->started) {
+        w->started = 1;
+        test_alloc_begin();
+    } else if (s->done == s->total) {
+        w->allocations = test_alloc_end();
+    }
+    w->last_done = s->done;
+}
+
+TEST(generate_allocates_nothing_between_steps) {
+    df_schedule s;
+    CHECK_OK(df_schedule_init_default(&s));
+    df_model *m = tiny_model(4), *clf = NULL;
+    df_unet_config cc;
+    test_tiny_unet(&cc, 0);
+    cc.classifier_classes = 3;
+    CHECK_OK(df_model_create(&cc, 3, &clf));
+    const size_t dim = 64;
+    const int n = 5;
+    float *x = malloc(sizeof(float) * n * dim), img[64], mask[64];
+    for (int j = 0; j < 64; j++) img[j] = 0.5f, mask[j] = j < 32;
+    for (int r = 0; r < 6; r++) {
+        df_generate_params g;
+        base_params(&g, m, &s, n, 2);   /* batches of 2, 2 and 1 */
+        g.null_class = 3;
+        const char *what[] = {"ddim, guided", "dpmpp-3m", "ddpm, classifier guidance", "heun, guided, rescale",
+                              "img2img", "inpaint with jumps"};
+        switch (r) {
+        case 0: g.guidance = 3; break;
+        case 1: g.sampler.kind = DF_SAMPLER_DPMPP_3M; break;
+        case 2: g.sampler.kind = DF_SAMPLER_DDPM, g.classifier = clf, g.classifier_scale = 2; break;
+        case 3: g.sampler.kind = DF_SAMPLER_HEUN, g.guidance = 2, g.guidance_rescale = 0.5; break;
+        case 4: g.init_image = img, g.strength = 0.7; break;
+        case 5: g.inpaint_image = img, g.mask = mask, g.jump_length = 2, g.jump_n = 2; break;
+        }
+        alloc_watch w = {0};
+        g.on_step = count_steps, g.ctx = &w;
+        CHECK_OK(df_generate(&g, x));
+        CHECK(w.started && w.last_done > 3, "%s: %ld steps reported", what[r], w.last_done);
+        CHECK(w.allocations == 0, "%s: %ld allocations by the library between the first and the last step", what[r],
+              w.allocations);
+        printf("    %s: %ld library allocations over %ld steps; shared libraries' heap grew %ld bytes\n", what[r],
+               w.allocations, w.last_done, test_alloc_others());
+    }
+    free(x);
+    df_model_free(m), df_model_free(clf);
+    df_schedule_free(&s);
+}
