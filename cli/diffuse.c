@@ -2,7 +2,7 @@
  * one line on stderr and a non-zero exit. */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
-#include "internal.h"
+#include "restart.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -63,7 +63,7 @@ static int find_command(const char *name) {
 }
 
 int main(int argc, char **argv) {
-    df_prefer_passive_threads(argv);
+    cli_prefer_passive_threads(argv);
     /* the command, looked for past any leading --threads, so that errors in --threads name it */
     int first = 1;
     while (first < argc && (strcmp(argv[first], "--threads") == 0 || strncmp(argv[first], "--threads=", 10) == 0))
