@@ -12,47 +12,62 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-const char cmd_predict_usage[] =
-    "usage: diffuse predict [--grads] MODEL_DIR IN.safetensors OUT.safetensors\n"
-    "\n"
-    "Run the noise predictor on the tensors x (N, C, H, W), t (N) and optionally class_labels (N) read from\n"
-    "IN, and write eps to OUT. With --grads, also read grad_out (shaped like eps) and write grad_x and\n"
-    "grad.<name> for every parameter: the gradients of sum(grad_out * eps). MODEL_DIR holds config.json and\n"
-    "diffusion_pytorch_model.safetensors (or model.safetensors).\n";
-const char cmd_init_usage[] =
-    "usage: diffuse init [--seed S] (--preset NAME | --config config.json) OUT_DIR\n"
-    "\n"
-    "Write a freshly initialised model directory (PyTorch's default initialisation, drawn from the seed).\n"
-    "Presets: fmnist-s (28x28 gray, 3.9 M parameters), cifar10 (google/ddpm-cifar10-32's layout).\n";
-const char cmd_info_usage[] =
-    "usage: diffuse info MODEL\n"
-    "\n"
-    "Show what a model, checkpoint or run directory holds: config, parameter count, compute per image.\n";
+static int predict_main(int argc, char **argv);
+static int init_main(int argc, char **argv);
+static int info_main(int argc, char **argv);
+
+const cli_command cmd_predict = {
+    .name = "predict",
+    .usage = "usage: diffuse predict [--grads] MODEL_DIR IN.safetensors OUT.safetensors",
+    .summary = "run the noise predictor on tensors from a safetensors file",
+    .about = "Run the noise predictor on the tensors x (N, C, H, W), t (N) and optionally class_labels (N) read from\n"
+             "IN, and write eps to OUT. With --grads, also read grad_out (shaped like eps) and write grad_x and\n"
+             "grad.<name> for every parameter: the gradients of sum(grad_out * eps). MODEL_DIR holds config.json and\n"
+             "diffusion_pytorch_model.safetensors (or model.safetensors).",
+    .max_args = 3,
+    .run = predict_main,
+};
+const cli_command cmd_init = {
+    .name = "init",
+    .usage = "usage: diffuse init [--seed S] (--preset NAME | --config config.json) OUT_DIR",
+    .summary = "write a freshly initialised model",
+    .about = "Write a freshly initialised model directory (PyTorch's default initialisation, drawn from the seed).",
+    .max_args = 1,
+    .run = init_main,
+};
+const cli_command cmd_info = {
+    .name = "info",
+    .usage = "usage: diffuse info MODEL",
+    .summary = "what a model, checkpoint or run holds",
+    .about = "Show what a model, checkpoint or run directory holds: config, parameter count, compute per image.",
+    .max_args = 1,
+    .run = info_main,
+};
 
 /* 1 if `out` would overwrite the input or one of the model's own files. */
 static int overwrites_input(const char *out, const char *model_dir, const char *in) {
     if (cli_same_file(out, in)) return 1;
     static const char *const own[] = {"config.json", "diffusion_pytorch_model.safetensors", "model.safetensors"};
     char p[4200];
-    for (int i = 0; i < DF_COUNTOF(own); i++) {
+    for (int i = 0; i < CLI_COUNTOF(own); i++) {
         snprintf(p, sizeof p, "%s/%s", model_dir, own[i]);
         if (cli_same_file(out, p)) return 1;
     }
     return 0;
 }
 
-int cmd_predict(int argc, char **argv) {
+static int predict_main(int argc, char **argv) {
     int grads = 0;
-    cli_opt opts[] = {
-        {"--grads", OPT_FLAG, &grads, 0, 0},
-        {NULL, OPT_FLAG, NULL, 0, 0},
+    const cli_opt opts[] = {
+        OPT_FLAG("--grads", &grads, .help = "also the gradients of sum(grad_out * eps) for x and every parameter"),
+        CLI_END,
     };
-    const char *pos[3];
-    int npos;
-    int rc = cli_parse("predict", argc, argv, opts, pos, 3, &npos, cmd_predict_usage);
-    if (rc) return rc;
+    cli_args a;
+    int rc = cli_parse(&cmd_predict, opts, argc, argv, &a);
+    if (rc) return cli_exit(rc);
     static const char *const wanted[] = {"MODEL_DIR", "IN.safetensors", "OUT.safetensors"};
-    if (npos != 3) return cli_usage_error("missing %s", wanted[npos]);
+    if (a.npos != 3) return cli_usage_error("missing %s", wanted[a.npos]);
+    const char *const *pos = a.pos;
     if (overwrites_input(pos[2], pos[0], pos[1]))
         return cli_usage_error("OUT %s would overwrite an input; write the result elsewhere", pos[2]);
     if (cli_check_input("MODEL_DIR", pos[0], 1) || cli_check_input("IN", pos[1], 0) ||
@@ -185,30 +200,30 @@ done:
 static void remove_model_dir(const char *dir) {
     static const char *const files[] = {"config.json", "diffusion_pytorch_model.safetensors"};
     char p[4200];
-    for (int i = 0; i < DF_COUNTOF(files); i++) {
+    for (int i = 0; i < CLI_COUNTOF(files); i++) {
         snprintf(p, sizeof p, "%s/%s", dir, files[i]);
         remove(p);
     }
     rmdir(dir);
 }
 
-int cmd_init(int argc, char **argv) {
+static int init_main(int argc, char **argv) {
     const char *preset = NULL, *config = NULL;
     uint64_t seed = 0;
-    cli_opt opts[] = {
-        {"--preset", OPT_STR, &preset, 0, 0},
-        {"--config", OPT_STR, &config, 0, 0},
-        {"--seed", OPT_U64, &seed, 0, 0},
-        {NULL, OPT_FLAG, NULL, 0, 0},
+    const cli_opt opts[] = {
+        OPT_STR("--preset", &preset, .meta = "NAME",
+                .help = "fmnist-s (28x28 gray, 3.9 M parameters) or cifar10 (google/ddpm-cifar10-32's layout)"),
+        OPT_STR("--config", &config, .meta = "FILE", .help = "or a diffusers UNet2DModel config.json"),
+        OPT_U64("--seed", &seed, .meta = "S", .help = "seed of the initial weights"),
+        CLI_END,
     };
-    const char *pos[1];
-    int npos;
-    int rc = cli_parse("init", argc, argv, opts, pos, 1, &npos, cmd_init_usage);
-    if (rc) return rc;
+    cli_args a;
+    int rc = cli_parse(&cmd_init, opts, argc, argv, &a);
+    if (rc) return cli_exit(rc);
     if (preset && config) return cli_usage_error("--preset and --config both choose the model: give one");
     if (!preset && !config) return cli_usage_error("which model? give --preset NAME or --config config.json");
-    if (npos != 1) return cli_usage_error("missing OUT_DIR");
-    const char *dir = pos[0];
+    if (a.npos != 1) return cli_usage_error("missing OUT_DIR");
+    const char *dir = a.pos[0];
     df_unet_config cfg;
     if (preset && df_unet_config_preset(preset, &cfg)) return cli_usage_error("--preset: %s", df_error());
     char own[4200];
@@ -255,14 +270,13 @@ static void print_training_state(const char *dir) {
     cJSON_Delete(j);
 }
 
-int cmd_info(int argc, char **argv) {
-    cli_opt opts[] = {{NULL, OPT_FLAG, NULL, 0, 0}};
-    const char *pos[1];
-    int npos;
-    int rc = cli_parse("info", argc, argv, opts, pos, 1, &npos, cmd_info_usage);
-    if (rc) return rc;
-    if (npos != 1) return cli_usage_error("which model? give a model, checkpoint or run directory");
-    const char *path = pos[0];
+static int info_main(int argc, char **argv) {
+    const cli_opt opts[] = {CLI_END};
+    cli_args a;
+    int rc = cli_parse(&cmd_info, opts, argc, argv, &a);
+    if (rc) return cli_exit(rc);
+    if (a.npos != 1) return cli_usage_error("which model? give a model, checkpoint or run directory");
+    const char *path = a.pos[0];
     if (cli_check_input("", path, 1)) return 1;
     df_model *m;
     df_scheduler_config sc;
