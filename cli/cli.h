@@ -84,7 +84,7 @@ typedef struct {
 
 #define CLI_TYPED(T, p) _Generic((p), T: (p))   /* a compile error unless p has type T */
 /* An enum destination: written as an int, so it must be int-sized (GCC's enums are) */
-#define CLI_INT_SIZED(p) ((void)sizeof(char[sizeof *(p) == sizeof(int) ? 1 : -1]), (void *)(p))
+#define CLI_INT_SIZED(p) ((void *)((char *)(p) + 0 * sizeof(char[sizeof *(p) == sizeof(int) ? 1 : -1])))
 #define OPT_FLAG(nm, d, ...) {.name = (nm), .kind = CLI_FLAG, .dst = CLI_TYPED(int *, d), __VA_ARGS__}
 #define OPT_INT(nm, d, ...) {.name = (nm), .kind = CLI_INT, .dst = CLI_TYPED(int *, d), __VA_ARGS__}
 #define OPT_LONG(nm, d, ...) {.name = (nm), .kind = CLI_LONG, .dst = CLI_TYPED(long *, d), __VA_ARGS__}

@@ -147,7 +147,7 @@ static void default_steps_text(char *buf, size_t cap) {
     size_t n = 0;
     for (int k = 0; k < CLI_COUNTOF(default_steps) && n < cap; k++)
         n += (size_t)snprintf(buf + n, cap - n, "%s%d", k ? "," : "", default_steps[k]);
-    if (n < cap) snprintf(buf + n, cap - n, " (scaled to T)");
+    if (n < cap) snprintf(buf + n, cap - n, ", scaled to T");
 }
 
 /* Returns 0, CLI_HELP, 1 (a missing or unwritable file, reported) or 2 (a usage error, reported). */
@@ -161,7 +161,7 @@ static int parse_args(int argc, char **argv, noise_opts *o) {
                  .help = "comma-separated timesteps t: diffusers' indices 0..T-1, abar_t = alphas_cumprod[t] (what a "
                          "scheduler's add_noise uses); 0 shows x_0 itself"),
         OPT_ENUM("--schedule", &o->kind, &cli_beta_schedules, .meta = "S",
-                 .help = "betas 1e-4..0.02 (diffusers' DDPMScheduler defaults) on the schedule"),
+                 .help = "the beta schedule, from 1e-4 to 0.02 as diffusers' DDPMScheduler"),
         OPT_LONG("--timesteps", &o->T, .lo = 2, .hi = 100000, .meta = "T", .help = "length of the chain"),
         OPT_LONG("--size", &o->size, .lo = 1, .hi = MAX_SIZE, .meta = "N", .def = size_def,
                  .help = "centre-crop and resize to N x N first"),
@@ -249,6 +249,18 @@ static int make_x0(const noise_opts *o, int *c, int *h, int *w, float **x0) {
     return 0;
 }
 
+/* What was written, and each step's signal and noise coefficients. */
+static void print_report(const noise_opts *o, const df_schedule *s, int c, int h, int w) {
+    printf("wrote %s: %d steps of %dx%d %s, %s schedule, T = %ld, seed %llu\n", o->out, o->nsteps, w, h,
+           c == 1 ? "gray" : "RGB", df_beta_kind_name(o->kind), o->T, (unsigned long long)o->seed);
+    printf("%8s  %12s  %14s\n", "t", "sqrt(abar_t)", "sqrt(1-abar_t)");
+    for (int i = 0; i < o->nsteps; i++) {
+        long t = o->steps[i];
+        if (t == 0) printf("%8ld  %12.6f  %14.6f  the clean image x_0\n", t, 1.0, 0.0);
+        else printf("%8ld  %12.6f  %14.6f\n", t, s->sqrt_alphas_cumprod[t], s->sqrt_one_minus_alphas_cumprod[t]);
+    }
+}
+
 static int noise_main(int argc, char **argv) {
     noise_opts o = {.kind = DF_BETA_LINEAR, .T = 1000};
     int rc = parse_args(argc, argv, &o);
@@ -311,14 +323,7 @@ static int noise_main(int argc, char **argv) {
         goto done;
     }
     rc = 0;
-    printf("wrote %s: %d steps of %dx%d %s, %s schedule, T = %ld, seed %llu\n", o.out, n, w, h,
-           c == 1 ? "gray" : "RGB", df_beta_kind_name(o.kind), o.T, (unsigned long long)o.seed);
-    printf("%8s  %12s  %14s\n", "t", "sqrt(abar_t)", "sqrt(1-abar_t)");
-    for (int i = 0; i < n; i++) {
-        long t = o.steps[i];
-        if (t == 0) printf("%8ld  %12.6f  %14.6f  the clean image x_0\n", t, 1.0, 0.0);
-        else printf("%8ld  %12.6f  %14.6f\n", t, s.sqrt_alphas_cumprod[t], s.sqrt_one_minus_alphas_cumprod[t]);
-    }
+    print_report(&o, &s, c, h, w);
 done:
     free(x0);
     free(eps);

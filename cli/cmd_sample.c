@@ -128,7 +128,7 @@ static int parse(int argc, char **argv, sample_settings *s) {
         OPT_ENUM("--sampler", &s->sampler, &cli_samplers, .meta = "NAME", .help = "the sampler"),
         OPT_INT("--steps", &s->steps, .lo = 1, .hi = 100000, .meta = "N", .def = "50; ddpm: the training timesteps",
                 .help = "denoising steps"),
-        OPT_DOUBLE("--eta", &s->eta, .lo = 0, .hi = 1, .meta = "X", .help = "DDIM noise (0: deterministic)"),
+        OPT_DOUBLE("--eta", &s->eta, .lo = 0, .hi = 1, .meta = "X", .help = "DDIM noise, 0 for deterministic steps"),
         OPT_ENUM("--spacing", &s->spacing, &cli_spacings, .meta = "NAME", .help = "timestep spacing"),
         OPT_FLAG("--karras", &s->karras, .help = "Karras sigmas (euler, heun, dpmpp-*)"),
         OPT_FLAG("--large-variance", &s->large_variance, .help = "DDPM with beta_t as the reverse variance"),
@@ -177,8 +177,8 @@ static int parse(int argc, char **argv, sample_settings *s) {
                 .help = "regenerate the white part of --mask, keep the rest of IMG (RePaint)"),
         OPT_STR("--mask", &s->mask, .meta = "MASK", .help = "the inpainting mask"),
         OPT_INT("--jump-length", &s->jump_length, .lo = 1, .hi = 1000, .meta = "N",
-                .help = "RePaint resampling: jump back N steps (1: off)"),
-        OPT_INT("--jump-n", &s->jump_n, .lo = 1, .hi = 1000, .meta = "N", .help = "RePaint resampling: N times (1: off)"),
+                .help = "RePaint resampling: jump back N steps; 1 is off"),
+        OPT_INT("--jump-n", &s->jump_n, .lo = 1, .hi = 1000, .meta = "N", .help = "RePaint resampling: N times; 1 is off"),
         CLI_END,
     };
     cli_args a;

@@ -9,6 +9,7 @@ enum {
     HELP_WIDTH = 106,   /* wrap help text before this column */
     HELP_COLUMN = 25,   /* where an option's help starts */
 };
+#define NBSP "\x1f"     /* a space that print_wrapped does not break at ("default: 64") */
 
 void cli_print_usage_line(FILE *f, const cli_command *cmd) {
     size_t len = strlen(cmd->usage);
@@ -50,7 +51,8 @@ static void print_wrapped(FILE *f, int col, int indent, const char *text) {
             if (cut == 0) cut = (int)strcspn(s, " ");
             len = cut;
         }
-        fprintf(f, "%.*s\n", len, s);
+        for (int i = 0; i < len; i++) fputc(s[i] == NBSP[0] ? ' ' : s[i], f);
+        fputc('\n', f);
         s += len;
         while (*s == ' ') s++;
         if (*s) fprintf(f, "%*s", indent, "");
@@ -64,11 +66,11 @@ static void print_option(FILE *f, const cli_opt *o) {
     snprintf(left, sizeof left, "  %s%s%s%s%s", o->alias ? o->alias : "", o->alias ? ", " : "", o->name,
              o->meta ? " " : "", o->meta ? o->meta : "");
     size_t n = (size_t)snprintf(text, sizeof text, "%s", o->help ? o->help : "");
-    if (o->kind == CLI_ENUM)
+    if (o->choices)
         for (int i = 0; i < o->choices->count && n < sizeof text; i++)
             n += (size_t)snprintf(text + n, sizeof text - n, "%s%s", i ? ", " : ": ", o->choices->name(i));
     const char *d = default_text(o, def, sizeof def);
-    if (d && n < sizeof text) snprintf(text + n, sizeof text - n, " (default: %s)", d);
+    if (d && n < sizeof text) snprintf(text + n, sizeof text - n, " (default:" NBSP "%s)", d);
     int col = (int)strlen(left);
     fputs(left, f);
     if (col + 1 > HELP_COLUMN) {   /* a long name: the help on the next line */
@@ -81,7 +83,7 @@ static void print_option(FILE *f, const cli_opt *o) {
 
 static void print_options(FILE *f, const cli_opt *opts) {
     for (const cli_opt *o = opts; o->name; o++) {
-        if (o->kind == CLI_SECTION) fprintf(f, "%s\n", o->help);
+        if (o->kind == CLI_SECTION) fprintf(f, "%s%s\n", o == opts ? "" : "\n", o->help);
         else print_option(f, o);
     }
 }
