@@ -36,7 +36,9 @@ REAL_SRC := $(wildcard src/*_real.c)
 LIB_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/src/%.o) \
             $(REAL_SRC:src/%.c=$(BUILD)/src/%_f32.o) $(REAL_SRC:src/%.c=$(BUILD)/src/%_f64.o)
 CLI_SRC  := $(wildcard cli/*.c)
-TEST_SRC := $(wildcard tests/*.c) fuzz/targets.c
+# the programs' OpenMP wait-policy restart: process-wide, so the tests and benchmarks link it from cli/
+RESTART  := cli/restart.c
+TEST_SRC := $(wildcard tests/*.c) fuzz/targets.c $(RESTART)
 BENCH_SRC:= $(wildcard bench/*.c)
 HDRS     := $(wildcard include/*.h src/*.h tests/*.h cli/*.h fuzz/*.h)
 
@@ -71,8 +73,8 @@ $(BUILD)/example_%: examples/%.c $(BUILD)/libdiffuse.a include/diffuse.h
 	$(CC) $(CFLAGS) $< $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
 # each bench/NAME.c is its own program, build/bench_NAME (the peak probe needs fused multiply-adds)
 $(BUILD)/bench_unet: CFLAGS += -ffp-contract=fast
-$(BUILD)/bench_%: bench/%.c $(BUILD)/libdiffuse.a $(HDRS)
-	$(CC) $(CFLAGS) $< $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
+$(BUILD)/bench_%: bench/%.c $(RESTART) $(BUILD)/libdiffuse.a $(HDRS)
+	$(CC) $(CFLAGS) $< $(RESTART) $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
 
 deps:
 	@sh scripts/deps.sh

@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "diffuse.h"
 #include "internal.h"
+#include "../cli/restart.h"
 
 #include <omp.h>
 #include <stdio.h>
@@ -16,7 +17,7 @@ static const char *isa(void) {
 }
 
 int main(int argc, char **argv) {
-    df_prefer_passive_threads(argv);
+    cli_prefer_passive_threads(argv);
     const char *features = "models/fmnist-features";
     int n = 10000, runs = 3;
     for (int i = 1; i + 1 < argc; i += 2) {

@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "diffuse.h"
 #include "internal.h"
+#include "../cli/restart.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -95,7 +96,7 @@ typedef struct {
 } config;
 
 int main(int argc, char **argv) {
-    df_prefer_passive_threads(argv);
+    cli_prefer_passive_threads(argv);
     size_t vectors = 50000;
     uint64_t seed = 1;
     for (int i = 1; i < argc; i++) {

@@ -10,6 +10,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "diffuse.h"
 #include "internal.h"
+#include "../cli/restart.h"
 
 #include <math.h>
 #include <omp.h>
@@ -368,7 +369,7 @@ static void scaling(const char *svg) {
 
 int main(int argc, char **argv) {
     if (!getenv("OMP_WAIT_POLICY")) setenv("DIFFUSE_BENCH_TORCH_DEFAULT_ENV", "1", 1);
-    df_prefer_passive_threads(argv);
+    cli_prefer_passive_threads(argv);
     if (getenv("DIFFUSE_BENCH_TORCH_DEFAULT_ENV")) snprintf(torch_env, sizeof torch_env, "env -u OMP_WAIT_POLICY");
     const char *models = "fmnist-s,cifar10", *svg = NULL;
     int do_scaling = 0;

@@ -1,27 +1,153 @@
-/* Shared pieces of the `diffuse` command: error reporting and the commands' entry points. Each command
- * lives in its own cli/cmd_*.c and is listed in the table in cli/diffuse.c. */
+/* Shared pieces of the `diffuse` command: the commands, their option tables (which drive both parsing and
+ * --help), error reporting, path checks and progress bars. Each command lives in its own cli/cmd_*.c and is
+ * listed in cli/diffuse.c. */
 #ifndef DF_CLI_H
 #define DF_CLI_H
 
 #include "diffuse.h"
 
+#include <stdint.h>
 #include <stdio.h>
 
-/* Errors. Every message is one line "diffuse <cmd>: ..." on stderr, <cmd> being the command main() is
- * running (set with cli_set_command; NULL for the top level, giving "diffuse: ..."). Exit codes: 2 for a
- * usage error (a bad or contradictory argument: the message is followed by the command's usage line), 1
- * for anything else (a missing file, a bad model, a failed write). */
-void cli_set_command(const char *cmd, const char *usage);
+#define CLI_COUNTOF(a) ((int)(sizeof(a) / sizeof((a)[0])))
+#define CLI_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define CLI_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* ---- commands ------------------------------------------------------------------------------------------- */
+
+/* A command: what --help, the usage line after an error and the overview say about it. The top level is a
+ * command too (name NULL) whose `commands` lists the others. */
+typedef struct cli_command {
+    const char *name;      /* "sample"; NULL for the top level */
+    const char *usage;     /* "usage: diffuse sample MODEL [options]"; a second form on a second line */
+    const char *summary;   /* one line for the overview (diffuse --help) */
+    const char *about;     /* what the command does, printed after the usage (NULL: nothing) */
+    const char *epilog;    /* printed after the options (NULL: nothing) */
+    int         max_args;  /* positional arguments accepted */
+    int (*run)(int argc, char **argv);   /* argv: the arguments after the command's name */
+    const struct cli_command *const *commands;   /* the top level's commands, NULL-terminated */
+} cli_command;
+
+extern const cli_command cmd_train, cmd_sample, cmd_noise, cmd_info, cmd_init, cmd_predict, cmd_eval,
+    cmd_train_classifier;
+
+/* ---- option tables -------------------------------------------------------------------------------------- */
+
+/* What an option's value is and where it goes. */
+typedef enum {
+    CLI_FLAG,      /* int, set to 1; takes no value */
+    CLI_INT,       /* int in [lo, hi] */
+    CLI_LONG,      /* long in [lo, hi] */
+    CLI_DOUBLE,    /* a finite double in [lo, hi]; a tiny positive lo (<= 1e-6) reads "above 0" in messages */
+    CLI_U64,       /* uint64_t, any whole number from 0 */
+    CLI_STR,       /* const char *, non-empty (points into argv) */
+    CLI_ENUM,      /* an enum (or int): the index of one of `choices` */
+    CLI_INTS,      /* cli_ints: comma-separated whole numbers in [lo, hi] */
+    CLI_CALL,      /* anything else: parse(text, dst) */
+    CLI_SECTION,   /* not an option: `help` is a heading in --help */
+    CLI_KIND_COUNT
+} cli_kind;
+
+/* The names an enum option takes: name(i) for i in [0, count). parse may accept more spellings than the
+ * names (the library's "cosine" for squaredcos_cap_v2); NULL: exactly the names. */
+typedef struct {
+    int count;
+    const char *(*name)(int i);
+    df_status (*parse)(const char *text, int *value);   /* DF_OK, or a df_error() message naming the text */
+} cli_choices;
+/* The library's names: samplers, timestep spacings, predictions, beta schedules. */
+extern const cli_choices cli_samplers, cli_spacings, cli_predictions, cli_beta_schedules;
+
+enum { CLI_MAX_INTS = 1024 };
+typedef struct {
+    const char *text;   /* as given (NULL: not given) */
+    int         n;
+    int         v[CLI_MAX_INTS];
+} cli_ints;
+
+/* One row of a command's table: its name, value, destination, range, and its line in --help. A table ends
+ * with CLI_END. Write rows with the OPT_* macros below: they check the destination's type. */
+typedef struct {
+    const char *name;     /* "--steps" */
+    const char *alias;    /* another spelling ("-h"), or NULL */
+    cli_kind    kind;
+    void       *dst;
+    double      lo, hi;   /* CLI_INT, CLI_LONG, CLI_DOUBLE, CLI_INTS: the accepted range */
+    const char *meta;     /* the value in --help: "N", "PATH" */
+    const char *help;     /* one sentence; --help wraps it */
+    const char *def;      /* the default as --help shows it; NULL: the destination's value before parsing
+                           * (so a default is written once, where the destination is set); "": none */
+    const cli_choices *choices;                 /* CLI_ENUM */
+    int (*parse)(const char *text, void *dst);  /* CLI_CALL: 0, or 2 after cli_usage_error */
+    int global;           /* taken from anywhere on the command line by cli_take (--threads) */
+} cli_opt;
+
+#define CLI_TYPED(T, p) _Generic((p), T: (p))   /* a compile error unless p has type T */
+/* An enum destination: written as an int, so it must be int-sized (GCC's enums are) */
+#define CLI_INT_SIZED(p) ((void *)((char *)(p) + 0 * sizeof(char[sizeof *(p) == sizeof(int) ? 1 : -1])))
+#define OPT_FLAG(nm, d, ...) {.name = (nm), .kind = CLI_FLAG, .dst = CLI_TYPED(int *, d), __VA_ARGS__}
+#define OPT_INT(nm, d, ...) {.name = (nm), .kind = CLI_INT, .dst = CLI_TYPED(int *, d), __VA_ARGS__}
+#define OPT_LONG(nm, d, ...) {.name = (nm), .kind = CLI_LONG, .dst = CLI_TYPED(long *, d), __VA_ARGS__}
+#define OPT_DOUBLE(nm, d, ...) {.name = (nm), .kind = CLI_DOUBLE, .dst = CLI_TYPED(double *, d), __VA_ARGS__}
+#define OPT_U64(nm, d, ...) {.name = (nm), .kind = CLI_U64, .dst = CLI_TYPED(uint64_t *, d), __VA_ARGS__}
+#define OPT_STR(nm, d, ...) {.name = (nm), .kind = CLI_STR, .dst = CLI_TYPED(const char **, d), __VA_ARGS__}
+#define OPT_ENUM(nm, d, ch, ...) {.name = (nm), .kind = CLI_ENUM, .dst = CLI_INT_SIZED(d), .choices = (ch), __VA_ARGS__}
+#define OPT_INTS(nm, d, ...) {.name = (nm), .kind = CLI_INTS, .dst = CLI_TYPED(cli_ints *, d), __VA_ARGS__}
+#define OPT_CALL(nm, d, fn, ...) {.name = (nm), .kind = CLI_CALL, .dst = (d), .parse = (fn), __VA_ARGS__}
+#define OPT_SECTION(text) {.name = "", .kind = CLI_SECTION, .help = (text)}
+#define CLI_END {.name = NULL}
+
+/* What cli_parse found: the positional arguments and which options were given. */
+enum { CLI_MAX_ARGS = 4, CLI_MAX_OPTS = 128 };
+typedef struct {
+    const cli_opt *opts;
+    const char    *pos[CLI_MAX_ARGS];
+    int            npos;
+    unsigned char  given[CLI_MAX_OPTS];   /* by row of opts */
+} cli_args;
+
+/* cli_parse's answer when -h or --help was among the arguments: the help is on stdout, exit with 0. */
+#define CLI_HELP (-1)
+/* The exit code for what cli_parse returned: `if (rc) return cli_exit(rc);` */
+static inline int cli_exit(int rc) { return rc == CLI_HELP ? 0 : rc; }
+
+/* Parse a command's arguments (those after its name) with its table; makes cmd the command that errors
+ * name. Values follow as the next argument or after '=' ("--steps=10"); "--" ends the options; -h or
+ * --help anywhere before it prints the help and returns CLI_HELP. Every value is checked and stored as it
+ * is read. Returns 0; or 2 after one line and the usage line on stderr, for an unknown option, a missing or
+ * bad value, an option given twice, or more than cmd->max_args positional arguments. */
+int cli_parse(const cli_command *cmd, const cli_opt *opts, int argc, char **argv, cli_args *out);
+/* 1 if option `name` (a row of the parsed table: anything else is a bug) was given. */
+int cli_given(const cli_args *a, const char *name);
+/* Take the table's `global` options out of argv[1..argc) wherever they are (before any "--"), storing their
+ * values as cli_parse does. Returns 0, or 2 after a usage error. */
+int cli_take(const cli_opt *opts, int *argc, char **argv);
+/* The row named `name` (or its alias; "--x=1" matches "--x"), or NULL. */
+const cli_opt *cli_find(const cli_opt *opts, const char *name);
+
+/* Comma-separated whole numbers ("3,7,0") in [lo, hi]; a usage error naming `opt` (returns 2) otherwise. */
+int cli_parse_ints(const char *opt, const char *text, int lo, int hi, cli_ints *out);
+
+/* The full help: usage, about, the commands (top level), the options with their defaults, the epilog. */
+void cli_print_help(FILE *f, const cli_command *cmd, const cli_opt *opts);
+/* The usage line after an error: cmd->usage and where to find more. */
+void cli_print_usage_line(FILE *f, const cli_command *cmd);
+
+/* ---- errors --------------------------------------------------------------------------------------------- */
+
+/* Every message is one line "diffuse <cmd>: ..." on stderr, <cmd> being the command being run (set by
+ * cli_parse or cli_set_command; the top level gives "diffuse: ..."). Exit codes: 2 for a usage error (a bad
+ * or contradictory argument: the message is followed by the command's usage line), 1 for anything else (a
+ * missing file, a bad model, a failed write). */
+void cli_set_command(const cli_command *cmd);
 /* Print the message and return 1. A message that starts with "<cmd>: " does not repeat the command. */
 int cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Print df_error() and return 1 (0 if st is DF_OK). */
 int cli_fail(df_status st);
 /* Print the message, then the usage line, and return 2. */
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* The usage line: the lines of `usage` before its first blank line, with a pointer to --help for the rest. */
-void cli_print_usage_line(FILE *f, const char *cmd, const char *usage);
-/* Parse a whole decimal number in [lo, hi] for option `opt`; a usage error (returns 2) otherwise. */
-int cli_int(const char *opt, const char *text, long lo, long hi, long *out);
+
+/* ---- paths (cli/paths.c) -------------------------------------------------------------------------------- */
 
 /* Checks made before any work starts. `what` names the argument ("--mask", "MODEL"; "" for none).
  * cli_check_input: `path` must exist and be readable, a directory if want_dir, a file otherwise.
@@ -37,6 +163,11 @@ int cli_check_data(const char *what, const char *path);
 int cli_same_file(const char *a, const char *b);
 /* 1 if s ends with suffix, ignoring case (".png" matches "X.PNG"). */
 int cli_has_suffix(const char *s, const char *suffix);
+/* The shipped feature network for 28x28 gray images (models/fmnist-features), found from the current
+ * directory or beside the program (build/diffuse -> models/); buf holds the second form. */
+const char *cli_default_features(char *buf, size_t cap);
+
+/* ---- progress (cli/progress.c) -------------------------------------------------------------------------- */
 
 /* A progress bar on stderr (redrawn in place on a terminal, a line every 5 s otherwise). */
 typedef struct {
@@ -50,41 +181,5 @@ void cli_progress_draw(cli_progress *p, double done, double total, double eta, c
 void cli_progress_line(cli_progress *p, const char *text);   /* a message that stays above the bar */
 void cli_progress_done(cli_progress *p);
 void cli_format_duration(double sec, char *out, size_t cap);
-
-/* Command options: a table ending with {NULL}. Values land in *dst (int, long, double, const char *,
- * uint64_t or an int set to 1 for flags); numbers are checked against [lo, hi] (not for OPT_U64). Values
- * follow as the next argument or after '=' ("--steps=10"); "--" ends the options. Positional arguments go
- * to pos (at most maxpos). An unknown option, a missing or bad value, an option given twice or one
- * positional too many is a usage error: returns 2 after printing one line and the usage line; else 0.
- * cmd and usage become the command the error functions name (as cli_set_command). */
-typedef enum { OPT_FLAG, OPT_INT, OPT_LONG, OPT_DOUBLE, OPT_STR, OPT_U64 } cli_opt_kind;
-typedef struct {
-    const char  *name;
-    cli_opt_kind kind;
-    void        *dst;
-    double       lo, hi;
-} cli_opt;
-int cli_parse(const char *cmd, int argc, char **argv, const cli_opt *opts, const char **pos, int maxpos, int *npos,
-              const char *usage);
-/* 1 if option `name` is among the arguments cli_parse accepted (before any "--"). */
-int cli_given(int argc, char **argv, const char *name);
-/* "3,7,0" -> out[], each in [lo, hi], at most cap; a usage error (returns 2) on bad input. */
-int cli_parse_list(const char *cmd, const char *opt, const char *text, int lo, int hi, int *out, int cap, int *n);
-
-/* The shipped feature network for 28x28 gray images (models/fmnist-features), found from the current
- * directory or beside the program (build/diffuse -> models/); buf holds the second form. */
-const char *cli_default_features(char *buf, size_t cap);
-
-/* Each command: its entry point and its --help text. */
-extern const char cmd_train_usage[], cmd_sample_usage[], cmd_noise_usage[], cmd_predict_usage[], cmd_init_usage[],
-    cmd_info_usage[], cmd_train_classifier_usage[], cmd_eval_usage[];
-int cmd_eval(int argc, char **argv);
-int cmd_train_classifier(int argc, char **argv);
-int cmd_predict(int argc, char **argv);
-int cmd_init(int argc, char **argv);
-int cmd_info(int argc, char **argv);
-int cmd_noise(int argc, char **argv);
-int cmd_train(int argc, char **argv);
-int cmd_sample(int argc, char **argv);
 
 #endif

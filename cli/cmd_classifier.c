@@ -7,22 +7,17 @@
 #include <string.h>
 #include <sys/stat.h>
 
-const char cmd_train_classifier_usage[] =
-    "usage: diffuse train-classifier --out DIR [options]\n"
-    "\n"
-    "Train an image classifier: the encoder half of a U-Net (time embedding, down blocks, mid block) with a\n"
-    "pooling head. By default on images noised to random timesteps, as classifier guidance needs (sample\n"
-    "--classifier DIR); --noise-free trains on clean images, to score generated ones (sample --score DIR).\n"
-    "\n"
-    "  --data PATH           labelled data (default fashion-mnist), as for train\n"
-    "  --eval PATH           report the accuracy on these clean images at the end (e.g. fashion-mnist:test)\n"
-    "  --preset NAME         the U-Net whose encoder is used: fmnist-s (default) or cifar10\n"
-    "  --config FILE         or a diffusers UNet2DModel config.json\n"
-    "  --init DIR            continue training this classifier (a fresh optimizer)\n"
-    "  --noise-free          train on clean images (t = 0)\n"
-    "  --steps N | --minutes M   the budget (one is required)\n"
-    "  --batch N (64)  --lr X (3e-4)  --weight-decay X (0.05)  --seed S (0)\n"
-    "  --out DIR             the classifier's model directory\n";
+static int train_classifier_main(int argc, char **argv);
+
+const cli_command cmd_train_classifier = {
+    .name = "train-classifier",
+    .usage = "usage: diffuse train-classifier --out DIR (--steps N | --minutes M) [options]",
+    .summary = "train a classifier (noise-aware, for guidance, or noise-free, to score samples)",
+    .about = "Train an image classifier: the encoder half of a U-Net (time embedding, down blocks, mid block) with a\n"
+             "pooling head. By default on images noised to random timesteps, as classifier guidance needs (sample\n"
+             "--classifier DIR); --noise-free trains on clean images, to score generated ones (sample --score DIR).",
+    .run = train_classifier_main,
+};
 
 static volatile int stop_requested;
 static void on_stop(int sig) {
@@ -37,50 +32,54 @@ static void show(void *ctx, const df_classifier_progress *p) {
     cli_progress_draw(ctx, (double)p->step, (double)p->total_steps, p->eta, extra);
 }
 
-int cmd_train_classifier(int argc, char **argv) {
+/* The options into p (and the flag and output directory beside it). Returns 0, CLI_HELP, or the exit code. */
+static int parse(int argc, char **argv, df_classifier_train_params *p, int *noise_free, const char **out) {
+    const cli_opt opts[] = {
+        OPT_STR("--data", &p->data, .meta = "PATH", .help = "labelled data, as for train"),
+        OPT_STR("--eval", &p->eval_data, .meta = "PATH",
+                .help = "report the accuracy on these clean images at the end (e.g. fashion-mnist:test)"),
+        OPT_STR("--preset", &p->preset, .meta = "NAME", .help = "the U-Net whose encoder is used: fmnist-s or cifar10"),
+        OPT_STR("--config", &p->config_path, .meta = "FILE", .help = "or a diffusers UNet2DModel config.json"),
+        OPT_STR("--init", &p->init_dir, .meta = "DIR", .help = "continue training this classifier (a fresh optimizer)"),
+        OPT_FLAG("--noise-free", noise_free, .help = "train on clean images (t = 0)"),
+        OPT_LONG("--steps", &p->max_steps, .lo = 1, .hi = 1e12, .meta = "N", .def = "", .help = "budget: optimizer steps"),
+        OPT_DOUBLE("--minutes", &p->max_minutes, .lo = 1e-3, .hi = 1e7, .meta = "M", .def = "",
+                   .help = "budget: minutes (one budget is required)"),
+        OPT_INT("--batch", &p->batch_size, .lo = 1, .hi = 4096, .meta = "N", .help = "images per step"),
+        OPT_DOUBLE("--lr", &p->lr, .lo = 1e-12, .hi = 10, .meta = "X", .help = "AdamW learning rate"),
+        OPT_DOUBLE("--weight-decay", &p->weight_decay, .lo = 0, .hi = 10, .meta = "X", .help = "AdamW weight decay"),
+        OPT_U64("--seed", &p->seed, .meta = "S", .help = "seed of the weights, the data order and the noise"),
+        OPT_STR("--out", out, .meta = "DIR", .help = "the classifier's model directory (required)"),
+        CLI_END,
+    };
+    cli_args a;
+    int rc = cli_parse(&cmd_train_classifier, opts, argc, argv, &a);
+    if (rc) return rc;
+    int given_preset = cli_given(&a, "--preset");
+    if (given_preset + !!p->config_path + !!p->init_dir > 1)
+        return cli_usage_error("--preset, --config and --init each choose the network: give one");
+    if (p->init_dir && cli_check_input("--init", p->init_dir, 1)) return 1;
+    if ((p->data && cli_check_data("--data", p->data)) ||
+        (p->eval_data && cli_check_data("--eval", p->eval_data)))
+        return 1;
+    if (p->init_dir && *out && cli_same_file(p->init_dir, *out))
+        return cli_usage_error("--out %s is the --init classifier: write the new one elsewhere", *out);
+    if (!*out) return cli_usage_error("--out: where should the classifier go?");
+    if (p->max_steps <= 0 && p->max_minutes <= 0) return cli_usage_error("give a budget: --steps N or --minutes M");
+    df_unet_config c;
+    if (given_preset && df_unet_config_preset(p->preset, &c)) return cli_usage_error("--preset: %s", df_error());
+    if (p->config_path && cli_check_input("--config", p->config_path, 0)) return 1;
+    return 0;
+}
+
+static int train_classifier_main(int argc, char **argv) {
     df_classifier_train_params p;
     df_classifier_train_params_default(&p);
-    const char *preset = NULL, *config = NULL, *out = NULL;
+    const char *out = NULL;
     int noise_free = 0;
     double acc = -1;
-    cli_opt opts[] = {
-        {"--data", OPT_STR, &p.data, 0, 0},
-        {"--eval", OPT_STR, &p.eval_data, 0, 0},
-        {"--preset", OPT_STR, &preset, 0, 0},
-        {"--config", OPT_STR, &config, 0, 0},
-        {"--init", OPT_STR, &p.init_dir, 0, 0},
-        {"--noise-free", OPT_FLAG, &noise_free, 0, 0},
-        {"--steps", OPT_LONG, &p.max_steps, 1, 1e12},
-        {"--minutes", OPT_DOUBLE, &p.max_minutes, 1e-3, 1e7},
-        {"--batch", OPT_INT, &p.batch_size, 1, 4096},
-        {"--lr", OPT_DOUBLE, &p.lr, 1e-12, 10},
-        {"--weight-decay", OPT_DOUBLE, &p.weight_decay, 0, 10},
-        {"--seed", OPT_U64, &p.seed, 0, 0},
-        {"--out", OPT_STR, &out, 0, 0},
-        {NULL, OPT_FLAG, NULL, 0, 0},
-    };
-    const char *pos[1];
-    int npos;
-    int rc = cli_parse("train-classifier", argc, argv, opts, pos, 0, &npos, cmd_train_classifier_usage);
-    if (rc) return rc;
-    if (!!preset + !!config + !!p.init_dir > 1)
-        return cli_usage_error("--preset, --config and --init each choose the network: give one");
-    if (p.init_dir && cli_check_input("--init", p.init_dir, 1)) return 1;
-    if ((p.data && cli_check_data("--data", p.data)) || (p.eval_data && cli_check_data("--eval", p.eval_data)))
-        return 1;
-    if (p.init_dir && out && cli_same_file(p.init_dir, out))
-        return cli_usage_error("--out %s is the --init classifier: write the new one elsewhere", out);
-    if (!out) return cli_usage_error("--out: where should the classifier go?");
-    if (p.max_steps <= 0 && p.max_minutes <= 0) return cli_usage_error("give a budget: --steps N or --minutes M");
-    if (preset) {
-        df_unet_config c;
-        if (df_unet_config_preset(preset, &c)) return cli_usage_error("--preset: %s", df_error());
-        p.preset = preset;
-    }
-    if (config) {
-        if (cli_check_input("--config", config, 0)) return 1;
-        p.config_path = config;
-    }
+    int rc = parse(argc, argv, &p, &noise_free, &out);
+    if (rc) return cli_exit(rc);
     if (cli_check_output("--out", out, 1)) return 1;
     struct stat sb;
     char probe[4200];

@@ -12,48 +12,24 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-const char cmd_eval_usage[] =
-    "usage: diffuse eval MODEL_OR_IMAGES [--ref DATA] [--n N] [--metrics fd,kid,pr,cas,bpd,acc] [options]\n"
-    "\n"
-    "Score a model (it samples --n images) or images already generated (a folder of PNG/JPEG, a subfolder per\n"
-    "class giving labels, or a .npy) against a reference set, with the field's metrics (docs/evaluation.md):\n"
-    "  fd   Fréchet distance of the features (FID's formula), with a bootstrap standard error\n"
-    "  kid  kernel distance (KID): mean and spread over subsets, and a standard error\n"
-    "  pr   precision and recall (k-nearest-neighbour manifolds)\n"
-    "  acc  how often a classifier sees the class asked for (class-conditional models, labelled folders)\n"
-    "  cas  classification accuracy score: a classifier trained on generated images, tested on real ones,\n"
-    "       beside the same classifier trained on as many real images\n"
-    "  bpd  negative log-likelihood bound in bits/dim on real test images (model only)\n"
-    "\n"
-    "  --ref DATA            reference images (default fashion-mnist:test), or a reference-features file\n"
-    "  --ref-n N             use the first N reference images (default: all)\n"
-    "  --features PATH       feature network: a classifier directory (default models/fmnist-features, for\n"
-    "                        28x28 gray images) or an Inception-v3 .safetensors (RGB; docs/inception.md)\n"
-    "  --metrics LIST        any of fd,kid,pr,cas,bpd,acc (default fd,kid,pr; plus acc for conditional models)\n"
-    "  --json                print one JSON object instead of the table\n"
-    "sampling (a model):\n"
-    "  --n N                 images to generate and score (1000; 500 with --sweep)\n"
-    "  --batch N (100)  --seed S (0)  --raw (the trained, not averaged, weights)\n"
-    "  --sampler NAME        ddim (default), ddpm, dpmpp-1s, dpmpp-2m, dpmpp-3m, euler, heun\n"
-    "  --steps N (50)  --eta X  --karras  --no-clip\n"
-    "  --guidance W          classifier-free guidance scale for a class-conditional model (1)\n"
-    "  --labels L1,L2,...    classes to draw (default: every class, in equal numbers)\n"
-    "  --save-images F.npy   also write the scored images\n"
-    "metric settings:\n"
-    "  --bootstrap B         FD resamples for its standard error (100; 0: none)\n"
-    "  --kid-subsets N (100)  --kid-subset-size N (1000)   --k K   neighbours for pr (3)\n"
-    "  --classifier DIR      acc: a noise-free classifier (default: the feature network)\n"
-    "  --cas-per-class N (500)  --cas-epochs N (10)  --cas-config FILE  --cas-train DATA (fashion-mnist)\n"
-    "  --cas-test DATA (the reference)\n"
-    "  --bpd-n N (1000)      test images for bits/dim\n"
-    "  --bpd-timesteps K     estimate the bound from K strata of timesteps (K + 1 network calls an image)\n"
-    "                        instead of all T; the standard error includes this sampling\n"
-    "  --bpd-data DATA       images for bits/dim (default: the reference)\n"
-    "  --state FILE          keep bits/dim done so far in FILE; the same command again goes on from there\n"
-    "  --save-ref FILE       write the reference features (for --ref FILE later)\n"
-    "sweep:\n"
-    "  --sweep samplers      FD of DDIM, DPM-Solver++ 2M, Euler and Heun at 5, 10, 20, 50 steps: a table and\n"
-    "                        a plot (--plot FILE.png, default fd-sweep.png)\n";
+static int eval_main(int argc, char **argv);
+
+const cli_command cmd_eval = {
+    .name = "eval",
+    .usage = "usage: diffuse eval MODEL_OR_IMAGES [--ref DATA] [--n N] [--metrics fd,kid,pr,cas,bpd,acc] [options]",
+    .summary = "score a model or images: FD, KID, precision/recall, CAS, bits/dim",
+    .about = "Score a model (it samples --n images) or images already generated (a folder of PNG/JPEG, a subfolder per\n"
+             "class giving labels, or a .npy) against a reference set, with the field's metrics (docs/evaluation.md):\n"
+             "  fd   Fréchet distance of the features (FID's formula), with a bootstrap standard error\n"
+             "  kid  kernel distance (KID): mean and spread over subsets, and a standard error\n"
+             "  pr   precision and recall (k-nearest-neighbour manifolds)\n"
+             "  acc  how often a classifier sees the class asked for (class-conditional models, labelled folders)\n"
+             "  cas  classification accuracy score: a classifier trained on generated images, tested on real ones,\n"
+             "       beside the same classifier trained on as many real images\n"
+             "  bpd  negative log-likelihood bound in bits/dim on real test images (model only)",
+    .max_args = 1,
+    .run = eval_main,
+};
 
 static volatile int stop_requested;
 static void on_stop(int sig) {
@@ -194,190 +170,252 @@ static void print_table(const df_eval_params *p, const df_eval_result *r, const 
     printf("time: sampling %.1f s, features %.1f s, total %.1f s\n", r->sample_seconds, r->feature_seconds, r->seconds);
 }
 
-int cmd_eval(int argc, char **argv) {
+/* What one `diffuse eval` does: the library's parameters and what the command adds around them. */
+typedef struct {
     df_eval_params p;
-    df_eval_params_default(&p);
-    const char *metrics = NULL, *sampler = NULL, *labels_text = NULL, *sweep = NULL, *plot = NULL, *save_ref = NULL;
-    int json = 0, karras = 0, no_clip = 0, steps = 0;
-    double eta = 0;
-    cli_opt opts[] = {
-        {"--ref", OPT_STR, &p.ref, 0, 0},
-        {"--ref-n", OPT_LONG, &p.ref_limit, 2, 1e8},
-        {"--features", OPT_STR, &p.features, 0, 0},
-        {"--metrics", OPT_STR, &metrics, 0, 0},
-        {"--json", OPT_FLAG, &json, 0, 0},
-        {"--n", OPT_INT, &p.n, 2, 1000000},
-        {"--batch", OPT_INT, &p.batch, 1, 4096},
-        {"--seed", OPT_U64, &p.seed, 0, 0},
-        {"--raw", OPT_FLAG, &p.raw, 0, 0},
-        {"--sampler", OPT_STR, &sampler, 0, 0},
-        {"--steps", OPT_INT, &steps, 1, 100000},
-        {"--eta", OPT_DOUBLE, &eta, 0, 1},
-        {"--karras", OPT_FLAG, &karras, 0, 0},
-        {"--no-clip", OPT_FLAG, &no_clip, 0, 0},
-        {"--guidance", OPT_DOUBLE, &p.guidance, 0, 100},
-        {"--labels", OPT_STR, &labels_text, 0, 0},
-        {"--save-images", OPT_STR, &p.save_images, 0, 0},
-        {"--bootstrap", OPT_INT, &p.bootstrap, 0, 100000},
-        {"--kid-subsets", OPT_INT, &p.kid_subsets, 1, 100000},
-        {"--kid-subset-size", OPT_INT, &p.kid_subset_size, 2, 1000000},
-        {"--k", OPT_INT, &p.pr_k, 1, 1000},
-        {"--classifier", OPT_STR, &p.classifier, 0, 0},
-        {"--cas-per-class", OPT_INT, &p.cas_per_class, 2, 100000},
-        {"--cas-epochs", OPT_INT, &p.cas_epochs, 1, 10000},
-        {"--cas-config", OPT_STR, &p.cas_config, 0, 0},
-        {"--cas-train", OPT_STR, &p.cas_train, 0, 0},
-        {"--cas-test", OPT_STR, &p.cas_test, 0, 0},
-        {"--bpd-n", OPT_INT, &p.bpd_n, 1, 10000000},
-        {"--bpd-timesteps", OPT_INT, &p.bpd_timesteps, 1, 100000},
-        {"--bpd-data", OPT_STR, &p.bpd_data, 0, 0},
-        {"--state", OPT_STR, &p.bpd_state, 0, 0},
-        {"--save-ref", OPT_STR, &save_ref, 0, 0},
-        {"--sweep", OPT_STR, &sweep, 0, 0},
-        {"--plot", OPT_STR, &plot, 0, 0},
-        {NULL, OPT_FLAG, NULL, 0, 0},
+    const char    *what;   /* the positional argument: a model or images */
+    const char    *sweep, *plot, *save_ref;
+    int            json, is_model, default_features, metrics_given;
+    cli_ints       labels;
+    char           feat_buf[PATH_MAX + 64];
+} eval_args;
+
+static const char *metric_name(int i) { return df_metric_name((df_metric)i); }
+static const cli_choices metric_names = {DF_METRIC_COUNT, metric_name, NULL};   /* for --help */
+
+static int parse_metrics(const char *text, void *mask) {
+    return df_metrics_parse(text, mask) ? cli_usage_error("--metrics: %s", df_error()) : 0;
+}
+
+/* "fd,kid,pr" for a mask of metrics. */
+static void metrics_text(unsigned mask, char *buf, size_t cap) {
+    size_t n = 0;
+    buf[0] = 0;
+    for (int m = 0; m < DF_METRIC_COUNT && n < cap; m++)
+        if (mask >> m & 1) n += (size_t)snprintf(buf + n, cap - n, "%s%s", n ? "," : "", df_metric_name((df_metric)m));
+}
+
+/* Options that act on sampling or go with another, checked once the argument's kind is known. */
+static int check_options(const cli_args *a, const eval_args *e) {
+    static const char *const only_model[] = {"--n",     "--batch",    "--seed",   "--raw",    "--sampler", "--steps",
+                                             "--eta",   "--karras",   "--no-clip", "--guidance", "--labels", "--sweep"};
+    for (int i = 0; !e->is_model && i < CLI_COUNTOF(only_model); i++)
+        if (cli_given(a, only_model[i]))
+            return cli_usage_error("%s: %s is images, not a model: nothing is sampled", only_model[i], e->what);
+    if (cli_given(a, "--eta") && e->p.sampler.kind != DF_SAMPLER_DDIM) return cli_usage_error("--eta is DDIM's noise");
+    if (e->sweep && strcmp(e->sweep, "samplers") != 0) return cli_usage_error("--sweep: only \"samplers\" is known");
+    if (e->plot && !e->sweep) return cli_usage_error("--plot goes with --sweep samplers");
+    if (e->plot && !cli_has_suffix(e->plot, ".png")) return cli_usage_error("--plot %s: name it .png", e->plot);
+    if (e->p.save_images && !cli_has_suffix(e->p.save_images, ".npy"))
+        return cli_usage_error("--save-images: name it .npy");
+    if (cli_given(a, "--state") && !((e->p.metrics >> DF_METRIC_BPD) & 1))
+        return cli_usage_error("--state keeps bits/dim: it goes with --metrics bpd");
+    return 0;
+}
+
+/* The command line into e. Returns 0, CLI_HELP, or the exit code after reporting. */
+static int parse(int argc, char **argv, eval_args *e) {
+    df_eval_params *p = &e->p;
+    int no_clip = 0;
+    char metrics_def[160];
+    metrics_text(p->metrics, metrics_def, 64);
+    strcat(metrics_def, "; and acc for class-conditional models and labelled folders");
+    const cli_opt opts[] = {
+        OPT_STR("--ref", &p->ref, .meta = "DATA", .help = "reference images, or a reference-features file"),
+        OPT_LONG("--ref-n", &p->ref_limit, .lo = 2, .hi = 1e8, .meta = "N", .def = "all",
+                 .help = "use the first N reference images"),
+        OPT_STR("--features", &p->features, .meta = "PATH", .def = "models/fmnist-features, for 28x28 gray images",
+                .help = "feature network: a classifier directory, or an Inception-v3 .safetensors for RGB images (docs/inception.md)"),
+        OPT_CALL("--metrics", &p->metrics, parse_metrics, .choices = &metric_names, .meta = "LIST",
+                 .def = metrics_def,
+                 .help = "comma-separated, any of"),
+        OPT_FLAG("--json", &e->json, .help = "print one JSON object instead of the table"),
+        OPT_SECTION("sampling (a model):"),
+        OPT_INT("--n", &p->n, .lo = 2, .hi = 1000000, .meta = "N", .help = "images to generate and score; with --sweep, 500 unless given"),
+        OPT_INT("--batch", &p->batch, .lo = 1, .hi = 4096, .meta = "N", .help = "images per network call"),
+        OPT_U64("--seed", &p->seed, .meta = "S", .help = "noise seed"),
+        OPT_FLAG("--raw", &p->raw, .help = "the trained, not averaged, weights"),
+        OPT_ENUM("--sampler", &p->sampler.kind, &cli_samplers, .meta = "NAME", .help = "the sampler"),
+        OPT_INT("--steps", &p->sampler.steps, .lo = 1, .hi = 100000, .meta = "N", .def = "50; ddpm: the training timesteps",
+                .help = "denoising steps"),
+        OPT_DOUBLE("--eta", &p->sampler.eta, .lo = 0, .hi = 1, .meta = "X", .help = "DDIM noise, 0 for deterministic steps"),
+        OPT_FLAG("--karras", &p->sampler.karras_sigmas, .help = "Karras sigmas (euler, heun, dpmpp-*)"),
+        OPT_FLAG("--no-clip", &no_clip, .help = "do not clip predicted x_0 to [-1, 1]"),
+        OPT_DOUBLE("--guidance", &p->guidance, .lo = 0, .hi = 100, .meta = "W",
+                   .help = "classifier-free guidance scale for a class-conditional model"),
+        OPT_INTS("--labels", &e->labels, .lo = 0, .hi = INT_MAX, .meta = "L1,L2,...", .def = "every class, in equal numbers",
+                 .help = "classes to draw"),
+        OPT_STR("--save-images", &p->save_images, .meta = "F.npy", .help = "also write the scored images"),
+        OPT_SECTION("metric settings:"),
+        OPT_INT("--bootstrap", &p->bootstrap, .lo = 0, .hi = 100000, .meta = "B",
+                .help = "FD resamples for its standard error, 0 for none"),
+        OPT_INT("--kid-subsets", &p->kid_subsets, .lo = 1, .hi = 100000, .meta = "N", .help = "KID's subsets"),
+        OPT_INT("--kid-subset-size", &p->kid_subset_size, .lo = 2, .hi = 1000000, .meta = "N", .help = "their size"),
+        OPT_INT("--k", &p->pr_k, .lo = 1, .hi = 1000, .meta = "K", .help = "neighbours for precision and recall"),
+        OPT_STR("--classifier", &p->classifier, .meta = "DIR", .def = "the feature network",
+                .help = "acc: a noise-free classifier"),
+        OPT_INT("--cas-per-class", &p->cas_per_class, .lo = 2, .hi = 100000, .meta = "N",
+                .help = "CAS: generated images of each class to train on"),
+        OPT_INT("--cas-epochs", &p->cas_epochs, .lo = 1, .hi = 10000, .meta = "N", .help = "CAS: training epochs"),
+        OPT_STR("--cas-config", &p->cas_config, .meta = "FILE", .def = "the feature network's",
+                .help = "CAS: the classifier's UNet2DModel config.json"),
+        OPT_STR("--cas-train", &p->cas_train, .meta = "DATA", .help = "CAS: the real-data baseline's training images"),
+        OPT_STR("--cas-test", &p->cas_test, .meta = "DATA", .def = "the reference", .help = "CAS: the test images"),
+        OPT_INT("--bpd-n", &p->bpd_n, .lo = 1, .hi = 10000000, .meta = "N", .help = "test images for bits/dim"),
+        OPT_INT("--bpd-timesteps", &p->bpd_timesteps, .lo = 1, .hi = 100000, .meta = "K", .def = "all T",
+                .help = "estimate the bound from K strata of timesteps, K + 1 network calls an image; the standard "
+                        "error includes this sampling"),
+        OPT_STR("--bpd-data", &p->bpd_data, .meta = "DATA", .def = "the reference", .help = "images for bits/dim"),
+        OPT_STR("--state", &p->bpd_state, .meta = "FILE",
+                .help = "keep bits/dim done so far in FILE; the same command again goes on from there"),
+        OPT_STR("--save-ref", &e->save_ref, .meta = "FILE", .help = "write the reference features (for --ref FILE later)"),
+        OPT_SECTION("sweep:"),
+        OPT_STR("--sweep", &e->sweep, .meta = "samplers",
+                .help = "FD of DDIM, DPM-Solver++ 2M, Euler and Heun at 5, 10, 20, 50 steps: a table and a plot"),
+        OPT_STR("--plot", &e->plot, .meta = "FILE.png", .def = "fd-sweep.png", .help = "the sweep's plot"),
+        CLI_END,
     };
-    const char *pos[1];
-    int npos;
-    int rc = cli_parse("eval", argc, argv, opts, pos, 1, &npos, cmd_eval_usage);
+    cli_args a;
+    int rc = cli_parse(&cmd_eval, opts, argc, argv, &a);
     if (rc) return rc;
-    if (npos != 1) return cli_usage_error("what to score? give a model directory, a folder of images or a .npy");
-    const char *what = pos[0];
-#define GIVEN(name) cli_given(argc, argv, name)
+    if (a.npos != 1) return cli_usage_error("what to score? give a model directory, a folder of images or a .npy");
+    e->what = a.pos[0];
     struct stat sb;
-    if (stat(what, &sb) != 0) return cli_die("%s: no such file or directory", what);
-    int is_model = S_ISDIR(sb.st_mode) && looks_like_model(what);
-    if (is_model) p.model = what;
-    else if (S_ISDIR(sb.st_mode) || cli_has_suffix(what, ".npy")) p.images = what;
-    else return cli_usage_error("%s: give a model directory, a folder of images or a .npy", what);
-    if (metrics && df_metrics_parse(metrics, &p.metrics)) return cli_usage_error("--metrics: %s", df_error());
-    if (sampler && df_sampler_parse(sampler, &p.sampler.kind)) return cli_usage_error("--sampler: %s", df_error());
-    if (!is_model) {   /* options that act on sampling have nothing to act on */
-        const char *only_model[] = {"--n", "--batch", "--seed", "--raw", "--sampler", "--steps", "--eta", "--karras",
-                                    "--no-clip", "--guidance", "--labels", "--sweep"};
-        for (int i = 0; i < (int)(sizeof only_model / sizeof *only_model); i++)
-            if (GIVEN(only_model[i])) return cli_usage_error("%s: %s is images, not a model: nothing is sampled", only_model[i], what);
-    }
-    if (GIVEN("--eta") && p.sampler.kind != DF_SAMPLER_DDIM) return cli_usage_error("--eta is DDIM's noise");
-    if (sweep && strcmp(sweep, "samplers") != 0) return cli_usage_error("--sweep: only \"samplers\" is known");
-    if (plot && !sweep) return cli_usage_error("--plot goes with --sweep samplers");
-    if (plot && !cli_has_suffix(plot, ".png")) return cli_usage_error("--plot %s: name it .png", plot);
-    if (p.save_images && !cli_has_suffix(p.save_images, ".npy")) return cli_usage_error("--save-images: name it .npy");
-    if (GIVEN("--state") && !((p.metrics >> DF_METRIC_BPD) & 1)) return cli_usage_error("--state keeps bits/dim: it goes with --metrics bpd");
-    if (p.kid_subset_size < 2) return cli_usage_error("--kid-subset-size must be at least 2");
-    int lab[1024], nlab = 0;
-    if (labels_text && cli_parse_list("eval", "--labels", labels_text, 0, INT_MAX, lab, 1024, &nlab)) return 2;
-    p.labels = nlab ? lab : NULL, p.nlabels = nlab;
-    p.sampler.steps = steps, p.sampler.eta = eta, p.sampler.karras_sigmas = karras, p.sampler.clip_x0 = !no_clip;
-    char feat_buf[PATH_MAX + 64];
-    const int default_feats = !p.features;
-    if (!p.features) p.features = cli_default_features(feat_buf, sizeof feat_buf);
+    if (stat(e->what, &sb) != 0) return cli_die("%s: no such file or directory", e->what);
+    e->is_model = S_ISDIR(sb.st_mode) && looks_like_model(e->what);
+    if (e->is_model) p->model = e->what;
+    else if (S_ISDIR(sb.st_mode) || cli_has_suffix(e->what, ".npy")) p->images = e->what;
+    else return cli_usage_error("%s: give a model directory, a folder of images or a .npy", e->what);
+    if ((rc = check_options(&a, e))) return rc;
+    p->labels = e->labels.n ? e->labels.v : NULL, p->nlabels = e->labels.n;
+    p->sampler.clip_x0 = !no_clip;
+    e->metrics_given = cli_given(&a, "--metrics");
+    if (e->sweep && !cli_given(&a, "--n")) p->n = 500;
+    e->default_features = !p->features;
+    if (!p->features) p->features = cli_default_features(e->feat_buf, sizeof e->feat_buf);
     /* outputs checked before any work */
-    const char *outs[] = {p.save_images, save_ref, plot ? plot : sweep ? "fd-sweep.png" : NULL, p.bpd_state};
+    const char *outs[] = {p->save_images, e->save_ref, e->plot ? e->plot : e->sweep ? "fd-sweep.png" : NULL, p->bpd_state};
     const char *out_opts[] = {"--save-images", "--save-ref", "--plot", "--state"};
     for (int i = 0; i < 4; i++)
         if (outs[i] && cli_check_output(out_opts[i], outs[i], 0)) return 1;
-    if (!is_model || sweep) {
-    } else if (!metrics) {   /* conditional models: class accuracy by default too */
+    return 0;
+}
+
+/* Without --metrics: class accuracy too for a class-conditional model or a labelled folder. */
+static void default_metrics(eval_args *e) {
+    if (e->metrics_given || e->sweep) return;
+    if (e->is_model) {
         df_model *m;
-        if (!df_pipeline_load(what, 0, &m, NULL)) {
-            if (df_model_config(m)->num_class_embeds > 0) p.metrics |= 1u << DF_METRIC_ACC;
+        if (!df_pipeline_load(e->what, 0, &m, NULL)) {
+            if (df_model_config(m)->num_class_embeds > 0) e->p.metrics |= 1u << DF_METRIC_ACC;
             df_model_free(m);
         }
+        return;
     }
-    if (!metrics && !is_model) {
-        df_dataset *d = NULL;   /* a labelled folder: class accuracy too */
-        if (!cli_has_suffix(what, ".npy") && !df_dataset_open(what, 0, 0, &d) && df_dataset_num_classes(d) > 0)
-            p.metrics |= 1u << DF_METRIC_ACC;
-        df_dataset_free(d);
-    }
-#undef GIVEN
-    signal(SIGINT, on_stop);
-    signal(SIGTERM, on_stop);
-    p.stop = &stop_requested;
-    eval_watch watch = {0};
-    p.progress = show, p.progress_ctx = &watch;
-    df_status st;
-    if (sweep) {
-        if (!cli_given(argc, argv, "--n")) p.n = 500;
-        p.metrics = 1u << DF_METRIC_FD;
-        const df_sampler_kind kinds[] = {DF_SAMPLER_DDIM, DF_SAMPLER_DPMPP_2M, DF_SAMPLER_EULER, DF_SAMPLER_HEUN};
-        const int nsteps[] = {5, 10, 20, 50};
-        df_eval_result res[16];
-        const char *png = plot ? plot : "fd-sweep.png";
-        st = df_eval_sweep(&p, kinds, 4, nsteps, 4, res, png);
-        if (watch.bar_shown) cli_progress_done(&watch.bar);
-        if (st) goto fail;
-        if (json) {
-            cJSON *j = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(j, "sweep");
-            cJSON_AddStringToObject(j, "model", what);
-            cJSON_AddNumberToObject(j, "n", p.n);
-            cJSON_AddStringToObject(j, "feature_sha256", res[0].feature_sha256);
-            for (int a = 0; a < 4; a++)
-                for (int b = 0; b < 4; b++) {
-                    cJSON *o = cJSON_CreateObject();
-                    cJSON_AddStringToObject(o, "sampler", df_sampler_name(kinds[a]));
-                    cJSON_AddNumberToObject(o, "steps", nsteps[b]);
-                    cJSON_AddNumberToObject(o, "fd", res[a * 4 + b].fd.value);
-                    cJSON_AddNumberToObject(o, "se", res[a * 4 + b].fd.se);
-                    cJSON_AddNumberToObject(o, "seconds", res[a * 4 + b].seconds);
-                    cJSON_AddItemToArray(rows, o);
-                }
-            char *text = cJSON_Print(j);
-            printf("%s\n", text);
-            free(text);
-            cJSON_Delete(j);
-        } else {
-            printf("FD of %d images against %s (features %s, sha256 %.16s...); +- bootstrap standard error\n", p.n,
-                   res[0].ref_desc, res[0].feature_path, res[0].feature_sha256);
-            printf("  %-10s", "sampler");
-            for (int b = 0; b < 4; b++) printf("  %8d steps   ", nsteps[b]);
-            printf("\n");
-            for (int a = 0; a < 4; a++) {
-                printf("  %-10s", df_sampler_name(kinds[a]));
-                for (int b = 0; b < 4; b++) printf("  %7.3f +- %5.3f", res[a * 4 + b].fd.value, res[a * 4 + b].fd.se);
-                printf("\n");
-            }
-            printf("plot: %s\n", png);
-        }
-        return 0;
-    }
-    df_eval_result r;
-    st = df_evaluate(&p, &r);
-    if (watch.bar_shown) cli_progress_done(&watch.bar);
-    if (st) goto fail;
-    if (save_ref) {
-        df_feature_net *f;
-        df_dataset *d;
-        df_ref_features ref;
-        int cached;
-        if ((st = df_feature_net_load(p.features, &f))) goto fail;
-        if ((st = df_dataset_open(p.ref, 0, 0, &d))) {
-            df_feature_net_free(f);
-            goto fail;
-        }
-        st = df_ref_features_get(f, d, p.ref_limit, &ref, &cached, NULL, NULL);
-        if (!st) st = df_ref_features_save(&ref, save_ref);
-        df_ref_features_free(&ref);
-        df_dataset_free(d);
-        df_feature_net_free(f);
-        if (st) goto fail;
-        fprintf(stderr, "wrote %s\n", save_ref);
-    }
-    if (json) {
-        cJSON *j = json_result(&p, &r, what);
-        char *text = cJSON_Print(j);
-        printf("%s\n", text);
-        free(text);
-        cJSON_Delete(j);
-    } else {
-        print_table(&p, &r, what);
-    }
-    return 0;
-fail:
-    if (default_feats && (st == DF_ERR_SHAPE || st == DF_ERR_IO))
+    df_dataset *d = NULL;
+    if (!cli_has_suffix(e->what, ".npy") && !df_dataset_open(e->what, 0, 0, &d) && df_dataset_num_classes(d) > 0)
+        e->p.metrics |= 1u << DF_METRIC_ACC;
+    df_dataset_free(d);
+}
+
+/* An evaluation's error: with the default feature network, a hint when the images do not suit it. */
+static int failed(const eval_args *e, df_status st) {
+    if (e->default_features && (st == DF_ERR_SHAPE || st == DF_ERR_IO))
         return cli_die("%s (the default feature network suits 28x28 gray images; give --features: an Inception-v3 "
                        ".safetensors for RGB data, see docs/inception.md, or a classifier from train-classifier)",
                        df_error());
     return cli_fail(st);
+}
+
+static void print_json(cJSON *j) {
+    char *text = cJSON_Print(j);
+    printf("%s\n", text);
+    free(text);
+    cJSON_Delete(j);
+}
+
+/* --sweep samplers: FD against steps for four samplers, as a table or JSON, and a plot. */
+static int run_sweep(eval_args *e, eval_watch *watch) {
+    df_eval_params *p = &e->p;
+    p->metrics = 1u << DF_METRIC_FD;
+    const df_sampler_kind kinds[] = {DF_SAMPLER_DDIM, DF_SAMPLER_DPMPP_2M, DF_SAMPLER_EULER, DF_SAMPLER_HEUN};
+    const int nsteps[] = {5, 10, 20, 50};
+    df_eval_result res[16];
+    const char *png = e->plot ? e->plot : "fd-sweep.png";
+    df_status st = df_eval_sweep(p, kinds, 4, nsteps, 4, res, png);
+    if (watch->bar_shown) cli_progress_done(&watch->bar);
+    if (st) return failed(e, st);
+    if (e->json) {
+        cJSON *j = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(j, "sweep");
+        cJSON_AddStringToObject(j, "model", e->what);
+        cJSON_AddNumberToObject(j, "n", p->n);
+        cJSON_AddStringToObject(j, "feature_sha256", res[0].feature_sha256);
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 4; b++) {
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "sampler", df_sampler_name(kinds[a]));
+                cJSON_AddNumberToObject(o, "steps", nsteps[b]);
+                cJSON_AddNumberToObject(o, "fd", res[a * 4 + b].fd.value);
+                cJSON_AddNumberToObject(o, "se", res[a * 4 + b].fd.se);
+                cJSON_AddNumberToObject(o, "seconds", res[a * 4 + b].seconds);
+                cJSON_AddItemToArray(rows, o);
+            }
+        print_json(j);
+        return 0;
+    }
+    printf("FD of %d images against %s (features %s, sha256 %.16s...); +- bootstrap standard error\n", p->n,
+           res[0].ref_desc, res[0].feature_path, res[0].feature_sha256);
+    printf("  %-10s", "sampler");
+    for (int b = 0; b < 4; b++) printf("  %8d steps   ", nsteps[b]);
+    printf("\n");
+    for (int a = 0; a < 4; a++) {
+        printf("  %-10s", df_sampler_name(kinds[a]));
+        for (int b = 0; b < 4; b++) printf("  %7.3f +- %5.3f", res[a * 4 + b].fd.value, res[a * 4 + b].fd.se);
+        printf("\n");
+    }
+    printf("plot: %s\n", png);
+    return 0;
+}
+
+/* --save-ref FILE: the reference features, for --ref FILE later. */
+static df_status save_reference(const df_eval_params *p, const char *path) {
+    df_feature_net *f;
+    df_dataset *d;
+    df_ref_features ref;
+    int cached;
+    df_status st = df_feature_net_load(p->features, &f);
+    if (st) return st;
+    if ((st = df_dataset_open(p->ref, 0, 0, &d))) {
+        df_feature_net_free(f);
+        return st;
+    }
+    st = df_ref_features_get(f, d, p->ref_limit, &ref, &cached, NULL, NULL);
+    if (!st) st = df_ref_features_save(&ref, path);
+    df_ref_features_free(&ref);
+    df_dataset_free(d);
+    df_feature_net_free(f);
+    if (!st) fprintf(stderr, "wrote %s\n", path);
+    return st;
+}
+
+static int eval_main(int argc, char **argv) {
+    eval_args e = {0};
+    df_eval_params_default(&e.p);
+    int rc = parse(argc, argv, &e);
+    if (rc) return cli_exit(rc);
+    default_metrics(&e);
+    signal(SIGINT, on_stop);
+    signal(SIGTERM, on_stop);
+    eval_watch watch = {0};
+    e.p.stop = &stop_requested;
+    e.p.progress = show, e.p.progress_ctx = &watch;
+    if (e.sweep) return run_sweep(&e, &watch);
+    df_eval_result r;
+    df_status st = df_evaluate(&e.p, &r);
+    if (watch.bar_shown) cli_progress_done(&watch.bar);
+    if (!st && e.save_ref) st = save_reference(&e.p, e.save_ref);
+    if (st) return failed(&e, st);
+    if (e.json) print_json(json_result(&e.p, &r, e.what));
+    else print_table(&e.p, &r, e.what);
+    return 0;
 }

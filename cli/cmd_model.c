@@ -12,203 +12,216 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-const char cmd_predict_usage[] =
-    "usage: diffuse predict [--grads] MODEL_DIR IN.safetensors OUT.safetensors\n"
-    "\n"
-    "Run the noise predictor on the tensors x (N, C, H, W), t (N) and optionally class_labels (N) read from\n"
-    "IN, and write eps to OUT. With --grads, also read grad_out (shaped like eps) and write grad_x and\n"
-    "grad.<name> for every parameter: the gradients of sum(grad_out * eps). MODEL_DIR holds config.json and\n"
-    "diffusion_pytorch_model.safetensors (or model.safetensors).\n";
-const char cmd_init_usage[] =
-    "usage: diffuse init [--seed S] (--preset NAME | --config config.json) OUT_DIR\n"
-    "\n"
-    "Write a freshly initialised model directory (PyTorch's default initialisation, drawn from the seed).\n"
-    "Presets: fmnist-s (28x28 gray, 3.9 M parameters), cifar10 (google/ddpm-cifar10-32's layout).\n";
-const char cmd_info_usage[] =
-    "usage: diffuse info MODEL\n"
-    "\n"
-    "Show what a model, checkpoint or run directory holds: config, parameter count, compute per image.\n";
+static int predict_main(int argc, char **argv);
+static int init_main(int argc, char **argv);
+static int info_main(int argc, char **argv);
+
+const cli_command cmd_predict = {
+    .name = "predict",
+    .usage = "usage: diffuse predict [--grads] MODEL_DIR IN.safetensors OUT.safetensors",
+    .summary = "run the noise predictor on tensors from a safetensors file",
+    .about = "Run the noise predictor on the tensors x (N, C, H, W), t (N) and optionally class_labels (N) read from\n"
+             "IN, and write eps to OUT. With --grads, also read grad_out (shaped like eps) and write grad_x and\n"
+             "grad.<name> for every parameter: the gradients of sum(grad_out * eps). MODEL_DIR holds config.json and\n"
+             "diffusion_pytorch_model.safetensors (or model.safetensors).",
+    .max_args = 3,
+    .run = predict_main,
+};
+const cli_command cmd_init = {
+    .name = "init",
+    .usage = "usage: diffuse init [--seed S] (--preset NAME | --config config.json) OUT_DIR",
+    .summary = "write a freshly initialised model",
+    .about = "Write a freshly initialised model directory (PyTorch's default initialisation, drawn from the seed).",
+    .max_args = 1,
+    .run = init_main,
+};
+const cli_command cmd_info = {
+    .name = "info",
+    .usage = "usage: diffuse info MODEL",
+    .summary = "what a model, checkpoint or run holds",
+    .about = "Show what a model, checkpoint or run directory holds: config, parameter count, compute per image.",
+    .max_args = 1,
+    .run = info_main,
+};
 
 /* 1 if `out` would overwrite the input or one of the model's own files. */
 static int overwrites_input(const char *out, const char *model_dir, const char *in) {
     if (cli_same_file(out, in)) return 1;
     static const char *const own[] = {"config.json", "diffusion_pytorch_model.safetensors", "model.safetensors"};
     char p[4200];
-    for (int i = 0; i < DF_COUNTOF(own); i++) {
+    for (int i = 0; i < CLI_COUNTOF(own); i++) {
         snprintf(p, sizeof p, "%s/%s", model_dir, own[i]);
         if (cli_same_file(out, p)) return 1;
     }
     return 0;
 }
 
-int cmd_predict(int argc, char **argv) {
-    int grads = 0;
-    cli_opt opts[] = {
-        {"--grads", OPT_FLAG, &grads, 0, 0},
-        {NULL, OPT_FLAG, NULL, 0, 0},
-    };
-    const char *pos[3];
-    int npos;
-    int rc = cli_parse("predict", argc, argv, opts, pos, 3, &npos, cmd_predict_usage);
-    if (rc) return rc;
-    static const char *const wanted[] = {"MODEL_DIR", "IN.safetensors", "OUT.safetensors"};
-    if (npos != 3) return cli_usage_error("missing %s", wanted[npos]);
-    if (overwrites_input(pos[2], pos[0], pos[1]))
-        return cli_usage_error("OUT %s would overwrite an input; write the result elsewhere", pos[2]);
-    if (cli_check_input("MODEL_DIR", pos[0], 1) || cli_check_input("IN", pos[1], 0) ||
-        cli_check_output("OUT", pos[2], 0))
-        return 1;
-    df_model *m = NULL;
-    df_status st = df_model_load(pos[0], &m);
-    if (st) return cli_fail(st);
-    const df_unet_config *cfg = df_model_config(m);
-    st_file in;
-    st = st_open(pos[1], &in);
-    if (st) {
-        df_model_free(m);
-        return cli_fail(st);
-    }
-    rc = 1;
-    float *x = NULL, *t = NULL, *eps = NULL, *gout = NULL, *gx = NULL;
-    int *labels = NULL;
-    int64_t *tmp = NULL;
-    st_entry *out = NULL;
-    char **names = NULL;
-    int nout = 0;
-    const st_tensor *tx = st_find(&in, "x"), *tt = st_find(&in, "t"), *tl = st_find(&in, "class_labels");
-    if (!tx || tx->ndim != 4 || tx->shape[1] != cfg->in_channels) {
-        cli_die("%s: needs a tensor x of shape (N, %d, H, W)", pos[1], cfg->in_channels);
-        goto done;
-    }
-    int n = (int)tx->shape[0], h = (int)tx->shape[2], w = (int)tx->shape[3];
-    size_t nx = (size_t)n * cfg->in_channels * h * w, ne = (size_t)n * cfg->out_channels * h * w;
-    if (!tt || st_numel(tt) != n) {
-        cli_die("%s: needs a tensor t with %d timesteps", pos[1], n);
-        goto done;
-    }
-    x = malloc(nx * sizeof(float));
-    t = malloc((size_t)n * sizeof(float));
-    eps = malloc(ne * sizeof(float));
-    tmp = malloc((size_t)n * sizeof(int64_t));
-    if (!x || !t || !eps || !tmp) {
-        cli_die("out of memory");
-        goto done;
-    }
-    if ((st = st_read_f32(&in, tx, x, nx))) goto fail;
-    if (tt->dtype == ST_F32 || tt->dtype == ST_F64 || tt->dtype == ST_F16 || tt->dtype == ST_BF16) {
-        if ((st = st_read_f32(&in, tt, t, (size_t)n))) goto fail;
-    } else {
-        if ((st = st_read_i64(&in, tt, tmp, (size_t)n))) goto fail;
-        for (int i = 0; i < n; i++) t[i] = (float)tmp[i];
-    }
-    if (tl) {
-        if (st_numel(tl) != n) {
-            cli_die("%s: class_labels must hold %d labels", pos[1], n);
-            goto done;
-        }
-        labels = malloc((size_t)n * sizeof(int));
-        if (!labels) {
-            cli_die("out of memory");
-            goto done;
-        }
-        if ((st = st_read_i64(&in, tl, tmp, (size_t)n))) goto fail;
-        for (int i = 0; i < n; i++) labels[i] = (int)tmp[i];
-    }
-    if ((st = df_model_forward(m, n, h, w, x, t, labels, eps))) goto fail;
+/* The tensors predict reads and writes: x (n, C, h, w), t (n), labels (n) or NULL, eps, and for --grads
+ * grad_out (shaped like eps) and grad_x (like x). */
+typedef struct {
+    int    n, h, w;
+    size_t nx, ne;
+    float *x, *t, *eps, *gout, *gx;
+    int   *labels;
+} predict_io;
 
-    int ntensors = df_model_num_tensors(m);
-    out = calloc((size_t)ntensors + 2, sizeof *out);
-    names = calloc((size_t)ntensors, sizeof *names);
-    if (!out || !names) {
-        cli_die("out of memory");
-        goto done;
+static void predict_io_free(predict_io *io) {
+    free(io->x), free(io->t), free(io->eps), free(io->gout), free(io->gx), free(io->labels);
+}
+
+/* n values of a float or integer tensor, as floats (t) or ints (labels). */
+static df_status read_numbers(st_file *in, const st_tensor *tt, int n, float *f, int *k) {
+    int is_float = tt->dtype == ST_F32 || tt->dtype == ST_F64 || tt->dtype == ST_F16 || tt->dtype == ST_BF16;
+    if (f && is_float) return st_read_f32(in, tt, f, (size_t)n);
+    int64_t *tmp = malloc((size_t)n * sizeof(int64_t));
+    if (!tmp) return df_fail(DF_ERR_NOMEM, "out of memory");
+    df_status st = st_read_i64(in, tt, tmp, (size_t)n);
+    for (int i = 0; !st && i < n; i++) {
+        if (f) f[i] = (float)tmp[i];
+        else k[i] = (int)tmp[i];
     }
-    out[nout++] = (st_entry){.name = "eps", .ndim = 4, .shape = {n, cfg->out_channels, h, w}, .f32 = eps};
-    if (grads) {
-        const st_tensor *tg = st_find(&in, "grad_out");
-        if (!tg || st_numel(tg) != (int64_t)ne) {
-            cli_die("%s: --grads needs a tensor grad_out shaped like eps", pos[1]);
-            goto done;
-        }
-        gout = malloc(ne * sizeof(float));
-        gx = malloc(nx * sizeof(float));
-        if (!gout || !gx) {
-            cli_die("out of memory");
-            goto done;
-        }
-        if ((st = st_read_f32(&in, tg, gout, ne))) goto fail;
+    free(tmp);
+    return st;
+}
+
+/* x, t and class_labels from `in` (named `path`), checked against the model. Returns 0 or 1 (reported). */
+static int read_inputs(st_file *in, const char *path, const df_unet_config *cfg, predict_io *io) {
+    const st_tensor *tx = st_find(in, "x"), *tt = st_find(in, "t"), *tl = st_find(in, "class_labels");
+    if (!tx || tx->ndim != 4 || tx->shape[1] != cfg->in_channels)
+        return cli_die("%s: needs a tensor x of shape (N, %d, H, W)", path, cfg->in_channels);
+    int n = io->n = (int)tx->shape[0], h = io->h = (int)tx->shape[2], w = io->w = (int)tx->shape[3];
+    io->nx = (size_t)n * cfg->in_channels * h * w, io->ne = (size_t)n * cfg->out_channels * h * w;
+    if (!tt || st_numel(tt) != n) return cli_die("%s: needs a tensor t with %d timesteps", path, n);
+    if (tl && st_numel(tl) != n) return cli_die("%s: class_labels must hold %d labels", path, n);
+    io->x = malloc(io->nx * sizeof(float));
+    io->t = malloc((size_t)n * sizeof(float));
+    io->eps = malloc(io->ne * sizeof(float));
+    io->labels = tl ? malloc((size_t)n * sizeof(int)) : NULL;
+    if (!io->x || !io->t || !io->eps || (tl && !io->labels)) return cli_die("out of memory");
+    df_status st = st_read_f32(in, tx, io->x, io->nx);
+    if (!st) st = read_numbers(in, tt, n, io->t, NULL);
+    if (!st && tl) st = read_numbers(in, tl, n, NULL, io->labels);
+    return st ? cli_fail(st) : 0;
+}
+
+/* grad_out from `in`, then grad_x and the parameters' gradients of sum(grad_out * eps). Returns 0 or 1. */
+static int backward(st_file *in, const char *path, df_model *m, predict_io *io) {
+    const st_tensor *tg = st_find(in, "grad_out");
+    if (!tg || st_numel(tg) != (int64_t)io->ne)
+        return cli_die("%s: --grads needs a tensor grad_out shaped like eps", path);
+    io->gout = malloc(io->ne * sizeof(float));
+    io->gx = malloc(io->nx * sizeof(float));
+    if (!io->gout || !io->gx) return cli_die("out of memory");
+    df_status st = st_read_f32(in, tg, io->gout, io->ne);
+    if (!st) {
         df_model_zero_grad(m);
-        if ((st = df_model_backward(m, gout, gx))) goto fail;
-        out[nout++] = (st_entry){.name = "grad_x", .ndim = 4, .shape = {n, cfg->in_channels, h, w}, .f32 = gx};
+        st = df_model_backward(m, io->gout, io->gx);
+    }
+    return st ? cli_fail(st) : 0;
+}
+
+/* eps, and after backward grad_x and grad.<name> for every parameter, into `path`. Returns 0 or 1. */
+static int write_outputs(const char *path, df_model *m, const predict_io *io) {
+    const df_unet_config *cfg = df_model_config(m);
+    int ntensors = df_model_num_tensors(m), nout = 0, rc;
+    size_t names_len = 0, at = 0;   /* "grad.<name>" for every parameter tensor, one after another */
+    for (int i = 0; io->gx && i < ntensors; i++) names_len += strlen(df_model_tensor_info(m, i, NULL, NULL, NULL)) + 6;
+    st_entry *out = calloc((size_t)ntensors + 2, sizeof *out);
+    char *names = malloc(names_len + 1);
+    if (!out || !names) {
+        free(out), free(names);
+        return cli_die("out of memory");
+    }
+    out[nout++] = (st_entry){.name = "eps", .ndim = 4, .shape = {io->n, cfg->out_channels, io->h, io->w}, .f32 = io->eps};
+    if (io->gx) {
+        out[nout++] = (st_entry){.name = "grad_x", .ndim = 4, .shape = {io->n, cfg->in_channels, io->h, io->w}, .f32 = io->gx};
         const float *g = df_model_grads(m);
         for (int i = 0; i < ntensors; i++) {
             int nd, shape[4];
             size_t off;
             const char *name = df_model_tensor_info(m, i, &nd, shape, &off);
-            size_t len = strlen(name) + 6;
-            names[i] = malloc(len);
-            if (!names[i]) {
-                cli_die("out of memory");
-                goto done;
-            }
-            snprintf(names[i], len, "grad.%s", name);
             st_entry *e = &out[nout++];
-            e->name = names[i];
+            e->name = names + at;
+            at += (size_t)snprintf(names + at, names_len + 1 - at, "grad.%s", name) + 1;
             e->ndim = nd;
             for (int d = 0; d < nd; d++) e->shape[d] = shape[d];
             e->f32 = g + off;
         }
     }
-    if ((st = st_write(pos[2], out, nout, NULL, 0))) goto fail;
-    rc = 0;
-    goto done;
-fail:
-    cli_fail(st);
-done:
-    if (names)
-        for (int i = 0; i < df_model_num_tensors(m); i++) free(names[i]);
-    free(names);
-    free(out);
-    free(x);
-    free(t);
-    free(eps);
-    free(tmp);
-    free(labels);
-    free(gout);
-    free(gx);
+    df_status st = st_write(path, out, nout, NULL, 0);
+    rc = st ? cli_fail(st) : 0;
+    free(out), free(names);
+    return rc;
+}
+
+/* predict MODEL_DIR IN OUT: the noise prediction (and with grads its gradients). Returns 0 or 1. */
+static int predict(const char *model_dir, const char *in_path, const char *out_path, int grads) {
+    df_model *m = NULL;
+    df_status st = df_model_load(model_dir, &m);
+    if (st) return cli_fail(st);
+    st_file in;
+    if ((st = st_open(in_path, &in))) {
+        df_model_free(m);
+        return cli_fail(st);
+    }
+    predict_io io = {0};
+    int rc = read_inputs(&in, in_path, df_model_config(m), &io);
+    if (!rc && (st = df_model_forward(m, io.n, io.h, io.w, io.x, io.t, io.labels, io.eps))) rc = cli_fail(st);
+    if (!rc && grads) rc = backward(&in, in_path, m, &io);
+    if (!rc) rc = write_outputs(out_path, m, &io);
+    predict_io_free(&io);
     st_close(&in);
     df_model_free(m);
     return rc;
+}
+
+static int predict_main(int argc, char **argv) {
+    int grads = 0;
+    const cli_opt opts[] = {
+        OPT_FLAG("--grads", &grads, .help = "also the gradients of sum(grad_out * eps) for x and every parameter"),
+        CLI_END,
+    };
+    cli_args a;
+    int rc = cli_parse(&cmd_predict, opts, argc, argv, &a);
+    if (rc) return cli_exit(rc);
+    static const char *const wanted[] = {"MODEL_DIR", "IN.safetensors", "OUT.safetensors"};
+    if (a.npos != 3) return cli_usage_error("missing %s", wanted[a.npos]);
+    const char *model_dir = a.pos[0], *in = a.pos[1], *out = a.pos[2];
+    if (overwrites_input(out, model_dir, in))
+        return cli_usage_error("OUT %s would overwrite an input; write the result elsewhere", out);
+    if (cli_check_input("MODEL_DIR", model_dir, 1) || cli_check_input("IN", in, 0) || cli_check_output("OUT", out, 0))
+        return 1;
+    return predict(model_dir, in, out, grads);
 }
 
 /* Remove what df_model_save may have written into dir, and dir itself, after a failure. */
 static void remove_model_dir(const char *dir) {
     static const char *const files[] = {"config.json", "diffusion_pytorch_model.safetensors"};
     char p[4200];
-    for (int i = 0; i < DF_COUNTOF(files); i++) {
+    for (int i = 0; i < CLI_COUNTOF(files); i++) {
         snprintf(p, sizeof p, "%s/%s", dir, files[i]);
         remove(p);
     }
     rmdir(dir);
 }
 
-int cmd_init(int argc, char **argv) {
+static int init_main(int argc, char **argv) {
     const char *preset = NULL, *config = NULL;
     uint64_t seed = 0;
-    cli_opt opts[] = {
-        {"--preset", OPT_STR, &preset, 0, 0},
-        {"--config", OPT_STR, &config, 0, 0},
-        {"--seed", OPT_U64, &seed, 0, 0},
-        {NULL, OPT_FLAG, NULL, 0, 0},
+    const cli_opt opts[] = {
+        OPT_STR("--preset", &preset, .meta = "NAME",
+                .help = "fmnist-s (28x28 gray, 3.9 M parameters) or cifar10 (google/ddpm-cifar10-32's layout)"),
+        OPT_STR("--config", &config, .meta = "FILE", .help = "or a diffusers UNet2DModel config.json"),
+        OPT_U64("--seed", &seed, .meta = "S", .help = "seed of the initial weights"),
+        CLI_END,
     };
-    const char *pos[1];
-    int npos;
-    int rc = cli_parse("init", argc, argv, opts, pos, 1, &npos, cmd_init_usage);
-    if (rc) return rc;
+    cli_args a;
+    int rc = cli_parse(&cmd_init, opts, argc, argv, &a);
+    if (rc) return cli_exit(rc);
     if (preset && config) return cli_usage_error("--preset and --config both choose the model: give one");
     if (!preset && !config) return cli_usage_error("which model? give --preset NAME or --config config.json");
-    if (npos != 1) return cli_usage_error("missing OUT_DIR");
-    const char *dir = pos[0];
+    if (a.npos != 1) return cli_usage_error("missing OUT_DIR");
+    const char *dir = a.pos[0];
     df_unet_config cfg;
     if (preset && df_unet_config_preset(preset, &cfg)) return cli_usage_error("--preset: %s", df_error());
     char own[4200];
@@ -255,14 +268,13 @@ static void print_training_state(const char *dir) {
     cJSON_Delete(j);
 }
 
-int cmd_info(int argc, char **argv) {
-    cli_opt opts[] = {{NULL, OPT_FLAG, NULL, 0, 0}};
-    const char *pos[1];
-    int npos;
-    int rc = cli_parse("info", argc, argv, opts, pos, 1, &npos, cmd_info_usage);
-    if (rc) return rc;
-    if (npos != 1) return cli_usage_error("which model? give a model, checkpoint or run directory");
-    const char *path = pos[0];
+static int info_main(int argc, char **argv) {
+    const cli_opt opts[] = {CLI_END};
+    cli_args a;
+    int rc = cli_parse(&cmd_info, opts, argc, argv, &a);
+    if (rc) return cli_exit(rc);
+    if (a.npos != 1) return cli_usage_error("which model? give a model, checkpoint or run directory");
+    const char *path = a.pos[0];
     if (cli_check_input("", path, 1)) return 1;
     df_model *m;
     df_scheduler_config sc;

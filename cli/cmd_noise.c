@@ -2,7 +2,6 @@
  * made with one noise sample, so the strip shows one picture drowning in one fixed pattern of noise. */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
-#include "internal.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -18,8 +17,34 @@
 
 static const int default_steps[] = {0, 50, 100, 200, 400, 600, 800, 999};   /* for T = 1000 */
 
-/* "0, 50,100": whole numbers separated by commas. Returns how many, or -1 after a usage error. */
-static int parse_steps(const char *text, long *steps) {
+static int noise_main(int argc, char **argv);
+
+const cli_command cmd_noise = {
+    .name = "noise",
+    .usage = "usage: diffuse noise [options] IMAGE OUT.png\n"
+             "       diffuse noise [options] --demo OUT.png",
+    .summary = "show the forward process on a picture",
+    .about = "The forward process on a picture: one PNG strip of x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps at\n"
+             "each step, all with the same noise eps ~ N(0, I), clipped to [-1, 1]. IMAGE is a PNG or JPEG; --demo\n"
+             "draws a built-in landscape instead.",
+    .max_args = 2,
+    .run = noise_main,
+};
+
+typedef struct {
+    const char  *image, *out;
+    long         steps[MAX_STEPS];
+    int          nsteps;          /* 0: the defaults */
+    df_beta_kind kind;
+    long         T, size;
+    uint64_t     seed;
+    int          gray, demo, no_labels;
+} noise_opts;
+
+/* --steps "0, 50,100": whole numbers separated by commas, into o->steps. Returns 0, or 2 after a usage error. */
+static int parse_steps(const char *text, void *dst) {
+    noise_opts *o = dst;
+    long *steps = o->steps;
     int n = 0;
     const char *p = text;
     for (;;) {
@@ -29,18 +54,17 @@ static int parse_steps(const char *text, long *steps) {
         errno = 0;
         long v = strtol(p, &end, 10);
         if (errno) break;
-        if (n == MAX_STEPS) {
-            cli_usage_error("--steps: at most %d steps", MAX_STEPS);
-            return -1;
-        }
+        if (n == MAX_STEPS) return cli_usage_error("--steps: at most %d steps", MAX_STEPS);
         steps[n++] = v;
         for (p = end; *p == ' '; p++) {}
-        if (*p == 0) return n;
+        if (*p == 0) {
+            o->nsteps = n;
+            return 0;
+        }
         if (*p != ',') break;
         p++;
     }
-    cli_usage_error("--steps: expected timesteps separated by commas (e.g. 0,100,500,999), got \"%s\"", text);
-    return -1;
+    return cli_usage_error("--steps: expected timesteps separated by commas (e.g. 0,100,500,999), got \"%s\"", text);
 }
 
 /* ---- the demo picture ------------------------------------------------------------------------------------ */
@@ -108,28 +132,8 @@ static void draw_text(float *canvas, int c, int H, int W, int x0, int y0, const 
 
 /* ---- the command ------------------------------------------------------------------------------------------ */
 
-const char cmd_noise_usage[] =
-    "usage: diffuse noise [options] IMAGE OUT.png\n"
-    "       diffuse noise [options] --demo OUT.png\n"
-    "\n"
-    "The forward process on a picture: one PNG strip of x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps at\n"
-    "each step, all with the same noise eps ~ N(0, I), clipped to [-1, 1]. IMAGE is a PNG or JPEG; --demo\n"
-    "draws a built-in landscape instead.\n"
-    "\n"
-    "  --steps LIST   comma-separated timesteps t: diffusers' indices 0..T-1, abar_t = alphas_cumprod[t]\n"
-    "                 (what a scheduler's add_noise uses); 0 shows x_0 itself.\n"
-    "                 Default 0,50,100,200,400,600,800,999 (scaled to T)\n"
-    "  --schedule S   linear (default), scaled_linear, squaredcos_cap_v2, sigmoid; betas 1e-4..0.02\n"
-    "                 (diffusers' DDPMScheduler defaults)\n"
-    "  --timesteps T  length of the chain (default 1000)\n"
-    "  --size N       centre-crop and resize to N x N first (default: the image's own size, shrunk to\n"
-    "                 256 pixels on the longer side if larger)\n"
-    "  --seed S       seed of the noise (default 0)\n"
-    "  --gray         one channel\n"
-    "  --no-labels    no \"t=...\" captions under the tiles\n";
-
 /* The border around tiles of h x w. */
-static int strip_pad(int h, int w) { return DF_MAX(4, DF_MIN(h, w) / 32); }
+static int strip_pad(int h, int w) { return CLI_MAX(4, CLI_MIN(h, w) / 32); }
 
 /* 0, or 2 after a usage error if a strip of n tiles of h x w is too wide. */
 static int too_wide(int n, int h, int w) {
@@ -138,36 +142,40 @@ static int too_wide(int n, int h, int w) {
                            "smaller --size", n, w, MAX_STRIP_WIDTH);
 }
 
-typedef struct {
-    const char  *image, *out;
-    long         steps[MAX_STEPS];
-    int          nsteps;          /* 0: the defaults */
-    df_beta_kind kind;
-    long         T, size;
-    uint64_t     seed;
-    int          gray, demo, labels;
-} noise_opts;
+/* --steps' default text: the default steps for T = 1000. */
+static void default_steps_text(char *buf, size_t cap) {
+    size_t n = 0;
+    for (int k = 0; k < CLI_COUNTOF(default_steps) && n < cap; k++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%d", k ? "," : "", default_steps[k]);
+    if (n < cap) snprintf(buf + n, cap - n, ", scaled to T");
+}
 
-/* Returns 0, 1 (a missing or unwritable file, reported) or 2 (a usage error, reported). */
+/* Returns 0, CLI_HELP, 1 (a missing or unwritable file, reported) or 2 (a usage error, reported). */
 static int parse_args(int argc, char **argv, noise_opts *o) {
-    const char *steps = NULL, *schedule = NULL;
-    int no_labels = 0;
-    cli_opt opts[] = {
-        {"--steps", OPT_STR, &steps, 0, 0},
-        {"--schedule", OPT_STR, &schedule, 0, 0},
-        {"--timesteps", OPT_LONG, &o->T, 2, 100000},
-        {"--size", OPT_LONG, &o->size, 1, MAX_SIZE},
-        {"--seed", OPT_U64, &o->seed, 0, 0},
-        {"--gray", OPT_FLAG, &o->gray, 0, 0},
-        {"--demo", OPT_FLAG, &o->demo, 0, 0},
-        {"--no-labels", OPT_FLAG, &no_labels, 0, 0},
-        {NULL, OPT_FLAG, NULL, 0, 0},
+    char steps_def[128], size_def[96];
+    default_steps_text(steps_def, sizeof steps_def);
+    snprintf(size_def, sizeof size_def, "the image's own size, shrunk to %d pixels on the longer side if larger",
+             AUTO_MAX_SIDE);
+    const cli_opt opts[] = {
+        OPT_CALL("--steps", o, parse_steps, .meta = "LIST", .def = steps_def,
+                 .help = "comma-separated timesteps t: diffusers' indices 0..T-1, abar_t = alphas_cumprod[t] (what a "
+                         "scheduler's add_noise uses); 0 shows x_0 itself"),
+        OPT_ENUM("--schedule", &o->kind, &cli_beta_schedules, .meta = "S",
+                 .help = "the beta schedule, from 1e-4 to 0.02 as diffusers' DDPMScheduler"),
+        OPT_LONG("--timesteps", &o->T, .lo = 2, .hi = 100000, .meta = "T", .help = "length of the chain"),
+        OPT_LONG("--size", &o->size, .lo = 1, .hi = MAX_SIZE, .meta = "N", .def = size_def,
+                 .help = "centre-crop and resize to N x N first"),
+        OPT_U64("--seed", &o->seed, .meta = "S", .help = "seed of the noise"),
+        OPT_FLAG("--gray", &o->gray, .help = "one channel"),
+        OPT_FLAG("--demo", &o->demo, .help = "draw a built-in landscape instead of reading IMAGE"),
+        OPT_FLAG("--no-labels", &o->no_labels, .help = "no \"t=...\" captions under the tiles"),
+        CLI_END,
     };
-    const char *pos[2];
-    int npos;
-    int rc = cli_parse("noise", argc, argv, opts, pos, 2, &npos, cmd_noise_usage);
+    cli_args a;
+    int rc = cli_parse(&cmd_noise, opts, argc, argv, &a);
     if (rc) return rc;
-    o->labels = !no_labels;
+    int npos = a.npos;
+    const char *const *pos = a.pos;
     if (o->demo) {
         if (npos == 2) return cli_usage_error("--demo draws its own picture: give only OUT.png, not \"%s\"", pos[0]);
         if (npos == 0) return cli_usage_error("--demo: missing OUT.png");
@@ -177,11 +185,9 @@ static int parse_args(int argc, char **argv, noise_opts *o) {
         if (npos == 1) return cli_usage_error("missing OUT.png");
         o->image = pos[0], o->out = pos[1];
     }
-    if (steps && (o->nsteps = parse_steps(steps, o->steps)) < 0) return 2;
-    if (schedule && df_beta_kind_parse(schedule, &o->kind)) return cli_usage_error("--schedule: %s", df_error());
     if (o->nsteps == 0) {
         /* the default steps, stretched onto 0..T-1 */
-        for (int k = 0; k < DF_COUNTOF(default_steps); k++) {
+        for (int k = 0; k < CLI_COUNTOF(default_steps); k++) {
             long t = lround(default_steps[k] * (o->T - 1) / 999.0);
             if (o->nsteps == 0 || t != o->steps[o->nsteps - 1]) o->steps[o->nsteps++] = t;
         }
@@ -222,8 +228,8 @@ static int make_x0(const noise_opts *o, int *c, int *h, int *w, float **x0) {
     if (o->size) {
         oh = ow = (int)o->size, crop = 1;
     } else if (ih > AUTO_MAX_SIDE || iw > AUTO_MAX_SIDE) {
-        double f = (double)AUTO_MAX_SIDE / DF_MAX(ih, iw);
-        oh = DF_MAX(1, (int)lround(ih * f)), ow = DF_MAX(1, (int)lround(iw * f));
+        double f = (double)AUTO_MAX_SIDE / CLI_MAX(ih, iw);
+        oh = CLI_MAX(1, (int)lround(ih * f)), ow = CLI_MAX(1, (int)lround(iw * f));
     }
     if (oh != ih || ow != iw) {
         float *r = malloc((size_t)ic * oh * ow * sizeof(float));
@@ -243,10 +249,22 @@ static int make_x0(const noise_opts *o, int *c, int *h, int *w, float **x0) {
     return 0;
 }
 
-int cmd_noise(int argc, char **argv) {
-    noise_opts o = {.kind = DF_BETA_LINEAR, .T = 1000, .labels = 1};
+/* What was written, and each step's signal and noise coefficients. */
+static void print_report(const noise_opts *o, const df_schedule *s, int c, int h, int w) {
+    printf("wrote %s: %d steps of %dx%d %s, %s schedule, T = %ld, seed %llu\n", o->out, o->nsteps, w, h,
+           c == 1 ? "gray" : "RGB", df_beta_kind_name(o->kind), o->T, (unsigned long long)o->seed);
+    printf("%8s  %12s  %14s\n", "t", "sqrt(abar_t)", "sqrt(1-abar_t)");
+    for (int i = 0; i < o->nsteps; i++) {
+        long t = o->steps[i];
+        if (t == 0) printf("%8ld  %12.6f  %14.6f  the clean image x_0\n", t, 1.0, 0.0);
+        else printf("%8ld  %12.6f  %14.6f\n", t, s->sqrt_alphas_cumprod[t], s->sqrt_one_minus_alphas_cumprod[t]);
+    }
+}
+
+static int noise_main(int argc, char **argv) {
+    noise_opts o = {.kind = DF_BETA_LINEAR, .T = 1000};
     int rc = parse_args(argc, argv, &o);
-    if (rc) return rc;
+    if (rc) return cli_exit(rc);
     df_schedule s;
     df_status st = df_schedule_init(&s, o.kind, (int)o.T, 1e-4, 0.02, 0);
     if (st) return cli_fail(st);
@@ -260,15 +278,15 @@ int cmd_noise(int argc, char **argv) {
     /* Layout: the tiles side by side with `pad` pixels of white around each; below them a caption band
      * with "t=..." (or just the number, if that is all that fits) centred under each tile. */
     int pad = strip_pad(h, w);
-    int scale = DF_MAX(1, w / 96);
+    int scale = CLI_MAX(1, w / 96);
     char label[MAX_STEPS][24];
     int widest = 0;   /* of the numbers alone */
     for (int i = 0; i < n; i++) {
         snprintf(label[i], sizeof label[i], "%ld", o.steps[i]);
-        widest = DF_MAX(widest, text_width(label[i], scale));
+        widest = CLI_MAX(widest, text_width(label[i], scale));
     }
     int with_t = widest + 12 * scale <= w + pad;   /* "t=" adds two 6-pixel glyphs */
-    int labels = o.labels && widest <= w + pad;
+    int labels = !o.no_labels && widest <= w + pad;
     for (int i = 0; i < n && with_t; i++) snprintf(label[i], sizeof label[i], "t=%ld", o.steps[i]);
     if ((rc = too_wide(n, h, w)) != 0) goto done;
     rc = 1;
@@ -305,14 +323,7 @@ int cmd_noise(int argc, char **argv) {
         goto done;
     }
     rc = 0;
-    printf("wrote %s: %d steps of %dx%d %s, %s schedule, T = %ld, seed %llu\n", o.out, n, w, h,
-           c == 1 ? "gray" : "RGB", df_beta_kind_name(o.kind), o.T, (unsigned long long)o.seed);
-    printf("%8s  %12s  %14s\n", "t", "sqrt(abar_t)", "sqrt(1-abar_t)");
-    for (int i = 0; i < n; i++) {
-        long t = o.steps[i];
-        if (t == 0) printf("%8ld  %12.6f  %14.6f  the clean image x_0\n", t, 1.0, 0.0);
-        else printf("%8ld  %12.6f  %14.6f\n", t, s.sqrt_alphas_cumprod[t], s.sqrt_one_minus_alphas_cumprod[t]);
-    }
+    print_report(&o, &s, c, h, w);
 done:
     free(x0);
     free(eps);

@@ -9,49 +9,186 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char cmd_sample_usage[] =
-    "usage: diffuse sample MODEL [options]\n"
-    "\n"
-    "Generate images. MODEL is a run directory (its latest checkpoint), a checkpoint or diffusers pipeline\n"
-    "directory (unet/ + scheduler/), or a bare diffusers model directory.\n"
-    "\n"
-    "  --n N                 number of images (64)\n"
-    "  --batch N             images per network call (64)\n"
-    "  --seed S              noise seed (0); the same seed gives the same images\n"
-    "  --sampler NAME        ddim (default), ddpm, dpmpp-1s, dpmpp-2m, dpmpp-3m, euler, heun\n"
-    "  --steps N             denoising steps (50; ddpm defaults to the training timesteps)\n"
-    "  --eta X               DDIM noise (0 = deterministic)\n"
-    "  --spacing NAME        leading (default), linspace, trailing\n"
-    "  --karras              Karras sigmas (euler, heun, dpmpp-*)\n"
-    "  --large-variance      DDPM with beta_t as the reverse variance\n"
-    "  --no-clip             do not clip predicted x_0 to [-1, 1]\n"
-    "  --threshold           dynamic thresholding (Imagen)\n"
-    "  --clipped-eps         DDIM steps with the noise implied by the clipped x_0, not the network's (on\n"
-    "                        when guiding: strong guidance otherwise washes out the background)\n"
-    "  --model-eps           DDIM steps with the network's noise even when guiding (diffusers' default)\n"
-    "  --labels L1,L2,...    class labels for a class-conditional model: image i gets L[i*k/n], so with n a\n"
-    "                        multiple of k the grid has one row per label (default: 0..classes-1)\n"
-    "  --guidance W          classifier-free guidance scale: eps_null + W (eps_label - eps_null); 1 (default)\n"
-    "                        is plain conditional sampling, 0 unconditional, 2..5 sharper (the model needs a\n"
-    "                        null class: train with --classes)\n"
-    "  --guidance-rescale P  blend P of the guided prediction rescaled to the conditional one's spread (0)\n"
-    "  --classifier DIR      classifier guidance with a noise-aware classifier (train-classifier): each step\n"
-    "                        moves by --classifier-scale S (1) times grad log p(label | x_t) (Dhariwal &\n"
-    "                        Nichol: algorithm 1 for ddpm, 2 for the other samplers)\n"
-    "  --score DIR           classify the generated images with a noise-free classifier and print the\n"
-    "                        accuracy against the requested labels\n"
-    "  --raw                 use the trained weights instead of their moving average\n"
-    "output (one or more; default --out samples.png):\n"
-    "  --out FILE.png        a grid\n"
-    "  --cols N              grid columns (default: square, or one row per label)\n"
-    "  --out-dir DIR         one PNG per image\n"
-    "  --npy FILE.npy        uint8 array (N, H, W, C)\n"
-    "  --animate FILE        the denoising process: an animated GIF (.gif) or a strip (.png) of the grid's\n"
-    "                        predicted x_0 at --frames points (12) from noise to image\n"
-    "editing:\n"
-    "  --init-image IMG --strength S   image-to-image (SDEdit): start from IMG noised to S in (0, 1]\n"
-    "  --inpaint IMG --mask MASK       regenerate the white part of MASK, keep the rest of IMG (RePaint)\n"
-    "  --jump-length N --jump-n N      RePaint resampling (default 1 1: off)\n";
+static int sample_main(int argc, char **argv);
+
+const cli_command cmd_sample = {
+    .name = "sample",
+    .usage = "usage: diffuse sample MODEL [options]",
+    .summary = "generate images; image-to-image, inpainting, animations",
+    .about = "Generate images. MODEL is a run directory (its latest checkpoint), a checkpoint or diffusers pipeline\n"
+             "directory (unet/ + scheduler/), or a bare diffusers model directory.",
+    .max_args = 1,
+    .run = sample_main,
+};
+
+/* Everything `diffuse sample` was asked for, as parsed and checked before a model is loaded. */
+typedef struct {
+    const char     *model;
+    int             n, batch, steps, cols, raw;
+    uint64_t        seed;
+    df_sampler_kind sampler;
+    df_spacing      spacing;
+    double          eta;
+    int             karras, large_variance, no_clip, threshold, clipped_eps, model_eps;
+    cli_ints        labels;
+    double          guidance, guidance_rescale, classifier_scale;
+    const char     *classifier_dir, *score_dir;
+    const char     *out, *out_dir, *npy, *animate;
+    int             frames;
+    const char     *init_image, *inpaint, *mask;
+    double          strength;
+    int             jump_length, jump_n;
+} sample_settings;
+
+static void sample_settings_default(sample_settings *s) {
+    df_sampler_params sp;
+    df_sampler_params_default(&sp);
+    *s = (sample_settings){.n = 64, .batch = 64, .sampler = sp.kind, .spacing = sp.spacing, .eta = sp.eta,
+                           .guidance = 1, .classifier_scale = 1, .frames = 12, .jump_length = 1, .jump_n = 1};
+}
+
+/* The sampler the run uses, and whether its options fit it. Returns 0 or 2 (a usage error). */
+static int check_sampler(const cli_args *a, const sample_settings *s) {
+    /* inpainting always takes DDPM's ancestral step (RePaint alg. 1) */
+    if (s->inpaint && cli_given(a, "--sampler") && s->sampler != DF_SAMPLER_DDPM)
+        return cli_usage_error("--sampler %s: --inpaint uses DDPM's step (RePaint); leave out --sampler or give ddpm",
+                               df_sampler_name(s->sampler));
+    df_sampler_kind kind = s->inpaint ? DF_SAMPLER_DDPM : s->sampler;
+    const char *kname = df_sampler_name(kind);
+    if (cli_given(a, "--eta") && kind != DF_SAMPLER_DDIM)
+        return cli_usage_error("--eta is DDIM's noise; the %s sampler has none", kname);
+    if (s->karras && !(kind == DF_SAMPLER_EULER || kind == DF_SAMPLER_HEUN || kind == DF_SAMPLER_DPMPP_1S ||
+                       kind == DF_SAMPLER_DPMPP_2M || kind == DF_SAMPLER_DPMPP_3M))
+        return cli_usage_error("--karras needs a sigma-space sampler (euler, heun, dpmpp-*), not %s", kname);
+    if (s->large_variance && kind != DF_SAMPLER_DDPM)
+        return cli_usage_error("--large-variance goes with --sampler ddpm, not %s", kname);
+    if (s->clipped_eps && s->model_eps) return cli_usage_error("--clipped-eps and --model-eps exclude each other");
+    return 0;
+}
+
+/* Options that need another: editing, animation, guidance. Returns 0 or 2 (a usage error). */
+static int check_pairs(const cli_args *a, const sample_settings *s) {
+    if (s->init_image && s->inpaint) return cli_usage_error("--init-image and --inpaint do not go together: give one");
+    if (s->inpaint && !s->mask) return cli_usage_error("--inpaint needs --mask MASK (white: regenerate, black: keep)");
+    if (s->mask && !s->inpaint) return cli_usage_error("--mask goes with --inpaint IMG");
+    if (s->init_image && !cli_given(a, "--strength"))
+        return cli_usage_error("--init-image needs --strength S with 0 < S <= 1");
+    if (cli_given(a, "--strength") && !s->init_image) return cli_usage_error("--strength goes with --init-image IMG");
+    if ((cli_given(a, "--jump-length") || cli_given(a, "--jump-n")) && !s->inpaint)
+        return cli_usage_error("%s goes with --inpaint (RePaint's resampling)",
+                               cli_given(a, "--jump-length") ? "--jump-length" : "--jump-n");
+    if (cli_given(a, "--frames") && !s->animate) return cli_usage_error("--frames goes with --animate FILE");
+    if (cli_given(a, "--classifier-scale") && !s->classifier_dir)
+        return cli_usage_error("--classifier-scale goes with --classifier");
+    return 0;
+}
+
+/* Outputs of the kinds their names say, none written over another or over an input; every input there and
+ * every output writable. Returns 0, 1 (a file problem) or 2 (a usage error). */
+static int check_files(const cli_args *a, sample_settings *s) {
+    if (!s->out && !s->out_dir && !s->npy) s->out = "samples.png";
+    if (s->out && !cli_has_suffix(s->out, ".png"))
+        return cli_usage_error("--out %s: the grid is a PNG: name it .png", s->out);
+    if (s->npy && !cli_has_suffix(s->npy, ".npy")) return cli_usage_error("--npy %s: name it .npy", s->npy);
+    if (s->animate && !cli_has_suffix(s->animate, ".gif") && !cli_has_suffix(s->animate, ".png"))
+        return cli_usage_error("--animate %s: name it .gif (an animation) or .png (a strip)", s->animate);
+    if (cli_given(a, "--cols") && !s->out && !s->animate)
+        return cli_usage_error("--cols sets the grid's columns: it goes with --out or --animate");
+    typedef struct {
+        const char *opt, *path;
+    } named_path;
+    const named_path outs[] = {{"--out", s->out}, {"--npy", s->npy}, {"--animate", s->animate}, {"--out-dir", s->out_dir}};
+    const named_path ins[] = {
+        {"MODEL", s->model}, {"--init-image", s->init_image}, {"--inpaint", s->inpaint}, {"--mask", s->mask}};
+    for (int i = 0; i < CLI_COUNTOF(outs); i++) {
+        if (!outs[i].path) continue;
+        for (int j = 0; j < i; j++)
+            if (outs[j].path && cli_same_file(outs[i].path, outs[j].path))
+                return cli_usage_error("%s and %s are both %s: give each output its own name", outs[j].opt, outs[i].opt,
+                                       outs[i].path);
+        for (int j = 0; j < CLI_COUNTOF(ins); j++)
+            if (ins[j].path && cli_same_file(outs[i].path, ins[j].path))
+                return cli_usage_error("%s %s would overwrite %s", outs[i].opt, outs[i].path, ins[j].opt);
+    }
+    if (cli_check_input("", s->model, 1)) return 1;
+    for (int j = 1; j < CLI_COUNTOF(ins); j++)
+        if (ins[j].path && cli_check_input(ins[j].opt, ins[j].path, 0)) return 1;
+    for (int i = 0; i < CLI_COUNTOF(outs); i++)
+        if (outs[i].path && cli_check_output(outs[i].opt, outs[i].path, i == 3)) return 1;
+    return 0;
+}
+
+/* The command line into s, checked as far as it can be without the model. Returns 0, CLI_HELP, or the exit
+ * code after reporting. */
+static int parse(int argc, char **argv, sample_settings *s) {
+    const cli_opt opts[] = {
+        OPT_INT("--n", &s->n, .lo = 1, .hi = 100000, .meta = "N", .help = "number of images"),
+        OPT_INT("--batch", &s->batch, .lo = 1, .hi = 4096, .meta = "N", .help = "images per network call"),
+        OPT_U64("--seed", &s->seed, .meta = "S", .help = "noise seed; the same seed gives the same images"),
+        OPT_ENUM("--sampler", &s->sampler, &cli_samplers, .meta = "NAME", .help = "the sampler"),
+        OPT_INT("--steps", &s->steps, .lo = 1, .hi = 100000, .meta = "N", .def = "50; ddpm: the training timesteps",
+                .help = "denoising steps"),
+        OPT_DOUBLE("--eta", &s->eta, .lo = 0, .hi = 1, .meta = "X", .help = "DDIM noise, 0 for deterministic steps"),
+        OPT_ENUM("--spacing", &s->spacing, &cli_spacings, .meta = "NAME", .help = "timestep spacing"),
+        OPT_FLAG("--karras", &s->karras, .help = "Karras sigmas (euler, heun, dpmpp-*)"),
+        OPT_FLAG("--large-variance", &s->large_variance, .help = "DDPM with beta_t as the reverse variance"),
+        OPT_FLAG("--no-clip", &s->no_clip, .help = "do not clip predicted x_0 to [-1, 1]"),
+        OPT_FLAG("--threshold", &s->threshold, .help = "dynamic thresholding (Imagen)"),
+        OPT_FLAG("--clipped-eps", &s->clipped_eps,
+                 .help = "DDIM steps with the noise implied by the clipped x_0, not the network's (on when guiding: "
+                         "strong guidance otherwise washes out the background)"),
+        OPT_FLAG("--model-eps", &s->model_eps, .help = "DDIM steps with the network's noise even when guiding "
+                                                       "(diffusers' default)"),
+        OPT_FLAG("--raw", &s->raw, .help = "use the trained weights instead of their moving average"),
+        OPT_SECTION("classes and guidance:"),
+        OPT_INTS("--labels", &s->labels, .lo = INT_MIN, .hi = INT_MAX, .meta = "L1,L2,...", .def = "0..classes-1",
+                 .help = "class labels for a class-conditional model: image i gets L[i*k/n], so with n a multiple of k "
+                         "the grid has one row per label"),
+        OPT_DOUBLE("--guidance", &s->guidance, .lo = 0, .hi = 100, .meta = "W",
+                   .help = "classifier-free guidance scale: eps_null + W (eps_label - eps_null); 1 is plain conditional "
+                           "sampling, 0 unconditional, 2..5 sharper (the model needs a null class: train with --classes)"),
+        OPT_DOUBLE("--guidance-rescale", &s->guidance_rescale, .lo = 0, .hi = 1, .meta = "P",
+                   .help = "blend P of the guided prediction rescaled to the conditional one's spread"),
+        OPT_STR("--classifier", &s->classifier_dir, .meta = "DIR",
+                .help = "classifier guidance with a noise-aware classifier (train-classifier): each step moves by "
+                        "--classifier-scale times grad log p(label | x_t) (Dhariwal & Nichol: algorithm 1 for ddpm, 2 "
+                        "for the other samplers)"),
+        OPT_DOUBLE("--classifier-scale", &s->classifier_scale, .lo = 0, .hi = 1000, .meta = "S",
+                   .help = "classifier guidance's scale"),
+        OPT_STR("--score", &s->score_dir, .meta = "DIR", .help = "classify the generated images with a noise-free "
+                                                                 "classifier and print the accuracy against the "
+                                                                 "requested labels"),
+        OPT_SECTION("output (one or more; default --out samples.png):"),
+        OPT_STR("--out", &s->out, .meta = "FILE.png", .help = "a grid"),
+        OPT_INT("--cols", &s->cols, .lo = 1, .hi = 10000, .meta = "N", .def = "square, or one row per label",
+                .help = "grid columns"),
+        OPT_STR("--out-dir", &s->out_dir, .meta = "DIR", .help = "one PNG per image"),
+        OPT_STR("--npy", &s->npy, .meta = "FILE.npy", .help = "uint8 array (N, H, W, C)"),
+        OPT_STR("--animate", &s->animate, .meta = "FILE",
+                .help = "the denoising process: an animated GIF (.gif) or a strip (.png) of the grid's predicted x_0 "
+                        "from noise to image"),
+        OPT_INT("--frames", &s->frames, .lo = 2, .hi = 1000, .meta = "N", .help = "the animation's frames"),
+        OPT_SECTION("editing:"),
+        OPT_STR("--init-image", &s->init_image, .meta = "IMG", .help = "image-to-image (SDEdit): start from IMG noised "
+                                                                       "to --strength"),
+        OPT_DOUBLE("--strength", &s->strength, .lo = 1e-6, .hi = 1, .meta = "S", .def = "",
+                   .help = "how far to noise --init-image, in (0, 1]"),
+        OPT_STR("--inpaint", &s->inpaint, .meta = "IMG",
+                .help = "regenerate the white part of --mask, keep the rest of IMG (RePaint)"),
+        OPT_STR("--mask", &s->mask, .meta = "MASK", .help = "the inpainting mask"),
+        OPT_INT("--jump-length", &s->jump_length, .lo = 1, .hi = 1000, .meta = "N",
+                .help = "RePaint resampling: jump back N steps; 1 is off"),
+        OPT_INT("--jump-n", &s->jump_n, .lo = 1, .hi = 1000, .meta = "N", .help = "RePaint resampling: N times; 1 is off"),
+        CLI_END,
+    };
+    cli_args a;
+    int rc = cli_parse(&cmd_sample, opts, argc, argv, &a);
+    if (rc) return rc;
+    if (a.npos != 1) return cli_usage_error("which model? give a run, checkpoint or model directory");
+    s->model = a.pos[0];
+    if ((rc = check_pairs(&a, s)) || (rc = check_sampler(&a, s))) return rc;
+    return check_files(&a, s);
+}
 
 typedef struct {
     float *frames;   /* captured x_0 predictions of the first batch, one frame per capture */
@@ -85,120 +222,23 @@ static df_status load_image_as(const char *path, int c, int h, int w, float *out
     return st;
 }
 
-int cmd_sample(int argc, char **argv) {
-    int n = 64, batch = 64, steps = 0, karras = 0, large = 0, no_clip = 0, threshold = 0, clipped_eps = 0, model_eps = 0, raw = 0, cols = 0;
-    int frames_wanted = 12, jump_len = 1, jump_n = 1;
-    uint64_t seed = 0;
-    double eta = 0, strength = 0, guidance = 1, guidance_rescale = 0, classifier_scale = 1;
-    const char *classifier_dir = NULL, *score_dir = NULL;
-    const char *sampler = NULL, *spacing = NULL, *labels_text = NULL, *out = NULL, *out_dir = NULL, *npy = NULL,
-               *animate = NULL, *init_image = NULL, *inpaint = NULL, *mask_path = NULL;
-    cli_opt opts[] = {
-        {"--n", OPT_INT, &n, 1, 100000},
-        {"--batch", OPT_INT, &batch, 1, 4096},
-        {"--seed", OPT_U64, &seed, 0, 0},
-        {"--sampler", OPT_STR, &sampler, 0, 0},
-        {"--steps", OPT_INT, &steps, 1, 100000},
-        {"--eta", OPT_DOUBLE, &eta, 0, 1},
-        {"--spacing", OPT_STR, &spacing, 0, 0},
-        {"--karras", OPT_FLAG, &karras, 0, 0},
-        {"--large-variance", OPT_FLAG, &large, 0, 0},
-        {"--no-clip", OPT_FLAG, &no_clip, 0, 0},
-        {"--threshold", OPT_FLAG, &threshold, 0, 0},
-        {"--clipped-eps", OPT_FLAG, &clipped_eps, 0, 0},
-        {"--model-eps", OPT_FLAG, &model_eps, 0, 0},
-        {"--labels", OPT_STR, &labels_text, 0, 0},
-        {"--guidance", OPT_DOUBLE, &guidance, 0, 100},
-        {"--guidance-rescale", OPT_DOUBLE, &guidance_rescale, 0, 1},
-        {"--classifier", OPT_STR, &classifier_dir, 0, 0},
-        {"--classifier-scale", OPT_DOUBLE, &classifier_scale, 0, 1000},
-        {"--score", OPT_STR, &score_dir, 0, 0},
-        {"--raw", OPT_FLAG, &raw, 0, 0},
-        {"--out", OPT_STR, &out, 0, 0},
-        {"--cols", OPT_INT, &cols, 1, 10000},
-        {"--out-dir", OPT_STR, &out_dir, 0, 0},
-        {"--npy", OPT_STR, &npy, 0, 0},
-        {"--animate", OPT_STR, &animate, 0, 0},
-        {"--frames", OPT_INT, &frames_wanted, 2, 1000},
-        {"--init-image", OPT_STR, &init_image, 0, 0},
-        {"--strength", OPT_DOUBLE, &strength, 1e-6, 1},
-        {"--inpaint", OPT_STR, &inpaint, 0, 0},
-        {"--mask", OPT_STR, &mask_path, 0, 0},
-        {"--jump-length", OPT_INT, &jump_len, 1, 1000},
-        {"--jump-n", OPT_INT, &jump_n, 1, 1000},
-        {NULL, OPT_FLAG, NULL, 0, 0},
-    };
-    int lab[1024], nlab = 0;
-    const char *pos[1];
-    int npos;
-    int rc = cli_parse("sample", argc, argv, opts, pos, 1, &npos, cmd_sample_usage);
-    if (rc) return rc;
-    if (npos != 1) return cli_usage_error("which model? give a run, checkpoint or model directory");
-    const char *model = pos[0];
-#define GIVEN(name) cli_given(argc, argv, name)
-
-    /* names, then options that contradict each other or have nothing to act on */
+/* Generate the images s asks for and write them. Returns 0, or the exit code after reporting. */
+static int generate(const sample_settings *s) {
+    /* the settings under the names the generation below uses */
+    const char *model = s->model, *classifier_dir = s->classifier_dir, *score_dir = s->score_dir, *out = s->out,
+               *out_dir = s->out_dir, *npy = s->npy, *animate = s->animate, *init_image = s->init_image,
+               *inpaint = s->inpaint, *mask_path = s->mask, *labels_text = s->labels.text;
+    int n = s->n, batch = s->batch, steps = s->steps, karras = s->karras, large = s->large_variance,
+        no_clip = s->no_clip, threshold = s->threshold, clipped_eps = s->clipped_eps, model_eps = s->model_eps,
+        raw = s->raw, cols = s->cols, frames_wanted = s->frames, jump_len = s->jump_length, jump_n = s->jump_n;
+    uint64_t seed = s->seed;
+    double eta = s->eta, strength = s->strength, guidance = s->guidance, guidance_rescale = s->guidance_rescale,
+           classifier_scale = s->classifier_scale;
+    int lab[CLI_MAX_INTS], nlab = s->labels.n, rc = 0;
+    memcpy(lab, s->labels.v, sizeof(int) * (size_t)nlab);
     df_sampler_params sp;
     df_sampler_params_default(&sp);
-    if (sampler && df_sampler_parse(sampler, &sp.kind)) return cli_usage_error("--sampler: %s", df_error());
-    if (spacing && df_spacing_parse(spacing, &sp.spacing)) return cli_usage_error("--spacing: %s", df_error());
-    if (init_image && inpaint) return cli_usage_error("--init-image and --inpaint do not go together: give one");
-    if (inpaint && !mask_path) return cli_usage_error("--inpaint needs --mask MASK (white: regenerate, black: keep)");
-    if (mask_path && !inpaint) return cli_usage_error("--mask goes with --inpaint IMG");
-    if (init_image && !GIVEN("--strength")) return cli_usage_error("--init-image needs --strength S with 0 < S <= 1");
-    if (GIVEN("--strength") && !init_image) return cli_usage_error("--strength goes with --init-image IMG");
-    if ((GIVEN("--jump-length") || GIVEN("--jump-n")) && !inpaint)
-        return cli_usage_error("%s goes with --inpaint (RePaint's resampling)",
-                               GIVEN("--jump-length") ? "--jump-length" : "--jump-n");
-    /* inpainting always takes DDPM's ancestral step (RePaint alg. 1) */
-    if (inpaint && sampler && sp.kind != DF_SAMPLER_DDPM)
-        return cli_usage_error("--sampler %s: --inpaint uses DDPM's step (RePaint); leave out --sampler or give ddpm",
-                               sampler);
-    df_sampler_kind kind = inpaint ? DF_SAMPLER_DDPM : sp.kind;
-    const char *kname = df_sampler_name(kind);
-    if (GIVEN("--eta") && kind != DF_SAMPLER_DDIM)
-        return cli_usage_error("--eta is DDIM's noise; the %s sampler has none", kname);
-    if (karras && !(kind == DF_SAMPLER_EULER || kind == DF_SAMPLER_HEUN || kind == DF_SAMPLER_DPMPP_1S ||
-                    kind == DF_SAMPLER_DPMPP_2M || kind == DF_SAMPLER_DPMPP_3M))
-        return cli_usage_error("--karras needs a sigma-space sampler (euler, heun, dpmpp-*), not %s", kname);
-    if (large && kind != DF_SAMPLER_DDPM)
-        return cli_usage_error("--large-variance goes with --sampler ddpm, not %s", kname);
-    /* the labels' form now, their range once the model tells its classes */
-    if (labels_text && cli_parse_list("sample", "--labels", labels_text, INT_MIN, INT_MAX, lab, 1024, &nlab))
-        return 2;
-
-    /* outputs: the kinds their names say, none written over another or over an input */
-    if (!out && !out_dir && !npy) out = "samples.png";
-    if (out && !cli_has_suffix(out, ".png")) return cli_usage_error("--out %s: the grid is a PNG: name it .png", out);
-    if (npy && !cli_has_suffix(npy, ".npy")) return cli_usage_error("--npy %s: name it .npy", npy);
-    if (animate && !cli_has_suffix(animate, ".gif") && !cli_has_suffix(animate, ".png"))
-        return cli_usage_error("--animate %s: name it .gif (an animation) or .png (a strip)", animate);
-    if (GIVEN("--frames") && !animate) return cli_usage_error("--frames goes with --animate FILE");
-    if (GIVEN("--cols") && !out && !animate)
-        return cli_usage_error("--cols sets the grid's columns: it goes with --out or --animate");
-    typedef struct {
-        const char *opt, *path;
-    } named_path;
-    const named_path outs[] = {{"--out", out}, {"--npy", npy}, {"--animate", animate}, {"--out-dir", out_dir}};
-    const named_path ins[] = {
-        {"MODEL", model}, {"--init-image", init_image}, {"--inpaint", inpaint}, {"--mask", mask_path}};
-    for (int i = 0; i < DF_COUNTOF(outs); i++) {
-        if (!outs[i].path) continue;
-        for (int j = 0; j < i; j++)
-            if (outs[j].path && cli_same_file(outs[i].path, outs[j].path))
-                return cli_usage_error("%s and %s are both %s: give each output its own name", outs[j].opt, outs[i].opt,
-                                       outs[i].path);
-        for (int j = 0; j < DF_COUNTOF(ins); j++)
-            if (ins[j].path && cli_same_file(outs[i].path, ins[j].path))
-                return cli_usage_error("%s %s would overwrite %s", outs[i].opt, outs[i].path, ins[j].opt);
-    }
-    /* every file there and every output writable before the model is loaded */
-    if (cli_check_input("", model, 1)) return 1;
-    for (int j = 1; j < DF_COUNTOF(ins); j++)
-        if (ins[j].path && cli_check_input(ins[j].opt, ins[j].path, 0)) return 1;
-    for (int i = 0; i < DF_COUNTOF(outs); i++)
-        if (outs[i].path && cli_check_output(outs[i].opt, outs[i].path, i == 3)) return 1;
-#undef GIVEN
+    sp.kind = s->sampler, sp.spacing = s->spacing;
     df_model *m;
     df_scheduler_config sc;
     df_status st = df_pipeline_load(model, raw, &m, &sc);
@@ -241,10 +281,9 @@ int cmd_sample(int argc, char **argv) {
         rc = cli_usage_error("%s: this model is unconditional (it has no classes; --classifier can guide it)",
                              labels_text ? "--labels" : "--score");
     } else if (labels_text) {
-        rc = cli_parse_list("sample", "--labels", labels_text, 0, nlabels - 1, lab, 1024, &nlab);
+        cli_ints in_range;   /* the same numbers, now checked against the model's classes */
+        rc = cli_parse_ints("--labels", labels_text, 0, nlabels - 1, &in_range);
     }
-    if (!rc && !classifier_dir && cli_given(argc, argv, "--classifier-scale"))
-        rc = cli_usage_error("--classifier-scale goes with --classifier");
     if (!rc && clf && k && kc != k - (k > kc))
         rc = cli_usage_error("--classifier: %d classes, the model has %d", kc, k);
     df_class_info classes = {0};
@@ -260,7 +299,6 @@ int cmd_sample(int argc, char **argv) {
         if (lab[i] == classes.null_class && classes.null_class >= 0)
             rc = cli_usage_error("--labels: %d is the null class (\"no class\"); use --guidance 0 for unconditional "
                                  "samples", lab[i]);
-    if (!rc && clipped_eps && model_eps) rc = cli_usage_error("--clipped-eps and --model-eps exclude each other");
     sp.clipped_eps = clipped_eps || ((guided || clf) && !model_eps);
     if (!rc && guided) {
         st = df_classifier_free_guidance_init(&cfg_guide, df_model_class_denoise, NULL, dim, classes.null_class);
@@ -430,4 +468,11 @@ done:
     df_schedule_free(&sched);
     df_model_free(m);
     return rc;
+}
+
+static int sample_main(int argc, char **argv) {
+    sample_settings s;
+    sample_settings_default(&s);
+    int rc = parse(argc, argv, &s);
+    return rc ? cli_exit(rc) : generate(&s);
 }

@@ -11,53 +11,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-const char cmd_train_usage[] =
-    "usage: diffuse train [options]\n"
-    "\n"
-    "Train a diffusion model (DDPM's L_simple). Defaults train the fmnist-s preset on Fashion-MNIST.\n"
-    "\n"
-    "data and model:\n"
-    "  --data PATH           fashion-mnist (default), an IDX file, a CIFAR-10 .bin or directory, or a\n"
-    "                        directory of PNG/JPEG images (one subdirectory per class gives labels)\n"
-    "  --size N              resize images to N x N (default: the model's sample_size)\n"
-    "  --flip                random horizontal flips\n"
-    "  --preset NAME         fmnist-s (default) or cifar10\n"
-    "  --config FILE         a diffusers UNet2DModel config.json instead of a preset\n"
-    "  --init DIR            start from a model or checkpoint directory\n"
-    "  --classes             class-conditional on the data's labels (plus a null class for guidance)\n"
-    "  --class-dropout P     probability of training a label as the null class (0.1 with --classes), so\n"
-    "                        one model also predicts unconditionally (classifier-free guidance)\n"
-    "diffusion:\n"
-    "  --schedule NAME       linear (default), scaled_linear, squaredcos_cap_v2, sigmoid\n"
-    "  --timesteps T         training timesteps (1000)\n"
-    "  --beta-start X --beta-end X   (1e-4, 0.02)\n"
-    "  --zero-snr            rescale the schedule to zero terminal SNR\n"
-    "  --prediction P        epsilon (default), sample or v_prediction\n"
-    "  --min-snr-gamma G     min-SNR-gamma loss weighting (0: off)\n"
-    "optimisation:\n"
-    "  --batch N (64)  --accum N (1)  --optimizer adamw|sgd  --lr X (1e-4)  --warmup N (500)\n"
-    "  --lr-decay cosine|linear|constant  --beta1 X (0.95)  --beta2 X (0.999)  --weight-decay X (1e-6)\n"
-    "  --momentum X (0.9, sgd)  --grad-clip X (1.0, 0 = off)  --ema-decay X (0.9999)  --no-ema\n"
-    "  --skip-nonfinite N    a step whose loss or gradients hold NaN or Inf never updates the weights; by\n"
-    "                        default the run stops there (exit 1) with the last good checkpoint as `latest`;\n"
-    "                        with N > 0 such a step is skipped and reported, and the run stops only after\n"
-    "                        more than N in a row\n"
-    "budget (the first reached ends the run; one is required unless resuming):\n"
-    "  --steps N  --epochs N  --minutes M\n"
-    "output:\n"
-    "  --out DIR             run directory (default runs/<preset>)\n"
-    "  --resume              continue the run in --out from its latest checkpoint, bit for bit\n"
-    "  --save-every N (1000)  --sample-every N (1000)  --samples N (64)  --sample-steps N (50)\n"
-    "  --keep N (2)  --log-every N (10)  --seed S (0)  --threads N\n"
-    "evaluation while training (its time is shown apart and not counted in --minutes):\n"
-    "  --eval-every N        every N steps and at the end, FD and KID of --eval-n EMA samples (500, DDIM\n"
-    "                        --eval-steps 25) go into loss.csv and progress.png\n"
-    "  --eval-features PATH  feature network (default models/fmnist-features)\n"
-    "  --eval-ref DATA       reference images (default fashion-mnist:test)\n"
-    "\n"
-    "Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits with status 0 (a second one\n"
-    "exits at once). Checkpoints are written whole before `latest` names them, so a crash, a kill or a full\n"
-    "disk (exit 1, naming the file) leaves the previous checkpoint to --resume from.\n";
+static int train_main(int argc, char **argv);
+
+const cli_command cmd_train = {
+    .name = "train",
+    .usage = "usage: diffuse train (--steps N | --epochs N | --minutes M | --resume) [options]",
+    .summary = "train a model (default: fmnist-s on Fashion-MNIST)",
+    .about = "Train a diffusion model (DDPM's L_simple). Defaults train the fmnist-s preset on Fashion-MNIST.",
+    .epilog = "Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits with status 0 (a second one\n"
+              "exits at once). Checkpoints are written whole before `latest` names them, so a crash, a kill or a full\n"
+              "disk (exit 1, naming the file) leaves the previous checkpoint to --resume from.",
+    .run = train_main,
+};
 
 static volatile int stop_requested;
 static void on_signal(int sig) {
@@ -83,47 +48,49 @@ static const char *const fixed_on_resume[] = {
     "--ema-decay", "--no-ema",   "--seed",      "--classes",       "--class-dropout",
 };
 
-/* Options that contradict each other, before their values are used. Returns 0 or 2 (a usage error). */
-static int check_options(int argc, char **argv, const df_train_params *p, const char *preset, const char *config,
-                         const char *init, int resume) {
-    if (!!preset + !!config + !!init > 1)
-        return cli_usage_error("--preset, --config and --init each choose the model: give one");
-    if (resume && (preset || config || init))
+/* Options that contradict each other. Returns 0 or 2 (a usage error). */
+static int check_options(const cli_args *a, const df_train_params *p) {
+    int preset = cli_given(a, "--preset"), config = cli_given(a, "--config"), init = cli_given(a, "--init");
+    if (preset + config + init > 1) return cli_usage_error("--preset, --config and --init each choose the model: give one");
+    if (p->resume && (preset || config || init))
         return cli_usage_error("--resume continues the model in --out: %s does not apply",
                                preset ? "--preset" : config ? "--config" : "--init");
-    for (int i = 0; resume && i < (int)(sizeof fixed_on_resume / sizeof *fixed_on_resume); i++)
-        if (cli_given(argc, argv, fixed_on_resume[i]))
+    for (int i = 0; p->resume && i < CLI_COUNTOF(fixed_on_resume); i++)
+        if (cli_given(a, fixed_on_resume[i]))
             return cli_usage_error("%s: a resumed run keeps the settings it started with (--resume takes only "
                                    "the budget and the output options)", fixed_on_resume[i]);
-    if (!resume && p->max_steps <= 0 && p->max_epochs <= 0 && p->max_minutes <= 0)
+    if (!p->resume && p->max_steps <= 0 && p->max_epochs <= 0 && p->max_minutes <= 0)
         return cli_usage_error("give a budget: --steps N, --epochs N or --minutes M");
-    if (cli_given(argc, argv, "--class-dropout") && !cli_given(argc, argv, "--classes") && !config && !init)
+    if (cli_given(a, "--class-dropout") && !cli_given(a, "--classes") && !config && !init)
         return cli_usage_error("--class-dropout drops class labels: it needs --classes (or a class-conditional "
                                "--config or --init model)");
-    if (cli_given(argc, argv, "--classes") && init)
+    if (cli_given(a, "--classes") && init)
         return cli_usage_error("--classes builds a new class-conditional model: --init's model keeps its own classes");
-    if (cli_given(argc, argv, "--ema-decay") && cli_given(argc, argv, "--no-ema"))
+    if (cli_given(a, "--ema-decay") && cli_given(a, "--no-ema"))
         return cli_usage_error("--ema-decay sets the moving average that --no-ema turns off: give one");
+    static const char *const eval_only[] = {"--eval-n", "--eval-steps", "--eval-features", "--eval-ref"};
+    for (int i = 0; i < CLI_COUNTOF(eval_only) && !p->eval_every; i++)
+        if (cli_given(a, eval_only[i])) return cli_usage_error("%s goes with --eval-every N", eval_only[i]);
     return 0;
 }
 
 /* Settings that contradict each other, once parsed. Returns 0 or 2 (a usage error). */
-static int check_settings(int argc, char **argv, const df_train_params *p) {
+static int check_settings(const cli_args *a, const df_train_params *p) {
     if (p->resume) return 0;   /* the checkpoint's settings, and check_options refused any others */
-    if (p->optim.kind == DF_OPT_SGD && (cli_given(argc, argv, "--beta1") || cli_given(argc, argv, "--beta2")))
+    if (p->optim.kind == DF_OPT_SGD && (cli_given(a, "--beta1") || cli_given(a, "--beta2")))
         return cli_usage_error("%s is AdamW's; the sgd optimizer has --momentum",
-                               cli_given(argc, argv, "--beta1") ? "--beta1" : "--beta2");
-    if (p->optim.kind != DF_OPT_SGD && cli_given(argc, argv, "--momentum"))
+                               cli_given(a, "--beta1") ? "--beta1" : "--beta2");
+    if (p->optim.kind != DF_OPT_SGD && cli_given(a, "--momentum"))
         return cli_usage_error("--momentum is SGD's: it goes with --optimizer sgd");
     if (p->beta_end < p->beta_start)
         return cli_usage_error("--beta-end %g is below --beta-start %g", p->beta_end, p->beta_start);
-    int betas_given = cli_given(argc, argv, "--beta-start") || cli_given(argc, argv, "--beta-end");
+    int betas_given = cli_given(a, "--beta-start") || cli_given(a, "--beta-end");
     if (p->beta_schedule == DF_BETA_COSINE && betas_given)
         return cli_usage_error("%s: the squaredcos_cap_v2 schedule has no beta range",
-                               cli_given(argc, argv, "--beta-start") ? "--beta-start" : "--beta-end");
+                               cli_given(a, "--beta-start") ? "--beta-start" : "--beta-end");
     if (p->sample_count > 0 && p->sample_every > 0 && p->sample_steps > p->num_train_timesteps)
         return cli_usage_error("--sample-steps %d%s is more than the %d training timesteps", p->sample_steps,
-                               cli_given(argc, argv, "--sample-steps") ? "" : " (the default)", p->num_train_timesteps);
+                               cli_given(a, "--sample-steps") ? "" : " (the default)", p->num_train_timesteps);
     if (p->preset) {
         df_unet_config cfg;
         if (df_unet_config_preset(p->preset, &cfg)) return cli_usage_error("--preset: %s", df_error());
@@ -161,107 +128,115 @@ static int check_files(const df_train_params *p) {
     return p->data ? cli_check_data("--data", p->data) : 0;
 }
 
-int cmd_train(int argc, char **argv) {
+/* The optimizers and learning-rate schedules by name, in the library's enum order. */
+static const char *const optimizer_names[] = {[DF_OPT_ADAMW] = "adamw", [DF_OPT_SGD] = "sgd"};
+static const char *const decay_names[] = {[DF_LR_CONSTANT] = "constant", [DF_LR_COSINE] = "cosine", [DF_LR_LINEAR] = "linear"};
+_Static_assert(CLI_COUNTOF(optimizer_names) == DF_OPT_COUNT && CLI_COUNTOF(decay_names) == DF_LR_COUNT, "names");
+static const char *optimizer_name(int i) { return optimizer_names[i]; }
+static const char *decay_name(int i) { return decay_names[i]; }
+static const cli_choices optimizers = {DF_OPT_COUNT, optimizer_name, NULL};
+static const cli_choices decays = {DF_LR_COUNT, decay_name, NULL};
+
+/* The command line into p (defaults: df_train_params_default's, shown by --help as they are). Returns 0,
+ * CLI_HELP, or the exit code after reporting. */
+static int parse(int argc, char **argv, df_train_params *p, char *outbuf, size_t outcap) {
+    int no_ema = 0;
+    const cli_opt opts[] = {
+        OPT_SECTION("data and model:"),
+        OPT_STR("--data", &p->data, .meta = "PATH", .help = "fashion-mnist, an IDX file, a CIFAR-10 .bin or directory, "
+                "or a directory of PNG/JPEG images, where one subdirectory per class gives labels"),
+        OPT_INT("--size", &p->image_size, .lo = 1, .hi = 4096, .meta = "N", .def = "the model's sample_size",
+                .help = "resize images to N x N"),
+        OPT_FLAG("--flip", &p->flip, .help = "random horizontal flips"),
+        OPT_STR("--preset", &p->preset, .meta = "NAME", .help = "the model: fmnist-s or cifar10"),
+        OPT_STR("--config", &p->config_path, .meta = "FILE", .help = "a diffusers UNet2DModel config.json instead of a preset"),
+        OPT_STR("--init", &p->init_dir, .meta = "DIR", .help = "start from a model or checkpoint directory"),
+        OPT_FLAG("--classes", &p->class_conditional,
+                 .help = "class-conditional on the data's labels, plus a null class for guidance"),
+        OPT_DOUBLE("--class-dropout", &p->class_dropout, .lo = 0, .hi = 0.99, .meta = "P", .def = "0.1 with --classes",
+                   .help = "probability of training a label as the null class, so that one model also predicts "
+                           "unconditionally, as classifier-free guidance needs"),
+        OPT_SECTION("diffusion:"),
+        OPT_ENUM("--schedule", &p->beta_schedule, &cli_beta_schedules, .meta = "NAME", .help = "beta schedule"),
+        OPT_INT("--timesteps", &p->num_train_timesteps, .lo = 2, .hi = 100000, .meta = "T", .help = "training timesteps"),
+        OPT_DOUBLE("--beta-start", &p->beta_start, .lo = 1e-12, .hi = 0.999, .meta = "X", .help = "the first beta"),
+        OPT_DOUBLE("--beta-end", &p->beta_end, .lo = 1e-12, .hi = 0.999, .meta = "X", .help = "the last beta"),
+        OPT_FLAG("--zero-snr", &p->zero_terminal_snr, .help = "rescale the schedule to zero terminal SNR"),
+        OPT_ENUM("--prediction", &p->prediction, &cli_predictions, .meta = "P", .help = "what the network predicts"),
+        OPT_DOUBLE("--min-snr-gamma", &p->min_snr_gamma, .lo = 0, .hi = 1e6, .meta = "G",
+                   .help = "min-SNR-gamma loss weighting, 0 for none"),
+        OPT_SECTION("optimisation:"),
+        OPT_INT("--batch", &p->batch_size, .lo = 1, .hi = 4096, .meta = "N", .help = "images per step"),
+        OPT_INT("--accum", &p->grad_accum, .lo = 1, .hi = 1024, .meta = "N", .help = "batches accumulated per step"),
+        OPT_ENUM("--optimizer", &p->optim.kind, &optimizers, .meta = "NAME", .help = "the optimizer"),
+        OPT_DOUBLE("--lr", &p->optim.lr, .lo = 1e-12, .hi = 10, .meta = "X", .help = "peak learning rate"),
+        OPT_LONG("--warmup", &p->optim.warmup_steps, .lo = 0, .hi = 1e9, .meta = "N", .help = "linear warmup steps"),
+        OPT_ENUM("--lr-decay", &p->optim.decay, &decays, .meta = "NAME", .help = "learning rate after the warmup"),
+        OPT_DOUBLE("--beta1", &p->optim.beta1, .lo = 0, .hi = 0.999999, .meta = "X", .help = "AdamW's beta1"),
+        OPT_DOUBLE("--beta2", &p->optim.beta2, .lo = 0, .hi = 0.999999, .meta = "X", .help = "AdamW's beta2"),
+        OPT_DOUBLE("--weight-decay", &p->optim.weight_decay, .lo = 0, .hi = 10, .meta = "X", .help = "weight decay"),
+        OPT_DOUBLE("--momentum", &p->optim.momentum, .lo = 0, .hi = 0.999999, .meta = "X", .help = "SGD's momentum"),
+        OPT_DOUBLE("--grad-clip", &p->optim.grad_clip, .lo = 0, .hi = 1e9, .meta = "X",
+                   .help = "clip the gradients' global norm to X, 0 for no clipping"),
+        OPT_DOUBLE("--ema-decay", &p->ema_max_decay, .lo = 0, .hi = 1, .meta = "X",
+                   .help = "the weights' moving average: its largest decay"),
+        OPT_FLAG("--no-ema", &no_ema, .help = "no moving average of the weights"),
+        OPT_INT("--skip-nonfinite", &p->nonfinite_skip, .lo = 0, .hi = 1e6, .meta = "N",
+                .help = "a step whose loss or gradients hold NaN or Inf never updates the weights; with 0 the run stops "
+                        "there (exit 1) with the last good checkpoint as `latest`; with N > 0 such a step is skipped and "
+                        "reported, and the run stops only after more than N in a row"),
+        OPT_SECTION("budget (the first reached ends the run; one is required unless resuming):"),
+        OPT_LONG("--steps", &p->max_steps, .lo = 1, .hi = 1e12, .meta = "N", .def = "", .help = "optimizer steps"),
+        OPT_INT("--epochs", &p->max_epochs, .lo = 1, .hi = 1e6, .meta = "N", .def = "", .help = "passes over the data"),
+        OPT_DOUBLE("--minutes", &p->max_minutes, .lo = 1e-3, .hi = 1e7, .meta = "M", .def = "",
+                   .help = "minutes of training"),
+        OPT_SECTION("output:"),
+        OPT_STR("--out", &p->out_dir, .meta = "DIR", .def = "runs/PRESET; runs/model with --config or --init", .help = "the run directory"),
+        OPT_FLAG("--resume", &p->resume, .help = "continue the run in --out from its latest checkpoint, bit for bit"),
+        OPT_LONG("--save-every", &p->save_every, .lo = 0, .hi = 1e12, .meta = "N", .help = "checkpoint every N steps"),
+        OPT_LONG("--sample-every", &p->sample_every, .lo = 0, .hi = 1e12, .meta = "N",
+                 .help = "a grid of samples every N steps, 0 for only at the end"),
+        OPT_INT("--samples", &p->sample_count, .lo = 0, .hi = 1024, .meta = "N", .help = "images in the grid"),
+        OPT_INT("--sample-steps", &p->sample_steps, .lo = 1, .hi = 100000, .meta = "N", .help = "DDIM steps for the grid"),
+        OPT_INT("--keep", &p->keep_checkpoints, .lo = 1, .hi = 1000, .meta = "N", .help = "checkpoints kept"),
+        OPT_LONG("--log-every", &p->log_every, .lo = 1, .hi = 1e9, .meta = "N", .help = "a row of loss.csv every N steps"),
+        OPT_U64("--seed", &p->seed, .meta = "S", .help = "seed of the weights, the data order and the noise"),
+        OPT_SECTION("evaluation while training (its time is shown apart and not counted in --minutes):"),
+        OPT_LONG("--eval-every", &p->eval_every, .lo = 1, .hi = 1e12, .meta = "N", .def = "",
+                 .help = "every N steps and at the end, FD and KID of EMA samples go into loss.csv and progress.png"),
+        OPT_INT("--eval-n", &p->eval_n, .lo = 2, .hi = 1000000, .meta = "N", .help = "images scored"),
+        OPT_INT("--eval-steps", &p->eval_steps, .lo = 1, .hi = 100000, .meta = "N", .help = "their DDIM steps"),
+        OPT_STR("--eval-features", &p->eval_features, .meta = "PATH", .def = "models/fmnist-features",
+                .help = "feature network"),
+        OPT_STR("--eval-ref", &p->eval_ref, .meta = "DATA", .help = "reference images"),
+        CLI_END,
+    };
+    cli_args a;
+    int rc = cli_parse(&cmd_train, opts, argc, argv, &a);
+    if (rc) return rc;
+    if ((rc = check_options(&a, p))) return rc;
+    /* the model: --preset, --config or --init, the fmnist-s preset when none is given */
+    if (!cli_given(&a, "--preset") && (p->config_path || p->init_dir)) p->preset = NULL;
+    if (p->class_conditional && !cli_given(&a, "--class-dropout")) p->class_dropout = 0.1;
+    p->use_ema = !no_ema;
+    if (!cli_given(&a, "--out")) {
+        snprintf(outbuf, outcap, "runs/%s", p->preset ? p->preset : "model");
+        p->out_dir = outbuf;
+    }
+    return check_settings(&a, p);
+}
+
+static int train_main(int argc, char **argv) {
     df_train_params p;
     df_train_params_default(&p);
-    const char *preset = NULL, *config = NULL, *init = NULL, *out = NULL, *schedule = NULL, *prediction = NULL,
-               *optimizer = NULL, *decay = NULL;
-    int zero_snr = 0, no_ema = 0, flip = 0, resume = 0;
-    double ema_decay = p.ema_max_decay;
-    cli_opt opts[] = {
-        {"--data", OPT_STR, &p.data, 0, 0},
-        {"--size", OPT_INT, &p.image_size, 1, 4096},
-        {"--flip", OPT_FLAG, &flip, 0, 0},
-        {"--classes", OPT_FLAG, &p.class_conditional, 0, 0},
-        {"--class-dropout", OPT_DOUBLE, &p.class_dropout, 0, 0.99},
-        {"--preset", OPT_STR, &preset, 0, 0},
-        {"--config", OPT_STR, &config, 0, 0},
-        {"--init", OPT_STR, &init, 0, 0},
-        {"--schedule", OPT_STR, &schedule, 0, 0},
-        {"--timesteps", OPT_INT, &p.num_train_timesteps, 2, 100000},
-        {"--beta-start", OPT_DOUBLE, &p.beta_start, 1e-12, 0.999},
-        {"--beta-end", OPT_DOUBLE, &p.beta_end, 1e-12, 0.999},
-        {"--zero-snr", OPT_FLAG, &zero_snr, 0, 0},
-        {"--prediction", OPT_STR, &prediction, 0, 0},
-        {"--min-snr-gamma", OPT_DOUBLE, &p.min_snr_gamma, 0, 1e6},
-        {"--batch", OPT_INT, &p.batch_size, 1, 4096},
-        {"--accum", OPT_INT, &p.grad_accum, 1, 1024},
-        {"--optimizer", OPT_STR, &optimizer, 0, 0},
-        {"--lr", OPT_DOUBLE, &p.optim.lr, 1e-12, 10},
-        {"--warmup", OPT_LONG, &p.optim.warmup_steps, 0, 1e9},
-        {"--lr-decay", OPT_STR, &decay, 0, 0},
-        {"--beta1", OPT_DOUBLE, &p.optim.beta1, 0, 0.999999},
-        {"--beta2", OPT_DOUBLE, &p.optim.beta2, 0, 0.999999},
-        {"--weight-decay", OPT_DOUBLE, &p.optim.weight_decay, 0, 10},
-        {"--momentum", OPT_DOUBLE, &p.optim.momentum, 0, 0.999999},
-        {"--grad-clip", OPT_DOUBLE, &p.optim.grad_clip, 0, 1e9},
-        {"--skip-nonfinite", OPT_INT, &p.nonfinite_skip, 0, 1e6},
-        {"--ema-decay", OPT_DOUBLE, &ema_decay, 0, 1},
-        {"--no-ema", OPT_FLAG, &no_ema, 0, 0},
-        {"--steps", OPT_LONG, &p.max_steps, 1, 1e12},
-        {"--epochs", OPT_INT, &p.max_epochs, 1, 1e6},
-        {"--minutes", OPT_DOUBLE, &p.max_minutes, 1e-3, 1e7},
-        {"--out", OPT_STR, &out, 0, 0},
-        {"--resume", OPT_FLAG, &resume, 0, 0},
-        {"--save-every", OPT_LONG, &p.save_every, 0, 1e12},
-        {"--sample-every", OPT_LONG, &p.sample_every, 0, 1e12},
-        {"--samples", OPT_INT, &p.sample_count, 0, 1024},
-        {"--sample-steps", OPT_INT, &p.sample_steps, 1, 100000},
-        {"--keep", OPT_INT, &p.keep_checkpoints, 1, 1000},
-        {"--log-every", OPT_LONG, &p.log_every, 1, 1e9},
-        {"--seed", OPT_U64, &p.seed, 0, 0},
-        {"--eval-every", OPT_LONG, &p.eval_every, 1, 1e12},
-        {"--eval-n", OPT_INT, &p.eval_n, 2, 1000000},
-        {"--eval-steps", OPT_INT, &p.eval_steps, 1, 100000},
-        {"--eval-features", OPT_STR, &p.eval_features, 0, 0},
-        {"--eval-ref", OPT_STR, &p.eval_ref, 0, 0},
-        {NULL, OPT_FLAG, NULL, 0, 0},
-    };
-    const char *pos[1];
-    int npos;
-    int rc = cli_parse("train", argc, argv, opts, pos, 0, &npos, cmd_train_usage);
-    if (rc) return rc;
-    rc = check_options(argc, argv, &p, preset, config, init, resume);
-    if (rc) return rc;
-    p.preset = preset ? preset : (config || init) ? NULL : "fmnist-s";
-    p.config_path = config;
-    p.init_dir = init;
-    p.flip = flip;
-    p.resume = resume;
-    if (p.class_conditional && !cli_given(argc, argv, "--class-dropout")) p.class_dropout = 0.1;
-    p.zero_terminal_snr = zero_snr;
-    p.use_ema = !no_ema;
-    p.ema_max_decay = ema_decay;
-    char outbuf[512];
-    if (!out) {
-        snprintf(outbuf, sizeof outbuf, "runs/%s", p.preset ? p.preset : "model");
-        out = outbuf;
-    }
-    p.out_dir = out;
-    if (schedule && df_beta_kind_parse(schedule, &p.beta_schedule))
-        return cli_usage_error("--schedule: %s", df_error());
-    if (prediction && df_prediction_parse(prediction, &p.prediction))
-        return cli_usage_error("--prediction: %s", df_error());
-    if (optimizer) {
-        if (!strcmp(optimizer, "adamw")) p.optim.kind = DF_OPT_ADAMW;
-        else if (!strcmp(optimizer, "sgd")) p.optim.kind = DF_OPT_SGD;
-        else return cli_usage_error("--optimizer: expected adamw or sgd, got \"%s\"", optimizer);
-    }
-    if (decay) {
-        if (!strcmp(decay, "cosine")) p.optim.decay = DF_LR_COSINE;
-        else if (!strcmp(decay, "linear")) p.optim.decay = DF_LR_LINEAR;
-        else if (!strcmp(decay, "constant")) p.optim.decay = DF_LR_CONSTANT;
-        else return cli_usage_error("--lr-decay: expected cosine, linear or constant, got \"%s\"", decay);
-    }
-    const char *eval_only[] = {"--eval-n", "--eval-steps", "--eval-features", "--eval-ref"};
-    for (int i = 0; i < 4 && !p.eval_every; i++)
-        if (cli_given(argc, argv, eval_only[i])) return cli_usage_error("%s goes with --eval-every N", eval_only[i]);
-    char feat_buf[4200];
+    char outbuf[512], feat_buf[4200];
+    int rc = parse(argc, argv, &p, outbuf, sizeof outbuf);
+    if (rc) return cli_exit(rc);
     if (p.eval_every && !p.eval_features) p.eval_features = cli_default_features(feat_buf, sizeof feat_buf);
     if (p.eval_every && cli_check_data("--eval-ref", p.eval_ref)) return 1;
     if (p.eval_every && access(p.eval_features, R_OK) != 0)
         return cli_die("--eval-features %s: no such feature network", p.eval_features);
-    if ((rc = check_settings(argc, argv, &p)) != 0 || (rc = check_files(&p)) != 0) return rc;
+    if ((rc = check_files(&p)) != 0) return rc;
 
     /* the first Ctrl-C or SIGTERM asks for a checkpoint and a clean exit; the handler then reverts to the
      * default, so a second one ends the process at once (the last published checkpoint stays whole) */
@@ -279,8 +254,9 @@ int cmd_train(int argc, char **argv) {
     cli_progress_init(&bar, "train");
     p.progress = show;
     p.progress_ctx = &bar;
-    fprintf(stderr, "diffuse train: %s, %d threads, output in %s\n", resume ? "resuming" : "starting", omp_get_max_threads(),
-            out);
+    const char *out = p.out_dir;
+    fprintf(stderr, "diffuse train: %s, %d threads, output in %s\n", p.resume ? "resuming" : "starting",
+            omp_get_max_threads(), out);
     df_status st = df_train(&p);
     cli_progress_done(&bar);
     if (st) return cli_fail(st);

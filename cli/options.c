@@ -1,9 +1,7 @@
 /* Error reporting and option parsing shared by the commands: one line "diffuse <cmd>: ..." per error, the
- * usage line after usage errors, a table of --name, kind, destination and range per command, and the checks
- * on input and output paths made before any work starts. */
+ * usage line after usage errors, and the parser that walks a command's option table (cli.h). */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
-#include "internal.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -12,29 +10,22 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* ---- messages ------------------------------------------------------------------------------------------ */
 
-static const char *cur_cmd;     /* NULL: the top level */
-static const char *cur_usage;   /* NULL: no usage line to print */
+static const cli_command *cur;   /* the command being run; NULL before one is known */
 
-void cli_set_command(const char *cmd, const char *usage) {
-    cur_cmd = cmd;
-    cur_usage = usage;
-}
+void cli_set_command(const cli_command *cmd) { cur = cmd; }
 
 /* "diffuse <cmd>: <message>\n" on stderr. A message that already starts with "<cmd>: " (as messages
  * written for a plain "diffuse: " prefix did) does not repeat the command. */
 static void vsay(const char *fmt, va_list ap) {
     char msg[1200];
     vsnprintf(msg, sizeof msg, fmt, ap);
-    const char *m = msg;
-    size_t n = cur_cmd ? strlen(cur_cmd) : 0;
-    if (n && strncmp(m, cur_cmd, n) == 0 && m[n] == ':' && m[n + 1] == ' ') m += n + 2;
-    if (cur_cmd) fprintf(stderr, "diffuse %s: %s\n", cur_cmd, m);
+    const char *m = msg, *name = cur ? cur->name : NULL;
+    size_t n = name ? strlen(name) : 0;
+    if (n && strncmp(m, name, n) == 0 && m[n] == ':' && m[n + 1] == ' ') m += n + 2;
+    if (name) fprintf(stderr, "diffuse %s: %s\n", name, m);
     else fprintf(stderr, "diffuse: %s\n", m);
 }
 
@@ -51,38 +42,41 @@ int cli_fail(df_status st) {
     return st ? 1 : 0;
 }
 
-void cli_print_usage_line(FILE *f, const char *cmd, const char *usage) {
-    const char *end = strstr(usage, "\n\n");
-    int len = end ? (int)(end - usage) : (int)strcspn(usage, "\n");
-    if (cmd) fprintf(f, "%.*s  (diffuse %s --help for all options)\n", len, usage, cmd);
-    else fprintf(f, "%.*s\n", len, usage);
-}
-
 int cli_usage_error(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsay(fmt, ap);
     va_end(ap);
-    if (cur_usage) cli_print_usage_line(stderr, cur_cmd, cur_usage);
+    if (cur) cli_print_usage_line(stderr, cur);
     return 2;
 }
 
-int cli_int(const char *opt, const char *text, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (!*text || *end || errno || v < lo || v > hi)
-        return cli_usage_error("%s: expected a whole number from %ld to %ld, got \"%s\"", opt, lo, hi, text);
-    *out = v;
-    return 0;
+/* ---- finding options ----------------------------------------------------------------------------------- */
+
+static int is_option(const cli_opt *o) { return o->kind != CLI_SECTION; }
+
+static int same(const char *name, const char *text, size_t len) {
+    return name && strlen(name) == len && strncmp(name, text, len) == 0;
 }
 
-/* ---- options ------------------------------------------------------------------------------------------- */
-
-static const cli_opt *find_opt(const cli_opt *opts, const char *name, size_t len) {
-    for (const cli_opt *q = opts; q->name; q++)
-        if (strlen(q->name) == len && strncmp(q->name, name, len) == 0) return q;
+/* "--steps=10" is "--steps"; a short alias ("-h") takes no "=". */
+static const cli_opt *find_opt(const cli_opt *opts, const char *arg) {
+    const char *eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
+    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+    for (const cli_opt *o = opts; o->name; o++)
+        if (is_option(o) && (same(o->name, arg, len) || same(o->alias, arg, len))) return o;
     return NULL;
+}
+
+const cli_opt *cli_find(const cli_opt *opts, const char *name) { return find_opt(opts, name); }
+
+int cli_given(const cli_args *a, const char *name) {
+    const cli_opt *o = find_opt(a->opts, name);
+    if (!o) {   /* a misspelt name would silently read as "not given" */
+        fprintf(stderr, "diffuse: bug: cli_given(\"%s\"): no such option in the table\n", name);
+        abort();
+    }
+    return a->given[o - a->opts];
 }
 
 /* Edit distance of two short strings (0..32 characters; longer ones count as far apart). */
@@ -105,26 +99,28 @@ static int distance(const char *a, const char *b) {
     return row[lb];
 }
 
-static int unknown_option(const char *a, const cli_opt *opts) {
+static int unknown_option(const char *arg, const cli_opt *opts) {
     char name[64];
-    snprintf(name, sizeof name, "%.*s", (int)strcspn(a, "="), a);
+    snprintf(name, sizeof name, "%.*s", (int)strcspn(arg, "="), arg);
     const cli_opt *near = NULL;
     int best = 3;   /* suggest only names at most two edits away */
-    for (const cli_opt *q = opts; q->name; q++) {
-        int d = distance(name, q->name);
-        if (d < best) best = d, near = q;
+    for (const cli_opt *o = opts; o->name; o++) {
+        int d = is_option(o) ? distance(name, o->name) : 99;
+        if (d < best) best = d, near = o;
     }
     if (near) return cli_usage_error("unknown option %s (did you mean %s?)", name, near->name);
     return cli_usage_error("unknown option %s", name);
 }
 
+/* ---- values -------------------------------------------------------------------------------------------- */
+
 static int bad_value(const cli_opt *o, const char *v) {
     switch (o->kind) {
-    case OPT_STR: return cli_usage_error("%s: needs a non-empty value", o->name);
-    case OPT_U64:
+    case CLI_STR: return cli_usage_error("%s: needs a non-empty value", o->name);
+    case CLI_U64:
         return cli_usage_error("%s: expected a whole number from 0 to %llu, got \"%s\"", o->name, ULLONG_MAX, v);
-    case OPT_INT:
-    case OPT_LONG:
+    case CLI_INT:
+    case CLI_LONG:
         return cli_usage_error("%s: expected a whole number from %.0f to %.0f, got \"%s\"", o->name, o->lo, o->hi, v);
     default:
         if (o->lo > 0 && o->lo <= 1e-6)   /* a tiny lower bound stands for "positive" */
@@ -133,105 +129,80 @@ static int bad_value(const cli_opt *o, const char *v) {
     }
 }
 
-int cli_parse(const char *cmd, int argc, char **argv, const cli_opt *opts, const char **pos, int maxpos, int *npos,
-              const char *usage) {
-    cli_set_command(cmd, usage);
-    enum { MAX_OPTS = 128 };
-    unsigned char seen[MAX_OPTS] = {0};
-    int nopts = 0;
-    while (opts[nopts].name) nopts++;
-    DF_ASSERT(nopts <= MAX_OPTS);
-    int rc = 0, only_positional = 0;
-    *npos = 0;
-    for (int i = 0; i < argc && !rc; i++) {
-        const char *a = argv[i];
-        if (only_positional || a[0] != '-' || !a[1]) {
-            if (*npos >= maxpos) {
-                rc = maxpos ? cli_usage_error("unexpected argument \"%s\" (expected %d)", a, maxpos)
-                            : cli_usage_error("unexpected argument \"%s\"", a);
-                break;
-            }
-            pos[(*npos)++] = a;
-            continue;
-        }
-        if (strcmp(a, "--") == 0) {
-            only_positional = 1;
-            continue;
-        }
-        const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
-        const cli_opt *o = find_opt(opts, a, eq ? (size_t)(eq - a) : strlen(a));
-        if (!o) {
-            rc = unknown_option(a, opts);
-            break;
-        }
-        if (seen[o - opts]++) {
-            rc = cli_usage_error("%s given twice", o->name);
-            break;
-        }
-        if (o->kind == OPT_FLAG) {
-            if (eq) rc = cli_usage_error("%s takes no value", o->name);
-            else *(int *)o->dst = 1;
-            continue;
-        }
-        const char *v;
-        if (eq) {
-            v = eq + 1;
-        } else if (i + 1 >= argc) {
-            rc = cli_usage_error("%s needs a value", o->name);
-            break;
-        } else {
-            v = argv[++i];
-            /* "--out --n 4": the value is missing, not "--n" */
-            if (strncmp(v, "--", 2) == 0 && find_opt(opts, v, strcspn(v, "="))) {
-                rc = cli_usage_error("%s needs a value (got the option %s)", o->name, v);
-                break;
-            }
-        }
-        char *end;
-        errno = 0;
-        switch (o->kind) {
-        case OPT_STR:
-            if (!*v) rc = bad_value(o, v);
-            else *(const char **)o->dst = v;
-            break;
-        case OPT_INT:
-        case OPT_LONG: {
-            long long x = strtoll(v, &end, 10);
-            if (!*v || isspace((unsigned char)*v) || *end || errno || x < o->lo || x > o->hi) rc = bad_value(o, v);
-            else if (o->kind == OPT_INT) *(int *)o->dst = (int)x;
-            else *(long *)o->dst = (long)x;
-            break;
-        }
-        case OPT_U64: {
-            unsigned long long x = strtoull(v, &end, 10);
-            if (!isdigit((unsigned char)*v) || *end || errno) rc = bad_value(o, v);
-            else *(uint64_t *)o->dst = x;
-            break;
-        }
-        case OPT_DOUBLE: {
-            double x = strtod(v, &end);
-            if (!*v || isspace((unsigned char)*v) || *end || errno || !isfinite(x) || x < o->lo || x > o->hi)
-                rc = bad_value(o, v);
-            else *(double *)o->dst = x;
-            break;
-        }
-        case OPT_FLAG:
-            break;
-        }
-    }
-    return rc;
+/* "expected adamw or sgd, got ..." for a table of names without a parse function. */
+static int bad_choice(const cli_opt *o, const char *v) {
+    char list[512];
+    size_t n = 0;
+    for (int i = 0; i < o->choices->count && n < sizeof list; i++)
+        n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i == 0 ? "" : i + 1 < o->choices->count ? ", " : " or ",
+                              o->choices->name(i));
+    return cli_usage_error("%s: expected %s, got \"%s\"", o->name, list, v);
 }
 
-int cli_given(int argc, char **argv, const char *name) {
-    size_t n = strlen(name);
-    for (int i = 0; i < argc && strcmp(argv[i], "--") != 0; i++)
-        if (strncmp(argv[i], name, n) == 0 && (argv[i][n] == 0 || argv[i][n] == '=')) return 1;
+static int set_enum(const cli_opt *o, const char *v) {
+    const cli_choices *ch = o->choices;
+    int k = -1;
+    if (ch->parse) {
+        if (ch->parse(v, &k)) return cli_usage_error("%s: %s", o->name, df_error());
+    } else {
+        for (int i = 0; i < ch->count && k < 0; i++)
+            if (strcmp(v, ch->name(i)) == 0) k = i;
+        if (k < 0) return bad_choice(o, v);
+    }
+    memcpy(o->dst, &k, sizeof k);   /* an int-sized enum (OPT_ENUM checks the size) */
     return 0;
 }
 
-int cli_parse_list(const char *cmd, const char *opt, const char *text, int lo, int hi, int *out, int cap, int *n) {
-    (void)cmd;
-    *n = 0;
+/* A whole number: no leading space, nothing after it, no overflow. */
+static int whole(const char *v, long long *x) {
+    char *end;
+    errno = 0;
+    *x = strtoll(v, &end, 10);
+    return *v && !isspace((unsigned char)*v) && !*end && !errno;
+}
+
+/* Check the value of option o and store it. Returns 0, or 2 after a usage error. */
+static int set_value(const cli_opt *o, const char *v) {
+    char *end;
+    long long x;
+    errno = 0;
+    switch (o->kind) {
+    case CLI_STR:
+        if (!*v) return bad_value(o, v);
+        *(const char **)o->dst = v;
+        return 0;
+    case CLI_INT:
+    case CLI_LONG:
+        if (!whole(v, &x) || x < o->lo || x > o->hi) return bad_value(o, v);
+        if (o->kind == CLI_INT) *(int *)o->dst = (int)x;
+        else *(long *)o->dst = (long)x;
+        return 0;
+    case CLI_U64: {
+        unsigned long long u = strtoull(v, &end, 10);
+        if (!isdigit((unsigned char)*v) || *end || errno) return bad_value(o, v);
+        *(uint64_t *)o->dst = u;
+        return 0;
+    }
+    case CLI_DOUBLE: {
+        double d = strtod(v, &end);
+        if (!*v || isspace((unsigned char)*v) || *end || errno || !isfinite(d) || d < o->lo || d > o->hi)
+            return bad_value(o, v);
+        *(double *)o->dst = d;
+        return 0;
+    }
+    case CLI_ENUM: return set_enum(o, v);
+    case CLI_INTS: return cli_parse_ints(o->name, v, (int)o->lo, (int)o->hi, o->dst);
+    case CLI_CALL: return o->parse(v, o->dst);
+    case CLI_FLAG:
+    case CLI_SECTION:
+    case CLI_KIND_COUNT: break;
+    }
+    return 0;
+}
+
+int cli_parse_ints(const char *opt, const char *text, int lo, int hi, cli_ints *out) {
+    out->text = text;
+    out->n = 0;
     const char *s = text;
     for (;;) {
         while (*s == ' ') s++;
@@ -245,100 +216,129 @@ int cli_parse_list(const char *cmd, const char *opt, const char *text, int lo, i
         if (end != s + len || errno || v < lo || v > hi)
             return cli_usage_error("%s: \"%.*s\" is not a whole number from %d to %d (in \"%s\")", opt, (int)len, s,
                                    lo, hi, text);
-        if (*n >= cap) return cli_usage_error("%s: at most %d numbers, got \"%s\"", opt, cap, text);
-        out[(*n)++] = (int)v;
+        if (out->n >= CLI_MAX_INTS) return cli_usage_error("%s: at most %d numbers, got \"%s\"", opt, CLI_MAX_INTS, text);
+        out->v[out->n++] = (int)v;
         if (!s[len]) return 0;
         s += len + 1;
     }
 }
 
-/* ---- paths ----------------------------------------------------------------------------------------------- */
+/* ---- the parser ---------------------------------------------------------------------------------------- */
 
-/* "what path" for messages: "--mask m.png", or the path alone. */
-static const char *sep(const char *what) { return *what ? " " : ""; }
+/* Option argv[*i] (and its value, the next argument unless after '='), found in opts. Returns 0 or 2. */
+static int take_option(const cli_opt *opts, cli_args *a, int argc, char **argv, int *i) {
+    const char *arg = argv[*i];
+    const cli_opt *o = find_opt(opts, arg);
+    if (!o) return unknown_option(arg, opts);
+    const char *eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
+    if (a->given[o - opts]++) return cli_usage_error("%s given twice", o->name);
+    if (o->kind == CLI_FLAG) {
+        if (eq) return cli_usage_error("%s takes no value", o->name);
+        *(int *)o->dst = 1;
+        return 0;
+    }
+    if (eq) return set_value(o, eq + 1);
+    if (*i + 1 >= argc) return cli_usage_error("%s needs a value", o->name);
+    const char *v = argv[++*i];
+    /* "--out --n 4": the value is missing, not "--n" */
+    if (strncmp(v, "--", 2) == 0 && find_opt(opts, v))
+        return cli_usage_error("%s needs a value (got the option %s)", o->name, v);
+    return set_value(o, v);
+}
 
-int cli_check_input(const char *what, const char *path, int want_dir) {
-    struct stat sb;
-    if (stat(path, &sb) != 0) return cli_die("%s%s%s: %s", what, sep(what), path, strerror(errno));
-    if (want_dir && !S_ISDIR(sb.st_mode)) return cli_die("%s%s%s: not a directory", what, sep(what), path);
-    if (!want_dir && S_ISDIR(sb.st_mode)) return cli_die("%s%s%s: is a directory, not a file", what, sep(what), path);
-    if (access(path, R_OK) != 0) return cli_die("%s%s%s: cannot read: %s", what, sep(what), path, strerror(errno));
+static int wants_help(int argc, char **argv) {
+    for (int i = 0; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) return 1;
     return 0;
 }
 
-int cli_check_data(const char *what, const char *path) {
-    struct stat sb;
-    if (strcmp(path, "fashion-mnist") == 0 || strcmp(path, "fashion-mnist:test") == 0) return 0;
-    return cli_check_input(what, path, stat(path, &sb) == 0 && S_ISDIR(sb.st_mode));
-}
-
-/* The directory `path` goes in, into buf: "a/b/c" -> "a/b", "c" and "c/" -> ".", "/c" -> "/". */
-static void parent_of(const char *path, char *buf, size_t cap) {
-    size_t n = strlen(path);
-    while (n > 1 && path[n - 1] == '/') n--;   /* "dir/" names dir */
-    while (n > 0 && path[n - 1] != '/') n--;
-    while (n > 1 && path[n - 1] == '/') n--;
-    if (n == 0) snprintf(buf, cap, ".");
-    else snprintf(buf, cap, "%.*s", (int)n, path);
-}
-
-int cli_check_output(const char *what, const char *path, int want_dir) {
-    struct stat sb;
-    if (stat(path, &sb) == 0) {
-        if (!want_dir && S_ISDIR(sb.st_mode)) return cli_die("%s%s%s: is a directory", what, sep(what), path);
-        if (want_dir && !S_ISDIR(sb.st_mode))
-            return cli_die("%s%s%s: exists and is not a directory", what, sep(what), path);
+int cli_parse(const cli_command *cmd, const cli_opt *opts, int argc, char **argv, cli_args *a) {
+    cli_set_command(cmd);
+    memset(a, 0, sizeof *a);
+    a->opts = opts;
+    int nopts = 0;
+    while (opts[nopts].name) nopts++;
+    if (nopts > CLI_MAX_OPTS || cmd->max_args > CLI_MAX_ARGS) {
+        fprintf(stderr, "diffuse: bug: %s: more options or arguments than cli_args holds\n", cmd->name);
+        abort();
     }
-    if (want_dir) return 0;   /* made with its parents */
-    char dir[4096];
-    parent_of(path, dir, sizeof dir);
-    if (stat(dir, &sb) != 0)
-        return cli_die("%s%s%s: cannot write in %s: %s", what, sep(what), path, dir, strerror(errno));
-    if (!S_ISDIR(sb.st_mode)) return cli_die("%s%s%s: %s is not a directory", what, sep(what), path, dir);
-    if (access(dir, W_OK | X_OK) != 0)
-        return cli_die("%s%s%s: cannot write in %s: %s", what, sep(what), path, dir, strerror(errno));
+    if (wants_help(argc, argv)) {
+        cli_print_help(stdout, cmd, opts);
+        return CLI_HELP;
+    }
+    int only_positional = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *arg = argv[i];
+        int rc = 0;
+        if (only_positional || arg[0] != '-' || !arg[1]) {
+            if (a->npos < cmd->max_args) a->pos[a->npos++] = arg;
+            else if (cmd->max_args) rc = cli_usage_error("unexpected argument \"%s\" (expected %d)", arg, cmd->max_args);
+            else rc = cli_usage_error("unexpected argument \"%s\"", arg);
+        } else if (strcmp(arg, "--") == 0) {
+            only_positional = 1;
+        } else {
+            rc = take_option(opts, a, argc, argv, &i);
+        }
+        if (rc) return rc;
+    }
     return 0;
 }
 
-/* The last component of path: "a/b.png" -> "b.png", "dir/" -> "dir/". */
-static const char *base_of(const char *path) {
-    size_t n = strlen(path);
-    while (n > 1 && path[n - 1] == '/') n--;
-    while (n > 0 && path[n - 1] != '/') n--;
-    return path + n;
-}
-
-int cli_same_file(const char *a, const char *b) {
-    if (strcmp(a, b) == 0) return 1;
-    struct stat sa, sb;
-    if (stat(a, &sa) == 0 && stat(b, &sb) == 0) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-    /* not both there yet: the same name in the same directory ("./x.png" and "x.png") */
-    const char *ba = base_of(a), *bb = base_of(b);
-    size_t la = strcspn(ba, "/"), lb = strcspn(bb, "/");
-    if (la != lb || strncmp(ba, bb, la) != 0) return 0;
-    char da[4096], db[4096];
-    parent_of(a, da, sizeof da);
-    parent_of(b, db, sizeof db);
-    return stat(da, &sa) == 0 && stat(db, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
-int cli_has_suffix(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcasecmp(s + a - b, suffix) == 0;
-}
-
-const char *cli_default_features(char *buf, size_t cap) {
-    const char *rel = "models/fmnist-features";
-    struct stat sb;
-    if (stat(rel, &sb) == 0 && S_ISDIR(sb.st_mode)) return rel;
-    char exe[4096];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (len > 0) {   /* beside the program: build/diffuse -> models/ */
-        exe[len] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash) *slash = 0;
-        snprintf(buf, cap, "%s/../%s", exe, rel);
-        if (stat(buf, &sb) == 0 && S_ISDIR(sb.st_mode)) return buf;
+int cli_take(const cli_opt *opts, int *argc, char **argv) {
+    for (int i = 1; i < *argc && strcmp(argv[i], "--") != 0;) {
+        const cli_opt *o = find_opt(opts, argv[i]);
+        if (!o || !o->global) {
+            i++;
+            continue;
+        }
+        const char *eq = strchr(argv[i], '=');
+        int drop = eq || o->kind == CLI_FLAG ? 1 : 2;
+        if (drop == 2 && i + 1 >= *argc) return cli_usage_error("%s needs a value", o->name);
+        int rc = o->kind == CLI_FLAG ? (*(int *)o->dst = 1, 0) : set_value(o, eq ? eq + 1 : argv[i + 1]);
+        if (rc) return rc;
+        for (int j = i; j + drop <= *argc; j++) argv[j] = argv[j + drop];
+        *argc -= drop;
     }
-    return rel;   /* missing: the error names it */
+    return 0;
 }
+
+/* ---- the library's names ------------------------------------------------------------------------------- */
+
+static const char *sampler_name(int i) { return df_sampler_name((df_sampler_kind)i); }
+static df_status sampler_parse(const char *text, int *k) {
+    df_sampler_kind v;
+    df_status st = df_sampler_parse(text, &v);
+    if (!st) *k = (int)v;
+    return st;
+}
+const cli_choices cli_samplers = {DF_SAMPLER_COUNT, sampler_name, sampler_parse};
+
+/* The library parses spacings but does not name them yet (no df_spacing_name): its names, in its order. */
+static const char *const spacing_names[] = {"leading", "linspace", "trailing"};
+_Static_assert(sizeof spacing_names / sizeof *spacing_names == DF_SPACING_COUNT, "spacing names");
+static const char *spacing_name(int i) { return spacing_names[i]; }
+static df_status spacing_parse(const char *text, int *k) {
+    df_spacing v;
+    df_status st = df_spacing_parse(text, &v);
+    if (!st) *k = (int)v;
+    return st;
+}
+const cli_choices cli_spacings = {DF_SPACING_COUNT, spacing_name, spacing_parse};
+
+static const char *prediction_name(int i) { return df_prediction_name((df_prediction)i); }
+static df_status prediction_parse(const char *text, int *k) {
+    df_prediction v;
+    df_status st = df_prediction_parse(text, &v);
+    if (!st) *k = (int)v;
+    return st;
+}
+const cli_choices cli_predictions = {DF_PRED_COUNT, prediction_name, prediction_parse};
+
+static const char *beta_name(int i) { return df_beta_kind_name((df_beta_kind)i); }
+static df_status beta_parse(const char *text, int *k) {
+    df_beta_kind v;
+    df_status st = df_beta_kind_parse(text, &v);
+    if (!st) *k = (int)v;
+    return st;
+}
+const cli_choices cli_beta_schedules = {DF_BETA_COUNT, beta_name, beta_parse};

@@ -117,15 +117,6 @@ df_status df_write_file_atomic(const char *path, const void *data, size_t len) {
     return DF_OK;
 }
 
-/* GNU OpenMP threads spin while they wait for work; on a machine whose other core is busy that turns a
- * 1 s step into 10 s. libgomp reads its wait policy before main(), so a program that wants passive
- * waiting (and the user has not chosen) sets it and restarts itself once. */
-void df_prefer_passive_threads(char **argv) {
-    if (getenv("OMP_WAIT_POLICY") || !argv || !argv[0]) return;
-    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
-    execv("/proc/self/exe", argv);   /* returns only on failure: carry on with the default policy */
-}
-
 double df_now_sec(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

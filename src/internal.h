@@ -58,9 +58,6 @@ void df_shuffle(int *perm, int n, df_rng *r);
 /* Seconds on the monotonic clock (for elapsed times and budgets). */
 double df_now_sec(void);
 
-/* For programs (not the library): restart once with OMP_WAIT_POLICY=passive unless the user set it. */
-void df_prefer_passive_threads(char **argv);
-
 /* dir/classes.json for `count` classes named from the data set (unnamed ones by their number; the null
  * class, when >= 0, as "(none)"). */
 df_status df_class_info_save_data(const char *dir, const df_dataset *d, int count, int null_class);

@@ -3,6 +3,7 @@
 #define _XOPEN_SOURCE 700   /* nftw */
 #include "test.h"
 #include "internal.h"
+#include "../cli/restart.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -126,7 +127,7 @@ static int cmp_tests(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-    df_prefer_passive_threads(argv);
+    cli_prefer_passive_threads(argv);
     const char *slash = strrchr(argv[0], '/');
     if (slash) snprintf(bin_dir, sizeof bin_dir, "%.*s", (int)(slash - argv[0]), argv[0]);
     qsort(tests, (size_t)ntests, sizeof tests[0], cmp_tests);

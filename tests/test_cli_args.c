@@ -435,3 +435,69 @@ TEST(cli_args_help_is_full_and_on_stdout) {
     CHECK(run(&fx, "--help", err, sizeof err, out, sizeof out) == 0 && strstr(out, "commands:") && !err[0],
           "diffuse --help: the overview on stdout: %s%s", out, err);
 }
+
+/* The help of one option in `help`: its line and the continuation lines (indented past the options), joined
+ * with spaces, into buf; "" if the option is not listed. */
+static void option_help(const char *help, const char *opt, char *buf, size_t cap) {
+    char key[64];
+    snprintf(key, sizeof key, "\n  %s ", opt);
+    buf[0] = 0;
+    const char *p = strstr(help, key);
+    if (!p) return;
+    size_t n = 0;
+    for (p++; *p && n + 1 < cap;) {
+        size_t len = strcspn(p, "\n");
+        n += (size_t)snprintf(buf + n, cap - n, "%.*s ", (int)len, p);
+        p += len + (p[len] == '\n');
+        if (strncmp(p, "         ", 9) != 0) break;   /* the next option or section */
+    }
+}
+
+/* --help comes from the option tables: each option with its value, the library's names for enum choices and
+ * the library's defaults; `help CMD` prints the same. */
+TEST(cli_args_help_shows_the_tables_defaults_and_choices) {
+    fixture fx;
+    if (!setup(&fx)) return;
+    static char out[16384], out2[16384], err[4096], line[2048];
+    CHECK(run(&fx, "train --help", err, sizeof err, out, sizeof out) == 0, "train --help: %s", err);
+    df_train_params tp;
+    df_train_params_default(&tp);
+    char want[64];
+    snprintf(want, sizeof want, "(default: %d)", tp.batch_size);
+    option_help(out, "--batch N", line, sizeof line);
+    CHECK(strstr(line, want), "train --help: --batch shows \"%s\": \"%s\"", want, line);
+    option_help(out, "--lr X", line, sizeof line);
+    snprintf(want, sizeof want, "(default: %g)", tp.optim.lr);
+    CHECK(strstr(line, want), "train --help: --lr shows \"%s\": \"%s\"", want, line);
+    option_help(out, "--schedule NAME", line, sizeof line);
+    for (int k = 0; k < DF_BETA_COUNT; k++)
+        CHECK(strstr(line, df_beta_kind_name((df_beta_kind)k)), "train --help: --schedule lists %s: \"%s\"",
+              df_beta_kind_name((df_beta_kind)k), line);
+    CHECK(run(&fx, "help train", err, sizeof err, out2, sizeof out2) == 0 && strcmp(out, out2) == 0,
+          "help train and train --help differ");
+
+    CHECK(run(&fx, "sample --help", err, sizeof err, out, sizeof out) == 0, "sample --help: %s", err);
+    df_sampler_params sp;
+    df_sampler_params_default(&sp);
+    option_help(out, "--sampler NAME", line, sizeof line);
+    for (int k = 0; k < DF_SAMPLER_COUNT; k++)
+        CHECK(strstr(line, df_sampler_name((df_sampler_kind)k)), "sample --help: --sampler lists %s: \"%s\"",
+              df_sampler_name((df_sampler_kind)k), line);
+    snprintf(want, sizeof want, "(default: %s)", df_sampler_name(sp.kind));
+    CHECK(strstr(line, want), "sample --help: --sampler shows \"%s\": \"%s\"", want, line);
+    static const char *const sample_opts[] = {"--n N", "--batch N", "--seed S", "--steps N", "--eta X", "--labels",
+                                              "--guidance W", "--out FILE.png", "--animate FILE", "--inpaint IMG"};
+    for (size_t i = 0; i < sizeof sample_opts / sizeof *sample_opts; i++) {
+        option_help(out, sample_opts[i], line, sizeof line);
+        CHECK(line[0], "sample --help does not list %s", sample_opts[i]);
+    }
+
+    CHECK(run(&fx, "eval --help", err, sizeof err, out, sizeof out) == 0, "eval --help: %s", err);
+    option_help(out, "--metrics LIST", line, sizeof line);
+    for (int m = 0; m < DF_METRIC_COUNT; m++)
+        CHECK(strstr(line, df_metric_name((df_metric)m)), "eval --help: --metrics lists %s: \"%s\"",
+              df_metric_name((df_metric)m), line);
+    CHECK(run(&fx, "--help", err, sizeof err, out, sizeof out) == 0, "--help: %s", err);
+    option_help(out, "--threads N", line, sizeof line);
+    CHECK(strstr(line, "(default: all cores)"), "--help: --threads and its default: \"%s\"", line);
+}
