@@ -2,7 +2,6 @@
  * a NumPy array; optionally the denoising process as an animation; image-to-image and inpainting. */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
-#include "internal.h"
 
 #include <limits.h>
 #include <math.h>
@@ -190,27 +189,68 @@ static int parse(int argc, char **argv, sample_settings *s) {
     return check_files(&a, s);
 }
 
+/* What the run loaded: the model and its schedule and classes, the classifiers, the image size. */
 typedef struct {
-    float *frames;   /* captured x_0 predictions of the first batch, one frame per capture */
-    int    nframes, max_frames;
-    size_t frame_size;
-    cli_progress *bar;
-    int    done_before, all_steps;
-} sample_watch;
+    df_model           *model, *classifier, *scorer;
+    df_scheduler_config sc;
+    df_schedule         sched;
+    df_class_info       classes;
+    int                 c, h, w, k, kc;   /* k: the model's classes; kc: the guiding classifier's */
+} sample_run;
 
-static void on_step(void *ctx, int step, int total, const float *x, const float *x0) {
-    sample_watch *w = ctx;
-    /* frame k at step 1 + round(k (total - 1) / (frames - 1)): the first step's guess to the final image */
-    int k = w->nframes, f = w->max_frames;
-    int target = f > 1 ? 1 + (int)(((long)k * (total - 1) + (f - 1) / 2) / (f - 1)) : total;
-    if (w->frames && k < f && step >= target) {
-        const float *src = x0 ? x0 : x;
-        memcpy(w->frames + (size_t)w->nframes * w->frame_size, src, w->frame_size * sizeof(float));
-        w->nframes++;
-    }
-    cli_progress_draw(w->bar, w->done_before + step, w->all_steps, -1, "steps");
+static void run_close(sample_run *r) {
+    df_model_free(r->model), df_model_free(r->classifier), df_model_free(r->scorer);
+    df_schedule_free(&r->sched);
+    df_class_info_free(&r->classes);
 }
 
+/* A classifier for --classifier or --score. Returns 0, or the exit code after reporting. */
+static int load_classifier(const char *opt, const char *dir, df_model **out) {
+    df_status st = df_model_load(dir, out);
+    if (st) return cli_fail(st);
+    if (df_model_config(*out)->classifier_classes <= 0)
+        return cli_usage_error("%s: %s is not a classifier (make one with train-classifier)", opt, dir);
+    return 0;
+}
+
+/* Load what s names and check what only the models can tell: timesteps and classes. Labels are the model's
+ * classes, or the classifier's when an unconditional model is guided by one. Returns 0 or the exit code. */
+static int load(const sample_settings *s, sample_run *r) {
+    df_status st = df_pipeline_load(s->model, s->raw, &r->model, &r->sc);
+    if (!st) st = df_schedule_from_config(&r->sc, &r->sched);
+    if (!st) st = df_class_info_load(s->model, r->model, &r->classes);
+    if (st) return cli_fail(st);
+    const df_unet_config *cfg = df_model_config(r->model);
+    r->c = cfg->in_channels, r->h = r->w = cfg->sample_size > 0 ? cfg->sample_size : 32, r->k = cfg->num_class_embeds;
+    int rc = 0;
+    if (s->classifier_dir && (rc = load_classifier("--classifier", s->classifier_dir, &r->classifier))) return rc;
+    if (s->score_dir && (rc = load_classifier("--score", s->score_dir, &r->scorer))) return rc;
+    if (r->classifier && !df_model_config(r->classifier)->classifier_noise_aware)   /* allowed, rarely meant */
+        fprintf(stderr, "diffuse sample: note: --classifier %s was not trained on noised images (made with "
+                "--noise-free, or not recorded); its gradients at high noise guide poorly\n", s->classifier_dir);
+    r->kc = r->classifier ? df_model_config(r->classifier)->classifier_classes : 0;
+    const int nlabels = r->k ? r->k : r->kc, null = r->classes.null_class;
+    const int steps = s->steps ? s->steps : s->sampler == DF_SAMPLER_DDPM || s->inpaint ? r->sched.T : 50;
+    const int guided = s->guidance != 1 || s->guidance_rescale > 0;
+    cli_ints in_range;   /* the labels again, now checked against the model's classes */
+    if (steps > r->sched.T) return cli_usage_error("--steps %d: the model has only %d timesteps", steps, r->sched.T);
+    if ((s->labels.text || s->score_dir) && !nlabels)
+        return cli_usage_error("%s: this model is unconditional (it has no classes; --classifier can guide it)",
+                               s->labels.text ? "--labels" : "--score");
+    if (s->labels.text && (rc = cli_parse_ints("--labels", s->labels.text, 0, nlabels - 1, &in_range))) return rc;
+    if (r->classifier && r->k && r->kc != r->k - (r->k > r->kc))
+        return cli_usage_error("--classifier: %d classes, the model has %d", r->kc, r->k);
+    if (guided && !r->k) return cli_usage_error("--guidance: this model is unconditional (it has no classes)");
+    if (guided && null < 0)
+        return cli_usage_error("--guidance: this model has no null class (train with --classes to learn one)");
+    for (int i = 0; i < s->labels.n; i++)
+        if (s->labels.v[i] == null && null >= 0)
+            return cli_usage_error("--labels: %d is the null class (\"no class\"); use --guidance 0 for unconditional "
+                                   "samples", null);
+    return 0;
+}
+
+/* An image file as (c, h, w), resized (centre crop) when its size differs. */
 static df_status load_image_as(const char *path, int c, int h, int w, float *out) {
     int ic, ih, iw;
     float *px;
@@ -222,252 +262,133 @@ static df_status load_image_as(const char *path, int c, int h, int w, float *out
     return st;
 }
 
+/* The edit's inputs: the image, and for inpainting the mask (white, > 0 in [-1, 1], is regenerated). */
+static df_status load_edit(const sample_settings *s, const sample_run *r, float *image, float *mask) {
+    df_status st = load_image_as(s->init_image ? s->init_image : s->inpaint, r->c, r->h, r->w, image);
+    if (st || !s->mask || (st = load_image_as(s->mask, 1, r->h, r->w, mask))) return st;
+    for (int j = 0; j < r->h * r->w; j++) mask[j] = mask[j] > 0 ? 0.0f : 1.0f;   /* 1: keep */
+    return DF_OK;
+}
+
+/* The progress bar, and the frames of the first batch for --animate. */
+typedef struct {
+    float        *frames;   /* captured x_0 predictions of the first batch, one frame per capture */
+    int           nframes, max_frames;
+    size_t        frame_size;
+    cli_progress *bar;
+} sample_watch;
+
+static void on_step(void *ctx, const df_generate_step *s) {
+    sample_watch *w = ctx;
+    /* frame k at step 1 + round(k (steps - 1) / (frames - 1)): the first step's guess to the final image */
+    int k = w->nframes, f = w->max_frames;
+    int target = f > 1 ? 1 + (int)(((long)k * (s->steps - 1) + (f - 1) / 2) / (f - 1)) : s->steps;
+    if (w->frames && s->first == 0 && k < f && s->step >= target) {
+        memcpy(w->frames + (size_t)k * w->frame_size, s->x0 ? s->x0 : s->x, w->frame_size * sizeof(float));
+        w->nframes++;
+    }
+    cli_progress_draw(w->bar, (double)s->done, (double)s->total, -1, "steps");
+}
+
+/* --animate: the captured frames as grids, into a GIF or one strip. */
+static df_status write_animation(const char *path, const sample_watch *wt, int n, int c, int h, int w, int cols) {
+    int gh, gw, fc = cols > n ? n : cols;
+    df_image_grid(NULL, n, c, h, w, fc, 2, NULL, &gh, &gw);
+    const size_t gsize = (size_t)c * gh * gw;
+    float *grids = malloc(sizeof(float) * gsize * (size_t)wt->nframes);
+    if (!grids) return cli_die("out of memory for the animation"), DF_ERR_NOMEM;
+    for (int f = 0; f < wt->nframes; f++)
+        df_image_grid(wt->frames + (size_t)f * wt->frame_size, n, c, h, w, fc, 2, grids + (size_t)f * gsize, &gh, &gw);
+    df_status st = cli_has_suffix(path, ".gif") ? df_image_save_gif(path, grids, wt->nframes, c, gh, gw, 150, 1500)
+                                                : df_image_save_grid(path, grids, wt->nframes, c, gh, gw, wt->nframes, 4);
+    free(grids);
+    if (!st) fprintf(stderr, "wrote %s (%d frames)\n", path, wt->nframes);
+    return st;
+}
+
+/* The outputs asked for. */
+static df_status write_outputs(const sample_settings *s, const sample_run *r, const float *x, const int *labels,
+                               int cols, const sample_watch *wt) {
+    const int n = s->n, c = r->c, h = r->h, w = r->w;
+    df_status st = DF_OK;
+    if (r->scorer) {   /* how often a noise-free classifier sees the requested class (eval --metrics acc) */
+        double acc;
+        if ((st = df_eval_accuracy(r->scorer, x, n, h, w, labels, &acc))) return st;
+        printf("accuracy of %s on the %d images: %.4f (%d right)\n", s->score_dir, n, acc, (int)lround(acc * n));
+    }
+    if (s->out && !(st = df_image_save_grid(s->out, x, n, c, h, w, cols, 2)))
+        fprintf(stderr, "wrote %s (%d images)\n", s->out, n);
+    if (!st && s->out_dir && !(st = df_image_save_each(s->out_dir, x, n, c, h, w)))
+        fprintf(stderr, "wrote %d images to %s/\n", n, s->out_dir);
+    if (!st && s->npy && !(st = df_npy_save_images(s->npy, x, n, c, h, w)))
+        fprintf(stderr, "wrote %s (uint8, %d x %d x %d x %d)\n", s->npy, n, h, w, c);
+    if (!st && s->animate && wt->nframes > 0) st = write_animation(s->animate, wt, CLI_MIN(n, s->batch), c, h, w, cols);
+    return st;
+}
+
+/* The library's parameters for what s asks, with labels (n values, or NULL) and the edit's inputs. */
+static void fill_params(const sample_settings *s, const sample_run *r, const int *labels, const float *image,
+                        const float *mask, df_generate_params *g) {
+    df_generate_params_default(g);
+    g->model = r->model, g->schedule = &r->sched, g->n = s->n, g->batch = s->batch, g->seed = s->seed;
+    df_sampler_params *sp = &g->sampler;
+    sp->kind = s->sampler, sp->spacing = s->spacing, sp->steps = s->steps, sp->eta = s->eta;
+    sp->karras_sigmas = s->karras, sp->variance_large = s->large_variance, sp->prediction = r->sc.prediction;
+    sp->clip_x0 = !s->no_clip, sp->dynamic_threshold = s->threshold, sp->clipped_eps = s->clipped_eps;
+    g->model_eps = s->model_eps;
+    g->labels = labels, g->null_class = r->classes.null_class;
+    g->guidance = s->guidance, g->guidance_rescale = s->guidance_rescale;
+    g->classifier = r->classifier, g->classifier_scale = s->classifier_scale;
+    if (s->init_image) g->init_image = image, g->strength = s->strength;
+    if (s->inpaint) g->inpaint_image = image, g->mask = mask, g->jump_length = s->jump_length, g->jump_n = s->jump_n;
+}
+
 /* Generate the images s asks for and write them. Returns 0, or the exit code after reporting. */
 static int generate(const sample_settings *s) {
-    /* the settings under the names the generation below uses */
-    const char *model = s->model, *classifier_dir = s->classifier_dir, *score_dir = s->score_dir, *out = s->out,
-               *out_dir = s->out_dir, *npy = s->npy, *animate = s->animate, *init_image = s->init_image,
-               *inpaint = s->inpaint, *mask_path = s->mask, *labels_text = s->labels.text;
-    int n = s->n, batch = s->batch, steps = s->steps, karras = s->karras, large = s->large_variance,
-        no_clip = s->no_clip, threshold = s->threshold, clipped_eps = s->clipped_eps, model_eps = s->model_eps,
-        raw = s->raw, cols = s->cols, frames_wanted = s->frames, jump_len = s->jump_length, jump_n = s->jump_n;
-    uint64_t seed = s->seed;
-    double eta = s->eta, strength = s->strength, guidance = s->guidance, guidance_rescale = s->guidance_rescale,
-           classifier_scale = s->classifier_scale;
-    int lab[CLI_MAX_INTS], nlab = s->labels.n, rc = 0;
-    memcpy(lab, s->labels.v, sizeof(int) * (size_t)nlab);
-    df_sampler_params sp;
-    df_sampler_params_default(&sp);
-    sp.kind = s->sampler, sp.spacing = s->spacing;
-    df_model *m;
-    df_scheduler_config sc;
-    df_status st = df_pipeline_load(model, raw, &m, &sc);
-    if (st) return cli_fail(st);
-    const df_unet_config *cfg = df_model_config(m);
-    df_schedule sched;
-    if ((st = df_schedule_from_config(&sc, &sched))) {
-        df_model_free(m);
-        return cli_fail(st);
-    }
-    sp.steps = steps ? steps : (sp.kind == DF_SAMPLER_DDPM ? sched.T : 50);
-    sp.eta = eta;
-    sp.karras_sigmas = karras;
-    sp.variance_large = large;
-    sp.prediction = sc.prediction;
-    sp.clip_x0 = !no_clip;
-    sp.clip_range = 1;
-    sp.dynamic_threshold = threshold;
-    const int c = cfg->in_channels, h = cfg->sample_size > 0 ? cfg->sample_size : 32, w = h;
-    const size_t dim = (size_t)c * h * w;
-
-    /* what only the models can tell: timesteps and classes. Labels are the model's classes, or the
-     * classifier's when an unconditional model is guided by one. */
-    int k = cfg->num_class_embeds;
-    df_model *clf = NULL, *scorer = NULL;
-    if (classifier_dir && (st = df_model_load(classifier_dir, &clf))) rc = cli_fail(st);
-    if (!rc && score_dir && (st = df_model_load(score_dir, &scorer))) rc = cli_fail(st);
-    if (!rc && clf && df_model_config(clf)->classifier_classes <= 0)
-        rc = cli_usage_error("--classifier: %s is not a classifier (make one with train-classifier)", classifier_dir);
-    if (!rc && scorer && df_model_config(scorer)->classifier_classes <= 0)
-        rc = cli_usage_error("--score: %s is not a classifier (make one with train-classifier)", score_dir);
-    if (!rc && clf && !df_model_config(clf)->classifier_noise_aware)   /* allowed, but rarely what is meant */
-        fprintf(stderr, "diffuse sample: note: --classifier %s was not trained on noised images (made with "
-                "--noise-free, or not recorded); its gradients at high noise guide poorly\n", classifier_dir);
-    int kc = clf ? df_model_config(clf)->classifier_classes : 0, nlabels = k ? k : kc;
+    sample_run r;
+    memset(&r, 0, sizeof r);
+    int rc = load(s, &r);
     if (rc) {
-    } else if (sp.steps > sched.T) {
-        rc = cli_usage_error("--steps %d: the model has only %d timesteps", sp.steps, sched.T);
-    } else if ((labels_text || score_dir) && !nlabels) {
-        rc = cli_usage_error("%s: this model is unconditional (it has no classes; --classifier can guide it)",
-                             labels_text ? "--labels" : "--score");
-    } else if (labels_text) {
-        cli_ints in_range;   /* the same numbers, now checked against the model's classes */
-        rc = cli_parse_ints("--labels", labels_text, 0, nlabels - 1, &in_range);
-    }
-    if (!rc && clf && k && kc != k - (k > kc))
-        rc = cli_usage_error("--classifier: %d classes, the model has %d", kc, k);
-    df_class_info classes = {0};
-    df_classifier_free_guidance cfg_guide = {0};
-    df_classifier_guidance cg = {0};
-    float *guide_ts = NULL;
-    if (!rc && (st = df_class_info_load(model, m, &classes))) rc = cli_fail(st);
-    int guided = !rc && (guidance != 1 || guidance_rescale > 0);
-    if (guided && !k) rc = cli_usage_error("--guidance: this model is unconditional (it has no classes)");
-    else if (guided && classes.null_class < 0)
-        rc = cli_usage_error("--guidance: this model has no null class (train with --classes to learn one)");
-    for (int i = 0; !rc && i < nlab; i++)
-        if (lab[i] == classes.null_class && classes.null_class >= 0)
-            rc = cli_usage_error("--labels: %d is the null class (\"no class\"); use --guidance 0 for unconditional "
-                                 "samples", lab[i]);
-    sp.clipped_eps = clipped_eps || ((guided || clf) && !model_eps);
-    if (!rc && guided) {
-        st = df_classifier_free_guidance_init(&cfg_guide, df_model_class_denoise, NULL, dim, classes.null_class);
-        cfg_guide.scale = guidance, cfg_guide.rescale = guidance_rescale;
-        if (st) rc = cli_fail(st);
-    }
-    df_model_denoiser clf_dn = {clf, h, w, NULL};
-    if (!rc && clf) {   /* the base predictor is set per batch below */
-        st = df_classifier_guidance_init(&cg, df_model_denoise, NULL, df_model_classify, &clf_dn, &sched, sp.prediction,
-                                         dim);
-        cg.scale = classifier_scale;
-        if (!st && sp.kind == DF_SAMPLER_DDPM) {   /* algorithm 1: the mean shift needs the step list */
-            guide_ts = malloc(sizeof(float) * (size_t)sp.steps);
-            st = guide_ts ? df_sampler_timesteps(&sched, &sp, guide_ts) : df_fail(DF_ERR_NOMEM, "out of memory");
-            cg.ddpm_mean = 1, cg.large_variance = sp.variance_large, cg.timesteps = guide_ts, cg.nsteps = sp.steps;
-        }
-        if (st) rc = cli_fail(st);
-    }
-    if (rc) {
-        df_class_info_free(&classes);
-        df_classifier_free_guidance_free(&cfg_guide);
-        df_classifier_guidance_free(&cg);
-        free(guide_ts);
-        df_model_free(clf), df_model_free(scorer);
-        df_model_free(m);
-        df_schedule_free(&sched);
+        run_close(&r);
         return rc;
     }
-    rc = 1;
-    float *x = malloc(sizeof(float) * (size_t)n * dim), *src = NULL, *mask = NULL;
-    int *labels = nlabels ? malloc(sizeof(int) * (size_t)n) : NULL;
-    sample_watch watch = {0};
-    cli_progress bar;
-    if (!x || (nlabels && !labels)) {
-        st = df_fail(DF_ERR_NOMEM, "out of memory for %d images", n);
-        goto fail;
+    const size_t dim = (size_t)r.c * r.h * r.w;
+    const int n = s->n, nclasses = r.k ? r.k : r.kc;
+    /* labels: --labels, or every class but the null one, each for a run of images (a row of the grid) */
+    int list[CLI_MAX_INTS], nlist = s->labels.n, cols = s->cols;
+    memcpy(list, s->labels.v, sizeof(int) * (size_t)nlist);
+    for (int j = 0; !s->labels.text && j < nclasses && nlist < CLI_MAX_INTS; j++)
+        if (j != r.classes.null_class || !r.k) list[nlist++] = j;
+    float *x = malloc(sizeof(float) * (size_t)n * dim), *image = malloc(sizeof(float) * dim);
+    float *mask = malloc(sizeof(float) * (size_t)r.h * r.w);
+    int *labels = nclasses ? malloc(sizeof(int) * (size_t)n) : NULL;
+    sample_watch wt = {0};
+    if (s->animate) {
+        wt.max_frames = s->frames;
+        wt.frame_size = (size_t)CLI_MIN(n, s->batch) * dim;
+        wt.frames = malloc(sizeof(float) * wt.frame_size * (size_t)s->frames);
     }
-    if (nlabels) {
-        if (!labels_text)   /* every class but the null one */
-            for (int j = 0; j < nlabels && nlab < 1024; j++)
-                if (j != classes.null_class || !k) lab[nlab++] = j;
-        for (int i = 0; i < n; i++) labels[i] = lab[(int)((long)i * nlab / n)];
-        if (!cols && n % nlab == 0) cols = n / nlab;
+    df_status st = x && image && mask && (labels || !nclasses) && (wt.frames || !s->animate) ? DF_OK : DF_ERR_NOMEM;
+    if (st) cli_die("out of memory for %d images", n);
+    if (labels) df_spread_labels(list, nlist, n, labels);
+    if (!cols && nlist && n % nlist == 0) cols = n / nlist;
+    for (; !cols || (long)cols * cols < n; cols++) {}   /* square */
+    if (!st && (s->init_image || s->inpaint) && (st = load_edit(s, &r, image, mask))) cli_fail(st);
+    if (!st) {
+        df_generate_params g;
+        fill_params(s, &r, labels, image, mask, &g);
+        wt.max_frames = CLI_MIN(s->frames, g.sampler.steps > 0 ? g.sampler.steps : s->frames);
+        cli_progress bar;
+        cli_progress_init(&bar, "sample");
+        wt.bar = &bar;
+        g.on_step = on_step, g.ctx = &wt;
+        st = df_generate(&g, x);
+        cli_progress_done(&bar);
+        if (st || (st = write_outputs(s, &r, x, labels, cols, &wt))) cli_fail(st);
     }
-    if (init_image || inpaint) {
-        src = malloc(sizeof(float) * dim);
-        if (!src) st = df_fail(DF_ERR_NOMEM, "out of memory");
-        if (st || (st = load_image_as(init_image ? init_image : inpaint, c, h, w, src))) goto fail;
-    }
-    if (mask_path) {
-        float *mm = malloc(sizeof(float) * (size_t)h * w);
-        mask = malloc(sizeof(float) * dim);
-        if (!mm || !mask) st = df_fail(DF_ERR_NOMEM, "out of memory");
-        if (st || (st = load_image_as(mask_path, 1, h, w, mm))) {
-            free(mm);
-            goto fail;
-        }
-        /* white (> 0 in [-1, 1]) is regenerated, black is kept: mask = 1 where known */
-        for (int ch = 0; ch < c; ch++)
-            for (int j = 0; j < h * w; j++) mask[(size_t)ch * h * w + j] = mm[j] > 0 ? 0.0f : 1.0f;
-        free(mm);
-    }
-    cli_progress_init(&bar, "sample");
-    int nb = (n + batch - 1) / batch;
-    watch.bar = &bar;
-    watch.all_steps = nb * sp.steps;
-    if (animate) {
-        watch.max_frames = DF_MIN(frames_wanted, sp.steps);
-        watch.frame_size = (size_t)DF_MIN(n, batch) * dim;
-        watch.frames = malloc(sizeof(float) * watch.frame_size * (size_t)frames_wanted);
-        if (!watch.frames) {
-            st = df_fail(DF_ERR_NOMEM, "out of memory for the animation");
-            goto fail;
-        }
-    }
-    sp.progress = on_step;
-    sp.progress_ctx = &watch;
-    df_rng rng;
-    df_rng_init(&rng, seed);
-    for (int b = 0; b < nb && !st; b++) {
-        int i0 = b * batch, bn = DF_MIN(batch, n - i0);
-        float *xb = x + (size_t)i0 * dim;
-        df_model_denoiser dn = {m, h, w, labels && k ? labels + i0 : NULL};
-        df_denoise_fn fn = df_model_denoise;
-        void *fn_ctx = &dn;
-        if (guided) {   /* both predictions from one network call of twice the batch */
-            cfg_guide.ctx = &dn, cfg_guide.labels = dn.labels;
-            fn = df_classifier_free_guidance_denoise, fn_ctx = &cfg_guide;
-        }
-        if (clf) {   /* classifier guidance around whatever predicts the noise */
-            cg.fn = fn, cg.ctx = fn_ctx, cg.labels = labels + i0;
-            fn = df_classifier_guidance_denoise, fn_ctx = &cg;
-        }
-        watch.done_before = b * sp.steps;
-        if (b > 0) watch.max_frames = 0;   /* the animation shows the first batch */
-        if (init_image || inpaint) {
-            float *rep = malloc(sizeof(float) * (size_t)bn * dim);
-            if (!rep) {
-                st = df_fail(DF_ERR_NOMEM, "out of memory");
-                break;
-            }
-            for (int i = 0; i < bn; i++) memcpy(rep + (size_t)i * dim, src, sizeof(float) * dim);
-            st = init_image ? df_img2img(&sched, &sp, fn, fn_ctx, bn, dim, rep, strength, &rng, xb)
-                            : df_inpaint(&sched, &sp, fn, fn_ctx, bn, dim, rep, mask, jump_len, jump_n, &rng, xb);
-            free(rep);
-        } else {
-            st = df_sample(&sched, &sp, fn, fn_ctx, bn, dim, &rng, xb);
-        }
-    }
-    cli_progress_done(&bar);
-    if (st) goto fail;
-    if (scorer) {   /* how often a noise-free classifier sees the requested class */
-        double acc;   /* what diffuse eval --metrics acc computes */
-        if ((st = df_eval_accuracy(scorer, x, n, h, w, labels, &acc))) goto fail;
-        printf("accuracy of %s on the %d images: %.4f (%d right)\n", score_dir, n, acc, (int)lround(acc * n));
-    }
-    if (!cols) {
-        cols = 1;
-        while (cols * cols < n) cols++;
-    }
-    if (out && (st = df_image_save_grid(out, x, n, c, h, w, cols, 2))) goto fail;
-    if (out) fprintf(stderr, "wrote %s (%d images)\n", out, n);
-    if (out_dir) {
-        if ((st = df_mkdir_p(out_dir))) goto fail;
-        for (int i = 0; i < n && !st; i++) {
-            char p[4200];
-            snprintf(p, sizeof p, "%s/%06d.png", out_dir, i);
-            st = df_image_save_png(p, x + (size_t)i * dim, c, h, w);
-        }
-        if (st) goto fail;
-        fprintf(stderr, "wrote %d images to %s/\n", n, out_dir);
-    }
-    if (npy) {
-        if ((st = df_npy_save_images(npy, x, n, c, h, w))) goto fail;
-        fprintf(stderr, "wrote %s (uint8, %d x %d x %d x %d)\n", npy, n, h, w, c);
-    }
-    if (animate && watch.nframes > 0) {
-        int fn = DF_MIN(n, batch), gh, gw, fc = cols > fn ? fn : cols;
-        df_image_grid(NULL, fn, c, h, w, fc, 2, NULL, &gh, &gw);
-        size_t gsize = (size_t)c * gh * gw;
-        float *grids = malloc(sizeof(float) * gsize * (size_t)watch.nframes);
-        if (!grids) {
-            st = df_fail(DF_ERR_NOMEM, "out of memory for the animation");
-            goto fail;
-        }
-        for (int f = 0; f < watch.nframes; f++)
-            df_image_grid(watch.frames + (size_t)f * watch.frame_size, fn, c, h, w, fc, 2, grids + (size_t)f * gsize, &gh, &gw);
-        if (cli_has_suffix(animate, ".gif"))
-            st = df_image_save_gif(animate, grids, watch.nframes, c, gh, gw, 150, 1500);
-        else
-            st = df_image_save_grid(animate, grids, watch.nframes, c, gh, gw, watch.nframes, 4);
-        free(grids);
-        if (st) goto fail;
-        fprintf(stderr, "wrote %s (%d frames)\n", animate, watch.nframes);
-    }
-    rc = 0;
-    goto done;
-fail:
-    cli_fail(st);
-done:
-    free(x), free(src), free(mask), free(labels), free(watch.frames);
-    df_classifier_free_guidance_free(&cfg_guide);
-    df_classifier_guidance_free(&cg);
-    free(guide_ts);
-    df_model_free(clf), df_model_free(scorer);
-    df_class_info_free(&classes);
-    df_schedule_free(&sched);
-    df_model_free(m);
-    return rc;
+    free(x), free(image), free(mask), free(labels), free(wt.frames);
+    run_close(&r);
+    return st ? 1 : 0;
 }
 
 static int sample_main(int argc, char **argv) {

@@ -754,6 +754,9 @@ typedef struct {
 } df_generate_params;
 
 void df_generate_params_default(df_generate_params *p);
+/* Labels for n images from a list of k: image i gets list[i * k / n], so with n a multiple of k each entry
+ * has a run of n / k images (a row of a grid). What df_generate does with the classes when labels is NULL. */
+void df_spread_labels(const int *list, int k, int n, int *labels);
 /* Generate p->n images into x (n x in_channels x h x w, values in about [-1, 1]). Batches, guides, edits and
  * reports; every buffer is sized before the first step, and the model reserves its largest batch once. */
 df_status df_generate(const df_generate_params *p, float *x);

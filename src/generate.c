@@ -105,12 +105,17 @@ static df_status fill_labels(const df_generate_params *p, gen *g) {
         memcpy(g->labels, p->labels, sizeof(int) * (size_t)p->n);
         return DF_OK;
     }
-    const int real = count - (null >= 0 && null < count);
-    for (int i = 0; i < p->n; i++) {
-        int j = (int)((long)i * real / p->n);
-        g->labels[i] = null >= 0 && j >= null ? j + 1 : j;   /* skip the null class */
-    }
+    int *list = malloc(sizeof(int) * (size_t)count), k = 0;   /* the classes but the null one */
+    if (!list) return df_fail(DF_ERR_NOMEM, "generate: out of memory");
+    for (int j = 0; j < count; j++)
+        if (j != null) list[k++] = j;
+    df_spread_labels(list, k, p->n, g->labels);
+    free(list);
     return DF_OK;
+}
+
+void df_spread_labels(const int *list, int k, int n, int *labels) {
+    for (int i = 0; i < n; i++) labels[i] = list[(int)((long)i * k / n)];
 }
 
 static df_status stop_or_denoise(void *ctx, int n, const float *x, const float *t, float *out) {
