@@ -2,10 +2,7 @@
  * model directory) and info (what a model directory holds). */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
-#include "safetensors.h"
-#include "internal.h"
 
-#include <cjson/cJSON.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -56,123 +53,13 @@ static int overwrites_input(const char *out, const char *model_dir, const char *
     return 0;
 }
 
-/* The tensors predict reads and writes: x (n, C, h, w), t (n), labels (n) or NULL, eps, and for --grads
- * grad_out (shaped like eps) and grad_x (like x). */
-typedef struct {
-    int    n, h, w;
-    size_t nx, ne;
-    float *x, *t, *eps, *gout, *gx;
-    int   *labels;
-} predict_io;
-
-static void predict_io_free(predict_io *io) {
-    free(io->x), free(io->t), free(io->eps), free(io->gout), free(io->gx), free(io->labels);
-}
-
-/* n values of a float or integer tensor, as floats (t) or ints (labels). */
-static df_status read_numbers(st_file *in, const st_tensor *tt, int n, float *f, int *k) {
-    int is_float = tt->dtype == ST_F32 || tt->dtype == ST_F64 || tt->dtype == ST_F16 || tt->dtype == ST_BF16;
-    if (f && is_float) return st_read_f32(in, tt, f, (size_t)n);
-    int64_t *tmp = malloc((size_t)n * sizeof(int64_t));
-    if (!tmp) return df_fail(DF_ERR_NOMEM, "out of memory");
-    df_status st = st_read_i64(in, tt, tmp, (size_t)n);
-    for (int i = 0; !st && i < n; i++) {
-        if (f) f[i] = (float)tmp[i];
-        else k[i] = (int)tmp[i];
-    }
-    free(tmp);
-    return st;
-}
-
-/* x, t and class_labels from `in` (named `path`), checked against the model. Returns 0 or 1 (reported). */
-static int read_inputs(st_file *in, const char *path, const df_unet_config *cfg, predict_io *io) {
-    const st_tensor *tx = st_find(in, "x"), *tt = st_find(in, "t"), *tl = st_find(in, "class_labels");
-    if (!tx || tx->ndim != 4 || tx->shape[1] != cfg->in_channels)
-        return cli_die("%s: needs a tensor x of shape (N, %d, H, W)", path, cfg->in_channels);
-    int n = io->n = (int)tx->shape[0], h = io->h = (int)tx->shape[2], w = io->w = (int)tx->shape[3];
-    io->nx = (size_t)n * cfg->in_channels * h * w, io->ne = (size_t)n * cfg->out_channels * h * w;
-    if (!tt || st_numel(tt) != n) return cli_die("%s: needs a tensor t with %d timesteps", path, n);
-    if (tl && st_numel(tl) != n) return cli_die("%s: class_labels must hold %d labels", path, n);
-    io->x = malloc(io->nx * sizeof(float));
-    io->t = malloc((size_t)n * sizeof(float));
-    io->eps = malloc(io->ne * sizeof(float));
-    io->labels = tl ? malloc((size_t)n * sizeof(int)) : NULL;
-    if (!io->x || !io->t || !io->eps || (tl && !io->labels)) return cli_die("out of memory");
-    df_status st = st_read_f32(in, tx, io->x, io->nx);
-    if (!st) st = read_numbers(in, tt, n, io->t, NULL);
-    if (!st && tl) st = read_numbers(in, tl, n, NULL, io->labels);
-    return st ? cli_fail(st) : 0;
-}
-
-/* grad_out from `in`, then grad_x and the parameters' gradients of sum(grad_out * eps). Returns 0 or 1. */
-static int backward(st_file *in, const char *path, df_model *m, predict_io *io) {
-    const st_tensor *tg = st_find(in, "grad_out");
-    if (!tg || st_numel(tg) != (int64_t)io->ne)
-        return cli_die("%s: --grads needs a tensor grad_out shaped like eps", path);
-    io->gout = malloc(io->ne * sizeof(float));
-    io->gx = malloc(io->nx * sizeof(float));
-    if (!io->gout || !io->gx) return cli_die("out of memory");
-    df_status st = st_read_f32(in, tg, io->gout, io->ne);
-    if (!st) {
-        df_model_zero_grad(m);
-        st = df_model_backward(m, io->gout, io->gx);
-    }
-    return st ? cli_fail(st) : 0;
-}
-
-/* eps, and after backward grad_x and grad.<name> for every parameter, into `path`. Returns 0 or 1. */
-static int write_outputs(const char *path, df_model *m, const predict_io *io) {
-    const df_unet_config *cfg = df_model_config(m);
-    int ntensors = df_model_num_tensors(m), nout = 0, rc;
-    size_t names_len = 0, at = 0;   /* "grad.<name>" for every parameter tensor, one after another */
-    for (int i = 0; io->gx && i < ntensors; i++) names_len += strlen(df_model_tensor_info(m, i, NULL, NULL, NULL)) + 6;
-    st_entry *out = calloc((size_t)ntensors + 2, sizeof *out);
-    char *names = malloc(names_len + 1);
-    if (!out || !names) {
-        free(out), free(names);
-        return cli_die("out of memory");
-    }
-    out[nout++] = (st_entry){.name = "eps", .ndim = 4, .shape = {io->n, cfg->out_channels, io->h, io->w}, .f32 = io->eps};
-    if (io->gx) {
-        out[nout++] = (st_entry){.name = "grad_x", .ndim = 4, .shape = {io->n, cfg->in_channels, io->h, io->w}, .f32 = io->gx};
-        const float *g = df_model_grads(m);
-        for (int i = 0; i < ntensors; i++) {
-            int nd, shape[4];
-            size_t off;
-            const char *name = df_model_tensor_info(m, i, &nd, shape, &off);
-            st_entry *e = &out[nout++];
-            e->name = names + at;
-            at += (size_t)snprintf(names + at, names_len + 1 - at, "grad.%s", name) + 1;
-            e->ndim = nd;
-            for (int d = 0; d < nd; d++) e->shape[d] = shape[d];
-            e->f32 = g + off;
-        }
-    }
-    df_status st = st_write(path, out, nout, NULL, 0);
-    rc = st ? cli_fail(st) : 0;
-    free(out), free(names);
-    return rc;
-}
-
 /* predict MODEL_DIR IN OUT: the noise prediction (and with grads its gradients). Returns 0 or 1. */
 static int predict(const char *model_dir, const char *in_path, const char *out_path, int grads) {
     df_model *m = NULL;
     df_status st = df_model_load(model_dir, &m);
-    if (st) return cli_fail(st);
-    st_file in;
-    if ((st = st_open(in_path, &in))) {
-        df_model_free(m);
-        return cli_fail(st);
-    }
-    predict_io io = {0};
-    int rc = read_inputs(&in, in_path, df_model_config(m), &io);
-    if (!rc && (st = df_model_forward(m, io.n, io.h, io.w, io.x, io.t, io.labels, io.eps))) rc = cli_fail(st);
-    if (!rc && grads) rc = backward(&in, in_path, m, &io);
-    if (!rc) rc = write_outputs(out_path, m, &io);
-    predict_io_free(&io);
-    st_close(&in);
+    if (!st) st = df_model_predict_file(m, in_path, out_path, grads);
     df_model_free(m);
-    return rc;
+    return st ? cli_fail(st) : 0;
 }
 
 static int predict_main(int argc, char **argv) {
@@ -244,28 +131,15 @@ static int init_main(int argc, char **argv) {
 
 /* Print the training facts of a checkpoint's training_state.json, if `dir` (or dir/latest) has one. */
 static void print_training_state(const char *dir) {
-    char p[4200], *text;
-    size_t len;
-    snprintf(p, sizeof p, "%s/latest/training_state.json", dir);
-    if (df_read_file(p, &text, &len)) {
-        snprintf(p, sizeof p, "%s/training_state.json", dir);
-        if (df_read_file(p, &text, &len)) return;
-    }
-    cJSON *j = cJSON_ParseWithLength(text, len);
-    free(text);
-    const cJSON *step = cJSON_GetObjectItemCaseSensitive(j, "step"), *ep = cJSON_GetObjectItemCaseSensitive(j, "epoch"),
-                *seen = cJSON_GetObjectItemCaseSensitive(j, "images_seen"),
-                *data = cJSON_GetObjectItemCaseSensitive(j, "data_description"),
-                *batch = cJSON_GetObjectItemCaseSensitive(j, "batch_size"),
-                *loss = cJSON_GetObjectItemCaseSensitive(j, "loss_avg");
-    if (cJSON_IsNumber(step)) printf("trained      %.0f steps", step->valuedouble);
-    if (cJSON_IsNumber(batch)) printf(" of batch %.0f", batch->valuedouble);
-    if (cJSON_IsNumber(seen)) printf(", %.0f images", seen->valuedouble);
-    if (cJSON_IsNumber(ep)) printf(" (epoch %.0f)", ep->valuedouble);
-    if (cJSON_IsNumber(loss)) printf(", loss %.4f", loss->valuedouble);
-    if (cJSON_IsNumber(step)) printf("\n");
-    if (cJSON_IsString(data)) printf("data         %s\n", data->valuestring);
-    cJSON_Delete(j);
+    df_training_summary t;
+    if (df_training_summary_load(dir, &t) || !t.found) return;
+    if (t.step >= 0) printf("trained      %ld steps", t.step);
+    if (t.batch >= 0) printf(" of batch %d", t.batch);
+    if (t.images >= 0) printf(", %ld images", t.images);
+    if (t.epoch >= 0) printf(" (epoch %d)", t.epoch);
+    if (t.loss_avg == t.loss_avg) printf(", loss %.4f", t.loss_avg);
+    if (t.step >= 0) printf("\n");
+    if (t.data[0]) printf("data         %s\n", t.data);
 }
 
 static int info_main(int argc, char **argv) {

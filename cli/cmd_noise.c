@@ -9,11 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_STEPS 64
+#define MAX_STEPS DF_NOISE_STRIP_MAX_STEPS
 #define MAX_SIZE 4096
 #define AUTO_MAX_SIDE 256   /* without --size, larger images are shrunk to this (aspect kept, no crop) */
 #define DEMO_SIZE 128
-#define MAX_STRIP_WIDTH 65536
 
 static const int default_steps[] = {0, 50, 100, 200, 400, 600, 800, 999};   /* for T = 1000 */
 
@@ -103,43 +102,13 @@ static void draw_demo(float *x, int s) {
         }
 }
 
-/* ---- captions ------------------------------------------------------------------------------------------ */
-
-/* 5x7 glyphs, rows from the top, bit 4 the leftmost pixel: the digits, then 't' and '='. */
-static const unsigned char glyphs[12][7] = {
-    {0x0e, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0e}, {0x04, 0x0c, 0x04, 0x04, 0x04, 0x04, 0x0e},
-    {0x0e, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1f}, {0x1f, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0e},
-    {0x02, 0x06, 0x0a, 0x12, 0x1f, 0x02, 0x02}, {0x1f, 0x10, 0x1e, 0x01, 0x01, 0x11, 0x0e},
-    {0x06, 0x08, 0x10, 0x1e, 0x11, 0x11, 0x0e}, {0x1f, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08},
-    {0x0e, 0x11, 0x11, 0x0e, 0x11, 0x11, 0x0e}, {0x0e, 0x11, 0x11, 0x0f, 0x01, 0x02, 0x0c},
-    {0x08, 0x08, 0x1c, 0x08, 0x08, 0x09, 0x06}, {0x00, 0x00, 0x1f, 0x00, 0x1f, 0x00, 0x00},
-};
-
-static int text_width(const char *s, int scale) { return (int)strlen(s) * 6 * scale - scale; }
-
-/* Draw `s` with its top-left at (x0, y0) into a (c, H, W) canvas, clipped to it. */
-static void draw_text(float *canvas, int c, int H, int W, int x0, int y0, const char *s, int scale, float value) {
-    for (int n = 0; s[n]; n++) {
-        int g = isdigit((unsigned char)s[n]) ? s[n] - '0' : s[n] == 't' ? 10 : 11;
-        for (int r = 0; r < 7 * scale; r++)
-            for (int q = 0; q < 5 * scale; q++) {
-                int x = x0 + n * 6 * scale + q, y = y0 + r;
-                if (x < 0 || x >= W || y < 0 || y >= H || !(glyphs[g][r / scale] & (0x10 >> (q / scale)))) continue;
-                for (int k = 0; k < c; k++) canvas[((size_t)k * H + y) * W + x] = value;
-            }
-    }
-}
-
 /* ---- the command ------------------------------------------------------------------------------------------ */
-
-/* The border around tiles of h x w. */
-static int strip_pad(int h, int w) { return CLI_MAX(4, CLI_MIN(h, w) / 32); }
 
 /* 0, or 2 after a usage error if a strip of n tiles of h x w is too wide. */
 static int too_wide(int n, int h, int w) {
-    if ((double)n * (w + strip_pad(h, w)) + strip_pad(h, w) <= MAX_STRIP_WIDTH) return 0;
+    if (df_noise_strip_width(n, h, w) <= DF_NOISE_STRIP_MAX_WIDTH) return 0;
     return cli_usage_error("a strip of %d steps %d pixels wide would be over %d pixels; use fewer --steps or a "
-                           "smaller --size", n, w, MAX_STRIP_WIDTH);
+                           "smaller --size", n, w, DF_NOISE_STRIP_MAX_WIDTH);
 }
 
 /* --steps' default text: the default steps for T = 1000. */
@@ -268,67 +237,16 @@ static int noise_main(int argc, char **argv) {
     df_schedule s;
     df_status st = df_schedule_init(&s, o.kind, (int)o.T, 1e-4, 0.02, 0);
     if (st) return cli_fail(st);
-
-    rc = 1;
-    int c = 0, h = 0, w = 0, n = o.nsteps;
-    float *x0 = NULL, *eps = NULL, *xt = NULL, *canvas = NULL;
-    if (make_x0(&o, &c, &h, &w, &x0)) goto done;
-    size_t dim = (size_t)c * h * w;
-
-    /* Layout: the tiles side by side with `pad` pixels of white around each; below them a caption band
-     * with "t=..." (or just the number, if that is all that fits) centred under each tile. */
-    int pad = strip_pad(h, w);
-    int scale = CLI_MAX(1, w / 96);
-    char label[MAX_STEPS][24];
-    int widest = 0;   /* of the numbers alone */
-    for (int i = 0; i < n; i++) {
-        snprintf(label[i], sizeof label[i], "%ld", o.steps[i]);
-        widest = CLI_MAX(widest, text_width(label[i], scale));
-    }
-    int with_t = widest + 12 * scale <= w + pad;   /* "t=" adds two 6-pixel glyphs */
-    int labels = !o.no_labels && widest <= w + pad;
-    for (int i = 0; i < n && with_t; i++) snprintf(label[i], sizeof label[i], "t=%ld", o.steps[i]);
-    if ((rc = too_wide(n, h, w)) != 0) goto done;
-    rc = 1;
-    int W = n * (w + pad) + pad, H = h + 2 * pad + (labels ? 7 * scale + pad : 0);
-    size_t plane = (size_t)H * W;
-    eps = malloc(dim * sizeof(float));
-    xt = malloc(dim * sizeof(float));
-    canvas = malloc(plane * c * sizeof(float));
-    if (!eps || !xt || !canvas) {
-        cli_die("out of memory for a %dx%d strip", W, H);
-        goto done;
-    }
-    /* one noise sample for every step */
-    df_rng rng;
-    df_rng_init(&rng, o.seed);
-    df_rng_fill_normal(&rng, eps, dim);
-    for (size_t i = 0; i < plane * c; i++) canvas[i] = 1.0f;
-    for (int i = 0; i < n; i++) {
-        int t = (int)o.steps[i];
-        /* 0 is the clean image itself; otherwise DDPM eq. 4 with diffusers' alphas_cumprod[t] */
-        if (t == 0) memcpy(xt, x0, dim * sizeof(float));
-        else df_q_sample(&s, 1, dim, x0, eps, &t, xt);
-        int gx = pad + i * (w + pad);
-        for (int k = 0; k < c; k++)
-            for (int y = 0; y < h; y++)
-                memcpy(canvas + k * plane + (size_t)(pad + y) * W + gx, xt + ((size_t)k * h + y) * w,
-                       (size_t)w * sizeof(float));
-        if (labels)
-            draw_text(canvas, c, H, W, gx + (w - text_width(label[i], scale)) / 2, h + 2 * pad, label[i], scale,
-                      -0.75f);
-    }
-    if ((st = df_image_save_png(o.out, canvas, c, H, W))) {
-        cli_fail(st);
-        goto done;
-    }
-    rc = 0;
-    print_report(&o, &s, c, h, w);
-done:
-    free(x0);
-    free(eps);
-    free(xt);
-    free(canvas);
+    int c = 0, h = 0, w = 0, H, W, steps[MAX_STEPS];
+    float *x0 = NULL, *strip = NULL;
+    for (int i = 0; i < o.nsteps; i++) steps[i] = (int)o.steps[i];
+    rc = make_x0(&o, &c, &h, &w, &x0);
+    if (!rc) rc = too_wide(o.nsteps, h, w);
+    if (!rc && (st = df_noise_strip(&s, x0, c, h, w, steps, o.nsteps, o.seed, !o.no_labels, &strip, &H, &W)))
+        rc = cli_fail(st);
+    if (!rc && (st = df_image_save_png(o.out, strip, c, H, W))) rc = cli_fail(st);
+    if (!rc) print_report(&o, &s, c, h, w);
+    free(x0), free(strip);
     df_schedule_free(&s);
     return rc;
 }
