@@ -313,10 +313,7 @@ static df_status sampler_parse(const char *text, int *k) {
 }
 const cli_choices cli_samplers = {DF_SAMPLER_COUNT, sampler_name, sampler_parse};
 
-/* The library parses spacings but does not name them yet (no df_spacing_name): its names, in its order. */
-static const char *const spacing_names[] = {"leading", "linspace", "trailing"};
-_Static_assert(sizeof spacing_names / sizeof *spacing_names == DF_SPACING_COUNT, "spacing names");
-static const char *spacing_name(int i) { return spacing_names[i]; }
+static const char *spacing_name(int i) { return df_spacing_name((df_spacing)i); }
 static df_status spacing_parse(const char *text, int *k) {
     df_spacing v;
     df_status st = df_spacing_parse(text, &v);
