@@ -622,7 +622,7 @@ static df_status after_step(train_loop *L, report_clock *rc, double loss, double
         const double sec = df_now_sec() - e0;
         L->untimed += sec, rc->last_t += sec;
     }
-    df_train_progress pr;
+    df_train_progress pr = {0};
     if (!st && report) {
         fill_report(L, rc, loss, gnorm, &pr);
         if (t->log) st = t->log(L->ctx, L, &pr);
