@@ -658,22 +658,30 @@ static df_status finish(train_loop *L) {
     return DF_OK;
 }
 
+/* A resumed run is told when its budget outgrows the learning-rate schedule it started with. */
+static void note_schedule_end(train_loop *L) {
+    if (L->saved_step < 0 || L->total <= L->opt.p.total_steps || L->opt.p.decay == DF_LR_CONSTANT || !L->task->progress)
+        return;
+    snprintf(L->event, sizeof L->event, "note: the learning-rate schedule of this run ends at step %ld; later steps "
+             "use its final rate", L->opt.p.total_steps);
+    df_train_progress note = {.step = L->step, .total_steps = L->total, .eta = -1, .event = L->event};
+    L->task->progress(L->ctx, &note);
+}
+
+/* The budget: steps (epochs counted as steps), or minutes of training (evaluation excluded). */
+static int budget_used(const train_loop *L) {
+    return (L->total > 0 && L->step >= L->total) ||
+           (L->p.max_minutes > 0 && train_loop_elapsed(L) >= L->p.max_minutes * 60);
+}
+
 df_status train_loop_run(train_loop *L) {
-    /* a resumed run (saved_step set) told when its budget outgrows the learning-rate schedule */
-    if (L->saved_step >= 0 && L->total > L->opt.p.total_steps && L->opt.p.decay != DF_LR_CONSTANT && L->task->progress) {
-        snprintf(L->event, sizeof L->event, "note: the learning-rate schedule of this run ends at step %ld; later "
-                 "steps use its final rate", L->opt.p.total_steps);
-        df_train_progress note = {.step = L->step, .total_steps = L->total, .eta = -1, .event = L->event};
-        L->task->progress(L->ctx, &note);
-    }
+    note_schedule_end(L);
     df_model_set_train(L->model, 1, &L->rng);
     /* reserve: df_model_reserve(L->model, L->p.batch_size, L->h, L->w) here, so no step allocates */
     L->t0 = df_now_sec();
     report_clock rc = {L->t0, L->step, L->step};
     df_status st = DF_OK;
-    while (!st) {
-        if (L->total > 0 && L->step >= L->total) break;
-        if (L->p.max_minutes > 0 && train_loop_elapsed(L) >= L->p.max_minutes * 60) break;
+    while (!st && !budget_used(L)) {
         if (L->p.stop && *L->p.stop) {
             L->stopped = 1;
             break;
