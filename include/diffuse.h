@@ -848,7 +848,8 @@ void df_train_params_default(df_train_params *p);
  * atomically, out_dir/loss.csv (a row every log_every steps: step, epoch, loss, loss_avg, loss_q0..q3, lr, grad_norm,
  * images_per_sec, elapsed_sec, images, fd, kid, eval_sec), out_dir/progress.png (the loss by timestep quarter
  * and FD against images seen) and out_dir/samples/. A resumed run continues bit for bit as if never
- * stopped (same thread count).
+ * stopped (same thread count). Epoch e reads the images in an order that is a function of (seed, e)
+ * alone (the same order df_classifier_train reads).
  * Faults: a checkpoint is written whole into checkpoint-NNNNNNN.tmp/ (every write, flush and close
  * checked, files and directories synced) and only then renamed into place and named by `latest`, so a
  * crash, a kill or a full disk at any moment leaves `latest` naming a whole checkpoint; a failed write
@@ -899,6 +900,9 @@ typedef struct {
 /* fashion-mnist, fmnist-s, noise-aware, batch 64, AdamW lr 3e-4 (warmup 100, cosine over max_steps),
  * weight decay 0.05, log every 20 steps, out_dir "runs/classifier". */
 void      df_classifier_train_params_default(df_classifier_train_params *p);
+/* Train on df_train's loop: the same data order for a seed, random flips, and a NaN or Inf loss or
+ * gradient stops the run with DF_ERR_ARG before it reaches the weights. Progress comes every log_every
+ * steps, at the first and at the last. */
 df_status df_classifier_train(const df_classifier_train_params *p);
 
 /* ---- evaluation: the field's metrics on feature vectors --------------------------------------------------- */

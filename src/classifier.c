@@ -1,7 +1,7 @@
 /* Training image classifiers: a noise-aware one (images noised to random timesteps, as classifier
  * guidance needs: Dhariwal & Nichol 2021, section 4) or a noise-free one (clean images, to score what a
  * model generates). The network is a U-Net config's encoder half with a classifier head. */
-#include "internal.h"
+#include "loop.h"
 
 #include <math.h>
 #include <string.h>
@@ -67,131 +67,155 @@ df_status df_classifier_predict(df_model *m, int n, int h, int w, const float *x
     return st;
 }
 
+/* ---- training: the classifier task of the shared loop --------------------------------------------------- */
+
+typedef struct {
+    const df_classifier_train_params *p;
+    df_schedule sched;
+    float      *xt, *noise, *t;   /* batch buffers, sized once (xt and noise only when noise-aware) */
+    int        *ti;
+    int         hits;             /* images of the last batch classified right */
+    double      accuracy_avg;
+} classifier_task;
+
+/* Cross-entropy on the loop's batch: clean images, or x_t ~ q(x_t | x_0) at a uniform timestep each. */
+static df_status classifier_loss(void *ctx, train_loop *L, int part, double *loss) {
+    classifier_task *ct = ctx;
+    const int B = L->p.batch_size;
+    const float *x = L->x0;
+    for (int i = 0; i < B; i++) {
+        ct->ti[i] = ct->p->noise_aware ? (int)(df_rng_u32(&L->rng) % (uint32_t)ct->sched.T) : 0;
+        ct->t[i] = (float)ct->ti[i];
+    }
+    if (ct->p->noise_aware) {
+        df_rng_fill_normal(&L->rng, ct->noise, (size_t)B * L->dim);
+        df_q_sample(&ct->sched, B, L->dim, L->x0, ct->noise, ct->ti, ct->xt);
+        x = ct->xt;
+    }
+    float l = 0;
+    df_status st = df_model_classifier_loss_grad(L->model, B, L->h, L->w, x, ct->t, L->labels, &l, &ct->hits);
+    *loss = l;
+    return st;
+}
+
+static void classifier_step_applied(void *ctx, train_loop *L) {
+    classifier_task *ct = ctx;
+    double acc = (double)ct->hits / L->p.batch_size;
+    ct->accuracy_avg = L->opt.step == 1 ? acc : 0.98 * ct->accuracy_avg + 0.02 * acc;
+}
+
+static void classifier_progress(void *ctx, const df_train_progress *pr) {
+    classifier_task *ct = ctx;
+    if (!ct->p->progress) return;
+    df_classifier_progress cp = {pr->step,     pr->total_steps,    pr->epoch,   pr->loss, pr->loss_avg,
+                                 ct->accuracy_avg, pr->images_per_sec, pr->elapsed, pr->eta};
+    ct->p->progress(ct->p->progress_ctx, &cp);
+}
+
+static const train_task classifier_train_task = {
+    .batch_loss = classifier_loss,
+    .step_applied = classifier_step_applied,
+    .progress = classifier_progress,
+};
+
+/* The network's config, or the classifier to go on training (init, with its config). */
+static df_status classifier_config(const df_classifier_train_params *p, df_unet_config *cfg, df_model **init) {
+    *init = NULL;
+    if (p->config) {
+        *cfg = *p->config;
+        return DF_OK;
+    }
+    df_status st = p->init_dir      ? df_model_load(p->init_dir, init)
+                   : p->config_path ? df_unet_config_load(p->config_path, cfg)
+                                    : df_unet_config_preset(p->preset, cfg);
+    if (st || !*init) return st;
+    *cfg = *df_model_config(*init);
+    if (cfg->classifier_classes > 0) return DF_OK;
+    df_model_free(*init);
+    *init = NULL;
+    return df_fail(DF_ERR_CONFIG, "%s: not a classifier", p->init_dir);
+}
+
+/* The network for the data's K classes: cfg's encoder with a fresh head, or init (which must have K). */
+static df_status classifier_model(const df_classifier_train_params *p, const df_dataset *data, df_unet_config cfg,
+                                  df_model **init, df_model **m) {
+    int K = df_dataset_num_classes(data), c, h, w;
+    df_dataset_shape(data, &c, &h, &w);
+    if (K < 2) return df_fail(DF_ERR_ARG, "%s: a classifier needs labels of at least 2 classes", p->data);
+    if (*init && K != cfg.classifier_classes)
+        return df_fail(DF_ERR_SHAPE, "%s has %d classes, the classifier %s has %d", p->data, K, p->init_dir,
+                       cfg.classifier_classes);
+    if (c != cfg.in_channels || (cfg.sample_size > 0 && (h != cfg.sample_size || w != cfg.sample_size)))
+        return df_fail(DF_ERR_SHAPE, "the images are %dx%d with %d channels; the classifier takes %dx%d with %d", h, w,
+                       c, cfg.sample_size, cfg.sample_size, cfg.in_channels);
+    if (*init) {
+        *m = *init, *init = NULL;
+        return DF_OK;
+    }
+    cfg.classifier_classes = K, cfg.num_class_embeds = 0, cfg.class_embed_timestep = 0, cfg.dropout = 0;
+    return df_model_create(&cfg, p->seed ^ 0xC1A55, m);
+}
+
+/* The loop's settings: AdamW with warmup and a cosine decay over max_steps (constant when the budget is
+ * time), random flips, no EMA and no checkpoints. */
+static train_loop_params classifier_loop_params(const df_classifier_train_params *p) {
+    train_loop_params lp = {.batch_size = p->batch_size, .grad_accum = 1, .flip = 1, .seed = p->seed,
+                            .max_steps = p->max_steps, .max_minutes = p->max_minutes, .log_every = p->log_every,
+                            .stop = p->stop};
+    df_optim_params_default(&lp.optim);
+    lp.optim.lr = p->lr, lp.optim.weight_decay = p->weight_decay, lp.optim.warmup_steps = 100;
+    lp.optim.total_steps = p->max_steps > 0 ? p->max_steps : 0;
+    lp.optim.decay = p->max_steps > 0 ? DF_LR_COSINE : DF_LR_CONSTANT;
+    return lp;
+}
+
+/* The trained classifier: its directory (config, weights, the classes' names) and the accuracy asked for. */
+static df_status classifier_outputs(const df_classifier_train_params *p, df_model *m, const df_dataset *data,
+                                    const df_dataset *eval) {
+    df_status st = DF_OK;
+    df_model_set_noise_aware(m, p->noise_aware);
+    const int K = df_model_config(m)->classifier_classes;
+    if (p->out_dir && *p->out_dir) st = df_model_save(m, p->out_dir);
+    if (!st && p->out_dir && *p->out_dir) st = df_class_info_save_data(p->out_dir, data, K, -1);   /* for messages, `info` */
+    if (!st && eval && p->eval_accuracy) st = accuracy(m, eval, 10000, p->eval_accuracy);
+    return st;
+}
+
 df_status df_classifier_train(const df_classifier_train_params *p) {
     if ((!p->out_dir || !*p->out_dir) && !p->model_out) return df_fail(DF_ERR_ARG, "no output directory");
     if (p->model_out) *p->model_out = NULL;
     if (p->max_steps <= 0 && p->max_minutes <= 0) return df_fail(DF_ERR_ARG, "no budget: give steps or minutes");
     if (p->batch_size < 1 || p->batch_size > 4096) return df_fail(DF_ERR_ARG, "batch size %d out of range", p->batch_size);
     df_unet_config cfg;
-    df_model *init = NULL;
-    df_status st = DF_OK;
-    if (p->config) cfg = *p->config;
-    else st = p->init_dir      ? df_model_load(p->init_dir, &init)
-              : p->config_path ? df_unet_config_load(p->config_path, &cfg)
-                               : df_unet_config_preset(p->preset, &cfg);
-    if (st) return st;
-    if (init) {
-        cfg = *df_model_config(init);
-        if (cfg.classifier_classes <= 0) {
-            df_model_free(init);
-            return df_fail(DF_ERR_CONFIG, "%s: not a classifier", p->init_dir);
-        }
-    }
+    df_model *init = NULL, *m = NULL;
     df_dataset *opened = NULL, *eval = NULL;
     const df_dataset *data = p->dataset;
-    df_model *m = NULL;
-    df_optimizer opt = {0};
-    df_schedule sched = {0};
-    float *x0 = NULL, *xt = NULL, *noise = NULL, *t = NULL;
-    int *y = NULL, *ti = NULL, *perm = NULL;
-    if (!data && (st = df_dataset_open(p->data, cfg.sample_size, cfg.in_channels, &opened))) {
-        df_model_free(init);
-        return st;
-    }
-    if (!data) data = opened;
-    int K = df_dataset_num_classes(data), c, h, w;
-    df_dataset_shape(data, &c, &h, &w);
-    if (K < 2 || (init && K != cfg.classifier_classes)) {
-        df_dataset_free(opened);
-        df_model_free(init);
-        return K < 2 ? df_fail(DF_ERR_ARG, "%s: a classifier needs labels of at least 2 classes", p->data)
-                     : df_fail(DF_ERR_SHAPE, "%s has %d classes, the classifier %s has %d", p->data, K, p->init_dir,
-                               cfg.classifier_classes);
-    }
-    cfg.classifier_classes = K, cfg.num_class_embeds = 0, cfg.class_embed_timestep = 0, cfg.dropout = 0;
-    if (!st && (c != cfg.in_channels || (cfg.sample_size > 0 && (h != cfg.sample_size || w != cfg.sample_size))))
-        st = df_fail(DF_ERR_SHAPE, "the images are %dx%d with %d channels; the classifier takes %dx%d with %d", h, w, c,
-                     cfg.sample_size, cfg.sample_size, cfg.in_channels);
+    classifier_task ct = {.p = p};
+    train_loop L;
+    train_loop_params lp = classifier_loop_params(p);
+    train_loop_init(&L, &lp, &classifier_train_task, &ct);
+    df_status st = classifier_config(p, &cfg, &init);
+    if (!st && !data && !(st = df_dataset_open(p->data, cfg.sample_size, cfg.in_channels, &opened))) data = opened;
+    if (!st) st = classifier_model(p, data, cfg, &init, &m);
     if (!st && p->eval_data) st = df_dataset_open(p->eval_data, cfg.sample_size, cfg.in_channels, &eval);
-    if (!st && init) m = init, init = NULL;
-    else if (!st) st = df_model_create(&cfg, p->seed ^ 0xC1A55, &m);
-    df_model_free(init);
-    if (!st) st = df_schedule_init_default(&sched);
-    df_optim_params op;
-    df_optim_params_default(&op);
-    op.lr = p->lr, op.weight_decay = p->weight_decay, op.warmup_steps = 100;
-    op.total_steps = p->max_steps > 0 ? p->max_steps : 0;
-    op.decay = p->max_steps > 0 ? DF_LR_COSINE : DF_LR_CONSTANT;
-    if (!st) st = df_optimizer_init(&opt, &op, df_model_num_params(m));
-    const int B = p->batch_size, N = df_dataset_count(data);
-    const size_t dim = (size_t)c * h * w;
+    if (!st) st = df_schedule_init_default(&ct.sched);
+    if (!st) st = train_loop_setup(&L, m, data, NULL);
+    const size_t B = (size_t)p->batch_size;
     if (!st) {
-        x0 = malloc(sizeof(float) * B * dim), xt = malloc(sizeof(float) * B * dim);
-        noise = malloc(sizeof(float) * B * dim), t = malloc(sizeof(float) * B);
-        y = malloc(sizeof(int) * B), ti = malloc(sizeof(int) * B), perm = malloc(sizeof(int) * N);
-        if (!x0 || !xt || !noise || !t || !y || !ti || !perm) st = df_fail(DF_ERR_NOMEM, "out of memory");
+        ct.t = malloc(sizeof(float) * B), ct.ti = malloc(sizeof(int) * B);
+        if (p->noise_aware) ct.xt = malloc(sizeof(float) * B * L.dim), ct.noise = malloc(sizeof(float) * B * L.dim);
+        if (!ct.t || !ct.ti || (p->noise_aware && (!ct.xt || !ct.noise))) st = df_fail(DF_ERR_NOMEM, "out of memory");
     }
-    df_rng rng;
-    df_rng_init(&rng, p->seed);
-    const double t0 = df_now_sec();
-    long step = 0;
-    int pos = N, epoch = -1;
-    double loss_avg = 0, acc_avg = 0;
-    df_model_set_train(m, 1, &rng);
-    while (!st) {
-        if (p->max_steps > 0 && step >= p->max_steps) break;
-        if (p->max_minutes > 0 && df_now_sec() - t0 >= p->max_minutes * 60) break;
-        if (p->stop && *p->stop) break;
-        for (int i = 0; i < B; i++) {
-            if (pos >= N) {   /* a new epoch: a fresh order */
-                epoch++, pos = 0;
-                df_shuffle(perm, N, &rng);
-            }
-            int idx = perm[pos++];
-            df_dataset_get(data, idx, df_rng_u32(&rng) & 1, x0 + (size_t)i * dim);
-            y[i] = df_dataset_label(data, idx);
-            ti[i] = p->noise_aware ? (int)(df_rng_u32(&rng) % (uint32_t)sched.T) : 0;
-            t[i] = (float)ti[i];
-        }
-        if (p->noise_aware) {   /* x_t ~ q(x_t | x_0) at each image's timestep */
-            df_rng_fill_normal(&rng, noise, (size_t)B * dim);
-            df_q_sample(&sched, B, dim, x0, noise, ti, xt);
-        } else {
-            memcpy(xt, x0, sizeof(float) * B * dim);
-        }
-        df_model_zero_grad(m);
-        float loss;
-        int hits = 0;
-        st = df_model_classifier_loss_grad(m, B, h, w, xt, t, y, &loss, &hits);
-        if (st) break;
-        if (!isfinite(loss)) {
-            st = df_fail(DF_ERR_ARG, "step %ld: the loss is %g (lower the learning rate?)", step + 1, loss);
-            break;
-        }
-        double gnorm;
-        df_optimizer_step(&opt, df_model_params(m), df_model_grads(m), &gnorm);
-        step++;
-        loss_avg = step == 1 ? loss : 0.98 * loss_avg + 0.02 * loss;
-        acc_avg = step == 1 ? (double)hits / B : 0.98 * acc_avg + 0.02 * hits / B;
-        if (p->progress && (step % p->log_every == 0 || step == 1)) {
-            double el = df_now_sec() - t0;
-            df_classifier_progress pr = {step, p->max_steps, epoch, loss, loss_avg, acc_avg, step * B / el, el, -1};
-            if (p->max_steps > 0) pr.eta = el / step * (p->max_steps - step);
-            if (p->max_minutes > 0 && (pr.eta < 0 || p->max_minutes * 60 - el < pr.eta)) pr.eta = p->max_minutes * 60 - el;
-            p->progress(p->progress_ctx, &pr);
-        }
-    }
-    df_model_set_train(m, 0, NULL);
-    if (!st && step == 0) st = df_fail(DF_ERR_ARG, "stopped before the first step: nothing to save");
-    if (!st) df_model_set_noise_aware(m, p->noise_aware);
-    if (!st && p->out_dir && *p->out_dir) st = df_model_save(m, p->out_dir);
-    if (!st && p->out_dir && *p->out_dir) st = df_class_info_save_data(p->out_dir, data, K, -1);   /* names, for messages and `info` */
-    if (!st && eval && p->eval_accuracy) st = accuracy(m, eval, 10000, p->eval_accuracy);
+    if (!st) st = train_loop_run(&L);
+    if (m) df_model_set_train(m, 0, NULL);
+    if (!st && L.step == 0) st = df_fail(DF_ERR_ARG, "stopped before the first step: nothing to save");
+    if (!st) st = classifier_outputs(p, m, data, eval);
+    train_loop_free(&L);
+    df_model_free(init);
     df_dataset_free(opened), df_dataset_free(eval);
     if (!st && p->model_out) *p->model_out = m;
     else df_model_free(m);
-    df_optimizer_free(&opt);
-    df_schedule_free(&sched);
-    free(x0), free(xt), free(noise), free(t), free(y), free(ti), free(perm);
+    df_schedule_free(&ct.sched);
+    free(ct.xt), free(ct.noise), free(ct.t), free(ct.ti);
     return st;
 }

@@ -70,16 +70,6 @@ df_status df_file_sha256(const char *path, char hex[65]);
 /* Read a checkpoint's training_state.json as a resume would, without resuming (for the fuzzer). */
 df_status df_train_state_check(const char *path);
 
-/* Fault injection for the tests: when step > 0, training steps step .. step + count - 1 (1-based) get
- * `value` written into one gradient, or into the loss when on_loss is set, after the backward pass, so
- * the non-finite checks can be shown to work. */
-struct df_train_fault {
-    long  step;
-    int   count, on_loss;
-    float value;
-};
-extern struct df_train_fault df_train_fault;
-
 /* For benchmarks: accumulate seconds per op kind into table (2 * df_op_count() doubles: forward, then
  * backward), or stop with NULL. df_op_name(i) names kind i. */
 void        df_model_set_profile(df_model *m, double *table);

@@ -4,7 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "safetensors.h"
 #include "test.h"
-#include "internal.h"
+#include "loop.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
