@@ -16,6 +16,8 @@
 
 #ifdef DF_TEST_HOOKS
 struct df_train_fault df_train_fault = {0, 1, 0, NAN};
+void (*df_train_step_watch)(int after);
+#define WATCH_STEP(after) (df_train_step_watch ? df_train_step_watch(after) : (void)0)
 
 /* Test builds: the fault the tests asked for, at the step about to be applied. */
 static void inject_fault(long this_step, double *loss, float *grads, size_t np) {
@@ -27,6 +29,7 @@ static void inject_fault(long this_step, double *loss, float *grads, size_t np) 
 }
 #else
 #define inject_fault(this_step, loss, grads, np) ((void)0)
+#define WATCH_STEP(after) ((void)0)
 #endif
 
 uint64_t train_seed_mix(uint64_t z) {   /* splitmix64's finaliser */
@@ -677,10 +680,11 @@ static int budget_used(const train_loop *L) {
 df_status train_loop_run(train_loop *L) {
     note_schedule_end(L);
     df_model_set_train(L->model, 1, &L->rng);
-    /* reserve: df_model_reserve(L->model, L->p.batch_size, L->h, L->w) here, so no step allocates */
+    /* the network's memory for the batch, planned once: no step allocates */
+    df_status st = df_model_reserve(L->model, L->p.batch_size, L->h, L->w);
+    if (st) return st;
     L->t0 = df_now_sec();
     report_clock rc = {L->t0, L->step, L->step};
-    df_status st = DF_OK;
     while (!st && !budget_used(L)) {
         if (L->p.stop && *L->p.stop) {
             L->stopped = 1;
@@ -688,7 +692,10 @@ df_status train_loop_run(train_loop *L) {
         }
         double loss, gnorm;
         L->event[0] = 0;
-        if ((st = take_step(L, &loss, &gnorm))) break;
+        WATCH_STEP(0);
+        st = take_step(L, &loss, &gnorm);
+        WATCH_STEP(1);
+        if (st) break;
         L->step++;
         st = after_step(L, &rc, loss, gnorm);
     }

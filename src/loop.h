@@ -131,6 +131,8 @@ struct df_train_fault {
     float value;
 };
 extern struct df_train_fault df_train_fault;
+/* Called with 0 before and 1 after every training step (when set), so a test can watch what a step does. */
+extern void (*df_train_step_watch)(int after);
 #endif
 
 #endif

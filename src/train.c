@@ -73,35 +73,17 @@ typedef struct {
  * from its own stream seeded from `salt` (the same noise every time, so grids and scores compare; the
  * training's draws are untouched); a conditional model's images in equal runs of every real class. */
 static df_status ema_samples(trainer *tr, int n, int steps, uint64_t salt, float *x) {
-    const df_train_params *p = &tr->p;
-    int k = tr->conditional ? df_model_config(tr->model)->num_class_embeds - (tr->null_class >= 0) : 0;
-    df_model *m = tr->model;
-    if (tr->L.ema) {
-        memcpy(df_model_params(tr->ema_model), tr->L.ema, df_model_num_params(tr->model) * sizeof(float));
-        m = tr->ema_model;
-    }
-    int *labels = malloc(sizeof(int) * (size_t)n);
-    if (!labels) return df_fail(DF_ERR_NOMEM, "out of memory for samples");
-    for (int i = 0; i < n; i++) labels[i] = k > 0 ? (int)((long)i * k / n) : 0;   /* rows of classes */
-    df_sampler_params sp;
-    df_sampler_params_default(&sp);
-    sp.steps = steps;
-    sp.prediction = p->prediction;
-    sp.clip_x0 = 1;
-    sp.clip_range = 1;
-    df_rng r;
-    df_rng_init(&r, train_seed_mix(tr->L.p.seed + salt));
-    df_status st = DF_OK;
-    df_model_set_train(m, 0, NULL);
-    const int chunk = 64;
-    for (int i0 = 0; i0 < n && !st; i0 += chunk) {
-        int b = DF_MIN(chunk, n - i0);
-        df_model_denoiser dn = {m, tr->h, tr->w, tr->conditional ? labels + i0 : NULL};
-        st = df_sample(&tr->sched, &sp, df_model_denoise, &dn, b, tr->dim, &r, x + (size_t)i0 * tr->dim);
-    }
-    df_model_set_train(tr->model, 1, &tr->L.rng);
-    free(labels);
-    return st;
+    /* a model of its own for sampling (the moving average, or a copy of the weights), so the training
+     * model keeps its reserved batch */
+    const float *w = tr->L.ema ? tr->L.ema : df_model_params(tr->model);
+    memcpy(df_model_params(tr->ema_model), w, df_model_num_params(tr->model) * sizeof(float));
+    df_generate_params g;
+    df_generate_params_default(&g);
+    g.model = tr->ema_model, g.schedule = &tr->sched, g.n = n, g.h = tr->h, g.w = tr->w;
+    g.seed = train_seed_mix(tr->L.p.seed + salt);
+    g.sampler.steps = steps, g.sampler.prediction = tr->p.prediction;
+    g.null_class = tr->null_class;   /* labels: the classes in turn, a row each */
+    return df_generate(&g, x);
 }
 
 static df_status write_samples(trainer *tr) {
