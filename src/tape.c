@@ -190,45 +190,19 @@ static void arena_put(arena *a, size_t off, size_t len) {
     }
 }
 
-static df_status place(unet_graph *g) {
-    int cap = 2 * g->nvals + g->nnodes + 4;
-    arena a = {malloc(sizeof(size_t) * (size_t)cap), malloc(sizeof(size_t) * (size_t)cap), 0, 0};
-    int *last = malloc(sizeof(int) * (size_t)g->nvals), *first = malloc(sizeof(int) * (size_t)g->nvals);
-    int *lo = malloc(sizeof(int) * (size_t)g->nvals);
-    if (!a.off || !a.len || !last || !first || !lo) {
-        free(a.off), free(a.len), free(last), free(first), free(lo);
-        return df_fail(DF_ERR_NOMEM, "out of memory planning the network");
-    }
-    for (int v = 0; v < g->nvals; v++) last[v] = -1, first[v] = -1, lo[v] = -1;
-    for (int i = 0; i < g->nnodes; i++) g->vals[g->nodes[i].out].producer = i;
-    for (int i = 0; i < g->nnodes; i++)
-        for (int k = 0; k < 3; k++) {
-            int v = g->nodes[i].in[k];
-            if (v < 0) continue;
-            last[v] = i;
-            if (lo[v] < 0) lo[v] = i;
-        }
-    last[g->out] = g->nnodes;   /* read by the caller after the pass */
-
-    /* forward placements: outputs take space before the inputs that die at the node give theirs back.
-     * Training keeps (never frees) what a backward pass reads: the inputs of ops whose backward needs
-     * them, and saved buffers; inference keeps nothing. */
-    char *keep = calloc((size_t)g->nvals, 1);
-    if (!keep) {
-        free(a.off), free(a.len), free(last), free(first), free(lo);
-        return df_fail(DF_ERR_NOMEM, "out of memory planning the network");
-    }
+/* Which values training keeps for the backward pass (keep[v]) and which it rebuilds there (vals[v].remat).
+ * Kept: the inputs of ops whose backward reads them, and the output. Values a backward pass reads that are
+ * cheap to make again are rebuilt instead: copies (concat, upsample) from their inputs, which are kept
+ * instead when that keeps less (an upsample's input is a quarter of it, a concat saves the part of its
+ * inputs not kept anyway); the fused norm's output from its input and statistics (kept for its own
+ * backward anyway); a dropout right after the fused norm from the same, with its mask regenerated. */
+static void plan_keep(unet_graph *g, char *keep, const int *last, const int *lo) {
     for (int i = 0; i < g->nnodes; i++) {
         const gnode *d = &g->nodes[i];
         for (int k = 0; k < 3; k++)
             if (d->in[k] >= 0 && (op_table[d->op].backward_reads >> k & 1)) keep[d->in[k]] = 1;
     }
     keep[g->out] = 1;
-    /* Values a backward pass reads that are cheap to make again are rebuilt there instead of kept:
-     * copies (concat, upsample) from their inputs, which are kept instead when that keeps less (an
-     * upsample's input is a quarter of it, a concat saves the part of its inputs not kept anyway); the
-     * fused norm's output from its input and statistics (kept for its own backward anyway); a dropout
-     * right after the fused norm from the same, with its mask regenerated. */
     for (int i = 0; i < g->nnodes; i++) {
         const gnode *d = &g->nodes[i];
         int v = d->out;
@@ -260,65 +234,100 @@ static df_status place(unet_graph *g) {
         for (int k = 0; k < 2; k++)
             if (d->in[k] >= 0) keep[d->in[k]] = 1;
     }
+}
+
+/* Forward placements, for training (off, saved: what keep says stays) and inference (ioff, isaved: nothing
+ * stays): outputs take space before the inputs that die at the node give theirs back. */
+static void place_forward(unet_graph *g, arena *a, const char *keep, const int *last) {
     for (int training = 0; training < 2; training++) {
-        a.n = 0, a.top = 0;
+        a->n = 0, a->top = 0;
 #define OFF(v) (*(training ? &g->vals[v].off : &g->vals[v].ioff))
-        OFF(g->x) = arena_get(&a, numel(&g->vals[g->x]));
+        OFF(g->x) = arena_get(a, numel(&g->vals[g->x]));
         for (int i = 0; i < g->nnodes; i++) {
             gnode *d = &g->nodes[i];
             gvalue *o = &g->vals[d->out];
-            OFF(d->out) = arena_get(&a, numel(o));
+            OFF(d->out) = arena_get(a, numel(o));
             if (d->saved_len) {
-                size_t at = arena_get(&a, d->saved_len);
+                size_t at = arena_get(a, d->saved_len);
                 if (training) d->saved = at;
-                else d->isaved = at, arena_put(&a, at, d->saved_len);
+                else d->isaved = at, arena_put(a, at, d->saved_len);
             }
-            if (last[d->out] < 0 && !(training && keep[d->out])) arena_put(&a, OFF(d->out), numel(o));
+            if (last[d->out] < 0 && !(training && keep[d->out])) arena_put(a, OFF(d->out), numel(o));
             for (int k = 0; k < 3; k++) {
                 int v = d->in[k];
                 if (v < 0 || last[v] != i || (k > 0 && v == d->in[0]) || (k > 1 && v == d->in[1])) continue;
-                if (!(training && keep[v])) arena_put(&a, OFF(v), numel(&g->vals[v]));
+                if (!(training && keep[v])) arena_put(a, OFF(v), numel(&g->vals[v]));
             }
         }
 #undef OFF
-        *(training ? &g->act_size : &g->infer_size) = a.top;
+        *(training ? &g->act_size : &g->infer_size) = a->top;
     }
-    free(keep);
+}
 
-    /* gradients, in reverse: a value's gradient is born at its last reader (zeroed there: readers add)
-     * and freed after its producer's backward has read it; the input's gradient is kept */
-    a.n = 0, a.top = 0;
-    g->vals[g->out].goff = arena_get(&a, numel(&g->vals[g->out]));
+/* Gradients, in reverse: a value's gradient is born at its last reader (zeroed there: readers add) and
+ * freed after its producer's backward has read it; the input's gradient is kept. Rebuilt values live in
+ * the same block from their last reader to their first. */
+static void place_gradients(unet_graph *g, arena *a, int *first, const int *last, const int *lo) {
+    a->n = 0, a->top = 0;
+    g->vals[g->out].goff = arena_get(a, numel(&g->vals[g->out]));
     first[g->out] = g->nnodes;
     for (int i = g->nnodes - 1; i >= 0; i--) {
         gnode *d = &g->nodes[i];
         d->gzero = d->rebuild = 0;
-        for (int k = 0; k < 3; k++) {   /* rebuilt values live from their last reader to their first */
+        for (int k = 0; k < 3; k++) {
             int v = d->in[k];
             if (v < 0 || !g->vals[v].remat || last[v] != i || (k > 0 && v == d->in[k - 1])) continue;
-            g->vals[v].roff = arena_get(&a, numel(&g->vals[v]));
+            g->vals[v].roff = arena_get(a, numel(&g->vals[v]));
             d->rebuild |= 1 << k;
         }
         for (int k = 0; k < 3; k++) {
             int v = d->in[k];
             if (v < 0 || first[v] >= 0) continue;
             first[v] = i;
-            g->vals[v].goff = arena_get(&a, numel(&g->vals[v]));
+            g->vals[v].goff = arena_get(a, numel(&g->vals[v]));
             d->gzero |= 1 << k;
         }
-        if (first[d->out] >= 0) arena_put(&a, g->vals[d->out].goff, numel(&g->vals[d->out]));
+        if (first[d->out] >= 0) arena_put(a, g->vals[d->out].goff, numel(&g->vals[d->out]));
         else g->vals[d->out].goff = 0, d->gzero |= 8;   /* nobody reads it: no gradient */
         for (int k = 0; k < 3; k++) {
             int v = d->in[k];
             if (v >= 0 && g->vals[v].remat && lo[v] == i && !(k > 0 && v == d->in[k - 1]))
-                arena_put(&a, g->vals[v].roff, numel(&g->vals[v]));
+                arena_put(a, g->vals[v].roff, numel(&g->vals[v]));
         }
     }
-    g->grad_size = a.top;
-    free(a.off), free(a.len), free(last), free(first), free(lo);
-    return DF_OK;
+    g->grad_size = a->top;
 }
 
+/* The memory plan: every value's place in the activation block (training and inference) and the
+ * gradient block, from each value's first and last reader. */
+static df_status place(unet_graph *g) {
+    int cap = 2 * g->nvals + g->nnodes + 4;
+    arena a = {malloc(sizeof(size_t) * (size_t)cap), malloc(sizeof(size_t) * (size_t)cap), 0, 0};
+    int *last = malloc(sizeof(int) * (size_t)g->nvals), *first = malloc(sizeof(int) * (size_t)g->nvals);
+    int *lo = malloc(sizeof(int) * (size_t)g->nvals);
+    char *keep = calloc((size_t)g->nvals, 1);
+    df_status st = DF_OK;
+    if (!a.off || !a.len || !last || !first || !lo || !keep) {
+        st = df_fail(DF_ERR_NOMEM, "out of memory planning the network");
+        goto done;
+    }
+    for (int v = 0; v < g->nvals; v++) last[v] = -1, first[v] = -1, lo[v] = -1;
+    for (int i = 0; i < g->nnodes; i++) g->vals[g->nodes[i].out].producer = i;
+    for (int i = 0; i < g->nnodes; i++)
+        for (int k = 0; k < 3; k++) {
+            int v = g->nodes[i].in[k];
+            if (v < 0) continue;
+            last[v] = i;
+            if (lo[v] < 0) lo[v] = i;
+        }
+    last[g->out] = g->nnodes;   /* read by the caller after the pass */
+    plan_keep(g, keep, last, lo);
+    place_forward(g, &a, keep, last);
+    place_gradients(g, &a, first, last, lo);
+done:
+    free(a.off), free(a.len), free(last), free(first), free(lo), free(keep);
+    return st;
+}
 
 df_status tape_plan(unet_graph *g) {
     if (g->err) return g->err;
