@@ -91,7 +91,7 @@ static int check_pairs(const cli_args *a, const sample_settings *s) {
 /* Outputs of the kinds their names say, none written over another or over an input; every input there and
  * every output writable. Returns 0, 1 (a file problem) or 2 (a usage error). */
 static int check_files(const cli_args *a, sample_settings *s) {
-    if (!s->out && !s->out_dir && !s->npy) s->out = "samples.png";
+    if (!s->out && !s->out_dir && !s->npy && !s->animate) s->out = "samples.png";
     if (s->out && !cli_has_suffix(s->out, ".png"))
         return cli_usage_error("--out %s: the grid is a PNG: name it .png", s->out);
     if (s->npy && !cli_has_suffix(s->npy, ".npy")) return cli_usage_error("--npy %s: name it .npy", s->npy);
@@ -212,7 +212,7 @@ static void run_close(sample_run *r) {
 
 /* A classifier for --classifier or --score. Returns 0, or the exit code after reporting. */
 static int load_classifier(const char *opt, const char *dir, df_model **out) {
-    df_status st = df_model_load(dir, out);
+    df_status st = df_pipeline_load(dir, 0, out, NULL);   /* a diffusion pipeline loads too, and is refused */
     if (st) return cli_fail(st);
     if (df_model_config(*out)->classifier_classes <= 0)
         return cli_usage_error("%s: %s is not a classifier (make one with train-classifier)", opt, dir);
@@ -227,6 +227,9 @@ static int load(const sample_settings *s, sample_run *r) {
     if (!st) st = df_class_info_load(s->model, r->model, &r->classes);
     if (st) return cli_fail(st);
     const df_unet_config *cfg = df_model_config(r->model);
+    if (cfg->classifier_classes > 0)
+        return cli_usage_error("%s is a classifier, not a diffusion model (give it to --score or --classifier)",
+                               s->model);
     r->c = cfg->in_channels, r->h = r->w = cfg->sample_size > 0 ? cfg->sample_size : 32, r->k = cfg->num_class_embeds;
     int rc = 0;
     if (s->classifier_dir && (rc = load_classifier("--classifier", s->classifier_dir, &r->classifier))) return rc;
@@ -322,10 +325,14 @@ static df_status write_outputs(const sample_settings *s, const sample_run *r, co
         if ((st = df_eval_accuracy(r->scorer, x, n, h, w, labels, &acc))) return st;
         printf("accuracy of %s on the %d images: %.4f (%d right)\n", s->score_dir, n, acc, (int)lround(acc * n));
     }
+    const char *images = n == 1 ? "image" : "images";
     if (s->out && !(st = df_image_save_grid(s->out, x, n, c, h, w, cols, 2)))
-        fprintf(stderr, "wrote %s (%d images)\n", s->out, n);
-    if (!st && s->out_dir && !(st = df_image_save_each(s->out_dir, x, n, c, h, w)))
-        fprintf(stderr, "wrote %d images to %s/\n", n, s->out_dir);
+        fprintf(stderr, "wrote %s (%d %s)\n", s->out, n, images);
+    if (!st && s->out_dir && !(st = df_image_save_each(s->out_dir, x, n, c, h, w))) {
+        size_t len = strlen(s->out_dir);   /* "pngs/" is not written "pngs//" */
+        while (len > 1 && s->out_dir[len - 1] == '/') len--;
+        fprintf(stderr, "wrote %d %s to %.*s/\n", n, images, (int)len, s->out_dir);
+    }
     if (!st && s->npy && !(st = df_npy_save_images(s->npy, x, n, c, h, w)))
         fprintf(stderr, "wrote %s (uint8, %d x %d x %d x %d)\n", s->npy, n, h, w, c);
     if (!st && s->animate && wt->nframes > 0) st = write_animation(s->animate, wt, CLI_MIN(n, s->batch), c, h, w, cols);

@@ -4,6 +4,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
@@ -52,6 +53,15 @@ int cli_check_output(const char *what, const char *path, int want_dir) {
     if (!S_ISDIR(sb.st_mode)) return cli_die("%s%s%s: %s is not a directory", what, sep(what), path, dir);
     if (access(dir, W_OK | X_OK) != 0)
         return cli_die("%s%s%s: cannot write in %s: %s", what, sep(what), path, dir, strerror(errno));
+    /* access() says yes to root everywhere (/proc, read-only mounts): make a file there to be sure, before
+     * any work is done */
+    char probe[4200];
+    if (snprintf(probe, sizeof probe, "%s/.diffuse-probe-XXXXXX", dir) >= (int)sizeof probe)
+        return cli_die("%s%s%s: path too long", what, sep(what), path);
+    int fd = mkstemp(probe);
+    if (fd < 0) return cli_die("%s%s%s: cannot write in %s: %s", what, sep(what), path, dir, strerror(errno));
+    close(fd);
+    unlink(probe);
     return 0;
 }
 

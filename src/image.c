@@ -556,9 +556,12 @@ df_status df_image_save_grid(const char *path, const float *x, int n, int c, int
 
 df_status df_image_save_each(const char *dir, const float *x, int n, int c, int h, int w) {
     df_status st = df_mkdir_p(dir);
+    size_t len = strlen(dir);   /* "pngs/" gives pngs/000000.png, not pngs//000000.png */
+    while (len > 1 && dir[len - 1] == '/') len--;
     for (int i = 0; i < n && !st; i++) {
         char p[4200];
-        if (snprintf(p, sizeof p, "%s/%06d.png", dir, i) >= (int)sizeof p) return df_fail(DF_ERR_ARG, "%s: path too long", dir);
+        if (snprintf(p, sizeof p, "%.*s/%06d.png", (int)len, dir, i) >= (int)sizeof p)
+            return df_fail(DF_ERR_ARG, "%s: path too long", dir);
         st = df_image_save_png(p, x + (size_t)i * c * h * w, c, h, w);
     }
     return st;

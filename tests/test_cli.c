@@ -1,9 +1,10 @@
 /* The `diffuse` command end to end: predict on the golden model, init/info, and one-line errors with a
  * non-zero exit on bad input. */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700   /* realpath */
 #include "safetensors.h"
 #include "test.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -87,4 +88,42 @@ TEST(cli_init_info_and_errors) {
     CHECK(!o, "no output written on failure");
     if (o) fclose(o);
     CHECK(run("--threads 0 info x", err, sizeof err) == 2 && strstr(err, "--threads"), "bad --threads: %s", err);
+}
+
+/* A new user's rough edges in `sample`: the wrong kind of model, unwritable outputs found before sampling,
+ * counts and paths written the way they are meant. */
+TEST(cli_sample_edges) {
+    char args[2048], err[512];
+    const char *t = test_tmp_dir();
+    int rc = run("sample models/fmnist-classifier --n 1 --steps 2", err, sizeof err);
+    CHECK(rc == 2 && strstr(err, "is a classifier, not a diffusion model"), "sample of a classifier: %d, %s", rc, err);
+    rc = run("sample models/fmnist-s --score models/fmnist-s --n 1 --steps 2", err, sizeof err);
+    CHECK(rc == 2 && strstr(err, "not a classifier"), "--score with a diffusion pipeline: %d, %s", rc, err);
+    snprintf(args, sizeof args, "sample models/fmnist-s --n 1 --steps 2 --out /proc/x.png --npy %s/edge.npy", t);
+    rc = run(args, err, sizeof err);
+    CHECK(rc == 1 && strstr(err, "/proc"), "an unwritable --out is found before sampling: %d, %s", rc, err);
+    /* one image, a directory given with a slash: "wrote 1 image to DIR/", no grid when only --animate */
+    char cmd[16384], line[512] = "", bin[PATH_MAX], here[PATH_MAX];
+    if (!realpath(test_bin_dir(), bin) || !realpath(".", here)) {
+        CHECK(0, "cannot resolve the binary's directory");
+        return;
+    }
+    snprintf(cmd, sizeof cmd, "cd %s && %s/diffuse sample %s/models/fmnist-s --n 1 --steps 2 --out-dir edge-pngs/ "
+             "2>&1 >/dev/null | grep wrote", t, bin, here);
+    FILE *p = popen(cmd, "r");
+    if (p) {
+        if (!fgets(line, sizeof line, p)) line[0] = 0;
+        pclose(p);
+    }
+    CHECK(strstr(line, "wrote 1 image to edge-pngs/\n") != NULL, "out-dir message: \"%s\"", line);
+    snprintf(args, sizeof args, "sample models/fmnist-s --n 1 --steps 2 --animate %s/edge.gif", t);
+    rc = run(args, err, sizeof err);
+    snprintf(cmd, sizeof cmd, "%s/edge.gif", t);
+    FILE *g = fopen(cmd, "rb");
+    CHECK(rc == 0 && g, "--animate alone: %d, %s", rc, err);
+    if (g) fclose(g);
+    /* run from the scratch directory so that a default grid would land there */
+    snprintf(cmd, sizeof cmd, "cd %s && %s/diffuse sample %s/models/fmnist-s --n 1 --steps 2 --animate edge2.gif "
+             ">/dev/null 2>&1 && test ! -e samples.png", t, bin, here);
+    CHECK(system(cmd) == 0, "--animate alone also wrote samples.png");
 }
