@@ -4,6 +4,7 @@
 #include "cli.h"
 
 
+#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -92,6 +93,18 @@ static void remove_model_dir(const char *dir) {
     rmdir(dir);
 }
 
+/* 1 if dir is missing or holds nothing but . and .. */
+static int dir_is_empty(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 1;
+    struct dirent *e;
+    int empty = 1;
+    while (empty && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) empty = 0;
+    closedir(d);
+    return empty;
+}
+
 static int init_main(int argc, char **argv) {
     const char *preset = NULL, *config = NULL;
     uint64_t seed = 0;
@@ -116,6 +129,8 @@ static int init_main(int argc, char **argv) {
     if (config && cli_same_file(config, own))
         return cli_usage_error("--config %s is OUT_DIR's own config.json; write the model elsewhere", config);
     if ((config && cli_check_input("--config", config, 0)) || cli_check_output("OUT_DIR", dir, 1)) return 1;
+    if (!dir_is_empty(dir))   /* as train refuses a used directory: nothing of the user's is written over */
+        return cli_die("OUT_DIR %s exists and is not empty: give a new directory", dir);
     df_status st = config ? df_unet_config_load(config, &cfg) : DF_OK;
     if (st) return cli_fail(st);
     struct stat sb;

@@ -127,3 +127,14 @@ TEST(cli_sample_edges) {
              ">/dev/null 2>&1 && test ! -e samples.png", t, bin, here);
     CHECK(system(cmd) == 0, "--animate alone also wrote samples.png");
 }
+
+/* init writes into a new or empty directory only, as train does. */
+TEST(cli_init_refuses_a_used_directory) {
+    char args[2048], err[512], p[1200];
+    snprintf(p, sizeof p, "%s/used-dir", test_tmp_dir());
+    snprintf(args, sizeof args, "init --preset fmnist-s %s", p);
+    int rc = run(args, err, sizeof err);
+    CHECK(rc == 0, "init into a new directory: %d, %s", rc, err);
+    rc = run(args, err, sizeof err);
+    CHECK(rc == 1 && strstr(err, "not empty"), "init into a used directory: %d, %s", rc, err);
+}
