@@ -243,6 +243,9 @@ static int load(const sample_settings *s, sample_run *r) {
     const int guided = s->guidance != 1 || s->guidance_rescale > 0;
     cli_ints in_range;   /* the labels again, now checked against the model's classes */
     if (steps > r->sched.T) return cli_usage_error("--steps %d: the model has only %d timesteps", steps, r->sched.T);
+    if (s->init_image && (int)(steps * s->strength) < 1)   /* diffusers' img2img: int(steps * strength) steps */
+        return cli_usage_error("--strength %g of %d steps runs no step: give at least %g", s->strength, steps,
+                               1.0 / steps);
     if ((s->labels.text || s->score_dir) && !nlabels)
         return cli_usage_error("%s: this model is unconditional (it has no classes; --classifier can guide it)",
                                s->labels.text ? "--labels" : "--score");

@@ -67,6 +67,9 @@ static df_status check(const df_generate_params *p, gen *g) {
     if (p->init_image && p->inpaint_image) return df_fail(DF_ERR_ARG, "generate: img2img or inpainting, not both");
     if (p->init_image && !(p->strength > 0 && p->strength <= 1))
         return df_fail(DF_ERR_ARG, "generate: strength %g must be in (0, 1]", p->strength);
+    if (p->init_image && (int)(sp->steps * p->strength) < 1)
+        return df_fail(DF_ERR_ARG, "generate: strength %g of %d steps runs no step (at least %g)", p->strength,
+                       sp->steps, 1.0 / sp->steps);
     if (p->inpaint_image && (!p->mask || p->jump_length < 1 || p->jump_n < 1))
         return df_fail(DF_ERR_ARG, "generate: inpainting needs a mask, and jump length and count >= 1");
     if (g->guided && !g->k) return df_fail(DF_ERR_ARG, "guidance: this model is unconditional (it has no classes)");

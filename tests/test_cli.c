@@ -102,6 +102,12 @@ TEST(cli_sample_edges) {
     snprintf(args, sizeof args, "sample models/fmnist-s --n 1 --steps 2 --out /proc/x.png --npy %s/edge.npy", t);
     rc = run(args, err, sizeof err);
     CHECK(rc == 1 && strstr(err, "/proc"), "an unwritable --out is found before sampling: %d, %s", rc, err);
+    float px[28 * 28] = {0};
+    snprintf(args, sizeof args, "%s/edge-in.png", t);
+    CHECK_OK(df_image_save_png(args, px, 1, 28, 28));
+    snprintf(args, sizeof args, "sample models/fmnist-s --init-image %s/edge-in.png --strength 0.01 --out %s/e.png", t, t);
+    rc = run(args, err, sizeof err);
+    CHECK(rc == 2 && strstr(err, "runs no step"), "a strength that runs no step: %d, %s", rc, err);
     /* one image, a directory given with a slash: "wrote 1 image to DIR/", no grid when only --animate */
     char cmd[16384], line[512] = "", bin[PATH_MAX], here[PATH_MAX];
     if (!realpath(test_bin_dir(), bin) || !realpath(".", here)) {

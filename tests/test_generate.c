@@ -176,7 +176,7 @@ TEST(generate_refuses_bad_requests) {
         {"null label", "null class"}, {"label out of range", "out of range"}, {"guidance, no null class", "null class"},
         {"labels, unconditional", "unconditional"}, {"guidance, unconditional", "unconditional"},
         {"too many steps", "timesteps"}, {"strength 0", "strength"}, {"inpaint without mask", "mask"},
-        {"no model", "required"}};
+        {"no model", "required"}, {"strength that runs no step", "runs no step"}};
     for (int c = 0; c < (int)(sizeof cases / sizeof cases[0]); c++) {
         int lab[2] = {0, 3};
         base_params(&g, cond, &s, 2, 2);
@@ -191,6 +191,7 @@ TEST(generate_refuses_bad_requests) {
         case 6: g.init_image = x, g.strength = 0; break;
         case 7: g.inpaint_image = x; break;
         case 8: g.model = NULL; break;
+        case 9: g.model = uncond, g.init_image = x, g.strength = 0.1; break;   /* 6 steps: int(0.6) = 0 */
         }
         df_status st = df_generate(&g, x);
         CHECK(st != DF_OK && strstr(df_error(), cases[c].msg), "%s: status %d, message \"%s\"", cases[c].what, st,
