@@ -262,22 +262,34 @@ static int load(const sample_settings *s, sample_run *r) {
     return 0;
 }
 
-/* An image file as (c, h, w), resized (centre crop) when its size differs. */
-static df_status load_image_as(const char *path, int c, int h, int w, float *out) {
+/* An image file as (c, h, w), converted and resized (centre crop) when it differs, which is said once. */
+static df_status load_image_as(const char *opt, const char *path, int c, int h, int w, float *out) {
     int ic, ih, iw;
     float *px;
-    df_status st = df_image_load(path, c, &ic, &ih, &iw, &px);
+    df_status st = df_image_load(path, 0, &ic, &ih, &iw, &px);   /* its own colour first, to say what changes */
+    if (!st && ic != c) {
+        free(px);
+        fprintf(stderr, "diffuse sample: note: %s %s is %s; it is used as %s\n", opt, path, ic == 1 ? "gray" : "colour",
+                c == 1 ? "gray" : "colour");
+        st = df_image_load(path, c, &ic, &ih, &iw, &px);
+    }
     if (st) return st;
-    if (ih == h && iw == w) memcpy(out, px, sizeof(float) * (size_t)c * h * w);
-    else st = df_image_resize(px, c, ih, iw, h, w, 1, out);
+    if (ih == h && iw == w) {
+        memcpy(out, px, sizeof(float) * (size_t)c * h * w);
+    } else {
+        fprintf(stderr, "diffuse sample: note: %s %s is %dx%d; it is resized to the model's %dx%d (centre crop)\n", opt,
+                path, iw, ih, w, h);
+        st = df_image_resize(px, c, ih, iw, h, w, 1, out);
+    }
     free(px);
     return st;
 }
 
 /* The edit's inputs: the image, and for inpainting the mask (white, > 0 in [-1, 1], is regenerated). */
 static df_status load_edit(const sample_settings *s, const sample_run *r, float *image, float *mask) {
-    df_status st = load_image_as(s->init_image ? s->init_image : s->inpaint, r->c, r->h, r->w, image);
-    if (st || !s->mask || (st = load_image_as(s->mask, 1, r->h, r->w, mask))) return st;
+    df_status st = load_image_as(s->init_image ? "--init-image" : "--inpaint", s->init_image ? s->init_image : s->inpaint,
+                                 r->c, r->h, r->w, image);
+    if (st || !s->mask || (st = load_image_as("--mask", s->mask, 1, r->h, r->w, mask))) return st;
     for (int j = 0; j < r->h * r->w; j++) mask[j] = mask[j] > 0 ? 0.0f : 1.0f;   /* 1: keep */
     return DF_OK;
 }

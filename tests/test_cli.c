@@ -108,6 +108,14 @@ TEST(cli_sample_edges) {
     snprintf(args, sizeof args, "sample models/fmnist-s --init-image %s/edge-in.png --strength 0.01 --out %s/e.png", t, t);
     rc = run(args, err, sizeof err);
     CHECK(rc == 2 && strstr(err, "runs no step"), "a strength that runs no step: %d, %s", rc, err);
+    float rgb[3 * 16 * 16];
+    for (int i = 0; i < 3 * 16 * 16; i++) rgb[i] = (float)(i % 7) / 3 - 1;
+    snprintf(args, sizeof args, "%s/edge-rgb.png", t);
+    CHECK_OK(df_image_save_png(args, rgb, 3, 16, 16));
+    snprintf(args, sizeof args, "sample models/fmnist-s --n 1 --steps 4 --init-image %s/edge-rgb.png --strength 0.5 "
+             "--out %s/e3.png", t, t);
+    rc = run(args, err, sizeof err);
+    CHECK(rc == 0 && strstr(err, "is colour; it is used as gray"), "a colour --init-image is announced: %d, %s", rc, err);
     /* one image, a directory given with a slash: "wrote 1 image to DIR/", no grid when only --animate */
     char cmd[16384], line[512] = "", bin[PATH_MAX], here[PATH_MAX];
     if (!realpath(test_bin_dir(), bin) || !realpath(".", here)) {
