@@ -202,6 +202,7 @@ typedef struct {
     df_schedule         sched;
     df_class_info       classes;
     int                 c, h, w, k, kc;   /* k: the model's classes; kc: the guiding classifier's */
+    int                 steps;            /* the sampler's steps, defaults resolved */
 } sample_run;
 
 static void run_close(sample_run *r) {
@@ -242,6 +243,7 @@ static int load(const sample_settings *s, sample_run *r) {
     const int steps = s->steps ? s->steps : s->sampler == DF_SAMPLER_DDPM || s->inpaint ? r->sched.T : 50;
     const int guided = s->guidance != 1 || s->guidance_rescale > 0;
     cli_ints in_range;   /* the labels again, now checked against the model's classes */
+    r->steps = steps;
     if (steps > r->sched.T) return cli_usage_error("--steps %d: the model has only %d timesteps", steps, r->sched.T);
     if (s->init_image && (int)(steps * s->strength) < 1)   /* diffusers' img2img: int(steps * strength) steps */
         return cli_usage_error("--strength %g of %d steps runs no step: give at least %g", s->strength, steps,
@@ -330,6 +332,44 @@ static df_status write_animation(const char *path, const sample_watch *wt, int n
     return st;
 }
 
+/* The settings that make image `index` (or, with index < 0, the whole run) in the "parameters" form Stable
+ * Diffusion tools read ("Steps: 50, Sampler: ddim, ..."). */
+static void describe(const sample_settings *s, const sample_run *r, int index, const int *labels, char *buf,
+                     size_t cap) {
+    size_t o = 0;
+#define ADD(...) (o += (size_t)snprintf(buf + o, o < cap ? cap - o : 0, __VA_ARGS__), o = o < cap ? o : cap)
+    ADD("Steps: %d, Sampler: %s, CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s", r->steps,
+        df_sampler_name(s->inpaint ? DF_SAMPLER_DDPM : s->sampler), s->guidance, (unsigned long long)s->seed, r->w,
+        r->h, s->model);
+    if (s->classifier_dir) ADD(", Classifier: %s, Classifier scale: %g", s->classifier_dir, s->classifier_scale);
+    if (s->init_image) ADD(", Init image: %s, Strength: %g", s->init_image, s->strength);
+    if (s->inpaint) ADD(", Inpaint: %s, Mask: %s", s->inpaint, s->mask);
+    if (index >= 0) ADD(", Image: %d of %d, Batch: %d", index, s->n, s->batch);
+    else ADD(", Images: %d, Batch: %d", s->n, s->batch);
+    if (index >= 0 && labels) {
+        const int l = labels[index];
+        const char *name = r->classes.names && l < r->classes.count ? r->classes.names[l] : NULL;
+        ADD(", Label: %d%s%s%s", l, name ? " (" : "", name ? name : "", name ? ")" : "");
+    }
+#undef ADD
+}
+
+/* Image i as dir/NNNNNN.png with its own parameters. */
+static df_status save_each(const sample_settings *s, const sample_run *r, const float *x, const int *labels) {
+    size_t len = strlen(s->out_dir);   /* "pngs/" is not written "pngs//" */
+    while (len > 1 && s->out_dir[len - 1] == '/') len--;
+    df_status st = df_image_save_each(s->out_dir, x, 0, r->c, r->h, r->w);   /* the directory, made */
+    const size_t dim = (size_t)r->c * r->h * r->w;
+    for (int i = 0; i < s->n && !st; i++) {
+        char path[4200], text[2048];
+        snprintf(path, sizeof path, "%.*s/%06d.png", (int)len, s->out_dir, i);
+        describe(s, r, i, labels, text, sizeof text);
+        st = df_image_save_png_text(path, x + (size_t)i * dim, r->c, r->h, r->w, "parameters", text);
+    }
+    if (!st) fprintf(stderr, "wrote %d %s to %.*s/\n", s->n, s->n == 1 ? "image" : "images", (int)len, s->out_dir);
+    return st;
+}
+
 /* The outputs asked for. */
 static df_status write_outputs(const sample_settings *s, const sample_run *r, const float *x, const int *labels,
                                int cols, const sample_watch *wt) {
@@ -340,14 +380,12 @@ static df_status write_outputs(const sample_settings *s, const sample_run *r, co
         if ((st = df_eval_accuracy(r->scorer, x, n, h, w, labels, &acc))) return st;
         printf("accuracy of %s on the %d images: %.4f (%d right)\n", s->score_dir, n, acc, (int)lround(acc * n));
     }
-    const char *images = n == 1 ? "image" : "images";
-    if (s->out && !(st = df_image_save_grid(s->out, x, n, c, h, w, cols, 2)))
-        fprintf(stderr, "wrote %s (%d %s)\n", s->out, n, images);
-    if (!st && s->out_dir && !(st = df_image_save_each(s->out_dir, x, n, c, h, w))) {
-        size_t len = strlen(s->out_dir);   /* "pngs/" is not written "pngs//" */
-        while (len > 1 && s->out_dir[len - 1] == '/') len--;
-        fprintf(stderr, "wrote %d %s to %.*s/\n", n, images, (int)len, s->out_dir);
-    }
+    char text[2048];
+    describe(s, r, -1, labels, text, sizeof text);
+    printf("parameters: %s\n", text);
+    if (s->out && !(st = df_image_save_grid_text(s->out, x, n, c, h, w, cols, 2, "parameters", text)))
+        fprintf(stderr, "wrote %s (%d %s)\n", s->out, n, n == 1 ? "image" : "images");
+    if (!st && s->out_dir) st = save_each(s, r, x, labels);
     if (!st && s->npy && !(st = df_npy_save_images(s->npy, x, n, c, h, w)))
         fprintf(stderr, "wrote %s (uint8, %d x %d x %d x %d)\n", s->npy, n, h, w, c);
     if (!st && s->animate && wt->nframes > 0) st = write_animation(s->animate, wt, CLI_MIN(n, s->batch), c, h, w, cols);

@@ -549,6 +549,10 @@ df_status df_image_resize(const float *in, int c, int h, int w, int oh, int ow, 
 /* Write (C, H, W) values in [-1, 1] (clamped) as an 8-bit PNG, gray for C = 1, RGB for C = 3;
  * written atomically. */
 df_status df_image_save_png(const char *path, const float *x, int c, int h, int w);
+/* The same with one uncompressed text chunk: key (1 to 79 Latin-1 characters) and text; NULL key: none.
+ * `diffuse sample` writes its settings under "parameters", the key Stable Diffusion tools read. */
+df_status df_image_save_png_text(const char *path, const float *x, int c, int h, int w, const char *key,
+                                 const char *text);
 /* Lay n images (N, C, H, W) out as one (C, gh, gw) grid of `cols` columns with `pad` pixels of border;
  * out must hold c * gh * gw values; pass out = NULL to ask for the size only. */
 void df_image_grid(const float *x, int n, int c, int h, int w, int cols, int pad, float *out, int *gh, int *gw);
@@ -559,6 +563,8 @@ df_status df_image_save_gif(const char *path, const float *frames, int nframes, 
 /* n images (N, C, H, W) as one PNG grid of `cols` columns (at most n) with a white border of `pad` pixels
  * between and around the tiles. */
 df_status df_image_save_grid(const char *path, const float *x, int n, int c, int h, int w, int cols, int pad);
+df_status df_image_save_grid_text(const char *path, const float *x, int n, int c, int h, int w, int cols, int pad,
+                                  const char *key, const char *text);
 /* n images as dir/000000.png, dir/000001.png, ... (dir and its parents are created). */
 df_status df_image_save_each(const char *dir, const float *x, int n, int c, int h, int w);
 

@@ -465,11 +465,16 @@ static void png_flush_mem(png_structp png) { (void)png; }
 
 /* Encode interleaved 8-bit rows (h rows of w * nc bytes) into b. Returns 0 on success. */
 static int png_encode(png_structp png, png_infop info, png_writer *b, const unsigned char *px, int nc, int h,
-                      int w) {
+                      int w, const char *key, const char *text) {
     if (setjmp(png_jmpbuf(png))) return 1;
     png_set_write_fn(png, b, png_write_mem, png_flush_mem);
     png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, nc == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    if (key && text) {   /* an uncompressed tEXt chunk, what image viewers and Stable Diffusion tools read */
+        png_text t = {.compression = PNG_TEXT_COMPRESSION_NONE, .key = (char *)key, .text = (char *)text,
+                      .text_length = strlen(text)};
+        png_set_text(png, info, &t, 1);
+    }
     png_write_info(png, info);
     for (int y = 0; y < h; y++) png_write_row(png, px + (size_t)y * w * nc);
     png_write_end(png, info);
@@ -483,6 +488,12 @@ static unsigned char to_byte(float x) {
 }
 
 df_status df_image_save_png(const char *path, const float *x, int c, int h, int w) {
+    return df_image_save_png_text(path, x, c, h, w, NULL, NULL);
+}
+
+df_status df_image_save_png_text(const char *path, const float *x, int c, int h, int w, const char *key,
+                                 const char *text) {
+    if (key && (!*key || strlen(key) > 79)) return df_fail(DF_ERR_ARG, "%s: a PNG text key has 1 to 79 characters", path);
     if (c != 1 && c != 3) return df_fail(DF_ERR_ARG, "%s: cannot write %d channels as PNG (1 or 3)", path, c);
     if (h < 1 || w < 1 || h > 0x7fffffff / 4 || w > 0x7fffffff / 4)
         return df_fail(DF_ERR_ARG, "%s: cannot write a %dx%d image", path, w, h);
@@ -499,7 +510,7 @@ df_status df_image_save_png(const char *path, const float *x, int c, int h, int 
     df_status st;
     if (!info) {
         st = df_fail(DF_ERR_NOMEM, "%s: out of memory starting the PNG encoder", path);
-    } else if (png_encode(png, info, &b, px, c, h, w)) {
+    } else if (png_encode(png, info, &b, px, c, h, w, key, text)) {
         st = df_fail(DF_ERR_NOMEM, "%s: cannot encode PNG: %s", path, b.msg);
     } else {
         st = df_write_file_atomic(path, b.data, b.len);
@@ -538,6 +549,11 @@ void df_image_grid(const float *x, int n, int c, int h, int w, int cols, int pad
 }
 
 df_status df_image_save_grid(const char *path, const float *x, int n, int c, int h, int w, int cols, int pad) {
+    return df_image_save_grid_text(path, x, n, c, h, w, cols, pad, NULL, NULL);
+}
+
+df_status df_image_save_grid_text(const char *path, const float *x, int n, int c, int h, int w, int cols, int pad,
+                                  const char *key, const char *text) {
     if (n < 1 || c < 1 || cols < 1 || pad < 0 || h < 1 || w < 1)
         return df_fail(DF_ERR_ARG, "%s: bad grid (%d images of %dx%d, %d columns, pad %d)", path, n, w, h, cols, pad);
     if (!grid_fits(n, h, w, cols, pad))
@@ -549,7 +565,7 @@ df_status df_image_save_grid(const char *path, const float *x, int n, int c, int
     if (mul_size((size_t)H * W * c, sizeof(float), &bytes)) g = malloc(bytes);
     if (!g) return df_fail(DF_ERR_NOMEM, "%s: out of memory for a %dx%d grid", path, W, H);
     df_image_grid(x, n, c, h, w, cols, pad, g, &H, &W);
-    df_status st = df_image_save_png(path, g, c, H, W);
+    df_status st = df_image_save_png_text(path, g, c, H, W, key, text);
     free(g);
     return st;
 }

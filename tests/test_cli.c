@@ -130,6 +130,16 @@ TEST(cli_sample_edges) {
         pclose(p);
     }
     CHECK(strstr(line, "wrote 1 image to edge-pngs/\n") != NULL, "out-dir message: \"%s\"", line);
+    /* the image carries its settings in a "parameters" text chunk */
+    snprintf(cmd, sizeof cmd, "%s/edge-pngs/000000.png", t);
+    FILE *f = fopen(cmd, "rb");
+    char png[65536];
+    size_t got = f ? fread(png, 1, sizeof png, f) : 0;
+    if (f) fclose(f);
+    const char want[] = "tEXtparameters\0Steps: 2, Sampler: ddim, CFG scale: 1, Seed: 0, Size: 28x28";
+    int found = 0;
+    for (size_t i = 0; i + sizeof want - 1 <= got && !found; i++) found = memcmp(png + i, want, sizeof want - 1) == 0;
+    CHECK(found, "000000.png has no parameters chunk with the run's settings");
     snprintf(args, sizeof args, "sample models/fmnist-s --n 1 --steps 2 --animate %s/edge.gif", t);
     rc = run(args, err, sizeof err);
     snprintf(cmd, sizeof cmd, "%s/edge.gif", t);
