@@ -37,7 +37,16 @@ static void show(void *ctx, const df_train_progress *p) {
     char extra[160];
     snprintf(extra, sizeof extra, "loss %.4f (avg %.4f) %.1f img/s epoch %d", p->loss, p->loss_avg, p->images_per_sec,
              p->epoch);
-    cli_progress_draw(bar, (double)p->step, (double)p->total_steps, p->eta, extra);
+    if (p->total_steps > 0 || !(p->eta >= 0)) {
+        cli_progress_draw(bar, (double)p->step, (double)p->total_steps, p->eta, extra);
+        return;
+    }
+    /* a budget in minutes: the bar is the training time used of it (the library's eta is the time left) */
+    char used[16], budget[16], count[64];
+    cli_format_duration(p->elapsed, used, sizeof used);
+    cli_format_duration(p->elapsed + p->eta, budget, sizeof budget);
+    snprintf(count, sizeof count, "step %ld, %s of %s", p->step, used, budget);
+    cli_progress_draw_part(bar, count, p->elapsed / CLI_MAX(p->elapsed + p->eta, 1e-9), p->eta, extra);
 }
 
 /* What a resumed run takes from its checkpoint: these options cannot change it. */
