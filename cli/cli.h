@@ -178,6 +178,8 @@ typedef struct {
 void cli_progress_init(cli_progress *p, const char *label);
 /* done of total (total <= 0: unknown); eta < 0 estimates from the rate; extra is printed after the bar. */
 void cli_progress_draw(cli_progress *p, double done, double total, double eta, const char *extra);
+/* A bar for a budget that is not a count (time, say): count is shown as it is, fraction (0..1) fills the bar. */
+void cli_progress_draw_part(cli_progress *p, const char *count, double fraction, double eta, const char *extra);
 void cli_progress_line(cli_progress *p, const char *text);   /* a message that stays above the bar */
 void cli_progress_done(cli_progress *p);
 void cli_format_duration(double sec, char *out, size_t cap);

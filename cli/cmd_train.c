@@ -37,7 +37,16 @@ static void show(void *ctx, const df_train_progress *p) {
     char extra[160];
     snprintf(extra, sizeof extra, "loss %.4f (avg %.4f) %.1f img/s epoch %d", p->loss, p->loss_avg, p->images_per_sec,
              p->epoch);
-    cli_progress_draw(bar, (double)p->step, (double)p->total_steps, p->eta, extra);
+    if (p->total_steps > 0 || !(p->eta >= 0)) {
+        cli_progress_draw(bar, (double)p->step, (double)p->total_steps, p->eta, extra);
+        return;
+    }
+    /* a budget in minutes: the bar is the training time used of it (the library's eta is the time left) */
+    char used[16], budget[16], count[64];
+    cli_format_duration(p->elapsed, used, sizeof used);
+    cli_format_duration(p->elapsed + p->eta, budget, sizeof budget);
+    snprintf(count, sizeof count, "step %ld, %s of %s", p->step, used, budget);
+    cli_progress_draw_part(bar, count, p->elapsed / CLI_MAX(p->elapsed + p->eta, 1e-9), p->eta, extra);
 }
 
 /* What a resumed run takes from its checkpoint: these options cannot change it. */
@@ -170,7 +179,9 @@ static int parse(int argc, char **argv, df_train_params *p, char *outbuf, size_t
         OPT_INT("--accum", &p->grad_accum, .lo = 1, .hi = 1024, .meta = "N", .help = "batches accumulated per step"),
         OPT_ENUM("--optimizer", &p->optim.kind, &optimizers, .meta = "NAME", .help = "the optimizer"),
         OPT_DOUBLE("--lr", &p->optim.lr, .lo = 1e-12, .hi = 10, .meta = "X", .help = "peak learning rate"),
-        OPT_LONG("--warmup", &p->optim.warmup_steps, .lo = 0, .hi = 1e9, .meta = "N", .help = "linear warmup steps"),
+        OPT_LONG("--warmup", &p->optim.warmup_steps, .lo = 0, .hi = 1e9, .meta = "N",
+                 .def = "10% of the budget, at most 500; for --minutes, of the steps the first step's speed allows",
+                 .help = "linear warmup steps (a budget that ends inside the warmup is warned of)"),
         OPT_ENUM("--lr-decay", &p->optim.decay, &decays, .meta = "NAME", .help = "learning rate after the warmup"),
         OPT_DOUBLE("--beta1", &p->optim.beta1, .lo = 0, .hi = 0.999999, .meta = "X", .help = "AdamW's beta1"),
         OPT_DOUBLE("--beta2", &p->optim.beta2, .lo = 0, .hi = 0.999999, .meta = "X", .help = "AdamW's beta2"),
@@ -255,8 +266,11 @@ static int train_main(int argc, char **argv) {
     p.progress = show;
     p.progress_ctx = &bar;
     const char *out = p.out_dir;
-    fprintf(stderr, "diffuse train: %s, %d threads, output in %s\n", p.resume ? "resuming" : "starting",
-            omp_get_max_threads(), out);
+    char warmup[64] = "";   /* an unset one is chosen and reported by the run once it knows its budget */
+    if (!p.resume && p.optim.warmup_steps >= 0) snprintf(warmup, sizeof warmup, ", warmup %ld steps", p.optim.warmup_steps);
+    else if (!p.resume) snprintf(warmup, sizeof warmup, ", warmup 10%% of the budget");
+    fprintf(stderr, "diffuse train: %s, %d threads%s, output in %s\n", p.resume ? "resuming" : "starting",
+            omp_get_max_threads(), warmup, out);
     df_status st = df_train(&p);
     cli_progress_done(&bar);
     if (st) return cli_fail(st);

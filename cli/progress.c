@@ -31,26 +31,37 @@ void cli_progress_init(cli_progress *p, const char *label) {
     p->start = mono();
 }
 
-void cli_progress_draw(cli_progress *p, double done, double total, double eta, const char *fmt_extra) {
+/* The bar: count ("3/10"), then a bar and the ETA when fraction (0..1) is known (>= 0). */
+static void draw(cli_progress *p, const char *count, double fraction, int final, double eta, const char *fmt_extra) {
     double now = mono();
-    int final = total > 0 && done >= total;
     if (!p->tty && !final && now - p->last < 5.0 && p->last > 0) return;   /* files: a line every 5 s */
     if (p->tty && !final && now - p->last < 0.1) return;
     p->last = now;
     char bar[41], el[32], et[32];
-    int width = 24, fill = total > 0 ? (int)(width * fmin(done / total, 1.0)) : 0;
+    int width = 24, fill = fraction >= 0 ? (int)(width * fmin(fraction, 1.0)) : 0;
     for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
     bar[width] = 0;
-    if (eta < 0 && total > 0 && done > 0) eta = (now - p->start) * (total - done) / done;
     cli_format_duration(now - p->start, el, sizeof el);
     cli_format_duration(eta, et, sizeof et);
-    if (total > 0)
-        fprintf(stderr, "%s%s %.0f/%.0f [%s] %3.0f%% %s elapsed %s ETA %s%s", p->tty ? "\r\033[K" : "", p->label, done,
-                total, bar, 100 * done / total, fmt_extra ? fmt_extra : "", el, et, p->tty ? "" : "\n");
+    if (fraction >= 0)
+        fprintf(stderr, "%s%s %s [%s] %3.0f%% %s elapsed %s ETA %s%s", p->tty ? "\r\033[K" : "", p->label, count, bar,
+                100 * fmin(fraction, 1.0), fmt_extra ? fmt_extra : "", el, et, p->tty ? "" : "\n");
     else
-        fprintf(stderr, "%s%s %.0f %s elapsed %s%s", p->tty ? "\r\033[K" : "", p->label, done, fmt_extra ? fmt_extra : "",
+        fprintf(stderr, "%s%s %s %s elapsed %s%s", p->tty ? "\r\033[K" : "", p->label, count, fmt_extra ? fmt_extra : "",
                 el, p->tty ? "" : "\n");
     fflush(stderr);
+}
+
+void cli_progress_draw(cli_progress *p, double done, double total, double eta, const char *fmt_extra) {
+    char count[64];
+    if (eta < 0 && total > 0 && done > 0) eta = (mono() - p->start) * (total - done) / done;
+    if (total > 0) snprintf(count, sizeof count, "%.0f/%.0f", done, total);
+    else snprintf(count, sizeof count, "%.0f", done);
+    draw(p, count, total > 0 ? done / total : -1, total > 0 && done >= total, eta, fmt_extra);
+}
+
+void cli_progress_draw_part(cli_progress *p, const char *count, double fraction, double eta, const char *extra) {
+    draw(p, count, fraction, fraction >= 1, eta, extra);
 }
 
 void cli_progress_line(cli_progress *p, const char *text) {

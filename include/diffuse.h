@@ -633,7 +633,8 @@ typedef struct {
     double      weight_decay;    /* decoupled (AdamW) or L2 added to the gradient (SGD) */
     double      momentum;        /* SGD (heavy ball, PyTorch's form) */
     int         nesterov;        /* SGD */
-    long        warmup_steps;    /* linear warmup from 0 */
+    long        warmup_steps;    /* linear warmup from 0; negative: unset (df_train chooses it from the
+                                    budget; df_optimizer_init refuses it) */
     df_lr_decay decay;           /* after warmup: constant, cosine or linear to 0 at total_steps */
     long        total_steps;
     double      grad_clip;       /* max global gradient norm; 0 turns clipping off */
@@ -843,8 +844,10 @@ typedef struct {
     volatile int *stop;
 } df_train_params;
 
-/* Defaults: fashion-mnist, preset fmnist-s, linear schedule T 1000, epsilon, batch 64, AdamW defaults,
- * EMA (0.9999, power 0.75), checkpoint every 1000 steps, samples every 1000, 64 samples with 50 DDIM
+/* Defaults: fashion-mnist, preset fmnist-s, linear schedule T 1000, epsilon, batch 64, AdamW defaults
+ * with the warmup unset (-1: 10% of the budget, at most 500 steps; for a budget in minutes, of the steps
+ * the first step's speed allows; the chosen length is reported as a progress event before training, and a
+ * budget that ends inside a warmup given explicitly as a "warning: ..." event), EMA (0.9999, power 0.75), checkpoint every 1000 steps, samples every 1000, 64 samples with 50 DDIM
  * steps, keep 2 checkpoints, log every 10 steps, seed 0, out_dir "runs/fmnist-s". */
 void df_train_params_default(df_train_params *p);
 

@@ -124,6 +124,10 @@ static df_status restore_moments(train_loop *L, const char *ck, long opt_step, l
     return st;
 }
 
+/* An unset warmup: a tenth of the budget, at most diffusers' 500 steps, so a short run spends most of its
+ * steps at the learning rate it asked for. */
+static long auto_warmup(long budget_steps) { return DF_MIN(500, budget_steps / 10); }
+
 df_status train_loop_setup(train_loop *L, df_model *model, const df_dataset *data, const char *resume_dir) {
     train_loop_params *p = &L->p;
     L->model = model;
@@ -143,6 +147,10 @@ df_status train_loop_setup(train_loop *L, df_model *model, const df_dataset *dat
     if (p->max_epochs > 0 && (L->total <= 0 || (long)p->max_epochs * per_epoch < L->total))
         L->total = (long)p->max_epochs * per_epoch;
     if (p->optim.total_steps <= 0 && L->total > 0) p->optim.total_steps = L->total;
+    /* an unset warmup (negative) is scaled to the budget: step 1 of a minutes budget takes lr 0 under any
+     * warmup of 1 or more, so its length can wait for the first step's speed */
+    if (p->optim.warmup_steps < 0 && p->max_minutes > 0) p->optim.warmup_steps = 1, L->warmup_auto = 2;
+    else if (p->optim.warmup_steps < 0) p->optim.warmup_steps = auto_warmup(L->total), L->warmup_auto = 1;
     /* read before the optimizer starts afresh: a resume restores them below */
     const long opt_step = L->opt.step, ema_updates = L->ema_state.updates;
     const size_t np = df_model_num_params(model);
@@ -671,6 +679,36 @@ static void note_schedule_end(train_loop *L) {
     L->task->progress(L->ctx, &note);
 }
 
+/* The warmup against the budget, as an event: the length chosen when it was unset, a warning when the
+ * budget ends inside it. steps: the budget in steps, estimated from the first step's speed if by_speed. */
+static void note_warmup(train_loop *L, long steps, int by_speed) {
+    const long w = L->opt.p.warmup_steps;
+    char budget[96];
+    if (by_speed) snprintf(budget, sizeof budget, "the about %ld steps the budget allows at the first step's speed", steps);
+    else snprintf(budget, sizeof budget, "the %ld-step budget", steps);
+    if (L->warmup_auto) {
+        train_loop_event(L, "warmup %ld step%s (10%% of %s, at most 500)", w, w == 1 ? "" : "s", budget);
+    } else if (w > 0 && steps > 0 && steps < w) {
+        train_loop_event(L, "warning: %s end%s inside the %ld-step warmup: the learning rate reaches only %.2g%% "
+                         "of its peak %g", budget, by_speed ? "" : "s", w,
+                         100 * df_optimizer_lr(&L->opt.p, steps - 1) / L->opt.p.lr, L->opt.p.lr);
+    }
+}
+
+/* After the first step of a minutes budget: the steps it allows at that step's speed (slower than the
+ * rest, so the estimate errs short), and from them the unset warmup or the warning. */
+static void warmup_by_speed(train_loop *L) {
+    const double sec = train_loop_elapsed(L);
+    long steps = L->step + (long)DF_MIN(1e12, L->p.max_minutes * 60 / DF_MAX(sec, 1e-9));
+    if (L->total > 0) steps = DF_MIN(steps, L->total);
+    if (L->warmup_auto == 2) {
+        /* the new length from the next step on; step 1 took lr 0 as under any warmup of 1 or more */
+        L->opt.p.warmup_steps = L->p.optim.warmup_steps = DF_MAX(1, auto_warmup(steps));
+        L->warmup_auto = 1;
+    }
+    note_warmup(L, steps, 1);
+}
+
 /* The budget: steps (epochs counted as steps), or minutes of training (evaluation excluded). */
 static int budget_used(const train_loop *L) {
     return (L->total > 0 && L->step >= L->total) ||
@@ -683,8 +721,18 @@ df_status train_loop_run(train_loop *L) {
     /* the network's memory for the batch, planned once: no step allocates */
     df_status st = df_model_reserve(L->model, L->p.batch_size, L->h, L->w);
     if (st) return st;
+    /* a budget in steps is known now; one in minutes after the first step */
+    if (!(L->p.max_minutes > 0) && L->task->progress) {
+        L->event[0] = 0;
+        note_warmup(L, L->total, 0);
+        if (L->event[0]) {
+            df_train_progress note = {.step = L->step, .total_steps = L->total, .eta = -1, .event = L->event};
+            L->task->progress(L->ctx, &note);
+        }
+    }
     L->t0 = df_now_sec();
     report_clock rc = {L->t0, L->step, L->step};
+    const long first = L->step + 1;
     while (!st && !budget_used(L)) {
         if (L->p.stop && *L->p.stop) {
             L->stopped = 1;
@@ -697,6 +745,7 @@ df_status train_loop_run(train_loop *L) {
         WATCH_STEP(1);
         if (st) break;
         L->step++;
+        if (L->step == first && L->p.max_minutes > 0) warmup_by_speed(L);
         st = after_step(L, &rc, loss, gnorm);
     }
     return st ? st : finish(L);

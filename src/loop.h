@@ -78,6 +78,7 @@ struct train_loop {
     double            loss_avg;
     long              nonfinite_skipped, saved_step;   /* saved_step: the step `latest` names, -1: none */
     int               nonfinite_run, stopped;
+    int               warmup_auto;   /* 1: the warmup was scaled to the budget; 2: it waits for the first step's speed */
     double            t0, untimed;  /* start, and seconds spent evaluating (not training time) */
     char              event[4400];  /* what happened at this step ("a; b") */
 };

@@ -22,6 +22,7 @@ void df_train_params_default(df_train_params *p) {
     p->beta_end = 0.02;
     p->prediction = DF_PRED_EPSILON;
     df_optim_params_default(&p->optim);
+    p->optim.warmup_steps = -1;   /* scaled to the budget */
     p->batch_size = 64;
     p->grad_accum = 1;
     p->use_ema = 1;

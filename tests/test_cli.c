@@ -161,4 +161,31 @@ TEST(cli_init_refuses_a_used_directory) {
     CHECK(rc == 0, "init into a new directory: %d, %s", rc, err);
     rc = run(args, err, sizeof err);
     CHECK(rc == 1 && strstr(err, "not empty"), "init into a used directory: %d, %s", rc, err);
+
+/* A budget in minutes shows a bar of the time used and an ETA, and the unset warmup chosen for it. */
+TEST(cli_train_minutes_shows_bar_and_eta) {
+    const char *dir = test_tmp_dir();
+    char data[600], cfg[600], args[3000], errf[600];
+    test_toy_idx(dir, "cli-toy", 32, 4, data, sizeof data);
+    df_unet_config c;
+    test_tiny_unet(&c, 1);
+    snprintf(cfg, sizeof cfg, "%s/cli-tiny.json", dir);
+    CHECK_OK(df_unet_config_save(&c, cfg));
+    snprintf(errf, sizeof errf, "%s/train-minutes.txt", dir);
+    snprintf(args, sizeof args, "%s/diffuse train --config %s --data %s --minutes 0.05 --batch 8 --samples 0 "
+             "--out %s/run-minutes >/dev/null 2>%s", test_bin_dir(), cfg, data, dir, errf);
+    int st = system(args);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "train --minutes 0.05 exits %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    char *text = NULL;
+    size_t n = 0;
+    CHECK_OK(df_read_file(errf, &text, &n));
+    if (!text) return;
+    printf("%s", text);
+    const char *bar = strstr(text, "train step ");
+    CHECK(bar && strstr(bar, " of 00:03 ["), "a bar of the 3 s budget: %s", text);
+    const char *eta = bar ? strstr(bar, "ETA ") : NULL;
+    CHECK(eta && eta[4] >= '0' && eta[4] <= '9', "an ETA in the bar: %s", bar ? bar : text);
+    CHECK(strstr(text, "warmup 10% of the budget") && strstr(text, "the budget allows at the first step's speed"),
+          "the start line and the first step say how the warmup is chosen: %s", text);
+    free(text);
 }

@@ -6,6 +6,7 @@
 #include "safetensors.h"
 #include "test.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -86,6 +87,80 @@ TEST(train_tiny_model_loss_falls) {
     while (f && fgets(line, sizeof line, f)) lines++;
     if (f) fclose(f);
     CHECK(lines == steps + 1, "loss.csv has a header and one row per step: %d lines", lines);
+}
+
+/* What a run reported: the learning rate of each step, its ETAs and its events. */
+typedef struct {
+    double lr[64];
+    int    reports, eta_bad, eta_positive;
+    char   events[2048];
+} run_watch;
+
+static void watch_run(void *ctx, const df_train_progress *p) {
+    run_watch *w = ctx;
+    if (p->event && strlen(w->events) + strlen(p->event) + 2 < sizeof w->events)
+        strcat(strcat(w->events, p->event), "\n");
+    if (!(p->images_per_sec > 0)) return;   /* notes and the closing report */
+    if (p->step >= 0 && p->step < 64) w->lr[p->step] = p->lr;
+    w->reports++;
+    w->eta_bad += !(isfinite(p->eta) && p->eta >= 0);
+    w->eta_positive += p->eta > 0;
+}
+
+TEST(train_warmup_scales_to_the_budget) {
+    const char *dir = test_tmp_dir();
+    char data[600], cfg[600], out[600];
+    test_toy_idx(dir, "toy", 64, 4, data, sizeof data);
+    snprintf(cfg, sizeof cfg, "%s/tiny-warmup.json", dir);
+    tiny_config(cfg, 0);
+    df_train_params p;
+    df_train_params_default(&p);
+    CHECK(p.optim.warmup_steps < 0, "the default warmup is unset (%ld)", p.optim.warmup_steps);
+    /* unset, with 20 steps: at most 2 steps of warmup, then the full rate */
+    snprintf(out, sizeof out, "%s/run-warmup-auto", dir);
+    base_params(&p, data, cfg, out);
+    p.optim.warmup_steps = -1;
+    p.max_steps = 20, p.save_every = 0, p.sample_every = 0, p.sample_count = 0;
+    run_watch w = {0};
+    p.progress = watch_run, p.progress_ctx = &w;
+    CHECK_OK(df_train(&p));
+    printf("    20 steps, warmup unset: lr %.3g at step 2, %.3g at step 3; events: %s", w.lr[2], w.lr[3], w.events);
+    CHECK(strstr(w.events, "warmup 2 steps (10% of the 20-step budget"), "the chosen warmup is reported: %s", w.events);
+    CHECK(!strstr(w.events, "warning"), "no warning for a warmup inside the budget: %s", w.events);
+    CHECK(fabs(w.lr[3] - p.optim.lr) < 1e-9 * p.optim.lr, "step 3 runs at the full rate %g: %g", p.optim.lr, w.lr[3]);
+    CHECK(w.lr[2] >= 0.5 * p.optim.lr, "step 2 is at least half the rate: %g", w.lr[2]);
+    /* given explicitly and longer than the budget: kept, with a warning */
+    snprintf(out, sizeof out, "%s/run-warmup-long", dir);
+    base_params(&p, data, cfg, out);
+    p.optim.warmup_steps = 500;
+    p.max_steps = 20, p.save_every = 0, p.sample_every = 0, p.sample_count = 0;
+    memset(&w, 0, sizeof w);
+    p.progress = watch_run, p.progress_ctx = &w;
+    CHECK_OK(df_train(&p));
+    CHECK(strstr(w.events, "warning: the 20-step budget ends inside the 500-step warmup"), "warned: %s", w.events);
+    CHECK(fabs(w.lr[20] - p.optim.lr * 19 / 500) < 1e-9, "the explicit warmup is kept: lr %g at step 20", w.lr[20]);
+}
+
+/* A budget in minutes: the unset warmup is chosen at the first step's speed, and every report has an ETA. */
+TEST(train_minutes_budget_warmup_and_eta) {
+    const char *dir = test_tmp_dir();
+    char data[600], cfg[600], out[600];
+    test_toy_idx(dir, "toy", 64, 4, data, sizeof data);
+    snprintf(cfg, sizeof cfg, "%s/tiny-minutes.json", dir);
+    tiny_config(cfg, 0);
+    df_train_params p;
+    snprintf(out, sizeof out, "%s/run-minutes", dir);
+    base_params(&p, data, cfg, out);
+    p.optim.warmup_steps = -1;
+    p.max_minutes = 0.05, p.save_every = 0, p.sample_every = 0, p.sample_count = 0, p.log_every = 1;
+    run_watch w = {0};
+    p.progress = watch_run, p.progress_ctx = &w;
+    CHECK_OK(df_train(&p));
+    printf("    3 s budget: %d reports, %d with a positive ETA; events: %s", w.reports, w.eta_positive, w.events);
+    CHECK(strstr(w.events, "warmup ") && strstr(w.events, "steps the budget allows at the first step's speed"),
+          "the warmup chosen from the first step is reported: %s", w.events);
+    CHECK(w.reports >= 2 && w.eta_bad == 0, "%d of %d reports without a finite ETA", w.eta_bad, w.reports);
+    CHECK(w.eta_positive >= 1, "no report had a positive ETA (%d reports)", w.reports);
 }
 
 static int files_equal(const char *a, const char *b) {
