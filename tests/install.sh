@@ -9,7 +9,7 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 fail() { echo "install: FAILED: $*" >&2; exit 1; }
 
-make BUILD="$BUILD" install DESTDIR="$scratch" PREFIX=/usr > "$scratch/make.log" 2>&1 ||
+make -j2 BUILD="$BUILD" install DESTDIR="$scratch" PREFIX=/usr > "$scratch/make.log" 2>&1 ||
     { tail -20 "$scratch/make.log"; fail "make install"; }
 root=$scratch/usr
 version=$(sed -n 's/^#define DIFFUSE_VERSION "\(.*\)"/\1/p' include/diffuse.h)
