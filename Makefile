@@ -5,6 +5,8 @@
 #   make bench      the benchmark table
 #   make NATIVE=1   also tune for this CPU (-march=native); WERROR=1 turns warnings into errors;
 #                   DNNL=0 leaves oneDNN out (portable convolutions only)
+#   make install    the command, libdiffuse.a and .so, diffuse.h, diffuse.pc and the man page under
+#                   $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall removes them
 
 MAKEFLAGS += --no-print-directory
 MAKEFLAGS += --no-print-directory
@@ -27,7 +29,9 @@ endif
 ifeq ($(WERROR),1)
 CFLAGS  += -Werror
 endif
-LDLIBS  := -fopenmp $(DNNL_LIBS) -lopenblas -lcairo -lnettle -lcjson -lpng -ljpeg -lgif -lz -lm $(EXTRA_LDLIBS)
+# what the library needs: the link line of the programs, and Libs.private in diffuse.pc
+LIB_DEPS:= -fopenmp $(DNNL_LIBS) -lopenblas -lcairo -lnettle -lcjson -lpng -ljpeg -lgif -lz -lm
+LDLIBS  := $(LIB_DEPS) $(EXTRA_LDLIBS)
 
 # Files named *_real.c are written once for a `real` type and compiled twice: float32 (the library's
 # compute) and float64 (the reference path that gradient checks run in).
@@ -42,7 +46,7 @@ TEST_SRC := $(wildcard tests/*.c) fuzz/targets.c $(RESTART)
 BENCH_SRC:= $(wildcard bench/*.c)
 HDRS     := $(wildcard include/*.h src/*.h tests/*.h cli/*.h fuzz/*.h)
 
-.PHONY: all test asan portable bench deps clean run fuzz fuzz-seeds valgrind
+.PHONY: all test asan portable bench deps clean run fuzz fuzz-seeds valgrind shared install uninstall
 BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench_%)
 EXAMPLE_BIN := $(patsubst examples/%.c,$(BUILD)/example_%,$(wildcard examples/*.c))
 all: $(BUILD)/libdiffuse.a $(BUILD)/diffuse $(BUILD)/test_diffuse $(BENCH_BIN) $(EXAMPLE_BIN)
@@ -81,6 +85,44 @@ $(BUILD)/bench_unet: CFLAGS += -ffp-contract=fast
 $(BUILD)/bench_%: bench/%.c $(RESTART) $(BUILD)/libdiffuse.a $(HDRS)
 	$(CC) $(CFLAGS) $< $(RESTART) $(BUILD)/libdiffuse.a $(LDLIBS) -o $@
 
+# ---- installing ----
+# The shared library is built from a second set of objects compiled with -fPIC ($(BUILD)/pic); its SONAME
+# carries the major version of DIFFUSE_VERSION.
+PREFIX  ?= /usr/local
+VERSION := $(shell sed -n 's/^\#define DIFFUSE_VERSION "\(.*\)"/\1/p' include/diffuse.h)
+SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
+SHLIB   := $(BUILD)/libdiffuse.so.$(VERSION)
+BINDIR   = $(DESTDIR)$(PREFIX)/bin
+LIBDIR   = $(DESTDIR)$(PREFIX)/lib
+INCDIR   = $(DESTDIR)$(PREFIX)/include
+MAN1DIR  = $(DESTDIR)$(PREFIX)/share/man/man1
+shared: $(SHLIB)
+$(SHLIB): $(LIB_SRC) $(REAL_SRC) $(HDRS)
+	$(MAKE) BUILD=$(BUILD)/pic EXTRA_CFLAGS="-fPIC $(EXTRA_CFLAGS)" $(BUILD)/pic/libdiffuse.a
+	$(CC) -shared -fPIC -Wl,-soname,libdiffuse.so.$(SOMAJOR) -Wl,--no-undefined \
+	  $(LIB_OBJ:$(BUILD)/%=$(BUILD)/pic/%) $(LDLIBS) -o $@
+# the man page: the command's --help texts, as roff
+$(BUILD)/diffuse.1: $(BUILD)/diffuse
+	$(BUILD)/diffuse --man > $@
+install: $(BUILD)/diffuse $(BUILD)/libdiffuse.a $(SHLIB) $(BUILD)/diffuse.1
+	install -d $(BINDIR) $(LIBDIR)/pkgconfig $(INCDIR) $(MAN1DIR)
+	install -m 755 $(BUILD)/diffuse $(BINDIR)/diffuse
+	install -m 644 $(BUILD)/libdiffuse.a $(LIBDIR)/libdiffuse.a
+	install -m 755 $(SHLIB) $(LIBDIR)/libdiffuse.so.$(VERSION)
+	ln -sf libdiffuse.so.$(VERSION) $(LIBDIR)/libdiffuse.so.$(SOMAJOR)
+	ln -sf libdiffuse.so.$(SOMAJOR) $(LIBDIR)/libdiffuse.so
+	install -m 644 include/diffuse.h $(INCDIR)/diffuse.h
+	install -m 644 $(BUILD)/diffuse.1 $(MAN1DIR)/diffuse.1
+	printf '%s\n' 'prefix=$(PREFIX)' 'exec_prefix=$${prefix}' 'libdir=$${exec_prefix}/lib' \
+	  'includedir=$${prefix}/include' '' 'Name: diffuse' \
+	  'Description: Denoising diffusion models in plain C' 'Version: $(VERSION)' \
+	  'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -ldiffuse' 'Libs.private: $(LIB_DEPS)' \
+	  > $(LIBDIR)/pkgconfig/diffuse.pc
+uninstall:
+	rm -f $(BINDIR)/diffuse $(LIBDIR)/libdiffuse.a $(LIBDIR)/libdiffuse.so.$(VERSION) \
+	  $(LIBDIR)/libdiffuse.so.$(SOMAJOR) $(LIBDIR)/libdiffuse.so $(INCDIR)/diffuse.h \
+	  $(LIBDIR)/pkgconfig/diffuse.pc $(MAN1DIR)/diffuse.1
+
 deps:
 	@sh scripts/deps.sh
 
@@ -90,6 +132,7 @@ CI_FUZZ_SECONDS ?= 30
 test: deps
 	$(MAKE) WERROR=1 all
 	$(BUILD)/test_diffuse
+	sh tests/install.sh $(BUILD)
 	sh tests/torch_parity.sh
 	$(MAKE) portable
 	$(MAKE) asan

@@ -130,6 +130,8 @@ int cli_parse_ints(const char *opt, const char *text, int lo, int hi, cli_ints *
 
 /* The full help: usage, about, the commands (top level), the options with their defaults, the epilog. */
 void cli_print_help(FILE *f, const cli_command *cmd, const cli_opt *opts);
+/* From now on cli_print_help writes roff, the command's part of the man page (diffuse --man). */
+void cli_help_as_roff(int on);
 /* The usage line after an error: cmd->usage and where to find more. */
 void cli_print_usage_line(FILE *f, const cli_command *cmd);
 

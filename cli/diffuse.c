@@ -61,7 +61,22 @@ static int help(int argc, char **argv) {
     return cmd->run(1, args);
 }
 
+/* diffuse --man: the man page, roff made from the overview and every command's --help (not listed in --help:
+ * the build runs it). */
+static int man_page(void) {
+    cli_help_as_roff(1);
+    cli_print_help(stdout, &top, top_opts);
+    for (int i = 0; commands[i]; i++) {
+        char arg[] = "--help";
+        char *args[] = {arg, NULL};
+        int rc = commands[i]->run(1, args);
+        if (rc) return rc;
+    }
+    return fflush(stdout) ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "--man") == 0) return man_page();
     cli_prefer_passive_threads(argv);
     const cli_command *cmd = find_command(command_word(argc, argv));
     cli_set_command(cmd ? cmd : &top);   /* so that an error in --threads names the command */

@@ -4,7 +4,8 @@
 set -e
 PKGS="build-essential libopenblas-dev libdnnl-dev libcjson-dev libpng-dev libjpeg-dev libgif-dev zlib1g-dev
       libcairo2-dev nettle-dev fonts-dejavu-core python3-scipy python3-torchvision
-      python3 python3-torch python3-numpy dataset-fashion-mnist clang libclang-rt-14-dev valgrind"
+      python3 python3-torch python3-numpy dataset-fashion-mnist clang libclang-rt-14-dev valgrind pkg-config
+      groff-base"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
