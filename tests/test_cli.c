@@ -161,6 +161,7 @@ TEST(cli_init_refuses_a_used_directory) {
     CHECK(rc == 0, "init into a new directory: %d, %s", rc, err);
     rc = run(args, err, sizeof err);
     CHECK(rc == 1 && strstr(err, "not empty"), "init into a used directory: %d, %s", rc, err);
+}
 
 /* A budget in minutes shows a bar of the time used and an ETA, and the unset warmup chosen for it. */
 TEST(cli_train_minutes_shows_bar_and_eta) {
@@ -173,7 +174,7 @@ TEST(cli_train_minutes_shows_bar_and_eta) {
     CHECK_OK(df_unet_config_save(&c, cfg));
     snprintf(errf, sizeof errf, "%s/train-minutes.txt", dir);
     snprintf(args, sizeof args, "%s/diffuse train --config %s --data %s --minutes 0.05 --batch 8 --samples 0 "
-             "--out %s/run-minutes >/dev/null 2>%s", test_bin_dir(), cfg, data, dir, errf);
+             "--out %s/cli-run-minutes >/dev/null 2>%s", test_bin_dir(), cfg, data, dir, errf);
     int st = system(args);
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "train --minutes 0.05 exits %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     char *text = NULL;
