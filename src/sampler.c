@@ -1,4 +1,4 @@
-/* Samplers: DDPM, DDIM, DPM-Solver++ (1S, 2M, 3M), Euler and Heun, with diffusers' timestep spacings and
+/* Samplers: DDPM, DDIM, DPM-Solver++ (1S, 2M, 3M), Euler, Heun and Euler ancestral, with diffusers' timestep spacings and
  * Karras sigmas; every prediction type, x_0 clipping and dynamic thresholding. See docs/samplers.md. */
 #include "sampler.h"
 
@@ -21,6 +21,8 @@ static const df_sampler_info sampler_table[DF_SAMPLER_COUNT] = {
                           3, DF_NOISE_NONE},
     [DF_SAMPLER_HEUN] = {"heun", "Heun's second-order steps (Karras et al. 2022 alg. 1), two calls a step", 1, 1,
                          2, 0, 2, 4, DF_NOISE_NONE},
+    [DF_SAMPLER_EULER_A] = {"euler_a", "Euler ancestral: Euler steps with fresh noise at every step (k-diffusion)", 1,
+                            1, 1, 0, 1, 3, DF_NOISE_ALWAYS},
 };
 static const char *const spacing_names[] = {"leading", "linspace", "trailing"};
 _Static_assert(sizeof spacing_names / sizeof spacing_names[0] == DF_SPACING_COUNT, "spacing name table");
@@ -329,6 +331,22 @@ static void ddim_step(double eta, double a, double ap, int n, size_t dim, float 
         }
 }
 
+/* Euler ancestral (k-diffusion's sample_euler_ancestral, diffusers' EulerAncestralDiscreteScheduler) on the
+ * VE form x = x_0 + sigma eps: split the move to sigma' into a deterministic Euler step down to sigma_down and
+ * fresh noise of sd sigma_up, with sigma_up^2 = sigma'^2 (sigma^2 - sigma'^2) / sigma^2 and
+ * sigma_down^2 + sigma_up^2 = sigma'^2, so the noise level lands on sigma'. No noise on the step to 0. Each
+ * image draws from its own generator, in order, as ddpm_step does. */
+static void euler_a_step(double sig, double sig_to, int n, size_t dim, float *x, const float *x0, df_rng *rngs) {
+    const double up = sig_to > 0 ? sqrt(sig_to * sig_to * (sig * sig - sig_to * sig_to) / (sig * sig)) : 0;
+    const double down = sqrt(fmax(sig_to * sig_to - up * up, 0)), dt = down - sig;
+    for (int r = 0; r < n; r++)
+        for (size_t j = (size_t)r * dim; j < (size_t)(r + 1) * dim; j++) {
+            double v = x[j] + (x[j] - x0[j]) / sig * dt;
+            if (up > 0) v += up * df_rng_normal(&rngs[r]);
+            x[j] = (float)v;
+        }
+}
+
 /* DPM-Solver++ (Lu et al. 2022b) with the data prediction x_0, in the VP scale: alpha = 1 / sqrt(1 + sigma^2),
  * noise level sigma alpha, lambda = log(alpha / (sigma alpha)) = -log sigma, h = lambda' - lambda. m[0] is
  * x_0 at this level, m[1] and m[2] at the two before. Order 1 is DPM-Solver++'s first-order update
@@ -500,6 +518,7 @@ df_status df_sampler_run(const df_schedule *s, const df_sampler_params *p, df_de
             }
             break;
         }
+        case DF_SAMPLER_EULER_A: euler_a_step(sg[i], sg[i + 1], n, dim, x, x0, rngs); break;
         case DF_SAMPLER_COUNT: DF_ASSERT(0);
         }
         if (p->progress) {
