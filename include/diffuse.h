@@ -385,10 +385,13 @@ typedef struct {
     int          calls;         /* network calls per step (Heun: one fewer on the last) */
     int          buffers;       /* batch-sized float buffers a run holds besides x */
     df_noise_use noise;         /* draws noise at every step, only with eta > 0, or never */
+    const char  *aliases;       /* other spellings users know ("dpm++2m, k_dpmpp_2m"), comma-separated; "" none */
 } df_sampler_info;
 /* The row of kind k, or NULL for a kind out of range. */
 const df_sampler_info *df_sampler_info_get(df_sampler_kind k);
 
+/* A sampler by its name or an alias, ignoring case, '+' read as 'p' ("dpm++2m" is "dpmpp-2m") and '-', '_'
+ * and spaces ignored ("DPM++ 2M", "Euler a" and "k_euler_a" are accepted). */
 df_status   df_sampler_parse(const char *name, df_sampler_kind *k);
 const char *df_sampler_name(df_sampler_kind k);
 /* Spacings "leading", "linspace", "trailing". */

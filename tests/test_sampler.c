@@ -275,9 +275,40 @@ TEST(sampler_names_and_defaults) {
         CHECK_OK(df_sampler_parse(df_sampler_name((df_sampler_kind)k), &back));
         CHECK(back == (df_sampler_kind)k, "sampler %d parses back as %d", k, (int)back);
     }
+    /* every alias in the table is its own sampler's, and the spellings of other tools are accepted */
+    for (int k = 0; k < DF_SAMPLER_COUNT; k++) {
+        const char *al = df_sampler_info_get((df_sampler_kind)k)->aliases;
+        for (size_t at = 0; al[at];) {
+            const size_t len = strcspn(al + at, ",");
+            char one[40];
+            snprintf(one, sizeof one, "%.*s", (int)len, al + at + (al[at] == ' '));
+            df_sampler_kind back = DF_SAMPLER_COUNT;
+            CHECK_OK(df_sampler_parse(one, &back));
+            CHECK(back == (df_sampler_kind)k, "alias \"%s\" of %s parses as %d", one, df_sampler_name((df_sampler_kind)k),
+                  (int)back);
+            at += len + (al[at + len] == ',');
+        }
+    }
+    static const struct {
+        const char     *text;
+        df_sampler_kind kind;
+    } spellings[] = {{"dpm++2m", DF_SAMPLER_DPMPP_2M},   {"dpm++_2m", DF_SAMPLER_DPMPP_2M},
+                     {"dpmpp_2m", DF_SAMPLER_DPMPP_2M},  {"DPM++ 2M", DF_SAMPLER_DPMPP_2M},
+                     {"euler_a", DF_SAMPLER_EULER_A},    {"euler-a", DF_SAMPLER_EULER_A},
+                     {"Euler a", DF_SAMPLER_EULER_A},    {"euler_ancestral", DF_SAMPLER_EULER_A},
+                     {"k_euler", DF_SAMPLER_EULER},      {"EULER", DF_SAMPLER_EULER},
+                     {"k_dpmpp_3m", DF_SAMPLER_DPMPP_3M}, {"DDIM", DF_SAMPLER_DDIM}};
+    for (int i = 0; i < DF_COUNTOF(spellings); i++) {
+        df_sampler_kind back = DF_SAMPLER_COUNT;
+        CHECK(df_sampler_parse(spellings[i].text, &back) == DF_OK && back == spellings[i].kind,
+              "\"%s\" parses as %d, want %s", spellings[i].text, (int)back, df_sampler_name(spellings[i].kind));
+    }
     df_sampler_kind kind;
     CHECK(df_sampler_parse("dpm++", &kind) == DF_ERR_ARG, "an unknown sampler is refused");
     CHECK(strstr(df_error(), "dpm++") != NULL, "the message names it: %s", df_error());
+    CHECK(df_sampler_parse("euler_b", &kind) == DF_ERR_ARG && df_sampler_parse("", &kind) == DF_ERR_ARG &&
+              df_sampler_parse(NULL, &kind) == DF_ERR_ARG,
+          "near misses, empty and NULL names are refused");
     static const char *const sp[] = {"leading", "linspace", "trailing"};
     for (int i = 0; i < 3; i++) {
         df_spacing back;
