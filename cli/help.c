@@ -63,8 +63,10 @@ static void print_wrapped(FILE *f, int col, int indent, const char *text) {
 /* "  --name META    help: choices (default: X)", wrapped. */
 static void print_option(FILE *f, const cli_opt *o) {
     char left[128], text[2048], def[64];
-    snprintf(left, sizeof left, "  %s%s%s%s%s", o->alias ? o->alias : "", o->alias ? ", " : "", o->name,
-             o->meta ? " " : "", o->meta ? o->meta : "");
+    /* a short alias comes first ("-o, --out FILE"), a long one after the name ("--guidance, --cfg-scale W") */
+    const int lead = o->alias && strncmp(o->alias, "--", 2) != 0, trail = o->alias && !lead;
+    snprintf(left, sizeof left, "  %s%s%s%s%s%s%s", lead ? o->alias : "", lead ? ", " : "", o->name,
+             trail ? ", " : "", trail ? o->alias : "", o->meta ? " " : "", o->meta ? o->meta : "");
     size_t n = (size_t)snprintf(text, sizeof text, "%s", o->help ? o->help : "");
     if (o->choices)
         for (int i = 0; i < o->choices->count && n < sizeof text; i++)

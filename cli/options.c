@@ -240,8 +240,8 @@ static int take_option(const cli_opt *opts, cli_args *a, int argc, char **argv, 
     if (eq) return set_value(o, eq + 1);
     if (*i + 1 >= argc) return cli_usage_error("%s needs a value", o->name);
     const char *v = argv[++*i];
-    /* "--out --n 4": the value is missing, not "--n" */
-    if (strncmp(v, "--", 2) == 0 && find_opt(opts, v))
+    /* "--out --n 4" or "-o -n 4": the value is missing, not "--n" ("-s -1" is a value: no option "-1") */
+    if (v[0] == '-' && find_opt(opts, v))
         return cli_usage_error("%s needs a value (got the option %s)", o->name, v);
     return set_value(o, v);
 }
