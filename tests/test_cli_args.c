@@ -131,6 +131,14 @@ static const bad_case cases[] = {
     /* the top level */
     {"", 2, "no command"},
     {"frobnicate", 2, "frobnicate"},
+    /* "did you mean": a command one swap away, a short option by its letter, never a far-off name */
+    {"smaple $M", 2, "unknown command \"smaple\" (did you mean sample?)"},
+    {"help smaple", 2, "(did you mean sample?)"},
+    {"train -o $T/orun --steps 1", 2, "(did you mean --optimizer or --out?)"},
+    {"train --step 5 --out $T/orun", 2, "(did you mean --steps?)"},
+    {"train --steps 1 --ot $T/orun", 2, "(did you mean --out?)"},
+    {"sample $M -seed 3", 2, "(did you mean --seed?)"},
+    {"sample $M --cfg 3", 2, "(did you mean --guidance?)"},
     {"--bogus", 2, "--bogus"},
     {"--threads", 2, "--threads"},
     {"--threads 0 info $M", 2, "--threads"},
