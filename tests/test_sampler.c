@@ -361,6 +361,7 @@ TEST(sampler_timesteps_match_diffusers) {
     expect_timesteps(&s, DF_SAMPLER_DPMPP_3M, DF_SPACING_LEADING, 0, 10, dpm_leading, 0);
     expect_timesteps(&s, DF_SAMPLER_DPMPP_1S, DF_SPACING_TRAILING, 0, 7, trailing7, 0);
     expect_timesteps(&s, DF_SAMPLER_EULER, DF_SPACING_LINSPACE, 0, 7, euler_linspace, 1e-4);
+    expect_timesteps(&s, DF_SAMPLER_EULER_A, DF_SPACING_LINSPACE, 0, 7, euler_linspace, 1e-4);   /* as Euler */
     expect_timesteps(&s, DF_SAMPLER_HEUN, DF_SPACING_TRAILING, 0, 7, trailing7, 0);
     expect_timesteps(&s, DF_SAMPLER_EULER, DF_SPACING_LINSPACE, 1, 5, karras5, 2e-3);
     expect_timesteps(&s, DF_SAMPLER_DPMPP_2M, DF_SPACING_LINSPACE, 1, 5, karras5, 2e-3);
