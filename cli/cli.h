@@ -124,6 +124,12 @@ int cli_given(const cli_args *a, const char *name);
 int cli_take(const cli_opt *opts, int *argc, char **argv);
 /* The row named `name` (or its alias; "--x=1" matches "--x"), or NULL. */
 const cli_opt *cli_find(const cli_opt *opts, const char *name);
+/* The names close to a mistyped word, into out as "a", "a or b" or "a, b or c" (at most 3); how many (0: none
+ * close). names[i] is a candidate spelling, shown[i] what to suggest for it (an option's name for its alias);
+ * NULL names are skipped. Dashes are ignored; "-x" suggests the long names starting with x, a word of 3 or
+ * more the names it begins; otherwise the nearest by edit distance (swaps count one), if within 1 edit for
+ * words of 2 to 5 characters, 2 up to 9, else 3. */
+int cli_suggest(const char *word, const char *const *names, const char *const *shown, int n, char *out, size_t cap);
 
 /* Comma-separated whole numbers ("3,7,0") in [lo, hi]; a usage error naming `opt` (returns 2) otherwise. */
 int cli_parse_ints(const char *opt, const char *text, int lo, int hi, cli_ints *out);

@@ -239,7 +239,7 @@ static int parse(int argc, char **argv, eval_args *e) {
         OPT_INT("--steps", &p->sampler.steps, .lo = 1, .hi = 100000, .meta = "N", .def = "50; ddpm: the training timesteps",
                 .help = "denoising steps"),
         OPT_DOUBLE("--eta", &p->sampler.eta, .lo = 0, .hi = 1, .meta = "X", .help = "DDIM noise, 0 for deterministic steps"),
-        OPT_FLAG("--karras", &p->sampler.karras_sigmas, .help = "Karras sigmas (euler, heun, dpmpp-*)"),
+        OPT_FLAG("--karras", &p->sampler.karras_sigmas, .help = "Karras sigmas (euler, euler_a, heun, dpmpp-*)"),
         OPT_FLAG("--no-clip", &no_clip, .help = "do not clip predicted x_0 to [-1, 1]"),
         OPT_DOUBLE("--guidance", &p->guidance, .lo = 0, .hi = 100, .meta = "W",
                    .help = "classifier-free guidance scale for a class-conditional model"),

@@ -37,6 +37,7 @@ typedef struct {
     const char     *init_image, *inpaint, *mask;
     double          strength;
     int             jump_length, jump_n;
+    int             list_samplers;
 } sample_settings;
 
 static void sample_settings_default(sample_settings *s) {
@@ -123,19 +124,33 @@ static int check_files(const cli_args *a, sample_settings *s) {
     return 0;
 }
 
+/* --list-samplers: each sampler's name, summary and the other spellings it accepts, from the library's table.
+ * Returns CLI_HELP (exit 0). */
+static int list_samplers(void) {
+    for (int k = 0; k < DF_SAMPLER_COUNT; k++) {
+        const df_sampler_info *si = df_sampler_info_get((df_sampler_kind)k);
+        printf("%-10s %s\n", si->name, si->summary);
+        if (si->aliases[0]) printf("%-10s also: %s\n", "", si->aliases);
+    }
+    printf("Names are read ignoring case, '-', '_' and spaces, with '+' as 'p' (\"DPM++ 2M\" is dpmpp-2m).\n");
+    return CLI_HELP;
+}
+
 /* The command line into s, checked as far as it can be without the model. Returns 0, CLI_HELP, or the exit
  * code after reporting. */
 static int parse(int argc, char **argv, sample_settings *s) {
     const cli_opt opts[] = {
-        OPT_INT("--n", &s->n, .lo = 1, .hi = 100000, .meta = "N", .help = "number of images"),
+        OPT_INT("--n", &s->n, .alias = "-n", .lo = 1, .hi = 100000, .meta = "N", .help = "number of images"),
         OPT_INT("--batch", &s->batch, .lo = 1, .hi = 4096, .meta = "N", .help = "images per network call"),
-        OPT_U64("--seed", &s->seed, .meta = "S", .help = "noise seed; the same seed gives the same images"),
-        OPT_ENUM("--sampler", &s->sampler, &cli_samplers, .meta = "NAME", .help = "the sampler"),
+        OPT_U64("--seed", &s->seed, .alias = "-s", .meta = "S", .help = "noise seed; the same seed gives the same images"),
+        OPT_ENUM("--sampler", &s->sampler, &cli_samplers, .meta = "NAME",
+                 .help = "the sampler (other tools' spellings too: dpm++2m, k_euler_a...)"),
+        OPT_FLAG("--list-samplers", &s->list_samplers, .help = "list the samplers with their other names, and exit"),
         OPT_INT("--steps", &s->steps, .lo = 1, .hi = 100000, .meta = "N", .def = "50; ddpm: the training timesteps",
                 .help = "denoising steps"),
         OPT_DOUBLE("--eta", &s->eta, .lo = 0, .hi = 1, .meta = "X", .help = "DDIM noise, 0 for deterministic steps"),
         OPT_ENUM("--spacing", &s->spacing, &cli_spacings, .meta = "NAME", .help = "timestep spacing"),
-        OPT_FLAG("--karras", &s->karras, .help = "Karras sigmas (euler, heun, dpmpp-*)"),
+        OPT_FLAG("--karras", &s->karras, .help = "Karras sigmas (euler, euler_a, heun, dpmpp-*)"),
         OPT_FLAG("--large-variance", &s->large_variance, .help = "DDPM with beta_t as the reverse variance"),
         OPT_FLAG("--no-clip", &s->no_clip, .help = "do not clip predicted x_0 to [-1, 1]"),
         OPT_FLAG("--threshold", &s->threshold, .help = "dynamic thresholding (Imagen)"),
@@ -149,7 +164,7 @@ static int parse(int argc, char **argv, sample_settings *s) {
         OPT_INTS("--labels", &s->labels, .lo = INT_MIN, .hi = INT_MAX, .meta = "L1,L2,...", .def = "0..classes-1",
                  .help = "class labels for a class-conditional model: image i gets L[i*k/n], so with n a multiple of k "
                          "the grid has one row per label"),
-        OPT_DOUBLE("--guidance", &s->guidance, .lo = 0, .hi = 100, .meta = "W",
+        OPT_DOUBLE("--guidance", &s->guidance, .alias = "--cfg-scale", .lo = 0, .hi = 100, .meta = "W",
                    .help = "classifier-free guidance scale: eps_null + W (eps_label - eps_null); 1 is plain conditional "
                            "sampling, 0 unconditional, 2..5 sharper (the model needs a null class: train with --classes)"),
         OPT_DOUBLE("--guidance-rescale", &s->guidance_rescale, .lo = 0, .hi = 1, .meta = "P",
@@ -164,7 +179,7 @@ static int parse(int argc, char **argv, sample_settings *s) {
                                                                  "classifier and print the accuracy against the "
                                                                  "requested labels"),
         OPT_SECTION("output (one or more; default --out samples.png):"),
-        OPT_STR("--out", &s->out, .meta = "FILE.png", .help = "a grid"),
+        OPT_STR("--out", &s->out, .alias = "-o", .meta = "FILE.png", .help = "a grid"),
         OPT_INT("--cols", &s->cols, .lo = 1, .hi = 10000, .meta = "N", .def = "square, or one row per label",
                 .help = "grid columns"),
         OPT_STR("--out-dir", &s->out_dir, .meta = "DIR", .help = "one PNG per image"),
@@ -189,6 +204,7 @@ static int parse(int argc, char **argv, sample_settings *s) {
     cli_args a;
     int rc = cli_parse(&cmd_sample, opts, argc, argv, &a);
     if (rc) return rc;
+    if (s->list_samplers) return list_samplers();
     if (a.npos != 1) return cli_usage_error("which model? give a run, checkpoint or model directory");
     s->model = a.pos[0];
     if ((rc = check_pairs(&a, s)) || (rc = check_sampler(&a, s))) return rc;

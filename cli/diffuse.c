@@ -40,6 +40,17 @@ static const cli_command *find_command(const char *name) {
     return NULL;
 }
 
+/* "unknown command" with the nearest commands' names ("smaple": sample). Returns 2. */
+static int unknown_command(const char *what, const char *word) {
+    const char *names[CLI_COUNTOF(commands)];
+    int n = 0;
+    for (; commands[n]; n++) names[n] = commands[n]->name;
+    char near[200];
+    if (cli_suggest(word, names, names, n, near, sizeof near))
+        return cli_usage_error("%sunknown command \"%s\" (did you mean %s?)", what, word, near);
+    return cli_usage_error("%sunknown command \"%s\"", what, word);
+}
+
 /* argv[i] once the global options before it are skipped: where the command's name should be. */
 static const char *command_word(int argc, char **argv) {
     int i = 1;
@@ -55,7 +66,7 @@ static int help(int argc, char **argv) {
         return 0;
     }
     const cli_command *cmd = find_command(argv[2]);
-    if (!cmd) return cli_usage_error("help: unknown command \"%s\"", argv[2]);
+    if (!cmd) return unknown_command("help: ", argv[2]);
     char arg[] = "--help";
     char *args[] = {arg, NULL};
     return cmd->run(1, args);
@@ -88,7 +99,7 @@ int main(int argc, char **argv) {
     if (strcmp(word, "help") == 0) return help(argc, argv);
     if ((cmd = find_command(word))) return cmd->run(argc - 2, argv + 2);
     cli_set_command(&top);
-    if (word[0] != '-') return cli_usage_error("unknown command \"%s\"", word);
+    if (word[0] != '-') return unknown_command("", word);
     if (!cli_find(top_opts, word)) return cli_usage_error("unknown option %s (options go after the command)", word);
     cli_args a;
     if ((rc = cli_parse(&top, top_opts, argc - 1, argv + 1, &a))) return cli_exit(rc);

@@ -74,8 +74,10 @@ static void option_text(const cli_opt *o, char *text, size_t cap) {
 /* "  --name META    help: choices (default: X)", wrapped. */
 static void print_option(FILE *f, const cli_opt *o) {
     char left[128], text[2048];
-    snprintf(left, sizeof left, "  %s%s%s%s%s", o->alias ? o->alias : "", o->alias ? ", " : "", o->name,
-             o->meta ? " " : "", o->meta ? o->meta : "");
+    /* a short alias comes first ("-o, --out FILE"), a long one after the name ("--guidance, --cfg-scale W") */
+    const int lead = o->alias && strncmp(o->alias, "--", 2) != 0, trail = o->alias && !lead;
+    snprintf(left, sizeof left, "  %s%s%s%s%s%s%s", lead ? o->alias : "", lead ? ", " : "", o->name,
+             trail ? ", " : "", trail ? o->alias : "", o->meta ? " " : "", o->meta ? o->meta : "");
     option_text(o, text, sizeof text);
     int col = (int)strlen(left);
     fputs(left, f);

@@ -79,36 +79,82 @@ int cli_given(const cli_args *a, const char *name) {
     return a->given[o - a->opts];
 }
 
-/* Edit distance of two short strings (0..32 characters; longer ones count as far apart). */
+/* Optimal string alignment distance (Levenshtein plus swaps of neighbours: "smaple" is one edit from
+ * "sample") of two short strings; longer than 32 characters counts as far apart. */
 static int distance(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b);
     if (la > 32 || lb > 32) return 99;
-    int row[33];
-    for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
-    for (size_t i = 1; i <= la; i++) {
-        int diag = row[0];
-        row[0] = (int)i;
+    int d[33][33];
+    for (size_t i = 0; i <= la; i++) d[i][0] = (int)i;
+    for (size_t j = 0; j <= lb; j++) d[0][j] = (int)j;
+    for (size_t i = 1; i <= la; i++)
         for (size_t j = 1; j <= lb; j++) {
-            int up = row[j], best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best) best = up + 1;
-            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
-            diag = up;
-            row[j] = best;
+            int best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < best) best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best) best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
         }
+    return d[la][lb];
+}
+
+static const char *undashed(const char *s) { return s + strspn(s, "-"); }
+
+/* shown into the list out holds (k of them so far) unless already there; the new count. At most 3. */
+static int add_suggestion(const char **list, int k, const char *shown) {
+    for (int i = 0; i < k; i++)
+        if (strcmp(list[i], shown) == 0) return k;
+    if (k < 3) list[k++] = shown;
+    return k;
+}
+
+int cli_suggest(const char *word, const char *const *names, const char *const *shown, int n, char *out, size_t cap) {
+    char key[64];
+    snprintf(key, sizeof key, "%.*s", (int)strcspn(undashed(word), "="), undashed(word));
+    const size_t len = strlen(key);
+    const char *list[3];
+    int k = 0;
+    /* the same name but for its dashes ("-out", "--o" for "-o"): that one alone */
+    for (int i = 0; i < n && !k; i++)
+        if (names[i] && len && strcmp(key, undashed(names[i])) == 0) k = add_suggestion(list, k, shown[i]);
+    /* a short option "-o" the table does not have: the long names starting with its letter */
+    if (!k && len == 1 && word[0] == '-' && word[1] != '-')
+        for (int i = 0; i < n; i++)
+            if (names[i] && strncmp(names[i], "--", 2) == 0 && names[i][2] == key[0]) k = add_suggestion(list, k, shown[i]);
+    /* the beginning of a name ("--cfg" for "--cfg-scale") */
+    if (!k && len >= 3)
+        for (int i = 0; i < n; i++)
+            if (names[i] && strncmp(undashed(names[i]), key, len) == 0) k = add_suggestion(list, k, shown[i]);
+    /* else the nearest names, when near for the word's length: a typo or two, never a different short word */
+    if (!k && len >= 2) {
+        const int allowed = len <= 5 ? 1 : len <= 9 ? 2 : 3;
+        int best = allowed + 1;
+        for (int i = 0; i < n; i++)
+            if (names[i]) {
+                int d = distance(key, undashed(names[i]));
+                if (d < best) best = d, k = 0;
+                if (d == best) k = add_suggestion(list, k, shown[i]);
+            }
     }
-    return row[lb];
+    out[0] = 0;
+    for (int i = 0; i < k; i++)
+        snprintf(out + strlen(out), cap - strlen(out), "%s%s", i == 0 ? "" : i + 1 < k ? ", " : " or ", list[i]);
+    return k;
 }
 
 static int unknown_option(const char *arg, const cli_opt *opts) {
-    char name[64];
+    char name[64], near[200];
     snprintf(name, sizeof name, "%.*s", (int)strcspn(arg, "="), arg);
-    const cli_opt *near = NULL;
-    int best = 3;   /* suggest only names at most two edits away */
-    for (const cli_opt *o = opts; o->name; o++) {
-        int d = is_option(o) ? distance(name, o->name) : 99;
-        if (d < best) best = d, near = o;
-    }
-    if (near) return cli_usage_error("unknown option %s (did you mean %s?)", name, near->name);
+    const char *names[2 * CLI_MAX_OPTS], *shown[2 * CLI_MAX_OPTS];
+    int n = 0;
+    for (const cli_opt *o = opts; o->name && n + 2 <= 2 * CLI_MAX_OPTS; o++)
+        if (is_option(o)) {
+            names[n] = o->name, shown[n++] = o->name;
+            if (o->alias) names[n] = o->alias, shown[n++] = o->name;
+        }
+    if (cli_suggest(name, names, shown, n, near, sizeof near))
+        return cli_usage_error("unknown option %s (did you mean %s?)", name, near);
     return cli_usage_error("unknown option %s", name);
 }
 
@@ -240,8 +286,8 @@ static int take_option(const cli_opt *opts, cli_args *a, int argc, char **argv, 
     if (eq) return set_value(o, eq + 1);
     if (*i + 1 >= argc) return cli_usage_error("%s needs a value", o->name);
     const char *v = argv[++*i];
-    /* "--out --n 4": the value is missing, not "--n" */
-    if (strncmp(v, "--", 2) == 0 && find_opt(opts, v))
+    /* "--out --n 4" or "-o -n 4": the value is missing, not "--n" ("-s -1" is a value: no option "-1") */
+    if (v[0] == '-' && find_opt(opts, v))
         return cli_usage_error("%s needs a value (got the option %s)", o->name, v);
     return set_value(o, v);
 }

@@ -345,6 +345,7 @@ typedef enum {
     DF_SAMPLER_DPMPP_3M,  /* third-order multistep */
     DF_SAMPLER_EULER,     /* Karras et al. 2022 alg. 1 in sigma space */
     DF_SAMPLER_HEUN,      /* Karras et al. 2022 alg. 1 with the second-order correction */
+    DF_SAMPLER_EULER_A,   /* Euler ancestral (diffusers' EulerAncestralDiscreteScheduler): noise every step */
     DF_SAMPLER_COUNT
 } df_sampler_kind;
 
@@ -375,7 +376,7 @@ void        df_sampler_params_default(df_sampler_params *p);
 /* What a sampler is, in one table the library and the command read (df_sampler_info). */
 typedef enum { DF_NOISE_NONE, DF_NOISE_ALWAYS, DF_NOISE_ETA } df_noise_use;
 typedef struct {
-    const char  *name;          /* "ddpm", "ddim", "dpmpp-1s", "dpmpp-2m", "dpmpp-3m", "euler", "heun" */
+    const char  *name;          /* "ddpm", "ddim", "dpmpp-1s", "dpmpp-2m", "dpmpp-3m", "euler", "heun", "euler_a" */
     const char  *summary;       /* one line for --help */
     int          sigma_space;   /* steps in sigma = sqrt((1 - abar) / abar): Karras sigmas apply */
     int          scaled_x;      /* holds x_t / sqrt(abar) between steps (Karras et al.'s VE form) */
@@ -384,10 +385,13 @@ typedef struct {
     int          calls;         /* network calls per step (Heun: one fewer on the last) */
     int          buffers;       /* batch-sized float buffers a run holds besides x */
     df_noise_use noise;         /* draws noise at every step, only with eta > 0, or never */
+    const char  *aliases;       /* other spellings users know ("dpm++2m, k_dpmpp_2m"), comma-separated; "" none */
 } df_sampler_info;
 /* The row of kind k, or NULL for a kind out of range. */
 const df_sampler_info *df_sampler_info_get(df_sampler_kind k);
 
+/* A sampler by its name or an alias, ignoring case, '+' read as 'p' ("dpm++2m" is "dpmpp-2m") and '-', '_'
+ * and spaces ignored ("DPM++ 2M", "Euler a" and "k_euler_a" are accepted). */
 df_status   df_sampler_parse(const char *name, df_sampler_kind *k);
 const char *df_sampler_name(df_sampler_kind k);
 /* Spacings "leading", "linspace", "trailing". */

@@ -1,26 +1,32 @@
-/* Samplers: DDPM, DDIM, DPM-Solver++ (1S, 2M, 3M), Euler and Heun, with diffusers' timestep spacings and
+/* Samplers: DDPM, DDIM, DPM-Solver++ (1S, 2M, 3M), Euler, Heun and Euler ancestral, with diffusers' timestep spacings and
  * Karras sigmas; every prediction type, x_0 clipping and dynamic thresholding. See docs/samplers.md. */
 #include "sampler.h"
 
+#include <ctype.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 /* The samplers' facts: names, spaces, orders, buffers, noise. Adding a sampler means a row here, its step
  * function below and its case in df_sampler_run. */
 static const df_sampler_info sampler_table[DF_SAMPLER_COUNT] = {
     [DF_SAMPLER_DDPM] = {"ddpm", "ancestral sampling (DDPM alg. 2), noise at every step", 0, 0, 1, 0, 1, 2,
-                         DF_NOISE_ALWAYS},
+                         DF_NOISE_ALWAYS, ""},
     [DF_SAMPLER_DDIM] = {"ddim", "DDIM (Song et al. 2021), deterministic unless --eta > 0", 0, 0, 1, 0, 1, 3,
-                         DF_NOISE_ETA},
+                         DF_NOISE_ETA, ""},
     [DF_SAMPLER_DPMPP_1S] = {"dpmpp-1s", "DPM-Solver++ first order (DDIM in sigma space)", 1, 0, 1, 0, 1, 2,
-                             DF_NOISE_NONE},
+                             DF_NOISE_NONE, "dpm++1s, dpmpp_1s"},
     [DF_SAMPLER_DPMPP_2M] = {"dpmpp-2m", "DPM-Solver++(2M), second-order multistep", 1, 0, 2, 1, 1, 3,
-                             DF_NOISE_NONE},
-    [DF_SAMPLER_DPMPP_3M] = {"dpmpp-3m", "DPM-Solver++ third-order multistep", 1, 0, 3, 2, 1, 4, DF_NOISE_NONE},
+                             DF_NOISE_NONE, "dpm++2m, dpmpp_2m, k_dpmpp_2m, DPM++ 2M"},
+    [DF_SAMPLER_DPMPP_3M] = {"dpmpp-3m", "DPM-Solver++ third-order multistep", 1, 0, 3, 2, 1, 4, DF_NOISE_NONE,
+                             "dpm++3m, dpmpp_3m, k_dpmpp_3m"},
     [DF_SAMPLER_EULER] = {"euler", "Euler steps of the probability-flow ODE (Karras et al. 2022)", 1, 1, 1, 0, 1,
-                          3, DF_NOISE_NONE},
+                          3, DF_NOISE_NONE, "k_euler"},
     [DF_SAMPLER_HEUN] = {"heun", "Heun's second-order steps (Karras et al. 2022 alg. 1), two calls a step", 1, 1,
-                         2, 0, 2, 4, DF_NOISE_NONE},
+                         2, 0, 2, 4, DF_NOISE_NONE, "k_heun"},
+    [DF_SAMPLER_EULER_A] = {"euler_a", "Euler ancestral: Euler steps with fresh noise at every step (k-diffusion)", 1,
+                            1, 1, 0, 1, 3, DF_NOISE_ALWAYS,
+                            "euler-a, euler_ancestral, k_euler_a, k_euler_ancestral, Euler a"},
 };
 static const char *const spacing_names[] = {"leading", "linspace", "trailing"};
 _Static_assert(sizeof spacing_names / sizeof spacing_names[0] == DF_SPACING_COUNT, "spacing name table");
@@ -63,11 +69,31 @@ static void name_list(char *out, size_t cap, int count, const char *(*name)(int)
 static const char *sampler_name_i(int i) { return sampler_table[i].name; }
 static const char *spacing_name_i(int i) { return spacing_names[i]; }
 
+/* name as df_sampler_parse compares it: lower case, '+' as 'p', no '-', '_' or spaces; *len characters of
+ * it, stopping at a comma (an alias list's separator). 0 when too long to be a sampler's name. */
+static int sampler_key(const char *name, size_t len, char key[32]) {
+    size_t k = 0;
+    for (size_t i = 0; i < len && name[i] && name[i] != ','; i++) {
+        const char c = name[i];
+        if (c == '-' || c == '_' || c == ' ') continue;
+        if (k + 1 >= 32) return 0;
+        key[k++] = c == '+' ? 'p' : (char)tolower((unsigned char)c);
+    }
+    key[k] = 0;
+    return k > 0;
+}
+
 df_status df_sampler_parse(const char *name, df_sampler_kind *k) {
-    for (int i = 0; i < DF_SAMPLER_COUNT; i++)
-        if (name && strcmp(name, sampler_table[i].name) == 0) {
-            *k = (df_sampler_kind)i;
-            return DF_OK;
+    char key[32], other[32];
+    if (name && sampler_key(name, strlen(name), key))
+        for (int i = 0; i < DF_SAMPLER_COUNT; i++) {
+            int hit = sampler_key(sampler_table[i].name, SIZE_MAX, other) && strcmp(key, other) == 0;
+            for (const char *a = sampler_table[i].aliases; !hit && *a; a += strcspn(a, ",") + (a[strcspn(a, ",")] != 0))
+                hit = sampler_key(a, SIZE_MAX, other) && strcmp(key, other) == 0;
+            if (hit) {
+                *k = (df_sampler_kind)i;
+                return DF_OK;
+            }
         }
     char names[200];
     name_list(names, sizeof names, DF_SAMPLER_COUNT, sampler_name_i);
@@ -329,6 +355,22 @@ static void ddim_step(double eta, double a, double ap, int n, size_t dim, float 
         }
 }
 
+/* Euler ancestral (k-diffusion's sample_euler_ancestral, diffusers' EulerAncestralDiscreteScheduler) on the
+ * VE form x = x_0 + sigma eps: split the move to sigma' into a deterministic Euler step down to sigma_down and
+ * fresh noise of sd sigma_up, with sigma_up^2 = sigma'^2 (sigma^2 - sigma'^2) / sigma^2 and
+ * sigma_down^2 + sigma_up^2 = sigma'^2, so the noise level lands on sigma'. No noise on the step to 0. Each
+ * image draws from its own generator, in order, as ddpm_step does. */
+static void euler_a_step(double sig, double sig_to, int n, size_t dim, float *x, const float *x0, df_rng *rngs) {
+    const double up = sig_to > 0 ? sqrt(sig_to * sig_to * (sig * sig - sig_to * sig_to) / (sig * sig)) : 0;
+    const double down = sqrt(fmax(sig_to * sig_to - up * up, 0)), dt = down - sig;
+    for (int r = 0; r < n; r++)
+        for (size_t j = (size_t)r * dim; j < (size_t)(r + 1) * dim; j++) {
+            double v = x[j] + (x[j] - x0[j]) / sig * dt;
+            if (up > 0) v += up * df_rng_normal(&rngs[r]);
+            x[j] = (float)v;
+        }
+}
+
 /* DPM-Solver++ (Lu et al. 2022b) with the data prediction x_0, in the VP scale: alpha = 1 / sqrt(1 + sigma^2),
  * noise level sigma alpha, lambda = log(alpha / (sigma alpha)) = -log sigma, h = lambda' - lambda. m[0] is
  * x_0 at this level, m[1] and m[2] at the two before. Order 1 is DPM-Solver++'s first-order update
@@ -500,6 +542,7 @@ df_status df_sampler_run(const df_schedule *s, const df_sampler_params *p, df_de
             }
             break;
         }
+        case DF_SAMPLER_EULER_A: euler_a_step(sg[i], sg[i + 1], n, dim, x, x0, rngs); break;
         case DF_SAMPLER_COUNT: DF_ASSERT(0);
         }
         if (p->progress) {

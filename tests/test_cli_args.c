@@ -131,6 +131,14 @@ static const bad_case cases[] = {
     /* the top level */
     {"", 2, "no command"},
     {"frobnicate", 2, "frobnicate"},
+    /* "did you mean": a command one swap away, a short option by its letter, never a far-off name */
+    {"smaple $M", 2, "unknown command \"smaple\" (did you mean sample?)"},
+    {"help smaple", 2, "(did you mean sample?)"},
+    {"train -o $T/orun --steps 1", 2, "(did you mean --optimizer or --out?)"},
+    {"train --step 5 --out $T/orun", 2, "(did you mean --steps?)"},
+    {"train --steps 1 --ot $T/orun", 2, "(did you mean --out?)"},
+    {"sample $M -seed 3", 2, "(did you mean --seed?)"},
+    {"sample $M --cfg 3", 2, "(did you mean --guidance?)"},
     {"--bogus", 2, "--bogus"},
     {"--threads", 2, "--threads"},
     {"--threads 0 info $M", 2, "--threads"},
@@ -197,6 +205,14 @@ static const bad_case cases[] = {
     {"sample $M $M", 2, "unexpected"},
     {"sample $M --bogus", 2, "--bogus"},
     {"sample $M --n 0", 2, "--n"},
+    /* sample: the short and familiar spellings are the options they stand for */
+    {"sample $M -n 0", 2, "--n"},
+    {"sample $M -s abc", 2, "--seed"},
+    {"sample $M -o $T/x.txt", 2, "--out"},
+    {"sample $M -o -n 4", 2, "--out needs a value"},
+    {"sample $M --cfg-scale 500", 2, "--guidance"},
+    {"sample $M --cfg-scale=-1", 2, "--guidance"},
+    {"sample $M --sampler dpm++2x", 2, "dpm++2x"},
     {"sample $M --n 3x", 2, "--n"},
     {"sample $M --n", 2, "--n"},
     {"sample $M --batch -1", 2, "--batch"},
@@ -443,7 +459,12 @@ static void option_help(const char *help, const char *opt, char *buf, size_t cap
     snprintf(key, sizeof key, "\n  %s ", opt);
     buf[0] = 0;
     const char *p = strstr(help, key);
-    if (!p) return;
+    if (!p) {   /* after a short alias: "  -n, --n N" */
+        snprintf(key, sizeof key, ", %s ", opt);
+        if (!(p = strstr(help, key))) return;
+        while (p > help && p[-1] != '\n') p--;
+        p--;
+    }
     size_t n = 0;
     for (p++; *p && n + 1 < cap;) {
         size_t len = strcspn(p, "\n");
@@ -486,11 +507,33 @@ TEST(cli_args_help_shows_the_tables_defaults_and_choices) {
     snprintf(want, sizeof want, "(default: %s)", df_sampler_name(sp.kind));
     CHECK(strstr(line, want), "sample --help: --sampler shows \"%s\": \"%s\"", want, line);
     static const char *const sample_opts[] = {"--n N", "--batch N", "--seed S", "--steps N", "--eta X", "--labels",
-                                              "--guidance W", "--out FILE.png", "--animate FILE", "--inpaint IMG"};
+                                              "--guidance,", "--out FILE.png", "--animate FILE", "--inpaint IMG"};
     for (size_t i = 0; i < sizeof sample_opts / sizeof *sample_opts; i++) {
         option_help(out, sample_opts[i], line, sizeof line);
         CHECK(line[0], "sample --help does not list %s", sample_opts[i]);
     }
+
+    /* the short and familiar spellings are on their options' lines */
+    static const char *const spelled[][2] = {{"-n, --n N", "--n N"}, {"-s, --seed S", "--seed S"},
+                                             {"-o, --out FILE.png", "--out FILE.png"},
+                                             {"--guidance, --cfg-scale W", "--guidance,"}};
+    for (size_t i = 0; i < sizeof spelled / sizeof *spelled; i++) {
+        option_help(out, spelled[i][1], line, sizeof line);
+        CHECK(strncmp(line + 2, spelled[i][0], strlen(spelled[i][0])) == 0, "sample --help: \"%s\" on its line: \"%s\"",
+              spelled[i][0], line);
+    }
+    /* --list-samplers: every sampler with its summary and its aliases, then exit 0 */
+    CHECK(run(&fx, "sample --list-samplers", err, sizeof err, out, sizeof out) == 0 && !err[0],
+          "sample --list-samplers: %s", err);
+    for (int k = 0; k < DF_SAMPLER_COUNT; k++) {
+        const df_sampler_info *si = df_sampler_info_get((df_sampler_kind)k);
+        char head[160];
+        snprintf(head, sizeof head, "%-10s %s\n", si->name, si->summary);
+        CHECK(strstr(out, head), "sample --list-samplers: no line \"%s\" in %s", si->name, out);
+        CHECK(!si->aliases[0] || strstr(out, si->aliases), "sample --list-samplers: %s's aliases \"%s\"", si->name,
+              si->aliases);
+    }
+    CHECK(strstr(out, "dpm++2m") && strstr(out, "euler_ancestral"), "sample --list-samplers: %s", out);
 
     CHECK(run(&fx, "eval --help", err, sizeof err, out, sizeof out) == 0, "eval --help: %s", err);
     option_help(out, "--metrics LIST", line, sizeof line);

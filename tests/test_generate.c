@@ -41,7 +41,8 @@ TEST(generate_image_k_depends_on_seed_and_k_only) {
     float *all = malloc(sizeof(float) * n * dim), *part = malloc(sizeof(float) * n * dim);
     struct { df_sampler_kind kind; double eta; } runs[] = {
         {DF_SAMPLER_DDPM, 0}, {DF_SAMPLER_DDIM, 0}, {DF_SAMPLER_DDIM, 0.7}, {DF_SAMPLER_DPMPP_1S, 0},
-        {DF_SAMPLER_DPMPP_2M, 0}, {DF_SAMPLER_DPMPP_3M, 0}, {DF_SAMPLER_EULER, 0}, {DF_SAMPLER_HEUN, 0}};
+        {DF_SAMPLER_DPMPP_2M, 0}, {DF_SAMPLER_DPMPP_3M, 0}, {DF_SAMPLER_EULER, 0}, {DF_SAMPLER_HEUN, 0},
+        {DF_SAMPLER_EULER_A, 0}};
     for (int r = 0; r < DF_SAMPLER_COUNT + 1; r++) {
         df_generate_params g;
         base_params(&g, m, &s, n, n);
