@@ -530,6 +530,11 @@ TEST(train_fault_sigkill_resumes_bit_exact) {
     int mid_write = 0, k = 0;
     /* the planned kills, and more (up to as many again) until one has cut a checkpoint write short */
     for (; k < kills || (mid_write == 0 && k < 2 * kills); k++) {
+        if (latest_step(out) >= steps) {   /* resumed runs reached the end: start afresh so kills can land */
+            char rm[800];
+            snprintf(rm, sizeof rm, "rm -rf '%s'", out);
+            CHECK(system(rm) == 0, "cannot remove %s", out);
+        }
         int resume = latest_step(out) >= 0;
         kill_args(args, &t, out, nsteps, resume);
         double u1 = df_rng_uniform(&rng), u2 = df_rng_uniform(&rng);
