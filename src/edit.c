@@ -5,17 +5,6 @@
 #include <math.h>
 #include <string.h>
 
-/* Per-sample generators for a public call (see df_sample): rngs[n] from the key. */
-static df_status streams_for(df_rng *key, int n, df_rng **rngs) {
-    *rngs = NULL;
-    if (n <= 0) return DF_OK;
-    if (!(*rngs = malloc(sizeof(df_rng) * (size_t)n))) return df_fail(DF_ERR_NOMEM, "sampler: out of memory");
-    df_sample_streams(key, n, *rngs);
-    return DF_OK;
-}
-
-static size_t round64(size_t b) { return (b + 63) / 64 * 64; }
-
 df_status df_img2img_run(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
                          size_t dim, const float *x_in, double strength, df_rng *rngs, float *out, void *ws) {
     df_status st = df_plan_check(s, p);
@@ -53,7 +42,7 @@ df_status df_img2img(const df_schedule *s, const df_sampler_params *p, df_denois
                      size_t dim, const float *x_in, double strength, df_rng *rng, float *out) {
     if (!rng) return df_fail(DF_ERR_ARG, "img2img: bad arguments");
     df_rng *rngs;
-    df_status st = streams_for(rng, n, &rngs);
+    df_status st = df_sample_streams_new(rng, n, &rngs);
     if (!st) st = df_img2img_run(s, p, fn, ctx, n, dim, x_in, strength, rngs, out, NULL);
     free(rngs);
     return st;
@@ -94,8 +83,8 @@ static long walk_length(int steps, int jump_length, int jump_n_sample) {
 size_t df_inpaint_run_bytes(const df_sampler_params *p, int n, size_t dim, int jump_length, int jump_n_sample) {
     const int N = p->steps;
     const long walk_len = N > 0 && jump_length >= 1 && jump_n_sample >= 1 ? walk_length(N, jump_length, jump_n_sample) : 0;
-    return round64(df_plan_bytes(N)) + round64((size_t)walk_len * sizeof(int)) + round64((size_t)N * sizeof(int)) +
-           round64((2 * (size_t)n * dim + dim + (size_t)n) * sizeof(float));
+    return df_round64(df_plan_bytes(N)) + df_round64((size_t)walk_len * sizeof(int)) + df_round64((size_t)N * sizeof(int)) +
+           df_round64((2 * (size_t)n * dim + dim + (size_t)n) * sizeof(float));
 }
 
 df_status df_inpaint_run(const df_schedule *s, const df_sampler_params *p_in, df_denoise_fn fn, void *ctx, int n,
@@ -119,13 +108,13 @@ df_status df_inpaint_run(const df_schedule *s, const df_sampler_params *p_in, df
         return df_fail(DF_ERR_NOMEM, "inpaint: out of memory");
     df_plan pl;
     df_plan_bind(&pl, N, mem);
-    char *rest = mem + round64(df_plan_bytes(N));
+    char *rest = mem + df_round64(df_plan_bytes(N));
     int *left = (int *)rest;
     const long walk_len = jump_walk(N, jump_length, jump_n_sample, left, NULL);
     DF_ASSERT(walk_len == walk_length(N, jump_length, jump_n_sample));
-    int *walk = (int *)(rest + round64((size_t)N * sizeof(int)));
+    int *walk = (int *)(rest + df_round64((size_t)N * sizeof(int)));
     jump_walk(N, jump_length, jump_n_sample, left, walk);
-    float *res = (float *)((char *)walk + round64((size_t)walk_len * sizeof(int)));
+    float *res = (float *)((char *)walk + df_round64((size_t)walk_len * sizeof(int)));
     float *x0 = res + len, *scratch = x0 + len, *tb = scratch + dim;
     float *x = out;
     if ((st = df_plan_fill(s, &p, &pl))) goto done;
@@ -190,7 +179,7 @@ df_status df_inpaint(const df_schedule *s, const df_sampler_params *p, df_denois
                      df_rng *rng, float *out) {
     if (!rng) return df_fail(DF_ERR_ARG, "inpaint: bad arguments");
     df_rng *rngs;
-    df_status st = streams_for(rng, n, &rngs);
+    df_status st = df_sample_streams_new(rng, n, &rngs);
     if (!st) st = df_inpaint_run(s, p, fn, ctx, n, dim, known, mask, jump_length, jump_n_sample, rngs, out, NULL);
     free(rngs);
     return st;
@@ -209,7 +198,7 @@ df_status df_ddim_invert(const df_schedule *s, const df_sampler_params *p_in, df
     const int N = p.steps;
     const size_t len = (size_t)n * dim;
     df_plan pl;
-    const size_t plan_bytes = round64(df_plan_bytes(N));
+    const size_t plan_bytes = df_round64(df_plan_bytes(N));
     char *mem = malloc(plan_bytes + (3 * len + dim + (size_t)n) * sizeof(float));
     if (!mem) return df_fail(DF_ERR_NOMEM, "ddim_invert: out of memory");
     df_plan_bind(&pl, N, mem);

@@ -424,13 +424,11 @@ void df_fill_normal_each(df_rng *rngs, int n, size_t dim, float *x) {
     for (int i = 0; i < n; i++) df_rng_fill_normal(&rngs[i], x + (size_t)i * dim, dim);
 }
 
-static size_t round64(size_t b) { return (b + 63) / 64 * 64; }
-
 size_t df_sampler_run_bytes(const df_sampler_params *p, int n, size_t dim) {
     const df_sampler_info *si = df_sampler_info_get(p->kind);
     const size_t len = (size_t)n * dim, nbuf = si ? (size_t)si->buffers : 4;
     /* the plan, the batch buffers, dim values for thresholding, n timesteps */
-    return round64(df_plan_bytes(p->steps)) + round64((nbuf * len + dim + (size_t)n) * sizeof(float));
+    return df_round64(df_plan_bytes(p->steps)) + df_round64((nbuf * len + dim + (size_t)n) * sizeof(float));
 }
 
 df_status df_sampler_run(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
@@ -454,14 +452,14 @@ df_status df_sampler_run(const df_schedule *s, const df_sampler_params *p, df_de
     df_plan pl;
     df_plan_bind(&pl, N, mem);
     /* batch buffers: out, x0, then eps (DDIM), the model input (Euler, Heun), DPM history, Heun's d */
-    float *next = (float *)(mem + round64(df_plan_bytes(N)));
+    float *next = (float *)(mem + df_round64(df_plan_bytes(N)));
     float *out = next, *x0 = next + len, *eps = NULL, *xin = NULL, *hist[2] = {NULL, NULL}, *dbuf = NULL;
     next += 2 * len;
     if (kind == DF_SAMPLER_DDIM) eps = next, next += len;
     if (ve) xin = next, next += len;
     for (int h = 0; h < nhist; h++) hist[h] = next, next += len;
     if (kind == DF_SAMPLER_HEUN) dbuf = next, next += len;
-    DF_ASSERT(next == (float *)(mem + round64(df_plan_bytes(N))) + (size_t)si->buffers * len);
+    DF_ASSERT(next == (float *)(mem + df_round64(df_plan_bytes(N))) + (size_t)si->buffers * len);
     float *scratch = next, *tb = next + dim;   /* dim values for thresholding, n timesteps */
 
     st = df_plan_fill(s, p, &pl);
@@ -566,8 +564,7 @@ done:
     return st;
 }
 
-/* Per-sample generators for a public call: rngs[n] from the key, NULL when none are needed. */
-static df_status streams_for(df_rng *key, int n, df_rng **rngs) {
+df_status df_sample_streams_new(df_rng *key, int n, df_rng **rngs) {
     *rngs = NULL;
     if (!key || n <= 0) return DF_OK;
     if (!(*rngs = malloc(sizeof(df_rng) * (size_t)n))) return df_fail(DF_ERR_NOMEM, "sampler: out of memory");
@@ -578,7 +575,7 @@ static df_status streams_for(df_rng *key, int n, df_rng **rngs) {
 df_status df_sample_from(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
                          size_t dim, df_rng *rng, float *x) {
     df_rng *rngs;
-    df_status st = streams_for(rng, n, &rngs);
+    df_status st = df_sample_streams_new(rng, n, &rngs);
     if (!st) st = df_sampler_run(s, p, fn, ctx, n, dim, rngs, x, 0, NULL);
     free(rngs);
     return st;
@@ -590,7 +587,7 @@ df_status df_sample(const df_schedule *s, const df_sampler_params *p, df_denoise
     if (st) return st;
     if (!rng || n < 0 || dim == 0 || (n > 0 && !x)) return df_fail(DF_ERR_ARG, "sampler: bad arguments");
     df_rng *rngs;
-    if ((st = streams_for(rng, n, &rngs))) return st;
+    if ((st = df_sample_streams_new(rng, n, &rngs))) return st;
     df_fill_normal_each(rngs, n, dim, x);
     st = df_sampler_run(s, p, fn, ctx, n, dim, rngs, x, 0, NULL);
     free(rngs);

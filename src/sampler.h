@@ -39,6 +39,11 @@ void df_x0_process(const df_sampler_params *p, int n, size_t dim, float *x0, flo
  * from stream base->stream + i of base->seed, so a sample does not depend on the batch it is in.
  * Fills rngs[0 .. n-1] and advances base->stream by n. */
 void df_sample_streams(df_rng *base, int n, df_rng *rngs);
+/* The same into a malloc'd array (*rngs; NULL when key is NULL or n <= 0), for the public calls. */
+df_status df_sample_streams_new(df_rng *key, int n, df_rng **rngs);
+
+/* Workspace pieces start on 64-byte boundaries. */
+static inline size_t df_round64(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
 /* Fill n samples of dim values with N(0, I), sample i from rngs[i]. */
 void df_fill_normal_each(df_rng *rngs, int n, size_t dim, float *x);
