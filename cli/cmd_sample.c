@@ -370,18 +370,24 @@ static void describe(const sample_settings *s, const sample_run *r, int index, c
 #undef ADD
 }
 
+/* Image i's parameters, for df_image_save_each. */
+typedef struct {
+    const sample_settings *s;
+    const sample_run      *r;
+    const int             *labels;
+} image_text;
+
+static void describe_image(void *ctx, int i, char *buf, size_t cap) {
+    const image_text *t = ctx;
+    describe(t->s, t->r, i, t->labels, buf, cap);
+}
+
 /* Image i as dir/NNNNNN.png with its own parameters. */
 static df_status save_each(const sample_settings *s, const sample_run *r, const float *x, const int *labels) {
+    image_text t = {s, r, labels};
+    df_status st = df_image_save_each(s->out_dir, x, s->n, r->c, r->h, r->w, "parameters", describe_image, &t);
     size_t len = strlen(s->out_dir);   /* "pngs/" is not written "pngs//" */
     while (len > 1 && s->out_dir[len - 1] == '/') len--;
-    df_status st = df_image_save_each(s->out_dir, x, 0, r->c, r->h, r->w);   /* the directory, made */
-    const size_t dim = (size_t)r->c * r->h * r->w;
-    for (int i = 0; i < s->n && !st; i++) {
-        char path[4200], text[2048];
-        snprintf(path, sizeof path, "%.*s/%06d.png", (int)len, s->out_dir, i);
-        describe(s, r, i, labels, text, sizeof text);
-        st = df_image_save_png_text(path, x + (size_t)i * dim, r->c, r->h, r->w, "parameters", text);
-    }
     if (!st) fprintf(stderr, "wrote %d %s to %.*s/\n", s->n, s->n == 1 ? "image" : "images", (int)len, s->out_dir);
     return st;
 }

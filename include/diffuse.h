@@ -569,8 +569,10 @@ df_status df_image_save_gif(const char *path, const float *frames, int nframes, 
 df_status df_image_save_grid(const char *path, const float *x, int n, int c, int h, int w, int cols, int pad);
 df_status df_image_save_grid_text(const char *path, const float *x, int n, int c, int h, int w, int cols, int pad,
                                   const char *key, const char *text);
-/* n images as dir/000000.png, dir/000001.png, ... (dir and its parents are created). */
-df_status df_image_save_each(const char *dir, const float *x, int n, int c, int h, int w);
+/* n images as dir/000000.png, dir/000001.png, ... (dir and its parents are created); with key and text,
+ * image i carries a text chunk of that key that text(ctx, i, ...) writes (up to 2047 bytes). */
+df_status df_image_save_each(const char *dir, const float *x, int n, int c, int h, int w, const char *key,
+                             void (*text)(void *ctx, int i, char *buf, size_t cap), void *ctx);
 
 /* NumPy .npy arrays of images (what `diffuse sample --npy` writes and `diffuse eval` reads). */
 #define DF_NPY_MAX_IMAGES 10000000   /* N in a file the reader takes; H and W are at most DF_MAX_SIZE */

@@ -570,15 +570,17 @@ df_status df_image_save_grid_text(const char *path, const float *x, int n, int c
     return st;
 }
 
-df_status df_image_save_each(const char *dir, const float *x, int n, int c, int h, int w) {
+df_status df_image_save_each(const char *dir, const float *x, int n, int c, int h, int w, const char *key,
+                             void (*text)(void *ctx, int i, char *buf, size_t cap), void *ctx) {
     df_status st = df_mkdir_p(dir);
     size_t len = strlen(dir);   /* "pngs/" gives pngs/000000.png, not pngs//000000.png */
     while (len > 1 && dir[len - 1] == '/') len--;
     for (int i = 0; i < n && !st; i++) {
-        char p[4200];
+        char p[4200], t[2048] = "";
         if (snprintf(p, sizeof p, "%.*s/%06d.png", (int)len, dir, i) >= (int)sizeof p)
             return df_fail(DF_ERR_ARG, "%s: path too long", dir);
-        st = df_image_save_png(p, x + (size_t)i * c * h * w, c, h, w);
+        if (key && text) text(ctx, i, t, sizeof t);
+        st = df_image_save_png_text(p, x + (size_t)i * c * h * w, c, h, w, key && text ? key : NULL, t);
     }
     return st;
 }
