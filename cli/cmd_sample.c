@@ -3,10 +3,13 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static int sample_main(int argc, char **argv);
 
@@ -25,11 +28,13 @@ typedef struct {
     const char     *model;
     int             n, batch, steps, cols, raw;
     uint64_t        seed;
+    int             random_seed;      /* --seed random (or -1): one from the system */
+    int             index;            /* --index K: image K of the run alone; -1: all */
     df_sampler_kind sampler;
     df_spacing      spacing;
     double          eta;
     int             karras, large_variance, no_clip, threshold, clipped_eps, model_eps;
-    cli_ints        labels;
+    const char     *labels;           /* --labels as given: numbers or class names */
     double          guidance, guidance_rescale, classifier_scale;
     const char     *classifier_dir, *score_dir;
     const char     *out, *out_dir, *npy, *animate;
@@ -43,7 +48,7 @@ typedef struct {
 static void sample_settings_default(sample_settings *s) {
     df_sampler_params sp;
     df_sampler_params_default(&sp);
-    *s = (sample_settings){.n = 64, .batch = 64, .sampler = sp.kind, .spacing = sp.spacing, .eta = sp.eta,
+    *s = (sample_settings){.n = 64, .batch = 64, .index = -1, .sampler = sp.kind, .spacing = sp.spacing, .eta = sp.eta,
                            .guidance = 1, .classifier_scale = 1, .frames = 12, .jump_length = 1, .jump_n = 1};
 }
 
@@ -86,7 +91,26 @@ static int check_pairs(const cli_args *a, const sample_settings *s) {
     if (cli_given(a, "--frames") && !s->animate) return cli_usage_error("--frames goes with --animate FILE");
     if (cli_given(a, "--classifier-scale") && !s->classifier_dir)
         return cli_usage_error("--classifier-scale goes with --classifier");
+    if (s->index >= s->n)
+        return cli_usage_error("--index %d: the run has %d images (0 to %d); give the run's -n too", s->index, s->n,
+                               s->n - 1);
+    if (s->index >= 0 && s->animate) return cli_usage_error("--animate shows a whole batch: it does not go with --index");
     return 0;
+}
+
+/* mkdir -p: --out-dir for --index K's one file (df_image_save_each makes it for a whole run). Returns 0 or 1. */
+static int make_dir(const char *dir) {
+    char p[4200];
+    snprintf(p, sizeof p, "%s", dir);
+    for (char *c = p + 1;; c++)
+        if (*c == '/' || !*c) {
+            const char end = *c;
+            *c = 0;
+            if (mkdir(p, 0777) != 0 && errno != EEXIST)
+                return cli_die("--out-dir %s: cannot make %s: %s", dir, p, strerror(errno));
+            if (!end) return 0;
+            *c = end;
+        }
 }
 
 /* Outputs of the kinds their names say, none written over another or over an input; every input there and
@@ -121,7 +145,7 @@ static int check_files(const cli_args *a, sample_settings *s) {
         if (ins[j].path && cli_check_input(ins[j].opt, ins[j].path, 0)) return 1;
     for (int i = 0; i < CLI_COUNTOF(outs); i++)
         if (outs[i].path && cli_check_output(outs[i].opt, outs[i].path, i == 3)) return 1;
-    return 0;
+    return s->index >= 0 && s->out_dir ? make_dir(s->out_dir) : 0;
 }
 
 /* --list-samplers: each sampler's name, summary and the other spellings it accepts, from the library's table.
@@ -136,13 +160,31 @@ static int list_samplers(void) {
     return CLI_HELP;
 }
 
+/* --seed S, or "random" (sd.cpp users type -1) for one from the system. */
+static int parse_seed(const char *text, void *dst) {
+    sample_settings *s = dst;
+    char *end;
+    errno = 0;
+    s->random_seed = strcmp(text, "random") == 0 || strcmp(text, "-1") == 0;
+    if (!s->random_seed) s->seed = strtoull(text, &end, 10);
+    if (!s->random_seed && (!isdigit((unsigned char)text[0]) || *end || errno))
+        return cli_usage_error("--seed: expected a whole number from 0 to %llu, or random (or -1), got \"%s\"",
+                               ULLONG_MAX, text);
+    return 0;
+}
+
 /* The command line into s, checked as far as it can be without the model. Returns 0, CLI_HELP, or the exit
  * code after reporting. */
 static int parse(int argc, char **argv, sample_settings *s) {
     const cli_opt opts[] = {
         OPT_INT("--n", &s->n, .alias = "-n", .lo = 1, .hi = 100000, .meta = "N", .help = "number of images"),
         OPT_INT("--batch", &s->batch, .lo = 1, .hi = 4096, .meta = "N", .help = "images per network call"),
-        OPT_U64("--seed", &s->seed, .alias = "-s", .meta = "S", .help = "noise seed; the same seed gives the same images"),
+        OPT_CALL("--seed", s, parse_seed, .alias = "-s", .meta = "S", .def = "0",
+                 .help = "noise seed; the same seed gives the same images; random (or -1): one from the system, "
+                         "printed and recorded in the PNGs"),
+        OPT_INT("--index", &s->index, .lo = 0, .hi = 99999, .meta = "K", .def = "",
+                .help = "only image K of the run (0-based; the other options as the run had them, -n and --batch "
+                        "too), bit for bit as the run made it; the \"parameters\" chunk of the run's PNGs has them"),
         OPT_ENUM("--sampler", &s->sampler, &cli_samplers, .meta = "NAME",
                  .help = "the sampler (other tools' spellings too: dpm++2m, k_euler_a...)"),
         OPT_FLAG("--list-samplers", &s->list_samplers, .help = "list the samplers with their other names, and exit"),
@@ -161,9 +203,10 @@ static int parse(int argc, char **argv, sample_settings *s) {
                                                        "(diffusers' default)"),
         OPT_FLAG("--raw", &s->raw, .help = "use the trained weights instead of their moving average"),
         OPT_SECTION("classes and guidance:"),
-        OPT_INTS("--labels", &s->labels, .lo = INT_MIN, .hi = INT_MAX, .meta = "L1,L2,...", .def = "0..classes-1",
-                 .help = "class labels for a class-conditional model: image i gets L[i*k/n], so with n a multiple of k "
-                         "the grid has one row per label"),
+        OPT_STR("--labels", &s->labels, .meta = "L1,L2,...", .def = "every class",
+                .help = "class labels for a class-conditional model, as numbers or as names from its classes.json "
+                        "(any case: Sneaker,bag): image i gets L[i*k/n], so with n a multiple of k the grid has one "
+                        "row per label"),
         OPT_DOUBLE("--guidance", &s->guidance, .alias = "--cfg-scale", .lo = 0, .hi = 100, .meta = "W",
                    .help = "classifier-free guidance scale: eps_null + W (eps_label - eps_null); 1 is plain conditional "
                            "sampling, 0 unconditional, 2..5 sharper (the model needs a null class: train with --classes)"),
@@ -216,24 +259,72 @@ typedef struct {
     df_model           *model, *classifier, *scorer;
     df_scheduler_config sc;
     df_schedule         sched;
-    df_class_info       classes;
+    df_class_info       classes, guide_classes, score_classes;   /* the model's, --classifier's, --score's */
     int                 c, h, w, k, kc;   /* k: the model's classes; kc: the guiding classifier's */
     int                 steps;            /* the sampler's steps, defaults resolved */
+    int                 list[CLI_MAX_INTS], nlist;   /* --labels as class indices */
 } sample_run;
 
 static void run_close(sample_run *r) {
     df_model_free(r->model), df_model_free(r->classifier), df_model_free(r->scorer);
     df_schedule_free(&r->sched);
-    df_class_info_free(&r->classes);
+    df_class_info_free(&r->classes), df_class_info_free(&r->guide_classes), df_class_info_free(&r->score_classes);
 }
 
-/* A classifier for --classifier or --score. Returns 0, or the exit code after reporting. */
-static int load_classifier(const char *opt, const char *dir, df_model **out) {
+/* The classes labels name: the model's, or the guiding classifier's for an unconditional model. */
+static const df_class_info *label_classes(const sample_run *r) { return r->k ? &r->classes : &r->guide_classes; }
+
+/* A classifier for --classifier or --score, with its classes. Returns 0, or the exit code after reporting. */
+static int load_classifier(const char *opt, const char *dir, df_model **out, df_class_info *ci) {
     df_status st = df_pipeline_load(dir, 0, out, NULL);   /* a diffusion pipeline loads too, and is refused */
     if (st) return cli_fail(st);
     if (df_model_config(*out)->classifier_classes <= 0)
         return cli_usage_error("%s: %s is not a classifier (make one with train-classifier)", opt, dir);
+    return (st = df_class_info_load(dir, *out, ci)) ? cli_fail(st) : 0;
+}
+
+/* A classifier must see the classes the labels name (the model's, or the guiding classifier's): refused when
+ * their names differ, said when only one side has names to compare. Returns 0 or the exit code. */
+static int check_classes(const char *opt, const char *dir, const df_class_info *labels, const char *whose,
+                         const df_class_info *ci) {
+    if (df_class_info_match(labels, ci)) return cli_usage_error("%s %s: its classes are not those of %s: %s", opt, dir, whose, df_error());
+    if (labels->count && !labels->names != !ci->names)
+        fprintf(stderr, "diffuse sample: note: %s %s: %s has class names and %s not, so they cannot be checked to "
+                "be the same classes\n", opt, dir, labels->names ? whose : "it", labels->names ? "it has" : whose);
     return 0;
+}
+
+/* --labels: comma-separated class numbers or names, into r->list. Returns 0 or the exit code. */
+static int parse_labels(const char *text, const df_class_info *ci, sample_run *r) {
+    r->nlist = 0;
+    for (const char *p = text;; p++) {
+        const size_t len = strcspn(p, ",");
+        char word[256];
+        snprintf(word, sizeof word, "%.*s", (int)CLI_MIN(len, sizeof word - 1), p);
+        char *w = word + strspn(word, " ");
+        for (size_t e = strlen(w); e > 0 && w[e - 1] == ' '; e--) w[e - 1] = 0;
+        if (!*w) return cli_usage_error("--labels: an empty label in \"%s\"", text);
+        if (r->nlist == CLI_MAX_INTS) return cli_usage_error("--labels: at most %d labels", CLI_MAX_INTS);
+        if (df_class_info_find(ci, w, &r->list[r->nlist++])) {
+            char low[256], names[CLI_MAX_INTS][64], near[300];   /* "did you mean", ignoring case */
+            const char *cand[CLI_MAX_INTS];
+            int nc = 0;
+            for (int i = 0; ci->names && i < ci->count && i < CLI_MAX_INTS; i++) {
+                snprintf(names[i], sizeof names[i], "%s", ci->names[i] ? ci->names[i] : "");
+                for (char *c = names[i]; *c; c++) *c = (char)tolower((unsigned char)*c);
+                cand[nc++] = names[i];
+            }
+            snprintf(low, sizeof low, "%s", w);
+            for (char *c = low; *c; c++) *c = (char)tolower((unsigned char)*c);
+            const char *shown[CLI_MAX_INTS];
+            for (int i = 0; i < nc; i++) shown[i] = ci->names[i];
+            if (nc && cli_suggest(low, cand, shown, nc, near, sizeof near))
+                return cli_usage_error("--labels: no class \"%s\" (did you mean %s?)", w, near);
+            return cli_usage_error("--labels: %s", df_error());
+        }
+        p += len;
+        if (!*p) return 0;
+    }
 }
 
 /* Load what s names and check what only the models can tell: timesteps and classes. Labels are the model's
@@ -249,8 +340,10 @@ static int load(const sample_settings *s, sample_run *r) {
                                s->model);
     r->c = cfg->in_channels, r->h = r->w = cfg->sample_size > 0 ? cfg->sample_size : 32, r->k = cfg->num_class_embeds;
     int rc = 0;
-    if (s->classifier_dir && (rc = load_classifier("--classifier", s->classifier_dir, &r->classifier))) return rc;
-    if (s->score_dir && (rc = load_classifier("--score", s->score_dir, &r->scorer))) return rc;
+    if (s->classifier_dir &&
+        (rc = load_classifier("--classifier", s->classifier_dir, &r->classifier, &r->guide_classes)))
+        return rc;
+    if (s->score_dir && (rc = load_classifier("--score", s->score_dir, &r->scorer, &r->score_classes))) return rc;
     if (r->classifier && !df_model_config(r->classifier)->classifier_noise_aware)   /* allowed, rarely meant */
         fprintf(stderr, "diffuse sample: note: --classifier %s was not trained on noised images (made with "
                 "--noise-free, or not recorded); its gradients at high noise guide poorly\n", s->classifier_dir);
@@ -258,23 +351,26 @@ static int load(const sample_settings *s, sample_run *r) {
     const int nlabels = r->k ? r->k : r->kc, null = r->classes.null_class;
     const int steps = s->steps ? s->steps : s->sampler == DF_SAMPLER_DDPM || s->inpaint ? r->sched.T : 50;
     const int guided = s->guidance != 1 || s->guidance_rescale > 0;
-    cli_ints in_range;   /* the labels again, now checked against the model's classes */
     r->steps = steps;
     if (steps > r->sched.T) return cli_usage_error("--steps %d: the model has only %d timesteps", steps, r->sched.T);
     if (s->init_image && (int)(steps * s->strength) < 1)   /* diffusers' img2img: int(steps * strength) steps */
         return cli_usage_error("--strength %g of %d steps runs no step: give at least %g", s->strength, steps,
                                1.0 / steps);
-    if ((s->labels.text || s->score_dir) && !nlabels)
+    if ((s->labels || s->score_dir) && !nlabels)
         return cli_usage_error("%s: this model is unconditional (it has no classes; --classifier can guide it)",
-                               s->labels.text ? "--labels" : "--score");
-    if (s->labels.text && (rc = cli_parse_ints("--labels", s->labels.text, 0, nlabels - 1, &in_range))) return rc;
-    if (r->classifier && r->k && r->kc != r->k - (r->k > r->kc))
-        return cli_usage_error("--classifier: %d classes, the model has %d", r->kc, r->k);
+                               s->labels ? "--labels" : "--score");
+    if (s->labels && (rc = parse_labels(s->labels, label_classes(r), r))) return rc;
+    if (r->classifier && (rc = check_classes("--classifier", s->classifier_dir, &r->classes, "the model",
+                                             &r->guide_classes)))
+        return rc;
+    if (r->scorer && (rc = check_classes("--score", s->score_dir, label_classes(r),
+                                         r->k ? "the model" : "--classifier", &r->score_classes)))
+        return rc;
     if (guided && !r->k) return cli_usage_error("--guidance: this model is unconditional (it has no classes)");
     if (guided && null < 0)
         return cli_usage_error("--guidance: this model has no null class (train with --classes to learn one)");
-    for (int i = 0; i < s->labels.n; i++)
-        if (s->labels.v[i] == null && null >= 0)
+    for (int i = 0; i < r->nlist; i++)
+        if (r->list[i] == null && null >= 0)
             return cli_usage_error("--labels: %d is the null class (\"no class\"); use --guidance 0 for unconditional "
                                    "samples", null);
     return 0;
@@ -364,7 +460,8 @@ static void describe(const sample_settings *s, const sample_run *r, int index, c
     else ADD(", Images: %d, Batch: %d", s->n, s->batch);
     if (index >= 0 && labels) {
         const int l = labels[index];
-        const char *name = r->classes.names && l < r->classes.count ? r->classes.names[l] : NULL;
+        const df_class_info *ci = label_classes(r);
+        const char *name = ci->names && l < ci->count ? ci->names[l] : NULL;
         ADD(", Label: %d%s%s%s", l, name ? " (" : "", name ? name : "", name ? ")" : "");
     }
 #undef ADD
@@ -382,30 +479,40 @@ static void describe_image(void *ctx, int i, char *buf, size_t cap) {
     describe(t->s, t->r, i, t->labels, buf, cap);
 }
 
-/* Image i as dir/NNNNNN.png with its own parameters. */
+/* Image i as dir/NNNNNN.png with its own parameters; with --index K, image K alone, named as in the run. */
 static df_status save_each(const sample_settings *s, const sample_run *r, const float *x, const int *labels) {
     image_text t = {s, r, labels};
-    df_status st = df_image_save_each(s->out_dir, x, s->n, r->c, r->h, r->w, "parameters", describe_image, &t);
     size_t len = strlen(s->out_dir);   /* "pngs/" is not written "pngs//" */
     while (len > 1 && s->out_dir[len - 1] == '/') len--;
+    if (s->index >= 0) {
+        char path[4200], text[2048];
+        snprintf(path, sizeof path, "%.*s/%06d.png", (int)len, s->out_dir, s->index);
+        describe(s, r, s->index, labels, text, sizeof text);
+        df_status st = df_image_save_png_text(path, x, r->c, r->h, r->w, "parameters", text);
+        if (!st) fprintf(stderr, "wrote %s\n", path);
+        return st;
+    }
+    df_status st = df_image_save_each(s->out_dir, x, s->n, r->c, r->h, r->w, "parameters", describe_image, &t);
     if (!st) fprintf(stderr, "wrote %d %s to %.*s/\n", s->n, s->n == 1 ? "image" : "images", (int)len, s->out_dir);
     return st;
 }
 
-/* The outputs asked for. */
+/* The outputs asked for: of the n images, or of image K alone (x) with --index K. */
 static df_status write_outputs(const sample_settings *s, const sample_run *r, const float *x, const int *labels,
                                int cols, const sample_watch *wt) {
-    const int n = s->n, c = r->c, h = r->h, w = r->w;
+    const int one = s->index >= 0, n = one ? 1 : s->n, c = r->c, h = r->h, w = r->w;
     df_status st = DF_OK;
     if (r->scorer) {   /* how often a noise-free classifier sees the requested class (eval --metrics acc) */
         double acc;
-        if ((st = df_eval_accuracy(r->scorer, x, n, h, w, labels, &acc))) return st;
+        if ((st = df_eval_accuracy(r->scorer, x, n, h, w, labels + (one ? s->index : 0), &acc))) return st;
         printf("accuracy of %s on the %d images: %.4f (%d right)\n", s->score_dir, n, acc, (int)lround(acc * n));
     }
     char text[2048];
-    describe(s, r, -1, labels, text, sizeof text);
+    describe(s, r, s->index, labels, text, sizeof text);
     printf("parameters: %s\n", text);
-    if (s->out && !(st = df_image_save_grid_text(s->out, x, n, c, h, w, cols, 2, "parameters", text)))
+    if (s->out && one && !(st = df_image_save_png_text(s->out, x, c, h, w, "parameters", text)))
+        fprintf(stderr, "wrote %s (image %d of %d)\n", s->out, s->index, s->n);
+    if (s->out && !one && !(st = df_image_save_grid_text(s->out, x, n, c, h, w, cols, 2, "parameters", text)))
         fprintf(stderr, "wrote %s (%d %s)\n", s->out, n, n == 1 ? "image" : "images");
     if (!st && s->out_dir) st = save_each(s, r, x, labels);
     if (!st && s->npy && !(st = df_npy_save_images(s->npy, x, n, c, h, w)))
@@ -442,11 +549,7 @@ static int generate(const sample_settings *s) {
     }
     const size_t dim = (size_t)r.c * r.h * r.w;
     const int n = s->n, nclasses = r.k ? r.k : r.kc;
-    /* labels: --labels, or every class but the null one, each for a run of images (a row of the grid) */
-    int list[CLI_MAX_INTS], nlist = s->labels.n, cols = s->cols;
-    memcpy(list, s->labels.v, sizeof(int) * (size_t)nlist);
-    for (int j = 0; !s->labels.text && j < nclasses && nlist < CLI_MAX_INTS; j++)
-        if (j != r.classes.null_class || !r.k) list[nlist++] = j;
+    int nlist = r.nlist, cols = s->cols;
     float *x = malloc(sizeof(float) * (size_t)n * dim), *image = malloc(sizeof(float) * dim);
     float *mask = malloc(sizeof(float) * (size_t)r.h * r.w);
     int *labels = nclasses ? malloc(sizeof(int) * (size_t)n) : NULL;
@@ -458,7 +561,9 @@ static int generate(const sample_settings *s) {
     }
     df_status st = x && image && mask && (labels || !nclasses) && (wt.frames || !s->animate) ? DF_OK : DF_ERR_NOMEM;
     if (st) cli_die("out of memory for %d images", n);
-    if (labels) df_spread_labels(list, nlist, n, labels);
+    /* labels: --labels, or every class but the null one, each for a run of images (a row of the grid) */
+    if (labels && nlist) df_spread_labels(r.list, nlist, n, labels);
+    else if (labels) nlist = df_default_labels(nclasses, r.k ? r.classes.null_class : -1, n, labels);
     if (!cols && nlist && n % nlist == 0) cols = n / nlist;
     for (; !cols || (long)cols * cols < n; cols++) {}   /* square */
     if (!st && (s->init_image || s->inpaint) && (st = load_edit(s, &r, image, mask))) cli_fail(st);
@@ -470,7 +575,7 @@ static int generate(const sample_settings *s) {
         cli_progress_init(&bar, "sample");
         wt.bar = &bar;
         g.on_step = on_step, g.ctx = &wt;
-        st = df_generate(&g, x);
+        st = s->index >= 0 ? df_generate_images(&g, s->index, 1, x) : df_generate(&g, x);
         cli_progress_done(&bar);
         if (st || (st = write_outputs(s, &r, x, labels, cols, &wt))) cli_fail(st);
     }
@@ -483,5 +588,11 @@ static int sample_main(int argc, char **argv) {
     sample_settings s;
     sample_settings_default(&s);
     int rc = parse(argc, argv, &s);
-    return rc ? cli_exit(rc) : generate(&s);
+    if (rc) return cli_exit(rc);
+    if (s.random_seed) {   /* said now, so that even a stopped run's seed is known */
+        df_status st = df_random_seed(&s.seed);
+        if (st) return cli_fail(st);
+        fprintf(stderr, "seed %llu (random)\n", (unsigned long long)s.seed);
+    }
+    return generate(&s);
 }

@@ -722,6 +722,16 @@ df_status df_class_info_load(const char *path, const df_model *model, df_class_i
 /* Write dir/classes.json (atomic). names may be NULL. */
 df_status df_class_info_save(const char *dir, const df_class_info *ci);
 void      df_class_info_free(df_class_info *ci);
+/* A class by number or name: a whole number is the class's index (0 .. count - 1); anything else one of the
+ * names, ignoring case and with '_' for ' ' ("ankle_boot" finds "Ankle boot"). DF_ERR_ARG when it is
+ * neither, the message listing the names, or saying that ci has none. */
+df_status df_class_info_find(const df_class_info *ci, const char *text, int *index);
+/* Whether a classifier (for guidance or scoring) sees a model's classes: its count must be the model's, or
+ * the model's but the null class, and where both have names they must agree class by class (the null class
+ * aside). DF_OK also when either side has no names (nothing to compare); else DF_ERR_CONFIG with the counts,
+ * or the classes that differ: "class names differ: 3 \"Dress\" against \"Frock\"" (the model's name first).
+ * A model with no classes (count 0) matches any classifier. */
+df_status df_class_info_match(const df_class_info *model, const df_class_info *classifier);
 
 /* ---- generation ---------------------------------------------------------------------------------------- */
 
@@ -743,7 +753,9 @@ typedef struct {
     int      n, batch;             /* images, and images per network call (0: 64) */
     int      h, w;                 /* image size (0: the model's sample_size, or 32) */
     uint64_t seed;                 /* image k draws all its noise from stream first_index + k of seed, so it */
-    uint64_t first_index;          /* is the same whatever n, batch, guidance or how a run is split */
+    uint64_t first_index;          /* is the same whatever n, batch, guidance or how a run is split, up to the
+                                      network's float rounding, which changes with the batch's size (to
+                                      regenerate image k bit for bit, see df_generate_images) */
     /* conditioning */
     const int *labels;             /* n class labels for a class-conditional model, or NULL: its classes (or the
                                       classifier's) but the null one, image k getting class k * K / n */
@@ -770,9 +782,24 @@ void df_generate_params_default(df_generate_params *p);
 /* Labels for n images from a list of k: image i gets list[i * k / n], so with n a multiple of k each entry
  * has a run of n / k images (a row of a grid). What df_generate does with the classes when labels is NULL. */
 void df_spread_labels(const int *list, int k, int n, int *labels);
+/* The labels df_generate gives n images when p->labels is NULL: the classes 0 .. count - 1 but null_class
+ * (-1: none), spread with df_spread_labels. Returns how many classes that is; labels (n values) may be NULL
+ * to ask only that. count is the model's classes (num_class_embeds), or the classifier's when an
+ * unconditional model is guided by one (whose null_class is then -1). */
+int df_default_labels(int count, int null_class, int n, int *labels);
+/* A seed from the operating system (getrandom, or /dev/urandom), below 2^32 as other tools' random seeds
+ * are. For a caller that wants different images each run; record it to make them again. */
+df_status df_random_seed(uint64_t *seed);
 /* Generate p->n images into x (n x in_channels x h x w, values in about [-1, 1]). Batches, guides, edits and
  * reports; every buffer is sized before the first step, and the model reserves its largest batch once. */
 df_status df_generate(const df_generate_params *p, float *x);
+/* Images first .. first + count - 1 of the run p describes into x (count images), each bit for bit what
+ * df_generate(p) writes for it (same thread count). The batches holding them run whole, as df_generate runs
+ * them, because the network's float rounding depends on the batch's size; only the images asked for are
+ * kept. So image k alone costs its batch. Labels (p->labels, or the default ones) are the run's: p->n of them.
+ * on_step reports the batches run (done and total count only those). df_generate(p, x) is
+ * df_generate_images(p, 0, p->n, x). */
+df_status df_generate_images(const df_generate_params *p, int first, int count, float *x);
 
 /* ---- training ------------------------------------------------------------------------------------------ */
 

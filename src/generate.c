@@ -1,9 +1,13 @@
 /* df_generate: the one call behind `diffuse sample`. Batches of images run down the reverse chain from
  * noise (or from an image to edit), with classifier-free or classifier guidance; every buffer is sized
  * before the first step. Image k's noise is stream first_index + k of the seed, whatever the batching. */
+#define _DEFAULT_SOURCE   /* getrandom */
 #include "sampler.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 
 typedef struct {
     const df_generate_params *p;
@@ -24,7 +28,7 @@ typedef struct {
     df_denoise_fn fn;  /* what the sampler calls: the model, wrapped by the guidance asked for */
     void         *fn_ctx;
     int  first, bn;    /* the batch being run */
-    long total;
+    long done, total;  /* sampler steps of the batches run before this one, and of all of them */
 } gen;
 
 void df_generate_params_default(df_generate_params *p) {
@@ -104,21 +108,35 @@ static df_status fill_labels(const df_generate_params *p, gen *g) {
             return df_fail(DF_ERR_ARG, "labels: %d is the null class (\"no class\"); guidance 0 gives unconditional "
                            "images", p->labels[i]);
     }
-    if (p->labels) {
-        memcpy(g->labels, p->labels, sizeof(int) * (size_t)p->n);
-        return DF_OK;
-    }
-    int *list = malloc(sizeof(int) * (size_t)count), k = 0;   /* the classes but the null one */
-    if (!list) return df_fail(DF_ERR_NOMEM, "generate: out of memory");
-    for (int j = 0; j < count; j++)
-        if (j != null) list[k++] = j;
-    df_spread_labels(list, k, p->n, g->labels);
-    free(list);
+    if (p->labels) memcpy(g->labels, p->labels, sizeof(int) * (size_t)p->n);
+    else df_default_labels(count, null, p->n, g->labels);
     return DF_OK;
 }
 
 void df_spread_labels(const int *list, int k, int n, int *labels) {
     for (int i = 0; i < n; i++) labels[i] = list[(int)((long)i * k / n)];
+}
+
+int df_default_labels(int count, int null_class, int n, int *labels) {
+    const int skip = null_class >= 0 && null_class < count, k = count - skip;
+    for (int i = 0; labels && k > 0 && i < n; i++) {
+        const int j = (int)((long)i * k / n);   /* the j-th class but the null one, as df_spread_labels picks */
+        labels[i] = skip && j >= null_class ? j + 1 : j;
+    }
+    return k;
+}
+
+df_status df_random_seed(uint64_t *seed) {
+    uint64_t v = 0;
+    ssize_t got = getrandom(&v, sizeof v, 0);
+    if (got != (ssize_t)sizeof v) {   /* a kernel without getrandom: the device it reads */
+        FILE *f = fopen("/dev/urandom", "rb");
+        got = f && fread(&v, sizeof v, 1, f) == 1 ? (ssize_t)sizeof v : -1;
+        if (f) fclose(f);
+        if (got < 0) return df_fail(DF_ERR_IO, "random seed: neither getrandom nor /dev/urandom gave one");
+    }
+    *seed = v & 0xffffffffu;   /* short to type, and what other tools' random seeds are */
+    return DF_OK;
 }
 
 static df_status stop_or_denoise(void *ctx, int n, const float *x, const float *t, float *out) {
@@ -130,7 +148,7 @@ static df_status stop_or_denoise(void *ctx, int n, const float *x, const float *
 static void on_sampler_step(void *ctx, int step, int steps, const float *x, const float *x0) {
     gen *g = ctx;
     if (!g->p->on_step) return;
-    df_generate_step s = {g->first, g->bn, step, steps, (long)(g->first / g->B) * steps + step, g->total, x, x0};
+    df_generate_step s = {g->first, g->bn, step, steps, g->done + step, g->total, x, x0};
     g->p->on_step(g->p->ctx, &s);
 }
 
@@ -185,7 +203,6 @@ static df_status setup(const df_generate_params *p, gen *g) {
     if (p->classifier && (st = df_model_reserve(p->classifier, B, g->h, g->w))) return st;
     if (g->guided || p->classifier) g->sp.clipped_eps = g->sp.clipped_eps || !p->model_eps;
     g->sp.progress = on_sampler_step, g->sp.progress_ctx = g;
-    g->total = (long)g->nb * g->sp.steps;
     return DF_OK;
 }
 
@@ -209,20 +226,39 @@ static df_status run_batch(const df_generate_params *p, gen *g, int i0, int bn, 
     return df_sampler_run(s, &g->sp, stop_or_denoise, g, bn, g->dim, g->rngs, x, 0, g->ws);
 }
 
-df_status df_generate(const df_generate_params *p, float *x) {
+df_status df_generate_images(const df_generate_params *p, int first, int count, float *x) {
     if (!p || !x) return df_fail(DF_ERR_ARG, "generate: no parameters or output");
     gen g;
     memset(&g, 0, sizeof g);
     g.p = p;
     df_status st = check(p, &g);
+    if (!st && (first < 0 || count < 1 || first > p->n - count))
+        st = df_fail(DF_ERR_ARG, "generate: images %d..%d are not among the run's %d", first, first + count - 1, p->n);
     if (!st) st = setup(p, &g);
-    for (int b = 0; b < g.nb && !st; b++) {
-        const int i0 = b * g.B;
-        st = run_batch(p, &g, i0, DF_MIN(g.B, p->n - i0), x + (size_t)i0 * g.dim);
+    const int b0 = st ? 0 : first / g.B, b1 = st ? -1 : (first + count - 1) / g.B;
+    g.total = (long)(b1 - b0 + 1) * g.sp.steps;
+    /* a batch only partly asked for runs whole, as df_generate runs it (its size changes the
+     * network's float rounding), into scratch; the others in place */
+    float *scratch = NULL;
+    if (!st && (first || count < p->n) && !(scratch = malloc(sizeof(float) * (size_t)g.B * g.dim)))
+        st = df_fail(DF_ERR_NOMEM, "generate: out of memory for a batch of %d images", g.B);
+    for (int b = b0; b <= b1 && !st; b++, g.done += g.sp.steps) {
+        const int i0 = b * g.B, bn = DF_MIN(g.B, p->n - i0);
+        const int lo = DF_MAX(i0, first), hi = DF_MIN(i0 + bn, first + count);
+        float *out = lo == i0 && hi == i0 + bn ? x + (size_t)(i0 - first) * g.dim : scratch;
+        st = run_batch(p, &g, i0, bn, out);
+        if (!st && out == scratch)
+            memcpy(x + (size_t)(lo - first) * g.dim, scratch + (size_t)(lo - i0) * g.dim,
+                   sizeof(float) * (size_t)(hi - lo) * g.dim);
     }
+    free(scratch);
     df_classifier_free_guidance_free(&g.cfg);
     df_classifier_guidance_free(&g.cg);
     free(g.labels), free(g.rngs), free(g.src), free(g.mask), free(g.guide_ts);
     df_free_aligned(g.ws);
     return st;
+}
+
+df_status df_generate(const df_generate_params *p, float *x) {
+    return df_generate_images(p, 0, p ? p->n : 0, x);
 }

@@ -4,6 +4,7 @@
 #include "internal.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <string.h>
@@ -219,6 +220,59 @@ df_status df_class_info_load(const char *path, const df_model *model, df_class_i
     if (st) df_class_info_free(ci);
     if (st) ci->null_class = -1;
     return st;
+}
+
+/* a and b equal ignoring ASCII case, with '_' for ' ' (a shell word "ankle_boot" for "Ankle boot") */
+static int same_name(const char *a, const char *b) {
+    for (;; a++, b++) {
+        int x = tolower((unsigned char)(*a == '_' ? ' ' : *a)), y = tolower((unsigned char)(*b == '_' ? ' ' : *b));
+        if (x != y) return 0;
+        if (!x) return 1;
+    }
+}
+
+df_status df_class_info_find(const df_class_info *ci, const char *text, int *index) {
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if ((isdigit((unsigned char)text[0]) || (text[0] == '-' && isdigit((unsigned char)text[1]))) && !*end) {
+        if (errno || v < 0 || v >= ci->count)   /* a number is the class's index, as it always was */
+            return df_fail(DF_ERR_ARG, "class %s out of range 0..%d", text, ci->count - 1);
+        *index = (int)v;
+        return DF_OK;
+    }
+    if (!ci->names)
+        return df_fail(DF_ERR_ARG, "\"%s\": the classes have no names (no classes.json): give a number from 0 to %d",
+                       text, ci->count - 1);
+    for (int i = 0; i < ci->count; i++)
+        if (ci->names[i] && same_name(ci->names[i], text)) {
+            *index = i;
+            return DF_OK;
+        }
+    char list[600];
+    size_t o = 0;
+    for (int i = 0; i < ci->count && o < sizeof list; i++)
+        if (i != ci->null_class)
+            o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", o ? ", " : "", ci->names[i] ? ci->names[i] : "");
+    return df_fail(DF_ERR_ARG, "no class \"%s\" (the classes: %s)", text, list);
+}
+
+df_status df_class_info_match(const df_class_info *model, const df_class_info *classifier) {
+    const int k = model->count, kc = classifier->count;
+    if (k && kc != k - (k > kc))   /* the model's classes, or those and its null class */
+        return df_fail(DF_ERR_CONFIG, "%d classes against %d", k, kc);
+    if (!model->names || !classifier->names) return DF_OK;
+    char diff[700];
+    size_t o = 0;
+    int ndiff = 0;
+    for (int i = 0; i < kc && i < k; i++) {
+        const char *a = model->names[i] ? model->names[i] : "", *b = classifier->names[i] ? classifier->names[i] : "";
+        if (i == model->null_class || strcmp(a, b) == 0) continue;
+        if (++ndiff <= 3 && o < sizeof diff)
+            o += (size_t)snprintf(diff + o, sizeof diff - o, "%s%d \"%s\" against \"%s\"", o ? ", " : "", i, a, b);
+    }
+    if (ndiff > 3 && o < sizeof diff) snprintf(diff + o, sizeof diff - o, " and %d more", ndiff - 3);
+    return ndiff ? df_fail(DF_ERR_CONFIG, "class names differ: %s", diff) : DF_OK;
 }
 
 df_status df_class_info_save_data(const char *dir, const df_dataset *d, int count, int null_class) {
