@@ -190,3 +190,185 @@ TEST(cli_train_minutes_shows_bar_and_eta) {
           "the start line and the first step say how the warmup is chosen: %s", text);
     free(text);
 }
+
+/* Run `diffuse ARGS` with stderr into the whole of err (stdout dropped); returns the exit code. */
+static int run_err(const char *args, char *err, size_t cap) {
+    char cmd[4096], errf[600];
+    snprintf(errf, sizeof errf, "%s/stderr-all.txt", test_tmp_dir());
+    snprintf(cmd, sizeof cmd, "%s/diffuse %s >/dev/null 2>%s", test_bin_dir(), args, errf);
+    int st = system(cmd);
+    FILE *f = fopen(errf, "rb");
+    size_t got = f ? fread(err, 1, cap - 1, f) : 0;
+    err[got] = 0;
+    if (f) fclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* A whole file into a malloc'd buffer (NULL if unreadable); *len its size. */
+static char *slurp(const char *path, size_t *len) {
+    char *text = NULL;
+    *len = 0;
+    if (df_read_file(path, &text, len) == DF_OK) return text;
+    free(text);
+    return NULL;
+}
+
+/* 1 if files a and b hold the same bytes (and both exist). */
+static int same_bytes(const char *a, const char *b) {
+    size_t la, lb;
+    char *x = slurp(a, &la), *y = slurp(b, &lb);
+    int same = x && y && la == lb && memcmp(x, y, la) == 0;
+    free(x), free(y);
+    return same;
+}
+
+/* --index K regenerates image K of a run alone, the PNG byte for byte the run's: in the first batch, in a later
+ * one and in the last partial one, guided (a doubled batch) and with the default labels of a class-conditional
+ * model (image K keeps its class); only that image is written. */
+TEST(cli_sample_index_regenerates_one_image_bit_for_bit) {
+    const char *t = test_tmp_dir(), *run_args = "sample models/fmnist-s-cond -n 7 --batch 3 --steps 3 --guidance 2";
+    char args[2048], err[4096], a[700], b[700];
+    snprintf(args, sizeof args, "%s --seed 11 --out-dir %s/idx-full", run_args, t);
+    int rc = run_err(args, err, sizeof err);
+    CHECK(rc == 0, "the whole run: %d, %s", rc, err);
+    const int ks[] = {1, 4, 6};
+    for (int i = 0; i < 3; i++) {
+        snprintf(args, sizeof args, "%s --seed 11 --index %d --out-dir %s/idx-one", run_args, ks[i], t);
+        rc = run_err(args, err, sizeof err);
+        CHECK(rc == 0, "--index %d: %d, %s", ks[i], rc, err);
+        snprintf(a, sizeof a, "%s/idx-full/%06d.png", t, ks[i]);
+        snprintf(b, sizeof b, "%s/idx-one/%06d.png", t, ks[i]);
+        CHECK(same_bytes(a, b), "--index %d: %s is not the run's %s", ks[i], b, a);
+    }
+    snprintf(a, sizeof a, "%s/idx-one/000000.png", t);
+    FILE *f = fopen(a, "rb");
+    CHECK(!f, "--index wrote other images too (%s)", a);
+    if (f) fclose(f);
+    /* --out: image K alone, the same file; its parameters say which image of which run, with the run's label */
+    snprintf(args, sizeof args, "%s --seed 11 --index 6 --out %s/idx6.png", run_args, t);
+    CHECK(run_err(args, err, sizeof err) == 0, "--index 6 --out: %s", err);
+    snprintf(a, sizeof a, "%s/idx-full/000006.png", t);
+    snprintf(b, sizeof b, "%s/idx6.png", t);
+    CHECK(same_bytes(a, b), "--index 6 --out %s is not the run's %s", b, a);
+    size_t len;
+    char *png = slurp(b, &len);
+    const char want[] = "Seed: 11, Size: 28x28, Model: models/fmnist-s-cond, Image: 6 of 7, Batch: 3, Label: 8 (Bag)";
+    int found = 0;
+    for (size_t i = 0; png && i + sizeof want - 1 <= len && !found; i++) found = !memcmp(png + i, want, sizeof want - 1);
+    CHECK(found, "idx6.png's parameters do not say \"%s\"", want);
+    free(png);
+    /* another seed is another image: the comparison can tell */
+    snprintf(args, sizeof args, "%s --seed 12 --index 6 --out %s/idx6b.png", run_args, t);
+    CHECK(run_err(args, err, sizeof err) == 0, "--seed 12 --index 6: %s", err);
+    snprintf(b, sizeof b, "%s/idx6b.png", t);
+    CHECK(!same_bytes(a, b), "seed 12's image 6 is seed 11's");
+    snprintf(args, sizeof args, "%s --index 7 --out %s/x.png", run_args, t);
+    rc = run_err(args, err, sizeof err);
+    CHECK(rc == 2 && strstr(err, "--index 7: the run has 7 images"), "--index past the run: %d, %s", rc, err);
+    snprintf(args, sizeof args, "%s --index 1 --animate %s/x.gif", run_args, t);
+    CHECK(run_err(args, err, sizeof err) == 2 && strstr(err, "--animate"), "--index with --animate: %s", err);
+}
+
+/* --seed random (or -1) picks a seed, says it, and records it: that seed given back makes the same image. */
+TEST(cli_sample_random_seed_is_said_and_recorded) {
+    const char *t = test_tmp_dir();
+    char args[2048], err[4096], a[700], b[700];
+    unsigned long long seeds[2] = {0, 0};
+    const char *spell[2] = {"--seed random", "-s -1"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(args, sizeof args, "sample models/fmnist-s -n 1 --steps 2 %s --out %s/rand%d.png", spell[i], t, i);
+        int rc = run_err(args, err, sizeof err);
+        const char *said = strstr(err, "seed ");
+        CHECK(rc == 0 && said && sscanf(said, "seed %llu (random)", &seeds[i]) == 1 && strstr(said, "(random)"),
+              "%s: %d, %s", spell[i], rc, err);
+    }
+    CHECK(seeds[0] != seeds[1], "two random seeds are both %llu", seeds[0]);
+    snprintf(a, sizeof a, "%s/rand0.png", t);
+    size_t len;
+    char *png = slurp(a, &len), want[100];
+    snprintf(want, sizeof want, "Seed: %llu,", seeds[0]);
+    int found = 0;
+    for (size_t i = 0; png && i + strlen(want) <= len && !found; i++) found = !memcmp(png + i, want, strlen(want));
+    CHECK(found, "rand0.png's parameters do not say \"%s\"", want);
+    free(png);
+    snprintf(args, sizeof args, "sample models/fmnist-s -n 1 --steps 2 --seed %llu --out %s/again.png", seeds[0], t);
+    CHECK(run_err(args, err, sizeof err) == 0, "--seed %llu: %s", seeds[0], err);
+    snprintf(b, sizeof b, "%s/again.png", t);
+    CHECK(same_bytes(a, b), "--seed %llu does not make the random run's image again", seeds[0]);
+    int rc = run_err("sample models/fmnist-s --seed -2", err, sizeof err);
+    CHECK(rc == 2 && strstr(err, "--seed") && strstr(err, "random"), "--seed -2: %d, %s", rc, err);
+}
+
+/* A directory beside a shipped model: its files linked, classes.json replaced (text) or left out (NULL). */
+static void model_copy(const char *from, const char *to, const char *const *files, const char *classes) {
+    char here[PATH_MAX], cmd[8192];
+    if (!realpath(from, here)) return;
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", to, to);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    for (int i = 0; files[i]; i++) {
+        snprintf(cmd, sizeof cmd, "ln -s %s/%s %s/%s", here, files[i], to, files[i]);
+        CHECK(system(cmd) == 0, "%s", cmd);
+    }
+    if (classes) {
+        snprintf(cmd, sizeof cmd, "%s/classes.json", to);
+        FILE *f = fopen(cmd, "w");
+        if (f) fputs(classes, f), fclose(f);
+    }
+}
+
+/* --labels by name (any case, as numbers), "did you mean", a model without names; --score and --classifier
+ * refuse a classifier whose class names differ, and say when there are names on one side only. */
+TEST(cli_sample_labels_by_name_and_classifier_classes) {
+    const char *t = test_tmp_dir();
+    char args[2048], err[4096], a[700], b[700], dir[700];
+    snprintf(args, sizeof args, "sample models/fmnist-s-cond -n 4 --steps 2 --labels Sneaker,bag,ANKLE_BOOT,trouser "
+             "--npy %s/names.npy", t);
+    int rc = run_err(args, err, sizeof err);
+    CHECK(rc == 0, "--labels by name: %d, %s", rc, err);
+    snprintf(args, sizeof args, "sample models/fmnist-s-cond -n 4 --steps 2 --labels 7,8,9,1 --npy %s/nums.npy", t);
+    CHECK(run_err(args, err, sizeof err) == 0, "--labels by number: %s", err);
+    snprintf(a, sizeof a, "%s/names.npy", t);
+    snprintf(b, sizeof b, "%s/nums.npy", t);
+    CHECK(same_bytes(a, b), "--labels Sneaker,bag,ANKLE_BOOT,trouser is not --labels 7,8,9,1");
+    rc = run_err("sample models/fmnist-s-cond -n 2 --labels bag,snaeker", err, sizeof err);
+    CHECK(rc == 2 && strstr(err, "no class \"snaeker\" (did you mean Sneaker?)"), "a misspelt name: %d, %s", rc, err);
+    rc = run_err("sample models/fmnist-s-cond -n 2 --labels shoe", err, sizeof err);
+    CHECK(rc == 2 && strstr(err, "no class \"shoe\"") && strstr(err, "Ankle boot"), "an unknown name: %d, %s", rc, err);
+    const char *pipeline[] = {"model_index.json", "unet", "scheduler", NULL};
+    snprintf(dir, sizeof dir, "%s/cond-unnamed", t);
+    model_copy("models/fmnist-s-cond", dir, pipeline, NULL);
+    snprintf(args, sizeof args, "sample %s -n 2 --steps 2 --labels bag", dir);
+    rc = run_err(args, err, sizeof err);
+    CHECK(rc == 2 && strstr(err, "no names") && strstr(err, "number from 0 to 10"), "names without classes.json: %d, %s",
+          rc, err);
+
+    const char *clf[] = {"config.json", "diffusion_pytorch_model.safetensors", NULL};
+    char *classes;
+    size_t len;
+    if (!(classes = slurp("models/fmnist-classifier/classes.json", &len))) {
+        CHECK(0, "models/fmnist-classifier/classes.json unreadable");
+        return;
+    }
+    char *dress = strstr(classes, "\"Dress\"");
+    if (dress) memcpy(dress, "\"Frock\"", 7);
+    snprintf(dir, sizeof dir, "%s/clf-renamed", t);
+    model_copy("models/fmnist-classifier", dir, clf, classes);
+    free(classes);
+    snprintf(args, sizeof args, "sample models/fmnist-s-cond -n 2 --steps 2 --score %s --out %s/s.png", dir, t);
+    rc = run_err(args, err, sizeof err);
+    CHECK(rc == 2 && strstr(err, "--score") && strstr(err, "3 \"Dress\" against \"Frock\""), "--score, renamed: %d, %s",
+          rc, err);
+    snprintf(args, sizeof args, "sample models/fmnist-s-cond -n 2 --steps 2 --classifier %s --out %s/s.png", dir, t);
+    rc = run_err(args, err, sizeof err);
+    CHECK(rc == 2 && strstr(err, "--classifier") && strstr(err, "3 \"Dress\" against \"Frock\""),
+          "--classifier, renamed: %d, %s", rc, err);
+    snprintf(dir, sizeof dir, "%s/clf-unnamed", t);
+    model_copy("models/fmnist-classifier", dir, clf, NULL);
+    snprintf(args, sizeof args, "sample models/fmnist-s-cond -n 2 --steps 2 --score %s --out %s/s.png", dir, t);
+    rc = run_err(args, err, sizeof err);
+    CHECK(rc == 0 && strstr(err, "cannot be checked"), "--score without names: %d, %s", rc, err);
+    snprintf(args, sizeof args, "sample models/fmnist-s-cond -n 2 --steps 2 --score models/fmnist-classifier --out "
+             "%s/s.png", t);
+    rc = run_err(args, err, sizeof err);
+    CHECK(rc == 0 && !strstr(err, "cannot be checked"), "--score with the same names: %d, %s", rc, err);
+}

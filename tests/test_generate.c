@@ -260,3 +260,109 @@ TEST(generate_allocates_nothing_between_steps) {
     df_model_free(m), df_model_free(clf);
     df_schedule_free(&s);
 }
+
+/* df_default_labels is df_spread_labels over the classes but the null one, wherever the null class is. */
+TEST(generate_default_labels_skip_the_null_class) {
+    struct { int count, null, n; } cases[] = {{11, 10, 7}, {11, 10, 20}, {5, 0, 9}, {5, 2, 4}, {4, -1, 6}, {3, -1, 1}};
+    for (int c = 0; c < (int)(sizeof cases / sizeof cases[0]); c++) {
+        int list[16], k = 0, got[32], want[32];
+        for (int j = 0; j < cases[c].count; j++)
+            if (j != cases[c].null) list[k++] = j;
+        df_spread_labels(list, k, cases[c].n, want);
+        int kk = df_default_labels(cases[c].count, cases[c].null, cases[c].n, got);
+        CHECK(kk == k && df_default_labels(cases[c].count, cases[c].null, cases[c].n, NULL) == k,
+              "%d classes, null %d: %d classes used, want %d", cases[c].count, cases[c].null, kk, k);
+        for (int i = 0; i < cases[c].n; i++)
+            CHECK(got[i] == want[i], "%d classes, null %d, n %d: image %d gets %d, want %d", cases[c].count,
+                  cases[c].null, cases[c].n, i, got[i], want[i]);
+    }
+}
+
+static void count_batches(void *ctx, const df_generate_step *s) {
+    int *seen = ctx;   /* [0]: the last done, [1]: the total, [2]: the first image of the last batch */
+    seen[0] = (int)s->done, seen[1] = (int)s->total, seen[2] = s->first;
+}
+
+/* Image k alone, or a few images, bit for bit as the whole run made them: in a later batch, in the last
+ * (partial) one, across batches, guided (a doubled batch, whose float rounding depends on its size) and with
+ * the run's default labels (image k keeps the class the run gave it, not the first class). */
+TEST(generate_images_are_the_runs_bit_for_bit) {
+    df_schedule s;
+    CHECK_OK(df_schedule_init_default(&s));
+    df_model *m = tiny_model(4);
+    const size_t dim = 64;
+    const int n = 7;
+    float *all = malloc(sizeof(float) * n * dim), *part = malloc(sizeof(float) * n * dim);
+    for (int guided = 0; guided < 2; guided++) {
+        df_generate_params g;
+        base_params(&g, m, &s, n, 3);   /* batches 0-2, 3-5 and 6 */
+        g.null_class = 3, g.guidance = guided ? 2.5 : 1;
+        CHECK_OK(df_generate(&g, all));
+        const int ranges[][2] = {{0, 1}, {4, 1}, {6, 1}, {2, 4}, {0, 7}};
+        for (int r = 0; r < 5; r++) {
+            const int first = ranges[r][0], count = ranges[r][1];
+            int seen[3] = {0};
+            g.on_step = count_batches, g.ctx = seen;
+            memset(part, 0xff, sizeof(float) * n * dim);
+            CHECK_OK(df_generate_images(&g, first, count, part));
+            CHECK(memcmp(part, all + first * dim, sizeof(float) * count * dim) == 0,
+                  "guided %d: images %d..%d differ from the run's (largest difference %g)", guided, first,
+                  first + count - 1, max_abs(part, all + first * dim, count * dim));
+            const int batches = (first + count - 1) / 3 - first / 3 + 1;
+            CHECK(seen[0] == seen[1] && seen[1] == batches * 6, "guided %d, images %d..%d: %d of %d steps reported, "
+                  "want %d batches of 6", guided, first, first + count - 1, seen[0], seen[1], batches);
+            g.on_step = NULL, g.ctx = NULL;
+        }
+        /* the default label of image 6 of 7 is class 2; alone as a run of one it would be class 0 */
+        int lab = 0;
+        base_params(&g, m, &s, 1, 1);
+        g.null_class = 3, g.guidance = guided ? 2.5 : 1, g.first_index = 6, g.labels = &lab;
+        CHECK_OK(df_generate(&g, part));
+        CHECK(max_abs(part, all + 6 * dim, dim) > 1e-3, "guided %d: image 6 with class 0 is the run's image 6", guided);
+        /* how a run of one differs: the label, and the float rounding of another batch size (said, not required) */
+        lab = 2;
+        CHECK_OK(df_generate(&g, part));
+        printf("    guided %d: image 6 as a run of one with its label differs from the run's by %g\n", guided,
+               max_abs(part, all + 6 * dim, dim));
+    }
+    df_generate_params g;
+    base_params(&g, m, &s, n, 3);
+    CHECK(df_generate_images(&g, 5, 3, part) != DF_OK && strstr(df_error(), "not among"), "images 5..7 of 7: %s",
+          df_error());
+    CHECK(df_generate_images(&g, -1, 1, part) != DF_OK, "image -1 accepted");
+    free(all), free(part);
+    df_model_free(m);
+    df_schedule_free(&s);
+}
+
+/* Classes by number or name (any case, '_' for ' '), and a classifier's classes against a model's. */
+TEST(generate_class_names_find_and_match) {
+    char *names[] = {"T-shirt/top", "Ankle boot", "Bag", "(none)"}, *other[] = {"T-shirt/top", "Boot", "Bag"};
+    df_class_info model = {4, 3, names}, clf = {3, -1, names}, renamed = {3, -1, other}, unnamed = {3, -1, NULL};
+    const char *ok[][2] = {{"bag", "2"}, {"BAG", "2"}, {"ankle_boot", "1"}, {"ANKLE BOOT", "1"}, {"t-shirt/top", "0"},
+                           {"3", "3"}, {"0", "0"}};
+    for (int i = 0; i < (int)(sizeof ok / sizeof ok[0]); i++) {
+        int k = -1;
+        CHECK_OK(df_class_info_find(&model, ok[i][0], &k));
+        CHECK(k == atoi(ok[i][1]), "\"%s\" is class %d, want %s", ok[i][0], k, ok[i][1]);
+    }
+    int k;
+    CHECK(df_class_info_find(&model, "bags", &k) == DF_ERR_ARG && strstr(df_error(), "no class \"bags\"") &&
+          strstr(df_error(), "Ankle boot"), "an unknown name: %s", df_error());
+    CHECK(df_class_info_find(&model, "4", &k) == DF_ERR_ARG && strstr(df_error(), "out of range 0..3"),
+          "a number out of range: %s", df_error());
+    CHECK(df_class_info_find(&model, "-1", &k) == DF_ERR_ARG && strstr(df_error(), "out of range"), "-1: %s",
+          df_error());
+    CHECK(df_class_info_find(&unnamed, "bag", &k) == DF_ERR_ARG && strstr(df_error(), "no names"),
+          "a name without names: %s", df_error());
+    CHECK(df_class_info_find(&unnamed, "2", &k) == DF_OK && k == 2, "a number without names");
+    CHECK_OK(df_class_info_match(&model, &clf));       /* the model's classes but its null one */
+    CHECK_OK(df_class_info_match(&model, &unnamed));   /* nothing to compare */
+    CHECK(df_class_info_match(&model, &renamed) == DF_ERR_CONFIG && strstr(df_error(), "1 \"Ankle boot\" against \"Boot\""),
+          "renamed classes: %s", df_error());
+    df_class_info two = {2, -1, names};
+    CHECK(df_class_info_match(&model, &two) == DF_ERR_CONFIG && strstr(df_error(), "4 classes against 2"),
+          "another count: %s", df_error());
+    df_class_info none = {0, -1, NULL};
+    CHECK_OK(df_class_info_match(&none, &renamed));   /* an unconditional model: the classifier's classes rule */
+}
