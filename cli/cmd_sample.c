@@ -94,7 +94,8 @@ static int check_pairs(const cli_args *a, const sample_settings *s) {
     if (s->index >= s->n)
         return cli_usage_error("--index %d: the run has %d images (0 to %d); give the run's -n too", s->index, s->n,
                                s->n - 1);
-    if (s->index >= 0 && s->animate) return cli_usage_error("--animate shows a whole batch: it does not go with --index");
+    if (s->index >= 0 && s->animate)
+        return cli_usage_error("--animate shows a whole batch: it does not go with --index");
     return 0;
 }
 
@@ -184,7 +185,8 @@ static int parse(int argc, char **argv, sample_settings *s) {
                          "printed and recorded in the PNGs"),
         OPT_INT("--index", &s->index, .lo = 0, .hi = 99999, .meta = "K", .def = "",
                 .help = "only image K of the run (0-based; the other options as the run had them, -n and --batch "
-                        "too), bit for bit as the run made it; the \"parameters\" chunk of the run's PNGs has them"),
+                        "too, which the \"parameters\" chunk of its PNGs records), bit for bit as the run made it: "
+                        "--out writes it alone, --out-dir under the run's name for it"),
         OPT_ENUM("--sampler", &s->sampler, &cli_samplers, .meta = "NAME",
                  .help = "the sampler (other tools' spellings too: dpm++2m, k_euler_a...)"),
         OPT_FLAG("--list-samplers", &s->list_samplers, .help = "list the samplers with their other names, and exit"),
@@ -287,7 +289,8 @@ static int load_classifier(const char *opt, const char *dir, df_model **out, df_
  * their names differ, said when only one side has names to compare. Returns 0 or the exit code. */
 static int check_classes(const char *opt, const char *dir, const df_class_info *labels, const char *whose,
                          const df_class_info *ci) {
-    if (df_class_info_match(labels, ci)) return cli_usage_error("%s %s: its classes are not those of %s: %s", opt, dir, whose, df_error());
+    if (df_class_info_match(labels, ci))
+        return cli_usage_error("%s %s: its classes are not those of %s: %s", opt, dir, whose, df_error());
     if (labels->count && !labels->names != !ci->names)
         fprintf(stderr, "diffuse sample: note: %s %s: %s has class names and %s not, so they cannot be checked to "
                 "be the same classes\n", opt, dir, labels->names ? whose : "it", labels->names ? "it has" : whose);

@@ -358,7 +358,8 @@ TEST(generate_class_names_find_and_match) {
     CHECK(df_class_info_find(&unnamed, "2", &k) == DF_OK && k == 2, "a number without names");
     CHECK_OK(df_class_info_match(&model, &clf));       /* the model's classes but its null one */
     CHECK_OK(df_class_info_match(&model, &unnamed));   /* nothing to compare */
-    CHECK(df_class_info_match(&model, &renamed) == DF_ERR_CONFIG && strstr(df_error(), "1 \"Ankle boot\" against \"Boot\""),
+    CHECK(df_class_info_match(&model, &renamed) == DF_ERR_CONFIG &&
+              strstr(df_error(), "1 \"Ankle boot\" against \"Boot\""),
           "renamed classes: %s", df_error());
     df_class_info two = {2, -1, names};
     CHECK(df_class_info_match(&model, &two) == DF_ERR_CONFIG && strstr(df_error(), "4 classes against 2"),
