@@ -456,6 +456,15 @@ static void describe(const sample_settings *s, const sample_run *r, int index, c
     ADD("Steps: %d, Sampler: %s, CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s", r->steps,
         df_sampler_name(s->inpaint ? DF_SAMPLER_DDPM : s->sampler), s->guidance, (unsigned long long)s->seed, r->w,
         r->h, s->model);
+    sample_settings d;   /* the other settings that change the images, where not the defaults: all to make it again */
+    sample_settings_default(&d);
+    if (s->eta != d.eta) ADD(", Eta: %g", s->eta);
+    if (s->spacing != d.spacing) ADD(", Spacing: %s", df_spacing_name(s->spacing));
+    if (s->guidance_rescale != d.guidance_rescale) ADD(", Guidance rescale: %g", s->guidance_rescale);
+    if (s->karras || s->large_variance || s->no_clip || s->threshold || s->clipped_eps || s->model_eps || s->raw)
+        ADD(", Flags:%s%s%s%s%s%s%s", s->karras ? " --karras" : "", s->large_variance ? " --large-variance" : "",
+            s->no_clip ? " --no-clip" : "", s->threshold ? " --threshold" : "", s->clipped_eps ? " --clipped-eps" : "",
+            s->model_eps ? " --model-eps" : "", s->raw ? " --raw" : "");
     if (s->classifier_dir) ADD(", Classifier: %s, Classifier scale: %g", s->classifier_dir, s->classifier_scale);
     if (s->init_image) ADD(", Init image: %s, Strength: %g", s->init_image, s->strength);
     if (s->inpaint) ADD(", Inpaint: %s, Mask: %s", s->inpaint, s->mask);
