@@ -622,7 +622,8 @@ typedef struct {
                              still an error) */
 } df_dataset_params;
 void      df_dataset_params_default(df_dataset_params *p);
-/* df_dataset_open with the settings above; what loading found is in df_dataset_get_report(*out). */
+/* df_dataset_open with the settings above (p NULL: the defaults); what loading found is in
+ * df_dataset_get_report(*out). */
 df_status df_dataset_load(const char *path, const df_dataset_params *p, df_dataset **out);
 
 /* What loading a data set found, for the people who asked for it. */

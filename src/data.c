@@ -1,5 +1,6 @@
 /* Data sets in memory: MNIST-format IDX files (Fashion-MNIST by default), CIFAR-10 binary batches and
- * folders of PNG/JPEG images, stored as 8-bit (N, C, H, W) with optional labels and class names. */
+ * folders of PNG/JPEG images, stored as 8-bit (N, C, H, W) with optional labels and class names, and a
+ * report of what loading found (counts, images converted to fit, unreadable images skipped). */
 #define _DEFAULT_SOURCE
 #include "internal.h"
 
@@ -690,6 +691,8 @@ df_status df_dataset_open(const char *path, int size, int channels, df_dataset *
 
 df_status df_dataset_load(const char *path, const df_dataset_params *prm, df_dataset **out) {
     *out = NULL;
+    df_dataset_params defaults;
+    if (!prm) df_dataset_params_default(&defaults), prm = &defaults;
     const int size = prm->size, channels = prm->channels;
     if (channels != 0 && channels != 1 && channels != 3)
         return df_fail(DF_ERR_ARG, "channels must be 0 (keep), 1 or 3, not %d", channels);

@@ -117,6 +117,9 @@ TEST(data_cifar10_batches) {
         CHECK(df_dataset_count(d) == 5 && c == 3 && h == 32 && w == 32, "5 images of 32x32x3, got %d", df_dataset_count(d));
         CHECK(df_dataset_label(d, 4) == (20 + 1) % 10, "label of the last image: %d", df_dataset_label(d, 4));
         CHECK(df_dataset_class_name(d, 3) && !strcmp(df_dataset_class_name(d, 3), "cat"), "CIFAR-10 class names");
+        const df_dataset_report *r = df_dataset_get_report(d);
+        CHECK(r->images == 5 && r->classes == 10 && !strcmp(r->source, dir) && !r->converted && !r->skipped,
+              "the report: %d images, %d classes from %s", r->images, r->classes, r->source);
         float x[3072];
         df_dataset_get(d, 3, 0, x);   /* batch 2, record 0: byte (j + 0 + 2) % 251, channel-major as stored */
         CHECK_NEAR(x[1024 + 5], (float)((1024 + 5 + 2) % 251) * 2 / 255 - 1, 1e-6, "green channel pixel");
