@@ -626,7 +626,7 @@ void      df_dataset_params_default(df_dataset_params *p);
  * df_dataset_get_report(*out). */
 df_status df_dataset_load(const char *path, const df_dataset_params *p, df_dataset **out);
 
-/* What loading a data set found, for the people who asked for it. */
+/* What loading a data set found: counts, images converted to fit, unreadable images skipped. */
 #define DF_DATASET_NAMED 3   /* skipped images named in a report */
 typedef struct {
     char source[256];     /* the path as given ("fashion-mnist"), or a data set from memory's description */

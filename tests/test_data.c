@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <jpeglib.h>
 #include <zlib.h>
 
 static void put_be32(unsigned char *p, uint32_t v) {
@@ -203,6 +204,31 @@ static void write_png_raw(const char *path, int w, int h, int type, int depth) {
     free(raw);
 }
 
+/* An 8x8 JPEG of nc = 1 (gray), 3 (RGB) or 4 (CMYK) components. */
+static void write_jpeg8(const char *path, int nc) {
+    unsigned char px[8 * 8 * 4];
+    for (int i = 0; i < 8 * 8 * nc; i++) px[i] = (unsigned char)(i * 13);
+    FILE *f = fopen(path, "wb");
+    if (!f) return;
+    struct jpeg_compress_struct ci;
+    struct jpeg_error_mgr err;
+    ci.err = jpeg_std_error(&err);
+    jpeg_create_compress(&ci);
+    jpeg_stdio_dest(&ci, f);
+    ci.image_width = ci.image_height = 8, ci.input_components = nc;
+    ci.in_color_space = nc == 1 ? JCS_GRAYSCALE : nc == 3 ? JCS_RGB : JCS_CMYK;
+    jpeg_set_defaults(&ci);
+    if (nc == 4) jpeg_set_colorspace(&ci, JCS_CMYK);
+    jpeg_start_compress(&ci, TRUE);
+    while (ci.next_scanline < ci.image_height) {
+        JSAMPROW row = px + (size_t)ci.next_scanline * 8 * nc;
+        jpeg_write_scanlines(&ci, &row, 1);
+    }
+    jpeg_finish_compress(&ci);
+    jpeg_destroy_compress(&ci);
+    fclose(f);
+}
+
 /* Class folders named 0 .. 11 are classes 0 .. 11, not the name order "0", "1", "10", "11", "2" ...;
  * names that are not all numbers keep the name order. */
 TEST(data_folder_numbered_classes_in_numeric_order) {
@@ -376,6 +402,24 @@ TEST(data_report_counts_conversions) {
         r = df_dataset_get_report(d);
         CHECK(r->converted == 1 && !strcmp(r->converted_from, want[i]), "%s: converted %d from \"%s\", want \"%s\"",
               raw[i].name, r->converted, r->converted_from, want[i]);
+        df_dataset_free(d);
+    }
+    /* JPEG: the frame header says gray, colour or CMYK */
+    const struct { int nc, channels, converted; const char *from; } jpegs[] = {
+        {1, 1, 0, ""}, {1, 3, 1, "8x8 gray"}, {3, 3, 0, ""}, {3, 1, 1, "8x8 RGB"}, {4, 3, 1, "8x8 CMYK"}};
+    for (int i = 0; i < 5; i++) {
+        char one[700];
+        snprintf(one, sizeof one, "%s/jpeg-%d", test_tmp_dir(), i);
+        mkdir(one, 0755);
+        snprintf(p, sizeof p, "%s/x.jpg", one);
+        write_jpeg8(p, jpegs[i].nc);
+        prm.size = 8, prm.channels = jpegs[i].channels;
+        CHECK_OK(df_dataset_load(one, &prm, &d));
+        if (!d) continue;
+        r = df_dataset_get_report(d);
+        CHECK(r->converted == jpegs[i].converted && !strcmp(r->converted_from, jpegs[i].from),
+              "JPEG of %d components as %d channels: converted %d from \"%s\", want %d from \"%s\"", jpegs[i].nc,
+              jpegs[i].channels, r->converted, r->converted_from, jpegs[i].converted, jpegs[i].from);
         df_dataset_free(d);
     }
     /* an IDX file converted as a whole; the counts note */
