@@ -248,7 +248,7 @@ TEST(data_folder_numbered_classes_in_numeric_order) {
     if (!d) return;
     CHECK(df_dataset_num_classes(d) == 12, "12 classes, got %d", df_dataset_num_classes(d));
     for (int k = 0; k < 12; k++) {
-        char want[8];
+        char want[16];
         snprintf(want, sizeof want, "%d", k);
         const char *name = df_dataset_class_name(d, k);
         CHECK(name && !strcmp(name, want), "class %d is named \"%s\", want \"%s\"", k, name ? name : "(null)", want);
