@@ -26,6 +26,8 @@ static void on_stop(int sig) {
 }
 
 static void show(void *ctx, const df_classifier_progress *p) {
+    if (p->event) cli_progress_line(ctx, p->event);
+    if (!(p->images_per_sec > 0)) return;   /* a note before training: nothing to draw yet */
     char extra[160];
     snprintf(extra, sizeof extra, "loss %.4f (avg %.4f) accuracy %.3f %.0f img/s epoch %d", p->loss, p->loss_avg,
              p->accuracy_avg, p->images_per_sec, p->epoch);
@@ -36,6 +38,8 @@ static void show(void *ctx, const df_classifier_progress *p) {
 static int parse(int argc, char **argv, df_classifier_train_params *p, int *noise_free, const char **out) {
     const cli_opt opts[] = {
         OPT_STR("--data", &p->data, .meta = "PATH", .help = "labelled data, as for train"),
+        OPT_FLAG("--strict", &p->strict_data, .help = "refuse a folder holding an unreadable image, naming it (without it, "
+                 "such images are skipped and counted)"),
         OPT_STR("--eval", &p->eval_data, .meta = "PATH",
                 .help = "report the accuracy on these clean images at the end (e.g. fashion-mnist:test)"),
         OPT_STR("--preset", &p->preset, .meta = "NAME", .help = "the U-Net whose encoder is used: fmnist-s or cifar10"),

@@ -606,11 +606,55 @@ typedef struct df_dataset df_dataset;
  *   "...labels-idx1-ubyte" file beside it when there is one;
  * - a CIFAR-10 binary batch (data_batch_N.bin / test_batch.bin) or the directory holding them (all
  *   data_batch_*.bin), with batches.meta.txt's class names when present;
- * - a directory of PNG/JPEG images, recursively; one subdirectory per class gives labels.
+ * - a directory of PNG/JPEG images, recursively; one subdirectory per class gives labels (classes in name
+ *   order, or in numeric order when every class folder is named by a non-negative integer: 0, 1, ..., 10).
  * size > 0 resizes every image to size x size (centre crop, then area/bilinear); channels 1 or 3
- * converts, 0 keeps the data's own. */
+ * converts, 0 keeps the data's own. An unreadable image in a folder is refused, naming it (as
+ * df_dataset_load with strict set). */
 df_status df_dataset_open(const char *path, int size, int channels, df_dataset **out);
 void      df_dataset_free(df_dataset *d);
+
+/* How df_dataset_load reads a data set. */
+typedef struct {
+    int size, channels;   /* as df_dataset_open's: 0 keeps the data's own */
+    int strict;           /* 1: an unreadable image in a folder is an error naming it; 0 (the default): it is
+                             left out and counted in the load report (a folder with no readable image is
+                             still an error) */
+} df_dataset_params;
+void      df_dataset_params_default(df_dataset_params *p);
+/* df_dataset_open with the settings above (p NULL: the defaults); what loading found is in
+ * df_dataset_get_report(*out). */
+df_status df_dataset_load(const char *path, const df_dataset_params *p, df_dataset **out);
+
+/* What loading a data set found: counts, images converted to fit, unreadable images skipped. */
+#define DF_DATASET_NAMED 3   /* skipped images named in a report */
+typedef struct {
+    char source[256];     /* the path as given ("fashion-mnist"), or a data set from memory's description */
+    int  images, classes; /* as loaded: df_dataset_count and df_dataset_num_classes */
+    int  c, h, w;         /* each image as loaded (df_dataset_shape) */
+    int  converted;       /* images whose size or pixel format changed to fit: resized, gray <-> RGB, alpha
+                             composited on black, a palette expanded, 16 bits or CMYK reduced */
+    char converted_example[256];   /* the first of them, relative to the data's path ("cats/a.png", "image 0") */
+    char converted_from[64];       /* what it was: "64x48 RGB", "28x28 16-bit gray", "32x32 palette" */
+    int  skipped;         /* unreadable images left out (folders loaded without strict) */
+    char skipped_name[DF_DATASET_NAMED][256];   /* the first min(skipped, DF_DATASET_NAMED), relative to the path */
+    char skipped_why[DF_DATASET_NAMED][160];    /* and why: "not a PNG or JPEG file", "corrupt PNG: ..." */
+} df_dataset_report;
+/* The report of d's loading; valid as long as d is. */
+const df_dataset_report *df_dataset_get_report(const df_dataset *d);
+
+/* The report as sentences, one per kind: DF_DATASET_NOTE_COUNTS "data: 60000 images, 10 classes
+ * (fashion-mnist)", DF_DATASET_NOTE_CONVERTED "converted 37 of 1200 images to 28x28 gray, e.g. cats/a.png
+ * (64x48 RGB)", DF_DATASET_NOTE_SKIPPED "skipped 2 unreadable images: a.png (not a PNG or JPEG file), ...".
+ * Writes one into buf (truncated to cap) and returns 1, or writes "" and returns 0 when that kind has
+ * nothing to say (nothing converted, nothing skipped). `diffuse train` prints them as the run starts. */
+typedef enum {
+    DF_DATASET_NOTE_COUNTS,
+    DF_DATASET_NOTE_CONVERTED,
+    DF_DATASET_NOTE_SKIPPED,
+    DF_DATASET_NOTE_COUNT
+} df_dataset_note;
+int df_dataset_report_note(const df_dataset_report *r, df_dataset_note which, char *buf, size_t cap);
 
 int         df_dataset_count(const df_dataset *d);
 void        df_dataset_shape(const df_dataset *d, int *c, int *h, int *w);
@@ -815,6 +859,10 @@ typedef struct {
     const char *event;                /* NULL, or what just happened ("checkpoint ...", "samples ...",
                                          "step N skipped: ...") */
     long        nonfinite_skipped;    /* steps skipped so far for a non-finite loss or gradient (the run's total) */
+    /* Once the data has loaded, before training: what loading found, with the counts line as the event
+     * (df_dataset_report_note), then one report per further note (converted or skipped images) with data
+     * NULL. Valid during the call only. */
+    const df_dataset_report *data;
 } df_train_progress;
 
 typedef struct {
@@ -822,6 +870,7 @@ typedef struct {
     const char *data;             /* df_dataset_open path (default "fashion-mnist") */
     int         image_size;       /* 0: the model's sample_size (or the data's size) */
     int         flip;             /* random horizontal flips */
+    int         strict_data;      /* refuse a folder with an unreadable image instead of skipping it (df_dataset_params) */
     /* model: exactly one of preset / config_path / init_dir, unless resuming */
     const char *preset, *config_path, *init_dir;
     /* diffusion */
@@ -912,10 +961,15 @@ typedef struct {
     int    epoch;
     double loss, loss_avg, accuracy_avg;   /* training batches, moving averages */
     double images_per_sec, elapsed, eta;
+    /* NULL, or a note before training (then images_per_sec is 0): what loading the data found, as
+     * df_train_progress's data and event are */
+    const char              *event;
+    const df_dataset_report *data;
 } df_classifier_progress;
 
 typedef struct {
     const char *data;          /* df_dataset_open path, with labels (default "fashion-mnist") */
+    int         strict_data;   /* refuse a folder with an unreadable image instead of skipping it (df_dataset_params) */
     const char *eval_data;     /* optional: accuracy on clean images of this set at the end */
     double     *eval_accuracy; /* where that accuracy goes */
     const char *preset, *config_path;   /* the U-Net whose encoder half is used (default preset fmnist-s) */

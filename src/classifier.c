@@ -108,7 +108,7 @@ static void classifier_progress(void *ctx, const df_train_progress *pr) {
     classifier_task *ct = ctx;
     if (!ct->p->progress) return;
     df_classifier_progress cp = {pr->step,     pr->total_steps,    pr->epoch,   pr->loss, pr->loss_avg,
-                                 ct->accuracy_avg, pr->images_per_sec, pr->elapsed, pr->eta};
+                                 ct->accuracy_avg, pr->images_per_sec, pr->elapsed, pr->eta, NULL, NULL};
     ct->p->progress(ct->p->progress_ctx, &cp);
 }
 
@@ -181,6 +181,17 @@ static df_status classifier_outputs(const df_classifier_train_params *p, df_mode
     return st;
 }
 
+/* What loading the data found, to the caller before training (as df_train reports it). */
+static void report_data(const df_classifier_train_params *p, const df_dataset *data) {
+    if (!p->progress) return;
+    const df_dataset_report *r = df_dataset_get_report(data);
+    for (int k = 0; k < DF_DATASET_NOTE_COUNT; k++) {
+        char note[1200];
+        df_classifier_progress cp = {.eta = -1, .event = note, .data = k == 0 ? r : NULL};
+        if (df_dataset_report_note(r, (df_dataset_note)k, note, sizeof note)) p->progress(p->progress_ctx, &cp);
+    }
+}
+
 df_status df_classifier_train(const df_classifier_train_params *p) {
     if ((!p->out_dir || !*p->out_dir) && !p->model_out) return df_fail(DF_ERR_ARG, "no output directory");
     if (p->model_out) *p->model_out = NULL;
@@ -195,7 +206,13 @@ df_status df_classifier_train(const df_classifier_train_params *p) {
     train_loop_params lp = classifier_loop_params(p);
     train_loop_init(&L, &lp, &classifier_train_task, &ct);
     df_status st = classifier_config(p, &cfg, &init);
-    if (!st && !data && !(st = df_dataset_open(p->data, cfg.sample_size, cfg.in_channels, &opened))) data = opened;
+    if (!st && !data) {
+        df_dataset_params dp;
+        df_dataset_params_default(&dp);
+        dp.size = cfg.sample_size, dp.channels = cfg.in_channels, dp.strict = p->strict_data;
+        if (!(st = df_dataset_load(p->data, &dp, &opened))) data = opened;
+    }
+    if (!st) report_data(p, data);
     if (!st) st = classifier_model(p, data, cfg, &init, &m);
     if (!st && p->eval_data) st = df_dataset_open(p->eval_data, cfg.sample_size, cfg.in_channels, &eval);
     if (!st) st = df_schedule_init_default(&ct.sched);

@@ -1,5 +1,6 @@
 /* Data sets in memory: MNIST-format IDX files (Fashion-MNIST by default), CIFAR-10 binary batches and
- * folders of PNG/JPEG images, stored as 8-bit (N, C, H, W) with optional labels and class names. */
+ * folders of PNG/JPEG images, stored as 8-bit (N, C, H, W) with optional labels and class names, and a
+ * report of what loading found (counts, images converted to fit, unreadable images skipped). */
 #define _DEFAULT_SOURCE
 #include "internal.h"
 
@@ -21,6 +22,7 @@ struct df_dataset {
     int      num_classes;
     char   **class_names;   /* num_classes entries, each may be NULL */
     char     desc[256];
+    df_dataset_report report;   /* what loading found; counts and shape filled in when it ends */
 };
 
 static const char *const fashion_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -48,6 +50,9 @@ const char *df_dataset_class_name(const df_dataset *d, int k) {
     return d->class_names && k >= 0 && k < d->num_classes ? d->class_names[k] : NULL;
 }
 const char *df_dataset_description(const df_dataset *d) { return d->desc; }
+const df_dataset_report *df_dataset_get_report(const df_dataset *d) { return &d->report; }
+
+void df_dataset_params_default(df_dataset_params *p) { memset(p, 0, sizeof *p); }
 
 void df_dataset_get(const df_dataset *d, int i, int flip, float *x) {
     const size_t hw = (size_t)d->h * d->w;
@@ -383,21 +388,163 @@ static df_status collect_images(const char *dir, int label, int depth, file_list
     return st;
 }
 
-static df_status open_folder(const char *path, int size, int channels, df_dataset **out) {
+/* A class folder name that is a non-negative integer ("0", "10", "007"). */
+static int is_number(const char *s) {
+    if (!*s) return 0;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9') return 0;
+    return 1;
+}
+
+/* Numbers of any length by value (no overflow: by digit count once leading zeros are gone), then by name. */
+static int cmp_number(const void *a, const void *b) {
+    const char *x = *(char *const *)a, *y = *(char *const *)b;
+    const char *u = x, *v = y;
+    while (*u == '0' && u[1]) u++;
+    while (*v == '0' && v[1]) v++;
+    size_t lu = strlen(u), lv = strlen(v);
+    if (lu != lv) return lu < lv ? -1 : 1;
+    int c = strcmp(u, v);
+    return c ? c : strcmp(x, y);
+}
+
+/* What an image file held before it was decoded to the data set's format, from its header. */
+typedef struct {
+    int colour, alpha, palette, bits16, cmyk;
+} file_format;
+
+/* PNG: IHDR's bit depth and colour type; JPEG: the frame header's component count. Unknown stays 0. */
+static void sniff_format(const uint8_t *b, size_t len, file_format *f) {
+    memset(f, 0, sizeof *f);
+    if (len >= 26 && b[0] == 0x89 && memcmp(b + 12, "IHDR", 4) == 0) {
+        int type = b[25];
+        f->bits16 = b[24] == 16;
+        f->palette = type == 3;
+        f->colour = (type & 2) != 0;
+        f->alpha = (type & 4) != 0;
+        return;
+    }
+    for (size_t pos = 2; len >= 4 && b[0] == 0xff && b[1] == 0xd8 && pos + 4 <= len;) {
+        if (b[pos] != 0xff) return;
+        int m = b[pos + 1];
+        if (m == 0xff || m == 0x01 || (m >= 0xd0 && m <= 0xd8)) {   /* fill bytes and markers without a length */
+            pos += m == 0xff ? 1 : 2;
+            continue;
+        }
+        size_t seg = (size_t)b[pos + 2] << 8 | b[pos + 3];
+        if (m >= 0xc0 && m <= 0xcf && m != 0xc4 && m != 0xc8 && m != 0xcc) {   /* SOFn */
+            if (pos + 10 <= len) f->colour = b[pos + 9] >= 3, f->cmyk = b[pos + 9] == 4;
+            return;
+        }
+        if (m == 0xda || seg < 2) return;   /* the scan starts: no frame header came */
+        pos += 2 + seg;
+    }
+}
+
+static const char *gray_rgb(int c) { return c == 1 ? "gray" : "RGB"; }
+
+/* "64x48 RGB", "28x28 16-bit gray+alpha", "32x32 palette" */
+static void format_name(const file_format *f, int h, int w, char *buf, size_t cap) {
+    const char *kind = f->palette ? "palette"
+                       : f->cmyk  ? "CMYK"
+                       : f->colour ? (f->alpha ? "RGBA" : "RGB")
+                                   : (f->alpha ? "gray+alpha" : "gray");
+    snprintf(buf, cap, "%dx%d %s%s", w, h, f->bits16 ? "16-bit " : "", kind);
+}
+
+/* Count a converted image, keeping the first as the example. */
+static void note_converted(df_dataset_report *r, const char *name, const char *from) {
+    if (r->converted++ == 0) {
+        snprintf(r->converted_example, sizeof r->converted_example, "%s", name);
+        snprintf(r->converted_from, sizeof r->converted_from, "%s", from);
+    }
+}
+
+/* Count a skipped image, naming the first few with why (df_error()'s message without the path). */
+static void note_skipped(df_dataset_report *r, const char *path, const char *name) {
+    if (r->skipped < DF_DATASET_NAMED) {
+        const char *why = df_error();
+        size_t n = strlen(path);
+        if (strncmp(why, path, n) == 0 && why[n] == ':' && why[n + 1] == ' ') why += n + 2;
+        snprintf(r->skipped_name[r->skipped], sizeof r->skipped_name[0], "%s", name);
+        snprintf(r->skipped_why[r->skipped], sizeof r->skipped_why[0], "%s", why);
+    }
+    r->skipped++;
+}
+
+/* One image file into slot d->n (allocating room for `cap` at the first), at size x size (0: its own) and
+ * `channels` (0: its own). *unreadable is set when the file itself could not be read or decoded (the
+ * error's message names it), as opposed to an image that does not fit the others. */
+static df_status folder_image(df_dataset *d, const char *path, const char *name, int size, int channels, int cap,
+                              int label, int *unreadable) {
+    char *file;
+    size_t len;
+    int c, h, w;
+    float *px = NULL;
+    df_status st = df_read_file(path, &file, &len);
+    file_format ff;
+    if (!st) {
+        sniff_format((const uint8_t *)file, len, &ff);
+        st = df_image_decode(path, file, len, channels, &c, &h, &w, &px);
+        free(file);
+    }
+    *unreadable = st == DF_ERR_FORMAT || st == DF_ERR_IO;
+    if (st) return st;
+    int oh = size > 0 ? size : h, ow = size > 0 ? size : w;
+    if (!d->pixels) {
+        d->c = c, d->h = oh, d->w = ow;
+        if (!(d->pixels = malloc((size_t)c * oh * ow * (size_t)cap))) st = df_fail(DF_ERR_NOMEM, "%s: out of memory", path);
+        if (!st && label >= 0 && !(d->labels = malloc(sizeof(int) * (size_t)cap)))
+            st = df_fail(DF_ERR_NOMEM, "out of memory");
+    } else if (c != d->c) {
+        st = df_fail(DF_ERR_FORMAT, "%s: %d channels where earlier images have %d (use --channels)", path, c, d->c);
+    } else if (size <= 0 && (h != d->h || w != d->w)) {
+        st = df_fail(DF_ERR_FORMAT, "%s: %dx%d where earlier images are %dx%d (use --size)", path, w, h, d->w, d->h);
+    }
+    float *rs = NULL;
+    if (!st && (h != oh || w != ow)) {
+        rs = malloc(sizeof(float) * (size_t)c * oh * ow);
+        if (!rs) st = df_fail(DF_ERR_NOMEM, "out of memory");
+        else st = df_image_resize(px, c, h, w, oh, ow, 1, rs);
+    }
+    if (!st) {
+        const float *src = rs ? rs : px;
+        uint8_t *dst = d->pixels + (size_t)d->n * c * oh * ow;
+        for (size_t j = 0; j < (size_t)c * oh * ow; j++) {
+            float v = (src[j] + 1) * 127.5f + 0.5f;
+            dst[j] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+        }
+        if (d->labels) d->labels[d->n] = label;
+        d->n++;
+        if (h != oh || w != ow || ff.palette || ff.alpha || ff.bits16 || ff.cmyk || (ff.colour ? 3 : 1) != c) {
+            char from[64];
+            format_name(&ff, h, w, from, sizeof from);
+            note_converted(&d->report, name, from);
+        }
+    }
+    free(rs);
+    free(px);
+    return st;
+}
+
+static df_status open_folder(const char *path, const df_dataset_params *prm, df_dataset **out) {
     file_list l = {0};
     char **names;
     int nn;
     df_status st = sorted_entries(path, &names, &nn);
     if (st) return st;
     /* one subdirectory per class when every entry with images is a directory */
-    int ndirs = 0, nfiles = 0;
+    int ndirs = 0, nfiles = 0, numbered = 1;
     for (int i = 0; i < nn; i++) {
         char p[4096];
         snprintf(p, sizeof p, "%s/%s", path, names[i]);
         if (df_is_dir(p)) ndirs++;
         else nfiles++;
+        numbered &= is_number(names[i]);
     }
     int by_class = ndirs > 0 && nfiles == 0 && ndirs <= MAX_CLASSES;
+    /* folders 0, 1, ..., 10 are classes 0 to 10 (name order would put 10 before 2) */
+    if (by_class && numbered) qsort(names, (size_t)nn, sizeof(char *), cmp_number);
     char **classes = NULL;
     int nclasses = 0;
     if (by_class) {
@@ -414,43 +561,25 @@ static df_status open_folder(const char *path, int size, int channels, df_datase
     df_dataset *d = NULL;
     if (!st && l.n == 0) st = df_fail(DF_ERR_IO, "%s: no .png or .jpg images found", path);
     if (!st && !(d = dataset_new())) st = DF_ERR_NOMEM;
+    const size_t root = strlen(path) + 1;   /* names in the report are relative to the folder */
+    char first_bad[4400] = "";
     for (int i = 0; i < l.n && !st; i++) {
-        int c, h, w;
-        float *px = NULL;
-        st = df_image_load(l.paths[i], channels, &c, &h, &w, &px);
-        if (st) break;
-        int oh = size > 0 ? size : h, ow = size > 0 ? size : w;
-        if (i == 0) {
-            d->c = c, d->h = oh, d->w = ow;
-            size_t per = (size_t)c * oh * ow;
-            if (!(d->pixels = malloc(per * (size_t)l.n))) st = df_fail(DF_ERR_NOMEM, "%s: out of memory", path);
-            if (!st && by_class && !(d->labels = malloc(sizeof(int) * (size_t)l.n)))
-                st = df_fail(DF_ERR_NOMEM, "out of memory");
-        } else if (c != d->c) {
-            st = df_fail(DF_ERR_FORMAT, "%s: %d channels where earlier images have %d (use --channels)", l.paths[i],
-                         c, d->c);
-        } else if (size <= 0 && (h != d->h || w != d->w)) {
-            st = df_fail(DF_ERR_FORMAT, "%s: %dx%d where earlier images are %dx%d (use --size)", l.paths[i], w, h,
-                         d->w, d->h);
+        const char *name = l.paths[i] + root;
+        int unreadable;
+        st = folder_image(d, l.paths[i], name, prm->size, prm->channels, l.n, by_class ? l.labels[i] : -1,
+                          &unreadable);
+        if (unreadable && !prm->strict) {
+            if (!d->report.skipped) snprintf(first_bad, sizeof first_bad, "%s", df_error());
+            note_skipped(&d->report, l.paths[i], name);
+            st = DF_OK;
         }
-        float *rs = NULL;
-        if (!st && (h != oh || w != ow)) {
-            rs = malloc(sizeof(float) * (size_t)c * oh * ow);
-            if (!rs) st = df_fail(DF_ERR_NOMEM, "out of memory");
-            else st = df_image_resize(px, c, h, w, oh, ow, 1, rs);
-        }
-        if (!st) {
-            const float *src = rs ? rs : px;
-            uint8_t *dst = d->pixels + (size_t)i * c * oh * ow;
-            for (size_t j = 0; j < (size_t)c * oh * ow; j++) {
-                float v = (src[j] + 1) * 127.5f + 0.5f;
-                dst[j] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
-            }
-            if (d->labels) d->labels[i] = l.labels[i];
-            d->n = i + 1;
-        }
-        free(rs);
-        free(px);
+    }
+    if (!st && d->n == 0)
+        st = df_fail(DF_ERR_FORMAT, "%s: none of its %d image%s could be read (the first: %s)", path, l.n,
+                     l.n == 1 ? "" : "s", first_bad);
+    if (!st && d->n < l.n) {   /* room was made for every file */
+        uint8_t *np = realloc(d->pixels, (size_t)d->n * d->c * d->h * d->w);
+        if (np) d->pixels = np;
     }
     if (!st && by_class) st = set_class_names(d, nclasses, (const char *const *)classes);
     if (!st)
@@ -507,12 +636,64 @@ static df_status convert(df_dataset *d, int size, int channels) {
     }
     free(d->pixels);
     d->pixels = np;
+    /* every image changed alike: the first stands for them */
+    char from[64];
+    snprintf(from, sizeof from, "%dx%d %s", d->w, d->h, gray_rgb(d->c));
+    d->report.converted = 0;
+    note_converted(&d->report, "image 0", from);
+    d->report.converted = d->n;
     d->c = oc, d->h = oh, d->w = ow;
     return DF_OK;
 }
 
+/* The report's counts and shape, once the set is final. */
+static void report_done(df_dataset *d, const char *source) {
+    df_dataset_report *r = &d->report;
+    snprintf(r->source, sizeof r->source, "%s", source);
+    r->images = d->n, r->classes = d->num_classes;
+    r->c = d->c, r->h = d->h, r->w = d->w;
+}
+
+int df_dataset_report_note(const df_dataset_report *r, df_dataset_note which, char *buf, size_t cap) {
+    if (!cap) return 0;
+    buf[0] = 0;
+    switch (which) {
+    case DF_DATASET_NOTE_COUNTS: {
+        char classes[32];
+        if (r->classes > 0) snprintf(classes, sizeof classes, "%d class%s", r->classes, r->classes == 1 ? "" : "es");
+        else snprintf(classes, sizeof classes, "no labels");
+        snprintf(buf, cap, "data: %d image%s, %s (%s)", r->images, r->images == 1 ? "" : "s", classes, r->source);
+        return 1;
+    }
+    case DF_DATASET_NOTE_CONVERTED:
+        if (!r->converted) return 0;
+        snprintf(buf, cap, "converted %d of %d images to %dx%d %s, e.g. %s (%s)", r->converted, r->images, r->w, r->h,
+                 gray_rgb(r->c), r->converted_example, r->converted_from);
+        return 1;
+    case DF_DATASET_NOTE_SKIPPED: {
+        if (!r->skipped) return 0;
+        size_t n = (size_t)snprintf(buf, cap, "skipped %d unreadable image%s:", r->skipped, r->skipped == 1 ? "" : "s");
+        int named = DF_MIN(r->skipped, DF_DATASET_NAMED);
+        for (int i = 0; i < named && n < cap; i++)
+            n += (size_t)snprintf(buf + n, cap - n, "%s %s (%s)", i ? "," : "", r->skipped_name[i], r->skipped_why[i]);
+        if (r->skipped > named && n < cap) snprintf(buf + n, cap - n, ", and %d more", r->skipped - named);
+        return 1;
+    }
+    default:
+        return 0;
+    }
+}
+
 df_status df_dataset_open(const char *path, int size, int channels, df_dataset **out) {
+    df_dataset_params p = {.size = size, .channels = channels, .strict = 1};
+    return df_dataset_load(path, &p, out);
+}
+
+df_status df_dataset_load(const char *path, const df_dataset_params *prm, df_dataset **out) {
     *out = NULL;
+    df_dataset_params defaults;
+    if (!prm) df_dataset_params_default(&defaults), prm = &defaults;
+    const int size = prm->size, channels = prm->channels;
     if (channels != 0 && channels != 1 && channels != 3)
         return df_fail(DF_ERR_ARG, "channels must be 0 (keep), 1 or 3, not %d", channels);
     if (size < 0 || size > 4096) return df_fail(DF_ERR_ARG, "image size %d out of range 1..4096", size);
@@ -538,7 +719,7 @@ df_status df_dataset_open(const char *path, int size, int channels, df_dataset *
         char f[4200];
         snprintf(f, sizeof f, "%s/data_batch_1.bin", path);
         struct stat sb;
-        st = stat(f, &sb) == 0 ? open_cifar(path, &d) : open_folder(path, size, channels, &d);
+        st = stat(f, &sb) == 0 ? open_cifar(path, &d) : open_folder(path, prm, &d);
     } else if (has_suffix(path, ".bin")) {
         st = open_cifar(path, &d);
     } else {
@@ -549,6 +730,7 @@ df_status df_dataset_open(const char *path, int size, int channels, df_dataset *
         df_dataset_free(d);
         return st;
     }
+    report_done(d, path);
     *out = d;
     return DF_OK;
 }
@@ -594,6 +776,7 @@ df_status df_dataset_from_images(const float *x, const int *labels, int n, int c
         return st;
     }
     snprintf(d->desc, sizeof d->desc, "%s", desc ? desc : "images in memory");
+    report_done(d, d->desc);
     *out = d;
     return DF_OK;
 }

@@ -407,6 +407,26 @@ static train_loop_params loop_params(const df_train_params *p) {
     return lp;
 }
 
+/* The training data at the model's size and channels (unreadable images skipped unless strict_data). */
+static df_status load_data(const df_train_params *p, int size, int channels, df_dataset **d) {
+    df_dataset_params dp;
+    df_dataset_params_default(&dp);
+    dp.size = size, dp.channels = channels, dp.strict = p->strict_data;
+    return df_dataset_load(p->data, &dp, d);
+}
+
+/* What loading the data found, to the caller before training: the counts, then any converted or skipped
+ * images, one report each. */
+static void report_data(const trainer *tr) {
+    if (!tr->p.progress) return;
+    const df_dataset_report *r = df_dataset_get_report(tr->data);
+    for (int k = 0; k < DF_DATASET_NOTE_COUNT; k++) {
+        char note[1200];
+        df_train_progress pr = {.step = tr->L.step, .eta = -1, .event = note, .data = k == 0 ? r : NULL};
+        if (df_dataset_report_note(r, (df_dataset_note)k, note, sizeof note)) tr->p.progress(tr->p.progress_ctx, &pr);
+    }
+}
+
 /* A fresh model (preset, config or another model's weights) and its noise schedule. */
 static df_status new_model(trainer *tr) {
     df_train_params *p = &tr->p;
@@ -421,7 +441,7 @@ static df_status new_model(trainer *tr) {
         if (!st && p->class_conditional) {
             /* the classes come from the data: open it now, at the size the model will see */
             int size = p->image_size > 0 ? p->image_size : cfg.sample_size;
-            st = df_dataset_open(p->data, size, cfg.in_channels, &tr->data);
+            st = load_data(p, size, cfg.in_channels, &tr->data);
             int k = st ? 0 : df_dataset_num_classes(tr->data);
             if (!st && k == 0) st = df_fail(DF_ERR_ARG, "%s: no labels to condition on (class-conditional training)", p->data);
             if (!st) cfg.num_class_embeds = k + 1, cfg.class_embed_timestep = 0;
@@ -459,7 +479,8 @@ static df_status open_data(trainer *tr) {
     const df_unet_config *cfg = df_model_config(tr->model);
     df_status st;
     int size = p->image_size > 0 ? p->image_size : cfg->sample_size;
-    if (!tr->data && (st = df_dataset_open(p->data, size, cfg->in_channels, &tr->data))) return st;
+    if (!tr->data && (st = load_data(p, size, cfg->in_channels, &tr->data))) return st;
+    report_data(tr);
     df_dataset_shape(tr->data, &tr->c, &tr->h, &tr->w);
     int factor = 1 << (cfg->num_levels - 1);
     if (tr->h % factor || tr->w % factor)

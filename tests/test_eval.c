@@ -169,7 +169,7 @@ TEST(eval_calibration_fashion_mnist) {
 
 /* n noisy 8x8 toy images: a bright square at one of 4 places (class i % 4) plus pixel noise, as IDX files. */
 static void noisy_toy(const char *dir, const char *name, int n, uint64_t seed, char *images, size_t cap) {
-    char p[PATH_MAX];
+    char p[PATH_MAX + 64];   /* as long as `images` */
     unsigned char *b = malloc(16 + (size_t)n * 64), *l = malloc(8 + (size_t)n);
     const unsigned char hi[16] = {0, 0, 8, 3, 0, 0, (unsigned char)(n >> 8), (unsigned char)n, 0, 0, 0, 8, 0, 0, 0, 8};
     const unsigned char hl[8] = {0, 0, 8, 1, 0, 0, (unsigned char)(n >> 8), (unsigned char)n};
