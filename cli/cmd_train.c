@@ -18,14 +18,14 @@ const cli_command cmd_train = {
     .usage = "usage: diffuse train (--steps N | --epochs N | --minutes M | --resume) [options]",
     .summary = "train a model (default: fmnist-s on Fashion-MNIST)",
     .about = "Train a diffusion model (DDPM's L_simple). Defaults train the fmnist-s preset on Fashion-MNIST.",
-    .epilog = "--resume continues the run in --out bit for bit. A budget given with it is the run's new total, counted from\n"
-              "the start of the run (--minutes: training time of all its sessions); one the run has already reached is\n"
-              "refused. Without a budget the run finishes the one it has; a run that already finished says so, writes\n"
-              "nothing and exits with status 0. Options that change the model, the data, the diffusion or the\n"
-              "optimisation (and --seed) are refused by name; the output, sampling, evaluation and logging options,\n"
-              "--skip-nonfinite and --threads apply as given (left out, their defaults). The learning-rate schedule stays\n"
-              "the one the run started with: when a larger budget outgrows a decaying one, the steps past its end use its\n"
-              "final rate, 0, and the run says so.\n\n"
+    .epilog = "--resume continues the run in --out bit for bit (with as many threads). A budget given with it is the\n"
+              "run's new total, counted from the start of the run (--minutes: training time of all its sessions); one\n"
+              "the run has already reached is refused. Without a budget the run finishes the one it has; a run that\n"
+              "already finished says so, writes nothing and exits with status 0. Options that change the model, the\n"
+              "data, the diffusion or the optimisation (and --seed) are refused by name; the output, sampling,\n"
+              "evaluation and logging options, --skip-nonfinite and --threads apply as given (left out, their\n"
+              "defaults). The learning-rate schedule stays the one the run started with: when a larger budget outgrows\n"
+              "a decaying one, the steps past its end use its final rate, 0, and the run says so.\n\n"
               "Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits with status 0 (a second one\n"
               "exits at once). Checkpoints are written whole before `latest` names them, so a crash, a kill or a full\n"
               "disk (exit 1, naming the file) leaves the previous checkpoint to --resume from.",

@@ -153,7 +153,10 @@ static df_status check_resumed_budget(train_loop *L, long per_epoch) {
     else if (p->max_minutes > 0 && L->elapsed_before >= p->max_minutes * 60)
         snprintf(reached, sizeof reached, "%g minutes", p->max_minutes);
     if (!reached[0]) return DF_OK;
-    snprintf(where, sizeof where, "step %ld after %.1f minutes of training", L->step, L->elapsed_before / 60);
+    /* states written before the training time was recorded say 0: no time is claimed for them */
+    int n = snprintf(where, sizeof where, "step %ld", L->step);
+    if (L->elapsed_before > 0)
+        snprintf(where + n, sizeof where - (size_t)n, " after %.1f minutes of training", L->elapsed_before / 60);
     if (L->budget_given)
         return df_fail(DF_ERR_ARG, "the run is at %s: a budget of %s is already reached (a resumed run's budget is "
                        "its total, counted from its start)", where, reached);
@@ -787,8 +790,9 @@ df_status train_loop_run(train_loop *L) {
     if (L->saved_step >= 0) {
         char budget[200];
         describe_budget(L, steps_per_epoch(L), budget, sizeof budget);
-        train_loop_event(L, "resumed at step %ld after %.1f minutes of training, to a budget of %s", L->step,
-                         L->elapsed_before / 60, budget);
+        char after[64] = "";
+        if (L->elapsed_before > 0) snprintf(after, sizeof after, " after %.1f minutes of training", L->elapsed_before / 60);
+        train_loop_event(L, "resumed at step %ld%s, to a budget of %s", L->step, after, budget);
         note_schedule_end(L);
     }
     if (!(L->p.max_minutes > 0)) note_warmup(L, L->total, 0);
