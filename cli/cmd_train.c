@@ -18,7 +18,15 @@ const cli_command cmd_train = {
     .usage = "usage: diffuse train (--steps N | --epochs N | --minutes M | --resume) [options]",
     .summary = "train a model (default: fmnist-s on Fashion-MNIST)",
     .about = "Train a diffusion model (DDPM's L_simple). Defaults train the fmnist-s preset on Fashion-MNIST.",
-    .epilog = "Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits with status 0 (a second one\n"
+    .epilog = "--resume continues the run in --out bit for bit (with as many threads). A budget given with it is the\n"
+              "run's new total, counted from the start of the run (--minutes: training time of all its sessions); one\n"
+              "the run has already reached is refused. Without a budget the run finishes the one it has; a run that\n"
+              "already finished says so, writes nothing and exits with status 0. Options that change the model, the\n"
+              "data, the diffusion or the optimisation (and --seed) are refused by name; the output, sampling,\n"
+              "evaluation and logging options, --skip-nonfinite and --threads apply as given (left out, their\n"
+              "defaults). The learning-rate schedule stays the one the run started with: when a larger budget outgrows\n"
+              "a decaying one, the steps past its end use its final rate, 0, and the run says so.\n\n"
+              "Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits with status 0 (a second one\n"
               "exits at once). Checkpoints are written whole before `latest` names them, so a crash, a kill or a full\n"
               "disk (exit 1, naming the file) leaves the previous checkpoint to --resume from.",
     .run = train_main,
@@ -66,8 +74,8 @@ static int check_options(const cli_args *a, const df_train_params *p) {
                                preset ? "--preset" : config ? "--config" : "--init");
     for (int i = 0; p->resume && i < CLI_COUNTOF(fixed_on_resume); i++)
         if (cli_given(a, fixed_on_resume[i]))
-            return cli_usage_error("%s: a resumed run keeps the settings it started with (--resume takes only "
-                                   "the budget and the output options)", fixed_on_resume[i]);
+            return cli_usage_error("%s: a resumed run keeps the settings it started with (--resume takes a budget "
+                                   "and the output, sampling, evaluation and logging options)", fixed_on_resume[i]);
     if (!p->resume && p->max_steps <= 0 && p->max_epochs <= 0 && p->max_minutes <= 0)
         return cli_usage_error("give a budget: --steps N, --epochs N or --minutes M");
     if (cli_given(a, "--class-dropout") && !cli_given(a, "--classes") && !config && !init)
@@ -198,14 +206,14 @@ static int parse(int argc, char **argv, df_train_params *p, char *outbuf, size_t
                 .help = "a step whose loss or gradients hold NaN or Inf never updates the weights; with 0 the run stops "
                         "there (exit 1) with the last good checkpoint as `latest`; with N > 0 such a step is skipped and "
                         "reported, and the run stops only after more than N in a row"),
-        OPT_SECTION("budget (the first reached ends the run; one is required unless resuming):"),
+        OPT_SECTION("budget (the first reached ends the run; one is required unless resuming, when it is the run's new total):"),
         OPT_LONG("--steps", &p->max_steps, .lo = 1, .hi = 1e12, .meta = "N", .def = "", .help = "optimizer steps"),
         OPT_INT("--epochs", &p->max_epochs, .lo = 1, .hi = 1e6, .meta = "N", .def = "", .help = "passes over the data"),
         OPT_DOUBLE("--minutes", &p->max_minutes, .lo = 1e-3, .hi = 1e7, .meta = "M", .def = "",
                    .help = "minutes of training"),
         OPT_SECTION("output:"),
         OPT_STR("--out", &p->out_dir, .meta = "DIR", .def = "runs/PRESET; runs/model with --config or --init", .help = "the run directory"),
-        OPT_FLAG("--resume", &p->resume, .help = "continue the run in --out from its latest checkpoint, bit for bit"),
+        OPT_FLAG("--resume", &p->resume, .help = "continue the run in --out from its latest checkpoint, bit for bit (see below)"),
         OPT_LONG("--save-every", &p->save_every, .lo = 0, .hi = 1e12, .meta = "N", .help = "checkpoint every N steps"),
         OPT_LONG("--sample-every", &p->sample_every, .lo = 0, .hi = 1e12, .meta = "N",
                  .help = "a grid of samples every N steps, 0 for only at the end"),

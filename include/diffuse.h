@@ -892,13 +892,20 @@ typedef struct {
     int         batch_size, grad_accum;
     int         use_ema;
     double      ema_max_decay, ema_power, ema_inv_gamma;
-    /* budget: stop at the first limit reached (0 = none; at least one must be set) */
+    /* budget: stop at the first limit reached (0 = none; at least one must be set unless resuming). On
+     * resume a budget is the run's new total, counted from its start (max_minutes: the training time of
+     * all its sessions, which the training state records); one already reached fails with DF_ERR_ARG. With
+     * none, the run finishes the budget it recorded, and one that already finished reports so in a progress
+     * event and returns DF_OK, writing nothing. */
     long        max_steps;
     int         max_epochs;
     double      max_minutes;
     /* output */
     const char *out_dir;
-    int         resume;           /* continue from out_dir/latest */
+    int         resume;           /* continue from out_dir/latest: the model, data, diffusion, optimizer
+                                     (learning-rate schedule included), EMA, batch and seed settings are the
+                                     run's and these fields are ignored; the budget, output, sampling,
+                                     evaluation and logging fields are taken as given */
     long        save_every;       /* checkpoint every N steps (and at the end) */
     long        sample_every;     /* sample grid every N steps (0: only at the end) */
     int         sample_count, sample_steps;

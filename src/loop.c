@@ -56,7 +56,7 @@ void train_loop_free(train_loop *L) {
     L->ema = NULL, L->perm = NULL, L->x0 = NULL, L->labels = NULL;
 }
 
-double train_loop_elapsed(const train_loop *L) { return df_now_sec() - L->t0 - L->untimed; }
+double train_loop_elapsed(const train_loop *L) { return L->elapsed_before + df_now_sec() - L->t0 - L->untimed; }
 
 void train_loop_event(train_loop *L, const char *fmt, ...) {
     size_t n = strlen(L->event), cap = sizeof L->event;
@@ -124,6 +124,50 @@ static df_status restore_moments(train_loop *L, const char *ck, long opt_step, l
     return st;
 }
 
+static long steps_per_epoch(const train_loop *L) {
+    const long per_step = (long)L->p.batch_size * L->p.grad_accum;
+    return (L->n + per_step - 1) / per_step;
+}
+
+/* The budget in words ("300 steps", "2 epochs (60 steps)", "5 minutes", joined by " or "). */
+static void describe_budget(const train_loop *L, long per_epoch, char *buf, size_t cap) {
+    const train_loop_params *p = &L->p;
+    size_t n = 0;
+    buf[0] = 0;
+    if (p->max_steps > 0) n += (size_t)snprintf(buf + n, cap - n, "%ld steps", p->max_steps);
+    if (p->max_epochs > 0 && n < cap)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%d epoch%s (%ld steps)", n ? " or " : "", p->max_epochs,
+                              p->max_epochs == 1 ? "" : "s", (long)p->max_epochs * per_epoch);
+    if (p->max_minutes > 0 && n < cap) snprintf(buf + n, cap - n, "%s%g minutes", n ? " or " : "", p->max_minutes);
+}
+
+/* A resumed run's budget against where the run stands. A budget the caller gave is the run's total, so
+ * one already reached is refused; the run's own budget already used up leaves nothing to do (done_before). */
+static df_status check_resumed_budget(train_loop *L, long per_epoch) {
+    const train_loop_params *p = &L->p;
+    char reached[96] = "", where[96];
+    if (p->max_steps > 0 && L->step >= p->max_steps) snprintf(reached, sizeof reached, "%ld steps", p->max_steps);
+    else if (p->max_epochs > 0 && L->step >= (long)p->max_epochs * per_epoch)
+        snprintf(reached, sizeof reached, "%d epoch%s (%ld steps)", p->max_epochs, p->max_epochs == 1 ? "" : "s",
+                 (long)p->max_epochs * per_epoch);
+    else if (p->max_minutes > 0 && L->elapsed_before >= p->max_minutes * 60)
+        snprintf(reached, sizeof reached, "%g minutes", p->max_minutes);
+    if (!reached[0]) return DF_OK;
+    /* states written before the training time was recorded say 0: no time is claimed for them */
+    int n = snprintf(where, sizeof where, "step %ld", L->step);
+    if (L->elapsed_before > 0)
+        snprintf(where + n, sizeof where - (size_t)n, " after %.1f minutes of training", L->elapsed_before / 60);
+    if (L->budget_given)
+        return df_fail(DF_ERR_ARG, "the run is at %s: a budget of %s is already reached (a resumed run's budget is "
+                       "its total, counted from its start)", where, reached);
+    L->done_before = 1;
+    char all[200];
+    describe_budget(L, per_epoch, all, sizeof all);
+    snprintf(L->event, sizeof L->event, "the run already finished its budget of %s, at %s: nothing to do (a larger "
+             "budget trains on)", all, where);
+    return DF_OK;
+}
+
 /* An unset warmup: a tenth of the budget, at most diffusers' 500 steps, so a short run spends most of its
  * steps at the learning rate it asked for. */
 static long auto_warmup(long budget_steps) { return DF_MIN(500, budget_steps / 10); }
@@ -142,11 +186,12 @@ df_status train_loop_setup(train_loop *L, df_model *model, const df_dataset *dat
     if (p->nonfinite_skip < 0) return df_fail(DF_ERR_ARG, "nonfinite_skip %d must not be negative", p->nonfinite_skip);
     if (L->n < 1) return df_fail(DF_ERR_ARG, "no images to train on");
     /* the budget as steps when it can be known; the learning-rate schedule spans it unless given */
-    const long per_step = (long)p->batch_size * p->grad_accum, per_epoch = (L->n + per_step - 1) / per_step;
+    const long per_epoch = steps_per_epoch(L);
     L->total = p->max_steps;
     if (p->max_epochs > 0 && (L->total <= 0 || (long)p->max_epochs * per_epoch < L->total))
         L->total = (long)p->max_epochs * per_epoch;
-    if (p->optim.total_steps <= 0 && L->total > 0) p->optim.total_steps = L->total;
+    /* a resumed run keeps the schedule it started with (read from its state), whatever its budget now */
+    if (!resume_dir && p->optim.total_steps <= 0 && L->total > 0) p->optim.total_steps = L->total;
     /* an unset warmup (negative) is scaled to the budget: step 1 of a minutes budget takes lr 0 under any
      * warmup of 1 or more, so its length can wait for the first step's speed */
     if (p->optim.warmup_steps < 0 && p->max_minutes > 0) p->optim.warmup_steps = 1, L->warmup_auto = 2;
@@ -163,6 +208,7 @@ df_status train_loop_setup(train_loop *L, df_model *model, const df_dataset *dat
         memcpy(L->ema, df_model_params(model), np * sizeof(float));
     }
     if (resume_dir) {
+        if ((st = check_resumed_budget(L, per_epoch))) return st;
         if ((st = restore_moments(L, resume_dir, opt_step, ema_updates))) return st;
         L->saved_step = L->step;   /* `latest` holds this very state */
     }
@@ -277,6 +323,9 @@ static df_status save_state_json(const train_loop *L, const char *path) {
     snprintf(exact, sizeof exact, "%.17g", isfinite(L->loss_avg) ? L->loss_avg : 0.0);
     cJSON_AddRawToObject(j, "loss_avg", exact);
     cJSON_AddNumberToObject(j, "nonfinite_skipped", (double)L->nonfinite_skipped);
+    /* training seconds of all sessions so far: a resumed run's minutes budget counts them */
+    snprintf(exact, sizeof exact, "%.17g", train_loop_elapsed(L));
+    cJSON_AddRawToObject(j, "elapsed", exact);
     json_add_rng(j, "rng", &L->rng);
     char num[32];
     snprintf(num, sizeof num, "%llu", (unsigned long long)p->seed);
@@ -482,13 +531,14 @@ static void read_loop_fields(train_loop *L, state_reader *r, const cJSON *j) {
     if (state_num(r, j, "loss_avg", -1e300, 1e300, 0, 0, &v)) L->loss_avg = v;
     if (state_num(r, j, "nonfinite_skipped", 0, BIG, 1, 1, &v)) L->nonfinite_skipped = (long)v;   /* absent before */
     read_optimizer(r, o, &p->optim);
-    /* a resumed run without a budget of its own finishes the original one */
+    /* a budget given on resume replaces the run's as its new total; without one the run finishes its own */
     double ms = 0, me = 0, mm = 0;
-    int had_budget = p->max_steps > 0 || p->max_epochs > 0 || p->max_minutes > 0;
+    L->budget_given = p->max_steps > 0 || p->max_epochs > 0 || p->max_minutes > 0;
     state_num(r, j, "max_steps", 0, BIG, 1, 1, &ms);
     state_num(r, j, "max_epochs", 0, IMAX, 1, 1, &me);
     state_num(r, j, "max_minutes", 0, 1e9, 0, 1, &mm);
-    if (!had_budget) p->max_steps = (long)ms, p->max_epochs = (int)me, p->max_minutes = mm;
+    if (!L->budget_given) p->max_steps = (long)ms, p->max_epochs = (int)me, p->max_minutes = mm;
+    if (state_num(r, j, "elapsed", 0, 1e12, 0, 1, &v)) L->elapsed_before = v;   /* absent before: 0 */
     if (state_num(r, j, "ema_max_decay", 0, 1, 0, 1, &v)) p->ema_max_decay = v;
     if (state_num(r, j, "ema_power", 0, 100, 0, 1, &v)) p->ema_power = v;
     if (state_num(r, j, "ema_inv_gamma", 1e-12, 1e12, 0, 1, &v)) p->ema_inv_gamma = v;
@@ -607,8 +657,9 @@ static void fill_report(train_loop *L, report_clock *rc, double loss, double gno
     pr->grad_norm = gnorm;
     double dt = tnow - rc->last_t;
     pr->images_per_sec = dt > 0 ? (double)(L->step - rc->last_step) * per_step / dt : 0;
-    pr->elapsed = tnow - L->t0 - L->untimed;
-    double rate = (double)(L->step - rc->start_step) / pr->elapsed;
+    const double session = tnow - L->t0 - L->untimed;   /* this session's training time, for the rate */
+    pr->elapsed = L->elapsed_before + session;
+    double rate = (double)(L->step - rc->start_step) / session;
     pr->eta = -1;
     if (L->total > 0 && rate > 0) pr->eta = (double)(L->total - L->step) / rate;
     if (L->p.max_minutes > 0) {
@@ -669,14 +720,19 @@ static df_status finish(train_loop *L) {
     return DF_OK;
 }
 
-/* A resumed run is told when its budget outgrows the learning-rate schedule it started with. */
+/* A resumed run keeps the learning-rate schedule it started with, so that it stays the run it was; it is
+ * told (once, before its first step) when its budget outgrows that schedule: the steps past a decaying
+ * schedule's end get its final rate, 0, and leave the weights as they are. A budget in minutes may
+ * outgrow any schedule. */
 static void note_schedule_end(train_loop *L) {
-    if (L->saved_step < 0 || L->total <= L->opt.p.total_steps || L->opt.p.decay == DF_LR_CONSTANT || !L->task->progress)
-        return;
-    snprintf(L->event, sizeof L->event, "note: the learning-rate schedule of this run ends at step %ld; later steps "
-             "use its final rate", L->opt.p.total_steps);
-    df_train_progress note = {.step = L->step, .total_steps = L->total, .eta = -1, .event = L->event};
-    L->task->progress(L->ctx, &note);
+    const df_optim_params *o = &L->opt.p;
+    const int decays = o->decay != DF_LR_CONSTANT && o->total_steps > o->warmup_steps;
+    const int outgrows = L->total > o->total_steps || (L->total == 0 && L->p.max_minutes > 0);
+    if (L->saved_step < 0 || !decays || !outgrows) return;
+    train_loop_event(L, "note: the %s learning-rate schedule of this run ends at step %ld; later steps use its final "
+                     "rate, %g, and leave the weights as they are (a new run started from these weights has a "
+                     "schedule of its own)", o->decay == DF_LR_COSINE ? "cosine" : "linear", o->total_steps,
+                     df_optimizer_lr(o, o->total_steps));
 }
 
 /* The warmup against the budget, as an event: the length chosen when it was unset, a warning when the
@@ -698,8 +754,8 @@ static void note_warmup(train_loop *L, long steps, int by_speed) {
 /* After the first step of a minutes budget: the steps it allows at that step's speed (slower than the
  * rest, so the estimate errs short), and from them the unset warmup or the warning. */
 static void warmup_by_speed(train_loop *L) {
-    const double sec = train_loop_elapsed(L);
-    long steps = L->step + (long)DF_MIN(1e12, L->p.max_minutes * 60 / DF_MAX(sec, 1e-9));
+    const double sec = train_loop_elapsed(L) - L->elapsed_before;   /* this session's first step */
+    long steps = L->step + (long)DF_MIN(1e12, (L->p.max_minutes * 60 - L->elapsed_before) / DF_MAX(sec, 1e-9));
     if (L->total > 0) steps = DF_MIN(steps, L->total);
     if (L->warmup_auto == 2) {
         /* the new length from the next step on; step 1 took lr 0 as under any warmup of 1 or more */
@@ -716,19 +772,34 @@ static int budget_used(const train_loop *L) {
 }
 
 df_status train_loop_run(train_loop *L) {
-    note_schedule_end(L);
+    if (L->done_before) {   /* check_resumed_budget wrote why */
+        if (L->task->progress) {
+            df_train_progress note = {.step = L->step, .total_steps = L->total, .epoch = L->epoch, .eta = -1,
+                                      .elapsed = L->elapsed_before, .event = L->event};
+            L->task->progress(L->ctx, &note);
+        }
+        return DF_OK;
+    }
     df_model_set_train(L->model, 1, &L->rng);
     /* the network's memory for the batch, planned once: no step allocates */
     df_status st = df_model_reserve(L->model, L->p.batch_size, L->h, L->w);
     if (st) return st;
-    /* a budget in steps is known now; one in minutes after the first step */
-    if (!(L->p.max_minutes > 0) && L->task->progress) {
-        L->event[0] = 0;
-        note_warmup(L, L->total, 0);
-        if (L->event[0]) {
-            df_train_progress note = {.step = L->step, .total_steps = L->total, .eta = -1, .event = L->event};
-            L->task->progress(L->ctx, &note);
-        }
+    /* before the first step, in one report: where a resumed run stands, its schedule against its budget,
+     * and the warmup against a budget in steps (one in minutes is known after the first step) */
+    L->event[0] = 0;
+    if (L->saved_step >= 0) {
+        char budget[200];
+        describe_budget(L, steps_per_epoch(L), budget, sizeof budget);
+        char after[64] = "";
+        if (L->elapsed_before > 0) snprintf(after, sizeof after, " after %.1f minutes of training", L->elapsed_before / 60);
+        train_loop_event(L, "resumed at step %ld%s, to a budget of %s", L->step, after, budget);
+        note_schedule_end(L);
+    }
+    if (!(L->p.max_minutes > 0)) note_warmup(L, L->total, 0);
+    if (L->event[0] && L->task->progress) {
+        df_train_progress note = {.step = L->step, .total_steps = L->total, .epoch = L->epoch, .eta = -1,
+                                  .elapsed = L->elapsed_before, .event = L->event};
+        L->task->progress(L->ctx, &note);
     }
     L->t0 = df_now_sec();
     report_clock rc = {L->t0, L->step, L->step};

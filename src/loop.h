@@ -10,7 +10,9 @@
 struct cJSON;
 typedef struct train_loop train_loop;
 
-/* Settings every trainer has. Budgets: stop at the first limit reached (0 = none). */
+/* Settings every trainer has. Budgets: stop at the first limit reached (0 = none). A resumed run's budget
+ * is its total, counted from its start (minutes: training time of all its sessions); with none given it
+ * is the budget the run recorded. */
 typedef struct {
     int             batch_size, grad_accum;
     int             flip;            /* random horizontal flips of the training images */
@@ -80,6 +82,10 @@ struct train_loop {
     int               nonfinite_run, stopped;
     int               warmup_auto;   /* 1: the warmup was scaled to the budget; 2: it waits for the first step's speed */
     double            t0, untimed;  /* start, and seconds spent evaluating (not training time) */
+    double            elapsed_before;   /* training seconds of the run's earlier sessions (a resume's) */
+    /* A resumed run's budget: budget_given, the caller gave one (the run's new total); done_before, the
+     * run's own budget was already used up when it resumed, so this session has nothing to do. */
+    int               budget_given, done_before;
     char              event[4400];  /* what happened at this step ("a; b") */
 };
 
@@ -87,15 +93,17 @@ struct train_loop {
  * training state). */
 void      train_loop_init(train_loop *L, const train_loop_params *p, const train_task *task, void *ctx);
 /* The model and data are there: optimizer, EMA, this epoch's order and the batch buffers. resume_dir
- * (a checkpoint, or NULL) restores the optimizer's moments and counters. */
+ * (a checkpoint, or NULL) restores the optimizer's moments and counters, keeps the learning-rate schedule
+ * the run started with, and refuses a budget given that the run has already reached (DF_ERR_ARG). */
 df_status train_loop_setup(train_loop *L, df_model *model, const df_dataset *data, const char *resume_dir);
 void      train_loop_free(train_loop *L);
-/* Train until a budget is used up or a stop is requested, then finish and save a last checkpoint. */
+/* Train until a budget is used up or a stop is requested, then finish and save a last checkpoint. A
+ * resumed run whose budget was already used up (done_before) only says so and writes nothing. */
 df_status train_loop_run(train_loop *L);
 
 /* A seed's bits spread out (splitmix64's finaliser): nearby seeds give unrelated streams. */
 uint64_t train_seed_mix(uint64_t z);
-/* Seconds of training so far (evaluation excluded). */
+/* Seconds of training so far, earlier sessions included (evaluation excluded). */
 double train_loop_elapsed(const train_loop *L);
 /* Append a note to this step's event text. */
 void train_loop_event(train_loop *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -539,6 +539,10 @@ static df_status open_run(trainer *tr) {
     tr->ti = malloc(sizeof(int) * B);
     if (!tr->xt || !tr->noise || !tr->target || !tr->weights || !tr->t || !tr->per_sample || !tr->ti)
         return df_fail(DF_ERR_NOMEM, "out of memory for a batch of %zu", B);
+    /* the grids' settings may change on resume: checked here, before any step, rather than at the first grid */
+    if (p->sample_count > 0 && (p->sample_steps < 1 || p->sample_steps > tr->sched.T))
+        return df_fail(DF_ERR_ARG, "sample grids with %d DDIM steps: the model has %d training timesteps", p->sample_steps,
+                       tr->sched.T);
     if (p->eval_every > 0 && (!p->eval_features || !p->eval_ref || p->eval_n < 2 || p->eval_steps < 1 ||
                               p->eval_steps > tr->sched.T))
         return df_fail(DF_ERR_ARG, "evaluation during training needs a feature network, a reference, at least 2 images "
@@ -592,7 +596,7 @@ df_status df_train(const df_train_params *params) {
     df_status st = open_run(&tr);
     if (!st && !p->resume) st = df_mkdir_p(p->out_dir);
     if (!st) train_remove_leftovers(p->out_dir);
-    if (!st) st = open_outputs(&tr);
+    if (!st && !tr.L.done_before) st = open_outputs(&tr);   /* a run with nothing left to do writes nothing */
     if (!st) st = train_loop_run(&tr.L);
     trainer_free(&tr);
     return st;

@@ -372,3 +372,71 @@ TEST(cli_sample_labels_by_name_and_classifier_classes) {
     rc = run_err(args, err, sizeof err);
     CHECK(rc == 0 && !strstr(err, "cannot be checked"), "--score with the same names: %d, %s", rc, err);
 }
+
+/* --resume: a budget is the run's total, and the run equals a straight run of it bit for bit; sampling
+ * options given on resume are used; a budget already reached and a fixed setting are refused by name; with
+ * no budget a finished run says so and writes nothing. */
+TEST(cli_train_resume_rules) {
+    const char *dir = test_tmp_dir();
+    char data[600], cfg[600], common[2000], args[4000], err[8192], a[700], b[700], fa[900], fb[900];
+    test_toy_idx(dir, "resume-toy", 32, 4, data, sizeof data);
+    df_unet_config c;
+    test_tiny_unet(&c, 1);
+    snprintf(cfg, sizeof cfg, "%s/resume-tiny.json", dir);
+    CHECK_OK(df_unet_config_save(&c, cfg));
+    /* a schedule that does not depend on the budget, so a run of 4 steps extended to 9 is a run of 9 */
+    snprintf(common, sizeof common, "--config %s --data %s --batch 8 --lr-decay constant --warmup 2 --save-every 0 "
+             "--sample-every 0 --samples 0 --log-every 1", cfg, data);
+    snprintf(a, sizeof a, "%s/resume-straight", dir);
+    snprintf(b, sizeof b, "%s/resume-extended", dir);
+    snprintf(args, sizeof args, "train %s --steps 9 --out %s", common, a);
+    CHECK(run_err(args, err, sizeof err) == 0, "the straight run: %s", err);
+    snprintf(args, sizeof args, "train %s --steps 4 --out %s", common, b);
+    CHECK(run_err(args, err, sizeof err) == 0, "the short run: %s", err);
+    snprintf(args, sizeof args, "train --resume --steps 9 --samples 4 --sample-steps 2 --out %s", b);
+    int rc = run_err(args, err, sizeof err);
+    CHECK(rc == 0 && strstr(err, "resumed at step 4") && strstr(err, "to a budget of 9 steps"),
+          "--resume --steps 9 from step 4: %d, %s", rc, err);
+    const char *files[] = {"unet_raw/diffusion_pytorch_model.safetensors", "training_state.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(fa, sizeof fa, "%s/checkpoint-0000009/%s", a, files[i]);
+        snprintf(fb, sizeof fb, "%s/checkpoint-0000009/%s", b, files[i]);
+        CHECK(same_bytes(fa, fb), "%s: the run extended to 9 steps differs from the straight one", files[i]);
+    }
+    /* the grid has the 4 images asked for on resume (2 x 2 of 8 x 8 with 2-pixel gaps: 22 wide), not 64 */
+    snprintf(fb, sizeof fb, "%s/samples/step-0000009.png", b);
+    char *png = NULL;
+    size_t n = 0;
+    CHECK_OK(df_read_file(fb, &png, &n));
+    long width = png && n > 24 ? ((long)(unsigned char)png[16] << 24 | (long)(unsigned char)png[17] << 16 |
+                                  (long)(unsigned char)png[18] << 8 | (unsigned char)png[19]) : -1;
+    free(png);
+    CHECK(width == 22, "the grid of --samples 4 given on resume is 22 pixels wide, not %ld", width);
+    /* --sample-steps given on resume is checked against the model before any step */
+    snprintf(args, sizeof args, "train --resume --steps 12 --samples 4 --sample-steps 5000 --out %s", b);
+    rc = run_err(args, err, sizeof err);
+    CHECK(rc == 1 && strstr(err, "5000 DDIM steps"), "--sample-steps 5000 on resume: %d, %s", rc, err);
+    /* a budget the run has reached, and a setting that cannot change, are refused by name */
+    snprintf(args, sizeof args, "train --resume --steps 5 --out %s", b);
+    rc = run_err(args, err, sizeof err);
+    CHECK(rc == 1 && strstr(err, "the run is at step 9") && strstr(err, "a budget of 5 steps is already reached"),
+          "--steps 5 at step 9: %d, %s", rc, err);
+    snprintf(args, sizeof args, "train --resume --steps 12 --lr-decay cosine --out %s", b);
+    rc = run_err(args, err, sizeof err);
+    CHECK(rc == 2 && strstr(err, "--lr-decay: a resumed run keeps the settings it started with"),
+          "--lr-decay on resume: %d, %s", rc, err);
+    /* no budget: the run finished its 9 steps; it says so, exits 0 and leaves the log as it was */
+    char log[800], *before = NULL, *after = NULL;
+    size_t nb = 0, na = 0;
+    snprintf(log, sizeof log, "%s/loss.csv", b);
+    CHECK_OK(df_read_file(log, &before, &nb));
+    snprintf(args, sizeof args, "train --resume --out %s", b);
+    rc = run_err(args, err, sizeof err);
+    CHECK(rc == 0 && strstr(err, "already finished its budget of 9 steps, at step 9") && strstr(err, "nothing to do"),
+          "--resume of a finished run: %d, %s", rc, err);
+    CHECK_OK(df_read_file(log, &after, &na));
+    CHECK(before && after && nb == na && memcmp(before, after, nb) == 0, "a finished run's resume changed loss.csv");
+    free(before), free(after);
+    df_training_summary s;
+    CHECK(df_training_summary_load(b, &s) == DF_OK && s.step == 9, "latest is still step 9 (%ld)", s.step);
+}

@@ -6,6 +6,7 @@
 #include "safetensors.h"
 #include "test.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -250,6 +251,123 @@ TEST(train_resume_is_bit_exact) {
     CHECK(df_train(&q) == DF_ERR_IO && strstr(df_error(), "/nonexistent/run"), "resume without a run: %s", df_error());
     struct stat nsb;
     CHECK(stat("/nonexistent/run", &nsb) != 0, "a failed resume created its output directory");
+}
+
+/* ---- a resumed run's budget ---------------------------------------------------------------------------- */
+
+/* Asks the run to stop once it reports step `at` (as Ctrl-C would), and keeps the events it reported. */
+typedef struct {
+    long         at;
+    volatile int stop;
+    char         events[4096];
+} stop_watch;
+
+static void stop_at(void *ctx, const df_train_progress *p) {
+    stop_watch *w = ctx;
+    if (p->event && strlen(w->events) + strlen(p->event) + 2 < sizeof w->events)
+        strcat(strcat(w->events, p->event), "\n");
+    if (w->at > 0 && p->step >= w->at) w->stop = 1;
+}
+
+/* The "elapsed" (training seconds of all sessions) of out/latest's state; set it first when set >= 0. */
+static double state_elapsed(const char *out, double set) {
+    char path[800], *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/latest/training_state.json", out);
+    if (df_read_file(path, &text, &len)) return -1;
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "elapsed");
+    double v = cJSON_IsNumber(e) ? e->valuedouble : -1;
+    if (set >= 0 && j) {
+        cJSON_ReplaceItemInObjectCaseSensitive(j, "elapsed", cJSON_CreateNumber(set));
+        char *out_text = cJSON_Print(j);
+        CHECK_OK(df_write_file_atomic(path, out_text, strlen(out_text)));
+        free(out_text);
+        v = set;
+    }
+    cJSON_Delete(j);
+    return v;
+}
+
+static long state_step(const char *out) {
+    df_training_summary s;
+    return df_training_summary_load(out, &s) == DF_OK && s.found ? s.step : -1;
+}
+
+/* A budget given on resume is the run's total (steps from its start, minutes of all its sessions); none
+ * finishes the run's own, which continues bit for bit and keeps its elapsed time; one reached is refused. */
+TEST(train_resume_budget_is_the_runs_total) {
+    const char *dir = test_tmp_dir();
+    char data[600], cfg[600], a[600], b[600];
+    test_toy_idx(dir, "toy", 40, 4, data, sizeof data);
+    snprintf(cfg, sizeof cfg, "%s/tiny-budget.json", dir);
+    tiny_config(cfg, 0);
+    snprintf(a, sizeof a, "%s/budget-straight", dir);
+    snprintf(b, sizeof b, "%s/budget-stopped", dir);
+    df_train_params p;
+    base_params(&p, data, cfg, a);   /* cosine decay over the budget: the schedule depends on it */
+    p.max_steps = 12, p.save_every = 0, p.sample_every = 0, p.sample_count = 0;
+    CHECK_OK(df_train(&p));
+    /* the same run stopped after step 5, then resumed without a budget: it finishes the 12 steps */
+    base_params(&p, data, cfg, b);
+    p.max_steps = 12, p.save_every = 0, p.sample_every = 0, p.sample_count = 0;
+    stop_watch w = {.at = 5};
+    p.stop = &w.stop, p.progress = stop_at, p.progress_ctx = &w;
+    CHECK_OK(df_train(&p));
+    CHECK(state_step(b) == 5, "stopped at step 5 (latest is at %ld)", state_step(b));
+    double before = state_elapsed(b, 1000);   /* as if the first session had trained 1000 s */
+    CHECK(before == 1000, "the state records the training time (%g)", before);
+    df_train_params q;
+    df_train_params_default(&q);
+    q.out_dir = b, q.resume = 1, q.sample_every = 0, q.sample_count = 0, q.log_every = 1;
+    memset(&w, 0, sizeof w);
+    q.progress = stop_at, q.progress_ctx = &w;
+    CHECK_OK(df_train(&q));
+    CHECK(state_step(b) == 12, "no budget on resume finishes the run's 12 steps (latest at %ld)", state_step(b));
+    CHECK(strstr(w.events, "resumed at step 5 after 16.7 minutes of training, to a budget of 12 steps"),
+          "the resume says where the run stands: %s", w.events);
+    CHECK(!strstr(w.events, "schedule"), "the budget did not outgrow the schedule: %s", w.events);
+    double after = state_elapsed(b, -1);
+    CHECK(after >= 1000 && after < 1000 + 600, "elapsed continues from the first session's 1000 s: %g", after);
+    char fa[800], fb[800];
+    snprintf(fa, sizeof fa, "%s/checkpoint-0000012/unet_raw/diffusion_pytorch_model.safetensors", a);
+    snprintf(fb, sizeof fb, "%s/checkpoint-0000012/unet_raw/diffusion_pytorch_model.safetensors", b);
+    CHECK(files_equal(fa, fb), "the stopped and resumed run differs from the straight one");
+    /* resumed again without a budget: finished, nothing to do, nothing written */
+    memset(&w, 0, sizeof w);
+    CHECK_OK(df_train(&q));
+    CHECK(strstr(w.events, "already finished its budget of 12 steps, at step 12") && strstr(w.events, "nothing to do"),
+          "a finished run says so: %s", w.events);
+    CHECK(state_elapsed(b, -1) == after, "a finished run writes nothing (elapsed %g, was %g)", state_elapsed(b, -1), after);
+    /* a budget already reached is refused, whatever its unit (were one not, the run stops after a step) */
+    memset(&w, 0, sizeof w);
+    w.at = 13;
+    q.stop = &w.stop;
+    q.max_steps = 10;
+    CHECK(df_train(&q) == DF_ERR_ARG && strstr(df_error(), "the run is at step 12") &&
+              strstr(df_error(), "a budget of 10 steps is already reached"), "--steps 10 at step 12: %s", df_error());
+    q.max_steps = 0, q.max_epochs = 1;   /* 40 images in batches of 16: 3 steps an epoch */
+    CHECK(df_train(&q) == DF_ERR_ARG && strstr(df_error(), "a budget of 1 epoch (3 steps) is already reached"),
+          "--epochs 1 at step 12: %s", df_error());
+    /* minutes are the run's training time in all: 1000 s and more recorded, so 16.6 minutes are reached */
+    q.max_epochs = 0, q.max_minutes = 1000.0 / 60;
+    CHECK(df_train(&q) == DF_ERR_ARG && strstr(df_error(), "minutes is already reached"), "--minutes at %g s: %s",
+          after, df_error());
+    CHECK(state_step(b) == 12, "a refused resume trains nothing (latest at %ld)", state_step(b));
+    /* a minute more than the run has trained: it trains on (a budget of steps no longer ends it) for about
+     * a minute; stopped after two steps, the state's time continues from the recorded one */
+    q.max_minutes = after / 60 + 1;
+    memset(&w, 0, sizeof w);
+    w.at = 14;
+    CHECK_OK(df_train(&q));
+    double later = state_elapsed(b, -1);
+    CHECK(state_step(b) == 14, "the resumed run trained past its old budget of 12 steps (latest at %ld)", state_step(b));
+    CHECK(later > after && later < after + 60, "elapsed %g continues from %g", later, after);
+    CHECK(strstr(w.events, "note: the cosine learning-rate schedule of this run ends at step 12; later steps use its "
+                           "final rate, 0"), "the schedule's end is announced: %s", w.events);
+    const char *n1 = strstr(w.events, "schedule of this run");
+    CHECK(n1 && !strstr(n1 + 1, "schedule of this run"), "the schedule's end is announced once: %s", w.events);
 }
 
 /* ---- the shared loop's data order ------------------------------------------------------------------------ */
