@@ -23,9 +23,10 @@ const cli_command cmd_train = {
               "the run has already reached is refused. Without a budget the run finishes the one it has; a run that\n"
               "already finished says so, writes nothing and exits with status 0. Options that change the model, the\n"
               "data, the diffusion or the optimisation (and --seed) are refused by name; the output, sampling,\n"
-              "evaluation and logging options, --skip-nonfinite and --threads apply as given (left out, their\n"
-              "defaults). The learning-rate schedule stays the one the run started with: when a larger budget outgrows\n"
-              "a decaying one, the steps past its end use its final rate, 0, and the run says so.\n\n"
+              "evaluation and logging options and --skip-nonfinite apply as given; left out, they stay as the run's\n"
+              "last session had them (--threads is each session's own). The learning-rate schedule stays the one\n"
+              "the run started with: when a larger budget outgrows a decaying one, the steps past its end use its\n"
+              "final rate, 0, and the run says so.\n\n"
               "Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits with status 0 (a second one\n"
               "exits at once). Checkpoints are written whole before `latest` names them, so a crash, a kill or a full\n"
               "disk (exit 1, naming the file) leaves the previous checkpoint to --resume from.",
@@ -253,11 +254,19 @@ static int train_main(int argc, char **argv) {
     char outbuf[512], feat_buf[4200];
     int rc = parse(argc, argv, &p, outbuf, sizeof outbuf);
     if (rc) return cli_exit(rc);
+    if ((rc = check_files(&p)) != 0) return rc;
+    df_train_paths paths;
+    if (p.resume) {   /* the run's last settings, then the options given over them */
+        const char *run = p.out_dir;
+        df_train_params_default(&p);
+        df_status st = df_train_params_resume(&p, run, &paths);
+        if (st) return cli_fail(st);
+        if ((rc = parse(argc, argv, &p, outbuf, sizeof outbuf))) return cli_exit(rc);
+    }
     if (p.eval_every && !p.eval_features) p.eval_features = cli_default_features(feat_buf, sizeof feat_buf);
     if (p.eval_every && cli_check_data("--eval-ref", p.eval_ref)) return 1;
     if (p.eval_every && access(p.eval_features, R_OK) != 0)
         return cli_die("--eval-features %s: no such feature network", p.eval_features);
-    if ((rc = check_files(&p)) != 0) return rc;
 
     /* the first Ctrl-C or SIGTERM asks for a checkpoint and a clean exit; the handler then reverts to the
      * default, so a second one ends the process at once (the last published checkpoint stays whole) */

@@ -905,7 +905,8 @@ typedef struct {
     int         resume;           /* continue from out_dir/latest: the model, data, diffusion, optimizer
                                      (learning-rate schedule included), EMA, batch and seed settings are the
                                      run's and these fields are ignored; the budget, output, sampling,
-                                     evaluation and logging fields are taken as given */
+                                     evaluation and logging fields are taken as given
+                                     (df_train_params_resume sets them to the run's last ones) */
     long        save_every;       /* checkpoint every N steps (and at the end) */
     long        sample_every;     /* sample grid every N steps (0: only at the end) */
     int         sample_count, sample_steps;
@@ -954,6 +955,17 @@ void df_train_params_default(df_train_params *p);
  * returns DF_ERR_IO naming the file and the checkpoint kept. Leftover *.tmp entries of an interrupted
  * run are removed when a run starts in out_dir. */
 df_status df_train(const df_train_params *p);
+
+/* What df_train_params_resume copies a run's paths into; it must outlive the df_train call. */
+typedef struct {
+    char eval_features[4096], eval_ref[4096];
+} df_train_paths;
+/* Make p resume the run in out_dir (resume = 1, out_dir kept as given, so it must outlive p's use): the
+ * settings a resumed run may change (checkpoints, sample grids, logging, nonfinite_skip, evaluation) become
+ * those of the run's last session, so a caller sets only what it wants changed before df_train. The budget
+ * and the rest of p are left alone (df_train reads the settings a run keeps from its checkpoint). A state
+ * written before sessions were recorded leaves p as it is. DF_ERR_IO when out_dir holds no run. */
+df_status df_train_params_resume(df_train_params *p, const char *out_dir, df_train_paths *paths);
 
 /* ---- classifiers ----------------------------------------------------------------------------------- */
 

@@ -332,6 +332,70 @@ static void diffusion_save_state(void *ctx, const train_loop *L, cJSON *j) {
     cJSON_AddNumberToObject(j, "image_size", tr->h);
     cJSON_AddNumberToObject(j, "min_snr_gamma", p->min_snr_gamma);
     cJSON_AddNumberToObject(j, "class_dropout", p->class_dropout);
+    /* the settings a resumed session may change, as this one had them: the next takes them unless told */
+    cJSON *s = cJSON_AddObjectToObject(j, "session");
+    cJSON_AddNumberToObject(s, "save_every", (double)p->save_every);
+    cJSON_AddNumberToObject(s, "sample_every", (double)p->sample_every);
+    cJSON_AddNumberToObject(s, "sample_count", p->sample_count);
+    cJSON_AddNumberToObject(s, "sample_steps", p->sample_steps);
+    cJSON_AddNumberToObject(s, "keep_checkpoints", p->keep_checkpoints);
+    cJSON_AddNumberToObject(s, "log_every", (double)p->log_every);
+    cJSON_AddNumberToObject(s, "nonfinite_skip", p->nonfinite_skip);
+    cJSON_AddNumberToObject(s, "eval_every", (double)p->eval_every);
+    cJSON_AddNumberToObject(s, "eval_n", p->eval_n);
+    cJSON_AddNumberToObject(s, "eval_steps", p->eval_steps);
+    if (p->eval_features) cJSON_AddStringToObject(s, "eval_features", p->eval_features);
+    if (p->eval_ref) cJSON_AddStringToObject(s, "eval_ref", p->eval_ref);
+}
+
+/* A path of a state's session into buf (outliving the JSON), or an error naming the field. */
+static void session_path(state_reader *r, const cJSON *s, const char *key, char *buf, size_t cap, const char **out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(s, key);
+    if (r->bad || !v) return;
+    if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) >= cap) {
+        r->bad = key, snprintf(r->why, sizeof r->why, "expected a path of 1 to %zu characters", cap - 1);
+        return;
+    }
+    snprintf(buf, cap, "%s", v->valuestring);
+    *out = buf;
+}
+
+df_status df_train_params_resume(df_train_params *p, const char *out_dir, df_train_paths *paths) {
+    if (!p || !out_dir || !paths) return df_fail(DF_ERR_ARG, "train: no parameters, run directory or paths");
+    char path[4200], *text = NULL;
+    size_t len = 0;
+    snprintf(path, sizeof path, "%s/latest/training_state.json", out_dir);
+    df_status st = df_read_file(path, &text, &len);
+    if (st) return st;
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return df_fail(DF_ERR_FORMAT, "%s: not a JSON object", path);
+    }
+    df_train_params q = *p;   /* p changes only when every field reads */
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "session");   /* absent in states of version 0.2.0 */
+    state_reader r = {0};
+    double v;
+    if (s && !cJSON_IsObject(s)) r.bad = "session", snprintf(r.why, sizeof r.why, "expected an object");
+    if (s && state_num(&r, s, "save_every", 0, 1e12, 1, 1, &v)) q.save_every = (long)v;
+    if (s && state_num(&r, s, "sample_every", 0, 1e12, 1, 1, &v)) q.sample_every = (long)v;
+    if (s && state_num(&r, s, "sample_count", 0, 1 << 20, 1, 1, &v)) q.sample_count = (int)v;
+    if (s && state_num(&r, s, "sample_steps", 1, 1e6, 1, 1, &v)) q.sample_steps = (int)v;
+    if (s && state_num(&r, s, "keep_checkpoints", 1, 1e6, 1, 1, &v)) q.keep_checkpoints = (int)v;
+    if (s && state_num(&r, s, "log_every", 1, 1e12, 1, 1, &v)) q.log_every = (long)v;
+    if (s && state_num(&r, s, "nonfinite_skip", 0, 1e9, 1, 1, &v)) q.nonfinite_skip = (int)v;
+    if (s && state_num(&r, s, "eval_every", 0, 1e12, 1, 1, &v)) q.eval_every = (long)v;
+    if (s && state_num(&r, s, "eval_n", 2, 1e9, 1, 1, &v)) q.eval_n = (int)v;
+    if (s && state_num(&r, s, "eval_steps", 1, 1e6, 1, 1, &v)) q.eval_steps = (int)v;
+    if (s) session_path(&r, s, "eval_features", paths->eval_features, sizeof paths->eval_features, &q.eval_features);
+    if (s) session_path(&r, s, "eval_ref", paths->eval_ref, sizeof paths->eval_ref, &q.eval_ref);
+    cJSON_Delete(j);
+    if (r.bad) return df_fail(DF_ERR_FORMAT, "%s: session.%s: %s", path, r.bad, r.why);
+    *p = q;
+    p->out_dir = out_dir;
+    p->resume = 1;
+    return DF_OK;
 }
 
 /* The diffusion settings of a training state (the loop reads its own). */

@@ -412,6 +412,17 @@ TEST(cli_train_resume_rules) {
                                   (long)(unsigned char)png[18] << 8 | (unsigned char)png[19]) : -1;
     free(png);
     CHECK(width == 22, "the grid of --samples 4 given on resume is 22 pixels wide, not %ld", width);
+    /* left out on the next resume, --samples and --sample-steps stay as the last session had them */
+    snprintf(args, sizeof args, "train --resume --steps 10 --out %s", b);
+    rc = run_err(args, err, sizeof err);
+    CHECK(rc == 0, "--resume --steps 10: %d, %s", rc, err);
+    snprintf(fb, sizeof fb, "%s/samples/step-0000010.png", b);
+    png = NULL, n = 0;
+    CHECK_OK(df_read_file(fb, &png, &n));
+    width = png && n > 24 ? ((long)(unsigned char)png[16] << 24 | (long)(unsigned char)png[17] << 16 |
+                             (long)(unsigned char)png[18] << 8 | (unsigned char)png[19]) : -1;
+    free(png);
+    CHECK(width == 22, "the next session's grid is the last session's 4 images (22 pixels wide), not %ld", width);
     /* --sample-steps given on resume is checked against the model before any step */
     snprintf(args, sizeof args, "train --resume --steps 12 --samples 4 --sample-steps 5000 --out %s", b);
     rc = run_err(args, err, sizeof err);
@@ -419,8 +430,8 @@ TEST(cli_train_resume_rules) {
     /* a budget the run has reached, and a setting that cannot change, are refused by name */
     snprintf(args, sizeof args, "train --resume --steps 5 --out %s", b);
     rc = run_err(args, err, sizeof err);
-    CHECK(rc == 1 && strstr(err, "the run is at step 9") && strstr(err, "a budget of 5 steps is already reached"),
-          "--steps 5 at step 9: %d, %s", rc, err);
+    CHECK(rc == 1 && strstr(err, "the run is at step 10") && strstr(err, "a budget of 5 steps is already reached"),
+          "--steps 5 at step 10: %d, %s", rc, err);
     snprintf(args, sizeof args, "train --resume --steps 12 --lr-decay cosine --out %s", b);
     rc = run_err(args, err, sizeof err);
     CHECK(rc == 2 && strstr(err, "--lr-decay: a resumed run keeps the settings it started with"),
@@ -432,11 +443,11 @@ TEST(cli_train_resume_rules) {
     CHECK_OK(df_read_file(log, &before, &nb));
     snprintf(args, sizeof args, "train --resume --out %s", b);
     rc = run_err(args, err, sizeof err);
-    CHECK(rc == 0 && strstr(err, "already finished its budget of 9 steps, at step 9") && strstr(err, "nothing to do"),
+    CHECK(rc == 0 && strstr(err, "already finished its budget of 10 steps, at step 10") && strstr(err, "nothing to do"),
           "--resume of a finished run: %d, %s", rc, err);
     CHECK_OK(df_read_file(log, &after, &na));
     CHECK(before && after && nb == na && memcmp(before, after, nb) == 0, "a finished run's resume changed loss.csv");
     free(before), free(after);
     df_training_summary s;
-    CHECK(df_training_summary_load(b, &s) == DF_OK && s.step == 9, "latest is still step 9 (%ld)", s.step);
+    CHECK(df_training_summary_load(b, &s) == DF_OK && s.step == 10, "latest is still step 10 (%ld)", s.step);
 }
