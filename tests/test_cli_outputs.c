@@ -1,0 +1,83 @@
+/* The `diffuse` command's other forms of output: info as one line or JSON, JPEG images, DDIM inversion and
+ * sampling at another size, end to end on the shipped models. */
+#include "internal.h"
+#include "test.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+/* Run `diffuse args` with stdout into *out (malloc'd, may be NULL) and the first line of stderr into err;
+ * returns the exit code. */
+static int run_out(const char *args, char **out, char *err, size_t cap) {
+    char cmd[8192], outf[600], errf[600];
+    snprintf(outf, sizeof outf, "%s/outputs-stdout.txt", test_tmp_dir());
+    snprintf(errf, sizeof errf, "%s/outputs-stderr.txt", test_tmp_dir());
+    snprintf(cmd, sizeof cmd, "%s/diffuse %s >%s 2>%s", test_bin_dir(), args, outf, errf);
+    int st = system(cmd);
+    size_t n;
+    if (out && df_read_file(outf, out, &n)) *out = NULL;
+    if (err) {
+        err[0] = 0;
+        FILE *f = fopen(errf, "r");
+        if (f) {
+            if (!fgets(err, (int)cap, f)) err[0] = 0;
+            fclose(f);
+        }
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; s && *s; s++) n += *s == '\n';
+    return n;
+}
+
+/* info --json carries the facts the full form prints, with the model's own values; --quiet is one line. */
+TEST(cli_info_json_and_quiet) {
+    char *out = NULL, err[512];
+    int rc = run_out("info --json models/fmnist-s-cond", &out, err, sizeof err);
+    CHECK(rc == 0 && out, "info --json: %d, %s", rc, err);
+    cJSON *j = out ? cJSON_Parse(out) : NULL;
+    CHECK(j && cJSON_IsObject(j), "info --json is not a JSON object: %.200s", out ? out : "");
+    df_model *m = NULL;
+    df_scheduler_config sc;
+    CHECK_OK(df_pipeline_load("models/fmnist-s-cond", 0, &m, &sc));
+    if (j && m) {
+        const cJSON *cfg = cJSON_GetObjectItem(j, "config"), *sched = cJSON_GetObjectItem(j, "schedule");
+        const cJSON *names = cJSON_GetObjectItem(j, "class_names");
+        CHECK(cJSON_IsString(cJSON_GetObjectItem(j, "kind")) &&
+                  !strcmp(cJSON_GetObjectItem(j, "kind")->valuestring, "diffusion"), "kind diffusion");
+        CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "parameters")) == (double)df_model_num_params(m),
+              "parameters %g, the model has %zu", cJSON_GetNumberValue(cJSON_GetObjectItem(j, "parameters")),
+              df_model_num_params(m));
+        CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "tensors")) == df_model_num_tensors(m), "tensors");
+        CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "classes")) == 11, "11 classes");
+        CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "null_class")) == 10, "null class 10");
+        CHECK(cJSON_GetArraySize(names) == 11 && !strcmp(cJSON_GetArrayItem(names, 7)->valuestring, "Sneaker"),
+              "class names with Sneaker at 7");
+        CHECK(cfg && cJSON_GetNumberValue(cJSON_GetObjectItem(cfg, "sample_size")) == 28 &&
+                  cJSON_GetNumberValue(cJSON_GetObjectItem(cfg, "norm_eps")) == 1e-5 &&
+                  cJSON_GetArraySize(cJSON_GetObjectItem(cfg, "block_out_channels")) == 3,
+              "config: sample size 28, eps 1e-5, three levels");
+        CHECK(sched && cJSON_GetNumberValue(cJSON_GetObjectItem(sched, "num_train_timesteps")) == sc.num_train_timesteps &&
+                  !strcmp(cJSON_GetObjectItem(sched, "prediction_type")->valuestring, "epsilon"),
+              "schedule: T and prediction");
+        CHECK(cJSON_GetObjectItem(j, "training") != NULL, "a training entry (null for a shipped model)");
+    }
+    df_model_free(m);
+    cJSON_Delete(j);
+    free(out), out = NULL;
+    rc = run_out("info --quiet models/fmnist-s", &out, err, sizeof err);
+    CHECK(rc == 0 && count_lines(out) == 1 && strstr(out, "models/fmnist-s: diffusion, 28x28x1, 3939393 parameters"),
+          "info --quiet: one line: %d, %s", rc, out ? out : err);
+    free(out), out = NULL;
+    rc = run_out("info -q models/fmnist-classifier", &out, err, sizeof err);
+    CHECK(rc == 0 && count_lines(out) == 1 && strstr(out, ": classifier, 28x28x1, ") && strstr(out, "10 classes"),
+          "info -q of a classifier: one line: %d, %s", rc, out ? out : err);
+    free(out), out = NULL;
+    rc = run_out("info --quiet --json models/fmnist-s", NULL, err, sizeof err);
+    CHECK(rc == 2 && strstr(err, "--quiet and --json"), "--quiet with --json: %d, %s", rc, err);
+}
