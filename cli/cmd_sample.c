@@ -37,6 +37,8 @@ typedef struct {
     const char     *init_image, *inpaint, *mask;
     double          strength;
     int             jump_length, jump_n;
+    const char     *format;           /* --out-dir's images: png, jpg or jpeg */
+    int             quality;          /* JPEG quality (0: the library's default) */
     int             list_samplers;
 } sample_settings;
 
@@ -89,12 +91,26 @@ static int check_pairs(const cli_args *a, const sample_settings *s) {
     return 0;
 }
 
+/* JPEG output: --format names a format --out-dir writes; --quality needs a JPEG to apply to. Returns 0 or 2. */
+static int check_formats(const sample_settings *s) {
+    static const char *const formats[] = {"png", "jpg", "jpeg"};
+    int f = -1;
+    for (int i = 0; s->format && i < CLI_COUNTOF(formats); i++)
+        if (cli_has_suffix(s->format, formats[i]) && strlen(s->format) == strlen(formats[i])) f = i;
+    if (s->format && f < 0) return cli_usage_error("--format %s: give png or jpg", s->format);
+    if (s->format && !s->out_dir) return cli_usage_error("--format sets --out-dir's images; --out takes its name's");
+    const int jpeg_out = s->out && !cli_has_suffix(s->out, ".png");   /* .jpg or .jpeg, checked with the names */
+    if (s->quality && !jpeg_out && f < 1)
+        return cli_usage_error("--quality goes with a JPEG: --out FILE.jpg or --out-dir DIR --format jpg");
+    return 0;
+}
+
 /* Outputs of the kinds their names say, none written over another or over an input; every input there and
  * every output writable. Returns 0, 1 (a file problem) or 2 (a usage error). */
 static int check_files(const cli_args *a, sample_settings *s) {
     if (!s->out && !s->out_dir && !s->npy && !s->animate) s->out = "samples.png";
-    if (s->out && !cli_has_suffix(s->out, ".png"))
-        return cli_usage_error("--out %s: the grid is a PNG: name it .png", s->out);
+    if (s->out && !cli_has_suffix(s->out, ".png") && !cli_has_suffix(s->out, ".jpg") && !cli_has_suffix(s->out, ".jpeg"))
+        return cli_usage_error("--out %s: the grid is a PNG or a JPEG: name it .png, .jpg or .jpeg", s->out);
     if (s->npy && !cli_has_suffix(s->npy, ".npy")) return cli_usage_error("--npy %s: name it .npy", s->npy);
     if (s->animate && !cli_has_suffix(s->animate, ".gif") && !cli_has_suffix(s->animate, ".png"))
         return cli_usage_error("--animate %s: name it .gif (an animation) or .png (a strip)", s->animate);
@@ -179,10 +195,14 @@ static int parse(int argc, char **argv, sample_settings *s) {
                                                                  "classifier and print the accuracy against the "
                                                                  "requested labels"),
         OPT_SECTION("output (one or more; default --out samples.png):"),
-        OPT_STR("--out", &s->out, .alias = "-o", .meta = "FILE.png", .help = "a grid"),
+        OPT_STR("--out", &s->out, .alias = "-o", .meta = "FILE.png", .help = "a grid; a JPEG when named .jpg or .jpeg"),
         OPT_INT("--cols", &s->cols, .lo = 1, .hi = 10000, .meta = "N", .def = "square, or one row per label",
                 .help = "grid columns"),
-        OPT_STR("--out-dir", &s->out_dir, .meta = "DIR", .help = "one PNG per image"),
+        OPT_STR("--out-dir", &s->out_dir, .meta = "DIR", .help = "one file per image (NNNNNN.png, or --format jpg)"),
+        OPT_STR("--format", &s->format, .meta = "FMT", .def = "png",
+                .help = "--out-dir's images: png or jpg (--out takes its format from its name: .png, .jpg, .jpeg)"),
+        OPT_INT("--quality", &s->quality, .lo = 1, .hi = 100, .meta = "Q", .def = "95",
+                .help = "JPEG quality, with the parameters in the JPEG's comment"),
         OPT_STR("--npy", &s->npy, .meta = "FILE.npy", .help = "uint8 array (N, H, W, C)"),
         OPT_STR("--animate", &s->animate, .meta = "FILE",
                 .help = "the denoising process: an animated GIF (.gif) or a strip (.png) of the grid's predicted x_0 "
@@ -207,7 +227,7 @@ static int parse(int argc, char **argv, sample_settings *s) {
     if (s->list_samplers) return list_samplers();
     if (a.npos != 1) return cli_usage_error("which model? give a run, checkpoint or model directory");
     s->model = a.pos[0];
-    if ((rc = check_pairs(&a, s)) || (rc = check_sampler(&a, s))) return rc;
+    if ((rc = check_pairs(&a, s)) || (rc = check_sampler(&a, s)) || (rc = check_formats(s))) return rc;
     return check_files(&a, s);
 }
 
@@ -385,10 +405,25 @@ static void describe_image(void *ctx, int i, char *buf, size_t cap) {
 /* Image i as dir/NNNNNN.png with its own parameters. */
 static df_status save_each(const sample_settings *s, const sample_run *r, const float *x, const int *labels) {
     image_text t = {s, r, labels};
-    df_status st = df_image_save_each(s->out_dir, x, s->n, r->c, r->h, r->w, "parameters", describe_image, &t);
+    df_status st = df_image_save_each_as(s->out_dir, s->format ? s->format : "png", s->quality, x, s->n, r->c, r->h,
+                                         r->w, "parameters", describe_image, &t);
     size_t len = strlen(s->out_dir);   /* "pngs/" is not written "pngs//" */
     while (len > 1 && s->out_dir[len - 1] == '/') len--;
     if (!st) fprintf(stderr, "wrote %d %s to %.*s/\n", s->n, s->n == 1 ? "image" : "images", (int)len, s->out_dir);
+    return st;
+}
+
+/* The grid, as a PNG or (by its name) a JPEG of --quality with the parameters in its comment. */
+static df_status save_grid(const sample_settings *s, const float *x, int n, int c, int h, int w, int cols,
+                           const char *text) {
+    if (cli_has_suffix(s->out, ".png")) return df_image_save_grid_text(s->out, x, n, c, h, w, cols, 2, "parameters", text);
+    int gh, gw;
+    df_image_grid(NULL, n, c, h, w, cols, 2, NULL, &gh, &gw);
+    float *g = malloc(sizeof(float) * (size_t)c * gh * gw);
+    if (!g) return cli_die("out of memory for a %dx%d grid", gw, gh), DF_ERR_NOMEM;
+    df_image_grid(x, n, c, h, w, cols, 2, g, &gh, &gw);
+    df_status st = df_image_save(s->out, g, c, gh, gw, s->quality, "parameters", text);
+    free(g);
     return st;
 }
 
@@ -405,7 +440,7 @@ static df_status write_outputs(const sample_settings *s, const sample_run *r, co
     char text[2048];
     describe(s, r, -1, labels, text, sizeof text);
     printf("parameters: %s\n", text);
-    if (s->out && !(st = df_image_save_grid_text(s->out, x, n, c, h, w, cols, 2, "parameters", text)))
+    if (s->out && !(st = save_grid(s, x, n, c, h, w, cols, text)))
         fprintf(stderr, "wrote %s (%d %s)\n", s->out, n, n == 1 ? "image" : "images");
     if (!st && s->out_dir) st = save_each(s, r, x, labels);
     if (!st && s->npy && !(st = df_npy_save_images(s->npy, x, n, c, h, w)))

@@ -557,6 +557,15 @@ df_status df_image_save_png(const char *path, const float *x, int c, int h, int 
  * `diffuse sample` writes its settings under "parameters", the key Stable Diffusion tools read. */
 df_status df_image_save_png_text(const char *path, const float *x, int c, int h, int w, const char *key,
                                  const char *text);
+/* Write (C, H, W) values in [-1, 1] (clamped) as a baseline JPEG (libjpeg) of `quality` 1..100 (0: DF_JPEG_QUALITY),
+ * gray for C = 1, colour for C = 3 with full-resolution chroma; comment (may be NULL; at most 65533 bytes) goes
+ * in a COM marker. Written atomically. */
+#define DF_JPEG_QUALITY 95
+df_status df_image_save_jpeg(const char *path, const float *x, int c, int h, int w, int quality, const char *comment);
+/* Either format by the path's extension: .jpg or .jpeg (any case) is JPEG of `quality` with the text in its
+ * comment (the key is not written), anything else PNG with a text chunk of that key (NULL key: no text). */
+df_status df_image_save(const char *path, const float *x, int c, int h, int w, int quality, const char *key,
+                        const char *text);
 /* Lay n images (N, C, H, W) out as one (C, gh, gw) grid of `cols` columns with `pad` pixels of border;
  * out must hold c * gh * gw values; pass out = NULL to ask for the size only. */
 void df_image_grid(const float *x, int n, int c, int h, int w, int cols, int pad, float *out, int *gh, int *gw);
@@ -573,6 +582,10 @@ df_status df_image_save_grid_text(const char *path, const float *x, int n, int c
  * image i carries a text chunk of that key that text(ctx, i, ...) writes (up to 2047 bytes). */
 df_status df_image_save_each(const char *dir, const float *x, int n, int c, int h, int w, const char *key,
                              void (*text)(void *ctx, int i, char *buf, size_t cap), void *ctx);
+/* The same in a format: ext "png", or "jpg" / "jpeg" (dir/000000.jpg... of `quality`, as df_image_save). */
+df_status df_image_save_each_as(const char *dir, const char *ext, int quality, const float *x, int n, int c, int h,
+                                int w, const char *key, void (*text)(void *ctx, int i, char *buf, size_t cap),
+                                void *ctx);
 
 /* NumPy .npy arrays of images (what `diffuse sample --npy` writes and `diffuse eval` reads). */
 #define DF_NPY_MAX_IMAGES 10000000   /* N in a file the reader takes; H and W are at most DF_MAX_SIZE */

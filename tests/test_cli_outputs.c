@@ -81,3 +81,56 @@ TEST(cli_info_json_and_quiet) {
     rc = run_out("info --quiet --json models/fmnist-s", NULL, err, sizeof err);
     CHECK(rc == 2 && strstr(err, "--quiet and --json"), "--quiet with --json: %d, %s", rc, err);
 }
+
+/* PSNR in dB of a against b (n values in [-1, 1]). */
+static double psnr(const float *a, const float *b, size_t n) {
+    double se = 0;
+    for (size_t i = 0; i < n; i++) se += (double)(a[i] - b[i]) * (a[i] - b[i]);
+    return se > 0 ? 10 * log10(4.0 / (se / (double)n)) : INFINITY;
+}
+
+/* 1 if the file at path holds `text`. */
+static int file_holds(const char *path, const char *text) {
+    char *b = NULL;
+    size_t n = 0, k = strlen(text);
+    int found = 0;
+    if (df_read_file(path, &b, &n)) return 0;
+    for (size_t i = 0; i + k <= n && !found; i++) found = memcmp(b + i, text, k) == 0;
+    free(b);
+    return found;
+}
+
+/* -o x.jpg and --out-dir --format jpg write JPEGs close to the images (the --npy of the same run), with the
+ * parameters in the comment; --quality or --format without a JPEG to apply to are refused. */
+TEST(cli_sample_writes_jpeg) {
+    const char *t = test_tmp_dir();
+    char args[4096], err[512], p[1200];
+    snprintf(args, sizeof args, "sample models/fmnist-s --n 2 --steps 3 --seed 5 -o %s/grid.jpg --out-dir %s/jpgs "
+             "--format jpg --quality 95 --npy %s/jpg-run.npy", t, t, t);
+    int rc = run_out(args, NULL, err, sizeof err);
+    CHECK(rc == 0, "sample to JPEG: %d, %s", rc, err);
+    float *ref = NULL, *y = NULL;
+    int n, c, h, w;
+    snprintf(p, sizeof p, "%s/jpg-run.npy", t);
+    CHECK_OK(df_npy_load_images(p, &ref, &n, &c, &h, &w));
+    snprintf(p, sizeof p, "%s/grid.jpg", t);
+    CHECK_OK(df_image_load(p, 0, &c, &h, &w, &y));
+    CHECK(y && c == 1 && h == 28 + 4 && w == 2 * 30 + 2, "the grid of two 28x28 images: %dx%dx%d", w, h, c);
+    CHECK(file_holds(p, "Steps: 3, Sampler: ddim, CFG scale: 1, Seed: 5, Size: 28x28"), "grid.jpg: no parameters");
+    free(y), y = NULL;
+    snprintf(p, sizeof p, "%s/jpgs/000001.jpg", t);
+    CHECK_OK(df_image_load(p, 0, &c, &h, &w, &y));
+    CHECK(y && ref && c == 1 && h == 28 && w == 28, "000001.jpg is %dx%dx%d", w, h, c);
+    if (y && ref && c == 1 && h == 28 && w == 28) {
+        double db = psnr(y, ref + 28 * 28, 28 * 28);
+        CHECK(db > 35, "000001.jpg is %.1f dB from the image (--npy)", db);
+    }
+    CHECK(file_holds(p, "Image: 1 of 2"), "000001.jpg: no parameters of its own");
+    free(y), free(ref);
+    snprintf(args, sizeof args, "sample models/fmnist-s --n 1 --steps 2 --quality 80 -o %s/q.png", t);
+    rc = run_out(args, NULL, err, sizeof err);
+    CHECK(rc == 2 && strstr(err, "--quality goes with a JPEG"), "--quality with a PNG: %d, %s", rc, err);
+    snprintf(args, sizeof args, "sample models/fmnist-s --n 1 --steps 2 --format gif --out-dir %s/gifs", t);
+    rc = run_out(args, NULL, err, sizeof err);
+    CHECK(rc == 2 && strstr(err, "--format gif"), "--format gif: %d, %s", rc, err);
+}
