@@ -39,6 +39,8 @@ typedef struct {
     int             jump_length, jump_n;
     const char     *format;           /* --out-dir's images: png, jpg or jpeg */
     int             quality;          /* JPEG quality (0: the library's default) */
+    const char     *invert, *noise_out;   /* DDIM inversion of an image, and where its noise goes */
+    int             no_reconstruct;
     int             list_samplers;
 } sample_settings;
 
@@ -105,10 +107,35 @@ static int check_formats(const sample_settings *s) {
     return 0;
 }
 
+/* --invert: one image, through DDIM's ODE alone; its own outputs. Returns 0, 1 (a file problem) or 2. */
+static int check_invert(const cli_args *a, sample_settings *s) {
+    if (!s->invert) {
+        if (s->noise_out || s->no_reconstruct)
+            return cli_usage_error("%s goes with --invert IMG", s->noise_out ? "--noise-out" : "--no-reconstruct");
+        return 0;
+    }
+    static const char *const others[] = {"--n", "--sampler", "--eta", "--guidance", "--guidance-rescale", "--classifier",
+                                         "--init-image", "--inpaint", "--animate", "--score", "--threshold",
+                                         "--clipped-eps", "--karras", "--large-variance"};
+    for (int i = 0; i < CLI_COUNTOF(others); i++)
+        if (cli_given(a, others[i]))
+            return cli_usage_error("%s does not go with --invert (one image, DDIM without noise, the model alone)",
+                                   others[i]);
+    if (s->noise_out && !cli_has_suffix(s->noise_out, ".safetensors"))
+        return cli_usage_error("--noise-out %s: the noise is a safetensors file: name it .safetensors", s->noise_out);
+    if (s->no_reconstruct && !s->noise_out) return cli_usage_error("--no-reconstruct keeps only the noise: give --noise-out");
+    if (s->no_reconstruct && (s->out || s->out_dir || s->npy))
+        return cli_usage_error("--no-reconstruct writes no images: leave out --out, --out-dir and --npy");
+    if (s->noise_out && cli_same_file(s->noise_out, s->invert))
+        return cli_usage_error("--noise-out %s would overwrite --invert", s->noise_out);
+    s->n = 1;
+    return cli_check_input("--invert", s->invert, 0) || (s->noise_out && cli_check_output("--noise-out", s->noise_out, 0));
+}
+
 /* Outputs of the kinds their names say, none written over another or over an input; every input there and
  * every output writable. Returns 0, 1 (a file problem) or 2 (a usage error). */
 static int check_files(const cli_args *a, sample_settings *s) {
-    if (!s->out && !s->out_dir && !s->npy && !s->animate) s->out = "samples.png";
+    if (!s->out && !s->out_dir && !s->npy && !s->animate && !s->no_reconstruct) s->out = "samples.png";
     if (s->out && !cli_has_suffix(s->out, ".png") && !cli_has_suffix(s->out, ".jpg") && !cli_has_suffix(s->out, ".jpeg"))
         return cli_usage_error("--out %s: the grid is a PNG or a JPEG: name it .png, .jpg or .jpeg", s->out);
     if (s->npy && !cli_has_suffix(s->npy, ".npy")) return cli_usage_error("--npy %s: name it .npy", s->npy);
@@ -219,6 +246,14 @@ static int parse(int argc, char **argv, sample_settings *s) {
         OPT_INT("--jump-length", &s->jump_length, .lo = 1, .hi = 1000, .meta = "N",
                 .help = "RePaint resampling: jump back N steps; 1 is off"),
         OPT_INT("--jump-n", &s->jump_n, .lo = 1, .hi = 1000, .meta = "N", .help = "RePaint resampling: N times; 1 is off"),
+        OPT_SECTION("inversion:"),
+        OPT_STR("--invert", &s->invert, .meta = "IMG",
+                .help = "DDIM inversion: map IMG to the noise that DDIM (eta 0, --steps) turns into it, then sample "
+                        "that noise back and print the reconstruction's error; the reconstruction is written as "
+                        "images are (a class-conditional model needs the image's class in --labels)"),
+        OPT_STR("--noise-out", &s->noise_out, .meta = "FILE.safetensors",
+                .help = "with --invert: the noise, as the tensor \"noise\" (1, C, H, W)"),
+        OPT_FLAG("--no-reconstruct", &s->no_reconstruct, .help = "with --invert: stop at the noise (--noise-out)"),
         CLI_END,
     };
     cli_args a;
@@ -227,7 +262,9 @@ static int parse(int argc, char **argv, sample_settings *s) {
     if (s->list_samplers) return list_samplers();
     if (a.npos != 1) return cli_usage_error("which model? give a run, checkpoint or model directory");
     s->model = a.pos[0];
-    if ((rc = check_pairs(&a, s)) || (rc = check_sampler(&a, s)) || (rc = check_formats(s))) return rc;
+    if ((rc = check_pairs(&a, s)) || (rc = check_sampler(&a, s)) || (rc = check_formats(s)) ||
+        (rc = check_invert(&a, s)))
+        return rc;
     return check_files(&a, s);
 }
 
@@ -380,6 +417,7 @@ static void describe(const sample_settings *s, const sample_run *r, int index, c
     if (s->classifier_dir) ADD(", Classifier: %s, Classifier scale: %g", s->classifier_dir, s->classifier_scale);
     if (s->init_image) ADD(", Init image: %s, Strength: %g", s->init_image, s->strength);
     if (s->inpaint) ADD(", Inpaint: %s, Mask: %s", s->inpaint, s->mask);
+    if (s->invert) ADD(", Inverted: %s", s->invert);
     if (index >= 0) ADD(", Image: %d of %d, Batch: %d", index, s->n, s->batch);
     else ADD(", Images: %d, Batch: %d", s->n, s->batch);
     if (index >= 0 && labels) {
@@ -466,12 +504,54 @@ static void fill_params(const sample_settings *s, const sample_run *r, const int
     if (s->inpaint) g->inpaint_image = image, g->mask = mask, g->jump_length = s->jump_length, g->jump_n = s->jump_n;
 }
 
+/* --invert: the image to its noise and back (df_invert), the error printed, the noise and the reconstruction
+ * written. Returns 0, or the exit code after reporting. */
+static int invert(const sample_settings *s, const sample_run *r) {
+    if (r->k && !s->labels.n)
+        return cli_usage_error("--invert: this model is class-conditional: give the image's class with --labels");
+    const size_t dim = (size_t)r->c * r->h * r->w;
+    int label = r->k ? s->labels.v[0] : 0;
+    float *x = malloc(sizeof(float) * 3 * dim), *noise = x + dim, *recon = noise + dim;
+    if (!x) return cli_die("out of memory for a %dx%d image", r->w, r->h);
+    df_status st = load_image_as("--invert", s->invert, r->c, r->h, r->w, x);
+    if (!st) {
+        df_generate_params g;
+        fill_params(s, r, r->k ? &label : NULL, NULL, NULL, &g);
+        sample_watch wt = {0};
+        cli_progress bar;
+        cli_progress_init(&bar, "invert");
+        wt.bar = &bar;
+        g.on_step = on_step, g.ctx = &wt;
+        st = df_invert(&g, x, noise, s->no_reconstruct ? NULL : recon);
+        cli_progress_done(&bar);
+    }
+    char text[2048];
+    describe(s, r, 0, r->k ? &label : NULL, text, sizeof text);
+    if (!st && !s->no_reconstruct) {   /* the error in [-1, 1] units, and as PSNR over that range of 2 */
+        double se = 0, worst = 0;
+        for (size_t i = 0; i < dim; i++) {
+            const double d = (double)recon[i] - x[i];
+            se += d * d, worst = fmax(worst, fabs(d));
+        }
+        const double rmse = sqrt(se / (double)dim);
+        printf("reconstruction error: RMSE %.5f, largest %.4f, PSNR %.2f dB (values in [-1, 1], %d DDIM steps each "
+               "way)\n", rmse, worst, rmse > 0 ? 20 * log10(2 / rmse) : INFINITY, r->steps);
+    }
+    if (!st && s->noise_out && !(st = df_noise_save(s->noise_out, noise, 1, r->c, r->h, r->w, text)))
+        fprintf(stderr, "wrote %s (the noise, float32 1 x %d x %d x %d)\n", s->noise_out, r->c, r->h, r->w);
+    sample_watch none = {0};
+    if (!st && !s->no_reconstruct) st = write_outputs(s, r, recon, r->k ? &label : NULL, 1, &none);
+    free(x);
+    return st ? cli_fail(st) : 0;
+}
+
 /* Generate the images s asks for and write them. Returns 0, or the exit code after reporting. */
 static int generate(const sample_settings *s) {
     sample_run r;
     memset(&r, 0, sizeof r);
     int rc = load(s, &r);
-    if (rc) {
+    if (rc || s->invert) {
+        if (!rc) rc = invert(s, &r);
         run_close(&r);
         return rc;
     }
