@@ -41,6 +41,8 @@ typedef struct {
     int             quality;          /* JPEG quality (0: the library's default) */
     const char     *invert, *noise_out;   /* DDIM inversion of an image, and where its noise goes */
     int             no_reconstruct;
+    const char     *size;             /* --size N or WxH, read into size_w, size_h (0: the model's) */
+    int             size_w, size_h;
     int             list_samplers;
 } sample_settings;
 
@@ -104,6 +106,22 @@ static int check_formats(const sample_settings *s) {
     const int jpeg_out = s->out && !cli_has_suffix(s->out, ".png");   /* .jpg or .jpeg, checked with the names */
     if (s->quality && !jpeg_out && f < 1)
         return cli_usage_error("--quality goes with a JPEG: --out FILE.jpg or --out-dir DIR --format jpg");
+    return 0;
+}
+
+/* --size N or WxH into size_w, size_h. Returns 0 or 2. */
+static int parse_size(sample_settings *s) {
+    if (!s->size) return 0;
+    char *end;
+    long w = strtol(s->size, &end, 10), h = w;
+    if (end != s->size && (*end == 'x' || *end == 'X')) {
+        const char *p = end + 1;
+        h = strtol(p, &end, 10);
+        if (end == p) h = 0;
+    }
+    if (end == s->size || *end || w < 1 || h < 1 || w > DF_MAX_SIZE || h > DF_MAX_SIZE)
+        return cli_usage_error("--size %s: give N or WxH, 1 to %d pixels a side", s->size, DF_MAX_SIZE);
+    s->size_w = (int)w, s->size_h = (int)h;
     return 0;
 }
 
@@ -221,6 +239,9 @@ static int parse(int argc, char **argv, sample_settings *s) {
         OPT_STR("--score", &s->score_dir, .meta = "DIR", .help = "classify the generated images with a noise-free "
                                                                  "classifier and print the accuracy against the "
                                                                  "requested labels"),
+        OPT_STR("--size", &s->size, .meta = "N|WxH", .def = "the model's",
+                .help = "image size: N x N, or W wide and H high; the network takes multiples of 2^(levels - 1) (4 "
+                        "for fmnist-s), as what it learnt at its own size"),
         OPT_SECTION("output (one or more; default --out samples.png):"),
         OPT_STR("--out", &s->out, .alias = "-o", .meta = "FILE.png", .help = "a grid; a JPEG when named .jpg or .jpeg"),
         OPT_INT("--cols", &s->cols, .lo = 1, .hi = 10000, .meta = "N", .def = "square, or one row per label",
@@ -263,7 +284,8 @@ static int parse(int argc, char **argv, sample_settings *s) {
     if (a.npos != 1) return cli_usage_error("which model? give a run, checkpoint or model directory");
     s->model = a.pos[0];
     if ((rc = check_pairs(&a, s)) || (rc = check_sampler(&a, s)) || (rc = check_formats(s)) ||
-        (rc = check_invert(&a, s)))
+        (rc = check_invert(&a, s)) ||
+        (rc = parse_size(s)))
         return rc;
     return check_files(&a, s);
 }
@@ -492,6 +514,7 @@ static void fill_params(const sample_settings *s, const sample_run *r, const int
                         const float *mask, df_generate_params *g) {
     df_generate_params_default(g);
     g->model = r->model, g->schedule = &r->sched, g->n = s->n, g->batch = s->batch, g->seed = s->seed;
+    g->h = r->h, g->w = r->w;
     df_sampler_params *sp = &g->sampler;
     sp->kind = s->sampler, sp->spacing = s->spacing, sp->steps = s->steps, sp->eta = s->eta;
     sp->karras_sigmas = s->karras, sp->variance_large = s->large_variance, sp->prediction = r->sc.prediction;
@@ -502,6 +525,17 @@ static void fill_params(const sample_settings *s, const sample_run *r, const int
     g->classifier = r->classifier, g->classifier_scale = s->classifier_scale;
     if (s->init_image) g->init_image = image, g->strength = s->strength;
     if (s->inpaint) g->inpaint_image = image, g->mask = mask, g->jump_length = s->jump_length, g->jump_n = s->jump_n;
+}
+
+/* The size asked for, if the network takes it (its downsamplings must halve it evenly). Returns 0 or 2. */
+static int apply_size(const sample_settings *s, sample_run *r) {
+    if (!s->size) return 0;
+    const int levels = df_model_config(r->model)->num_levels, f = 1 << (levels - 1);
+    if (s->size_w % f || s->size_h % f)
+        return cli_usage_error("--size %s: the model halves images %d times: give %s of %d", s->size, levels - 1,
+                               s->size_w == s->size_h ? "a multiple" : "multiples", f);
+    r->w = s->size_w, r->h = s->size_h;
+    return 0;
 }
 
 /* --invert: the image to its noise and back (df_invert), the error printed, the noise and the reconstruction
@@ -550,6 +584,7 @@ static int generate(const sample_settings *s) {
     sample_run r;
     memset(&r, 0, sizeof r);
     int rc = load(s, &r);
+    if (!rc) rc = apply_size(s, &r);
     if (rc || s->invert) {
         if (!rc) rc = invert(s, &r);
         run_close(&r);

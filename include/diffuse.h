@@ -754,7 +754,8 @@ typedef struct {
     df_sampler_params  sampler;    /* kind, spacing, eta, clipping...; steps 0: 50 (DDPM: T); prediction: the
                                       model's; its progress callback is not used (on_step is) */
     int      n, batch;             /* images, and images per network call (0: 64) */
-    int      h, w;                 /* image size (0: the model's sample_size, or 32) */
+    int      h, w;                 /* image size (0: the model's sample_size, or 32); any multiple of 2^(levels -
+                                      1) up to DF_MAX_SIZE, not only the size the model was trained at */
     uint64_t seed;                 /* image k draws all its noise from stream first_index + k of seed, so it */
     uint64_t first_index;          /* is the same whatever n, batch, guidance or how a run is split */
     /* conditioning */

@@ -53,6 +53,11 @@ static df_status check(const df_generate_params *p, gen *g) {
     g->c = mc->in_channels;
     g->h = p->h > 0 ? p->h : mc->sample_size > 0 ? mc->sample_size : 32;
     g->w = p->w > 0 ? p->w : g->h;
+    /* the U-Net is convolutional and its attention has no positions: any size its downsamplings halve evenly */
+    const int f = 1 << (mc->num_levels - 1);
+    if (g->h % f || g->w % f || g->h > DF_MAX_SIZE || g->w > DF_MAX_SIZE)
+        return df_fail(DF_ERR_ARG, "generate: size %dx%d: the model halves images %d times: give multiples of %d up "
+                       "to %d", g->w, g->h, mc->num_levels - 1, f, DF_MAX_SIZE);
     g->dim = (size_t)g->c * g->h * g->w;
     g->B = DF_MIN(p->batch > 0 ? p->batch : 64, p->n);
     g->nb = (p->n + g->B - 1) / g->B;

@@ -206,3 +206,38 @@ TEST(cli_sample_invert_reconstructs) {
     rc = run_out(args, NULL, err, sizeof err);
     CHECK(rc == 2 && strstr(err, "--noise-out goes with --invert"), "--noise-out alone: %d, %s", rc, err);
 }
+
+/* --size: twice the training size gives images of that size with their size in the parameters; a size the
+ * network's downsamplings do not halve evenly is refused, saying why. */
+TEST(cli_sample_size) {
+    const char *t = test_tmp_dir();
+    char args[4096], err[512], p[1200], *out = NULL;
+    snprintf(args, sizeof args, "sample models/fmnist-s --size 56 --n 2 --steps 3 --out-dir %s/size56", t);
+    int rc = run_out(args, &out, err, sizeof err);
+    CHECK(rc == 0 && out && strstr(out, "Size: 56x56"), "--size 56: %d, %s", rc, out ? out : err);
+    free(out);
+    for (int i = 0; i < 2; i++) {
+        float *y = NULL;
+        int c = 0, h = 0, w = 0;
+        snprintf(p, sizeof p, "%s/size56/%06d.png", t, i);
+        CHECK_OK(df_image_load(p, 0, &c, &h, &w, &y));
+        CHECK(y && c == 1 && h == 56 && w == 56, "%s is %dx%dx%d", p, w, h, c);
+        double lo = 1, hi = -1;
+        for (int j = 0; y && j < c * h * w; j++) lo = fmin(lo, y[j]), hi = fmax(hi, y[j]);
+        CHECK(hi - lo > 0.5, "%s is flat (%.3f..%.3f)", p, lo, hi);
+        free(y);
+    }
+    snprintf(args, sizeof args, "sample models/fmnist-s --size 32x56 --n 1 --steps 2 --out-dir %s/size32x56", t);
+    rc = run_out(args, NULL, err, sizeof err);
+    float *y = NULL;
+    int c = 0, h = 0, w = 0;
+    snprintf(p, sizeof p, "%s/size32x56/000000.png", t);
+    CHECK(rc == 0 && df_image_load(p, 0, &c, &h, &w, &y) == DF_OK && w == 32 && h == 56,
+          "--size 32x56: %d, %s, %dx%d", rc, err, w, h);
+    free(y);
+    rc = run_out("sample models/fmnist-s --size 30 --n 1", NULL, err, sizeof err);
+    CHECK(rc == 2 && strstr(err, "--size 30: the model halves images 2 times: give a multiple of 4"), "--size 30: %d, %s",
+          rc, err);
+    rc = run_out("sample models/fmnist-s --size 28x0 --n 1", NULL, err, sizeof err);
+    CHECK(rc == 2 && strstr(err, "--size 28x0"), "--size 28x0: %d, %s", rc, err);
+}
