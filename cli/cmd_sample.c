@@ -240,8 +240,8 @@ static int parse(int argc, char **argv, sample_settings *s) {
                                                                  "classifier and print the accuracy against the "
                                                                  "requested labels"),
         OPT_STR("--size", &s->size, .meta = "N|WxH", .def = "the model's",
-                .help = "image size: N x N, or W wide and H high; the network takes multiples of 2^(levels - 1) (4 "
-                        "for fmnist-s), as what it learnt at its own size"),
+                .help = "image size: N x N, or W wide and H high, each a multiple of 2^(levels - 1) (4 for fmnist-s); "
+                        "the network draws what it learnt at its own size, so at twice that, several garments"),
         OPT_SECTION("output (one or more; default --out samples.png):"),
         OPT_STR("--out", &s->out, .alias = "-o", .meta = "FILE.png", .help = "a grid; a JPEG when named .jpg or .jpeg"),
         OPT_INT("--cols", &s->cols, .lo = 1, .hi = 10000, .meta = "N", .def = "square, or one row per label",

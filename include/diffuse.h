@@ -793,8 +793,8 @@ df_status df_generate(const df_generate_params *p, float *x);
  * more steps, less error: about 0.05 RMSE at 50 steps, 0.025 at 100 on Fashion-MNIST). p's model, schedule, n,
  * batch, h, w, labels (a class-conditional model should get the images' classes), sampler steps and spacing are
  * used; the sampler is DDIM with eta 0 whatever its kind says, and x_0 is neither clipped nor thresholded (the
- * way up could not undo it). Guidance, a classifier and edits are refused. on_step reports the inversion's steps and then the
- * reconstruction's (total counts both). */
+ * way up could not undo it). Guidance, a classifier and edits are refused. on_step reports the inversion's steps,
+ * then the reconstruction's (total counts both). */
 df_status df_invert(const df_generate_params *p, const float *x0, float *noise, float *recon);
 /* Noise (N, C, H, W) as a safetensors file: the F32 tensor "noise", with `parameters` (may be NULL) under that
  * key in its metadata. Written atomically. */
