@@ -4,6 +4,7 @@
 #include "cli.h"
 
 
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,9 +36,10 @@ const cli_command cmd_init = {
 };
 const cli_command cmd_info = {
     .name = "info",
-    .usage = "usage: diffuse info MODEL",
+    .usage = "usage: diffuse info [--quiet | --json] MODEL",
     .summary = "what a model, checkpoint or run holds",
-    .about = "Show what a model, checkpoint or run directory holds: config, parameter count, compute per image.",
+    .about = "Show what a model, checkpoint or run directory holds: config, classes, parameter count, compute per\n"
+             "image, schedule and training.",
     .max_args = 1,
     .run = info_main,
 };
@@ -144,33 +146,36 @@ static int init_main(int argc, char **argv) {
     return st ? cli_fail(st) : 0;
 }
 
-/* Print the training facts of a checkpoint's training_state.json, if `dir` (or dir/latest) has one. */
-static void print_training_state(const char *dir) {
+/* What `diffuse info` says about a model, loaded once and printed in one of three forms. */
+typedef struct {
+    const char         *path;
+    df_model           *m;
+    df_scheduler_config sc;
+    df_class_info       ci;   /* zeroed for an unconditional model */
     df_training_summary t;
-    if (df_training_summary_load(dir, &t) || !t.found) return;
-    if (t.step >= 0) printf("trained      %ld steps", t.step);
-    if (t.batch >= 0) printf(" of batch %d", t.batch);
-    if (t.images >= 0) printf(", %ld images", t.images);
-    if (t.epoch >= 0) printf(" (epoch %d)", t.epoch);
-    if (t.loss_avg == t.loss_avg) printf(", loss %.4f", t.loss_avg);
-    if (t.step >= 0) printf("\n");
-    if (t.data[0]) printf("data         %s\n", t.data);
+} model_facts;
+
+static void facts_free(model_facts *f) {
+    df_model_free(f->m);
+    df_class_info_free(&f->ci);
 }
 
-static int info_main(int argc, char **argv) {
-    const cli_opt opts[] = {CLI_END};
-    cli_args a;
-    int rc = cli_parse(&cmd_info, opts, argc, argv, &a);
-    if (rc) return cli_exit(rc);
-    if (a.npos != 1) return cli_usage_error("which model? give a model, checkpoint or run directory");
-    const char *path = a.pos[0];
-    if (cli_check_input("", path, 1)) return 1;
-    df_model *m;
-    df_scheduler_config sc;
-    df_status st = df_pipeline_load(path, 0, &m, &sc);
-    if (st) return cli_fail(st);
-    const df_unet_config *c = df_model_config(m);
-    printf("model        %s (%s)\n", path,
+static df_status facts_load(const char *path, model_facts *f) {
+    memset(f, 0, sizeof *f);
+    f->path = path;
+    df_status st = df_pipeline_load(path, 0, &f->m, &f->sc);
+    const df_unet_config *c = st ? NULL : df_model_config(f->m);
+    if (!st && (c->num_class_embeds || c->classifier_classes)) st = df_class_info_load(path, f->m, &f->ci);
+    if (!st) (void)df_training_summary_load(path, &f->t);   /* unreadable training facts are left out */
+    return st;
+}
+
+/* The full form: a fact a line. */
+static void print_facts(const model_facts *f) {
+    const df_unet_config *c = df_model_config(f->m);
+    const df_scheduler_config *sc = &f->sc;
+    const df_class_info *ci = &f->ci;
+    printf("model        %s (%s)\n", f->path,
            c->classifier_classes ? "a classifier: a UNet2DModel's encoder half" : "diffusers UNet2DModel");
     printf("sample size  %d x %d, %d -> %d channels\n", c->sample_size, c->sample_size, c->in_channels,
            c->out_channels);
@@ -180,28 +185,129 @@ static int info_main(int argc, char **argv) {
     printf("\nlayers       %d per block, groups %d, eps %g, head dim %d%s\n", c->layers_per_block,
            c->norm_num_groups, c->norm_eps, c->attention_head_dim, c->attention_head_dim ? "" : " (one head)");
     if (c->num_class_embeds || c->classifier_classes) {
-        df_class_info ci;
-        if ((st = df_class_info_load(path, m, &ci))) {
-            df_model_free(m);
-            return cli_fail(st);
-        }
         if (c->classifier_classes)
             printf("classifier   %d classes (logits from the encoder half; %s)", c->classifier_classes,
                    c->classifier_noise_aware ? "trained on noised images: for --classifier"
                                              : "trained on clean images: for --score");
         else printf("classes      %d (class-conditional%s)", c->num_class_embeds,
-                    ci.null_class >= 0 ? ", with a null class: classifier-free guidance works" : "");
-        for (int i = 0; ci.names && i < ci.count; i++) printf("%s%d %s", i ? ", " : ": ", i, ci.names[i]);
+                    ci->null_class >= 0 ? ", with a null class: classifier-free guidance works" : "");
+        for (int i = 0; ci->names && i < ci->count; i++) printf("%s%d %s", i ? ", " : ": ", i, ci->names[i]);
         printf("\n");
-        df_class_info_free(&ci);
     }
-    printf("parameters   %zu in %d tensors (%.1f MB as float32)\n", df_model_num_params(m),
-           df_model_num_tensors(m), df_model_num_params(m) * 4.0 / 1e6);
-    printf("compute      %.3f GFLOP per forward pass of one image\n", df_model_flops(m, 0, 0) / 1e9);
-    printf("schedule     %s, T = %d, betas %g..%g%s, predicts %s\n", df_beta_kind_name(sc.beta_schedule),
-           sc.num_train_timesteps, sc.beta_start, sc.beta_end, sc.zero_terminal_snr ? ", zero terminal SNR" : "",
-           df_prediction_name(sc.prediction));
-    print_training_state(path);
-    df_model_free(m);
-    return 0;
+    printf("parameters   %zu in %d tensors (%.1f MB as float32)\n", df_model_num_params(f->m),
+           df_model_num_tensors(f->m), df_model_num_params(f->m) * 4.0 / 1e6);
+    printf("compute      %.3f GFLOP per forward pass of one image\n", df_model_flops(f->m, 0, 0) / 1e9);
+    printf("schedule     %s, T = %d, betas %g..%g%s, predicts %s\n", df_beta_kind_name(sc->beta_schedule),
+           sc->num_train_timesteps, sc->beta_start, sc->beta_end, sc->zero_terminal_snr ? ", zero terminal SNR" : "",
+           df_prediction_name(sc->prediction));
+    const df_training_summary *t = &f->t;
+    if (t->step >= 0) printf("trained      %ld steps", t->step);
+    if (t->batch >= 0) printf(" of batch %d", t->batch);
+    if (t->images >= 0) printf(", %ld images", t->images);
+    if (t->epoch >= 0) printf(" (epoch %d)", t->epoch);
+    if (t->loss_avg == t->loss_avg) printf(", loss %.4f", t->loss_avg);
+    if (t->step >= 0) printf("\n");
+    if (t->data[0]) printf("data         %s\n", t->data);
+}
+
+/* --quiet: "PATH: KIND, WxHxC, N parameters, CLASSES[, trained N steps]". */
+static void print_line(const model_facts *f) {
+    const df_unet_config *c = df_model_config(f->m);
+    printf("%s: %s, %dx%dx%d, %zu parameters, ", f->path, c->classifier_classes ? "classifier" : "diffusion",
+           c->sample_size, c->sample_size, c->in_channels, df_model_num_params(f->m));
+    if (c->classifier_classes)
+        printf("%d classes (%s)", c->classifier_classes, c->classifier_noise_aware ? "noise-aware" : "clean images");
+    else if (c->num_class_embeds)
+        printf("%d classes%s", c->num_class_embeds, f->ci.null_class >= 0 ? " with a null class" : "");
+    else printf("unconditional");
+    if (f->t.step >= 0) printf(", trained %ld steps", f->t.step);
+    printf("\n");
+}
+
+/* --json: the full form's facts as an object (NULL when out of memory). What is unknown is null. */
+static cJSON *facts_json(const model_facts *f) {
+    const df_unet_config *c = df_model_config(f->m);
+    cJSON *j = cJSON_CreateObject(), *cfg = cJSON_AddObjectToObject(j, "config");
+    cJSON_AddStringToObject(j, "path", f->path);
+    cJSON_AddStringToObject(j, "kind", c->classifier_classes ? "classifier" : "diffusion");
+    if (c->sample_size > 0) cJSON_AddNumberToObject(cfg, "sample_size", c->sample_size);
+    else cJSON_AddNullToObject(cfg, "sample_size");
+    cJSON_AddNumberToObject(cfg, "in_channels", c->in_channels);
+    cJSON_AddNumberToObject(cfg, "out_channels", c->out_channels);
+    cJSON *levels = cJSON_AddArrayToObject(cfg, "block_out_channels"), *attn = cJSON_AddArrayToObject(cfg, "attention");
+    for (int i = 0; i < c->num_levels; i++) {
+        cJSON_AddItemToArray(levels, cJSON_CreateNumber(c->block_out_channels[i]));
+        cJSON_AddItemToArray(attn, cJSON_CreateBool(c->down_attn[i]));
+    }
+    cJSON_AddNumberToObject(cfg, "layers_per_block", c->layers_per_block);
+    cJSON_AddNumberToObject(cfg, "norm_num_groups", c->norm_num_groups);
+    char eps[32];   /* the float as config.json has it (1e-05), not its double expansion */
+    snprintf(eps, sizeof eps, "%.7g", c->norm_eps);
+    cJSON_AddNumberToObject(cfg, "norm_eps", strtod(eps, NULL));
+    if (c->attention_head_dim) cJSON_AddNumberToObject(cfg, "attention_head_dim", c->attention_head_dim);
+    else cJSON_AddNullToObject(cfg, "attention_head_dim");
+    /* classes: the model's (or the classifier's), the null class, the names */
+    cJSON_AddNumberToObject(j, "classes", c->classifier_classes ? c->classifier_classes : c->num_class_embeds);
+    if (f->ci.null_class >= 0 && !c->classifier_classes) cJSON_AddNumberToObject(j, "null_class", f->ci.null_class);
+    else cJSON_AddNullToObject(j, "null_class");
+    cJSON *names = f->ci.names ? cJSON_AddArrayToObject(j, "class_names") : cJSON_AddNullToObject(j, "class_names");
+    for (int i = 0; f->ci.names && i < f->ci.count; i++) cJSON_AddItemToArray(names, cJSON_CreateString(f->ci.names[i]));
+    if (c->classifier_classes) cJSON_AddBoolToObject(j, "noise_aware", c->classifier_noise_aware);
+    cJSON_AddNumberToObject(j, "parameters", (double)df_model_num_params(f->m));
+    cJSON_AddNumberToObject(j, "tensors", df_model_num_tensors(f->m));
+    cJSON_AddNumberToObject(j, "bytes", 4.0 * (double)df_model_num_params(f->m));
+    cJSON_AddNumberToObject(j, "gflops", df_model_flops(f->m, 0, 0) / 1e9);
+    cJSON *sched = cJSON_AddObjectToObject(j, "schedule");
+    cJSON_AddStringToObject(sched, "beta_schedule", df_beta_kind_name(f->sc.beta_schedule));
+    cJSON_AddNumberToObject(sched, "num_train_timesteps", f->sc.num_train_timesteps);
+    cJSON_AddNumberToObject(sched, "beta_start", f->sc.beta_start);
+    cJSON_AddNumberToObject(sched, "beta_end", f->sc.beta_end);
+    cJSON_AddBoolToObject(sched, "zero_terminal_snr", f->sc.zero_terminal_snr);
+    cJSON_AddStringToObject(sched, "prediction_type", df_prediction_name(f->sc.prediction));
+    if (!f->t.found) {
+        cJSON_AddNullToObject(j, "training");
+        return j;
+    }
+    const df_training_summary *t = &f->t;
+    cJSON *tr = cJSON_AddObjectToObject(j, "training");
+    const struct {
+        const char *key;
+        double      v;
+    } nums[] = {{"step", (double)t->step}, {"batch", t->batch}, {"images", (double)t->images}, {"epoch", t->epoch}};
+    for (int i = 0; i < CLI_COUNTOF(nums); i++)
+        if (nums[i].v >= 0) cJSON_AddNumberToObject(tr, nums[i].key, nums[i].v);
+        else cJSON_AddNullToObject(tr, nums[i].key);
+    if (t->loss_avg == t->loss_avg) cJSON_AddNumberToObject(tr, "loss", t->loss_avg);
+    else cJSON_AddNullToObject(tr, "loss");
+    if (t->data[0]) cJSON_AddStringToObject(tr, "data", t->data);
+    else cJSON_AddNullToObject(tr, "data");
+    return j;
+}
+
+static int info_main(int argc, char **argv) {
+    int quiet = 0, json = 0;
+    const cli_opt opts[] = {
+        OPT_FLAG("--quiet", &quiet, .alias = "-q", .help = "one line: kind, size, parameters, classes"),
+        OPT_FLAG("--json", &json, .help = "the same facts as a JSON object"),
+        CLI_END,
+    };
+    cli_args a;
+    int rc = cli_parse(&cmd_info, opts, argc, argv, &a);
+    if (rc) return cli_exit(rc);
+    if (a.npos != 1) return cli_usage_error("which model? give a model, checkpoint or run directory");
+    if (quiet && json) return cli_usage_error("--quiet and --json are two forms of the output: give one");
+    const char *path = a.pos[0];
+    if (cli_check_input("", path, 1)) return 1;
+    model_facts f;
+    df_status st = facts_load(path, &f);
+    cJSON *j = NULL;
+    char *text = NULL;
+    if (!st && json && (j = facts_json(&f)) && (text = cJSON_Print(j))) printf("%s\n", text);
+    else if (!st && quiet) print_line(&f);
+    else if (!st && !json) print_facts(&f);
+    free(text);
+    cJSON_Delete(j);
+    facts_free(&f);
+    if (st) return cli_fail(st);
+    return json && !text ? cli_die("out of memory for the JSON") : 0;
 }

@@ -42,6 +42,12 @@ typedef struct {
     const char     *init_image, *inpaint, *mask;
     double          strength;
     int             jump_length, jump_n;
+    const char     *format;           /* --out-dir's images: png, jpg or jpeg */
+    int             quality;          /* JPEG quality (0: the library's default) */
+    const char     *invert, *noise_out;   /* DDIM inversion of an image, and where its noise goes */
+    int             no_reconstruct;
+    const char     *size;             /* --size N or WxH, read into size_w, size_h (0: the model's) */
+    int             size_w, size_h;
     int             list_samplers;
 } sample_settings;
 
@@ -114,12 +120,67 @@ static int make_dir(const char *dir) {
         }
 }
 
+/* JPEG output: --format names a format --out-dir writes; --quality needs a JPEG to apply to. Returns 0 or 2. */
+static int check_formats(const sample_settings *s) {
+    static const char *const formats[] = {"png", "jpg", "jpeg"};
+    int f = -1;
+    for (int i = 0; s->format && i < CLI_COUNTOF(formats); i++)
+        if (cli_has_suffix(s->format, formats[i]) && strlen(s->format) == strlen(formats[i])) f = i;
+    if (s->format && f < 0) return cli_usage_error("--format %s: give png or jpg", s->format);
+    if (s->format && !s->out_dir) return cli_usage_error("--format sets --out-dir's images; --out takes its name's");
+    const int jpeg_out = s->out && !cli_has_suffix(s->out, ".png");   /* .jpg or .jpeg, checked with the names */
+    if (s->quality && !jpeg_out && f < 1)
+        return cli_usage_error("--quality goes with a JPEG: --out FILE.jpg or --out-dir DIR --format jpg");
+    return 0;
+}
+
+/* --size N or WxH into size_w, size_h. Returns 0 or 2. */
+static int parse_size(sample_settings *s) {
+    if (!s->size) return 0;
+    char *end;
+    long w = strtol(s->size, &end, 10), h = w;
+    if (end != s->size && (*end == 'x' || *end == 'X')) {
+        const char *p = end + 1;
+        h = strtol(p, &end, 10);
+        if (end == p) h = 0;
+    }
+    if (end == s->size || *end || w < 1 || h < 1 || w > DF_MAX_SIZE || h > DF_MAX_SIZE)
+        return cli_usage_error("--size %s: give N or WxH, 1 to %d pixels a side", s->size, DF_MAX_SIZE);
+    s->size_w = (int)w, s->size_h = (int)h;
+    return 0;
+}
+
+/* --invert: one image, through DDIM's ODE alone; its own outputs. Returns 0, 1 (a file problem) or 2. */
+static int check_invert(const cli_args *a, sample_settings *s) {
+    if (!s->invert) {
+        if (s->noise_out || s->no_reconstruct)
+            return cli_usage_error("%s goes with --invert IMG", s->noise_out ? "--noise-out" : "--no-reconstruct");
+        return 0;
+    }
+    static const char *const others[] = {"--n", "--sampler", "--eta", "--guidance", "--guidance-rescale", "--classifier",
+                                         "--init-image", "--inpaint", "--animate", "--score", "--threshold",
+                                         "--clipped-eps", "--karras", "--large-variance", "--index"};
+    for (int i = 0; i < CLI_COUNTOF(others); i++)
+        if (cli_given(a, others[i]))
+            return cli_usage_error("%s does not go with --invert (one image, DDIM without noise, the model alone)",
+                                   others[i]);
+    if (s->noise_out && !cli_has_suffix(s->noise_out, ".safetensors"))
+        return cli_usage_error("--noise-out %s: the noise is a safetensors file: name it .safetensors", s->noise_out);
+    if (s->no_reconstruct && !s->noise_out) return cli_usage_error("--no-reconstruct keeps only the noise: give --noise-out");
+    if (s->no_reconstruct && (s->out || s->out_dir || s->npy))
+        return cli_usage_error("--no-reconstruct writes no images: leave out --out, --out-dir and --npy");
+    if (s->noise_out && cli_same_file(s->noise_out, s->invert))
+        return cli_usage_error("--noise-out %s would overwrite --invert", s->noise_out);
+    s->n = 1;
+    return cli_check_input("--invert", s->invert, 0) || (s->noise_out && cli_check_output("--noise-out", s->noise_out, 0));
+}
+
 /* Outputs of the kinds their names say, none written over another or over an input; every input there and
  * every output writable. Returns 0, 1 (a file problem) or 2 (a usage error). */
 static int check_files(const cli_args *a, sample_settings *s) {
-    if (!s->out && !s->out_dir && !s->npy && !s->animate) s->out = "samples.png";
-    if (s->out && !cli_has_suffix(s->out, ".png"))
-        return cli_usage_error("--out %s: the grid is a PNG: name it .png", s->out);
+    if (!s->out && !s->out_dir && !s->npy && !s->animate && !s->no_reconstruct) s->out = "samples.png";
+    if (s->out && !cli_has_suffix(s->out, ".png") && !cli_has_suffix(s->out, ".jpg") && !cli_has_suffix(s->out, ".jpeg"))
+        return cli_usage_error("--out %s: the grid is a PNG or a JPEG: name it .png, .jpg or .jpeg", s->out);
     if (s->npy && !cli_has_suffix(s->npy, ".npy")) return cli_usage_error("--npy %s: name it .npy", s->npy);
     if (s->animate && !cli_has_suffix(s->animate, ".gif") && !cli_has_suffix(s->animate, ".png"))
         return cli_usage_error("--animate %s: name it .gif (an animation) or .png (a strip)", s->animate);
@@ -223,11 +284,18 @@ static int parse(int argc, char **argv, sample_settings *s) {
         OPT_STR("--score", &s->score_dir, .meta = "DIR", .help = "classify the generated images with a noise-free "
                                                                  "classifier and print the accuracy against the "
                                                                  "requested labels"),
+        OPT_STR("--size", &s->size, .meta = "N|WxH", .def = "the model's",
+                .help = "image size: N x N, or W wide and H high, each a multiple of 2^(levels - 1) (4 for fmnist-s); "
+                        "the network draws what it learnt at its own size, so at twice that, several garments"),
         OPT_SECTION("output (one or more; default --out samples.png):"),
-        OPT_STR("--out", &s->out, .alias = "-o", .meta = "FILE.png", .help = "a grid"),
+        OPT_STR("--out", &s->out, .alias = "-o", .meta = "FILE.png", .help = "a grid; a JPEG when named .jpg or .jpeg"),
         OPT_INT("--cols", &s->cols, .lo = 1, .hi = 10000, .meta = "N", .def = "square, or one row per label",
                 .help = "grid columns"),
-        OPT_STR("--out-dir", &s->out_dir, .meta = "DIR", .help = "one PNG per image"),
+        OPT_STR("--out-dir", &s->out_dir, .meta = "DIR", .help = "one file per image (NNNNNN.png, or --format jpg)"),
+        OPT_STR("--format", &s->format, .meta = "FMT", .def = "png",
+                .help = "--out-dir's images: png or jpg (--out takes its format from its name: .png, .jpg, .jpeg)"),
+        OPT_INT("--quality", &s->quality, .lo = 1, .hi = 100, .meta = "Q", .def = "95",
+                .help = "JPEG quality, with the parameters in the JPEG's comment"),
         OPT_STR("--npy", &s->npy, .meta = "FILE.npy", .help = "uint8 array (N, H, W, C)"),
         OPT_STR("--animate", &s->animate, .meta = "FILE",
                 .help = "the denoising process: an animated GIF (.gif) or a strip (.png) of the grid's predicted x_0 "
@@ -244,6 +312,14 @@ static int parse(int argc, char **argv, sample_settings *s) {
         OPT_INT("--jump-length", &s->jump_length, .lo = 1, .hi = 1000, .meta = "N",
                 .help = "RePaint resampling: jump back N steps; 1 is off"),
         OPT_INT("--jump-n", &s->jump_n, .lo = 1, .hi = 1000, .meta = "N", .help = "RePaint resampling: N times; 1 is off"),
+        OPT_SECTION("inversion:"),
+        OPT_STR("--invert", &s->invert, .meta = "IMG",
+                .help = "DDIM inversion: map IMG to the noise that DDIM (eta 0, --steps) turns into it, then sample "
+                        "that noise back and print the reconstruction's error; the reconstruction is written as "
+                        "images are (a class-conditional model needs the image's class in --labels)"),
+        OPT_STR("--noise-out", &s->noise_out, .meta = "FILE.safetensors",
+                .help = "with --invert: the noise, as the tensor \"noise\" (1, C, H, W)"),
+        OPT_FLAG("--no-reconstruct", &s->no_reconstruct, .help = "with --invert: stop at the noise (--noise-out)"),
         CLI_END,
     };
     cli_args a;
@@ -252,7 +328,10 @@ static int parse(int argc, char **argv, sample_settings *s) {
     if (s->list_samplers) return list_samplers();
     if (a.npos != 1) return cli_usage_error("which model? give a run, checkpoint or model directory");
     s->model = a.pos[0];
-    if ((rc = check_pairs(&a, s)) || (rc = check_sampler(&a, s))) return rc;
+    if ((rc = check_pairs(&a, s)) || (rc = check_sampler(&a, s)) || (rc = check_formats(s)) ||
+        (rc = check_invert(&a, s)) ||
+        (rc = parse_size(s)))
+        return rc;
     return check_files(&a, s);
 }
 
@@ -468,6 +547,7 @@ static void describe(const sample_settings *s, const sample_run *r, int index, c
     if (s->classifier_dir) ADD(", Classifier: %s, Classifier scale: %g", s->classifier_dir, s->classifier_scale);
     if (s->init_image) ADD(", Init image: %s, Strength: %g", s->init_image, s->strength);
     if (s->inpaint) ADD(", Inpaint: %s, Mask: %s", s->inpaint, s->mask);
+    if (s->invert) ADD(", Inverted: %s", s->invert);
     if (index >= 0) ADD(", Image: %d of %d, Batch: %d", index, s->n, s->batch);
     else ADD(", Images: %d, Batch: %d", s->n, s->batch);
     if (index >= 0 && labels) {
@@ -494,18 +574,34 @@ static void describe_image(void *ctx, int i, char *buf, size_t cap) {
 /* Image i as dir/NNNNNN.png with its own parameters; with --index K, image K alone, named as in the run. */
 static df_status save_each(const sample_settings *s, const sample_run *r, const float *x, const int *labels) {
     image_text t = {s, r, labels};
+    const char *ext = s->format ? s->format : "png";
     size_t len = strlen(s->out_dir);   /* "pngs/" is not written "pngs//" */
     while (len > 1 && s->out_dir[len - 1] == '/') len--;
     if (s->index >= 0) {
         char path[4200], text[2048];
-        snprintf(path, sizeof path, "%.*s/%06d.png", (int)len, s->out_dir, s->index);
+        snprintf(path, sizeof path, "%.*s/%06d.%s", (int)len, s->out_dir, s->index, ext);
         describe(s, r, s->index, labels, text, sizeof text);
-        df_status st = df_image_save_png_text(path, x, r->c, r->h, r->w, "parameters", text);
+        df_status st = df_image_save(path, x, r->c, r->h, r->w, s->quality, "parameters", text);
         if (!st) fprintf(stderr, "wrote %s\n", path);
         return st;
     }
-    df_status st = df_image_save_each(s->out_dir, x, s->n, r->c, r->h, r->w, "parameters", describe_image, &t);
+    df_status st = df_image_save_each_as(s->out_dir, ext, s->quality, x, s->n, r->c, r->h, r->w, "parameters",
+                                         describe_image, &t);
     if (!st) fprintf(stderr, "wrote %d %s to %.*s/\n", s->n, s->n == 1 ? "image" : "images", (int)len, s->out_dir);
+    return st;
+}
+
+/* The grid, as a PNG or (by its name) a JPEG of --quality with the parameters in its comment. */
+static df_status save_grid(const sample_settings *s, const float *x, int n, int c, int h, int w, int cols,
+                           const char *text) {
+    if (cli_has_suffix(s->out, ".png")) return df_image_save_grid_text(s->out, x, n, c, h, w, cols, 2, "parameters", text);
+    int gh, gw;
+    df_image_grid(NULL, n, c, h, w, cols, 2, NULL, &gh, &gw);
+    float *g = malloc(sizeof(float) * (size_t)c * gh * gw);
+    if (!g) return cli_die("out of memory for a %dx%d grid", gw, gh), DF_ERR_NOMEM;
+    df_image_grid(x, n, c, h, w, cols, 2, g, &gh, &gw);
+    df_status st = df_image_save(s->out, g, c, gh, gw, s->quality, "parameters", text);
+    free(g);
     return st;
 }
 
@@ -522,9 +618,9 @@ static df_status write_outputs(const sample_settings *s, const sample_run *r, co
     char text[2048];
     describe(s, r, s->index, labels, text, sizeof text);
     printf("parameters: %s\n", text);
-    if (s->out && one && !(st = df_image_save_png_text(s->out, x, c, h, w, "parameters", text)))
+    if (s->out && one && !(st = df_image_save(s->out, x, c, h, w, s->quality, "parameters", text)))
         fprintf(stderr, "wrote %s (image %d of %d)\n", s->out, s->index, s->n);
-    if (s->out && !one && !(st = df_image_save_grid_text(s->out, x, n, c, h, w, cols, 2, "parameters", text)))
+    if (s->out && !one && !(st = save_grid(s, x, n, c, h, w, cols, text)))
         fprintf(stderr, "wrote %s (%d %s)\n", s->out, n, n == 1 ? "image" : "images");
     if (!st && s->out_dir) st = save_each(s, r, x, labels);
     if (!st && s->npy && !(st = df_npy_save_images(s->npy, x, n, c, h, w)))
@@ -538,6 +634,7 @@ static void fill_params(const sample_settings *s, const sample_run *r, const int
                         const float *mask, df_generate_params *g) {
     df_generate_params_default(g);
     g->model = r->model, g->schedule = &r->sched, g->n = s->n, g->batch = s->batch, g->seed = s->seed;
+    g->h = r->h, g->w = r->w;
     df_sampler_params *sp = &g->sampler;
     sp->kind = s->sampler, sp->spacing = s->spacing, sp->steps = s->steps, sp->eta = s->eta;
     sp->karras_sigmas = s->karras, sp->variance_large = s->large_variance, sp->prediction = r->sc.prediction;
@@ -550,12 +647,66 @@ static void fill_params(const sample_settings *s, const sample_run *r, const int
     if (s->inpaint) g->inpaint_image = image, g->mask = mask, g->jump_length = s->jump_length, g->jump_n = s->jump_n;
 }
 
+/* The size asked for, if the network takes it (its downsamplings must halve it evenly). Returns 0 or 2. */
+static int apply_size(const sample_settings *s, sample_run *r) {
+    if (!s->size) return 0;
+    const int levels = df_model_config(r->model)->num_levels, f = 1 << (levels - 1);
+    if (s->size_w % f || s->size_h % f)
+        return cli_usage_error("--size %s: the model halves images %d times: give %s of %d", s->size, levels - 1,
+                               s->size_w == s->size_h ? "a multiple" : "multiples", f);
+    r->w = s->size_w, r->h = s->size_h;
+    return 0;
+}
+
+/* --invert: the image to its noise and back (df_invert), the error printed, the noise and the reconstruction
+ * written. Returns 0, or the exit code after reporting. */
+static int invert(const sample_settings *s, const sample_run *r) {
+    if (r->k && !r->nlist)
+        return cli_usage_error("--invert: this model is class-conditional: give the image's class with --labels");
+    const size_t dim = (size_t)r->c * r->h * r->w;
+    int label = r->k ? r->list[0] : 0;
+    float *x = malloc(sizeof(float) * 3 * dim), *noise = x + dim, *recon = noise + dim;
+    if (!x) return cli_die("out of memory for a %dx%d image", r->w, r->h);
+    df_status st = load_image_as("--invert", s->invert, r->c, r->h, r->w, x);
+    if (!st) {
+        df_generate_params g;
+        fill_params(s, r, r->k ? &label : NULL, NULL, NULL, &g);
+        sample_watch wt = {0};
+        cli_progress bar;
+        cli_progress_init(&bar, "invert");
+        wt.bar = &bar;
+        g.on_step = on_step, g.ctx = &wt;
+        st = df_invert(&g, x, noise, s->no_reconstruct ? NULL : recon);
+        cli_progress_done(&bar);
+    }
+    char text[2048];
+    describe(s, r, 0, r->k ? &label : NULL, text, sizeof text);
+    if (!st && !s->no_reconstruct) {   /* the error in [-1, 1] units, and as PSNR over that range of 2 */
+        double se = 0, worst = 0;
+        for (size_t i = 0; i < dim; i++) {
+            const double d = (double)recon[i] - x[i];
+            se += d * d, worst = fmax(worst, fabs(d));
+        }
+        const double rmse = sqrt(se / (double)dim);
+        printf("reconstruction error: RMSE %.5f, largest %.4f, PSNR %.2f dB (values in [-1, 1], %d DDIM steps each "
+               "way)\n", rmse, worst, rmse > 0 ? 20 * log10(2 / rmse) : INFINITY, r->steps);
+    }
+    if (!st && s->noise_out && !(st = df_noise_save(s->noise_out, noise, 1, r->c, r->h, r->w, text)))
+        fprintf(stderr, "wrote %s (the noise, float32 1 x %d x %d x %d)\n", s->noise_out, r->c, r->h, r->w);
+    sample_watch none = {0};
+    if (!st && !s->no_reconstruct) st = write_outputs(s, r, recon, r->k ? &label : NULL, 1, &none);
+    free(x);
+    return st ? cli_fail(st) : 0;
+}
+
 /* Generate the images s asks for and write them. Returns 0, or the exit code after reporting. */
 static int generate(const sample_settings *s) {
     sample_run r;
     memset(&r, 0, sizeof r);
     int rc = load(s, &r);
-    if (rc) {
+    if (!rc) rc = apply_size(s, &r);
+    if (rc || s->invert) {
+        if (!rc) rc = invert(s, &r);
         run_close(&r);
         return rc;
     }

@@ -557,6 +557,15 @@ df_status df_image_save_png(const char *path, const float *x, int c, int h, int 
  * `diffuse sample` writes its settings under "parameters", the key Stable Diffusion tools read. */
 df_status df_image_save_png_text(const char *path, const float *x, int c, int h, int w, const char *key,
                                  const char *text);
+/* Write (C, H, W) values in [-1, 1] (clamped) as a baseline JPEG (libjpeg) of `quality` 1..100 (0: DF_JPEG_QUALITY),
+ * gray for C = 1, colour for C = 3 with full-resolution chroma; comment (may be NULL; at most 65533 bytes) goes
+ * in a COM marker. Written atomically. */
+#define DF_JPEG_QUALITY 95
+df_status df_image_save_jpeg(const char *path, const float *x, int c, int h, int w, int quality, const char *comment);
+/* Either format by the path's extension: .jpg or .jpeg (any case) is JPEG of `quality` with the text in its
+ * comment (the key is not written), anything else PNG with a text chunk of that key (NULL key: no text). */
+df_status df_image_save(const char *path, const float *x, int c, int h, int w, int quality, const char *key,
+                        const char *text);
 /* Lay n images (N, C, H, W) out as one (C, gh, gw) grid of `cols` columns with `pad` pixels of border;
  * out must hold c * gh * gw values; pass out = NULL to ask for the size only. */
 void df_image_grid(const float *x, int n, int c, int h, int w, int cols, int pad, float *out, int *gh, int *gw);
@@ -573,6 +582,10 @@ df_status df_image_save_grid_text(const char *path, const float *x, int n, int c
  * image i carries a text chunk of that key that text(ctx, i, ...) writes (up to 2047 bytes). */
 df_status df_image_save_each(const char *dir, const float *x, int n, int c, int h, int w, const char *key,
                              void (*text)(void *ctx, int i, char *buf, size_t cap), void *ctx);
+/* The same in a format: ext "png", or "jpg" / "jpeg" (dir/000000.jpg... of `quality`, as df_image_save). */
+df_status df_image_save_each_as(const char *dir, const char *ext, int quality, const float *x, int n, int c, int h,
+                                int w, const char *key, void (*text)(void *ctx, int i, char *buf, size_t cap),
+                                void *ctx);
 
 /* NumPy .npy arrays of images (what `diffuse sample --npy` writes and `diffuse eval` reads). */
 #define DF_NPY_MAX_IMAGES 10000000   /* N in a file the reader takes; H and W are at most DF_MAX_SIZE */
@@ -795,7 +808,8 @@ typedef struct {
     df_sampler_params  sampler;    /* kind, spacing, eta, clipping...; steps 0: 50 (DDPM: T); prediction: the
                                       model's; its progress callback is not used (on_step is) */
     int      n, batch;             /* images, and images per network call (0: 64) */
-    int      h, w;                 /* image size (0: the model's sample_size, or 32) */
+    int      h, w;                 /* image size (0: the model's sample_size, or 32); any multiple of 2^(levels -
+                                      1) up to DF_MAX_SIZE, not only the size the model was trained at */
     uint64_t seed;                 /* image k draws all its noise from stream first_index + k of seed, so it */
     uint64_t first_index;          /* is the same whatever n, batch, guidance or how a run is split, up to the
                                       network's float rounding, which changes with the batch's size (to
@@ -844,6 +858,18 @@ df_status df_generate(const df_generate_params *p, float *x);
  * on_step reports the batches run (done and total count only those). df_generate(p, x) is
  * df_generate_images(p, 0, p->n, x). */
 df_status df_generate_images(const df_generate_params *p, int first, int count, float *x);
+/* DDIM inversion (Song et al. 2021, eq. 14 run upwards; see df_ddim_invert) of p->n images x0 (n x in_channels x
+ * h x w, in [-1, 1]) into the noise that DDIM turns back into them: noise (same shape). With recon not NULL, that
+ * noise is then sampled back down into recon, the reconstruction (off from x0 by the ODE's discretisation error:
+ * more steps, less error: about 0.05 RMSE at 50 steps, 0.025 at 100 on Fashion-MNIST). p's model, schedule, n,
+ * batch, h, w, labels (a class-conditional model should get the images' classes), sampler steps and spacing are
+ * used; the sampler is DDIM with eta 0 whatever its kind says, and x_0 is neither clipped nor thresholded (the
+ * way up could not undo it). Guidance, a classifier and edits are refused. on_step reports the inversion's steps,
+ * then the reconstruction's (total counts both). */
+df_status df_invert(const df_generate_params *p, const float *x0, float *noise, float *recon);
+/* Noise (N, C, H, W) as a safetensors file: the F32 tensor "noise", with `parameters` (may be NULL) under that
+ * key in its metadata. Written atomically. */
+df_status df_noise_save(const char *path, const float *noise, int n, int c, int h, int w, const char *parameters);
 
 /* ---- training ------------------------------------------------------------------------------------------ */
 

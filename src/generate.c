@@ -1,7 +1,9 @@
 /* df_generate: the one call behind `diffuse sample`. Batches of images run down the reverse chain from
  * noise (or from an image to edit), with classifier-free or classifier guidance; every buffer is sized
- * before the first step. Image k's noise is stream first_index + k of the seed, whatever the batching. */
+ * before the first step. Image k's noise is stream first_index + k of the seed, whatever the batching. Also
+ * the way back: DDIM inversion of images to their noise (df_invert). */
 #define _DEFAULT_SOURCE   /* getrandom */
+#include "safetensors.h"
 #include "sampler.h"
 
 #include <errno.h>
@@ -28,7 +30,8 @@ typedef struct {
     df_denoise_fn fn;  /* what the sampler calls: the model, wrapped by the guidance asked for */
     void         *fn_ctx;
     int  first, bn;    /* the batch being run */
-    long done, total;  /* sampler steps of the batches run before this one, and of all of them */
+    long done, total;     /* sampler steps of the runs before this one, and of all of them */
+    int  phases, phase;   /* runs per batch (inversion and reconstruction: 2) and the one running */
 } gen;
 
 void df_generate_params_default(df_generate_params *p) {
@@ -54,6 +57,11 @@ static df_status check(const df_generate_params *p, gen *g) {
     g->c = mc->in_channels;
     g->h = p->h > 0 ? p->h : mc->sample_size > 0 ? mc->sample_size : 32;
     g->w = p->w > 0 ? p->w : g->h;
+    /* the U-Net is convolutional and its attention has no positions: any size its downsamplings halve evenly */
+    const int f = 1 << (mc->num_levels - 1);
+    if (g->h % f || g->w % f || g->h > DF_MAX_SIZE || g->w > DF_MAX_SIZE)
+        return df_fail(DF_ERR_ARG, "generate: size %dx%d: the model halves images %d times: give multiples of %d up "
+                       "to %d", g->w, g->h, mc->num_levels - 1, f, DF_MAX_SIZE);
     g->dim = (size_t)g->c * g->h * g->w;
     g->B = DF_MIN(p->batch > 0 ? p->batch : 64, p->n);
     g->nb = (p->n + g->B - 1) / g->B;
@@ -148,7 +156,7 @@ static df_status stop_or_denoise(void *ctx, int n, const float *x, const float *
 static void on_sampler_step(void *ctx, int step, int steps, const float *x, const float *x0) {
     gen *g = ctx;
     if (!g->p->on_step) return;
-    df_generate_step s = {g->first, g->bn, step, steps, g->done + step, g->total, x, x0};
+    df_generate_step s = {g->first, g->bn, step, steps, g->done + (long)g->phase * steps + step, g->total, x, x0};
     g->p->on_step(g->p->ctx, &s);
 }
 
@@ -203,6 +211,8 @@ static df_status setup(const df_generate_params *p, gen *g) {
     if (p->classifier && (st = df_model_reserve(p->classifier, B, g->h, g->w))) return st;
     if (g->guided || p->classifier) g->sp.clipped_eps = g->sp.clipped_eps || !p->model_eps;
     g->sp.progress = on_sampler_step, g->sp.progress_ctx = g;
+    g->phases = DF_MAX(g->phases, 1);
+    g->total = (long)g->nb * g->phases * g->sp.steps;
     return DF_OK;
 }
 
@@ -224,6 +234,13 @@ static df_status run_batch(const df_generate_params *p, gen *g, int i0, int bn, 
                               g->rngs, x, g->ws);
     df_fill_normal_each(g->rngs, bn, g->dim, x);
     return df_sampler_run(s, &g->sp, stop_or_denoise, g, bn, g->dim, g->rngs, x, 0, g->ws);
+}
+
+static void gen_free(gen *g) {
+    df_classifier_free_guidance_free(&g->cfg);
+    df_classifier_guidance_free(&g->cg);
+    free(g->labels), free(g->rngs), free(g->src), free(g->mask), free(g->guide_ts);
+    df_free_aligned(g->ws);
 }
 
 df_status df_generate_images(const df_generate_params *p, int first, int count, float *x) {
@@ -252,13 +269,50 @@ df_status df_generate_images(const df_generate_params *p, int first, int count, 
                    sizeof(float) * (size_t)(hi - lo) * g.dim);
     }
     free(scratch);
-    df_classifier_free_guidance_free(&g.cfg);
-    df_classifier_guidance_free(&g.cg);
-    free(g.labels), free(g.rngs), free(g.src), free(g.mask), free(g.guide_ts);
-    df_free_aligned(g.ws);
+    gen_free(&g);
     return st;
 }
 
 df_status df_generate(const df_generate_params *p, float *x) {
     return df_generate_images(p, 0, p ? p->n : 0, x);
+}
+
+df_status df_invert(const df_generate_params *p_in, const float *x0, float *noise, float *recon) {
+    if (!p_in || !x0 || !noise) return df_fail(DF_ERR_ARG, "invert: no parameters, images or noise");
+    if (p_in->guidance != 1 || p_in->guidance_rescale > 0 || p_in->classifier || p_in->init_image ||
+        p_in->inpaint_image)
+        return df_fail(DF_ERR_ARG, "invert: DDIM inversion runs the model alone: no guidance, classifier or edit");
+    /* the ODE: DDIM without noise, whatever the caller's sampler; and no clipping or thresholding of x_0, which
+     * the way up cannot undo (with clipping, a Fashion-MNIST image comes back as another garment) */
+    df_generate_params p = *p_in;
+    p.sampler.kind = DF_SAMPLER_DDIM, p.sampler.eta = 0;
+    p.sampler.clip_x0 = p.sampler.dynamic_threshold = p.sampler.clipped_eps = 0;
+    gen g;
+    memset(&g, 0, sizeof g);
+    g.p = &p;
+    g.phases = recon ? 2 : 1;
+    df_status st = check(&p, &g);
+    if (!st) st = setup(&p, &g);
+    for (int b = 0; b < g.nb && !st; b++) {
+        const int i0 = b * g.B, bn = DF_MIN(g.B, p.n - i0);
+        const size_t off = (size_t)i0 * g.dim;
+        g.first = i0, g.bn = bn, g.phase = 0, g.done = (long)b * g.phases * g.sp.steps;
+        g.dn.labels = g.k ? g.labels + i0 : NULL;
+        st = df_ddim_invert(p.schedule, &g.sp, stop_or_denoise, &g, bn, g.dim, x0 + off, noise + off);
+        if (st || !recon) continue;
+        /* back down from that noise: what sampling with DDIM from it makes */
+        memcpy(recon + off, noise + off, sizeof(float) * (size_t)bn * g.dim);
+        g.phase = 1;
+        st = df_sampler_run(p.schedule, &g.sp, stop_or_denoise, &g, bn, g.dim, NULL, recon + off, 0, g.ws);
+    }
+    gen_free(&g);
+    return st;
+}
+
+df_status df_noise_save(const char *path, const float *noise, int n, int c, int h, int w, const char *parameters) {
+    if (!path || !noise || n < 1 || c < 1 || h < 1 || w < 1)
+        return df_fail(DF_ERR_ARG, "%s: no noise to write", path ? path : "noise");
+    const st_entry e = {.name = "noise", .ndim = 4, .shape = {n, c, h, w}, .f32 = noise};
+    const char *const meta[] = {"parameters", parameters};
+    return st_write(path, &e, 1, meta, parameters ? 1 : 0);
 }

@@ -1,5 +1,6 @@
 /* Image I/O and resampling: PNG (libpng) and JPEG (libjpeg) decoding into (C, H, W) floats in [-1, 1],
- * resizing (centre crop, exact area averaging down, bilinear up), and 8-bit PNG output of images and grids. */
+ * resizing (centre crop, exact area averaging down, bilinear up), and 8-bit PNG and JPEG output of images and
+ * grids. */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
@@ -7,6 +8,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <string.h>
+#include <strings.h>
 
 #include <jerror.h>
 #include <jpeglib.h>
@@ -521,6 +523,76 @@ df_status df_image_save_png_text(const char *path, const float *x, int c, int h,
     return st;
 }
 
+/* ---- JPEG output ---------------------------------------------------------------------------------------- */
+
+/* Everything that can longjmp lives here (errors come back through r, as when reading). Returns 0 on success. */
+static int jpeg_encode(struct jpeg_compress_struct *cinfo, jpeg_reader *r, const unsigned char *px, int c, int h,
+                       int w, int quality, const char *comment, unsigned char **buf, unsigned long *len) {
+    if (setjmp(r->jump)) return 1;
+    jpeg_create_compress(cinfo);
+    jpeg_mem_dest(cinfo, buf, len);
+    cinfo->image_width = (JDIMENSION)w, cinfo->image_height = (JDIMENSION)h;
+    cinfo->input_components = c;
+    cinfo->in_color_space = c == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    jpeg_set_defaults(cinfo);
+    jpeg_set_quality(cinfo, quality, TRUE);
+    /* full-resolution colour (4:4:4): images this small lose visibly to halved chroma */
+    for (int k = 0; k < cinfo->num_components; k++) cinfo->comp_info[k].h_samp_factor = cinfo->comp_info[k].v_samp_factor = 1;
+    jpeg_start_compress(cinfo, TRUE);
+    if (comment) jpeg_write_marker(cinfo, JPEG_COM, (const JOCTET *)comment, (unsigned)strlen(comment));
+    while (cinfo->next_scanline < cinfo->image_height) {
+        JSAMPROW row = (JSAMPROW)(px + (size_t)cinfo->next_scanline * w * c);
+        jpeg_write_scanlines(cinfo, &row, 1);
+    }
+    jpeg_finish_compress(cinfo);
+    return 0;
+}
+
+df_status df_image_save_jpeg(const char *path, const float *x, int c, int h, int w, int quality, const char *comment) {
+    if (c != 1 && c != 3) return df_fail(DF_ERR_ARG, "%s: cannot write %d channels as JPEG (1 or 3)", path, c);
+    if (h < 1 || w < 1 || h > 65500 || w > 65500)   /* JPEG's limit on a side */
+        return df_fail(DF_ERR_ARG, "%s: cannot write a %dx%d image as JPEG (at most 65500 a side)", path, w, h);
+    if (quality == 0) quality = DF_JPEG_QUALITY;
+    if (quality < 1 || quality > 100) return df_fail(DF_ERR_ARG, "%s: JPEG quality %d must be 1..100", path, quality);
+    if (comment && strlen(comment) > 65533)   /* a marker's length field counts itself in 16 bits */
+        return df_fail(DF_ERR_ARG, "%s: a JPEG comment holds at most 65533 bytes", path);
+    size_t n;
+    unsigned char *px = NULL;
+    if (mul_size((size_t)w * c, (size_t)h, &n)) px = malloc(n);
+    if (!px) return df_fail(DF_ERR_NOMEM, "%s: out of memory for a %dx%d image", path, w, h);
+    const size_t plane = (size_t)h * w;
+    for (size_t i = 0; i < plane; i++)
+        for (int k = 0; k < c; k++) px[i * c + k] = to_byte(x[k * plane + i]);   /* (C, H, W) -> (H, W, C) */
+    struct jpeg_compress_struct cinfo;
+    jpeg_reader r;   /* its error manager, jump and message serve the encoder too */
+    memset(&cinfo, 0, sizeof cinfo);
+    memset(&r, 0, sizeof r);
+    cinfo.err = jpeg_std_error(&r.mgr);
+    r.mgr.error_exit = jpeg_on_error;
+    r.mgr.output_message = jpeg_on_output;
+    unsigned char *buf = NULL;
+    unsigned long len = 0;
+    df_status st = jpeg_encode(&cinfo, &r, px, c, h, w, quality, comment, &buf, &len)
+                       ? df_fail(DF_ERR_NOMEM, "%s: cannot encode JPEG: %s", path, r.msg)
+                       : df_write_file_atomic(path, buf, len);
+    jpeg_destroy_compress(&cinfo);
+    free(buf);   /* jpeg_mem_dest's buffer is malloc'd and left to the caller */
+    free(px);
+    return st;
+}
+
+/* .jpg or .jpeg, any case */
+static int is_jpeg_name(const char *path) {
+    const char *dot = strrchr(path, '.');
+    return dot && !strchr(dot, '/') && (strcasecmp(dot, ".jpg") == 0 || strcasecmp(dot, ".jpeg") == 0);
+}
+
+df_status df_image_save(const char *path, const float *x, int c, int h, int w, int quality, const char *key,
+                        const char *text) {
+    if (is_jpeg_name(path)) return df_image_save_jpeg(path, x, c, h, w, quality, key ? text : NULL);
+    return df_image_save_png_text(path, x, c, h, w, key, text);
+}
+
 /* Grid layout: rows = ceil(n / cols) by cols tiles (cols is capped at n, so no column is empty), with
  * `pad` pixels of white border around every tile: cols * (w + pad) + pad wide and rows * (h + pad) + pad
  * high. Cells past the last image stay white. */
@@ -572,15 +644,23 @@ df_status df_image_save_grid_text(const char *path, const float *x, int n, int c
 
 df_status df_image_save_each(const char *dir, const float *x, int n, int c, int h, int w, const char *key,
                              void (*text)(void *ctx, int i, char *buf, size_t cap), void *ctx) {
+    return df_image_save_each_as(dir, "png", 0, x, n, c, h, w, key, text, ctx);
+}
+
+df_status df_image_save_each_as(const char *dir, const char *ext, int quality, const float *x, int n, int c, int h,
+                                int w, const char *key, void (*text)(void *ctx, int i, char *buf, size_t cap),
+                                void *ctx) {
+    if (strcasecmp(ext, "png") != 0 && strcasecmp(ext, "jpg") != 0 && strcasecmp(ext, "jpeg") != 0)
+        return df_fail(DF_ERR_ARG, "%s: cannot write images as \"%s\" (png, jpg or jpeg)", dir, ext);
     df_status st = df_mkdir_p(dir);
     size_t len = strlen(dir);   /* "pngs/" gives pngs/000000.png, not pngs//000000.png */
     while (len > 1 && dir[len - 1] == '/') len--;
     for (int i = 0; i < n && !st; i++) {
         char p[4200], t[2048] = "";
-        if (snprintf(p, sizeof p, "%.*s/%06d.png", (int)len, dir, i) >= (int)sizeof p)
+        if (snprintf(p, sizeof p, "%.*s/%06d.%s", (int)len, dir, i, ext) >= (int)sizeof p)
             return df_fail(DF_ERR_ARG, "%s: path too long", dir);
         if (key && text) text(ctx, i, t, sizeof t);
-        st = df_image_save_png_text(p, x + (size_t)i * c * h * w, c, h, w, key && text ? key : NULL, t);
+        st = df_image_save(p, x + (size_t)i * c * h * w, c, h, w, quality, key && text ? key : NULL, t);
     }
     return st;
 }

@@ -245,7 +245,7 @@ static const bad_case cases[] = {
     {"sample $M --inpaint $P --mask $P --sampler euler", 2, "--sampler"},
     {"sample $M --frames 5 --out $T/o.png", 2, "--frames"},
     {"sample $M --cols 4 --npy $T/o.npy", 2, "--cols"},
-    {"sample $M --out $T/o.jpg", 2, "o.jpg"},
+    {"sample $M --out $T/o.gif", 2, "o.gif"},
     {"sample $M --npy $T/o.png", 2, "--npy"},
     {"sample $M --animate $T/o.mp4", 2, "--animate"},
     {"sample $M --out $T/o.png --animate $T/o.png", 2, "--animate"},

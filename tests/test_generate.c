@@ -367,3 +367,43 @@ TEST(generate_class_names_find_and_match) {
     df_class_info none = {0, -1, NULL};
     CHECK_OK(df_class_info_match(&none, &renamed));   /* an unconditional model: the classifier's classes rule */
 }
+/* Another size than the model's: the convolutional U-Net samples any multiple of 2^(levels - 1), square or not,
+ * and its output at its own size afterwards is what it was (each size has its tape); other sizes are refused. */
+TEST(generate_at_another_size) {
+    df_schedule s;
+    CHECK_OK(df_schedule_init_default(&s));
+    df_model *m = tiny_model(0);
+    enum { S = 8, N = 2 };
+    float x[N * S * S], t[N] = {10, 500}, before[N * S * S], after[N * S * S];
+    df_rng r;
+    df_rng_init(&r, 3);
+    df_rng_fill_normal(&r, x, N * S * S);
+    CHECK_OK(df_model_forward(m, N, S, S, x, t, NULL, before));
+    const int sizes[][2] = {{2 * S, 2 * S}, {2 * S, S}, {4, 6}};   /* h, w */
+    for (int k = 0; k < 3; k++) {
+        const int h = sizes[k][0], w = sizes[k][1];
+        float *big = malloc(sizeof(float) * N * h * w);
+        df_generate_params g;
+        base_params(&g, m, &s, N, N);
+        g.h = h, g.w = w, g.sampler.steps = 3;
+        CHECK_OK(df_generate(&g, big));
+        double sum = 0, sq = 0;
+        int finite = 1;
+        for (int i = 0; i < N * h * w; i++) finite &= isfinite(big[i]), sum += big[i], sq += (double)big[i] * big[i];
+        const double var = sq / (N * h * w) - (sum / (N * h * w)) * (sum / (N * h * w));
+        CHECK(finite && var > 1e-4, "%dx%d: finite %d, variance %.3g", w, h, finite, var);
+        free(big);
+    }
+    CHECK_OK(df_model_forward(m, N, S, S, x, t, NULL, after));
+    CHECK(memcmp(before, after, sizeof before) == 0, "the output at 8x8 changed after sampling at other sizes (by %.3g)",
+          max_abs(before, after, N * S * S));
+    float y[N * 9 * 9];
+    df_generate_params g;
+    base_params(&g, m, &s, N, N);
+    g.h = g.w = 9;
+    df_status st = df_generate(&g, y);
+    CHECK(st == DF_ERR_ARG && strstr(df_error(), "halves images 1 times: give multiples of 2"), "9x9: %d, %s", st,
+          df_error());
+    df_model_free(m);
+    df_schedule_free(&s);
+}

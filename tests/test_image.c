@@ -650,3 +650,74 @@ TEST(image_save_errors) {
     CHECK(df_image_save_grid(path, x, 0, 1, 2, 2, 1, 0) == DF_ERR_ARG, "empty grid refused");
     CHECK(df_image_save_grid(path, x, 1, 1, 2, 2, 1, -1) == DF_ERR_ARG, "negative pad refused");
 }
+
+/* PSNR in dB of a against b (n values in [-1, 1], a peak-to-peak range of 2). */
+static double psnr(const float *a, const float *b, size_t n) {
+    double se = 0;
+    for (size_t i = 0; i < n; i++) se += (double)(a[i] - b[i]) * (a[i] - b[i]);
+    return se > 0 ? 10 * log10(4.0 / (se / (double)n)) : INFINITY;
+}
+
+/* JPEG output read back by the loader: the size and colour kept, close to the original at the default quality
+ * and further at a low one, the comment in a COM marker; df_image_save picks the format by the extension. */
+TEST(image_jpeg_save_round_trip) {
+    enum { W = 37, H = 23 };
+    float x[3 * H * W];
+    for (int k = 0; k < 3; k++)   /* smooth gradients with a soft blob, like a generated image */
+        for (int y = 0; y < H; y++)
+            for (int xx = 0; xx < W; xx++) {
+                double r2 = ((xx - 15.0) * (xx - 15.0) + (y - 11.0) * (y - 11.0)) / 40.0;
+                x[(k * H + y) * W + xx] = (float)(0.8 * (xx / (W - 1.0) - 0.5) * (k == 1 ? -1 : 1) + 0.6 * exp(-r2) -
+                                                  0.3 * (y / (H - 1.0)) * (k == 2));
+            }
+    const char *comment = "Steps: 50, Sampler: ddim, Seed: 7";
+    char path[600];
+    double db[2][2];   /* [gray, colour][quality 95, 10] */
+    for (int c = 1; c <= 3; c += 2)
+        for (int q = 0; q < 2; q++) {
+            tmp_path(path, sizeof path, c == 1 ? "save-gray.jpg" : "save-rgb.jpg");
+            CHECK_OK(df_image_save_jpeg(path, x, c, H, W, q ? 10 : 0, comment));
+            int lc, lh, lw;
+            float *y = NULL;
+            CHECK_OK(df_image_load(path, 0, &lc, &lh, &lw, &y));
+            CHECK(y && lc == c && lh == H && lw == W, "read back %dx%dx%d, wrote %dx%dx%d", lw, lh, lc, W, H, c);
+            db[c / 3][q] = y && lc == c && lh == H && lw == W ? psnr(y, x, (size_t)c * H * W) : 0;
+            free(y);
+            size_t len = 0;
+            unsigned char *f = read_all(path, &len);
+            /* a COM marker: FF FE, a 16-bit length counting itself, the text */
+            int found = 0;
+            const size_t n = strlen(comment);
+            for (size_t i = 0; f && i + 4 + n <= len && !found; i++)
+                found = f[i] == 0xff && f[i + 1] == 0xfe && ((size_t)f[i + 2] << 8 | f[i + 3]) == n + 2 &&
+                        memcmp(f + i + 4, comment, n) == 0;
+            CHECK(found, "%s: no COM marker holding the comment", path);
+            free(f);
+        }
+    printf("    JPEG PSNR: gray %.1f dB at quality 95, %.1f at 10; colour %.1f and %.1f\n", db[0][0], db[0][1],
+           db[1][0], db[1][1]);
+    CHECK(db[0][0] > 40 && db[1][0] > 38, "quality 95: PSNR %.1f dB (gray), %.1f (colour)", db[0][0], db[1][0]);
+    CHECK(db[0][1] < db[0][0] - 6 && db[1][1] < db[1][0] - 6, "quality 10 is not worse than 95: %.1f, %.1f dB",
+          db[0][1], db[1][1]);
+    /* by extension, in any case */
+    static const unsigned char jpeg_sig[3] = {0xff, 0xd8, 0xff}, png_sig[4] = {0x89, 'P', 'N', 'G'};
+    const char *names[] = {"by-ext.JPEG", "by-ext.jpg", "by-ext.png"};
+    for (int i = 0; i < 3; i++) {
+        tmp_path(path, sizeof path, names[i]);
+        CHECK_OK(df_image_save(path, x, 3, H, W, 90, "parameters", comment));
+        size_t len = 0;
+        unsigned char *f = read_all(path, &len);
+        CHECK(f && len > 4 && memcmp(f, i < 2 ? jpeg_sig : png_sig, i < 2 ? 3 : 4) == 0, "%s: not a %s", names[i],
+              i < 2 ? "JPEG" : "PNG");
+        free(f);
+    }
+    tmp_path(path, sizeof path, "refused.jpg");
+    CHECK(df_image_save_jpeg(path, x, 2, H, W, 0, NULL) == DF_ERR_ARG, "2 channels refused");
+    CHECK(df_image_save_jpeg(path, x, 3, H, W, 101, NULL) == DF_ERR_ARG, "quality 101 refused");
+    CHECK(!file_exists(path), "nothing written for a refused call");
+    /* a directory of JPEGs */
+    tmp_path(path, sizeof path, "each-jpg");
+    CHECK_OK(df_image_save_each_as(path, "jpg", 0, x, 1, 3, H, W, NULL, NULL, NULL));
+    tmp_path(path, sizeof path, "each-jpg/000000.jpg");
+    CHECK(file_exists(path), "df_image_save_each_as wrote no %s", path);
+}
