@@ -265,6 +265,9 @@ static int parse(int argc, char **argv, sample_settings *s) {
         OPT_FLAG("--model-eps", &s->model_eps, .help = "DDIM steps with the network's noise even when guiding "
                                                        "(diffusers' default)"),
         OPT_FLAG("--raw", &s->raw, .help = "use the trained weights instead of their moving average"),
+        OPT_STR("--size", &s->size, .meta = "N|WxH", .def = "the model's",
+                .help = "image size: N x N, or W wide and H high, each a multiple of 2^(levels - 1) (4 for fmnist-s); "
+                        "the network draws what it learnt at its own size, so at twice that, several garments"),
         OPT_SECTION("classes and guidance:"),
         OPT_STR("--labels", &s->labels, .meta = "L1,L2,...", .def = "every class",
                 .help = "class labels for a class-conditional model, as numbers or as names from its classes.json "
@@ -284,9 +287,6 @@ static int parse(int argc, char **argv, sample_settings *s) {
         OPT_STR("--score", &s->score_dir, .meta = "DIR", .help = "classify the generated images with a noise-free "
                                                                  "classifier and print the accuracy against the "
                                                                  "requested labels"),
-        OPT_STR("--size", &s->size, .meta = "N|WxH", .def = "the model's",
-                .help = "image size: N x N, or W wide and H high, each a multiple of 2^(levels - 1) (4 for fmnist-s); "
-                        "the network draws what it learnt at its own size, so at twice that, several garments"),
         OPT_SECTION("output (one or more; default --out samples.png):"),
         OPT_STR("--out", &s->out, .alias = "-o", .meta = "FILE.png", .help = "a grid; a JPEG when named .jpg or .jpeg"),
         OPT_INT("--cols", &s->cols, .lo = 1, .hi = 10000, .meta = "N", .def = "square, or one row per label",
