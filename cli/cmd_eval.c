@@ -16,7 +16,7 @@ static int eval_main(int argc, char **argv);
 
 const cli_command cmd_eval = {
     .name = "eval",
-    .usage = "usage: diffuse eval MODEL_OR_IMAGES [--ref DATA] [--n N] [--metrics fd,kid,pr,cas,bpd,acc] [options]",
+    .usage = "usage: diffuse eval MODEL_OR_IMAGES [--ref DATA] [--n N] [--metrics fd,kid,pr,acc,classes,cas,bpd] [options]",
     .summary = "score a model or images: FD, KID, precision/recall, CAS, bits/dim",
     .about = "Score a model (it samples --n images) or images already generated (a folder of PNG/JPEG, a subfolder per\n"
              "class giving labels, or a .npy) against a reference set, with the field's metrics (docs/evaluation.md):\n"
@@ -24,6 +24,8 @@ const cli_command cmd_eval = {
              "  kid  kernel distance (KID): mean and spread over subsets, and a standard error\n"
              "  pr   precision and recall (k-nearest-neighbour manifolds)\n"
              "  acc  how often a classifier sees the class asked for (class-conditional models, labelled folders)\n"
+             "  classes  what the classifier sees: the share of images it is sure of (top probability at least\n"
+             "       --confidence: garments, not blobs) and each class's share of them (a skewed mix shows)\n"
              "  cas  classification accuracy score: a classifier trained on generated images, tested on real ones,\n"
              "       beside the same classifier trained on as many real images\n"
              "  bpd  negative log-likelihood bound in bits/dim on real test images (model only)",
@@ -127,6 +129,12 @@ static cJSON *json_result(const df_eval_params *p, const df_eval_result *r, cons
     json_value(m, "recall", &r->recall, "k", p->pr_k);
     json_value(m, "acc", &r->acc, NULL, 0);
     if (r->acc.have) cJSON_AddStringToObject(cJSON_GetArrayItem(m, cJSON_GetArraySize(m) - 1), "classifier", r->classifier);
+    json_value(m, "confident", &r->confident, "threshold", p->confidence);
+    if (r->confident.have) {
+        cJSON *last = cJSON_GetArrayItem(m, cJSON_GetArraySize(m) - 1), *mix = cJSON_AddArrayToObject(last, "class_share");
+        cJSON_AddStringToObject(last, "classifier", r->classifier);
+        for (int c = 0; c < r->nclasses; c++) cJSON_AddItemToArray(mix, cJSON_CreateNumber(r->class_share[c]));
+    }
     json_value(m, "cas", &r->cas, "real_baseline", r->cas_real.value);
     if (r->cas.have) cJSON_AddNumberToObject(cJSON_GetArrayItem(m, cJSON_GetArraySize(m) - 1), "per_class", p->cas_per_class);
     json_value(m, "bpd", &r->bpd, "timesteps", r->bpd_timesteps);
@@ -136,6 +144,22 @@ static cJSON *json_result(const df_eval_params *p, const df_eval_result *r, cons
     cJSON_AddNumberToObject(t, "features", r->feature_seconds);
     cJSON_AddNumberToObject(t, "total", r->seconds);
     return j;
+}
+
+/* Each class's share of the images, by the classifier's names when it has them. */
+static void print_class_mix(const df_eval_result *r) {
+    df_class_info ci = {0};
+    df_model *m = NULL;
+    if (df_model_load(r->classifier, &m) || df_class_info_load(r->classifier, m, &ci)) ci.names = NULL;
+    printf("  classes seen:");
+    for (int j = 0; j < r->nclasses; j++) {
+        char num[16];
+        snprintf(num, sizeof num, "%d", j);
+        printf("%s %s %.3f", j ? "," : "", ci.names && ci.names[j] ? ci.names[j] : num, r->class_share[j]);
+    }
+    printf("\n");
+    df_class_info_free(&ci);
+    df_model_free(m);
 }
 
 static void print_table(const df_eval_params *p, const df_eval_result *r, const char *what) {
@@ -163,6 +187,9 @@ static void print_table(const df_eval_params *p, const df_eval_result *r, const 
     print_value("recall", &r->recall, "%.4f", note);
     snprintf(note, sizeof note, "classifier %s", r->classifier);
     print_value("acc", &r->acc, "%.4f", note);
+    snprintf(note, sizeof note, "top probability >= %g, classifier %s", p->confidence, r->classifier);
+    print_value("confident", &r->confident, "%.4f", note);
+    if (r->confident.have) print_class_mix(r);
     snprintf(note, sizeof note, "real-data baseline %.4f (%d per class)", r->cas_real.value, p->cas_per_class);
     print_value("CAS", &r->cas, "%.4f", note);
     snprintf(note, sizeof note, "%d timesteps%s, %s", r->bpd_timesteps, p->bpd_timesteps > 0 ? " (strata)" : "", r->bpd_data);
@@ -217,9 +244,10 @@ static int check_options(const cli_args *a, const eval_args *e) {
 static int parse(int argc, char **argv, eval_args *e) {
     df_eval_params *p = &e->p;
     int no_clip = 0;
-    char metrics_def[160];
+    char metrics_def[256];
     metrics_text(p->metrics, metrics_def, 64);
-    strcat(metrics_def, "; and acc for class-conditional models and labelled folders");
+    strcat(metrics_def, "; classes with a classifying feature network; and acc for class-conditional models and "
+                        "labelled folders");
     const cli_opt opts[] = {
         OPT_STR("--ref", &p->ref, .meta = "DATA", .help = "reference images, or a reference-features file"),
         OPT_LONG("--ref-n", &p->ref_limit, .lo = 2, .hi = 1e8, .meta = "N", .def = "all",
@@ -253,7 +281,9 @@ static int parse(int argc, char **argv, eval_args *e) {
         OPT_INT("--kid-subset-size", &p->kid_subset_size, .lo = 2, .hi = 1000000, .meta = "N", .help = "their size"),
         OPT_INT("--k", &p->pr_k, .lo = 1, .hi = 1000, .meta = "K", .help = "neighbours for precision and recall"),
         OPT_STR("--classifier", &p->classifier, .meta = "DIR", .def = "the feature network",
-                .help = "acc: a noise-free classifier"),
+                .help = "acc and classes: a noise-free classifier"),
+        OPT_DOUBLE("--confidence", &p->confidence, .lo = 1e-6, .hi = 1, .meta = "P",
+                   .help = "classes: the top probability that counts an image as sure"),
         OPT_INT("--cas-per-class", &p->cas_per_class, .lo = 2, .hi = 100000, .meta = "N",
                 .help = "CAS: generated images of each class to train on"),
         OPT_INT("--cas-epochs", &p->cas_epochs, .lo = 1, .hi = 10000, .meta = "N", .help = "CAS: training epochs"),
@@ -304,6 +334,8 @@ static int parse(int argc, char **argv, eval_args *e) {
 /* Without --metrics: class accuracy too for a class-conditional model or a labelled folder. */
 static void default_metrics(eval_args *e) {
     if (e->metrics_given || e->sweep) return;
+    if (e->p.features && !cli_has_suffix(e->p.features, ".safetensors"))   /* a classifier, not Inception */
+        e->p.metrics |= 1u << DF_METRIC_CLASSES;
     if (e->is_model) {
         df_model *m;
         if (!df_pipeline_load(e->what, 0, &m, NULL)) {

@@ -1000,6 +1000,9 @@ df_status df_train_params_resume(df_train_params *p, const char *out_dir, df_tra
  * the network sees at most 100 images at a time. */
 df_status df_classifier_predict(df_model *m, int n, int h, int w, const float *x, const float *t, int *pred,
                                 int *correct);
+/* The classes' probabilities (softmax of the logits; n x classifier_classes values) of images at timesteps t
+ * (NULL: clean images). */
+df_status df_classifier_probs(df_model *m, int n, int h, int w, const float *x, const float *t, float *probs);
 
 typedef struct {
     long   step, total_steps;
@@ -1140,9 +1143,12 @@ typedef enum {
     DF_METRIC_CAS,   /* classification accuracy score: a classifier trained on generated images, tested on real */
     DF_METRIC_BPD,   /* negative log-likelihood bound in bits/dim on real images */
     DF_METRIC_ACC,   /* how often a classifier sees the class asked for */
+    DF_METRIC_CLASSES,   /* what a classifier sees, labels or not: the share of images it is sure of (its top
+                            probability at least the confidence threshold: garments, not blobs) and the
+                            share of each class among its top picks (a mix unlike the data's shows) */
     DF_METRIC_COUNT
 } df_metric;
-const char *df_metric_name(df_metric m);                  /* "fd", "kid", "pr", "cas", "bpd", "acc" */
+const char *df_metric_name(df_metric m);                  /* "fd", "kid", "pr", "cas", "bpd", "acc", "classes" */
 df_status   df_metrics_parse(const char *text, unsigned *mask);   /* "fd,kid" -> bits (1 << DF_METRIC_*) */
 
 typedef struct {
@@ -1165,7 +1171,8 @@ typedef struct {
     const char *ref;                  /* a data set (default "fashion-mnist:test") or a reference-features file */
     long        ref_limit;            /* use the first N reference images (0: all) */
     const char *features;             /* the feature network (df_feature_net_load) */
-    const char *classifier;           /* acc: a noise-free classifier (default: the feature network) */
+    const char *classifier;           /* acc, classes: a noise-free classifier (default: the feature network) */
+    double      confidence;           /* classes: the top probability an image must reach to count as sure (0.5) */
     unsigned    metrics;              /* bits 1 << DF_METRIC_* (default fd, kid, pr) */
     int         bootstrap;            /* FD resamples for its standard error (100; 0 or 1: none) */
     int         kid_subsets, kid_subset_size;   /* 100, 1000 */
@@ -1192,6 +1199,7 @@ typedef struct {
  * and pr; no feature network (the caller names one). */
 void df_eval_params_default(df_eval_params *p);
 
+#define DF_EVAL_MAX_CLASSES 256
 typedef struct {
     int    have;          /* computed */
     double value, se;     /* se: the standard error, NaN where there is none */
@@ -1202,6 +1210,9 @@ typedef struct {
 
 typedef struct {
     df_eval_value fd, kid, precision, recall, cas, cas_real, bpd, acc;
+    df_eval_value confident;          /* classes: the share of images the classifier is sure of */
+    int    nclasses;                  /* classes: the classifier's classes (at most DF_EVAL_MAX_CLASSES) */
+    double class_share[DF_EVAL_MAX_CLASSES];   /* and the share of the images it puts in each */
     int   n;                          /* images scored */
     long  n_ref;                      /* reference feature vectors */
     int   kid_subset_size, bpd_timesteps, bpd_resumed;   /* bpd_resumed: images taken from the state file */

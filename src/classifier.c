@@ -42,13 +42,14 @@ static df_status accuracy(df_model *m, const df_dataset *d, int limit, double *a
     return st;
 }
 
-df_status df_classifier_predict(df_model *m, int n, int h, int w, const float *x, const float *t, int *pred,
-                                int *correct) {
+/* The network over n images, at most 100 a call (a large n need not have its activations in memory at once):
+ * each image's arg max into pred (or, with correct, counted against pred), or its softmax into probs. */
+static df_status classify(df_model *m, int n, int h, int w, const float *x, const float *t, int *pred, int *correct,
+                          float *probs) {
     const int k = df_model_config(m)->classifier_classes;
     if (k <= 0) return df_fail(DF_ERR_CONFIG, "this model is not a classifier");
     if (correct) *correct = 0;
     if (n <= 0) return DF_OK;
-    /* at most 100 images a network call: a large n need not have its activations in memory at once */
     const int B = DF_MIN(n, 100);
     const size_t dim = (size_t)df_model_config(m)->in_channels * h * w;
     float *z = malloc(sizeof(float) * (size_t)B * k), *clean = t ? NULL : calloc((size_t)B, sizeof(float));
@@ -57,14 +58,30 @@ df_status df_classifier_predict(df_model *m, int n, int h, int w, const float *x
         const int b = DF_MIN(B, n - i0);
         st = df_model_forward(m, b, h, w, x + (size_t)i0 * dim, t ? t + i0 : clean, NULL, z);
         for (int i = 0; i < b && !st; i++) {
+            const float *zi = z + (size_t)i * k;
             int best = 0;
-            for (int j = 1; j < k; j++) best = z[(size_t)i * k + j] > z[(size_t)i * k + best] ? j : best;
+            for (int j = 1; j < k; j++) best = zi[j] > zi[best] ? j : best;
+            if (probs) {   /* softmax, shifted by the largest logit so exp cannot overflow */
+                float *pi = probs + (size_t)(i0 + i) * k;
+                double sum = 0;
+                for (int j = 0; j < k; j++) sum += exp((double)zi[j] - zi[best]);
+                for (int j = 0; j < k; j++) pi[j] = (float)(exp((double)zi[j] - zi[best]) / sum);
+            }
             if (correct) *correct += best == pred[i0 + i];   /* pred holds the true labels when counting */
-            else pred[i0 + i] = best;
+            else if (pred) pred[i0 + i] = best;
         }
     }
     free(z), free(clean);
     return st;
+}
+
+df_status df_classifier_predict(df_model *m, int n, int h, int w, const float *x, const float *t, int *pred,
+                                int *correct) {
+    return classify(m, n, h, w, x, t, pred, correct, NULL);
+}
+
+df_status df_classifier_probs(df_model *m, int n, int h, int w, const float *x, const float *t, float *probs) {
+    return classify(m, n, h, w, x, t, NULL, NULL, probs);
 }
 
 /* ---- training: the classifier task of the shared loop --------------------------------------------------- */

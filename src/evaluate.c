@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char *const metric_names[DF_METRIC_COUNT] = {"fd", "kid", "pr", "cas", "bpd", "acc"};
+static const char *const metric_names[DF_METRIC_COUNT] = {"fd", "kid", "pr", "cas", "bpd", "acc", "classes"};
 _Static_assert(sizeof metric_names / sizeof metric_names[0] == DF_METRIC_COUNT, "a name per metric");
 
 const char *df_metric_name(df_metric m) { return (unsigned)m < DF_METRIC_COUNT ? metric_names[m] : "?"; }
@@ -49,6 +49,7 @@ void df_eval_params_default(df_eval_params *p) {
     p->bootstrap = 100;
     p->kid_subsets = 100, p->kid_subset_size = 1000;
     p->pr_k = 3;
+    p->confidence = 0.5;
     p->cas_per_class = 500, p->cas_epochs = 10;
     p->cas_train = "fashion-mnist";
     p->bpd_n = 1000;
@@ -599,6 +600,65 @@ static df_status scored_images(eval_ctx *e, const df_sampler_params *sp, df_eval
     return DF_OK;
 }
 
+/* The classifier acc and classes score with: --classifier, else the feature network when it classifies.
+ * *own is what the caller frees. */
+static df_status scorer(eval_ctx *e, df_eval_result *r, const char *metric, df_model **clf, df_model **own) {
+    const df_eval_params *p = e->p;
+    df_status st = DF_OK;
+    *clf = *own = NULL;
+    if (p->classifier) {
+        if (!(st = df_model_load(p->classifier, own))) *clf = *own;
+    } else if (e->fnet && df_feature_net_classifier(e->fnet)) {
+        *clf = df_feature_net_classifier(e->fnet);
+        snprintf(r->classifier, sizeof r->classifier, "%s", p->features);
+    } else if (p->features) {   /* a scorer not otherwise loaded: the feature network, if it classifies */
+        if (!(st = df_model_load(p->features, own))) *clf = *own;
+    } else {
+        st = df_fail(DF_ERR_ARG, "%s needs a classifier", metric);
+    }
+    if (!st && *own) snprintf(r->classifier, sizeof r->classifier, "%s", p->classifier ? p->classifier : p->features);
+    if (!st && df_model_config(*clf)->classifier_classes <= 0)
+        st = df_fail(DF_ERR_ARG, "%s is not a classifier", r->classifier);
+    if (st) df_model_free(*own), *own = *clf = NULL;
+    return st;
+}
+
+/* classes: the share of images whose top class probability reaches p->confidence, and each class's share of
+ * the top picks. */
+static df_status eval_classes(eval_ctx *e, const float *x, int n, df_eval_result *r) {
+    const df_eval_params *p = e->p;
+    const double t0 = df_now_sec();
+    if (!(p->confidence > 0 && p->confidence <= 1))
+        return df_fail(DF_ERR_ARG, "classes: a confidence threshold of %g is not in (0, 1]", p->confidence);
+    df_model *clf, *own;
+    df_status st = scorer(e, r, "classes", &clf, &own);
+    if (st) return st;
+    const int k = df_model_config(clf)->classifier_classes;
+    float *probs = NULL;
+    if (k > DF_EVAL_MAX_CLASSES) st = df_fail(DF_ERR_ARG, "classes: %s has %d classes, more than %d", r->classifier, k,
+                                              DF_EVAL_MAX_CLASSES);
+    else if (!(probs = malloc(sizeof(float) * (size_t)n * k))) st = df_fail(DF_ERR_NOMEM, "out of memory");
+    if (!st) st = df_classifier_probs(clf, n, e->h, e->w, x, NULL, probs);
+    if (!st) {
+        long sure = 0, count[DF_EVAL_MAX_CLASSES] = {0};
+        for (int i = 0; i < n; i++) {
+            const float *pi = probs + (size_t)i * k;
+            int best = 0;
+            for (int j = 1; j < k; j++) best = pi[j] > pi[best] ? j : best;
+            count[best]++, sure += pi[best] >= p->confidence;
+        }
+        r->nclasses = k;
+        for (int j = 0; j < k; j++) r->class_share[j] = (double)count[j] / DF_MAX(n, 1);
+        r->confident.value = (double)sure / DF_MAX(n, 1);
+        r->confident.se = sqrt(r->confident.value * (1 - r->confident.value) / DF_MAX(n, 1));
+        r->confident.have = 1, r->confident.n = n;
+    }
+    r->confident.seconds = df_now_sec() - t0;
+    free(probs);
+    df_model_free(own);
+    return st;
+}
+
 static df_status run_once(eval_ctx *e, const df_sampler_params *sp, unsigned metrics, df_eval_result *r) {
     const df_eval_params *p = e->p;
     float *x = NULL, *feats = NULL;
@@ -623,22 +683,10 @@ static df_status run_once(eval_ctx *e, const df_sampler_params *sp, unsigned met
         double t0 = df_now_sec();
         df_model *clf = NULL, *own = NULL;
         if (!labels) st = df_fail(DF_ERR_ARG, "acc needs labels: a class-conditional model, or a folder with a subfolder per class");
-        else if (p->classifier) {
-            if (!(st = df_model_load(p->classifier, &own))) clf = own;
-        } else if (e->fnet && df_feature_net_classifier(e->fnet)) {
-            clf = df_feature_net_classifier(e->fnet);
-            snprintf(r->classifier, sizeof r->classifier, "%s", p->features);
-        } else if (p->features) {   /* a scorer not otherwise loaded: the feature network, if it classifies */
-            if (!(st = df_model_load(p->features, &own))) clf = own;
-        } else {
-            st = df_fail(DF_ERR_ARG, "acc needs a classifier");
-        }
-        if (!st && own) snprintf(r->classifier, sizeof r->classifier, "%s", p->classifier ? p->classifier : p->features);
+        if (!st) st = scorer(e, r, "acc", &clf, &own);
         int K = 0;
         for (int i = 0; !st && i < n; i++) K = DF_MAX(K, labels[i] + 1);
-        if (!st && df_model_config(clf)->classifier_classes <= 0)
-            st = df_fail(DF_ERR_ARG, "%s is not a classifier", r->classifier);
-        else if (!st && df_model_config(clf)->classifier_classes < K)
+        if (!st && df_model_config(clf)->classifier_classes < K)
             st = df_fail(DF_ERR_ARG, "the classifier %s knows %d classes; the images have labels up to %d", r->classifier,
                          df_model_config(clf)->classifier_classes, K - 1);
         if (!st) st = accuracy_of(clf, x, n, e->h, e->w, labels, &r->acc.value);
@@ -647,6 +695,7 @@ static df_status run_once(eval_ctx *e, const df_sampler_params *sp, unsigned met
         r->acc.seconds = df_now_sec() - t0;
         df_model_free(own);
     }
+    if (!st && ((metrics >> DF_METRIC_CLASSES) & 1)) st = eval_classes(e, x, n, r);
     if (!st && ((metrics >> DF_METRIC_CAS) & 1)) st = eval_cas(e, r);
     if (!st && ((metrics >> DF_METRIC_BPD) & 1)) st = eval_bpd(e, r);
     free(x), free(labels), free(feats);

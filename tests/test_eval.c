@@ -258,9 +258,10 @@ TEST(eval_every_metric_on_a_tiny_model) {
     p.save_images = npy;
     df_eval_result r;
     CHECK_OK(df_evaluate(&p, &r));
-    const df_eval_value *v[] = {&r.fd, &r.kid, &r.precision, &r.recall, &r.acc, &r.cas, &r.cas_real, &r.bpd};
-    const char *names[] = {"fd", "kid", "precision", "recall", "acc", "cas", "cas_real", "bpd"};
-    for (int i = 0; i < 8; i++) CHECK(v[i]->have && isfinite(v[i]->value), "%s: not computed (%g)", names[i], v[i]->value);
+    const df_eval_value *v[] = {&r.fd, &r.kid, &r.precision, &r.recall, &r.acc, &r.cas, &r.cas_real, &r.bpd,
+                                &r.confident};
+    const char *names[] = {"fd", "kid", "precision", "recall", "acc", "cas", "cas_real", "bpd", "confident"};
+    for (int i = 0; i < 9; i++) CHECK(v[i]->have && isfinite(v[i]->value), "%s: not computed (%g)", names[i], v[i]->value);
     CHECK(r.fd.value > 0 && isfinite(r.fd.se) && r.fd.se > 0, "FD %g +- %g", r.fd.value, r.fd.se);
     CHECK(r.precision.value >= 0 && r.precision.value <= 1 && r.recall.value >= 0 && r.recall.value <= 1, "P/R range");
     CHECK(r.bpd.value > 0 && r.bpd.value < 30 && r.bpd.n == 30, "bits/dim %g over %ld images", r.bpd.value, r.bpd.n);
@@ -321,6 +322,78 @@ static int run_cli(const char *args, char *err, size_t cap) {
         fclose(f);
     }
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* classes: on real test images and on noise, the share the feature network is sure of and the class mix equal
+ * a softmax computed here in double from the network's logits; real images are nearly all sure and evenly
+ * mixed, noise is not. */
+TEST(eval_classes_confidence_and_mix) {
+    char fpath[PATH_MAX];
+    shipped_features(fpath, sizeof fpath);
+    df_dataset *test = NULL;
+    df_model *clf = NULL;
+    CHECK_OK(df_dataset_open("fashion-mnist:test", 0, 0, &test));
+    CHECK_OK(df_model_load(fpath, &clf));
+    if (!test || !clf) return;
+    enum { N = 600 };
+    const int k = df_model_config(clf)->classifier_classes, dim = 28 * 28;
+    float *x = malloc(sizeof(float) * N * dim), *z = malloc(sizeof(float) * N * k), t[N] = {0};
+    df_rng r;
+    df_rng_init(&r, 5);
+    for (int kind = 0; kind < 2; kind++) {   /* 0: the first N test images; 1: clamped Gaussian noise */
+        for (int i = 0; i < N; i++) df_dataset_get(test, i, 0, x + (size_t)i * dim);
+        for (size_t j = 0; kind && j < (size_t)N * dim; j++) x[j] = (float)fmin(1, fmax(-1, df_rng_normal(&r)));
+        df_eval_params p;
+        df_eval_params_default(&p);
+        p.image_data = x, p.image_count = N, p.image_c = 1, p.image_h = p.image_w = 28;
+        p.features = fpath, p.metrics = 1u << DF_METRIC_CLASSES;
+        df_eval_result res;
+        CHECK_OK(df_evaluate(&p, &res));
+        /* the reference: logits in batches of 100, softmax in double */
+        for (int i0 = 0; i0 < N; i0 += 100)
+            CHECK_OK(df_model_forward(clf, 100, 28, 28, x + (size_t)i0 * dim, t, NULL, z + (size_t)i0 * k));
+        int sure = 0, count[16] = {0};
+        for (int i = 0; i < N; i++) {
+            const float *zi = z + (size_t)i * k;
+            int best = 0;
+            double sum = 0;
+            for (int j = 1; j < k; j++) best = zi[j] > zi[best] ? j : best;
+            for (int j = 0; j < k; j++) sum += exp((double)zi[j] - zi[best]);
+            sure += 1 / sum >= 0.5, count[best]++;
+        }
+        CHECK(res.confident.have && res.confident.n == N && res.nclasses == k, "classes not computed (%d classes)",
+              res.nclasses);
+        CHECK(fabs(res.confident.value - (double)sure / N) < 1e-12, "%s: confident %g, the reference %g",
+              kind ? "noise" : "real", res.confident.value, (double)sure / N);
+        double top = 0, total = 0;
+        for (int j = 0; j < k; j++) {
+            CHECK(fabs(res.class_share[j] - (double)count[j] / N) < 1e-12, "class %d: share %g, the reference %g", j,
+                  res.class_share[j], (double)count[j] / N);
+            top = fmax(top, res.class_share[j]), total += res.class_share[j];
+        }
+        CHECK(fabs(total - 1) < 1e-9, "the shares sum to %g", total);
+        printf("    %s: confident %.3f, largest class share %.3f\n", kind ? "noise" : "real test images",
+               res.confident.value, top);
+        if (!kind) CHECK(res.confident.value > 0.95 && top < 0.2, "real images: confident %g, top share %g",
+                         res.confident.value, top);
+        else CHECK(res.confident.value < 0.8 && top > 0.25, "noise looks like real garments: confident %g, top share %g",
+                   res.confident.value, top);
+    }
+    /* df_classifier_probs: rows of probabilities whose arg max is df_classifier_predict's */
+    float *pr = malloc(sizeof(float) * 100 * k);
+    int pred[100];
+    CHECK_OK(df_classifier_probs(clf, 100, 28, 28, x, NULL, pr));
+    CHECK_OK(df_classifier_predict(clf, 100, 28, 28, x, NULL, pred, NULL));
+    for (int i = 0; i < 100; i++) {
+        double sum = 0;
+        int best = 0;
+        for (int j = 0; j < k; j++) sum += pr[i * k + j], best = pr[i * k + j] > pr[i * k + best] ? j : best;
+        CHECK(fabs(sum - 1) < 1e-5 && best == pred[i], "image %d: probabilities sum to %g, arg max %d, predicted %d", i,
+              sum, best, pred[i]);
+    }
+    free(pr), free(x), free(z);
+    df_model_free(clf);
+    df_dataset_free(test);
 }
 
 TEST(eval_bad_input_one_clear_line) {

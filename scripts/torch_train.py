@@ -1,0 +1,154 @@
+#!/usr/bin/python3
+"""The PyTorch run to compare quality per minute against: the same U-Net (tests/ref/unet_ref.py, diffusers'
+structure and parameter names) trained with the recipe `diffuse train` uses, on the same data, for a budget
+in minutes or steps, on the CPU with Debian's python3-torch. It writes a diffusers DDPMPipeline directory of
+the EMA weights, so `diffuse eval OUT` scores it exactly as it scores a diffuse run.
+
+The recipe, as `diffuse train`'s: images scaled to [-1, 1], t uniform in [0, T), linear betas 1e-4..0.02
+(T = 1000), epsilon prediction and plain MSE, AdamW (betas 0.95/0.999, weight decay 1e-6, eps 1e-8),
+linear warmup then constant (a minutes budget) or cosine decay (a steps budget), gradient norm clipped to 1,
+EMA with decay min(max, 1 - (1 + k)^-0.75) after k updates. With --classes: class-conditional with a null
+class (num_class_embeds = classes + 1) and labels dropped to it with probability --class-dropout.
+
+usage: scripts/torch_train.py --minutes 20 --out runs/torch-20 [--config CONFIG.json] [--lr 3e-4]
+       [--warmup 100] [--batch 64] [--classes] [--threads 2] [--seed 0]
+then:  build/diffuse eval runs/torch-20
+"""
+import argparse
+import gzip
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "ref"))
+from unet_ref import UNet2DRef, write_safetensors  # noqa: E402
+
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def read_idx(path):
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def lr_at(step, a, total):
+    """The learning rate of 0-based optimizer step `step`: transformers' warmup, then constant or cosine."""
+    if step < a.warmup:
+        return a.lr * step / a.warmup
+    if total <= a.warmup:
+        return a.lr
+    progress = (step - a.warmup) / (total - a.warmup)
+    return a.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def save_pipeline(out, cfg, ema, names, a, step, images, elapsed):
+    unet = os.path.join(out, "unet")
+    sched = os.path.join(out, "scheduler")
+    os.makedirs(unet, exist_ok=True)
+    os.makedirs(sched, exist_ok=True)
+    with open(os.path.join(unet, "config.json"), "w") as f:
+        json.dump(dict(cfg, _class_name="UNet2DModel"), f, indent=2)
+    tensors = {n: p.detach().numpy().astype(np.float32) for n, p in zip(names, ema)}
+    meta = {"trained_by": "scripts/torch_train.py", "step": step, "images": images, "elapsed_sec": round(elapsed, 1),
+            "torch": torch.__version__}
+    write_safetensors(os.path.join(unet, "diffusion_pytorch_model.safetensors"), tensors, metadata=meta)
+    with open(os.path.join(sched, "scheduler_config.json"), "w") as f:
+        json.dump({"_class_name": "DDPMScheduler", "beta_start": 1e-4, "beta_end": 0.02, "beta_schedule": "linear",
+                   "num_train_timesteps": 1000, "prediction_type": "epsilon", "clip_sample": True,
+                   "variance_type": "fixed_small", "timestep_spacing": "leading", "steps_offset": 0}, f, indent=2)
+    with open(os.path.join(out, "model_index.json"), "w") as f:
+        json.dump({"_class_name": "DDPMPipeline", "scheduler": ["diffusers", "DDPMScheduler"],
+                   "unet": ["diffusers", "UNet2DModel"]}, f, indent=2)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--config", default=os.path.join(HERE, "..", "models", "fmnist-s", "unet", "config.json"),
+                    help="a UNet2DModel config.json (default: the fmnist-s preset's)")
+    ap.add_argument("--minutes", type=float, default=0)
+    ap.add_argument("--steps", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--warmup", type=int, default=-1, help="default: 10%% of the steps budget, at most 500; "
+                    "for --minutes, 100")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--ema-decay", type=float, default=0.9999)
+    ap.add_argument("--classes", action="store_true")
+    ap.add_argument("--class-dropout", type=float, default=0.1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    if (a.minutes > 0) == (a.steps > 0):
+        ap.error("give one budget: --minutes M or --steps N")
+    if a.warmup < 0:
+        a.warmup = min(500, a.steps // 10) if a.steps else 100
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    rng = np.random.default_rng(a.seed)
+
+    images = read_idx(os.path.join(FMNIST, "train-images-idx3-ubyte.gz"))
+    labels = read_idx(os.path.join(FMNIST, "train-labels-idx1-ubyte.gz")).astype(np.int64)
+    x_all = torch.from_numpy(images.astype(np.float32) / 127.5 - 1).unsqueeze(1)
+    y_all = torch.from_numpy(labels)
+    with open(a.config) as f:
+        cfg = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+    classes = int(labels.max()) + 1
+    if a.classes:
+        cfg["num_class_embeds"] = classes + 1
+    model = UNet2DRef(cfg).float().train()
+    names = [n for n, _ in model.named_parameters()]
+    params = list(model.parameters())
+    ema = [p.detach().clone() for p in params]
+    opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
+    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0).float()
+
+    n = len(x_all)
+    order, pos, step, t0 = rng.permutation(n), 0, 0, time.perf_counter()
+    budget_sec = a.minutes * 60
+    print(f"torch_train: {n} images, {sum(p.numel() for p in params)} parameters, batch {a.batch}, lr {a.lr}, "
+          f"warmup {a.warmup}, {a.threads} threads, torch {torch.__version__}", file=sys.stderr)
+    while (a.steps and step < a.steps) or (budget_sec and time.perf_counter() - t0 < budget_sec):
+        if pos + a.batch > n:
+            order, pos = rng.permutation(n), 0
+        idx = torch.from_numpy(order[pos:pos + a.batch])
+        pos += a.batch
+        x0, y = x_all[idx], y_all[idx].clone()
+        t = torch.randint(0, 1000, (a.batch,))
+        noise = torch.randn_like(x0)
+        ab = abar[t].view(-1, 1, 1, 1)
+        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        if a.classes:
+            y[torch.rand(a.batch) < a.class_dropout] = classes
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, a, a.steps)
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.mse_loss(model(xt, t, y) if a.classes else model(xt, t), noise)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        d = min(a.ema_decay, max(0.0, 1 - (1 + step) ** -0.75))
+        with torch.no_grad():
+            for e, p in zip(ema, params):
+                e.mul_(d).add_(p.detach(), alpha=1 - d)
+        step += 1
+        if step % 50 == 0:
+            el = time.perf_counter() - t0
+            print(f"step {step}  loss {loss.item():.4f}  {step * a.batch / el:.1f} img/s  {el / 60:.1f} min",
+                  file=sys.stderr)
+    elapsed = time.perf_counter() - t0
+    save_pipeline(a.out, cfg, ema, names, a, step, step * a.batch, elapsed)
+    print(json.dumps({"out": a.out, "steps": step, "images": step * a.batch, "minutes": elapsed / 60,
+                      "img_per_sec": step * a.batch / elapsed, "torch": torch.__version__, "threads": a.threads}))
+
+
+if __name__ == "__main__":
+    main()
