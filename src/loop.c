@@ -549,10 +549,10 @@ static void read_loop_fields(train_loop *L, state_reader *r, const cJSON *j) {
     }
 }
 
-df_status train_loop_read_state(train_loop *L, const char *path,
-                                void (*task_fields)(void *ctx, state_reader *r, const cJSON *state), void *ctx) {
+df_status train_state_parse(const char *path, cJSON **out) {
     char *text;
     size_t len;
+    *out = NULL;
     df_status st = df_read_file(path, &text, &len);
     if (st) return st;
     cJSON *j = cJSON_ParseWithLength(text, len);
@@ -561,6 +561,15 @@ df_status train_loop_read_state(train_loop *L, const char *path,
         cJSON_Delete(j);
         return df_fail(DF_ERR_FORMAT, "%s: not a JSON object", path);
     }
+    *out = j;
+    return DF_OK;
+}
+
+df_status train_loop_read_state(train_loop *L, const char *path,
+                                void (*task_fields)(void *ctx, state_reader *r, const cJSON *state), void *ctx) {
+    cJSON *j;
+    df_status st = train_state_parse(path, &j);
+    if (st) return st;
     state_reader r = {0};
     double version = 0;
     if (state_num(&r, j, "version", 0, 1e15, 1, 0, &version) && version != 1) {

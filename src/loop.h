@@ -125,6 +125,10 @@ typedef struct {
 int state_num(state_reader *r, const struct cJSON *obj, const char *key, double lo, double hi, int whole,
               int optional, double *out);
 
+/* Parse a training_state.json into *out (free with cJSON_Delete); a file that is not a JSON object is an
+ * error naming it. */
+df_status train_state_parse(const char *path, struct cJSON **out);
+
 /* Read the loop's part of a training state (settings into L->p, counters, the training stream); the
  * task's part is read by task_fields from the same object. */
 df_status train_loop_read_state(train_loop *L, const char *path,

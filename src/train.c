@@ -362,17 +362,11 @@ static void session_path(state_reader *r, const cJSON *s, const char *key, char 
 
 df_status df_train_params_resume(df_train_params *p, const char *out_dir, df_train_paths *paths) {
     if (!p || !out_dir || !paths) return df_fail(DF_ERR_ARG, "train: no parameters, run directory or paths");
-    char path[4200], *text = NULL;
-    size_t len = 0;
+    char path[4200];
     snprintf(path, sizeof path, "%s/latest/training_state.json", out_dir);
-    df_status st = df_read_file(path, &text, &len);
+    cJSON *j;
+    df_status st = train_state_parse(path, &j);
     if (st) return st;
-    cJSON *j = cJSON_ParseWithLength(text, len);
-    free(text);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return df_fail(DF_ERR_FORMAT, "%s: not a JSON object", path);
-    }
     df_train_params q = *p;   /* p changes only when every field reads */
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "session");   /* absent in states of version 0.2.0 */
     state_reader r = {0};

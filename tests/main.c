@@ -5,6 +5,7 @@
 #include "internal.h"
 #include "../cli/restart.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 #include <ftw.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #define MAX_TESTS 1024
 static struct { const char *name; test_fn fn; } tests[MAX_TESTS];
@@ -153,4 +155,35 @@ int main(int argc, char **argv) {
     if (tmp_dir[0] && !failed) nftw(tmp_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);   /* kept on failure */
     else if (tmp_dir[0]) printf("test files kept in %s\n", tmp_dir);
     return failed ? 1 : 0;
+}
+
+/* A file's first cap - 1 bytes into buf ("" when unreadable). */
+static void read_into(const char *path, char *buf, size_t cap) {
+    if (!buf || !cap) return;
+    buf[0] = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return;
+    size_t n = fread(buf, 1, cap - 1, f);
+    buf[n] = 0;
+    fclose(f);
+}
+
+int test_run_diffuse(const char *cwd, int timeout_s, const char *args, char *out, size_t outcap, char *err,
+                     size_t errcap) {
+    char of[512], ef[512], cd[PATH_MAX + 16] = "", lim[32] = "", bin[PATH_MAX];
+    if (!realpath(test_bin_dir(), bin)) return -1;   /* absolute, for a run in another directory */
+    snprintf(of, sizeof of, "%s/run.stdout", test_tmp_dir());
+    snprintf(ef, sizeof ef, "%s/run.stderr", test_tmp_dir());
+    if (cwd) snprintf(cd, sizeof cd, "cd '%s' && ", cwd);
+    if (timeout_s > 0) snprintf(lim, sizeof lim, "timeout %d ", timeout_s);
+    size_t cap = strlen(args) + sizeof cd + sizeof of + sizeof ef + PATH_MAX + 64;
+    char *cmd = malloc(cap);
+    if (!cmd) return -1;
+    snprintf(cmd, cap, "%s%s%s/diffuse %s >%s 2>%s", cd, lim, bin, args, of, ef);
+    int st = system(cmd);
+    free(cmd);
+    read_into(of, out, outcap);
+    read_into(ef, err, errcap);
+    remove(of), remove(ef);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

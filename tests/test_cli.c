@@ -11,19 +11,10 @@
 
 /* Run the diffuse command with `args`; returns its exit code and the first line of stderr in err. */
 static int run(const char *args, char *err, size_t cap) {
-    char cmd[4096], errf[600];
-    snprintf(errf, sizeof errf, "%s/stderr.txt", test_tmp_dir());
-    snprintf(cmd, sizeof cmd, "%s/diffuse %s >/dev/null 2>%s", test_bin_dir(), args, errf);
-    int st = system(cmd);
-    if (err) {
-        err[0] = 0;
-        FILE *f = fopen(errf, "r");
-        if (f) {
-            if (!fgets(err, (int)cap, f)) err[0] = 0;
-            fclose(f);
-        }
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    int rc = test_run_diffuse(NULL, 0, args, NULL, 0, err, cap);
+    char *nl = err ? strchr(err, '\n') : NULL;
+    if (nl) nl[1] = 0;
+    return rc;
 }
 
 TEST(cli_predict_matches_golden) {
@@ -192,17 +183,7 @@ TEST(cli_train_minutes_shows_bar_and_eta) {
 }
 
 /* Run `diffuse ARGS` with stderr into the whole of err (stdout dropped); returns the exit code. */
-static int run_err(const char *args, char *err, size_t cap) {
-    char cmd[4096], errf[600];
-    snprintf(errf, sizeof errf, "%s/stderr-all.txt", test_tmp_dir());
-    snprintf(cmd, sizeof cmd, "%s/diffuse %s >/dev/null 2>%s", test_bin_dir(), args, errf);
-    int st = system(cmd);
-    FILE *f = fopen(errf, "rb");
-    size_t got = f ? fread(err, 1, cap - 1, f) : 0;
-    err[got] = 0;
-    if (f) fclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run_err(const char *args, char *err, size_t cap) { return test_run_diffuse(NULL, 0, args, NULL, 0, err, cap); }
 
 /* A whole file into a malloc'd buffer (NULL if unreadable); *len its size. */
 static char *slurp(const char *path, size_t *len) {

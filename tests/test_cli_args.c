@@ -15,7 +15,7 @@
  * $M a model directory, $I its io.safetensors, $C its config.json, $P a small PNG, $X a text file, $B a
  * config that is not JSON, $R a directory that holds a run. $T/adir and $T/adir.png are directories. */
 typedef struct {
-    char t[PATH_MAX], m[PATH_MAX], bin[PATH_MAX];
+    char t[PATH_MAX], m[PATH_MAX];
 } fixture;
 
 static void expand(const fixture *fx, const char *args, char *out, size_t cap) {
@@ -67,8 +67,8 @@ static int setup(fixture *fx) {
     snprintf(g, sizeof g, "%s/fmnist-s", test_golden_dir());
     snprintf(t, sizeof t, "%s/args", test_tmp_dir());
     mkdir(t, 0755);
-    if (!realpath(g, fx->m) || !realpath(t, fx->t) || !realpath(test_bin_dir(), fx->bin)) {
-        CHECK(0, "fixtures: cannot resolve %s, %s or %s", g, t, test_bin_dir());
+    if (!realpath(g, fx->m) || !realpath(t, fx->t)) {
+        CHECK(0, "fixtures: cannot resolve %s or %s", g, t);
         return 0;
     }
     float px[16 * 16];
@@ -100,25 +100,8 @@ static int exists(const char *dir, const char *name) {
 
 /* Runs `diffuse ARGS` in $T; returns the exit code (-1 if killed), stderr and stdout in err and out. */
 static int run(const fixture *fx, const char *args, char *err, size_t errcap, char *out, size_t outcap) {
-    char cmd[4 * PATH_MAX + 8192], ef[PATH_MAX + 32], of[PATH_MAX + 32];
-    snprintf(ef, sizeof ef, "%s/../args-stderr.txt", fx->t);
-    snprintf(of, sizeof of, "%s/../args-stdout.txt", fx->t);
     /* the time limit turns a check that let work start into a failure instead of a long run */
-    snprintf(cmd, sizeof cmd, "cd %s && timeout 30 %s/diffuse %s >%s 2>%s", fx->t, fx->bin, args, of, ef);
-    int st = system(cmd);
-    char *bufs[2] = {err, out};
-    size_t caps[2] = {errcap, outcap};
-    const char *files[2] = {ef, of};
-    for (int k = 0; k < 2; k++) {
-        bufs[k][0] = 0;
-        FILE *f = fopen(files[k], "r");
-        if (f) {
-            size_t n = fread(bufs[k], 1, caps[k] - 1, f);
-            bufs[k][n] = 0;
-            fclose(f);
-        }
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return test_run_diffuse(fx->t, 30, args, out, outcap, err, errcap);
 }
 
 typedef struct {

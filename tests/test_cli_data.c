@@ -10,16 +10,10 @@
 #include <sys/wait.h>
 
 /* Run `diffuse ARGS` with stderr into *text (malloc'd, the caller frees); returns the exit code. */
-static int run_diffuse(const char *args, const char *name, char **text) {
-    char cmd[4096], errf[700];
-    snprintf(errf, sizeof errf, "%s/%s.stderr", test_tmp_dir(), name);
-    snprintf(cmd, sizeof cmd, "%s/diffuse %s >/dev/null 2>%s", test_bin_dir(), args, errf);
-    int st = system(cmd);
-    size_t n;
-    *text = NULL;
-    if (df_read_file(errf, text, &n)) *text = NULL;
-    if (!*text) *text = calloc(1, 1);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+static int run_diffuse(const char *args, char **text) {
+    const size_t cap = 1 << 18;
+    *text = calloc(1, cap);
+    return test_run_diffuse(NULL, 0, args, NULL, 0, *text, *text ? cap : 0);
 }
 
 static int count_of(const char *text, const char *what) {
@@ -65,7 +59,7 @@ TEST(cli_train_folder_reports_its_data) {
     /* skipped and converted images said once each, after the start line with the counts */
     char *text;
     snprintf(args, sizeof args, "train --config %s --data %s %s --classes --out %s/data-run", cfg, data, common, t);
-    int rc = run_diffuse(args, "train-folder", &text);
+    int rc = run_diffuse(args, &text);
     printf("%s", text);
     CHECK(rc == 0, "train on the folder exits %d", rc);
     const char *start = strstr(text, "diffuse train: starting"), *nl = start ? strchr(start, '\n') : NULL;
@@ -90,7 +84,7 @@ TEST(cli_train_folder_reports_its_data) {
 
     /* --strict refuses, naming the file, before writing anything */
     snprintf(args, sizeof args, "train --config %s --data %s %s --strict --out %s/data-strict", cfg, data, common, t);
-    rc = run_diffuse(args, "train-strict", &text);
+    rc = run_diffuse(args, &text);
     CHECK(rc == 1 && strstr(text, "3/notes.png: not a PNG or JPEG file"), "--strict: exit %d, %s", rc, text);
     free(text);
     struct stat sb;
@@ -98,13 +92,13 @@ TEST(cli_train_folder_reports_its_data) {
     CHECK(stat(p, &sb) != 0, "a refused run leaves no directory");
     snprintf(args, sizeof args, "train-classifier --config %s --data %s --steps 1 --batch 4 --strict --out %s/data-clf",
              cfg, data, t);
-    rc = run_diffuse(args, "classifier-strict", &text);
+    rc = run_diffuse(args, &text);
     CHECK(rc == 1 && strstr(text, "3/notes.png: not a PNG or JPEG file"), "train-classifier --strict: exit %d, %s", rc,
           text);
     free(text);
     snprintf(args, sizeof args, "train-classifier --config %s --data %s --steps 1 --batch 4 --out %s/data-clf", cfg,
              data, t);
-    rc = run_diffuse(args, "classifier", &text);
+    rc = run_diffuse(args, &text);
     CHECK(rc == 0 && count_of(text, "data: 25 images, 12 classes (") == 1 &&
               count_of(text, "skipped 1 unreadable image: 3/notes.png") == 1,
           "train-classifier says what it found: exit %d, %s", rc, text);
@@ -118,7 +112,7 @@ TEST(cli_train_folder_reports_its_data) {
     FILE *f = fopen(p, "w");
     if (f) fputs("GIF89a", f), fclose(f);
     snprintf(args, sizeof args, "train --config %s --data %s %s --out %s/data-none", cfg, bad, common, t);
-    rc = run_diffuse(args, "train-none", &text);
+    rc = run_diffuse(args, &text);
     CHECK(rc == 1 && strstr(text, "none of its 1 image could be read") && strstr(text, "x.png"),
           "no readable image: exit %d, %s", rc, text);
     free(text);

@@ -11,22 +11,13 @@
 /* Run `diffuse args` with stdout into *out (malloc'd, may be NULL) and the first line of stderr into err;
  * returns the exit code. */
 static int run_out(const char *args, char **out, char *err, size_t cap) {
-    char cmd[8192], outf[600], errf[600];
-    snprintf(outf, sizeof outf, "%s/outputs-stdout.txt", test_tmp_dir());
-    snprintf(errf, sizeof errf, "%s/outputs-stderr.txt", test_tmp_dir());
-    snprintf(cmd, sizeof cmd, "%s/diffuse %s >%s 2>%s", test_bin_dir(), args, outf, errf);
-    int st = system(cmd);
-    size_t n;
-    if (out && df_read_file(outf, out, &n)) *out = NULL;
-    if (err) {
-        err[0] = 0;
-        FILE *f = fopen(errf, "r");
-        if (f) {
-            if (!fgets(err, (int)cap, f)) err[0] = 0;
-            fclose(f);
-        }
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    const size_t outcap = 1 << 18;
+    char *o = out ? malloc(outcap) : NULL;
+    int rc = test_run_diffuse(NULL, 0, args, o, o ? outcap : 0, err, cap);
+    char *nl = err ? strchr(err, '\n') : NULL;
+    if (nl) nl[1] = 0;
+    if (out) *out = o;
+    return rc;
 }
 
 static int count_lines(const char *s) {

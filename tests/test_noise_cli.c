@@ -11,18 +11,9 @@
 
 /* Run `diffuse noise ARGS`; returns the exit code, with all of stderr in err. */
 static int run_noise(const char *args, char *err, size_t cap) {
-    char cmd[4096], errf[600];
-    snprintf(errf, sizeof errf, "%s/noise-stderr.txt", test_tmp_dir());
-    snprintf(cmd, sizeof cmd, "%s/diffuse noise %s >/dev/null 2>%s", test_bin_dir(), args, errf);
-    int st = system(cmd);
-    err[0] = 0;
-    FILE *f = fopen(errf, "r");
-    if (f) {
-        size_t n = fread(err, 1, cap - 1, f);
-        err[n] = 0;
-        fclose(f);
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    char full[4096];
+    snprintf(full, sizeof full, "noise %s", args);
+    return test_run_diffuse(NULL, 0, full, NULL, 0, err, cap);
 }
 
 static void tmp_path(char *buf, size_t cap, const char *name) { snprintf(buf, cap, "%s/%s", test_tmp_dir(), name); }
