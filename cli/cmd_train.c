@@ -193,7 +193,9 @@ static int parse(int argc, char **argv, df_train_params *p, char *outbuf, size_t
         OPT_LONG("--warmup", &p->optim.warmup_steps, .lo = 0, .hi = 1e9, .meta = "N",
                  .def = "10% of the budget, at most 500; for --minutes, of the steps the first step's speed allows",
                  .help = "linear warmup steps (a budget that ends inside the warmup is warned of)"),
-        OPT_ENUM("--lr-decay", &p->optim.decay, &decays, .meta = "NAME", .help = "learning rate after the warmup"),
+        OPT_ENUM("--lr-decay", &p->optim.decay, &decays, .meta = "NAME",
+                 .help = "learning rate after the warmup, reaching 0 at the budget's end (with --minutes only, at the "
+                         "step the speed of the first steps says the budget ends)"),
         OPT_DOUBLE("--beta1", &p->optim.beta1, .lo = 0, .hi = 0.999999, .meta = "X", .help = "AdamW's beta1"),
         OPT_DOUBLE("--beta2", &p->optim.beta2, .lo = 0, .hi = 0.999999, .meta = "X", .help = "AdamW's beta2"),
         OPT_DOUBLE("--weight-decay", &p->optim.weight_decay, .lo = 0, .hi = 10, .meta = "X", .help = "weight decay"),

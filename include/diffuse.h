@@ -699,7 +699,8 @@ typedef struct {
     long        warmup_steps;    /* linear warmup from 0; negative: unset (df_train chooses it from the
                                     budget; df_optimizer_init refuses it) */
     df_lr_decay decay;           /* after warmup: constant, cosine or linear to 0 at total_steps */
-    long        total_steps;
+    long        total_steps;     /* 0: training's budget in steps; for a budget in minutes only, the step
+                                    where the budget ends at the speed of the steps after the warmup */
     double      grad_clip;       /* max global gradient norm; 0 turns clipping off */
 } df_optim_params;
 

@@ -192,6 +192,8 @@ df_status train_loop_setup(train_loop *L, df_model *model, const df_dataset *dat
         L->total = (long)p->max_epochs * per_epoch;
     /* a resumed run keeps the schedule it started with (read from its state), whatever its budget now */
     if (!resume_dir && p->optim.total_steps <= 0 && L->total > 0) p->optim.total_steps = L->total;
+    /* with minutes only, a decaying schedule ends where the budget will at the speed of the first steps */
+    L->decay_by_speed = !resume_dir && p->optim.total_steps <= 0 && p->max_minutes > 0 && p->optim.decay != DF_LR_CONSTANT;
     /* an unset warmup (negative) is scaled to the budget: step 1 of a minutes budget takes lr 0 under any
      * warmup of 1 or more, so its length can wait for the first step's speed */
     if (p->optim.warmup_steps < 0 && p->max_minutes > 0) p->optim.warmup_steps = 1, L->warmup_auto = 2;
@@ -774,6 +776,22 @@ static void warmup_by_speed(train_loop *L) {
     note_warmup(L, steps, 1);
 }
 
+/* A decaying schedule over a minutes budget: once the warmup is over (and at least 20 steps after the slow
+ * first one), its end is set to the step the budget will end at, at the speed since the first step. It is
+ * then the run's schedule, kept on resume like any other; a speed that changes later moves the budget's
+ * end away from it (sooner: the rate has not reached 0; later: the last steps take rate 0). */
+static void decay_by_speed(train_loop *L, long first) {
+    if (!L->decay_by_speed || L->step < DF_MAX(L->opt.p.warmup_steps, first + 20)) return;
+    L->decay_by_speed = 0;
+    const double now = train_loop_elapsed(L), left = L->p.max_minutes * 60 - now;
+    const double rate = (double)(L->step - first) / DF_MAX(now - L->elapsed_first, 1e-9);
+    const long end = L->step + (long)DF_MIN(1e12, DF_MAX(0, left) * rate);
+    if (end <= DF_MAX(L->step, L->opt.p.warmup_steps)) return;
+    L->opt.p.total_steps = L->p.optim.total_steps = end;
+    train_loop_event(L, "learning rate: %s decay to 0 at step %ld, where the %g-minute budget ends at %.2f steps/s",
+                     L->opt.p.decay == DF_LR_COSINE ? "cosine" : "linear", end, L->p.max_minutes, rate);
+}
+
 /* The budget: steps (epochs counted as steps), or minutes of training (evaluation excluded). */
 static int budget_used(const train_loop *L) {
     return (L->total > 0 && L->step >= L->total) ||
@@ -825,7 +843,8 @@ df_status train_loop_run(train_loop *L) {
         WATCH_STEP(1);
         if (st) break;
         L->step++;
-        if (L->step == first && L->p.max_minutes > 0) warmup_by_speed(L);
+        if (L->step == first && L->p.max_minutes > 0) warmup_by_speed(L), L->elapsed_first = train_loop_elapsed(L);
+        decay_by_speed(L, first);
         st = after_step(L, &rc, loss, gnorm);
     }
     return st ? st : finish(L);

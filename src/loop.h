@@ -81,6 +81,10 @@ struct train_loop {
     long              nonfinite_skipped, saved_step;   /* saved_step: the step `latest` names, -1: none */
     int               nonfinite_run, stopped;
     int               warmup_auto;   /* 1: the warmup was scaled to the budget; 2: it waits for the first step's speed */
+    /* a decaying schedule over a minutes budget: its end waits for the training speed, measured from the
+     * end of this session's first step (at elapsed_first seconds) */
+    int               decay_by_speed;
+    double            elapsed_first;
     double            t0, untimed;  /* start, and seconds spent evaluating (not training time) */
     double            elapsed_before;   /* training seconds of the run's earlier sessions (a resume's) */
     /* A resumed run's budget: budget_given, the caller gave one (the run's new total); done_before, the

@@ -164,21 +164,32 @@ TEST(cli_train_minutes_shows_bar_and_eta) {
     snprintf(cfg, sizeof cfg, "%s/cli-tiny.json", dir);
     CHECK_OK(df_unet_config_save(&c, cfg));
     snprintf(errf, sizeof errf, "%s/train-minutes.txt", dir);
-    snprintf(args, sizeof args, "%s/diffuse train --config %s --data %s --minutes 0.05 --batch 8 --samples 0 "
+    snprintf(args, sizeof args, "%s/diffuse train --config %s --data %s --threads 1 --minutes 0.1 --batch 8 --samples 0 "
              "--out %s/cli-run-minutes >/dev/null 2>%s", test_bin_dir(), cfg, data, dir, errf);
     int st = system(args);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "train --minutes 0.05 exits %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "train --minutes 0.1 exits %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     char *text = NULL;
     size_t n = 0;
     CHECK_OK(df_read_file(errf, &text, &n));
     if (!text) return;
     printf("%s", text);
     const char *bar = strstr(text, "train step ");
-    CHECK(bar && strstr(bar, " of 00:03 ["), "a bar of the 3 s budget: %s", text);
+    CHECK(bar && strstr(bar, " of 00:06 ["), "a bar of the 6 s budget: %s", text);
     const char *eta = bar ? strstr(bar, "ETA ") : NULL;
     CHECK(eta && eta[4] >= '0' && eta[4] <= '9', "an ETA in the bar: %s", bar ? bar : text);
     CHECK(strstr(text, "warmup 10% of the budget") && strstr(text, "the budget allows at the first step's speed"),
           "the start line and the first step say how the warmup is chosen: %s", text);
+    /* the cosine schedule ends where the budget will, at the speed after the warmup; the state keeps it */
+    long end = 0;
+    const char *dec = strstr(text, "learning rate: cosine decay to 0 at step ");
+    CHECK(dec && sscanf(dec, "learning rate: cosine decay to 0 at step %ld", &end) == 1 && end > 20,
+          "the schedule's end is said: %s", text);
+    free(text), text = NULL;
+    snprintf(args, sizeof args, "%s/cli-run-minutes/latest/training_state.json", dir);
+    CHECK_OK(df_read_file(args, &text, &n));
+    char want[64];
+    snprintf(want, sizeof want, "\"total_steps\":\t%ld", end);
+    CHECK(text && strstr(text, want), "the state keeps the schedule's end %ld: %.400s", end, text ? text : "");
     free(text);
 }
 
