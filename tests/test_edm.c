@@ -46,7 +46,8 @@ TEST(edm_coefficients_and_target) {
             worst_in = fmax(worst_in, fabs(xin[o] - x / sqrt(r2)));
             /* the target undoes the preconditioning back to x_0 (float rounding of the target, scaled by c_out) */
             worst_back = fmax(worst_back, fabs(skip * x + out * tgt[o] - x0[o]) / (1 + fabs(x)));
-            /* EDM's weight lambda |D - x_0|^2 equals |F - target|^2 for any F: the unit-weight loss is EDM's */
+            /* EDM's weight lambda |D - x_0|^2 equals |F - target|^2 for any F, up to
+             * the float target's rounding: the unit-weight loss is EDM's */
             const double F = tgt[o] + 0.3 * sin(j + i);
             const double D = skip * x + out * F;
             dd += (s * s + sd * sd) / (s * sd * s * sd) * (D - x0[o]) * (D - x0[o]);
