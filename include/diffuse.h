@@ -949,7 +949,8 @@ typedef struct {
     df_prediction prediction;
     double        min_snr_gamma;  /* 0: plain L_simple */
     int           edm;            /* EDM preconditioning and noise levels (Karras et al. 2022) instead of the
-                                     DDPM objective; prediction must be epsilon and min_snr_gamma 0 */
+                                     DDPM objective; prediction must be epsilon and min_snr_gamma 0; the model
+                                     saves as an EDMEulerScheduler pipeline (df_scheduler_config) */
     df_edm_params edm_params;
     /* classes: class_conditional makes a preset or config model class-conditional on the data's labels,
      * with num_class_embeds = classes + 1, the last being the null class ("no class"). class_dropout is
@@ -1005,7 +1006,8 @@ typedef struct {
     volatile int *stop;
 } df_train_params;
 
-/* Defaults: fashion-mnist, preset fmnist-s, linear schedule T 1000, epsilon, batch 64, AdamW defaults
+/* Defaults: fashion-mnist, preset fmnist-s, linear schedule T 1000, epsilon, no EDM (df_edm_params_default's
+ * settings ready for it), batch 64, AdamW defaults
  * with the warmup unset (-1: 10% of the budget, at most 500 steps; for a budget in minutes, of the steps
  * the first step's speed allows; the chosen length is reported as a progress event before training, and a
  * budget that ends inside a warmup given explicitly as a "warning: ..." event), EMA (0.9999, power 0.75), checkpoint every 1000 steps, samples every 1000, 64 samples with 50 DDIM

@@ -497,7 +497,8 @@ static df_status eval_bpd(eval_ctx *e, df_eval_result *r) {
         }
         r->bpd_resumed = s.done;
     }
-    df_model_denoiser dn = {e->model, h, w, NULL, &e->sched, e->sc.edm_sigma_data};
+    df_model_denoiser dn = {.model = e->model, .h = h, .w = w, .edm_schedule = &e->sched,
+                            .edm_sigma_data = e->sc.edm_sigma_data};
     int *labels = e->k > 0 ? malloc(sizeof(int) * chunk) : NULL;
     if (!st && e->k > 0) {   /* a conditional model's bound is taken unconditionally, through its null class */
         if (e->classes.null_class < 0) st = df_fail(DF_ERR_ARG, "bpd of a conditional model needs its null class");

@@ -182,7 +182,8 @@ static df_status setup(const df_generate_params *p, gen *g) {
     for (int ch = 0; p->inpaint_image && ch < g->c; ch++)
         memcpy(g->mask + (size_t)ch * g->h * g->w, p->mask, sizeof(float) * (size_t)g->h * g->w);
 
-    g->dn = (df_model_denoiser){p->model, g->h, g->w, NULL, p->schedule, p->edm_sigma_data};
+    g->dn = (df_model_denoiser){.model = p->model, .h = g->h, .w = g->w, .edm_schedule = p->schedule,
+                                .edm_sigma_data = p->edm_sigma_data};
     g->fn = df_model_denoise, g->fn_ctx = &g->dn;
     if (g->guided) {   /* both predictions from one network call of twice the batch */
         if ((st = df_classifier_free_guidance_init(&g->cfg, df_model_class_denoise, &g->dn, dim, p->null_class)) ||

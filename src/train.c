@@ -552,8 +552,11 @@ static df_status new_model(trainer *tr) {
         if (p->prediction != DF_PRED_EPSILON || p->min_snr_gamma > 0)
             return df_fail(DF_ERR_ARG, "EDM training has its own parameterisation and weighting: it takes neither "
                                        "another prediction nor min-SNR-gamma");
-        if (!(p->edm_params.sigma_data > 0) || !(p->edm_params.p_std >= 0) || !isfinite(p->edm_params.p_mean))
-            return df_fail(DF_ERR_ARG, "EDM: sigma_data must be positive, p_std non-negative and p_mean finite");
+        const df_edm_params *e = &p->edm_params;   /* within these, exp() of a drawn ln(sigma) stays finite and positive */
+        if (!(e->sigma_data > 0 && e->sigma_data <= 100) || !(e->p_std >= 0 && e->p_std <= 10) ||
+            !(fabs(e->p_mean) <= 10))
+            return df_fail(DF_ERR_ARG, "EDM: sigma_data %g must be in (0, 100], p_std %g in [0, 10] and p_mean %g in "
+                           "[-10, 10]", e->sigma_data, e->p_std, e->p_mean);
         if (df_model_config(tr->model)->out_channels != df_model_config(tr->model)->in_channels)
             return df_fail(DF_ERR_CONFIG, "EDM training needs a model with as many outputs as inputs");
         tr->sc.prediction = DF_PRED_SAMPLE;   /* what the model gives its samplers through the EDM adapter */
