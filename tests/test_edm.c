@@ -361,3 +361,39 @@ TEST(edm_cli_refuses_contradictions) {
     if (nl) *nl = 0;   /* the usage line follows */
     CHECK(strstr(out, "--edm") && strstr(out, "v_prediction"), "a line naming --edm and the prediction: %s", out);
 }
+
+typedef struct {
+    double first, last;
+    int    nfirst, nlast;
+    long   steps;
+} edm_loss_watch;
+
+static void edm_watch(void *ctx, const df_train_progress *p) {
+    edm_loss_watch *w = ctx;
+    if (!(p->images_per_sec > 0)) return;
+    if (p->step <= 20) w->first += p->loss, w->nfirst++;
+    if (p->step > w->steps - 20) w->last += p->loss, w->nlast++;
+}
+
+/* EDM's objective trains: the loss on F's target falls on the toy squares. */
+TEST(edm_train_loss_falls) {
+    const char *dir = test_tmp_dir();
+    char data[600], cfg[600], out[600];
+    test_toy_idx(dir, "edm-fall", 256, 4, data, sizeof data);
+    snprintf(cfg, sizeof cfg, "%s/edm-fall.json", dir);
+    df_unet_config c;
+    test_tiny_unet(&c, 0);
+    CHECK_OK(df_unet_config_save(&c, cfg));
+    snprintf(out, sizeof out, "%s/edm-fall", dir);
+    df_train_params p;
+    edm_params(&p, data, cfg, out);
+    p.batch_size = 16, p.optim.total_steps = 0, p.optim.warmup_steps = 10;
+    p.max_steps = 80;   /* measured: the loss falls from about 1.4 to 0.7 */
+    edm_loss_watch w = {.steps = p.max_steps};
+    p.progress = edm_watch, p.progress_ctx = &w;
+    CHECK_OK(df_train(&p));
+    const double a = w.first / w.nfirst, b = w.last / w.nlast;
+    printf("    EDM loss: first 20 steps %.4f, last 20 %.4f\n", a, b);
+    CHECK(w.nfirst == 20 && w.nlast == 20, "progress every step (%d, %d)", w.nfirst, w.nlast);
+    CHECK(b < 0.75 * a, "the EDM loss fell by less than 25%%: %.4f -> %.4f", a, b);
+}
