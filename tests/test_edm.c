@@ -397,3 +397,39 @@ TEST(edm_train_loss_falls) {
     CHECK(w.nfirst == 20 && w.nlast == 20, "progress every step (%d, %d)", w.nfirst, w.nlast);
     CHECK(b < 0.75 * a, "the EDM loss fell by less than 25%%: %.4f -> %.4f", a, b);
 }
+
+/* scheduler_config.json: an EDM model's round trip keeps its VP schedule; a diffusers EDMEulerScheduler
+ * config (no beta fields) loads on the default schedule; only its "epsilon" preconditioning is taken;
+ * DDPMScheduler configs stay what they were. */
+TEST(edm_scheduler_config_round_trip) {
+    const char *dir = test_tmp_dir();
+    char path[700];
+    snprintf(path, sizeof path, "%s/edm-sched.json", dir);
+    df_scheduler_config c, back;
+    df_scheduler_config_default(&c);
+    c.beta_schedule = DF_BETA_COSINE, c.num_train_timesteps = 500, c.prediction = DF_PRED_SAMPLE;
+    c.edm_sigma_data = 0.7;
+    CHECK_OK(df_scheduler_config_save(&c, path));
+    CHECK_OK(df_scheduler_config_load(path, &back));
+    CHECK(back.edm_sigma_data == 0.7 && back.beta_schedule == DF_BETA_COSINE && back.num_train_timesteps == 500 &&
+              back.prediction == DF_PRED_SAMPLE,
+          "round trip: sigma_data %g, %s, T %d", back.edm_sigma_data, df_beta_kind_name(back.beta_schedule),
+          back.num_train_timesteps);
+    const char *diffusers = "{\"_class_name\": \"EDMEulerScheduler\", \"sigma_min\": 0.002, \"sigma_max\": 80.0,"
+                            " \"sigma_data\": 0.6, \"sigma_schedule\": \"karras\", \"num_train_timesteps\": 1000,"
+                            " \"prediction_type\": \"epsilon\", \"rho\": 7.0}";
+    FILE *f = fopen(path, "w");
+    if (f) fputs(diffusers, f), fclose(f);
+    CHECK_OK(df_scheduler_config_load(path, &back));
+    CHECK(back.edm_sigma_data == 0.6 && back.beta_schedule == DF_BETA_LINEAR && back.prediction == DF_PRED_SAMPLE,
+          "diffusers' EDM config: sigma_data %g", back.edm_sigma_data);
+    f = fopen(path, "w");
+    if (f) fputs("{\"_class_name\": \"EDMEulerScheduler\", \"prediction_type\": \"v_prediction\"}", f), fclose(f);
+    CHECK(df_scheduler_config_load(path, &back) == DF_ERR_CONFIG && strstr(df_error(), "epsilon"),
+          "EDM v_prediction refused: %s", df_error());
+    f = fopen(path, "w");
+    if (f) fputs("{\"_class_name\": \"DDPMScheduler\", \"prediction_type\": \"v_prediction\", \"sigma_data\": 3}", f),
+        fclose(f);
+    CHECK_OK(df_scheduler_config_load(path, &back));
+    CHECK(back.edm_sigma_data == 0 && back.prediction == DF_PRED_V, "a DDPMScheduler is not EDM");
+}
