@@ -10,6 +10,10 @@ void df_edm_params_default(df_edm_params *e) {
     e->p_std = 1.2;
 }
 
+/* c_noise is a float timestep about -1.2 .. 1.3 (sigma 0.01 .. 157), negative for sigma < 1: the U-Net's
+ * sinusoidal embedding (timestep_forward in ops_real.c) is sin and cos of c_noise 10000^(-j / half), defined
+ * for any real value; its fastest channels turn by about 2.5 radians over that range and its slowest stay near
+ * (0, 1), as in EDM's own networks, which embed the same c_noise the same way. */
 df_edm_coefs df_edm_precond(double sigma_data, double sigma) {
     DF_ASSERT(sigma_data > 0 && sigma > 0);
     const double s2 = sigma * sigma, d2 = sigma_data * sigma_data, r = sqrt(s2 + d2);
