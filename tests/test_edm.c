@@ -214,6 +214,13 @@ TEST(edm_model_denoise_matches_its_forward) {
     dn.edm_sigma_data = 0;
     CHECK_OK(df_model_denoise(&dn, N, x, t, got));
     CHECK(max_rel_diff(got, want, N * DIM, &at) > 1e-2, "the plain denoise gave EDM's x_0");
+    /* the adapter works on the model's own buffers: once reserved, an EDM denoise allocates nothing */
+    dn.edm_sigma_data = 0.5;
+    CHECK_OK(df_model_reserve(m, N, 8, 8));
+    test_alloc_begin();
+    for (int rep = 0; rep < 3; rep++) CHECK_OK(df_model_denoise(&dn, rep == 1 ? 2 : N, x, t, got));
+    const long allocs = test_alloc_end();
+    CHECK(allocs == 0, "EDM denoise calls allocated %ld times", allocs);
     df_schedule_free(&s);
     df_model_free(m);
 }
