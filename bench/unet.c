@@ -166,7 +166,7 @@ static result ours_job(const void *arg) {
         df_sampler_params sp;
         df_sampler_params_default(&sp);
         sp.steps = steps;
-        df_model_denoiser dn = {m, s, s, NULL};
+        df_model_denoiser dn = {.model = m, .h = s, .w = s, .labels = NULL};
         df_model_denoise(&dn, n, x, t, eps);   /* warm up: plans memory and kernels */
         if (tab) df_model_set_profile(m, tab);
         double t0 = now();

@@ -199,7 +199,9 @@ static void print_facts(const model_facts *f) {
     printf("compute      %.3f GFLOP per forward pass of one image\n", df_model_flops(f->m, 0, 0) / 1e9);
     printf("schedule     %s, T = %d, betas %g..%g%s, predicts %s\n", df_beta_kind_name(sc->beta_schedule),
            sc->num_train_timesteps, sc->beta_start, sc->beta_end, sc->zero_terminal_snr ? ", zero terminal SNR" : "",
-           df_prediction_name(sc->prediction));
+           sc->edm_sigma_data > 0 ? "x_0 through EDM preconditioning" : df_prediction_name(sc->prediction));
+    if (sc->edm_sigma_data > 0)
+        printf("edm          trained with EDM preconditioning (Karras et al. 2022), sigma_data %g\n", sc->edm_sigma_data);
     const df_training_summary *t = &f->t;
     if (t->step >= 0) printf("trained      %ld steps", t->step);
     if (t->batch >= 0) printf(" of batch %d", t->batch);
@@ -264,6 +266,8 @@ static cJSON *facts_json(const model_facts *f) {
     cJSON_AddNumberToObject(sched, "beta_end", f->sc.beta_end);
     cJSON_AddBoolToObject(sched, "zero_terminal_snr", f->sc.zero_terminal_snr);
     cJSON_AddStringToObject(sched, "prediction_type", df_prediction_name(f->sc.prediction));
+    if (f->sc.edm_sigma_data > 0) cJSON_AddNumberToObject(sched, "edm_sigma_data", f->sc.edm_sigma_data);
+    else cJSON_AddNullToObject(sched, "edm_sigma_data");
     if (!f->t.found) {
         cJSON_AddNullToObject(j, "training");
         return j;

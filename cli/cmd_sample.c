@@ -634,6 +634,7 @@ static void fill_params(const sample_settings *s, const sample_run *r, const int
                         const float *mask, df_generate_params *g) {
     df_generate_params_default(g);
     g->model = r->model, g->schedule = &r->sched, g->n = s->n, g->batch = s->batch, g->seed = s->seed;
+    g->edm_sigma_data = r->sc.edm_sigma_data;
     g->h = r->h, g->w = r->w;
     df_sampler_params *sp = &g->sampler;
     sp->kind = s->sampler, sp->spacing = s->spacing, sp->steps = s->steps, sp->eta = s->eta;

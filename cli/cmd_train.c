@@ -63,7 +63,8 @@ static const char *const fixed_on_resume[] = {
     "--data",     "--size",      "--flip",          "--schedule", "--timesteps", "--beta-start", "--beta-end",
     "--zero-snr", "--prediction", "--min-snr-gamma", "--batch",    "--accum",     "--optimizer",  "--lr",
     "--warmup",   "--lr-decay",  "--beta1",         "--beta2",    "--weight-decay", "--momentum", "--grad-clip",
-    "--ema-decay", "--no-ema",   "--seed",      "--classes",       "--class-dropout",
+    "--ema-decay", "--no-ema",   "--seed",      "--classes",       "--class-dropout", "--edm",
+    "--sigma-data", "--p-mean",  "--p-std",
 };
 
 /* Options that contradict each other. Returns 0 or 2 (a usage error). */
@@ -86,6 +87,14 @@ static int check_options(const cli_args *a, const df_train_params *p) {
         return cli_usage_error("--classes builds a new class-conditional model: --init's model keeps its own classes");
     if (cli_given(a, "--ema-decay") && cli_given(a, "--no-ema"))
         return cli_usage_error("--ema-decay sets the moving average that --no-ema turns off: give one");
+    static const char *const edm_only[] = {"--sigma-data", "--p-mean", "--p-std"};
+    for (int i = 0; i < CLI_COUNTOF(edm_only) && !p->edm && !p->resume; i++)
+        if (cli_given(a, edm_only[i])) return cli_usage_error("%s goes with --edm", edm_only[i]);
+    if (p->edm && p->prediction != DF_PRED_EPSILON)
+        return cli_usage_error("--edm preconditions the network its own way: --prediction %s does not apply",
+                               df_prediction_name(p->prediction));
+    if (p->edm && p->min_snr_gamma > 0)
+        return cli_usage_error("--edm weights the loss its own way: --min-snr-gamma does not apply");
     static const char *const eval_only[] = {"--eval-n", "--eval-steps", "--eval-features", "--eval-ref"};
     for (int i = 0; i < CLI_COUNTOF(eval_only) && !p->eval_every; i++)
         if (cli_given(a, eval_only[i])) return cli_usage_error("%s goes with --eval-every N", eval_only[i]);
@@ -185,6 +194,15 @@ static int parse(int argc, char **argv, df_train_params *p, char *outbuf, size_t
         OPT_ENUM("--prediction", &p->prediction, &cli_predictions, .meta = "P", .help = "what the network predicts"),
         OPT_DOUBLE("--min-snr-gamma", &p->min_snr_gamma, .lo = 0, .hi = 1e6, .meta = "G",
                    .help = "min-SNR-gamma loss weighting, 0 for none"),
+        OPT_FLAG("--edm", &p->edm,
+                 .help = "EDM preconditioning, loss weighting and log-normal noise levels (Karras et al. 2022, "
+                         "table 1); sampled with every sampler, saved as diffusers' EDMEulerScheduler"),
+        OPT_DOUBLE("--sigma-data", &p->edm_params.sigma_data, .lo = 1e-3, .hi = 100, .meta = "X",
+                   .help = "EDM: the data's standard deviation"),
+        OPT_DOUBLE("--p-mean", &p->edm_params.p_mean, .lo = -10, .hi = 10, .meta = "X",
+                   .help = "EDM: mean of ln(sigma) in training"),
+        OPT_DOUBLE("--p-std", &p->edm_params.p_std, .lo = 0, .hi = 10, .meta = "X",
+                   .help = "EDM: standard deviation of ln(sigma) in training"),
         OPT_SECTION("optimisation:"),
         OPT_INT("--batch", &p->batch_size, .lo = 1, .hi = 4096, .meta = "N", .help = "images per step"),
         OPT_INT("--accum", &p->grad_accum, .lo = 1, .hi = 1024, .meta = "N", .help = "batches accumulated per step"),

@@ -195,12 +195,18 @@ df_status df_model_backward(df_model *m, const float *deps, float *dx);
 
 void df_model_zero_grad(df_model *m);
 
+typedef struct df_schedule df_schedule;   /* see the noise schedules below */
+
 /* A model as a sampler's denoise function (df_denoise_fn): pass a df_model_denoiser as ctx. The images
  * are (n, in_channels, h, w); labels (n values, or NULL) are used for class-conditional models. */
 typedef struct {
     df_model  *model;
     int        h, w;
     const int *labels;
+    /* An EDM-trained model (df_edm_params): with edm_sigma_data > 0 the network is EDM's F, run through
+     * df_edm_sampler_inputs / _x0 under edm_schedule, and out is an x_0 prediction (DF_PRED_SAMPLE). */
+    const df_schedule *edm_schedule;
+    double             edm_sigma_data;
 } df_model_denoiser;
 df_status df_model_denoise(void *ctx, int n, const float *x, const float *t, float *out);
 /* The same with the labels given per call (a df_class_denoise_fn, for guidance); ctx's labels are ignored. */
@@ -251,7 +257,7 @@ typedef enum {
 
 /* A fixed forward Markov chain q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I) and everything
  * derived from it, computed once in double precision. Index t runs 0..T-1 as in diffusers. */
-typedef struct {
+struct df_schedule {
     int          T;
     df_beta_kind kind;
     double       beta_start, beta_end;
@@ -263,7 +269,7 @@ typedef struct {
     double *posterior_log_variance_clipped;  /* its log, with the t = 0 entry taking the t = 1 value */
     double *posterior_mean_coef1;            /* on x_0: sqrt(abar_{t-1}) beta_t / (1 - abar_t) */
     double *posterior_mean_coef2;            /* on x_t: sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) */
-} df_schedule;
+};
 
 /* Fill a schedule (free it with df_schedule_free, which accepts a zeroed struct). beta_start and
  * beta_end are ignored by the cosine schedule. */
@@ -315,6 +321,37 @@ void df_training_target(const df_schedule *s, df_prediction p, int n, size_t dim
 /* Per-sample loss weight: 1 with gamma 0, else min-SNR-gamma (Hang et al. 2023) expressed for the
  * parameterisation: min(SNR, gamma) / SNR (eps), min(SNR, gamma) (x_0), min(SNR, gamma) / (SNR + 1) (v). */
 double df_loss_weight(const df_schedule *s, df_prediction p, int t, double min_snr_gamma);
+
+/* EDM preconditioning (Karras et al. 2022, table 1, "EDM" column), with diffusers' EDMEulerScheduler
+ * conventions: the network F sees x = x_0 + sigma n as F(c_in x; c_noise) and the denoiser is
+ * D(x; sigma) = c_skip x + c_out F, with c_skip = s_d^2 / (sigma^2 + s_d^2), c_out = sigma s_d / sqrt(sigma^2 +
+ * s_d^2), c_in = 1 / sqrt(sigma^2 + s_d^2), c_noise = ln(sigma) / 4 (the timestep the U-Net receives). Training
+ * draws ln(sigma) ~ N(p_mean, p_std^2); EDM's weight (sigma^2 + s_d^2) / (sigma s_d)^2 on |D - x_0|^2 is unit
+ * weight on F's target (x_0 - c_skip x) / c_out, so the loss is df_model_loss_grad's plain one. */
+typedef struct {
+    double sigma_data;      /* the data's standard deviation s_d (0.5) */
+    double p_mean, p_std;   /* the training noise levels' log-normal (-1.2, 1.2) */
+} df_edm_params;
+void df_edm_params_default(df_edm_params *e);
+typedef struct {
+    double skip, out, in, noise;
+} df_edm_coefs;
+df_edm_coefs df_edm_precond(double sigma_data, double sigma);
+/* n noise levels sigma = exp(p_mean + p_std z), z standard normal from rng. */
+void df_edm_draw_sigmas(const df_edm_params *e, df_rng *rng, int n, double *sigma);
+/* What one training batch feeds the network for x = x0 + sigma_i noise: x_in = c_in x, c_noise (n values, the
+ * timesteps) and target = (x_0 - c_skip x) / c_out. */
+void df_edm_training_inputs(double sigma_data, int n, size_t dim, const float *x0, const float *noise,
+                            const double *sigma, float *x_in, float *c_noise, float *target);
+/* The adapter between a sampler's VP view (x_t, fractional t of schedule s) and an EDM network: sigma =
+ * df_schedule_sigma(s, t), x = x_t / sqrt(abar(t)). df_edm_sampler_inputs gives the network's x_in = c_in x and
+ * c_noise (n values); df_edm_sampler_x0 turns its output F into x_0 = c_skip x + c_out F, an x_0
+ * (DF_PRED_SAMPLE) prediction (x0 may be F). The default linear schedule of 1000 steps spans sigma 0.01 to
+ * 157 (c_noise -1.15 to 1.26). */
+void df_edm_sampler_inputs(const df_schedule *s, double sigma_data, int n, size_t dim, const float *xt,
+                           const float *t, float *x_in, float *c_noise);
+void df_edm_sampler_x0(const df_schedule *s, double sigma_data, int n, size_t dim, const float *xt, const float *t,
+                       const float *F, float *x0);
 
 /* ---- the reverse process ------------------------------------------------------------------------------ */
 
@@ -741,7 +778,10 @@ typedef struct {
     int           num_train_timesteps;
     double        beta_start, beta_end;
     int           zero_terminal_snr;   /* rescale_betas_zero_snr */
-    df_prediction prediction;          /* prediction_type */
+    df_prediction prediction;          /* prediction_type; DF_PRED_SAMPLE for an EDM model (what its denoiser gives) */
+    double        edm_sigma_data;      /* > 0: an EDM model (EDMEulerScheduler, saved with prediction_type
+                                          "epsilon" as diffusers means it there); the beta fields above stay
+                                          the VP schedule its samplers run on */
 } df_scheduler_config;
 
 void      df_scheduler_config_default(df_scheduler_config *c);   /* linear, 1000, 1e-4, 0.02, epsilon */
@@ -806,6 +846,8 @@ typedef struct {
 typedef struct {
     df_model          *model;      /* the noise predictor */
     const df_schedule *schedule;   /* the schedule it was trained with (df_schedule_from_config) */
+    double             edm_sigma_data;   /* an EDM model's (df_scheduler_config), 0 otherwise; the sampler then
+                                            sees x_0 predictions whatever sampler.prediction says */
     df_sampler_params  sampler;    /* kind, spacing, eta, clipping...; steps 0: 50 (DDPM: T); prediction: the
                                       model's; its progress callback is not used (on_step is) */
     int      n, batch;             /* images, and images per network call (0: 64) */
@@ -907,6 +949,10 @@ typedef struct {
     int           zero_terminal_snr;
     df_prediction prediction;
     double        min_snr_gamma;  /* 0: plain L_simple */
+    int           edm;            /* EDM preconditioning and noise levels (Karras et al. 2022) instead of the
+                                     DDPM objective; prediction must be epsilon and min_snr_gamma 0; the model
+                                     saves as an EDMEulerScheduler pipeline (df_scheduler_config) */
+    df_edm_params edm_params;
     /* classes: class_conditional makes a preset or config model class-conditional on the data's labels,
      * with num_class_embeds = classes + 1, the last being the null class ("no class"). class_dropout is
      * the probability that a training label is replaced by the null class, so one model learns both the
@@ -961,7 +1007,8 @@ typedef struct {
     volatile int *stop;
 } df_train_params;
 
-/* Defaults: fashion-mnist, preset fmnist-s, linear schedule T 1000, epsilon, batch 64, AdamW defaults
+/* Defaults: fashion-mnist, preset fmnist-s, linear schedule T 1000, epsilon, no EDM (df_edm_params_default's
+ * settings ready for it), batch 64, AdamW defaults
  * with the warmup unset (-1: 10% of the budget, at most 500 steps; for a budget in minutes, of the steps
  * the first step's speed allows; the chosen length is reported as a progress event before training, and a
  * budget that ends inside a warmup given explicitly as a "warning: ..." event), EMA (0.9999, power 0.75), checkpoint every 1000 steps, samples every 1000, 64 samples with 50 DDIM

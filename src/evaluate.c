@@ -194,6 +194,7 @@ static df_status generate(eval_ctx *e, const df_sampler_params *sp, int n, const
     g.model = e->model, g.schedule = &e->sched;
     g.sampler = *sp;
     g.sampler.prediction = e->sc.prediction;
+    g.edm_sigma_data = e->sc.edm_sigma_data;
     g.n = n, g.batch = p->batch > 0 ? p->batch : 100, g.h = e->h, g.w = e->w, g.seed = seed;
     g.labels = e->k > 0 ? labels : NULL;
     g.null_class = e->classes.null_class;
@@ -496,7 +497,8 @@ static df_status eval_bpd(eval_ctx *e, df_eval_result *r) {
         }
         r->bpd_resumed = s.done;
     }
-    df_model_denoiser dn = {e->model, h, w, NULL};
+    df_model_denoiser dn = {.model = e->model, .h = h, .w = w, .edm_schedule = &e->sched,
+                            .edm_sigma_data = e->sc.edm_sigma_data};
     int *labels = e->k > 0 ? malloc(sizeof(int) * chunk) : NULL;
     if (!st && e->k > 0) {   /* a conditional model's bound is taken unconditionally, through its null class */
         if (e->classes.null_class < 0) st = df_fail(DF_ERR_ARG, "bpd of a conditional model needs its null class");

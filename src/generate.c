@@ -69,6 +69,7 @@ static df_status check(const df_generate_params *p, gen *g) {
     g->guided = p->guidance != 1 || p->guidance_rescale > 0;
     g->sp = p->sampler;
     df_sampler_params *sp = &g->sp;
+    if (p->edm_sigma_data > 0) sp->prediction = DF_PRED_SAMPLE;   /* the EDM adapter gives x_0 */
     if (p->inpaint_image) sp->kind = DF_SAMPLER_DDPM;   /* RePaint alg. 1 takes DDPM's step */
     if (sp->steps <= 0) sp->steps = sp->kind == DF_SAMPLER_DDPM ? p->schedule->T : 50;
     sp->progress = NULL;
@@ -181,7 +182,8 @@ static df_status setup(const df_generate_params *p, gen *g) {
     for (int ch = 0; p->inpaint_image && ch < g->c; ch++)
         memcpy(g->mask + (size_t)ch * g->h * g->w, p->mask, sizeof(float) * (size_t)g->h * g->w);
 
-    g->dn = (df_model_denoiser){p->model, g->h, g->w, NULL};
+    g->dn = (df_model_denoiser){.model = p->model, .h = g->h, .w = g->w, .edm_schedule = p->schedule,
+                                .edm_sigma_data = p->edm_sigma_data};
     g->fn = df_model_denoise, g->fn_ctx = &g->dn;
     if (g->guided) {   /* both predictions from one network call of twice the batch */
         if ((st = df_classifier_free_guidance_init(&g->cfg, df_model_class_denoise, &g->dn, dim, p->null_class)) ||
@@ -191,7 +193,7 @@ static df_status setup(const df_generate_params *p, gen *g) {
         g->fn = df_classifier_free_guidance_denoise, g->fn_ctx = &g->cfg;
     }
     if (p->classifier) {   /* around whatever predicts the noise */
-        g->clf_dn = (df_model_denoiser){p->classifier, g->h, g->w, NULL};
+        g->clf_dn = (df_model_denoiser){.model = p->classifier, .h = g->h, .w = g->w, .labels = NULL};
         if ((st = df_classifier_guidance_init(&g->cg, g->fn, g->fn_ctx, df_model_classify, &g->clf_dn, p->schedule,
                                               g->sp.prediction, dim)) ||
             (st = df_classifier_guidance_reserve(&g->cg, B)))

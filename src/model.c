@@ -406,8 +406,9 @@ df_status df_model_reserve(df_model *m, int max_n, int h, int w) {
 
 /* keep: place every value apart so that a backward pass can follow; otherwise reuse space (sampling).
  * t NULL: every timestep 0; eps NULL: the output stays in m->out. */
-static df_status model_forward(df_model *m, int n, int h, int w, const float *x, const float *t, const int *labels,
-                               float *eps, int keep) {
+/* edm (may be NULL): an EDM model's denoiser: the network sees (c_in x, c_noise) and eps receives x_0. */
+static df_status model_forward_edm(df_model *m, int n, int h, int w, const float *x, const float *t, const int *labels,
+                                   float *eps, int keep, const df_model_denoiser *edm) {
     if (!x) return df_fail(DF_ERR_ARG, "the images x must not be NULL");
     if (n < 1) return df_fail(DF_ERR_SHAPE, "a batch of %d images", n);
     if (m->cfg.num_class_embeds > 0 || m->cfg.class_embed_timestep) {
@@ -435,15 +436,23 @@ static df_status model_forward(df_model *m, int n, int h, int w, const float *x,
         m->t[i] = t && i < n ? t[i] : 0;
         m->labels[i] = labels && i < n ? labels[i] : 0;
     }
+    if (edm)   /* in place on the network's own input: no buffer of its own */
+        df_edm_sampler_inputs(edm->edm_schedule, edm->edm_sigma_data, n, per_x, x, t, xin, m->t);
     m->dropout_seed = 0;
     if (m->train && g->has_dropout && m->rng) m->dropout_seed = ((uint64_t)df_rng_u32(m->rng) << 32 | df_rng_u32(m->rng)) | 1;
     unet_forward_f32(g, m->params, m->act, m->scratch, m->t, labels ? m->labels : NULL, m->dropout_seed);
     const gvalue *o = &g->vals[g->out];   /* (N, out_channels, h, w), or a classifier's (N, classes) logits */
     memcpy(eps ? eps : m->out, m->act + (keep ? o->off : o->ioff), sizeof(float) * (size_t)n * o->c * o->h * o->w);
+    if (edm) df_edm_sampler_x0(edm->edm_schedule, edm->edm_sigma_data, n, per_x, x, t, eps, eps);
     g->infer = 0;
     m->have_forward = keep;
     m->fwd_n = n;
     return DF_OK;
+}
+
+static df_status model_forward(df_model *m, int n, int h, int w, const float *x, const float *t, const int *labels,
+                               float *eps, int keep) {
+    return model_forward_edm(m, n, h, w, x, t, labels, eps, keep, NULL);
 }
 
 df_status df_model_forward(df_model *m, int n, int h, int w, const float *x, const float *t, const int *labels,
@@ -550,8 +559,12 @@ df_status df_model_loss_grad(df_model *m, int n, int h, int w, const float *x_t,
 df_status df_model_denoise(void *ctx, int n, const float *x, const float *t, float *out) {
     df_model_denoiser *d = ctx;
     if (!x || !t || !out) return df_fail(DF_ERR_ARG, "df_model_denoise: x, t and out must not be NULL");
+    const int edm = d->edm_sigma_data > 0;
+    if (edm && (!d->edm_schedule || d->model->cfg.out_channels != d->model->cfg.in_channels))
+        return df_fail(DF_ERR_ARG, "df_model_denoise: an EDM model needs its schedule and as many outputs as inputs");
     const int caller = threads_enter(d->model);
-    df_status st = model_forward(d->model, n, d->h, d->w, x, t, d->labels, out, 0);   /* no backward: reuse space */
+    /* no backward: reuse space */
+    df_status st = model_forward_edm(d->model, n, d->h, d->w, x, t, d->labels, out, 0, edm ? d : NULL);
     threads_leave(caller);
     return st;
 }

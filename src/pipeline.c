@@ -57,7 +57,20 @@ df_status df_scheduler_config_load(const char *path, df_scheduler_config *c) {
             st = df_fail(DF_ERR_CONFIG, "%s: field \"beta_schedule\": unsupported value %s", path,
                          cJSON_IsString(v) ? v->valuestring : "(not a string)");
     }
-    if (!st && (v = cJSON_GetObjectItemCaseSensitive(j, "prediction_type"))) {
+    const cJSON *cls = cJSON_GetObjectItemCaseSensitive(j, "_class_name");
+    const int edm = cJSON_IsString(cls) && strcmp(cls->valuestring, "EDMEulerScheduler") == 0;
+    if (!st && edm) {   /* diffusers' EDM preconditioning: "epsilon" there means c_skip x + c_out F */
+        c->edm_sigma_data = 0.5;
+        v = cJSON_GetObjectItemCaseSensitive(j, "sigma_data");
+        if (v && !(cJSON_IsNumber(v) && v->valuedouble > 0 && v->valuedouble < 1e6))
+            st = df_fail(DF_ERR_CONFIG, "%s: field \"sigma_data\" must be a positive number", path);
+        else if (v) c->edm_sigma_data = v->valuedouble;
+        v = cJSON_GetObjectItemCaseSensitive(j, "prediction_type");
+        if (!st && v && !(cJSON_IsString(v) && strcmp(v->valuestring, "epsilon") == 0))
+            st = df_fail(DF_ERR_CONFIG, "%s: EDMEulerScheduler: only prediction_type \"epsilon\" is supported", path);
+        c->prediction = DF_PRED_SAMPLE;   /* what the model gives its samplers through the EDM adapter */
+    }
+    if (!st && !edm && (v = cJSON_GetObjectItemCaseSensitive(j, "prediction_type"))) {
         if (!cJSON_IsString(v) || df_prediction_parse(v->valuestring, &c->prediction))
             st = df_fail(DF_ERR_CONFIG, "%s: field \"prediction_type\": unsupported value %s", path,
                          cJSON_IsString(v) ? v->valuestring : "(not a string)");
@@ -82,7 +95,39 @@ df_status df_scheduler_config_load(const char *path, df_scheduler_config *c) {
     return st;
 }
 
+/* An EDM model as diffusers' EDMEulerScheduler, with the VP schedule diffuse samples it on (the beta fields,
+ * which diffusers ignores) and that schedule's sigma range as sigma_min and sigma_max. */
+static df_status edm_config_save(const df_scheduler_config *c, const char *path) {
+    df_schedule s;
+    df_status st = df_schedule_from_config(c, &s);
+    if (st) return st;
+    const double lo = df_schedule_sigma(&s, 0), hi = df_schedule_sigma(&s, s.T - 1);
+    df_schedule_free(&s);
+    char buf[1024];
+    int n = snprintf(buf, sizeof buf,
+                     "{\n"
+                     "  \"_class_name\": \"EDMEulerScheduler\",\n"
+                     "  \"_diffusers_version\": \"0.27.0\",\n"
+                     "  \"beta_end\": %.17g,\n"
+                     "  \"beta_schedule\": \"%s\",\n"
+                     "  \"beta_start\": %.17g,\n"
+                     "  \"final_sigmas_type\": \"zero\",\n"
+                     "  \"num_train_timesteps\": %d,\n"
+                     "  \"prediction_type\": \"epsilon\",\n"
+                     "  \"rescale_betas_zero_snr\": %s,\n"
+                     "  \"rho\": 7.0,\n"
+                     "  \"sigma_data\": %.17g,\n"
+                     "  \"sigma_max\": %.17g,\n"
+                     "  \"sigma_min\": %.17g,\n"
+                     "  \"sigma_schedule\": \"karras\"\n"
+                     "}\n",
+                     c->beta_end, df_beta_kind_name(c->beta_schedule), c->beta_start, c->num_train_timesteps,
+                     c->zero_terminal_snr ? "true" : "false", c->edm_sigma_data, hi, lo);
+    return df_write_file_atomic(path, buf, (size_t)n);
+}
+
 df_status df_scheduler_config_save(const df_scheduler_config *c, const char *path) {
+    if (c->edm_sigma_data > 0) return edm_config_save(c, path);
     char buf[1024];
     int n = snprintf(buf, sizeof buf,
                      "{\n"
@@ -120,14 +165,17 @@ df_status df_pipeline_save(const char *dir, const df_model *model, const df_sche
     if ((st = df_mkdir_p(p))) return st;
     snprintf(p, sizeof p, "%s/scheduler/scheduler_config.json", dir);
     if ((st = df_scheduler_config_save(sc, p))) return st;
-    static const char index[] = "{\n"
-                                "  \"_class_name\": \"DDPMPipeline\",\n"
-                                "  \"_diffusers_version\": \"0.25.1\",\n"
-                                "  \"scheduler\": [\"diffusers\", \"DDPMScheduler\"],\n"
-                                "  \"unet\": [\"diffusers\", \"UNet2DModel\"]\n"
-                                "}\n";
+    char index[256];
+    int n = snprintf(index, sizeof index,
+                     "{\n"
+                     "  \"_class_name\": \"DDPMPipeline\",\n"
+                     "  \"_diffusers_version\": \"0.25.1\",\n"
+                     "  \"scheduler\": [\"diffusers\", \"%s\"],\n"
+                     "  \"unet\": [\"diffusers\", \"UNet2DModel\"]\n"
+                     "}\n",
+                     sc->edm_sigma_data > 0 ? "EDMEulerScheduler" : "DDPMScheduler");
     snprintf(p, sizeof p, "%s/model_index.json", dir);
-    return df_write_file_atomic(p, index, sizeof index - 1);
+    return df_write_file_atomic(p, index, (size_t)n);
 }
 
 df_status df_pipeline_load(const char *path, int raw, df_model **model, df_scheduler_config *sc) {

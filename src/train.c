@@ -21,6 +21,7 @@ void df_train_params_default(df_train_params *p) {
     p->beta_start = 1e-4;
     p->beta_end = 0.02;
     p->prediction = DF_PRED_EPSILON;
+    df_edm_params_default(&p->edm_params);
     df_optim_params_default(&p->optim);
     p->optim.warmup_steps = -1;   /* scaled to the budget */
     p->batch_size = 64;
@@ -53,6 +54,7 @@ typedef struct {
     /* batch buffers, sized once: (B, C, H, W) tensors and B values */
     float *xt, *noise, *target, *weights, *t, *per_sample;
     int   *ti;
+    double *sigma;   /* EDM's noise levels */
     /* loss by timestep quarter: this step's, and the applied steps' since the last log row */
     double step_quarter_sum[4], quarter_sum[4];
     long   step_quarter_n[4], quarter_n[4];
@@ -82,7 +84,8 @@ static df_status ema_samples(trainer *tr, int n, int steps, uint64_t salt, float
     df_generate_params_default(&g);
     g.model = tr->ema_model, g.schedule = &tr->sched, g.n = n, g.h = tr->h, g.w = tr->w;
     g.seed = train_seed_mix(tr->L.p.seed + salt);
-    g.sampler.steps = steps, g.sampler.prediction = tr->p.prediction;
+    g.sampler.steps = steps, g.sampler.prediction = tr->sc.prediction;
+    g.edm_sigma_data = tr->sc.edm_sigma_data;
     g.null_class = tr->null_class;   /* labels: the classes in turn, a row each */
     return df_generate(&g, x);
 }
@@ -186,7 +189,9 @@ static df_status log_row(FILE *f, const char *path, const df_train_progress *pr,
 /* ---- the diffusion task: what the shared loop calls -------------------------------------------------- */
 
 /* L_simple on the loop's batch: label dropout, a timestep and noise per image, x_t ~ q(x_t | x_0), the
- * target of the parameterisation and min-SNR weights, forward and backward. */
+ * target of the parameterisation and min-SNR weights, forward and backward. With EDM, a log-normal noise
+ * level per image instead of a timestep, the preconditioned input and F's target, unit weights; its loss
+ * quarters are those of the VP timestep of the same sigma. */
 static df_status diffusion_loss(void *ctx, train_loop *L, int part, double *loss) {
     trainer *tr = ctx;
     const df_train_params *p = &tr->p;
@@ -196,15 +201,26 @@ static df_status diffusion_loss(void *ctx, train_loop *L, int part, double *loss
          * runs without it keep their random stream) */
         if (tr->conditional && p->class_dropout > 0 && df_rng_uniform(&L->rng) < p->class_dropout)
             L->labels[i] = tr->null_class;
+        if (p->edm) {
+            df_edm_draw_sigmas(&p->edm_params, &L->rng, 1, &tr->sigma[i]);
+            tr->ti[i] = (int)lround(df_schedule_t_for_sigma(&tr->sched, tr->sigma[i]));
+            continue;
+        }
         tr->ti[i] = (int)(df_rng_u32(&L->rng) % (uint32_t)T);
         tr->t[i] = (float)tr->ti[i];
     }
     df_rng_fill_normal(&L->rng, tr->noise, (size_t)B * tr->dim);
-    df_q_sample(&tr->sched, B, tr->dim, L->x0, tr->noise, tr->ti, tr->xt);
-    df_training_target(&tr->sched, p->prediction, B, tr->dim, L->x0, tr->noise, tr->ti, tr->target);
-    for (int i = 0; i < B; i++)
-        tr->weights[i] =
-            (float)(df_loss_weight(&tr->sched, p->prediction, tr->ti[i], p->min_snr_gamma) / L->p.grad_accum);
+    if (p->edm) {
+        df_edm_training_inputs(p->edm_params.sigma_data, B, tr->dim, L->x0, tr->noise, tr->sigma, tr->xt, tr->t,
+                               tr->target);
+        for (int i = 0; i < B; i++) tr->weights[i] = (float)(1.0 / L->p.grad_accum);
+    } else {
+        df_q_sample(&tr->sched, B, tr->dim, L->x0, tr->noise, tr->ti, tr->xt);
+        df_training_target(&tr->sched, p->prediction, B, tr->dim, L->x0, tr->noise, tr->ti, tr->target);
+        for (int i = 0; i < B; i++)
+            tr->weights[i] =
+                (float)(df_loss_weight(&tr->sched, p->prediction, tr->ti[i], p->min_snr_gamma) / L->p.grad_accum);
+    }
     float l;
     df_status st = df_model_loss_grad(tr->model, B, tr->h, tr->w, tr->xt, tr->t, tr->conditional ? L->labels : NULL,
                                       tr->target, tr->weights, &l, tr->per_sample);
@@ -332,6 +348,12 @@ static void diffusion_save_state(void *ctx, const train_loop *L, cJSON *j) {
     cJSON_AddNumberToObject(j, "image_size", tr->h);
     cJSON_AddNumberToObject(j, "min_snr_gamma", p->min_snr_gamma);
     cJSON_AddNumberToObject(j, "class_dropout", p->class_dropout);
+    if (p->edm) {   /* sigma_data is also the scheduler's; the noise levels' law only here */
+        cJSON *e = cJSON_AddObjectToObject(j, "edm");
+        cJSON_AddNumberToObject(e, "sigma_data", p->edm_params.sigma_data);
+        cJSON_AddNumberToObject(e, "p_mean", p->edm_params.p_mean);
+        cJSON_AddNumberToObject(e, "p_std", p->edm_params.p_std);
+    }
     /* the settings a resumed session may change, as this one had them: the next takes them unless told */
     cJSON *s = cJSON_AddObjectToObject(j, "session");
     cJSON_AddNumberToObject(s, "save_every", (double)p->save_every);
@@ -404,6 +426,12 @@ static void diffusion_state_fields(void *ctx, state_reader *r, const cJSON *j) {
     if (state_num(r, j, "min_snr_gamma", 0, 1e9, 0, 0, &v)) p->min_snr_gamma = v;
     p->class_dropout = 0;   /* absent in states written before label dropout */
     if (state_num(r, j, "class_dropout", 0, 0.999999, 0, 1, &v)) p->class_dropout = v;
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "edm");   /* absent: not an EDM run */
+    p->edm = e != NULL;
+    if (e && !cJSON_IsObject(e) && !r->bad) r->bad = "edm", snprintf(r->why, sizeof r->why, "expected an object");
+    if (e && state_num(r, e, "sigma_data", 1e-6, 1e6, 0, 0, &v)) p->edm_params.sigma_data = v;
+    if (e && state_num(r, e, "p_mean", -100, 100, 0, 0, &v)) p->edm_params.p_mean = v;
+    if (e && state_num(r, e, "p_std", 0, 100, 0, 0, &v)) p->edm_params.p_std = v;
     if (!r->bad) {
         snprintf(tr->data_path, sizeof tr->data_path, "%s", data->valuestring);   /* outlives the JSON */
         p->data = tr->data_path;
@@ -450,6 +478,7 @@ static void trainer_free(trainer *tr) {
     float *fb[] = {tr->xt, tr->noise, tr->target, tr->weights, tr->t, tr->per_sample};
     for (int i = 0; i < DF_COUNTOF(fb); i++) free(fb[i]);
     free(tr->ti);
+    free(tr->sigma);
 }
 
 /* The loop's settings from the run's. */
@@ -513,6 +542,20 @@ static df_status new_model(trainer *tr) {
     tr->sc.beta_end = p->beta_end;
     tr->sc.zero_terminal_snr = p->zero_terminal_snr;
     tr->sc.prediction = p->prediction;
+    if (p->edm) {
+        if (p->prediction != DF_PRED_EPSILON || p->min_snr_gamma > 0)
+            return df_fail(DF_ERR_ARG, "EDM training has its own parameterisation and weighting: it takes neither "
+                                       "another prediction nor min-SNR-gamma");
+        const df_edm_params *e = &p->edm_params;   /* within these, exp() of a drawn ln(sigma) stays finite and positive */
+        if (!(e->sigma_data > 0 && e->sigma_data <= 100) || !(e->p_std >= 0 && e->p_std <= 10) ||
+            !(fabs(e->p_mean) <= 10))
+            return df_fail(DF_ERR_ARG, "EDM: sigma_data %g must be in (0, 100], p_std %g in [0, 10] and p_mean %g in "
+                           "[-10, 10]", e->sigma_data, e->p_std, e->p_mean);
+        if (df_model_config(tr->model)->out_channels != df_model_config(tr->model)->in_channels)
+            return df_fail(DF_ERR_CONFIG, "EDM training needs a model with as many outputs as inputs");
+        tr->sc.prediction = DF_PRED_SAMPLE;   /* what the model gives its samplers through the EDM adapter */
+        tr->sc.edm_sigma_data = p->edm_params.sigma_data;
+    }
     return DF_OK;
 }
 
@@ -528,7 +571,11 @@ static df_status resumed_model(trainer *tr, const char *ck) {
     if ((st = df_scheduler_config_load(path, &tr->sc))) return st;
     tr->p.prediction = tr->sc.prediction;
     snprintf(path, sizeof path, "%s/training_state.json", ck);
-    return train_loop_read_state(&tr->L, path, diffusion_state_fields, tr);
+    if ((st = train_loop_read_state(&tr->L, path, diffusion_state_fields, tr))) return st;
+    if (tr->p.edm != (tr->sc.edm_sigma_data > 0) || (tr->p.edm && tr->p.edm_params.sigma_data != tr->sc.edm_sigma_data))
+        return df_fail(DF_ERR_FORMAT, "%s: the training state's EDM settings and the scheduler's disagree", ck);
+    if (tr->p.edm) tr->p.prediction = DF_PRED_EPSILON;
+    return DF_OK;
 }
 
 /* The data at the model's size, and what conditioning on its classes needs. */
@@ -595,7 +642,8 @@ static df_status open_run(trainer *tr) {
     tr->t = malloc(sizeof(float) * B);
     tr->per_sample = malloc(sizeof(float) * B);
     tr->ti = malloc(sizeof(int) * B);
-    if (!tr->xt || !tr->noise || !tr->target || !tr->weights || !tr->t || !tr->per_sample || !tr->ti)
+    tr->sigma = malloc(sizeof(double) * B);
+    if (!tr->xt || !tr->noise || !tr->target || !tr->weights || !tr->t || !tr->per_sample || !tr->ti || !tr->sigma)
         return df_fail(DF_ERR_NOMEM, "out of memory for a batch of %zu", B);
     /* the grids' settings may change on resume: checked here, before any step, rather than at the first grid */
     if (p->sample_count > 0 && (p->sample_steps < 1 || p->sample_steps > tr->sched.T))

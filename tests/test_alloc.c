@@ -61,7 +61,7 @@ TEST(alloc_none_after_reserve) {
     df_model_set_threads(m, 1);   /* one model on its own thread count, the classifier on OpenMP's */
     CHECK_OK(df_model_reserve(m, 2 * n, s, s));
     CHECK_OK(df_model_reserve(k, 2 * n, s, s));
-    df_model_denoiser dm = {m, s, s, b.lab}, dk = {k, s, s, NULL};
+    df_model_denoiser dm = {.model = m, .h = s, .w = s, .labels = b.lab}, dk = {.model = k, .h = s, .w = s, .labels = NULL};
     float loss;
     int correct;
     long count[2] = {0, 0}, others[2] = {0, 0};
@@ -127,7 +127,7 @@ TEST(alloc_padded_batch_matches_exact) {
                 CHECK_OK(df_model_backward(m[j], b.noise, dx[j]));
                 CHECK_OK(df_model_loss_grad(m[j], n, s, s, b.x, b.t, b.lab, b.noise, b.w, &loss[j], NULL));
             } else {
-                df_model_denoiser d = {m[j], s, s, NULL};
+                df_model_denoiser d = {.model = m[j], .h = s, .w = s, .labels = NULL};
                 CHECK_OK(df_model_classifier_loss_grad(m[j], n, s, s, b.x, b.t, b.lab, &loss[j], NULL));
                 memcpy(g[j], df_model_grads(m[j]), np * 4);
                 CHECK_OK(df_model_features(m[j], n, s, s, b.x, y[j]));

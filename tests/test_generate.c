@@ -154,7 +154,7 @@ TEST(generate_matches_the_sampler_by_hand) {
     g.sampler.kind = DF_SAMPLER_DDPM;
     CHECK_OK(df_generate(&g, a));
     df_sampler_params sp = g.sampler;
-    df_model_denoiser dn = {m, 8, 8, NULL};
+    df_model_denoiser dn = {.model = m, .h = 8, .w = 8, .labels = NULL};
     df_rng rng;
     df_rng_init(&rng, 42);
     CHECK_OK(df_sample(&s, &sp, df_model_denoise, &dn, 1, dim, &rng, b));   /* image 0, then 1..3 */

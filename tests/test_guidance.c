@@ -386,7 +386,7 @@ TEST(guidance_classifier_network_gradient_and_training) {
     df_rng_init(&r, 8);
     df_rng_fill_normal(&r, x, n * dim);
     df_rng_fill_normal(&r, v, n * dim);
-    df_model_denoiser dn = {m, 8, 8, NULL};
+    df_model_denoiser dn = {.model = m, .h = 8, .w = 8, .labels = NULL};
     double lp[3], lpp[3], lpm[3];
     CHECK_OK(df_model_classify(&dn, n, x, t, y, lp, g));
     const float hstep = 1e-2f;

@@ -20,7 +20,7 @@ TEST(shipped_model_draws_garments) {
     sp.clip_x0 = 1, sp.clip_range = 1;
     const int n = test_quick() ? 8 : 32;
     float *x = malloc(sizeof(float) * n * 784);
-    df_model_denoiser dn = {m, 28, 28, NULL};
+    df_model_denoiser dn = {.model = m, .h = 28, .w = 28, .labels = NULL};
     df_rng r;
     df_rng_init(&r, 5);
     CHECK_OK(df_sample(&s, &sp, df_model_denoise, &dn, n, 784, &r, x));
@@ -79,7 +79,7 @@ TEST(shipped_conditional_model_draws_the_asked_class) {
     int labels[20], pred[20], correct = 0;
     for (int i = 0; i < n; i++) labels[i] = i / 2;
     float *x = malloc(sizeof(float) * n * 784);
-    df_model_denoiser dn = {m, 28, 28, NULL};
+    df_model_denoiser dn = {.model = m, .h = 28, .w = 28, .labels = NULL};
     df_classifier_free_guidance g;
     CHECK_OK(df_classifier_free_guidance_init(&g, df_model_class_denoise, &dn, 784, ci.null_class));
     g.scale = 3, g.labels = labels;
