@@ -164,6 +164,28 @@ static const char *decay_name(int i) { return decay_names[i]; }
 static const cli_choices optimizers = {DF_OPT_COUNT, optimizer_name, NULL};
 static const cli_choices decays = {DF_LR_COUNT, decay_name, NULL};
 
+/* What a new run will do, for its start line: model, data, objective, conditioning, budget and schedule. */
+static void describe_run(const df_train_params *p, char *buf, size_t cap) {
+    size_t n = 0;
+#define ADD(...) (n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, __VA_ARGS__))
+    const char *model = p->init_dir ? p->init_dir : p->config_path ? p->config_path : p->preset ? p->preset : "fmnist-s";
+    ADD("starting %s%s on %s", p->init_dir ? "from " : "", model, p->data ? p->data : "fashion-mnist");
+    if (p->class_conditional) ADD(", class-conditional");
+    if (p->edm) ADD(", EDM objective");
+    else ADD(", predicting %s%s", df_prediction_name(p->prediction), p->min_snr_gamma > 0 ? " with min-SNR weights" : "");
+    ADD("; %d images a step for ", p->batch_size * p->grad_accum);
+    const char *sep = "";
+    if (p->max_minutes > 0) ADD("%g minutes", p->max_minutes), sep = " or ";
+    if (p->max_steps > 0) ADD("%s%ld step%s", sep, p->max_steps, p->max_steps == 1 ? "" : "s"), sep = " or ";
+    if (p->max_epochs > 0) ADD("%s%d epoch%s", sep, p->max_epochs, p->max_epochs == 1 ? "" : "s");
+    ADD(", lr %g (", p->optim.lr);
+    if (p->optim.warmup_steps >= 0) ADD("%ld warmup steps", p->optim.warmup_steps);
+    else ADD("a warmup of 10%% of the budget");
+    if (p->optim.decay != DF_LR_CONSTANT) ADD(", then %s decay to 0", decay_name(p->optim.decay));
+    ADD(")");
+#undef ADD
+}
+
 /* The command line into p (defaults: df_train_params_default's, shown by --help as they are). Returns 0,
  * CLI_HELP, or the exit code after reporting. */
 static int parse(int argc, char **argv, df_train_params *p, char *outbuf, size_t outcap) {
@@ -305,11 +327,13 @@ static int train_main(int argc, char **argv) {
     p.progress = show;
     p.progress_ctx = &bar;
     const char *out = p.out_dir;
-    char warmup[64] = "";   /* an unset one is chosen and reported by the run once it knows its budget */
-    if (!p.resume && p.optim.warmup_steps >= 0) snprintf(warmup, sizeof warmup, ", warmup %ld steps", p.optim.warmup_steps);
-    else if (!p.resume) snprintf(warmup, sizeof warmup, ", warmup 10%% of the budget");
-    fprintf(stderr, "diffuse train: %s, %d threads%s, output in %s\n", p.resume ? "resuming" : "starting",
-            omp_get_max_threads(), warmup, out);
+    if (p.resume) {
+        fprintf(stderr, "diffuse train: resuming, %d threads, output in %s\n", omp_get_max_threads(), out);
+    } else {
+        char plan[1024];
+        describe_run(&p, plan, sizeof plan);
+        fprintf(stderr, "diffuse train: %s; %d threads, output in %s\n", plan, omp_get_max_threads(), out);
+    }
     df_status st = df_train(&p);
     cli_progress_done(&bar);
     if (st) return cli_fail(st);

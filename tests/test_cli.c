@@ -177,8 +177,11 @@ TEST(cli_train_minutes_shows_bar_and_eta) {
     CHECK(bar && strstr(bar, " of 00:06 ["), "a bar of the 6 s budget: %s", text);
     const char *eta = bar ? strstr(bar, "ETA ") : NULL;
     CHECK(eta && eta[4] >= '0' && eta[4] <= '9', "an ETA in the bar: %s", bar ? bar : text);
-    CHECK(strstr(text, "warmup 10% of the budget") && strstr(text, "the budget allows at the first step's speed"),
+    CHECK(strstr(text, "a warmup of 10% of the budget") && strstr(text, "the budget allows at the first step's speed"),
           "the start line and the first step say how the warmup is chosen: %s", text);
+    CHECK(strstr(text, "diffuse train: starting ") && strstr(text, " on ") && strstr(text, "predicting epsilon; 8 images "
+          "a step for 0.1 minutes, lr 0.0001 (a warmup of 10% of the budget, then cosine decay to 0); 1 threads"),
+          "the start line says what the run will do: %s", text);
     /* the cosine schedule ends where the budget will, at the speed after the warmup; the state keeps it */
     long end = 0;
     const char *dec = strstr(text, "learning rate: cosine decay to 0 at step ");
