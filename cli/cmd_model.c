@@ -200,6 +200,8 @@ static void print_facts(const model_facts *f) {
     printf("schedule     %s, T = %d, betas %g..%g%s, predicts %s\n", df_beta_kind_name(sc->beta_schedule),
            sc->num_train_timesteps, sc->beta_start, sc->beta_end, sc->zero_terminal_snr ? ", zero terminal SNR" : "",
            df_prediction_name(sc->prediction));
+    if (sc->learned_variance)
+        printf("variance     learned (learned_range, improved DDPM): DDPM sampling and bits/dim use it\n");
     const df_training_summary *t = &f->t;
     if (t->step >= 0) printf("trained      %ld steps", t->step);
     if (t->batch >= 0) printf(" of batch %d", t->batch);
@@ -264,6 +266,7 @@ static cJSON *facts_json(const model_facts *f) {
     cJSON_AddNumberToObject(sched, "beta_end", f->sc.beta_end);
     cJSON_AddBoolToObject(sched, "zero_terminal_snr", f->sc.zero_terminal_snr);
     cJSON_AddStringToObject(sched, "prediction_type", df_prediction_name(f->sc.prediction));
+    cJSON_AddStringToObject(sched, "variance_type", f->sc.learned_variance ? "learned_range" : "fixed_small");
     if (!f->t.found) {
         cJSON_AddNullToObject(j, "training");
         return j;
