@@ -1,4 +1,5 @@
-/* Diffusion training: DDPM's L_simple (or x_0 / v targets, min-SNR weights) on the shared training loop
+/* Diffusion training: DDPM's L_simple (or x_0 / v targets, min-SNR weights, improved DDPM's hybrid loss with
+ * learned variances and importance-sampled timesteps) on the shared training loop
  * (loop.c), with the EMA sample grids, evaluation during training, the loss log and what a diffusion
  * checkpoint holds (a diffusers pipeline of the EMA weights, the raw weights, the scheduler). */
 #define _POSIX_C_SOURCE 200809L
@@ -451,6 +452,8 @@ static void diffusion_save_state(void *ctx, const train_loop *L, cJSON *j) {
     cJSON_AddNumberToObject(j, "image_size", tr->h);
     cJSON_AddNumberToObject(j, "min_snr_gamma", p->min_snr_gamma);
     cJSON_AddNumberToObject(j, "class_dropout", p->class_dropout);
+    /* for the record: a resume takes it from the scheduler's variance_type, which the model's shape must match */
+    cJSON_AddBoolToObject(j, "learn_variance", p->learn_variance);
     cJSON_AddNumberToObject(j, "vlb_weight", p->vlb_weight);
     cJSON_AddStringToObject(j, "timestep_sampling", p->timestep_sampling == DF_TIMESTEPS_IMPORTANCE ? "importance" : "uniform");
     /* the settings a resumed session may change, as this one had them: the next takes them unless told */
