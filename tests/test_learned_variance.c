@@ -544,3 +544,64 @@ TEST(train_importance_sampling_resume_is_bit_exact) {
         free(text);
     }
 }
+
+/* `diffuse eval --metrics bpd` scores a learned-variance model with its variance: a model whose v channel is
+ * the constant -1 (zero weights, bias -1) scores what the same network without that channel scores with the
+ * fixed small variance; with the constant +1 it scores otherwise. */
+/* `to` (one output channel) gets `from`'s weights, conv_out's prediction channel included; from's v channel
+ * becomes the constant v. */
+static void copy_weights(df_model *from, df_model *to, float v) {
+    for (int i = 0; i < df_model_num_tensors(to); i++) {
+        int nd, shape[4], nd2, shape2[4];
+        size_t off, off2;
+        const char *name = df_model_tensor_info(to, i, &nd, shape, &off);
+        size_t len = 1;
+        for (int d = 0; d < nd; d++) len *= (size_t)shape[d];
+        const int k = df_model_find_tensor(from, name);
+        df_model_tensor_info(from, k, &nd2, shape2, &off2);
+        /* conv_out: the prediction channel is the first (its weights first along the output axis) */
+        memcpy(df_model_params(to) + off, df_model_params(from) + off2, sizeof(float) * len);
+        if (!strcmp(name, "conv_out.weight") || !strcmp(name, "conv_out.bias")) {
+            float *second = df_model_params(from) + off2 + len;
+            for (size_t j = 0; j < len; j++) second[j] = !strcmp(name, "conv_out.bias") ? v : 0;
+        }
+    }
+}
+
+TEST(eval_bpd_uses_the_learned_variance) {
+    const char *dir = test_tmp_dir();
+    char data[600], fixed_dir[600], learned_dir[600];
+    test_toy_idx(dir, "bpd", 24, 2, data, sizeof data);
+    df_unet_config c;
+    test_tiny_unet(&c, 0);
+    df_model *fixed = NULL, *learned = NULL;
+    CHECK_OK(df_model_create(&c, 7, &fixed));
+    c.out_channels = 2;
+    CHECK_OK(df_model_create(&c, 8, &learned));
+    df_scheduler_config sc;
+    df_scheduler_config_default(&sc);
+    sc.num_train_timesteps = 40;
+    snprintf(fixed_dir, sizeof fixed_dir, "%s/bpd-fixed", dir);
+    snprintf(learned_dir, sizeof learned_dir, "%s/bpd-learned", dir);
+    copy_weights(learned, fixed, -1);
+    CHECK_OK(df_pipeline_save(fixed_dir, fixed, &sc));
+    df_eval_params p;
+    df_eval_params_default(&p);
+    p.metrics = 1u << DF_METRIC_BPD, p.ref = data, p.bpd_n = 24, p.bpd_timesteps = 0, p.bootstrap = 0;
+    p.model = fixed_dir;
+    df_eval_result rf, rl, rl2;
+    CHECK_OK(df_evaluate(&p, &rf));
+    sc.learned_variance = 1;
+    CHECK_OK(df_pipeline_save(learned_dir, learned, &sc));
+    p.model = learned_dir;
+    CHECK_OK(df_evaluate(&p, &rl));
+    copy_weights(learned, fixed, 1);
+    CHECK_OK(df_pipeline_save(learned_dir, learned, &sc));
+    CHECK_OK(df_evaluate(&p, &rl2));
+    printf("    bits/dim: fixed small %.5f, learned at v = -1 %.5f, at v = 1 %.5f\n", rf.bpd.value, rl.bpd.value,
+           rl2.bpd.value);
+    CHECK_NEAR(rl.bpd.value, rf.bpd.value, 1e-5 * rf.bpd.value, "learned variance at v = -1 vs the fixed small one");
+    CHECK(fabs(rl2.bpd.value - rf.bpd.value) > 1e-3 * rf.bpd.value, "v = 1 scored as the fixed small variance");
+    df_model_free(fixed);
+    df_model_free(learned);
+}
