@@ -195,8 +195,6 @@ static df_status log_row(FILE *f, const char *path, const df_train_progress *pr,
     return DF_OK;
 }
 
-/* ---- the diffusion task: what the shared loop calls -------------------------------------------------- */
-
 /* ---- learned variances and importance-sampled timesteps (improved DDPM, Nichol & Dhariwal 2021) ---------- */
 
 #define HIST 10               /* L_vlb values kept per timestep (sec. 3.3) */
@@ -254,6 +252,8 @@ static df_status hybrid_loss_grad(trainer *tr, train_loop *L, float *loss) {
     for (int i = 0; !st && tr->hist && i < B; i++) tr->pend_t[tr->npend] = tr->ti[i], tr->pend_v[tr->npend++] = tr->vlb[i];
     return st;
 }
+
+/* ---- the diffusion task: what the shared loop calls -------------------------------------------------- */
 
 /* L_simple on the loop's batch: label dropout, a timestep and noise per image, x_t ~ q(x_t | x_0), the
  * target of the parameterisation and min-SNR weights, forward and backward. */
