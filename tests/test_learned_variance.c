@@ -428,7 +428,7 @@ TEST(train_learned_variance_loss_falls) {
     tiny_config(cfg);
     df_train_params p;
     base(&p, data, cfg, out);
-    const long steps = test_quick() ? 80 : 120;
+    const long steps = test_quick() ? 60 : 80;
     p.max_steps = steps;
     loss_watch w = {.steps = steps};
     p.progress = watch, p.progress_ctx = &w;
