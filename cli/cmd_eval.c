@@ -28,7 +28,8 @@ const cli_command cmd_eval = {
              "       --confidence: garments, not blobs) and each class's share of them (a skewed mix shows)\n"
              "  cas  classification accuracy score: a classifier trained on generated images, tested on real ones,\n"
              "       beside the same classifier trained on as many real images\n"
-             "  bpd  negative log-likelihood bound in bits/dim on real test images (model only)",
+             "  bpd  negative log-likelihood bound in bits/dim on real test images (model only; with the model's\n"
+             "       learned variances when it has them, else the posterior variance)",
     .max_args = 1,
     .run = eval_main,
 };

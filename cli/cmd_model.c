@@ -202,6 +202,8 @@ static void print_facts(const model_facts *f) {
            sc->edm_sigma_data > 0 ? "x_0 through EDM preconditioning" : df_prediction_name(sc->prediction));
     if (sc->edm_sigma_data > 0)
         printf("edm          trained with EDM preconditioning (Karras et al. 2022), sigma_data %g\n", sc->edm_sigma_data);
+    if (sc->learned_variance)
+        printf("variance     learned (learned_range, improved DDPM): DDPM sampling and bits/dim use it\n");
     const df_training_summary *t = &f->t;
     if (t->step >= 0) printf("trained      %ld steps", t->step);
     if (t->batch >= 0) printf(" of batch %d", t->batch);
@@ -268,6 +270,7 @@ static cJSON *facts_json(const model_facts *f) {
     cJSON_AddStringToObject(sched, "prediction_type", df_prediction_name(f->sc.prediction));
     if (f->sc.edm_sigma_data > 0) cJSON_AddNumberToObject(sched, "edm_sigma_data", f->sc.edm_sigma_data);
     else cJSON_AddNullToObject(sched, "edm_sigma_data");
+    cJSON_AddStringToObject(sched, "variance_type", f->sc.learned_variance ? "learned_range" : "fixed_small");
     if (!f->t.found) {
         cJSON_AddNullToObject(j, "training");
         return j;

@@ -256,7 +256,8 @@ static int parse(int argc, char **argv, sample_settings *s) {
         OPT_DOUBLE("--eta", &s->eta, .lo = 0, .hi = 1, .meta = "X", .help = "DDIM noise, 0 for deterministic steps"),
         OPT_ENUM("--spacing", &s->spacing, &cli_spacings, .meta = "NAME", .help = "timestep spacing"),
         OPT_FLAG("--karras", &s->karras, .help = "Karras sigmas (euler, euler_a, heun, dpmpp-*)"),
-        OPT_FLAG("--large-variance", &s->large_variance, .help = "DDPM with beta_t as the reverse variance"),
+        OPT_FLAG("--large-variance", &s->large_variance, .help = "DDPM with beta_t as the reverse variance (a model with "
+                 "learned variances steps with those unless guided)"),
         OPT_FLAG("--no-clip", &s->no_clip, .help = "do not clip predicted x_0 to [-1, 1]"),
         OPT_FLAG("--threshold", &s->threshold, .help = "dynamic thresholding (Imagen)"),
         OPT_FLAG("--clipped-eps", &s->clipped_eps,

@@ -17,7 +17,7 @@ const cli_command cmd_train = {
     .name = "train",
     .usage = "usage: diffuse train (--steps N | --epochs N | --minutes M | --resume) [options]",
     .summary = "train a model (default: fmnist-s on Fashion-MNIST)",
-    .about = "Train a diffusion model (DDPM's L_simple). Defaults train the fmnist-s preset on Fashion-MNIST.",
+    .about = "Train a diffusion model (DDPM's L_simple, or with --learn-variance improved DDPM's hybrid loss). Defaults train the fmnist-s preset on Fashion-MNIST.",
     .epilog = "--resume continues the run in --out bit for bit (with as many threads). A budget given with it is the\n"
               "run's new total, counted from the start of the run (--minutes: training time of all its sessions); one\n"
               "the run has already reached is refused. Without a budget the run finishes the one it has; a run that\n"
@@ -64,7 +64,7 @@ static const char *const fixed_on_resume[] = {
     "--zero-snr", "--prediction", "--min-snr-gamma", "--batch",    "--accum",     "--optimizer",  "--lr",
     "--warmup",   "--lr-decay",  "--beta1",         "--beta2",    "--weight-decay", "--momentum", "--grad-clip",
     "--ema-decay", "--no-ema",   "--seed",      "--classes",       "--class-dropout", "--edm",
-    "--sigma-data", "--p-mean",  "--p-std",
+    "--sigma-data", "--p-mean",  "--p-std",     "--learn-variance", "--vlb-weight",   "--timestep-sampling",
 };
 
 /* Options that contradict each other. Returns 0 or 2 (a usage error). */
@@ -83,6 +83,9 @@ static int check_options(const cli_args *a, const df_train_params *p) {
     if (cli_given(a, "--class-dropout") && !cli_given(a, "--classes") && !config && !init)
         return cli_usage_error("--class-dropout drops class labels: it needs --classes (or a class-conditional "
                                "--config or --init model)");
+    if (!p->resume && !p->learn_variance && (cli_given(a, "--vlb-weight") || cli_given(a, "--timestep-sampling")))
+        return cli_usage_error("%s goes with --learn-variance (the L_vlb term trains the learned variances)",
+                               cli_given(a, "--vlb-weight") ? "--vlb-weight" : "--timestep-sampling");
     if (cli_given(a, "--classes") && init)
         return cli_usage_error("--classes builds a new class-conditional model: --init's model keeps its own classes");
     if (cli_given(a, "--ema-decay") && cli_given(a, "--no-ema"))
@@ -95,6 +98,8 @@ static int check_options(const cli_args *a, const df_train_params *p) {
                                df_prediction_name(p->prediction));
     if (p->edm && p->min_snr_gamma > 0)
         return cli_usage_error("--edm weights the loss its own way: --min-snr-gamma does not apply");
+    if (p->edm && p->learn_variance)
+        return cli_usage_error("--edm's denoiser has no variance output: --learn-variance does not apply");
     static const char *const eval_only[] = {"--eval-n", "--eval-steps", "--eval-features", "--eval-ref"};
     for (int i = 0; i < CLI_COUNTOF(eval_only) && !p->eval_every; i++)
         if (cli_given(a, eval_only[i])) return cli_usage_error("%s goes with --eval-every N", eval_only[i]);
@@ -163,6 +168,10 @@ static const char *optimizer_name(int i) { return optimizer_names[i]; }
 static const char *decay_name(int i) { return decay_names[i]; }
 static const cli_choices optimizers = {DF_OPT_COUNT, optimizer_name, NULL};
 static const cli_choices decays = {DF_LR_COUNT, decay_name, NULL};
+static const char *const sampling_names[] = {[DF_TIMESTEPS_UNIFORM] = "uniform", [DF_TIMESTEPS_IMPORTANCE] = "importance"};
+_Static_assert(CLI_COUNTOF(sampling_names) == DF_TIMESTEPS_COUNT, "names");
+static const char *sampling_name(int i) { return sampling_names[i]; }
+static const cli_choices samplings = {DF_TIMESTEPS_COUNT, sampling_name, NULL};
 
 /* What a new run will do, for its start line: model, data, objective, conditioning, budget and schedule. */
 static void describe_run(const df_train_params *p, char *buf, size_t cap) {
@@ -173,6 +182,8 @@ static void describe_run(const df_train_params *p, char *buf, size_t cap) {
     if (p->class_conditional) ADD(", class-conditional");
     if (p->edm) ADD(", EDM objective");
     else ADD(", predicting %s%s", df_prediction_name(p->prediction), p->min_snr_gamma > 0 ? " with min-SNR weights" : "");
+    if (p->learn_variance)
+        ADD(" and learned variances (hybrid loss%s)", p->timestep_sampling == DF_TIMESTEPS_IMPORTANCE ? ", importance-sampled t" : "");
     ADD("; %d images a step for ", p->batch_size * p->grad_accum);
     const char *sep = "";
     if (p->max_minutes > 0) ADD("%g minutes", p->max_minutes), sep = " or ";
@@ -225,6 +236,21 @@ static int parse(int argc, char **argv, df_train_params *p, char *outbuf, size_t
                    .help = "EDM: mean of ln(sigma) in training"),
         OPT_DOUBLE("--p-std", &p->edm_params.p_std, .lo = 0, .hi = 10, .meta = "X",
                    .help = "EDM: standard deviation of ln(sigma) in training"),
+        OPT_FLAG("--learn-variance", &p->learn_variance,
+                 .help = "learn the reverse steps' variances (Nichol & Dhariwal 2021, improved DDPM sec. 3.1): the model "
+                         "has twice the output channels (diffusers' variance_type learned_range) and trains the hybrid "
+                         "loss L_simple + lambda L_vlb; DDPM sampling and bits/dim then use the learned variances, the "
+                         "other samplers the prediction alone"),
+        OPT_DOUBLE("--vlb-weight", &p->vlb_weight, .lo = 0, .hi = 1e6, .meta = "X",
+                   .help = "lambda of the hybrid loss; it weights T L_t, the bound's one-term estimate, so 0.001 at "
+                           "T = 1000 weights L_t by 1 as the paper does (L_vlb trains the variances alone: the mean it "
+                           "uses is held fixed)"),
+        OPT_ENUM("--timestep-sampling", &p->timestep_sampling, &samplings, .meta = "NAME",
+                 .help = "how t is drawn with --learn-variance. importance (improved DDPM sec. 3.3): p_t ~ "
+                         "sqrt(E[L_t^2]) over each t's last 10 L_vlb values (uniform until every t has 10; mixed with "
+                         "0.001 uniform), each sample's whole hybrid loss weighted by 1 / (T p_t) so both terms stay "
+                         "unbiased (the paper samples the hybrid loss uniformly and importance-samples L_vlb trained "
+                         "alone); checkpoints keep the history"),
         OPT_SECTION("optimisation:"),
         OPT_INT("--batch", &p->batch_size, .lo = 1, .hi = 4096, .meta = "N", .help = "images per step"),
         OPT_INT("--accum", &p->grad_accum, .lo = 1, .hi = 1024, .meta = "N", .help = "batches accumulated per step"),

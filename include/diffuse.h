@@ -208,7 +208,12 @@ typedef struct {
     const df_schedule *edm_schedule;
     double             edm_sigma_data;
 } df_model_denoiser;
+/* A model with learned variances (out_channels = 2 x in_channels, df_model_learned_variance) gives the
+ * prediction alone here, the first in_channels channels; df_model_denoise_variance gives both halves (2 x
+ * in_channels channels per image), as a sampler with learned_variance and df_vlb_bpd's DF_VARIANCE_LEARNED take. */
 df_status df_model_denoise(void *ctx, int n, const float *x, const float *t, float *out);
+df_status df_model_denoise_variance(void *ctx, int n, const float *x, const float *t, float *out);
+int       df_model_learned_variance(const df_model *m);   /* 1: out_channels = 2 x in_channels (not a classifier) */
 /* The same with the labels given per call (a df_class_denoise_fn, for guidance); ctx's labels are ignored. */
 df_status df_model_class_denoise(void *ctx, int n, const float *x, const float *t, const int *labels, float *out);
 
@@ -352,6 +357,29 @@ void df_edm_sampler_inputs(const df_schedule *s, double sigma_data, int n, size_
                            const float *t, float *x_in, float *c_noise);
 void df_edm_sampler_x0(const df_schedule *s, double sigma_data, int n, size_t dim, const float *xt, const float *t,
                        const float *F, float *x0);
+/* ---- learned variances (improved DDPM, Nichol & Dhariwal 2021, sec. 3.1) ----------------------------------- */
+
+/* A model with learned variances has out_channels = 2 x in_channels (diffusers' variance_type "learned_range"):
+ * per image the first in_channels channels are the usual prediction, the rest v in [-1, 1], which sets the
+ * reverse step's log variance to frac log beta_t + (1 - frac) log beta~_t with frac = (v + 1) / 2 (eq. 15):
+ * beta~_t is the clipped posterior variance (posterior_log_variance_clipped) and beta_t the schedule's. */
+double df_learned_log_variance(const df_schedule *s, int t, double v);
+
+/* The hybrid objective L_simple + lambda L_vlb (sec. 3.1) of a learned-variance network's outputs, without
+ * the network: out holds n samples of 2 dim values (the prediction in p's parameterisation, then v), x0, xt
+ * and target n samples of dim values, t their timesteps. Per sample, simple_i = mean((pred_i - target_i)^2)
+ * and vlb_i the bound's term at t_i in bits/dim (mean over the dims): KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} |
+ * x_t)) for t > 0, the discretised decoder's -log p(x_0 | x_1) for t = 0 (as df_vlb_bpd), with p's mean made
+ * from the prediction (not clipped) under a stop-gradient, so that L_vlb trains only the variance. The loss is
+ * (1/n) sum_i weights_i (simple_weights_i simple_i + vlb_weight T vlb_i): T vlb_i is the one-term estimate of
+ * the whole bound, so lambda = 0.001 at T = 1000 weights L_t by 1, as the paper's code does. weights (the
+ * importance weights of sampled timesteps) and simple_weights (min-SNR) may be NULL for ones. dout (n samples
+ * of 2 dim values, may be NULL) receives d loss / d out: the L_simple gradient on the prediction, the L_vlb
+ * gradient (analytic, in double) on v. loss, simple and vlb (n values each) may be NULL. */
+df_status df_hybrid_loss(const df_schedule *s, df_prediction p, int n, size_t dim, const float *x0, const float *xt,
+                         const int *t, const float *target, const float *out, const float *weights,
+                         const float *simple_weights, double vlb_weight, double *loss, float *simple, float *vlb,
+                         float *dout);
 
 /* ---- the reverse process ------------------------------------------------------------------------------ */
 
@@ -363,7 +391,10 @@ typedef df_status (*df_denoise_fn)(void *ctx, int n, const float *x, const float
  * quantised to 256 levels: L_T (prior KL) + sum of the Gaussian KL terms + L_0 (discretised Gaussian
  * decoder). x0: n samples of dim values. bpd receives one value per sample; terms (T + 1 values, may
  * be NULL) the batch mean of each term in bits/dim: terms[0] = L_0, terms[t] = L_t, terms[T] = L_T.
- * variance_large picks beta_t as the reverse variance instead of the posterior variance. */
+ * variance_large picks beta_t as the reverse variance instead of the posterior variance; DF_VARIANCE_LEARNED
+ * takes it from the network: fn then returns 2 dim values per sample, the prediction and v (see
+ * df_learned_log_variance), the output of a model with learned variances. */
+#define DF_VARIANCE_LEARNED 2
 df_status df_vlb_bpd(const df_schedule *s, df_prediction p, df_denoise_fn fn, void *ctx, int n, size_t dim,
                      const float *x0, int variance_large, df_rng *rng, double *bpd, double *terms);
 
@@ -394,6 +425,10 @@ typedef struct {
     df_spacing      spacing;          /* diffusers' timestep_spacing */
     double          eta;              /* DDIM: 0 deterministic, 1 ancestral */
     int             variance_large;   /* DDPM: beta_t ("fixed_large") instead of the posterior variance */
+    int             learned_variance; /* the denoise function returns 2 dim values per sample, the prediction and
+                                         v (df_learned_log_variance): DDPM steps with that variance (over a subset
+                                         of timesteps, with the step's own beta, as diffusers' learned_range); the
+                                         other samplers use the prediction alone */
     int             karras_sigmas;    /* Euler, Heun, DPM-Solver++: Karras sigma spacing (rho = 7) */
     df_prediction   prediction;       /* what the denoise function returns */
     int             clip_x0;          /* clamp predicted x_0 to [-clip_range, clip_range] */
@@ -782,6 +817,8 @@ typedef struct {
     double        edm_sigma_data;      /* > 0: an EDM model (EDMEulerScheduler, saved with prediction_type
                                           "epsilon" as diffusers means it there); the beta fields above stay
                                           the VP schedule its samplers run on */
+    int           learned_variance;    /* variance_type "learned_range" (else "fixed_small"): the model's
+                                          out_channels are 2 x in_channels (Nichol & Dhariwal 2021) */
 } df_scheduler_config;
 
 void      df_scheduler_config_default(df_scheduler_config *c);   /* linear, 1000, 1e-4, 0.02, epsilon */
@@ -916,6 +953,8 @@ df_status df_noise_save(const char *path, const float *noise, int n, int c, int 
 
 /* ---- training ------------------------------------------------------------------------------------------ */
 
+enum { DF_TIMESTEPS_UNIFORM, DF_TIMESTEPS_IMPORTANCE, DF_TIMESTEPS_COUNT };
+
 /* What a training run reports to its progress callback. */
 typedef struct {
     long        step, total_steps;    /* optimizer steps done, and the budget (0 if set by time) */
@@ -953,6 +992,14 @@ typedef struct {
                                      DDPM objective; prediction must be epsilon and min_snr_gamma 0; the model
                                      saves as an EDMEulerScheduler pipeline (df_scheduler_config) */
     df_edm_params edm_params;
+    /* improved DDPM (Nichol & Dhariwal 2021): learn_variance doubles the model's out_channels and trains the
+     * hybrid loss L_simple + vlb_weight L_vlb (df_hybrid_loss; default weight 0.001); timestep_sampling
+     * DF_TIMESTEPS_IMPORTANCE (needs learn_variance) draws t with p_t ~ sqrt(E[L_vlb,t^2]) over the last 10
+     * values of each t (uniformly until every t has 10; mixed with 0.001 uniform), weighting each sample's
+     * loss by 1 / (T p_t) (sec. 3.3). The history is training state: a checkpoint keeps it. */
+    int           learn_variance;
+    double        vlb_weight;
+    int           timestep_sampling;   /* DF_TIMESTEPS_UNIFORM or DF_TIMESTEPS_IMPORTANCE */
     /* classes: class_conditional makes a preset or config model class-conditional on the data's labels,
      * with num_class_embeds = classes + 1, the last being the null class ("no class"). class_dropout is
      * the probability that a training label is replaced by the null class, so one model learns both the

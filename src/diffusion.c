@@ -157,9 +157,10 @@ static double log_normal_interval(double a, double b) {
 
 /* improved DDPM's decoder: log p(x_0 | x_1) with x_0 on the 256-level grid of [-1, 1]; the bin of a
  * value is +-1/255 around it, and the end bins reach to -inf and +inf (DDPM sec. 3.3, eq. 13). */
-static double discretized_gaussian_log_prob(double x, double mean, double sd) {
+static double discretized_gaussian_log_prob(double x, double mean, double sd, double z[2]) {
     double lo = x < -0.999 ? -INFINITY : (x - 1.0 / 255 - mean) / sd;
     double hi = x > 0.999 ? INFINITY : (x + 1.0 / 255 - mean) / sd;
+    if (z) z[0] = lo, z[1] = hi;   /* the bin's standardised ends, for a gradient */
     return log_normal_interval(lo, hi);
 }
 
@@ -169,6 +170,115 @@ static double discretized_gaussian_log_prob(double x, double mean, double sd) {
 static double kl_variance_part(double logv1, double logv2) {
     double r = logv1 - logv2;
     return expm1(r) - r;
+}
+
+double df_learned_log_variance(const df_schedule *s, int t, double v) {
+    check_t(s, t);
+    /* improved DDPM eq. 15: v in [-1, 1] interpolates the log variance between beta~_t and beta_t */
+    const double frac = (v + 1) / 2;
+    return frac * log(s->betas[t]) + (1 - frac) * s->posterior_log_variance_clipped[t];
+}
+
+/* x_0 from one value of a prediction (what df_pred_to_eps_x0 does, in double), a = sqrt(abar), b = sqrt(1 - abar). */
+static double x0_of(df_prediction p, double a, double b, double xt, double f) {
+    switch (p) {
+    case DF_PRED_EPSILON: return a > 0 ? (xt - b * f) / a : 0;
+    case DF_PRED_SAMPLE: return f;
+    default: return a * xt - b * f;
+    }
+}
+
+/* One dimension of the bound's term at t in nats, for p(x_{t-1} | x_t) = N(mu~_t(x_t, xh), exp(logv_p)): the
+ * KL from the posterior for t > 0, the discretised decoder's -log p(x_0 | x_1) for t = 0 (the same formulas as
+ * vlb_terms). *dlogv (may be NULL) receives its derivative with respect to logv_p. */
+static double vlb_nats(const df_schedule *s, int t, double x, double y, double xh, double logv_p, double *dlogv) {
+    const double c1 = s->posterior_mean_coef1[t], c2 = s->posterior_mean_coef2[t];
+    if (t > 0) {
+        const double logv_q = s->posterior_log_variance_clipped[t], d = c1 * (x - xh), q = d * d * exp(-logv_p);
+        /* 0.5 (expm1(r) - r + d^2 / v_p) with r = logv_q - logv_p; d/dlogv_p = 0.5 (1 - exp(r) - d^2 / v_p) */
+        if (dlogv) *dlogv = 0.5 * (-expm1(logv_q - logv_p) - q);
+        return 0.5 * (kl_variance_part(logv_q, logv_p) + q);
+    }
+    double z[2];
+    const double lp = discretized_gaussian_log_prob(x, c1 * xh + c2 * y, exp(0.5 * logv_p), z), lo = z[0], hi = z[1];
+    if (dlogv) {
+        /* the bin's ends z move as -z/2 with logv_p: d(-log P)/dlogv_p = (hi phi(hi) - lo phi(lo)) / (2 P),
+         * each ratio phi(z) / P formed in logs (an infinite end contributes 0) */
+        double g = 0;
+        if (isfinite(hi)) g += hi * exp(-0.5 * hi * hi - LOG_SQRT_2PI - lp);
+        if (isfinite(lo)) g -= lo * exp(-0.5 * lo * lo - LOG_SQRT_2PI - lp);
+        *dlogv = 0.5 * g;
+    }
+    return -lp;
+}
+
+/* The per-t constants of one sample of the hybrid loss. */
+typedef struct {
+    double a, b, max_log, min_log, to_bpd, inv_dim;
+} hybrid_t;
+
+static hybrid_t hybrid_consts(const df_schedule *s, int t, size_t dim) {
+    return (hybrid_t){sqrt(s->alphas_cumprod[t]), sqrt(1 - s->alphas_cumprod[t]), log(s->betas[t]),
+                      s->posterior_log_variance_clipped[t], 1 / ((double)dim * LN2), 1 / (double)dim};
+}
+
+/* One dimension: adds its L_simple and L_vlb (bits/dim) parts and returns their gradients with respect to the
+ * prediction f and v (the mean's prediction fz under the stop-gradient). */
+static void hybrid_elem(const df_schedule *s, df_prediction p, int t, const hybrid_t *c, double x, double y,
+                        double target, double f, double fz, double v, double *simple, double *vlb, double *df_,
+                        double *dv) {
+    const double e = f - target, frac = (v + 1) / 2, logv = frac * c->max_log + (1 - frac) * c->min_log;
+    double dlogv;
+    *simple += e * e * c->inv_dim;
+    *vlb += vlb_nats(s, t, x, y, x0_of(p, c->a, c->b, y, fz), logv, &dlogv) * c->to_bpd;
+    *df_ = 2 * e * c->inv_dim;
+    *dv = dlogv * c->to_bpd * 0.5 * (c->max_log - c->min_log);
+}
+
+double df_hybrid_sample(const df_schedule *s, df_prediction p, int t, size_t dim, const double *x0, const double *xt,
+                        const double *target, const double *out, const double *frozen, double vlb_scale,
+                        double *simple, double *vlb, double *grad) {
+    check_t(s, t);
+    const hybrid_t c = hybrid_consts(s, t, dim);
+    double ls = 0, lv = 0;
+    for (size_t j = 0; j < dim; j++) {
+        double gf, gv;
+        hybrid_elem(s, p, t, &c, x0[j], xt[j], target[j], out[j], frozen[j], out[dim + j], &ls, &lv, &gf, &gv);
+        if (grad) grad[j] = gf, grad[dim + j] = vlb_scale * gv;
+    }
+    if (simple) *simple = ls;
+    if (vlb) *vlb = lv;
+    return ls + vlb_scale * lv;
+}
+
+df_status df_hybrid_loss(const df_schedule *s, df_prediction p, int n, size_t dim, const float *x0, const float *xt,
+                         const int *t, const float *target, const float *out, const float *weights,
+                         const float *simple_weights, double vlb_weight, double *loss, float *simple, float *vlb,
+                         float *dout) {
+    if (!s || !s->betas || !x0 || !xt || !t || !target || !out || n < 1 || dim < 1 || (unsigned)p >= DF_PRED_COUNT ||
+        !(vlb_weight >= 0))
+        return df_fail(DF_ERR_ARG, "hybrid loss: bad arguments (n = %d, dim = %zu, vlb weight %g)", n, dim, vlb_weight);
+    for (int i = 0; i < n; i++)
+        if (t[i] < 0 || t[i] >= s->T) return df_fail(DF_ERR_ARG, "hybrid loss: timestep %d out of 0..%d", t[i], s->T - 1);
+    double total = 0;
+    for (int i = 0; i < n; i++) {
+        const hybrid_t c = hybrid_consts(s, t[i], dim);
+        const double wi = weights ? weights[i] : 1, ws = simple_weights ? simple_weights[i] : 1;
+        const double vs = vlb_weight * s->T;   /* T L_t: the whole bound's one-term estimate */
+        const size_t o = (size_t)i * dim, o2 = 2 * o;
+        double ls = 0, lv = 0;
+        for (size_t j = 0; j < dim; j++) {
+            double gf, gv;
+            const float f = out[o2 + j];
+            hybrid_elem(s, p, t[i], &c, x0[o + j], xt[o + j], target[o + j], f, f, out[o2 + dim + j], &ls, &lv, &gf, &gv);
+            if (dout) dout[o2 + j] = (float)(wi * ws * gf / n), dout[o2 + dim + j] = (float)(wi * vs * gv / n);
+        }
+        if (simple) simple[i] = (float)ls;
+        if (vlb) vlb[i] = (float)lv;
+        total += wi * (ws * ls + vs * lv);
+    }
+    if (loss) *loss = total / n;
+    return DF_OK;
 }
 
 /* Scratch of the bound's terms for n samples of dim values. */
@@ -184,7 +294,7 @@ static void vlb_work_free(vlb_work *w) {
 
 static df_status vlb_work_init(vlb_work *w, int n, size_t dim) {
     const size_t nd = (size_t)n * dim;
-    w->noise = malloc(sizeof(float) * nd), w->xt = malloc(sizeof(float) * nd), w->out = malloc(sizeof(float) * nd);
+    w->noise = malloc(sizeof(float) * nd), w->xt = malloc(sizeof(float) * nd), w->out = malloc(sizeof(float) * 2 * nd);
     w->x0hat = malloc(sizeof(float) * nd), w->tf = malloc(sizeof(float) * (size_t)n);
     w->abar = malloc(sizeof(double) * (size_t)n), w->nats = malloc(sizeof(double) * (size_t)n);
     w->ti = malloc(sizeof(int) * (size_t)n);
@@ -223,9 +333,24 @@ static df_status vlb_terms(const df_schedule *s, df_prediction p, df_denoise_fn 
         snprintf(why, sizeof why, "%s", df_error());
         return df_fail(st, "vlb: denoise function failed at t = %d: %s", ti[0], why);
     }
-    df_pred_to_eps_x0(p, n, dim, w->xt, w->abar, w->out, NULL, w->x0hat);
+    const int learned = variance_large == DF_VARIANCE_LEARNED;
+    if (learned)   /* per sample: the prediction is the first half of its 2 dim values */
+        for (int i = 0; i < n; i++)
+            df_pred_to_eps_x0(p, 1, dim, w->xt + (size_t)i * dim, &w->abar[i], w->out + 2 * (size_t)i * dim, NULL,
+                              w->x0hat + (size_t)i * dim);
+    else df_pred_to_eps_x0(p, n, dim, w->xt, w->abar, w->out, NULL, w->x0hat);
     for (int i = 0; i < n; i++) {
         const int t = ti[i];
+        const size_t o = (size_t)i * dim;
+        if (learned) {   /* the network's variance, per dimension (improved DDPM eq. 15) */
+            const float *v = w->out + 2 * o + dim;
+            double sum = 0;
+            for (size_t j = 0; j < dim; j++)
+                sum += vlb_nats(s, t, x0[o + j], w->xt[o + j], fmin(fmax((double)w->x0hat[o + j], -1.0), 1.0),
+                                df_learned_log_variance(s, t, v[j]), NULL);
+            nats[i] = sum;
+            continue;
+        }
         /* p(x_{t-1} | x_t) = N(mu~_t(x_t, x0_hat), sigma_t^2): DDPM eq. 11 written through the posterior
          * mean (eqs. 7 and 15), with x0_hat clipped to the data range as improved DDPM does. The variance
          * is beta~_t ("fixed small") or beta_t ("fixed large"); at t = 0 both use beta~_1, as improved
@@ -236,13 +361,12 @@ static df_status vlb_terms(const df_schedule *s, df_prediction p, df_denoise_fn 
                               : variance_large ? log(s->betas[t])
                                                : logv_q;
         const double sd_p = exp(0.5 * logv_p), inv_var_p = exp(-logv_p), kl_var = kl_variance_part(logv_q, logv_p);
-        const size_t o = (size_t)i * dim;
         double v = 0;
         for (size_t j = 0; j < dim; j++) {
             double xh = fmin(fmax((double)w->x0hat[o + j], -1.0), 1.0);
             double x = x0[o + j], y = w->xt[o + j];
             if (t == 0) {   /* L_0 = -log p(x_0 | x_1), the discretised decoder (DDPM eq. 13) */
-                v -= discretized_gaussian_log_prob(x, c1 * xh + c2 * y, sd_p);
+                v -= discretized_gaussian_log_prob(x, c1 * xh + c2 * y, sd_p, NULL);
             } else {        /* L_{t-1} in DDPM's numbering: KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) */
                 double d = c1 * (x - xh);   /* the means differ only in x_0: the c2 x_t parts cancel */
                 v += 0.5 * (kl_var + d * d * inv_var_p);

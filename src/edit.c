@@ -95,6 +95,8 @@ df_status df_inpaint_run(const df_schedule *s, const df_sampler_params *p_in, df
     if (!fn || n < 0 || dim == 0 || (n > 0 && (!known || !mask || !out || !rngs)))
         return df_fail(DF_ERR_ARG, "inpaint: bad arguments");
     if (out == known) return df_fail(DF_ERR_ARG, "inpaint: out must not be the known array (it is read every step)");
+    if (p_in->learned_variance)
+        return df_fail(DF_ERR_ARG, "inpaint: steps with the fixed variance: give the model's prediction alone");
     if (jump_length < 1 || jump_n_sample < 1)
         return df_fail(DF_ERR_ARG, "inpaint: jump_length %d and jump_n_sample %d must be at least 1", jump_length,
                        jump_n_sample);
@@ -191,6 +193,7 @@ df_status df_ddim_invert(const df_schedule *s, const df_sampler_params *p_in, df
     if (st) return st;
     if (!fn || n < 0 || dim == 0 || (n > 0 && (!x0_in || !xT)))
         return df_fail(DF_ERR_ARG, "ddim_invert: bad arguments");
+    if (p_in->learned_variance) return df_fail(DF_ERR_ARG, "ddim_invert: DDIM takes the model's prediction alone");
     if (n == 0) return DF_OK;
     df_sampler_params p = *p_in;
     p.kind = DF_SAMPLER_DDIM;

@@ -511,10 +511,13 @@ static df_status eval_bpd(eval_ctx *e, df_eval_result *r) {
         /* a stream per chunk, so a resumed run draws what an uninterrupted one would */
         df_rng rng;
         df_rng_init(&rng, p->seed * 0x9E3779B97F4A7C15ull + (uint64_t)(i0 / chunk) + 1);
+        /* a model with learned variances is scored with them (what makes its bound lower) */
+        const int var = df_model_learned_variance(e->model) ? DF_VARIANCE_LEARNED : 0;
+        const df_denoise_fn fn = var ? df_model_denoise_variance : df_model_denoise;
         st = p->bpd_timesteps > 0
-                 ? df_vlb_bpd_strata(&e->sched, e->sc.prediction, df_model_denoise, &dn, b, e->dim, x, 0, p->bpd_timesteps,
-                                     &rng, s.bpd + i0)
-                 : df_vlb_bpd(&e->sched, e->sc.prediction, df_model_denoise, &dn, b, e->dim, x, 0, &rng, s.bpd + i0, NULL);
+                 ? df_vlb_bpd_strata(&e->sched, e->sc.prediction, fn, &dn, b, e->dim, x, var, p->bpd_timesteps, &rng,
+                                     s.bpd + i0)
+                 : df_vlb_bpd(&e->sched, e->sc.prediction, fn, &dn, b, e->dim, x, var, &rng, s.bpd + i0, NULL);
         if (!st) s.done = i0 + b;
         if (!st && p->bpd_state) st = bpd_state_save(p->bpd_state, &s);
         report(p, "bits/dim", s.done, n);

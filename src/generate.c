@@ -71,6 +71,10 @@ static df_status check(const df_generate_params *p, gen *g) {
     df_sampler_params *sp = &g->sp;
     if (p->edm_sigma_data > 0) sp->prediction = DF_PRED_SAMPLE;   /* the EDM adapter gives x_0 */
     if (p->inpaint_image) sp->kind = DF_SAMPLER_DDPM;   /* RePaint alg. 1 takes DDPM's step */
+    /* a learned variance (improved DDPM) is DDPM's to use; guidance, editing and the other samplers take the
+     * prediction alone */
+    sp->learned_variance = df_model_learned_variance(p->model) && sp->kind == DF_SAMPLER_DDPM && !g->guided &&
+                           !p->classifier && !p->inpaint_image;
     if (sp->steps <= 0) sp->steps = sp->kind == DF_SAMPLER_DDPM ? p->schedule->T : 50;
     sp->progress = NULL;
     if (sp->steps > p->schedule->T)
@@ -184,7 +188,7 @@ static df_status setup(const df_generate_params *p, gen *g) {
 
     g->dn = (df_model_denoiser){.model = p->model, .h = g->h, .w = g->w, .edm_schedule = p->schedule,
                                 .edm_sigma_data = p->edm_sigma_data};
-    g->fn = df_model_denoise, g->fn_ctx = &g->dn;
+    g->fn = g->sp.learned_variance ? df_model_denoise_variance : df_model_denoise, g->fn_ctx = &g->dn;
     if (g->guided) {   /* both predictions from one network call of twice the batch */
         if ((st = df_classifier_free_guidance_init(&g->cfg, df_model_class_denoise, &g->dn, dim, p->null_class)) ||
             (st = df_classifier_free_guidance_reserve(&g->cfg, B)))

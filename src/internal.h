@@ -67,6 +67,14 @@ void df_dataset_sha256(const df_dataset *d, char hex[65]);
 /* SHA-256 of a file's bytes, as 64 hex digits (what sha256sum prints). */
 df_status df_file_sha256(const char *path, char hex[65]);
 
+/* One sample of df_hybrid_loss in double, for finite-difference checks: out holds 2 dim values (the
+ * prediction, then v) and frozen the dim prediction values p's mean is made from (the stop-gradient: held
+ * fixed, so a check can perturb out alone). Returns simple + vlb_scale vlb (vlb in bits/dim); grad (2 dim
+ * values, may be NULL) its gradient with respect to out. */
+double df_hybrid_sample(const df_schedule *s, df_prediction p, int t, size_t dim, const double *x0, const double *xt,
+                        const double *target, const double *out, const double *frozen, double vlb_scale,
+                        double *simple, double *vlb, double *grad);
+
 /* Read a checkpoint's training_state.json as a resume would, without resuming (for the fuzzer). */
 df_status df_train_state_check(const char *path);
 

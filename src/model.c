@@ -556,17 +556,37 @@ df_status df_model_loss_grad(df_model *m, int n, int h, int w, const float *x_t,
     return st;
 }
 
-df_status df_model_denoise(void *ctx, int n, const float *x, const float *t, float *out) {
-    df_model_denoiser *d = ctx;
+int df_model_learned_variance(const df_model *m) {
+    return m->cfg.classifier_classes <= 0 && m->cfg.out_channels == 2 * m->cfg.in_channels;
+}
+
+/* both: a learned-variance model's whole output; otherwise its prediction half alone */
+static df_status denoise(df_model_denoiser *d, int n, const float *x, const float *t, float *out, int both) {
     if (!x || !t || !out) return df_fail(DF_ERR_ARG, "df_model_denoise: x, t and out must not be NULL");
+    df_model *m = d->model;
     const int edm = d->edm_sigma_data > 0;
-    if (edm && (!d->edm_schedule || d->model->cfg.out_channels != d->model->cfg.in_channels))
+    if (edm && (!d->edm_schedule || m->cfg.out_channels != m->cfg.in_channels))
         return df_fail(DF_ERR_ARG, "df_model_denoise: an EDM model needs its schedule and as many outputs as inputs");
-    const int caller = threads_enter(d->model);
+    const int split = df_model_learned_variance(m) && !both;
+    const int caller = threads_enter(m);
     /* no backward: reuse space */
-    df_status st = model_forward_edm(d->model, n, d->h, d->w, x, t, d->labels, out, 0, edm ? d : NULL);
+    df_status st = model_forward_edm(m, n, d->h, d->w, x, t, d->labels, split ? NULL : out, 0, edm ? d : NULL);
     threads_leave(caller);
+    const size_t half = (size_t)m->cfg.in_channels * d->h * d->w;
+    for (int i = 0; !st && split && i < n; i++) memcpy(out + i * half, m->out + 2 * i * half, sizeof(float) * half);
     return st;
+}
+
+df_status df_model_denoise(void *ctx, int n, const float *x, const float *t, float *out) {
+    return denoise(ctx, n, x, t, out, 0);
+}
+
+df_status df_model_denoise_variance(void *ctx, int n, const float *x, const float *t, float *out) {
+    df_model_denoiser *d = ctx;
+    if (!df_model_learned_variance(d->model))
+        return df_fail(DF_ERR_CONFIG, "this model has no learned variance (out_channels %d, in_channels %d)",
+                       d->model->cfg.out_channels, d->model->cfg.in_channels);
+    return denoise(d, n, x, t, out, 1);
 }
 
 df_status df_model_class_denoise(void *ctx, int n, const float *x, const float *t, const int *labels, float *out) {

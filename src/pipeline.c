@@ -79,6 +79,17 @@ df_status df_scheduler_config_load(const char *path, df_scheduler_config *c) {
         if (!cJSON_IsBool(v)) st = df_fail(DF_ERR_CONFIG, "%s: field \"rescale_betas_zero_snr\" must be true or false", path);
         else c->zero_terminal_snr = cJSON_IsTrue(v);
     }
+    if (!st && (v = cJSON_GetObjectItemCaseSensitive(j, "variance_type")) && !cJSON_IsNull(v)) {
+        /* the fixed kinds are the sampler's choice (--large-variance); "learned" (a raw log variance) is not
+         * supported, "learned_range" is improved DDPM's */
+        static const char *const fixed[] = {"fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log"};
+        int ok = cJSON_IsString(v) && !strcmp(v->valuestring, "learned_range");
+        c->learned_variance = ok;
+        for (int i = 0; i < 4 && !ok; i++) ok = cJSON_IsString(v) && !strcmp(v->valuestring, fixed[i]);
+        if (!ok)
+            st = df_fail(DF_ERR_CONFIG, "%s: field \"variance_type\": unsupported value %s (fixed_small, fixed_large, "
+                         "learned_range)", path, cJSON_IsString(v) ? v->valuestring : "(not a string)");
+    }
     if (!st && (v = cJSON_GetObjectItemCaseSensitive(j, "trained_betas")) && !cJSON_IsNull(v))
         st = df_fail(DF_ERR_CONFIG, "%s: field \"trained_betas\" is not supported", path);
     cJSON_Delete(j);
@@ -144,10 +155,11 @@ df_status df_scheduler_config_save(const df_scheduler_config *c, const char *pat
                      "  \"steps_offset\": 0,\n"
                      "  \"timestep_spacing\": \"leading\",\n"
                      "  \"trained_betas\": null,\n"
-                     "  \"variance_type\": \"fixed_small\"\n"
+                     "  \"variance_type\": \"%s\"\n"
                      "}\n",
                      c->beta_end, df_beta_kind_name(c->beta_schedule), c->beta_start, c->num_train_timesteps,
-                     df_prediction_name(c->prediction), c->zero_terminal_snr ? "true" : "false");
+                     df_prediction_name(c->prediction), c->zero_terminal_snr ? "true" : "false",
+                     c->learned_variance ? "learned_range" : "fixed_small");
     return df_write_file_atomic(path, buf, (size_t)n);
 }
 
@@ -192,7 +204,10 @@ df_status df_pipeline_load(const char *path, int raw, df_model **model, df_sched
         snprintf(p, sizeof p, "%s/config.json", dir);
         if (!is_file(p))
             return df_fail(DF_ERR_IO, "%s: not a model: no config.json, unet/config.json or latest/ checkpoint", path);
-        return df_model_load(dir, model);   /* a bare model directory: DDPM's schedule */
+        /* a bare model directory: DDPM's schedule, and learned variances when its output says so */
+        df_status st = df_model_load(dir, model);
+        if (!st) sc->learned_variance = df_model_learned_variance(*model);
+        return st;
     }
     snprintf(p, sizeof p, "%s/scheduler/scheduler_config.json", dir);
     df_status st = is_file(p) ? df_scheduler_config_load(p, sc) : DF_OK;
@@ -200,7 +215,17 @@ df_status df_pipeline_load(const char *path, int raw, df_model **model, df_sched
     snprintf(p, sizeof p, "%s/unet_raw/config.json", dir);
     if (raw && is_file(p)) snprintf(p, sizeof p, "%s/unet_raw", dir);
     else snprintf(p, sizeof p, "%s/unet", dir);
-    return df_model_load(p, model);
+    if ((st = df_model_load(p, model))) return st;
+    /* diffusers splits the output only for a learned variance: the two must agree */
+    const df_unet_config *mc = df_model_config(*model);
+    if (mc->classifier_classes <= 0 && sc->learned_variance != df_model_learned_variance(*model)) {
+        st = df_fail(DF_ERR_CONFIG, "%s: the scheduler's variance_type is %s but the model has %d output channels for %d "
+                     "input channels (learned_range needs twice as many)", dir,
+                     sc->learned_variance ? "learned_range" : "fixed", mc->out_channels, mc->in_channels);
+        df_model_free(*model);
+        *model = NULL;
+    }
+    return st;
 }
 
 /* ---- classes ---------------------------------------------------------------------------------------- */

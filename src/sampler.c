@@ -325,19 +325,29 @@ void df_x0_process(const df_sampler_params *p, int n, size_t dim, float *x0, flo
 
 /* DDPM alg. 2 over a subsequence: x_{t'} ~ q(x_{t'} | x_t, x_0) with the posterior mean of DDPM eq. 7 written
  * for abar_t and abar_{t'} (diffusers' DDPMScheduler.step: "current" alpha = abar_t / abar_{t'}), variance
- * beta~ (fixed_small, clamped at 1e-20) or beta (fixed_large). No noise on the final step. */
+ * beta~ (fixed_small, clamped at 1e-20) or beta (fixed_large). With a learned variance (v: the network's second
+ * half, sample r's at v + 2 r dim + dim) the log variance is frac log beta + (1 - frac) log beta~ with
+ * frac = (v + 1) / 2, beta and beta~ those of this step (diffusers' _get_variance for "learned_range"; improved
+ * DDPM eq. 15 on the respaced chain). No noise on the final step. */
 static void ddpm_step(const df_sampler_params *p, double a, double ap, int last, int n, size_t dim, float *x,
-                      const float *x0, df_rng *rngs) {
+                      const float *x0, const float *v, df_rng *rngs) {
     const double ca = a / ap, cb = 1 - ca, b = 1 - a;
     const double c0 = sqrt(ap) * cb / b, ct = sqrt(ca) * (1 - ap) / b;
-    const double var = p->variance_large ? cb : fmax((1 - ap) / b * cb, 1e-20);
-    const double sd = last ? 0 : sqrt(var);
-    for (int r = 0; r < n; r++)
-        for (size_t j = (size_t)r * dim; j < (size_t)(r + 1) * dim; j++) {
-            double v = c0 * x0[j] + ct * x[j];
-            if (sd > 0) v += sd * df_rng_normal(&rngs[r]);
-            x[j] = (float)v;
+    const double small = fmax((1 - ap) / b * cb, 1e-20), var = p->variance_large ? cb : small;
+    const double sd = last ? 0 : sqrt(var), max_log = log(cb), min_log = log(small);
+    for (int r = 0; r < n; r++) {
+        const float *vr = v ? v + 2 * (size_t)r * dim + dim : NULL;
+        for (size_t k = 0, j = (size_t)r * dim; k < dim; k++, j++) {
+            double y = c0 * x0[j] + ct * x[j];
+            if (sd > 0 && vr) {
+                const double frac = (vr[k] + 1.0) / 2;
+                y += exp(0.5 * (frac * max_log + (1 - frac) * min_log)) * df_rng_normal(&rngs[r]);
+            } else if (sd > 0) {
+                y += sd * df_rng_normal(&rngs[r]);
+            }
+            x[j] = (float)y;
         }
+    }
 }
 
 /* DDIM eq. 12: x_{t'} = sqrt(abar_{t'}) x_0 + sqrt(1 - abar_{t'} - sigma^2) eps + sigma z, with
@@ -427,8 +437,10 @@ void df_fill_normal_each(df_rng *rngs, int n, size_t dim, float *x) {
 size_t df_sampler_run_bytes(const df_sampler_params *p, int n, size_t dim) {
     const df_sampler_info *si = df_sampler_info_get(p->kind);
     const size_t len = (size_t)n * dim, nbuf = si ? (size_t)si->buffers : 4;
-    /* the plan, the batch buffers, dim values for thresholding, n timesteps */
-    return df_round64(df_plan_bytes(p->steps)) + df_round64((nbuf * len + dim + (size_t)n) * sizeof(float));
+    /* the plan, the batch buffers, dim values for thresholding, n timesteps; with a learned variance the
+     * network's whole output (prediction and v) */
+    return df_round64(df_plan_bytes(p->steps)) + df_round64((nbuf * len + dim + (size_t)n) * sizeof(float)) +
+           (p->learned_variance ? df_round64(2 * len * sizeof(float)) : 0);
 }
 
 df_status df_sampler_run(const df_schedule *s, const df_sampler_params *p, df_denoise_fn fn, void *ctx, int n,
@@ -461,6 +473,9 @@ df_status df_sampler_run(const df_schedule *s, const df_sampler_params *p, df_de
     if (kind == DF_SAMPLER_HEUN) dbuf = next, next += len;
     DF_ASSERT(next == (float *)(mem + df_round64(df_plan_bytes(N))) + (size_t)si->buffers * len);
     float *scratch = next, *tb = next + dim;   /* dim values for thresholding, n timesteps */
+    /* a learned variance: the network writes both halves here, its predictions are copied to out */
+    float *both = p->learned_variance ? (float *)(mem + df_sampler_run_bytes(p, n, dim) - df_round64(2 * len * sizeof(float)))
+                                      : NULL;
 
     st = df_plan_fill(s, p, &pl);
     if (st) goto done;
@@ -481,12 +496,13 @@ df_status df_sampler_run(const df_schedule *s, const df_sampler_params *p, df_de
             for (size_t j = 0; j < len; j++) xin[j] = (float)(x[j] * c);
             in = xin;
         }
-        st = fn(ctx, n, in, tb, out);
+        st = fn(ctx, n, in, tb, both ? both : out);
         if (st) goto done;
+        for (int r = 0; both && r < n; r++) memcpy(out + (size_t)r * dim, both + 2 * (size_t)r * dim, sizeof(float) * dim);
         df_pred_convert(p->prediction, ab[i], len, in, out, x0, eps);
         df_x0_process(p, n, dim, x0, scratch);
         switch (kind) {
-        case DF_SAMPLER_DDPM: ddpm_step(p, ab[i], ab[i + 1], i == N - 1, n, dim, x, x0, rngs); break;
+        case DF_SAMPLER_DDPM: ddpm_step(p, ab[i], ab[i + 1], i == N - 1, n, dim, x, x0, both, rngs); break;
         case DF_SAMPLER_DDIM:
             if (p->clipped_eps && (p->clip_x0 || p->dynamic_threshold)) {
                 /* eps consistent with the clipped x_0 (diffusers' use_clipped_model_output): without it a
@@ -530,8 +546,10 @@ df_status df_sampler_run(const df_schedule *s, const df_sampler_params *p, df_de
                 xin[j] = (float)((x[j] + dbuf[j] * dt) * c);
             }
             for (int k = 0; k < n; k++) tb[k] = pl.t[i + 1];
-            st = fn(ctx, n, xin, tb, out);
+            st = fn(ctx, n, xin, tb, both ? both : out);
             if (st) goto done;
+            for (int r = 0; both && r < n; r++)
+                memcpy(out + (size_t)r * dim, both + 2 * (size_t)r * dim, sizeof(float) * dim);
             df_pred_convert(p->prediction, ab[i + 1], len, xin, out, x0, NULL);
             df_x0_process(p, n, dim, x0, scratch);
             for (size_t j = 0; j < len; j++) {

@@ -1,9 +1,11 @@
-/* Diffusion training: DDPM's L_simple (or x_0 / v targets, min-SNR weights) on the shared training loop
+/* Diffusion training: DDPM's L_simple (or x_0 / v targets, min-SNR weights, improved DDPM's hybrid loss with
+ * learned variances and importance-sampled timesteps) on the shared training loop
  * (loop.c), with the EMA sample grids, evaluation during training, the loss log and what a diffusion
  * checkpoint holds (a diffusers pipeline of the EMA weights, the raw weights, the scheduler). */
 #define _POSIX_C_SOURCE 200809L
 #include "loop.h"
 #include "plot.h"
+#include "safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -22,6 +24,7 @@ void df_train_params_default(df_train_params *p) {
     p->beta_end = 0.02;
     p->prediction = DF_PRED_EPSILON;
     df_edm_params_default(&p->edm_params);
+    p->vlb_weight = 0.001;   /* improved DDPM's lambda */
     df_optim_params_default(&p->optim);
     p->optim.warmup_steps = -1;   /* scaled to the budget */
     p->batch_size = 64;
@@ -55,6 +58,15 @@ typedef struct {
     float *xt, *noise, *target, *weights, *t, *per_sample;
     int   *ti;
     double *sigma;   /* EDM's noise levels */
+    /* learned variances (improved DDPM): the network's output and its gradient (B, 2C, H, W), each sample's
+     * L_vlb and importance weight; importance sampling's history of the last HIST L_vlb values per t (T x HIST,
+     * oldest first; training state, in the checkpoint), the draws it has not yet taken (B x grad_accum) and
+     * the sampling distribution's running sum (T) */
+    float  *out, *dout, *vlb, *iw;
+    float  *hist;
+    int    *hist_n, *pend_t, npend, importance_ready;
+    float  *pend_v;
+    double *cdf;
     /* loss by timestep quarter: this step's, and the applied steps' since the last log row */
     double step_quarter_sum[4], quarter_sum[4];
     long   step_quarter_n[4], quarter_n[4];
@@ -186,6 +198,64 @@ static df_status log_row(FILE *f, const char *path, const df_train_progress *pr,
     return DF_OK;
 }
 
+/* ---- learned variances and importance-sampled timesteps (improved DDPM, Nichol & Dhariwal 2021) ---------- */
+
+#define HIST 10               /* L_vlb values kept per timestep (sec. 3.3) */
+#define UNIFORM_SHARE 0.001   /* mixed into p_t, as the paper's code (LossSecondMomentResampler) does */
+
+/* p_t ~ sqrt(E[L_t^2]) over each t's history, once every t has HIST values (until then t is uniform). */
+static void importance_update(trainer *tr) {
+    const int T = tr->sched.T;
+    tr->importance_ready = 0;
+    for (int t = 0; t < T; t++)
+        if (tr->hist_n[t] < HIST) return;
+    double sum = 0;
+    for (int t = 0; t < T; t++) {
+        double m2 = 0;
+        for (int k = 0; k < HIST; k++) m2 += (double)tr->hist[t * HIST + k] * tr->hist[t * HIST + k];
+        tr->cdf[t] = sqrt(m2 / HIST);
+        sum += tr->cdf[t];
+    }
+    if (!(sum > 0) || !isfinite(sum)) return;   /* nothing to go by: stay uniform */
+    double run = 0;
+    for (int t = 0; t < T; t++) tr->cdf[t] = run += tr->cdf[t] / sum * (1 - UNIFORM_SHARE) + UNIFORM_SHARE / T;
+    tr->importance_ready = 1;
+}
+
+/* A timestep for one sample and its importance weight 1 / (T p_t): uniform draws (the training stream's
+ * usual one) until importance sampling has its history. */
+static int draw_timestep(trainer *tr, train_loop *L, float *iw) {
+    const int T = tr->sched.T;
+    *iw = 1;
+    if (!tr->importance_ready) return (int)(df_rng_u32(&L->rng) % (uint32_t)T);
+    const double u = df_rng_uniform(&L->rng) * tr->cdf[T - 1];
+    int lo = 0, hi = T - 1;   /* the first t with cdf[t] > u */
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (tr->cdf[mid] > u) hi = mid;
+        else lo = mid + 1;
+    }
+    *iw = (float)(tr->cdf[T - 1] / (T * (tr->cdf[lo] - (lo ? tr->cdf[lo - 1] : 0))));
+    return lo;
+}
+
+/* The hybrid loss L_simple + lambda L_vlb of a learned-variance model on the batch: forward, the loss and its
+ * gradient on the whole output (df_hybrid_loss), backward. */
+static df_status hybrid_loss_grad(trainer *tr, train_loop *L, float *loss) {
+    const df_train_params *p = &tr->p;
+    const int B = L->p.batch_size;
+    for (int i = 0; i < B; i++) tr->iw[i] /= (float)L->p.grad_accum;
+    for (int i = 0; i < B; i++) tr->weights[i] = (float)df_loss_weight(&tr->sched, p->prediction, tr->ti[i], p->min_snr_gamma);
+    double l = 0;
+    df_status st = df_model_forward(tr->model, B, tr->h, tr->w, tr->xt, tr->t, tr->conditional ? L->labels : NULL, tr->out);
+    if (!st) st = df_hybrid_loss(&tr->sched, p->prediction, B, tr->dim, L->x0, tr->xt, tr->ti, tr->target, tr->out,
+                                 tr->iw, tr->weights, p->vlb_weight, &l, tr->per_sample, tr->vlb, tr->dout);
+    if (!st) st = df_model_backward(tr->model, tr->dout, NULL);
+    *loss = (float)l;
+    for (int i = 0; !st && tr->hist && i < B; i++) tr->pend_t[tr->npend] = tr->ti[i], tr->pend_v[tr->npend++] = tr->vlb[i];
+    return st;
+}
+
 /* ---- the diffusion task: what the shared loop calls -------------------------------------------------- */
 
 /* L_simple on the loop's batch: label dropout, a timestep and noise per image, x_t ~ q(x_t | x_0), the
@@ -196,6 +266,8 @@ static df_status diffusion_loss(void *ctx, train_loop *L, int part, double *loss
     trainer *tr = ctx;
     const df_train_params *p = &tr->p;
     const int B = L->p.batch_size, T = tr->sched.T;
+    if (part == 0) tr->npend = 0;   /* a new step: what a skipped one drew is dropped */
+    if (tr->hist) importance_update(tr);
     for (int i = 0; i < B; i++) {
         /* label dropout: the null class teaches the unconditional prediction (drawn only when enabled, so
          * runs without it keep their random stream) */
@@ -206,7 +278,7 @@ static df_status diffusion_loss(void *ctx, train_loop *L, int part, double *loss
             tr->ti[i] = (int)lround(df_schedule_t_for_sigma(&tr->sched, tr->sigma[i]));
             continue;
         }
-        tr->ti[i] = (int)(df_rng_u32(&L->rng) % (uint32_t)T);
+        tr->ti[i] = draw_timestep(tr, L, &tr->iw[i]);
         tr->t[i] = (float)tr->ti[i];
     }
     df_rng_fill_normal(&L->rng, tr->noise, (size_t)B * tr->dim);
@@ -222,8 +294,10 @@ static df_status diffusion_loss(void *ctx, train_loop *L, int part, double *loss
                 (float)(df_loss_weight(&tr->sched, p->prediction, tr->ti[i], p->min_snr_gamma) / L->p.grad_accum);
     }
     float l;
-    df_status st = df_model_loss_grad(tr->model, B, tr->h, tr->w, tr->xt, tr->t, tr->conditional ? L->labels : NULL,
-                                      tr->target, tr->weights, &l, tr->per_sample);
+    df_status st = p->learn_variance ? hybrid_loss_grad(tr, L, &l)
+                                     : df_model_loss_grad(tr->model, B, tr->h, tr->w, tr->xt, tr->t,
+                                                          tr->conditional ? L->labels : NULL, tr->target, tr->weights,
+                                                          &l, tr->per_sample);
     *loss = l;
     if (part == 0)   /* a new step: what a skipped one left is dropped */
         for (int q = 0; q < 4; q++) tr->step_quarter_sum[q] = 0, tr->step_quarter_n[q] = 0;
@@ -237,6 +311,13 @@ static df_status diffusion_loss(void *ctx, train_loop *L, int part, double *loss
 
 static void diffusion_step_applied(void *ctx, train_loop *L) {
     trainer *tr = ctx;
+    for (int k = 0; tr->hist && k < tr->npend; k++) {   /* the step's L_vlb values join their t's history */
+        float *h = tr->hist + tr->pend_t[k] * HIST;
+        int *n = &tr->hist_n[tr->pend_t[k]];
+        if (*n == HIST) memmove(h, h + 1, sizeof(float) * (HIST - 1)), h[HIST - 1] = tr->pend_v[k];
+        else h[(*n)++] = tr->pend_v[k];
+    }
+    tr->npend = 0;
     for (int q = 0; q < 4; q++) tr->quarter_sum[q] += tr->step_quarter_sum[q], tr->quarter_n[q] += tr->step_quarter_n[q];
 }
 
@@ -315,6 +396,44 @@ static df_status diffusion_finish(void *ctx, train_loop *L) {
     return st;
 }
 
+/* Importance sampling's history: float values as they are kept, so a resume draws the same timesteps. */
+static df_status save_history(const trainer *tr, const char *dir) {
+    const int T = tr->sched.T;
+    int64_t *n = malloc(sizeof(int64_t) * (size_t)T);
+    if (!n) return df_fail(DF_ERR_NOMEM, "out of memory");
+    for (int t = 0; t < T; t++) n[t] = tr->hist_n[t];
+    st_entry e[2] = {{.name = "vlb_history", .ndim = 2, .shape = {T, HIST}, .f32 = tr->hist},
+                     {.name = "vlb_history_count", .ndim = 1, .shape = {T}, .i64 = n}};
+    char p[4400];
+    snprintf(p, sizeof p, "%s/timestep_history.safetensors", dir);
+    df_status st = st_write(p, e, 2, NULL, 0);
+    free(n);
+    return st;
+}
+
+static df_status load_history(trainer *tr, const char *ck) {
+    const int T = tr->sched.T;
+    char p[4400];
+    snprintf(p, sizeof p, "%s/timestep_history.safetensors", ck);
+    st_file f;
+    df_status st = st_open(p, &f);
+    if (st) return st;
+    const st_tensor *h = st_find(&f, "vlb_history"), *c = st_find(&f, "vlb_history_count");
+    int64_t *n = malloc(sizeof(int64_t) * (size_t)T);
+    if (!h || !c || st_numel(h) != (int64_t)T * HIST || st_numel(c) != T)
+        st = df_fail(DF_ERR_SHAPE, "%s: expected vlb_history (%d, %d) and vlb_history_count (%d)", p, T, HIST, T);
+    else if (!n) st = df_fail(DF_ERR_NOMEM, "out of memory");
+    if (!st) st = st_read_f32(&f, h, tr->hist, (size_t)T * HIST);
+    if (!st) st = st_read_i64(&f, c, n, (size_t)T);
+    for (int t = 0; !st && t < T; t++) {
+        if (n[t] < 0 || n[t] > HIST) st = df_fail(DF_ERR_FORMAT, "%s: vlb_history_count[%d] = %lld", p, t, (long long)n[t]);
+        else tr->hist_n[t] = (int)n[t];
+    }
+    free(n);
+    st_close(&f);
+    return st;
+}
+
 /* A checkpoint's diffusion files: unet/ holds the weights to sample with (the EMA when kept), as diffusers'
  * training script saves, unet_raw/ the trained ones, with scheduler/ and a conditional model's classes. */
 static df_status diffusion_save(void *ctx, train_loop *L, const char *dir) {
@@ -329,6 +448,7 @@ static df_status diffusion_save(void *ctx, train_loop *L, const char *dir) {
     }
     snprintf(p, sizeof p, "%s/unet_raw", dir);
     if (!st) st = df_model_save(tr->model, p);
+    if (!st && tr->hist) st = save_history(tr, dir);
     if (!st && tr->conditional)   /* the classes' names and the null class, for sampling and `info` */
         st = df_class_info_save_data(dir, tr->data, df_model_config(tr->model)->num_class_embeds, tr->null_class);
     /* every file was synced as it was written; now the directories that name them */
@@ -354,6 +474,10 @@ static void diffusion_save_state(void *ctx, const train_loop *L, cJSON *j) {
         cJSON_AddNumberToObject(e, "p_mean", p->edm_params.p_mean);
         cJSON_AddNumberToObject(e, "p_std", p->edm_params.p_std);
     }
+    /* for the record: a resume takes it from the scheduler's variance_type, which the model's shape must match */
+    cJSON_AddBoolToObject(j, "learn_variance", p->learn_variance);
+    cJSON_AddNumberToObject(j, "vlb_weight", p->vlb_weight);
+    cJSON_AddStringToObject(j, "timestep_sampling", p->timestep_sampling == DF_TIMESTEPS_IMPORTANCE ? "importance" : "uniform");
     /* the settings a resumed session may change, as this one had them: the next takes them unless told */
     cJSON *s = cJSON_AddObjectToObject(j, "session");
     cJSON_AddNumberToObject(s, "save_every", (double)p->save_every);
@@ -432,6 +556,13 @@ static void diffusion_state_fields(void *ctx, state_reader *r, const cJSON *j) {
     if (e && state_num(r, e, "sigma_data", 1e-6, 1e6, 0, 0, &v)) p->edm_params.sigma_data = v;
     if (e && state_num(r, e, "p_mean", -100, 100, 0, 0, &v)) p->edm_params.p_mean = v;
     if (e && state_num(r, e, "p_std", 0, 100, 0, 0, &v)) p->edm_params.p_std = v;
+    /* absent in states written before learned variances: the defaults */
+    p->vlb_weight = 0.001, p->timestep_sampling = DF_TIMESTEPS_UNIFORM;
+    if (state_num(r, j, "vlb_weight", 0, 1e9, 0, 1, &v)) p->vlb_weight = v;
+    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(j, "timestep_sampling");
+    if (!r->bad && ts && !(cJSON_IsString(ts) && (!strcmp(ts->valuestring, "uniform") || !strcmp(ts->valuestring, "importance"))))
+        r->bad = "timestep_sampling", snprintf(r->why, sizeof r->why, "expected \"uniform\" or \"importance\"");
+    if (!r->bad && ts && !strcmp(ts->valuestring, "importance")) p->timestep_sampling = DF_TIMESTEPS_IMPORTANCE;
     if (!r->bad) {
         snprintf(tr->data_path, sizeof tr->data_path, "%s", data->valuestring);   /* outlives the JSON */
         p->data = tr->data_path;
@@ -475,10 +606,11 @@ static void trainer_free(trainer *tr) {
     df_model_free(tr->model);
     df_model_free(tr->ema_model);
     df_schedule_free(&tr->sched);
-    float *fb[] = {tr->xt, tr->noise, tr->target, tr->weights, tr->t, tr->per_sample};
+    float *fb[] = {tr->xt, tr->noise, tr->target, tr->weights, tr->t, tr->per_sample, tr->out, tr->dout, tr->vlb,
+                   tr->iw, tr->hist, tr->pend_v};
     for (int i = 0; i < DF_COUNTOF(fb); i++) free(fb[i]);
-    free(tr->ti);
     free(tr->sigma);
+    free(tr->ti), free(tr->hist_n), free(tr->pend_t), free(tr->cdf);
 }
 
 /* The loop's settings from the run's. */
@@ -533,9 +665,14 @@ static df_status new_model(trainer *tr) {
             if (!st && k == 0) st = df_fail(DF_ERR_ARG, "%s: no labels to condition on (class-conditional training)", p->data);
             if (!st) cfg.num_class_embeds = k + 1, cfg.class_embed_timestep = 0;
         }
+        if (p->learn_variance) cfg.out_channels = 2 * cfg.in_channels;   /* the prediction, then v */
         if (!st) st = df_model_create(&cfg, train_seed_mix(p->seed ^ 0xC0FFEE), &tr->model);
         if (st) return st;
     }
+    if (p->learn_variance != df_model_learned_variance(tr->model))
+        return df_fail(DF_ERR_CONFIG, "%s: the model has %d output channels for %d input channels: learned variances "
+                       "need twice as many, a fixed variance as many", p->init_dir ? p->init_dir : p->config_path,
+                       df_model_config(tr->model)->out_channels, df_model_config(tr->model)->in_channels);
     tr->sc.beta_schedule = p->beta_schedule;
     tr->sc.num_train_timesteps = p->num_train_timesteps;
     tr->sc.beta_start = p->beta_start;
@@ -543,9 +680,9 @@ static df_status new_model(trainer *tr) {
     tr->sc.zero_terminal_snr = p->zero_terminal_snr;
     tr->sc.prediction = p->prediction;
     if (p->edm) {
-        if (p->prediction != DF_PRED_EPSILON || p->min_snr_gamma > 0)
+        if (p->prediction != DF_PRED_EPSILON || p->min_snr_gamma > 0 || p->learn_variance)
             return df_fail(DF_ERR_ARG, "EDM training has its own parameterisation and weighting: it takes neither "
-                                       "another prediction nor min-SNR-gamma");
+                                       "another prediction, min-SNR-gamma nor learned variances");
         const df_edm_params *e = &p->edm_params;   /* within these, exp() of a drawn ln(sigma) stays finite and positive */
         if (!(e->sigma_data > 0 && e->sigma_data <= 100) || !(e->p_std >= 0 && e->p_std <= 10) ||
             !(fabs(e->p_mean) <= 10))
@@ -556,6 +693,7 @@ static df_status new_model(trainer *tr) {
         tr->sc.prediction = DF_PRED_SAMPLE;   /* what the model gives its samplers through the EDM adapter */
         tr->sc.edm_sigma_data = p->edm_params.sigma_data;
     }
+    tr->sc.learned_variance = p->learn_variance;
     return DF_OK;
 }
 
@@ -570,6 +708,7 @@ static df_status resumed_model(trainer *tr, const char *ck) {
     snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", ck);
     if ((st = df_scheduler_config_load(path, &tr->sc))) return st;
     tr->p.prediction = tr->sc.prediction;
+    tr->p.learn_variance = tr->sc.learned_variance;
     snprintf(path, sizeof path, "%s/training_state.json", ck);
     if ((st = train_loop_read_state(&tr->L, path, diffusion_state_fields, tr))) return st;
     if (tr->p.edm != (tr->sc.edm_sigma_data > 0) || (tr->p.edm && tr->p.edm_params.sigma_data != tr->sc.edm_sigma_data))
@@ -610,6 +749,32 @@ static df_status open_data(trainer *tr) {
     return DF_OK;
 }
 
+/* What learned variances and importance sampling need: checked settings, buffers, a resumed run's history. */
+static df_status open_learned(trainer *tr, const char *ck) {
+    const df_train_params *p = &tr->p;
+    const size_t B = (size_t)tr->L.p.batch_size, T = (size_t)tr->sched.T;
+    if (!(p->vlb_weight >= 0 && p->vlb_weight <= 1e9)) return df_fail(DF_ERR_ARG, "vlb weight %g must be >= 0", p->vlb_weight);
+    if ((unsigned)p->timestep_sampling >= DF_TIMESTEPS_COUNT)
+        return df_fail(DF_ERR_ARG, "timestep sampling %d unknown", p->timestep_sampling);
+    if (p->timestep_sampling == DF_TIMESTEPS_IMPORTANCE && !p->learn_variance)
+        return df_fail(DF_ERR_ARG, "importance-sampled timesteps go by L_vlb: they need learned variances");
+    if (!p->learn_variance) return DF_OK;
+    tr->out = malloc(sizeof(float) * 2 * B * tr->dim);
+    tr->dout = malloc(sizeof(float) * 2 * B * tr->dim);
+    tr->vlb = malloc(sizeof(float) * B);
+    if (!tr->out || !tr->dout || !tr->vlb) return df_fail(DF_ERR_NOMEM, "out of memory for a batch of %zu", B);
+    if (p->timestep_sampling != DF_TIMESTEPS_IMPORTANCE) return DF_OK;
+    const size_t np = B * (size_t)tr->L.p.grad_accum;
+    tr->hist = calloc(T * HIST, sizeof(float));
+    tr->hist_n = calloc(T, sizeof(int));
+    tr->cdf = malloc(sizeof(double) * T);
+    tr->pend_t = malloc(sizeof(int) * np);
+    tr->pend_v = malloc(sizeof(float) * np);
+    if (!tr->hist || !tr->hist_n || !tr->cdf || !tr->pend_t || !tr->pend_v)
+        return df_fail(DF_ERR_NOMEM, "out of memory for the timesteps' history");
+    return ck ? load_history(tr, ck) : DF_OK;
+}
+
 /* Model, data, the loop's state and every buffer a step needs; nothing is written yet. */
 static df_status open_run(trainer *tr) {
     const df_train_params *p = &tr->p;
@@ -643,8 +808,11 @@ static df_status open_run(trainer *tr) {
     tr->per_sample = malloc(sizeof(float) * B);
     tr->ti = malloc(sizeof(int) * B);
     tr->sigma = malloc(sizeof(double) * B);
-    if (!tr->xt || !tr->noise || !tr->target || !tr->weights || !tr->t || !tr->per_sample || !tr->ti || !tr->sigma)
+    tr->iw = malloc(sizeof(float) * B);
+    if (!tr->xt || !tr->noise || !tr->target || !tr->weights || !tr->t || !tr->per_sample || !tr->ti || !tr->sigma ||
+        !tr->iw)
         return df_fail(DF_ERR_NOMEM, "out of memory for a batch of %zu", B);
+    if ((st = open_learned(tr, p->resume ? ck : NULL))) return st;
     /* the grids' settings may change on resume: checked here, before any step, rather than at the first grid */
     if (p->sample_count > 0 && (p->sample_steps < 1 || p->sample_steps > tr->sched.T))
         return df_fail(DF_ERR_ARG, "sample grids with %d DDIM steps: the model has %d training timesteps", p->sample_steps,

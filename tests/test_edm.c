@@ -227,12 +227,7 @@ TEST(edm_model_denoise_matches_its_forward) {
 
 /* ---- training end to end ------------------------------------------------------------------------------------ */
 
-static int run_cli(const char *args) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s/diffuse %s >/dev/null 2>&1", test_bin_dir(), args);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run_cli(const char *args) { return test_run_diffuse(NULL, 0, args, NULL, 0, NULL, 0); }
 
 static int same_file(const char *a, const char *b) {
     char *x, *y;
@@ -332,12 +327,9 @@ TEST(edm_train_save_load_sample_resume) {
     char args[3000];
     snprintf(args, sizeof args, "sample %s --labels 0,1 --n 2 --steps 4 --sampler heun --guidance 2 --npy %s/e.npy", a, dir);
     CHECK(run_cli(args) == 0, "diffuse sample of an EDM run");
-    snprintf(args, sizeof args, "%s/diffuse info %s 2>&1", test_bin_dir(), a);
-    FILE *f = popen(args, "r");
-    char out[4096] = "";
-    size_t got = f ? fread(out, 1, sizeof out - 1, f) : 0;
-    out[got] = 0;
-    if (f) pclose(f);
+    snprintf(args, sizeof args, "info %s", a);
+    char out[4096];
+    test_run_diffuse(NULL, 0, args, out, sizeof out, NULL, 0);
     CHECK(strstr(out, "EDM") != NULL, "diffuse info names EDM: %s", out);
     snprintf(args, sizeof args, "eval %s --metrics bpd --bpd-data %s --bpd-n 4 --bpd-timesteps 8 --json", a, data);
     CHECK(run_cli(args) == 0, "diffuse eval --metrics bpd of an EDM run");
@@ -349,21 +341,17 @@ TEST(edm_cli_refuses_contradictions) {
     const char *dir = test_tmp_dir();
     char args[1200];
     const char *bad[] = {"--edm --prediction v_prediction", "--edm --prediction sample", "--edm --min-snr-gamma 5",
-                         "--sigma-data 0.4", "--p-std 1"};
-    for (int i = 0; i < 5; i++) {
+                         "--sigma-data 0.4", "--p-std 1", "--edm --learn-variance"};
+    for (int i = 0; i < DF_COUNTOF(bad); i++) {
         snprintf(args, sizeof args, "train --steps 1 %s --out %s/edm-cli-%d", bad[i], dir, i);
         CHECK(run_cli(args) == 2, "diffuse %s: exit 2", args);
         snprintf(args, sizeof args, "%s/edm-cli-%d", dir, i);
         struct stat sb;
         CHECK(stat(args, &sb) != 0, "a refused run left %s", args);
     }
-    snprintf(args, sizeof args, "%s/diffuse train --edm --prediction v_prediction --steps 1 --out %s/x 2>&1",
-             test_bin_dir(), dir);
-    FILE *f = popen(args, "r");
-    char out[2000] = "";
-    size_t got = f ? fread(out, 1, sizeof out - 1, f) : 0;
-    out[got] = 0;
-    if (f) pclose(f);
+    snprintf(args, sizeof args, "train --edm --prediction v_prediction --steps 1 --out %s/x", dir);
+    char out[2000];
+    test_run_diffuse(NULL, 0, args, NULL, 0, out, sizeof out);
     char *nl = strchr(out, '\n');
     if (nl) *nl = 0;   /* the usage line follows */
     CHECK(strstr(out, "--edm") && strstr(out, "v_prediction"), "a line naming --edm and the prediction: %s", out);
