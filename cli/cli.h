@@ -28,7 +28,7 @@ typedef struct cli_command {
     const struct cli_command *const *commands;   /* the top level's commands, NULL-terminated */
 } cli_command;
 
-extern const cli_command cmd_train, cmd_sample, cmd_noise, cmd_info, cmd_init, cmd_predict, cmd_eval,
+extern const cli_command cmd_train, cmd_sample, cmd_noise, cmd_info, cmd_init, cmd_predict, cmd_eval, cmd_compare,
     cmd_train_classifier;
 
 /* ---- option tables -------------------------------------------------------------------------------------- */
@@ -98,7 +98,7 @@ typedef struct {
 #define CLI_END {.name = NULL}
 
 /* What cli_parse found: the positional arguments and which options were given. */
-enum { CLI_MAX_ARGS = 4, CLI_MAX_OPTS = 128 };
+enum { CLI_MAX_ARGS = 32, CLI_MAX_OPTS = 128 };   /* compare takes up to 32 runs */
 typedef struct {
     const cli_opt *opts;
     const char    *pos[CLI_MAX_ARGS];

@@ -10,7 +10,8 @@
 #include <string.h>
 
 static const cli_command *const commands[] = {
-    &cmd_train, &cmd_sample, &cmd_eval, &cmd_noise, &cmd_info, &cmd_init, &cmd_predict, &cmd_train_classifier, NULL,
+    &cmd_train, &cmd_sample, &cmd_eval, &cmd_compare, &cmd_noise, &cmd_info, &cmd_init, &cmd_predict,
+    &cmd_train_classifier, NULL,
 };
 
 static const cli_command top = {

@@ -1088,6 +1088,60 @@ typedef struct {
  * written before sessions were recorded leaves p as it is. DF_ERR_IO when out_dir holds no run. */
 df_status df_train_params_resume(df_train_params *p, const char *out_dir, df_train_paths *paths);
 
+/* ---- comparing training runs by their evaluations ------------------------------------------------------ */
+
+/* One evaluation row of a run's loss.csv (a row whose fd is filled: train --eval-every N). */
+typedef struct {
+    long   step;       /* -1 when the log has no step column */
+    double images;     /* images seen (NaN when the log has no images column or the field is empty) */
+    double minutes;    /* training minutes: elapsed_sec / 60, which leaves evaluation time out; a log whose
+                          elapsed_sec starts again from zero (a resume before the time was carried over)
+                          counts on from where it was. NaN without elapsed_sec */
+    double fd, kid;    /* kid NaN when empty */
+} df_run_eval;
+
+/* A run's evaluation rows in the order of its log. rows belongs to the struct (df_run_evals_free). */
+typedef struct {
+    char         label[256];   /* what the run is called in tables and legends */
+    char         path[4096];   /* the loss.csv read */
+    df_run_eval *rows;
+    int          n;
+} df_run_evals;
+void df_run_evals_free(df_run_evals *r);   /* frees rows and zeroes *r; accepts NULL */
+
+/* Read the evaluation rows of one run: `run` is a run directory (its loss.csv is read) or a loss.csv path.
+ * The log is read as progress.png reads it: columns by the header's names, event rows, empty fields and a
+ * torn last line skipped. label NULL: the run directory's last path component. A log with no evaluation
+ * row is DF_ERR_FORMAT "RUN: no evaluation rows in loss.csv: train with --eval-every N". */
+df_status df_run_evals_read(const char *run, const char *label, df_run_evals *out);
+
+/* The x axis runs are compared along. */
+typedef enum {
+    DF_COMPARE_MINUTES,   /* training minutes: runs of different speeds compare at equal cost */
+    DF_COMPARE_IMAGES,    /* images seen: the same at equal data, whatever the machine */
+    DF_COMPARE_AXIS_COUNT
+} df_compare_axis;
+const char *df_compare_axis_name(df_compare_axis a);   /* "minutes", "images" */
+
+typedef struct {
+    df_compare_axis    by;
+    const char *const *labels;   /* one per run, or NULL: each run's directory's last path component */
+    int                kid;      /* a KID panel under the FD panel, when some run has KID values */
+    int                width, height;   /* pixels; 0: 900 wide, 560 high (820 with the KID panel) */
+    const char        *title;    /* NULL: "FD against training minutes" (or "images seen") */
+} df_compare_params;
+void df_compare_params_default(df_compare_params *p);   /* minutes, the KID panel, default size and title */
+
+/* Compare nruns training runs (each as df_run_evals_read takes it) by their evaluations: with png_path not
+ * NULL, draw FD (log scale) against p->by, a line with markers per run in legend order, and under it KID
+ * when p->kid, into a PNG written to a temporary name and renamed into place (never half a file). With evals
+ * not NULL (nruns entries) the rows of each run are handed back, to be freed with df_run_evals_free. Every
+ * run is read before anything is drawn: on any error nothing is written and evals are left empty. p may be
+ * NULL (defaults). Comparing by images needs the images column in every log (DF_ERR_FORMAT naming the run
+ * otherwise), by minutes the elapsed_sec column. */
+df_status df_compare_runs(const char *const *runs, int nruns, const df_compare_params *p, const char *png_path,
+                          df_run_evals *evals);
+
 /* ---- classifiers ----------------------------------------------------------------------------------- */
 
 /* Predicted classes (pred, n values) of images at timesteps t (NULL: clean images, t = 0); with correct

@@ -1,12 +1,15 @@
 /* Line charts and the training-progress picture, drawn with cairo's image surface and its toy text API
  * (DejaVu Sans), encoded as PNG in memory and written with df_write_file_atomic. */
+#define _DEFAULT_SOURCE   /* realpath */
 #include "plot.h"
 #include "internal.h"
 
 #include <cairo.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define FONT "DejaVu Sans"
 static const double PI = 3.14159265358979323846;
@@ -916,4 +919,240 @@ df_status df_plot_training_progress(const char *loss_csv, const char *png_path) 
     text_at(cr, d.xname, left + P[0].w / 2, H - pad, 0.5, 1);
     free(d.buf), free(d.t.v);
     return finish_png(png_path, sf, cr);
+}
+
+/* ---- comparing runs by their evaluations ------------------------------------------------------------------ */
+
+void df_run_evals_free(df_run_evals *r) {
+    if (!r) return;
+    free(r->rows);
+    memset(r, 0, sizeof *r);
+}
+
+const char *df_compare_axis_name(df_compare_axis a) {
+    static const char *const names[] = {"minutes", "images"};
+    _Static_assert(sizeof names / sizeof names[0] == DF_COMPARE_AXIS_COUNT, "a name for every axis");
+    return (unsigned)a < DF_COMPARE_AXIS_COUNT ? names[a] : "?";
+}
+
+void df_compare_params_default(df_compare_params *p) {
+    memset(p, 0, sizeof *p);
+    p->by = DF_COMPARE_MINUTES, p->kid = 1;
+}
+
+/* The name of a run: the last component of its directory ("runs/a/" is "a"); "." and ".." are resolved,
+ * so a loss.csv in the current directory is named after that directory. */
+static void run_label(const char *dir, char *out, size_t cap) {
+    char buf[4096], real[PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", *dir ? dir : ".");
+    size_t n = strlen(buf);
+    while (n > 1 && buf[n - 1] == '/') buf[--n] = 0;
+    const char *base = strrchr(buf, '/') ? strrchr(buf, '/') + 1 : buf;
+    if ((!strcmp(base, ".") || !strcmp(base, "..")) && realpath(buf, real)) {
+        snprintf(buf, sizeof buf, "%s", real);
+        base = strrchr(buf, '/') && buf[1] ? strrchr(buf, '/') + 1 : buf;
+    }
+    snprintf(out, cap, "%s", *base ? base : buf);
+}
+
+df_status df_run_evals_read(const char *run, const char *label, df_run_evals *out) {
+    if (!out) return df_fail(DF_ERR_ARG, "df_run_evals_read: no result to fill");
+    memset(out, 0, sizeof *out);
+    if (!run || !*run) return df_fail(DF_ERR_ARG, "df_run_evals_read: no run given");
+    struct stat sb;
+    char dir[4096];
+    if (stat(run, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        snprintf(dir, sizeof dir, "%s", run);
+        if ((size_t)snprintf(out->path, sizeof out->path, "%s/loss.csv", run) >= sizeof out->path)
+            return df_fail(DF_ERR_ARG, "%s: path too long", run);
+    } else {   /* a loss.csv path: the run is its directory */
+        snprintf(out->path, sizeof out->path, "%s", run);
+        snprintf(dir, sizeof dir, "%s", run);
+        char *slash = strrchr(dir, '/');
+        if (!slash) snprintf(dir, sizeof dir, ".");
+        else if (slash == dir) dir[1] = 0;
+        else *slash = 0;
+    }
+    if (label) snprintf(out->label, sizeof out->label, "%s", label);
+    else run_label(dir, out->label, sizeof out->label);
+    loss_log t;
+    df_status st = loss_log_read(out->path, &t);
+    if (st) return st;
+    const double *step = log_col(&t, COL_STEP), *img = log_col(&t, COL_IMAGES), *sec = log_col(&t, COL_ELAPSED);
+    const double *fd = log_col(&t, COL_FD), *kid = log_col(&t, COL_KID);
+    int n = 0;
+    for (int i = 0; t.has[COL_FD] && i < t.n; i++) n += isfinite(fd[i]);
+    if (!n) {
+        free(t.v);
+        return df_fail(DF_ERR_FORMAT, "%s: no evaluation rows in loss.csv: train with --eval-every N", run);
+    }
+    out->rows = malloc(sizeof *out->rows * (size_t)n);
+    if (!out->rows) {
+        free(t.v);
+        return df_fail(DF_ERR_NOMEM, "%s: out of memory", run);
+    }
+    /* elapsed_sec started again from zero in runs resumed before the time was carried over: add up the
+     * sessions, as progress.png does */
+    double offset = 0, prev = 0;
+    for (int i = 0; i < t.n; i++) {
+        double s = t.has[COL_ELAPSED] ? sec[i] : NAN;
+        if (isfinite(s)) {
+            if (s < prev) offset += prev;
+            prev = s;
+        }
+        if (!t.has[COL_FD] || !isfinite(fd[i])) continue;
+        double step_i = t.has[COL_STEP] ? fmin(fmax(step[i], -1), 9e18) : -1;   /* in long's range */
+        out->rows[out->n++] = (df_run_eval){.step = (long)step_i, .images = t.has[COL_IMAGES] ? img[i] : NAN,
+                                            .minutes = isfinite(s) ? (s + offset) / 60 : NAN, .fd = fd[i],
+                                            .kid = t.has[COL_KID] ? kid[i] : NAN};
+    }
+    free(t.v);
+    return DF_OK;
+}
+
+/* x of a row on the chosen axis. */
+static double compare_x(const df_run_eval *r, df_compare_axis by) { return by == DF_COMPARE_IMAGES ? r->images : r->minutes; }
+
+/* The FD panel (and the KID panel under it) of runs' evaluations: one colour per run, in run order. */
+static df_status compare_draw(const char *path, const df_compare_params *p, const df_run_evals *ev, int nruns) {
+    size_t total = 0;
+    int have_kid = 0;
+    for (int k = 0; k < nruns; k++) {
+        total += (size_t)ev[k].n;
+        for (int i = 0; i < ev[k].n; i++) have_kid |= isfinite(ev[k].rows[i].kid);
+    }
+    const int npanels = p->kid && have_kid ? 2 : 1;
+    const int W = p->width ? p->width : 900, H = p->height ? p->height : npanels == 2 ? 820 : 560;
+    if (W < 320 || H < 240 || W > 16384 || H > 16384)
+        return df_fail(DF_ERR_ARG, "%s: a %dx%d plot is outside 320x240 .. 16384x16384", path, W, H);
+    double *buf = malloc(sizeof(double) * 3 * DF_MAX(total, 1));
+    series *ss = calloc(2 * (size_t)nruns, sizeof *ss);
+    if (!buf || !ss) {
+        free(buf), free(ss);
+        return df_fail(DF_ERR_NOMEM, "%s: out of memory", path);
+    }
+    panel P[2];
+    memset(P, 0, sizeof P);
+    size_t o = 0;
+    for (int k = 0; k < nruns; k++) {
+        double *x = buf + o, *fd = buf + total + o, *kid = buf + 2 * total + o;
+        for (int i = 0; i < ev[k].n; i++)
+            x[i] = compare_x(&ev[k].rows[i], p->by), fd[i] = ev[k].rows[i].fd, kid[i] = ev[k].rows[i].kid;
+        ss[k] = (series){.label = ev[k].label, .x = x, .y = fd, .n = ev[k].n, .marker = 1, .color = k};
+        ss[nruns + k] = (series){.x = x, .y = kid, .n = ev[k].n, .marker = 1, .color = k};
+        o += (size_t)ev[k].n;
+    }
+    cairo_surface_t *sf;
+    cairo_t *cr;
+    df_status st = canvas_open(path, W, H, &sf, &cr);
+    if (st) {
+        free(buf), free(ss);
+        return st;
+    }
+    const double fs = 12 * fmin(fmax(fmin(W / 900.0, H / (npanels == 2 ? 820.0 : 560.0)), 0.75), 3.0);
+    const double pad = 1.1 * fs, tick = 0.35 * fs, lfs = 1.1 * fs, tfs = 1.3 * fs, gap = 1.4 * fs;
+    const char *xname = p->by == DF_COMPARE_IMAGES ? "images seen" : "training minutes";
+    char title[160];
+    snprintf(title, sizeof title, "FD against %s", xname);
+    /* FD on a log axis (improvements are ratios); KID too unless it reaches zero or below, as its unbiased
+     * estimate can */
+    double kmin = INFINITY, kmax = -INFINITY;
+    for (size_t i = 0; i < total; i++)
+        if (isfinite(buf[2 * total + i])) kmin = fmin(kmin, buf[2 * total + i]), kmax = fmax(kmax, buf[2 * total + i]);
+    axis_begin(&P[0].y, 1);
+    axis_begin(&P[1].y, kmin > 0 && kmax >= 3 * kmin);
+    axis x;
+    axis_begin(&x, 0);
+    x.integer = p->by == DF_COMPARE_IMAGES;
+    int drawn = 0;
+    for (int k = 0; k < nruns; k++)
+        for (int i = 0; i < ss[k].n; i++) {
+            if (axis_usable(&x, ss[k].x[i]) && axis_usable(&P[0].y, ss[k].y[i]))
+                axis_add(&x, &ss[k].x[i], 1), axis_add(&P[0].y, &ss[k].y[i], 1), drawn++;
+            if (npanels == 2 && axis_usable(&x, ss[k].x[i]) && axis_usable(&P[1].y, ss[nruns + k].y[i]))
+                axis_add(&x, &ss[k].x[i], 1), axis_add(&P[1].y, &ss[nruns + k].y[i], 1);
+        }
+    axis_end(&x, 0.04);
+    set_font(cr, tfs, 1);
+    const double top = pad + text_height(cr) + 0.6 * fs;
+    set_font(cr, fs, 0);
+    const double th = text_height(cr);
+    set_font(cr, lfs, 0);
+    const double lh = text_height(cr);
+    const double bottom = 1.8 * tick + th + 0.5 * fs + lh + pad;
+    const double avail = H - top - bottom - (npanels - 1) * gap;
+    double y = top, ytw = 0;
+    set_font(cr, fs, 0);
+    for (int k = 0; k < npanels; k++) {
+        P[k].fs = fs, P[k].y0 = y, P[k].h = floor(avail * (npanels == 2 ? (k ? 0.36 : 0.64) : 1));
+        y += P[k].h + gap;
+        P[k].s = ss + k * nruns, P[k].ns = nruns;
+        axis_end(&P[k].y, 0.06);
+        if (drawn) axis_ticks(cr, &P[k].y, P[k].h, 0);
+        ytw = fmax(ytw, ticks_width(cr, &P[k].y));
+    }
+    if (!drawn) P[0].note = "no FD value can be drawn";
+    P[npanels - 1].xlabels = 1;
+    const double left = pad + lh + 0.6 * fs + ytw + 1.8 * tick;
+    double w = W - left - 2 * pad;
+    for (int k = 0; k < npanels; k++) P[k].x0 = left, P[k].w = w, P[k].x = x;
+    if (drawn) axis_ticks(cr, &P[0].x, w, 1);
+    /* the legend (in the FD panel) goes outside when it would cover data in every corner and leaves the
+     * plot most of the width; both panels keep one width so their x axes line up */
+    double bw, bh, bx, by;
+    legend_size(cr, &P[0], &bw, &bh);
+    if (bw > 0 && legend_corner(&P[0], bw, bh, &bx, &by) != 0 && bw + 0.8 * fs < 0.4 * w) {
+        w -= bw + 0.8 * fs;
+        P[0].legend_outside = 1;
+        set_font(cr, fs, 0);
+        for (int k = 0; k < npanels; k++) P[k].w = w;
+        if (drawn) axis_ticks(cr, &P[0].x, w, 1);
+    }
+    for (int k = 1; k < npanels; k++) P[k].x = P[0].x;
+    static const char *const ylabel[2] = {"FD", "KID"};
+    for (int k = 0; k < npanels; k++) {
+        draw_panel(cr, &P[k]);
+        set_font(cr, lfs, 0);
+        set_hex(cr, C_TEXT);
+        text_up(cr, ylabel[k], pad, P[k].y0 + P[k].h / 2, 0.5, 0);
+    }
+    const char *t = p->title ? p->title : title;
+    set_font(cr, tfs, 1);
+    text_at(cr, t, fmax(left + w / 2, pad + text_width(cr, t) / 2), pad, 0.5, 0);
+    set_font(cr, lfs, 0);
+    text_at(cr, xname, left + w / 2, H - pad, 0.5, 1);
+    free(buf), free(ss);
+    return finish_png(path, sf, cr);
+}
+
+df_status df_compare_runs(const char *const *runs, int nruns, const df_compare_params *p, const char *png_path,
+                          df_run_evals *evals) {
+    df_compare_params def;
+    df_compare_params_default(&def);
+    if (!p) p = &def;
+    if (evals) memset(evals, 0, sizeof *evals * (size_t)DF_MAX(nruns, 0));
+    if (nruns < 1 || !runs) return df_fail(DF_ERR_ARG, "df_compare_runs: no runs to compare");
+    if ((unsigned)p->by >= DF_COMPARE_AXIS_COUNT) return df_fail(DF_ERR_ARG, "df_compare_runs: unknown axis %d", (int)p->by);
+    if (png_path && !*png_path) return df_fail(DF_ERR_ARG, "df_compare_runs: empty output path");
+    df_run_evals *ev = calloc((size_t)nruns, sizeof *ev);
+    if (!ev) return df_fail(DF_ERR_NOMEM, "df_compare_runs: out of memory for %d runs", nruns);
+    df_status st = DF_OK;
+    for (int k = 0; k < nruns && !st; k++) {
+        st = df_run_evals_read(runs[k], p->labels ? p->labels[k] : NULL, &ev[k]);
+        /* the chosen axis must exist in every run, or its line would silently vanish */
+        int have = 0;
+        for (int i = 0; !st && i < ev[k].n; i++) have |= isfinite(compare_x(&ev[k].rows[i], p->by));
+        if (!st && !have)
+            st = df_fail(DF_ERR_FORMAT, "%s: its evaluation rows have no %s (%s column): compare by %s instead", runs[k],
+                         p->by == DF_COMPARE_IMAGES ? "images seen" : "training time",
+                         p->by == DF_COMPARE_IMAGES ? "images" : "elapsed_sec",
+                         p->by == DF_COMPARE_IMAGES ? "minutes" : "images");
+    }
+    if (!st && png_path) st = compare_draw(png_path, p, ev, nruns);
+    for (int k = 0; k < nruns; k++) {
+        if (!st && evals) evals[k] = ev[k];
+        else df_run_evals_free(&ev[k]);
+    }
+    free(ev);
+    return st;
 }

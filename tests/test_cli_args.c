@@ -415,7 +415,8 @@ TEST(cli_args_bad_arguments_fail_early_and_clearly) {
 TEST(cli_args_help_is_full_and_on_stdout) {
     fixture fx;
     if (!setup(&fx)) return;
-    const char *const cmds[] = {"train", "sample", "noise", "info", "init", "predict", "train-classifier", "eval"};
+    const char *const cmds[] = {"train", "sample", "noise", "info", "init", "predict", "train-classifier", "eval",
+                                "compare"};
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
         const char *forms[] = {"%s --help", "%s -h", "help %s", "%s --steps 3 --help"};
         for (size_t f = 0; f < sizeof forms / sizeof *forms; f++) {

@@ -481,3 +481,137 @@ TEST(plot_extreme_values_still_draw) {
     CHECK(picture_load(path, &p) && p.w == DF_PROGRESS_WIDTH, "%s: unreadable", path);
     free(p.rgb);
 }
+
+/* ---- comparing runs (df_run_evals_read, df_compare_runs) ------------------------------------------------ */
+
+/* Run A: the full header, training rows, an event row, garbage, a CRLF evaluation row, an evaluation row
+ * without KID, elapsed_sec starting again from zero (an old resume) and a torn evaluation row at the end.
+ * Run B: other columns in another order, no kid column. Run C: training rows only. */
+static void compare_fixture(char dir[3][512]) {
+    const char *names[3] = {"runa", "runb", "runc"};
+    for (int k = 0; k < 3; k++) tmp_path(dir[k], sizeof dir[k], names[k]), mkdir(dir[k], 0755);
+    char csv[600];
+    snprintf(csv, sizeof csv, "%s/loss.csv", dir[0]);
+    write_text(csv, "step,epoch,loss,loss_avg,loss_q0,loss_q1,loss_q2,loss_q3,lr,grad_norm,images_per_sec,"
+                    "elapsed_sec,images,fd,kid,eval_sec\n"
+                    "10,0,0.5,0.5,0.1,0.2,0.3,0.4,1e-4,1,100,30.0,640,,,\n"
+                    "100,0,0.3,0.3,0.1,0.2,0.3,0.4,1e-4,1,100,90.0,6400,150.5,0.125,20.0\n"
+                    "150,0,,,,,,,,,,,,,,\n"
+                    "garbage \x01 line,,,\n"
+                    "200,0,0.2,0.2,0.1,0.2,0.3,0.4,1e-4,1,100,180.0,12800,80.25,0.0625,20.0\r\n"
+                    "210,0,0.2,0.2,0.1,0.2,0.3,0.4,1e-4,1,100,30.0,13440,,,\n"
+                    "300,1,,,,,,,,,,120.0,19200,40.125,,20.0\n"
+                    "400,1,,,,,,,,,,150.0,25600,12");
+    snprintf(csv, sizeof csv, "%s/loss.csv", dir[1]);
+    write_text(csv, "fd,images,step,elapsed_sec,loss_q0\n"
+                    ",1000,10,6.0,0.5\n"
+                    "300,3200,50,120.0,0.4\n"
+                    ",6000,90,270.0,0.3\n"
+                    "100,9600,150,300.0,0.3\n");
+    snprintf(csv, sizeof csv, "%s/loss.csv", dir[2]);
+    write_text(csv, "step,elapsed_sec,images,fd,kid\n10,6.0,640,,\n20,12.0,1280,,\n");
+}
+
+/* The evaluation rows come back exactly, in order, whatever else the log holds; a log without any is
+ * refused by name; labels default to the directory's name and a loss.csv path names its directory. */
+TEST(compare_reads_evaluation_rows) {
+    char dir[3][512], csv[600];
+    compare_fixture(dir);
+    df_run_evals a, b, c;
+    CHECK_OK(df_run_evals_read(dir[0], NULL, &a));
+    const df_run_eval want_a[3] = {{100, 6400, 1.5, 150.5, 0.125}, {200, 12800, 3, 80.25, 0.0625},
+                                   {300, 19200, 5, 40.125, NAN}};   /* 5 = (180 + 120) / 60 after the reset */
+    CHECK(a.n == 3, "run a: %d evaluation rows, want 3", a.n);
+    for (int i = 0; i < DF_MIN(a.n, 3); i++) {
+        const df_run_eval *g = &a.rows[i], *w = &want_a[i];
+        CHECK(g->step == w->step && g->images == w->images && g->minutes == w->minutes && g->fd == w->fd &&
+                  (g->kid == w->kid || (isnan(g->kid) && isnan(w->kid))),
+              "run a row %d: step %ld images %g minutes %g fd %g kid %g; want %ld %g %g %g %g", i, g->step, g->images,
+              g->minutes, g->fd, g->kid, w->step, w->images, w->minutes, w->fd, w->kid);
+    }
+    CHECK(!strcmp(a.label, "runa"), "run a's label: \"%s\"", a.label);
+    snprintf(csv, sizeof csv, "%s/loss.csv", dir[1]);
+    CHECK_OK(df_run_evals_read(csv, NULL, &b));
+    CHECK(b.n == 2 && b.rows[0].step == 50 && b.rows[0].images == 3200 && b.rows[0].minutes == 2 &&
+              b.rows[0].fd == 300 && isnan(b.rows[0].kid) && b.rows[1].step == 150 && b.rows[1].minutes == 5 &&
+              b.rows[1].fd == 100,
+          "run b: %d rows", b.n);
+    CHECK(!strcmp(b.label, "runb") && !strcmp(b.path, csv), "run b from its loss.csv: label \"%s\", path %s", b.label,
+          b.path);
+    df_run_evals_free(&b);
+    CHECK_OK(df_run_evals_read(dir[1], "new recipe", &b));
+    CHECK(!strcmp(b.label, "new recipe") && b.n == 2, "run b's given label: \"%s\"", b.label);
+    df_status st = df_run_evals_read(dir[2], NULL, &c);
+    char want[700];
+    snprintf(want, sizeof want, "%s: no evaluation rows in loss.csv: train with --eval-every N", dir[2]);
+    CHECK(st == DF_ERR_FORMAT && !strcmp(df_error(), want) && c.n == 0 && !c.rows, "run c: %s (%s)",
+          df_status_name(st), df_error());
+    snprintf(csv, sizeof csv, "%s/nothing", dir[2]);
+    st = df_run_evals_read(csv, NULL, &c);
+    CHECK(st == DF_ERR_IO, "a missing run: %s (%s)", df_status_name(st), df_error());
+    df_run_evals_free(&a), df_run_evals_free(&b), df_run_evals_free(NULL);
+}
+
+/* The picture: a valid PNG of the default size (taller with the KID panel), each run's colour drawn, FD
+ * falling to the right for a run whose FD falls; any unreadable run leaves nothing written. */
+TEST(compare_draws_runs) {
+    char dir[3][512], png[600];
+    compare_fixture(dir);
+    const char *runs[2] = {dir[0], dir[1]};
+    df_run_evals ev[2];
+    df_compare_params p;
+    df_compare_params_default(&p);
+    for (int kid = 1; kid >= 0; kid--) {
+        p.kid = kid;
+        tmp_path(png, sizeof png, kid ? "compare-kid.png" : "compare.png");
+        CHECK_OK(df_compare_runs(runs, 2, &p, png, ev));
+        CHECK(ev[0].n == 3 && ev[1].n == 2 && ev[1].rows[1].fd == 100, "the rows handed back: %d and %d", ev[0].n,
+              ev[1].n);
+        df_run_evals_free(&ev[0]), df_run_evals_free(&ev[1]);
+        picture pic;
+        if (!picture_load(png, &pic)) {
+            CHECK(0, "%s: not a PNG cairo reads", png);
+            continue;
+        }
+        CHECK(pic.w == 900 && pic.h == (kid ? 820 : 560), "%s: %dx%d", png, pic.w, pic.h);
+        blob a = find_color(&pic, 0), b = find_color(&pic, 1);
+        CHECK(a.count > 100 && b.count > 100, "%s: run a %d, run b %d pixels", png, a.count, b.count);
+        /* run a's FD falls: its leftmost pixels of the FD panel sit higher than its rightmost */
+        int xl = -1, xr = -1, yl = -1, yr = -1, ybottom = kid ? 480 : pic.h - 40;
+        for (int x = 0; x < pic.w && xl < 0; x++)
+            for (int y = 0; y < ybottom && xl < 0; y++)
+                if (is_color(&pic, x, y, 0, 24) && x > 150) xl = x, yl = y;
+        for (int x = pic.w - 1; x >= 0 && xr < 0; x--)
+            for (int y = 0; y < ybottom && xr < 0; y++)
+                if (is_color(&pic, x, y, 0, 24) && x < pic.w - 150) xr = x, yr = y;
+        CHECK(xl >= 0 && xr > xl && yr > yl + 100, "%s: run a's line from (%d, %d) to (%d, %d)", png, xl, yl, xr, yr);
+        free(pic.rgb);
+    }
+    p.by = DF_COMPARE_IMAGES;
+    tmp_path(png, sizeof png, "compare-images.png");
+    CHECK_OK(df_compare_runs(runs, 2, &p, png, NULL));
+    CHECK(file_exists(png), "by images: no picture");
+    /* a run with no evaluations, or missing: an error naming it, no picture, nothing handed back */
+    const char *bad[2][2] = {{dir[0], dir[2]}, {"/nonexistent/run", dir[1]}};
+    for (int k = 0; k < 2; k++) {
+        tmp_path(png, sizeof png, k ? "compare-missing.png" : "compare-none.png");
+        ev[0].n = ev[1].n = 7;
+        df_status st = df_compare_runs(bad[k], 2, NULL, png, ev);
+        CHECK(st != DF_OK && strstr(df_error(), k ? "/nonexistent/run" : dir[2]) && !file_exists(png) &&
+                  ev[0].n == 0 && !ev[0].rows && ev[1].n == 0,
+              "bad run %d: %s (%s), picture %s", k, df_status_name(st), df_error(), file_exists(png) ? "written" : "not written");
+    }
+    /* comparing by images needs the images column */
+    char csv[600];
+    snprintf(csv, sizeof csv, "%s/old.csv", dir[2]);
+    write_text(csv, "step,elapsed_sec,fd\n100,60,50\n");
+    const char *old[1] = {csv};
+    tmp_path(png, sizeof png, "compare-old.png");
+    df_status st = df_compare_runs(old, 1, &p, png, NULL);
+    CHECK(st == DF_ERR_FORMAT && strstr(df_error(), "no images seen") && !file_exists(png), "by images without images: %s",
+          df_error());
+    p.by = DF_COMPARE_MINUTES;
+    CHECK_OK(df_compare_runs(old, 1, &p, png, NULL));
+    st = df_compare_runs(old, 0, &p, png, NULL);
+    CHECK(st == DF_ERR_ARG, "no runs: %s", df_status_name(st));
+}
