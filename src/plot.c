@@ -1,5 +1,6 @@
-/* Line charts and the training-progress picture, drawn with cairo's image surface and its toy text API
- * (DejaVu Sans), encoded as PNG in memory and written with df_write_file_atomic. */
+/* Line charts, the training-progress picture and training runs compared by their evaluations, drawn with
+ * cairo's image surface and its toy text API (DejaVu Sans), encoded as PNG in memory and written with
+ * df_write_file_atomic. */
 #define _DEFAULT_SOURCE   /* realpath */
 #include "plot.h"
 #include "internal.h"
@@ -1011,7 +1012,9 @@ df_status df_run_evals_read(const char *run, const char *label, df_run_evals *ou
 }
 
 /* x of a row on the chosen axis. */
-static double compare_x(const df_run_eval *r, df_compare_axis by) { return by == DF_COMPARE_IMAGES ? r->images : r->minutes; }
+static double compare_x(const df_run_eval *r, df_compare_axis by) {
+    return by == DF_COMPARE_IMAGES ? r->images : r->minutes;
+}
 
 /* The FD panel (and the KID panel under it) of runs' evaluations: one colour per run, in run order. */
 static df_status compare_draw(const char *path, const df_compare_params *p, const df_run_evals *ev, int nruns) {
@@ -1132,7 +1135,8 @@ df_status df_compare_runs(const char *const *runs, int nruns, const df_compare_p
     if (!p) p = &def;
     if (evals) memset(evals, 0, sizeof *evals * (size_t)DF_MAX(nruns, 0));
     if (nruns < 1 || !runs) return df_fail(DF_ERR_ARG, "df_compare_runs: no runs to compare");
-    if ((unsigned)p->by >= DF_COMPARE_AXIS_COUNT) return df_fail(DF_ERR_ARG, "df_compare_runs: unknown axis %d", (int)p->by);
+    if ((unsigned)p->by >= DF_COMPARE_AXIS_COUNT)
+        return df_fail(DF_ERR_ARG, "df_compare_runs: unknown axis %d", (int)p->by);
     if (png_path && !*png_path) return df_fail(DF_ERR_ARG, "df_compare_runs: empty output path");
     df_run_evals *ev = calloc((size_t)nruns, sizeof *ev);
     if (!ev) return df_fail(DF_ERR_NOMEM, "df_compare_runs: out of memory for %d runs", nruns);
