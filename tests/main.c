@@ -187,3 +187,16 @@ int test_run_diffuse(const char *cwd, int timeout_s, const char *args, char *out
     remove(of), remove(ef);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
+
+int test_files_equal(const char *a, const char *b) {
+    char *x, *y;
+    size_t nx, ny;
+    if (df_read_file(a, &x, &nx)) return 0;
+    if (df_read_file(b, &y, &ny)) {
+        free(x);
+        return 0;
+    }
+    int eq = nx == ny && memcmp(x, y, nx) == 0;
+    free(x), free(y);
+    return eq;
+}

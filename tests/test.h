@@ -45,6 +45,8 @@ void test_tiny_unet(df_unet_config *c, int attn);
 /* n 8x8 gray images, a bright 3x3 square on a dark background at one of `classes` (at most 4) places,
  * image i of class i % classes, as DIR/NAME-images-idx3-ubyte (its path in images) with its labels file. */
 void test_toy_idx(const char *dir, const char *name, int n, int classes, char *images, size_t cap);
+/* 1 when both files read and hold the same bytes. */
+int test_files_equal(const char *a, const char *b);
 /* Run the built `diffuse ARGS` (in directory cwd unless NULL, killed after timeout_s seconds unless 0);
  * returns its exit code, -1 if a signal ended it. out and err (either may be NULL) receive all it wrote to
  * stdout and stderr, at most cap - 1 bytes each. */

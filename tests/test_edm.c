@@ -229,19 +229,6 @@ TEST(edm_model_denoise_matches_its_forward) {
 
 static int run_cli(const char *args) { return test_run_diffuse(NULL, 0, args, NULL, 0, NULL, 0); }
 
-static int same_file(const char *a, const char *b) {
-    char *x, *y;
-    size_t nx, ny;
-    if (df_read_file(a, &x, &nx)) return 0;
-    if (df_read_file(b, &y, &ny)) {
-        free(x);
-        return 0;
-    }
-    int eq = nx == ny && memcmp(x, y, nx) == 0;
-    free(x), free(y);
-    return eq;
-}
-
 static void edm_params(df_train_params *p, const char *data, const char *cfg, const char *out) {
     df_train_params_default(p);
     p->data = data, p->preset = NULL, p->config_path = cfg, p->out_dir = out;
@@ -282,7 +269,7 @@ TEST(edm_train_save_load_sample_resume) {
         char fa[900];
         snprintf(fa, sizeof fa, "%s/checkpoint-0000012/%s", a, files[i]);
         snprintf(path, sizeof path, "%s/checkpoint-0000012/%s", b, files[i]);
-        CHECK(same_file(fa, path), "EDM: %s differs between the straight and the resumed run", files[i]);
+        CHECK(test_files_equal(fa, path), "EDM: %s differs between the straight and the resumed run", files[i]);
     }
     /* the pipeline says what it is, as diffusers' EDMEulerScheduler */
     char *text;

@@ -406,19 +406,6 @@ static void watch(void *ctx, const df_train_progress *p) {
     if (p->step > w->steps - 20) w->last += p->loss / 20;
 }
 
-static int same_file(const char *a, const char *b) {
-    char *x, *y;
-    size_t nx, ny;
-    if (df_read_file(a, &x, &nx)) return 0;
-    if (df_read_file(b, &y, &ny)) {
-        free(x);
-        return 0;
-    }
-    int same = nx == ny && memcmp(x, y, nx) == 0;
-    free(x), free(y);
-    return same;
-}
-
 TEST(train_learned_variance_loss_falls) {
     const char *dir = test_tmp_dir();
     char data[600], cfg[600], out[600];
@@ -485,7 +472,7 @@ TEST(train_importance_sampling_resume_is_bit_exact) {
         char fa[800], fb[800];
         snprintf(fa, sizeof fa, "%s/checkpoint-0000020/%s", a, files[i]);
         snprintf(fb, sizeof fb, "%s/checkpoint-0000020/%s", b, files[i]);
-        CHECK(same_file(fa, fb), "%s differs between the straight and the resumed run", files[i]);
+        CHECK(test_files_equal(fa, fb), "%s differs between the straight and the resumed run", files[i]);
     }
     /* the history filled (so the resumed steps did sample by importance), and the state records the options */
     char path[800];
@@ -516,7 +503,7 @@ TEST(train_importance_sampling_resume_is_bit_exact) {
     char fa[800], fc[800];
     snprintf(fa, sizeof fa, "%s/checkpoint-0000020/%s", a, files[0]);
     snprintf(fc, sizeof fc, "%s/checkpoint-0000020/%s", c, files[0]);
-    CHECK(!same_file(fa, fc), "importance and uniform sampling gave the same weights");
+    CHECK(!test_files_equal(fa, fc), "importance and uniform sampling gave the same weights");
     /* the command refuses the options by name on resume and shows the variance in `info` */
     char cmd[2400];
     snprintf(cmd, sizeof cmd, "%s/diffuse train --resume --out %s --steps 40 --learn-variance >/dev/null 2>%s/lv.err",

@@ -164,19 +164,6 @@ TEST(train_minutes_budget_warmup_and_eta) {
     CHECK(w.eta_positive >= 1, "no report had a positive ETA (%d reports)", w.reports);
 }
 
-static int files_equal(const char *a, const char *b) {
-    char *x, *y;
-    size_t nx, ny;
-    if (df_read_file(a, &x, &nx)) return 0;
-    if (df_read_file(b, &y, &ny)) {
-        free(x);
-        return 0;
-    }
-    int eq = nx == ny && memcmp(x, y, nx) == 0;
-    free(x), free(y);
-    return eq;
-}
-
 TEST(train_resume_is_bit_exact) {
     const char *dir = test_tmp_dir();
     char data[600], cfg[600], a[600], b[600];
@@ -219,7 +206,7 @@ TEST(train_resume_is_bit_exact) {
         char fa[800], fb[800];
         snprintf(fa, sizeof fa, "%s/checkpoint-0000024/%s", a, files[i]);
         snprintf(fb, sizeof fb, "%s/checkpoint-0000024/%s", b, files[i]);
-        CHECK(files_equal(fa, fb), "%s differs between the straight and the resumed run", files[i]);
+        CHECK(test_files_equal(fa, fb), "%s differs between the straight and the resumed run", files[i]);
     }
     /* and a different seed really gives different weights (the comparison can fail) */
     char c[600];
@@ -230,7 +217,7 @@ TEST(train_resume_is_bit_exact) {
     char fa[800], fc[800];
     snprintf(fa, sizeof fa, "%s/checkpoint-0000024/%s", a, files[0]);
     snprintf(fc, sizeof fc, "%s/checkpoint-0000024/%s", c, files[0]);
-    CHECK(!files_equal(fa, fc), "another seed gives other weights");
+    CHECK(!test_files_equal(fa, fc), "another seed gives other weights");
     /* the class-conditional run samples by label from the command line; labels out of range are refused */
     char args[2000], npy[700];
     snprintf(npy, sizeof npy, "%s/cond.npy", dir);
@@ -333,7 +320,7 @@ TEST(train_resume_budget_is_the_runs_total) {
     char fa[800], fb[800];
     snprintf(fa, sizeof fa, "%s/checkpoint-0000012/unet_raw/diffusion_pytorch_model.safetensors", a);
     snprintf(fb, sizeof fb, "%s/checkpoint-0000012/unet_raw/diffusion_pytorch_model.safetensors", b);
-    CHECK(files_equal(fa, fb), "the stopped and resumed run differs from the straight one");
+    CHECK(test_files_equal(fa, fb), "the stopped and resumed run differs from the straight one");
     /* resumed again without a budget: finished, nothing to do, nothing written */
     memset(&w, 0, sizeof w);
     CHECK_OK(df_train(&q));
