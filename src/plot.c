@@ -953,7 +953,10 @@ static void run_label(const char *dir, char *out, size_t cap) {
         snprintf(buf, sizeof buf, "%s", real);
         base = strrchr(buf, '/') && buf[1] ? strrchr(buf, '/') + 1 : buf;
     }
-    snprintf(out, cap, "%s", *base ? base : buf);
+    const char *s = *base ? base : buf;   /* cut to cap - 1 bytes: a label, not a path */
+    const size_t len = strnlen(s, cap - 1);
+    memcpy(out, s, len);
+    out[len] = 0;
 }
 
 df_status df_run_evals_read(const char *run, const char *label, df_run_evals *out) {
