@@ -9,9 +9,12 @@ The recipe, as `diffuse train`'s: images scaled to [-1, 1], t uniform in [0, T),
 linear warmup then constant (a minutes budget) or cosine decay (a steps budget), gradient norm clipped to 1,
 EMA with decay min(max, 1 - (1 + k)^-0.75) after k updates. With --classes: class-conditional with a null
 class (num_class_embeds = classes + 1) and labels dropped to it with probability --class-dropout.
+With --edm: `diffuse train --edm`'s objective (Karras et al. 2022): noise levels ln(sigma) ~ N(p_mean, p_std^2),
+the network F sees c_in (x_0 + sigma n) at timestep c_noise = ln(sigma) / 4 and learns the target
+(x_0 - c_skip x) / c_out with unit weight; saved as diffusers' EDMEulerScheduler, as diffuse saves it.
 
 usage: scripts/torch_train.py --minutes 20 --out runs/torch-20 [--config CONFIG.json] [--lr 3e-4]
-       [--warmup 100] [--batch 64] [--classes] [--threads 2] [--seed 0]
+       [--warmup 100] [--batch 64] [--classes] [--edm] [--threads 2] [--seed 0]
 then:  build/diffuse eval runs/torch-20
 """
 import argparse
@@ -50,7 +53,26 @@ def lr_at(step, a, total):
     return a.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def save_pipeline(out, cfg, ema, names, a, step, images, elapsed):
+def edm_precond(sigma, sigma_data):
+    """EDM's c_skip, c_out, c_in and c_noise (Karras et al. 2022, table 1) for a tensor of noise levels."""
+    s2, d2 = sigma * sigma, sigma_data * sigma_data
+    r = (s2 + d2).sqrt()
+    return d2 / (s2 + d2), sigma * sigma_data / r, 1 / r, 0.25 * sigma.log()
+
+
+def scheduler_config(a, abar):
+    if not a.edm:
+        return {"_class_name": "DDPMScheduler", "beta_start": 1e-4, "beta_end": 0.02, "beta_schedule": "linear",
+                "num_train_timesteps": 1000, "prediction_type": "epsilon", "clip_sample": True,
+                "variance_type": "fixed_small", "timestep_spacing": "leading", "steps_offset": 0}
+    sig = ((1 - abar) / abar).sqrt()   # the VP schedule's sigma range, which diffuse samples an EDM model on
+    return {"_class_name": "EDMEulerScheduler", "beta_start": 1e-4, "beta_end": 0.02, "beta_schedule": "linear",
+            "num_train_timesteps": 1000, "prediction_type": "epsilon", "rescale_betas_zero_snr": False,
+            "sigma_data": a.sigma_data, "sigma_min": float(sig[0]), "sigma_max": float(sig[-1]), "rho": 7.0,
+            "sigma_schedule": "karras", "final_sigmas_type": "zero"}
+
+
+def save_pipeline(out, cfg, ema, names, a, abar, step, images, elapsed):
     unet = os.path.join(out, "unet")
     sched = os.path.join(out, "scheduler")
     os.makedirs(unet, exist_ok=True)
@@ -62,11 +84,10 @@ def save_pipeline(out, cfg, ema, names, a, step, images, elapsed):
             "torch": torch.__version__}
     write_safetensors(os.path.join(unet, "diffusion_pytorch_model.safetensors"), tensors, metadata=meta)
     with open(os.path.join(sched, "scheduler_config.json"), "w") as f:
-        json.dump({"_class_name": "DDPMScheduler", "beta_start": 1e-4, "beta_end": 0.02, "beta_schedule": "linear",
-                   "num_train_timesteps": 1000, "prediction_type": "epsilon", "clip_sample": True,
-                   "variance_type": "fixed_small", "timestep_spacing": "leading", "steps_offset": 0}, f, indent=2)
+        json.dump(scheduler_config(a, abar), f, indent=2)
     with open(os.path.join(out, "model_index.json"), "w") as f:
-        json.dump({"_class_name": "DDPMPipeline", "scheduler": ["diffusers", "DDPMScheduler"],
+        json.dump({"_class_name": "DDPMPipeline",
+                   "scheduler": ["diffusers", "EDMEulerScheduler" if a.edm else "DDPMScheduler"],
                    "unet": ["diffusers", "UNet2DModel"]}, f, indent=2)
 
 
@@ -84,6 +105,10 @@ def main():
     ap.add_argument("--ema-decay", type=float, default=0.9999)
     ap.add_argument("--classes", action="store_true")
     ap.add_argument("--class-dropout", type=float, default=0.1)
+    ap.add_argument("--edm", action="store_true", help="EDM preconditioning and noise levels (Karras et al. 2022)")
+    ap.add_argument("--sigma-data", type=float, default=0.5)
+    ap.add_argument("--p-mean", type=float, default=-1.2)
+    ap.add_argument("--p-std", type=float, default=1.2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
@@ -109,29 +134,37 @@ def main():
     params = list(model.parameters())
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
-    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0).float()
+    abar64 = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    abar = abar64.float()
 
     n = len(x_all)
     order, pos, step, t0 = rng.permutation(n), 0, 0, time.perf_counter()
     budget_sec = a.minutes * 60
     print(f"torch_train: {n} images, {sum(p.numel() for p in params)} parameters, batch {a.batch}, lr {a.lr}, "
-          f"warmup {a.warmup}, {a.threads} threads, torch {torch.__version__}", file=sys.stderr)
+          f"warmup {a.warmup}, {'EDM' if a.edm else 'epsilon'} objective, {a.threads} threads, torch {torch.__version__}", file=sys.stderr)
     while (a.steps and step < a.steps) or (budget_sec and time.perf_counter() - t0 < budget_sec):
         if pos + a.batch > n:
             order, pos = rng.permutation(n), 0
         idx = torch.from_numpy(order[pos:pos + a.batch])
         pos += a.batch
         x0, y = x_all[idx], y_all[idx].clone()
-        t = torch.randint(0, 1000, (a.batch,))
         noise = torch.randn_like(x0)
-        ab = abar[t].view(-1, 1, 1, 1)
-        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        if a.edm:
+            sigma = (a.p_mean + a.p_std * torch.randn(a.batch, dtype=torch.float64)).exp()
+            c_skip, c_out, c_in, t = edm_precond(sigma, a.sigma_data)
+            c_skip, c_out, c_in = (c.float().view(-1, 1, 1, 1) for c in (c_skip, c_out, c_in))
+            x = x0 + sigma.float().view(-1, 1, 1, 1) * noise
+            xt, target, t = c_in * x, (x0 - c_skip * x) / c_out, t.float()
+        else:
+            t = torch.randint(0, 1000, (a.batch,))
+            ab = abar[t].view(-1, 1, 1, 1)
+            xt, target = ab.sqrt() * x0 + (1 - ab).sqrt() * noise, noise
         if a.classes:
             y[torch.rand(a.batch) < a.class_dropout] = classes
         for g in opt.param_groups:
             g["lr"] = lr_at(step, a, a.steps)
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(model(xt, t, y) if a.classes else model(xt, t), noise)
+        loss = torch.nn.functional.mse_loss(model(xt, t, y) if a.classes else model(xt, t), target)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -145,7 +178,7 @@ def main():
             print(f"step {step}  loss {loss.item():.4f}  {step * a.batch / el:.1f} img/s  {el / 60:.1f} min",
                   file=sys.stderr)
     elapsed = time.perf_counter() - t0
-    save_pipeline(a.out, cfg, ema, names, a, step, step * a.batch, elapsed)
+    save_pipeline(a.out, cfg, ema, names, a, abar64, step, step * a.batch, elapsed)
     print(json.dumps({"out": a.out, "steps": step, "images": step * a.batch, "minutes": elapsed / 60,
                       "img_per_sec": step * a.batch / elapsed, "torch": torch.__version__, "threads": a.threads}))
 
