@@ -200,3 +200,13 @@ int test_files_equal(const char *a, const char *b) {
     free(x), free(y);
     return eq;
 }
+
+const char *test_checkpoint_differs(const char *a, const char *b, long step, const char *const *files, int n) {
+    for (int i = 0; i < n; i++) {
+        char fa[4200], fb[4200];
+        snprintf(fa, sizeof fa, "%s/checkpoint-%07ld/%s", a, step, files[i]);
+        snprintf(fb, sizeof fb, "%s/checkpoint-%07ld/%s", b, step, files[i]);
+        if (!test_files_equal(fa, fb)) return files[i];
+    }
+    return NULL;
+}

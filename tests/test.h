@@ -47,6 +47,9 @@ void test_tiny_unet(df_unet_config *c, int attn);
 void test_toy_idx(const char *dir, const char *name, int n, int classes, char *images, size_t cap);
 /* 1 when both files read and hold the same bytes. */
 int test_files_equal(const char *a, const char *b);
+/* The first of files[0..n) that differs between run directories a and b at checkpoint `step` (a
+ * checkpoint-%07d folder), or NULL when all hold the same bytes. */
+const char *test_checkpoint_differs(const char *a, const char *b, long step, const char *const *files, int n);
 /* Run the built `diffuse ARGS` (in directory cwd unless NULL, killed after timeout_s seconds unless 0);
  * returns its exit code, -1 if a signal ended it. out and err (either may be NULL) receive all it wrote to
  * stdout and stderr, at most cap - 1 bytes each. */

@@ -208,15 +208,6 @@ static char *slurp(const char *path, size_t *len) {
     return NULL;
 }
 
-/* 1 if files a and b hold the same bytes (and both exist). */
-static int same_bytes(const char *a, const char *b) {
-    size_t la, lb;
-    char *x = slurp(a, &la), *y = slurp(b, &lb);
-    int same = x && y && la == lb && memcmp(x, y, la) == 0;
-    free(x), free(y);
-    return same;
-}
-
 /* --index K regenerates image K of a run alone, the PNG byte for byte the run's: in the first batch, in a later
  * one and in the last partial one, guided (a doubled batch) and with the default labels of a class-conditional
  * model (image K keeps its class); only that image is written. */
@@ -233,7 +224,7 @@ TEST(cli_sample_index_regenerates_one_image_bit_for_bit) {
         CHECK(rc == 0, "--index %d: %d, %s", ks[i], rc, err);
         snprintf(a, sizeof a, "%s/idx-full/%06d.png", t, ks[i]);
         snprintf(b, sizeof b, "%s/idx-one/%06d.png", t, ks[i]);
-        CHECK(same_bytes(a, b), "--index %d: %s is not the run's %s", ks[i], b, a);
+        CHECK(test_files_equal(a, b), "--index %d: %s is not the run's %s", ks[i], b, a);
     }
     snprintf(a, sizeof a, "%s/idx-one/000000.png", t);
     FILE *f = fopen(a, "rb");
@@ -244,7 +235,7 @@ TEST(cli_sample_index_regenerates_one_image_bit_for_bit) {
     CHECK(run_err(args, err, sizeof err) == 0, "--index 6 --out: %s", err);
     snprintf(a, sizeof a, "%s/idx-full/000006.png", t);
     snprintf(b, sizeof b, "%s/idx6.png", t);
-    CHECK(same_bytes(a, b), "--index 6 --out %s is not the run's %s", b, a);
+    CHECK(test_files_equal(a, b), "--index 6 --out %s is not the run's %s", b, a);
     size_t len;
     char *png = slurp(b, &len);
     const char want[] = "Seed: 11, Size: 28x28, Model: models/fmnist-s-cond, Image: 6 of 7, Batch: 3, Label: 8 (Bag)";
@@ -256,7 +247,7 @@ TEST(cli_sample_index_regenerates_one_image_bit_for_bit) {
     snprintf(args, sizeof args, "%s --seed 12 --index 6 --out %s/idx6b.png", run_args, t);
     CHECK(run_err(args, err, sizeof err) == 0, "--seed 12 --index 6: %s", err);
     snprintf(b, sizeof b, "%s/idx6b.png", t);
-    CHECK(!same_bytes(a, b), "seed 12's image 6 is seed 11's");
+    CHECK(!test_files_equal(a, b), "seed 12's image 6 is seed 11's");
     snprintf(args, sizeof args, "%s --index 7 --out %s/x.png", run_args, t);
     rc = run_err(args, err, sizeof err);
     CHECK(rc == 2 && strstr(err, "--index 7: the run has 7 images"), "--index past the run: %d, %s", rc, err);
@@ -289,7 +280,7 @@ TEST(cli_sample_random_seed_is_said_and_recorded) {
     snprintf(args, sizeof args, "sample models/fmnist-s -n 1 --steps 2 --seed %llu --out %s/again.png", seeds[0], t);
     CHECK(run_err(args, err, sizeof err) == 0, "--seed %llu: %s", seeds[0], err);
     snprintf(b, sizeof b, "%s/again.png", t);
-    CHECK(same_bytes(a, b), "--seed %llu does not make the random run's image again", seeds[0]);
+    CHECK(test_files_equal(a, b), "--seed %llu does not make the random run's image again", seeds[0]);
     int rc = run_err("sample models/fmnist-s --seed -2", err, sizeof err);
     CHECK(rc == 2 && strstr(err, "--seed") && strstr(err, "random"), "--seed -2: %d, %s", rc, err);
 }
@@ -324,7 +315,7 @@ TEST(cli_sample_labels_by_name_and_classifier_classes) {
     CHECK(run_err(args, err, sizeof err) == 0, "--labels by number: %s", err);
     snprintf(a, sizeof a, "%s/names.npy", t);
     snprintf(b, sizeof b, "%s/nums.npy", t);
-    CHECK(same_bytes(a, b), "--labels Sneaker,bag,ANKLE_BOOT,trouser is not --labels 7,8,9,1");
+    CHECK(test_files_equal(a, b), "--labels Sneaker,bag,ANKLE_BOOT,trouser is not --labels 7,8,9,1");
     rc = run_err("sample models/fmnist-s-cond -n 2 --labels bag,snaeker", err, sizeof err);
     CHECK(rc == 2 && strstr(err, "no class \"snaeker\" (did you mean Sneaker?)"), "a misspelt name: %d, %s", rc, err);
     rc = run_err("sample models/fmnist-s-cond -n 2 --labels shoe", err, sizeof err);
@@ -393,11 +384,8 @@ TEST(cli_train_resume_rules) {
     CHECK(rc == 0 && strstr(err, "resumed at step 4") && strstr(err, "to a budget of 9 steps"),
           "--resume --steps 9 from step 4: %d, %s", rc, err);
     const char *files[] = {"unet_raw/diffusion_pytorch_model.safetensors", "training_state.safetensors"};
-    for (int i = 0; i < 2; i++) {
-        snprintf(fa, sizeof fa, "%s/checkpoint-0000009/%s", a, files[i]);
-        snprintf(fb, sizeof fb, "%s/checkpoint-0000009/%s", b, files[i]);
-        CHECK(same_bytes(fa, fb), "%s: the run extended to 9 steps differs from the straight one", files[i]);
-    }
+    const char *differs = test_checkpoint_differs(a, b, 9, files, 2);
+    CHECK(!differs, "%s: the run extended to 9 steps differs from the straight one", differs);
     /* the grid has the 4 images asked for on resume (2 x 2 of 8 x 8 with 2-pixel gaps: 22 wide), not 64 */
     snprintf(fb, sizeof fb, "%s/samples/step-0000009.png", b);
     char *png = NULL;

@@ -265,12 +265,8 @@ TEST(edm_train_save_load_sample_resume) {
     CHECK_OK(df_train(&q));
     const char *files[] = {"unet_raw/diffusion_pytorch_model.safetensors", "training_state.safetensors",
                            "scheduler/scheduler_config.json"};
-    for (int i = 0; i < 3; i++) {
-        char fa[900];
-        snprintf(fa, sizeof fa, "%s/checkpoint-0000012/%s", a, files[i]);
-        snprintf(path, sizeof path, "%s/checkpoint-0000012/%s", b, files[i]);
-        CHECK(test_files_equal(fa, path), "EDM: %s differs between the straight and the resumed run", files[i]);
-    }
+    const char *differs = test_checkpoint_differs(a, b, 12, files, 3);
+    CHECK(!differs, "EDM: %s differs between the straight and the resumed run", differs);
     /* the pipeline says what it is, as diffusers' EDMEulerScheduler */
     char *text;
     size_t len;
