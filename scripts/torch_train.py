@@ -13,8 +13,12 @@ With --edm: `diffuse train --edm`'s objective (Karras et al. 2022): noise levels
 the network F sees c_in (x_0 + sigma n) at timestep c_noise = ln(sigma) / 4 and learns the target
 (x_0 - c_skip x) / c_out with unit weight; saved as diffusers' EDMEulerScheduler, as diffuse saves it.
 
+With --eval-every-minutes M: every M minutes of training and at the end, the EMA weights are saved and scored
+by `build/diffuse eval` as `diffuse train --eval-every` scores its runs (500 images, DDIM 25 steps), with the
+clock stopped, and the row goes into OUT/loss.csv in diffuse's columns, so `diffuse compare` draws both.
+
 usage: scripts/torch_train.py --minutes 20 --out runs/torch-20 [--config CONFIG.json] [--lr 3e-4]
-       [--warmup 100] [--batch 64] [--classes] [--edm] [--threads 2] [--seed 0]
+       [--warmup 100] [--batch 64] [--classes] [--edm] [--eval-every-minutes 5] [--threads 2] [--seed 0]
 then:  build/diffuse eval runs/torch-20
 """
 import argparse
@@ -24,6 +28,8 @@ import math
 import os
 import sys
 import time
+
+import subprocess
 
 import numpy as np
 import torch
@@ -85,10 +91,24 @@ def save_pipeline(out, cfg, ema, names, a, abar, step, images, elapsed):
     write_safetensors(os.path.join(unet, "diffusion_pytorch_model.safetensors"), tensors, metadata=meta)
     with open(os.path.join(sched, "scheduler_config.json"), "w") as f:
         json.dump(scheduler_config(a, abar), f, indent=2)
+    if a.classes:   # the class names and the null class, as `diffuse train --classes` writes them
+        names_ = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                  "Ankle boot", "(none)"]
+        with open(os.path.join(out, "classes.json"), "w") as f:
+            json.dump({"num_classes": len(names_), "null_class": len(names_) - 1, "names": names_}, f, indent=1)
     with open(os.path.join(out, "model_index.json"), "w") as f:
         json.dump({"_class_name": "DDPMPipeline",
                    "scheduler": ["diffusers", "EDMEulerScheduler" if a.edm else "DDPMScheduler"],
                    "unet": ["diffusers", "UNet2DModel"]}, f, indent=2)
+
+
+def evaluate(out, threads):
+    """FD and KID of 500 EMA samples, DDIM 25 steps, as `diffuse train --eval-every` measures its own runs."""
+    r = subprocess.run([os.path.join(HERE, "..", "build", "diffuse"), "eval", out, "--n", "500", "--steps", "25",
+                        "--metrics", "fd,kid", "--json", "--threads", str(threads)],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=True)
+    m = {x["metric"]: x["value"] for x in json.loads(r.stdout)["metrics"]}
+    return m["fd"], m["kid"]
 
 
 def main():
@@ -109,6 +129,7 @@ def main():
     ap.add_argument("--sigma-data", type=float, default=0.5)
     ap.add_argument("--p-mean", type=float, default=-1.2)
     ap.add_argument("--p-std", type=float, default=1.2)
+    ap.add_argument("--eval-every-minutes", type=float, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
@@ -140,6 +161,21 @@ def main():
     n = len(x_all)
     order, pos, step, t0 = rng.permutation(n), 0, 0, time.perf_counter()
     budget_sec = a.minutes * 60
+    log = None
+    if a.eval_every_minutes > 0:
+        os.makedirs(a.out, exist_ok=True)
+        log = open(os.path.join(a.out, "loss.csv"), "w")
+        log.write("step,elapsed_sec,images,fd,kid,eval_sec\n")
+    next_eval = a.eval_every_minutes * 60
+
+    def eval_row(train_sec):
+        e0 = time.perf_counter()
+        save_pipeline(a.out, cfg, ema, names, a, abar64, step, step * a.batch, train_sec)
+        fd, kid = evaluate(a.out, a.threads)
+        log.write(f"{step},{train_sec:.1f},{step * a.batch},{fd:.6g},{kid:.6g},{time.perf_counter() - e0:.1f}\n")
+        log.flush()
+        print(f"eval: step {step}, {train_sec / 60:.1f} min: FD {fd:.3f}, KID {kid:.5f}", file=sys.stderr)
+        return time.perf_counter() - e0
     print(f"torch_train: {n} images, {sum(p.numel() for p in params)} parameters, batch {a.batch}, lr {a.lr}, "
           f"warmup {a.warmup}, {'EDM' if a.edm else 'epsilon'} objective, {a.threads} threads, torch {torch.__version__}", file=sys.stderr)
     while (a.steps and step < a.steps) or (budget_sec and time.perf_counter() - t0 < budget_sec):
@@ -173,11 +209,18 @@ def main():
             for e, p in zip(ema, params):
                 e.mul_(d).add_(p.detach(), alpha=1 - d)
         step += 1
+        more = step < a.steps if a.steps else time.perf_counter() - t0 < budget_sec   # the end has its own row
+        if log and more and time.perf_counter() - t0 >= next_eval:
+            t0 += eval_row(time.perf_counter() - t0)   # the clock stops while scoring
+            next_eval += a.eval_every_minutes * 60
         if step % 50 == 0:
             el = time.perf_counter() - t0
             print(f"step {step}  loss {loss.item():.4f}  {step * a.batch / el:.1f} img/s  {el / 60:.1f} min",
                   file=sys.stderr)
     elapsed = time.perf_counter() - t0
+    if log:
+        eval_row(elapsed)
+        log.close()
     save_pipeline(a.out, cfg, ema, names, a, abar64, step, step * a.batch, elapsed)
     print(json.dumps({"out": a.out, "steps": step, "images": step * a.batch, "minutes": elapsed / 60,
                       "img_per_sec": step * a.batch / elapsed, "torch": torch.__version__, "threads": a.threads}))

@@ -364,7 +364,7 @@ TEST(cli_sample_labels_by_name_and_classifier_classes) {
  * no budget a finished run says so and writes nothing. */
 TEST(cli_train_resume_rules) {
     const char *dir = test_tmp_dir();
-    char data[600], cfg[600], common[2000], args[4000], err[8192], a[700], b[700], fa[900], fb[900];
+    char data[600], cfg[600], common[2000], args[4000], err[8192], a[700], b[700], fb[900];
     test_toy_idx(dir, "resume-toy", 32, 4, data, sizeof data);
     df_unet_config c;
     test_tiny_unet(&c, 1);
