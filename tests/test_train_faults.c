@@ -229,7 +229,7 @@ static void on_progress(void *ctx, const df_train_progress *pr) {
 TEST(train_fault_nonfinite_stops_and_keeps_checkpoint) {
     toy t;
     toy_init(&t);
-    char out[700], ref[700], ck[1100], ck_ref[1100];
+    char out[700], ref[700], ck[1100];
     snprintf(out, sizeof out, "%s/nan-stop", t.dir);
     snprintf(ref, sizeof ref, "%s/nan-stop-ref", t.dir);
     df_train_params p;
