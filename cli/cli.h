@@ -133,6 +133,8 @@ int cli_suggest(const char *word, const char *const *names, const char *const *s
 
 /* Comma-separated whole numbers ("3,7,0") in [lo, hi]; a usage error naming `opt` (returns 2) otherwise. */
 int cli_parse_ints(const char *opt, const char *text, int lo, int hi, cli_ints *out);
+/* --guidance-interval LO,HI (an OPT_CALL parser; dst is double[2]): noise levels 0 <= LO < HI, HI may be "inf". */
+int cli_parse_guidance_interval(const char *text, void *dst);
 
 /* The full help: usage, about, the commands (top level), the options with their defaults, the epilog. */
 void cli_print_help(FILE *f, const cli_command *cmd, const cli_opt *opts);

@@ -106,6 +106,11 @@ static cJSON *json_result(const df_eval_params *p, const df_eval_result *r, cons
         cJSON_AddBoolToObject(s, "karras", r->sampler.karras_sigmas);
         cJSON_AddBoolToObject(s, "clip_x0", r->sampler.clip_x0);
         cJSON_AddNumberToObject(s, "guidance", p->guidance);
+        if (p->guidance_sigma_lo > 0 || p->guidance_sigma_hi < INFINITY) {   /* JSON has no infinity: null */
+            cJSON *gi = cJSON_AddArrayToObject(s, "guidance_interval");
+            cJSON_AddItemToArray(gi, cJSON_CreateNumber(p->guidance_sigma_lo));
+            cJSON_AddItemToArray(gi, p->guidance_sigma_hi < INFINITY ? cJSON_CreateNumber(p->guidance_sigma_hi) : cJSON_CreateNull());
+        }
         cJSON_AddNumberToObject(s, "seed", (double)p->seed);
         cJSON_AddNumberToObject(s, "batch", p->batch);
     }
@@ -170,6 +175,8 @@ static void print_table(const df_eval_params *p, const df_eval_result *r, const 
         printf("%s: %d images (%s, seed %llu%s)\n", what, r->n, s, (unsigned long long)p->seed,
                p->guidance != 1 ? ", guided" : "");
         if (p->guidance != 1) printf("  classifier-free guidance %g\n", p->guidance);
+        if (p->guidance != 1 && (p->guidance_sigma_lo > 0 || p->guidance_sigma_hi < INFINITY))
+            printf("  guided only at sigma in (%g, %g]\n", p->guidance_sigma_lo, p->guidance_sigma_hi);
     } else {
         printf("%s: %d images\n", what, r->n);
     }
@@ -205,6 +212,7 @@ typedef struct {
     const char    *sweep, *plot, *save_ref;
     int            json, is_model, default_features, metrics_given;
     cli_ints       labels;
+    double         guidance_interval[2];
     char           feat_buf[PATH_MAX + 64];
 } eval_args;
 
@@ -226,13 +234,16 @@ static void metrics_text(unsigned mask, char *buf, size_t cap) {
 /* Options that act on sampling or go with another, checked once the argument's kind is known. */
 static int check_options(const cli_args *a, const eval_args *e) {
     static const char *const only_model[] = {"--n",     "--batch",    "--seed",   "--raw",    "--sampler", "--steps",
-                                             "--eta",   "--karras",   "--no-clip", "--guidance", "--labels", "--sweep"};
+                                             "--eta",   "--karras",   "--no-clip", "--guidance", "--labels", "--sweep",
+                                             "--guidance-interval"};
     for (int i = 0; !e->is_model && i < CLI_COUNTOF(only_model); i++)
         if (cli_given(a, only_model[i]))
             return cli_usage_error("%s: %s is images, not a model: nothing is sampled", only_model[i], e->what);
     if (cli_given(a, "--eta") && e->p.sampler.kind != DF_SAMPLER_DDIM) return cli_usage_error("--eta is DDIM's noise");
     if (e->sweep && strcmp(e->sweep, "samplers") != 0) return cli_usage_error("--sweep: only \"samplers\" is known");
     if (e->plot && !e->sweep) return cli_usage_error("--plot goes with --sweep samplers");
+    if (cli_given(a, "--guidance-interval") && e->p.guidance == 1)
+        return cli_usage_error("--guidance-interval limits classifier-free guidance: give --guidance W too");
     if (e->plot && !cli_has_suffix(e->plot, ".png")) return cli_usage_error("--plot %s: name it .png", e->plot);
     if (e->p.save_images && !cli_has_suffix(e->p.save_images, ".npy"))
         return cli_usage_error("--save-images: name it .npy");
@@ -272,6 +283,10 @@ static int parse(int argc, char **argv, eval_args *e) {
         OPT_FLAG("--no-clip", &no_clip, .help = "do not clip predicted x_0 to [-1, 1]"),
         OPT_DOUBLE("--guidance", &p->guidance, .lo = 0, .hi = 100, .meta = "W",
                    .help = "classifier-free guidance scale for a class-conditional model"),
+        OPT_CALL("--guidance-interval", e->guidance_interval, cli_parse_guidance_interval, .meta = "LO,HI",
+                 .def = "every step", .help = "guide only at noise levels sigma in (LO, HI] (Kynkäänniemi et al. 2024), plain conditional steps "
+                        "elsewhere: guidance at high noise levels costs variety; sigma runs from 0.01 (t = 0) to 157 "
+                        "(t = 999) on the default schedule; HI may be inf"),
         OPT_INTS("--labels", &e->labels, .lo = 0, .hi = INT_MAX, .meta = "L1,L2,...", .def = "every class, in equal numbers",
                  .help = "classes to draw"),
         OPT_STR("--save-images", &p->save_images, .meta = "F.npy", .help = "also write the scored images"),
@@ -319,6 +334,7 @@ static int parse(int argc, char **argv, eval_args *e) {
     else return cli_usage_error("%s: give a model directory, a folder of images or a .npy", e->what);
     if ((rc = check_options(&a, e))) return rc;
     p->labels = e->labels.n ? e->labels.v : NULL, p->nlabels = e->labels.n;
+    p->guidance_sigma_lo = e->guidance_interval[0], p->guidance_sigma_hi = e->guidance_interval[1];
     p->sampler.clip_x0 = !no_clip;
     e->metrics_given = cli_given(&a, "--metrics");
     if (e->sweep && !cli_given(&a, "--n")) p->n = 500;
@@ -434,6 +450,7 @@ static df_status save_reference(const df_eval_params *p, const char *path) {
 static int eval_main(int argc, char **argv) {
     eval_args e = {0};
     df_eval_params_default(&e.p);
+    e.guidance_interval[0] = e.p.guidance_sigma_lo, e.guidance_interval[1] = e.p.guidance_sigma_hi;
     int rc = parse(argc, argv, &e);
     if (rc) return cli_exit(rc);
     default_metrics(&e);

@@ -36,6 +36,7 @@ typedef struct {
     int             karras, large_variance, no_clip, threshold, clipped_eps, model_eps;
     const char     *labels;           /* --labels as given: numbers or class names */
     double          guidance, guidance_rescale, classifier_scale;
+    double          guidance_interval[2];   /* sigma's (lo, hi] */
     const char     *classifier_dir, *score_dir;
     const char     *out, *out_dir, *npy, *animate;
     int             frames;
@@ -55,7 +56,8 @@ static void sample_settings_default(sample_settings *s) {
     df_sampler_params sp;
     df_sampler_params_default(&sp);
     *s = (sample_settings){.n = 64, .batch = 64, .index = -1, .sampler = sp.kind, .spacing = sp.spacing, .eta = sp.eta,
-                           .guidance = 1, .classifier_scale = 1, .frames = 12, .jump_length = 1, .jump_n = 1};
+                           .guidance = 1, .classifier_scale = 1, .frames = 12, .jump_length = 1, .jump_n = 1,
+                           .guidance_interval = {0, INFINITY}};
 }
 
 /* The sampler the run uses, and whether its options fit it. Returns 0 or 2 (a usage error). */
@@ -91,6 +93,8 @@ static int check_pairs(const cli_args *a, const sample_settings *s) {
     if (s->init_image && !cli_given(a, "--strength"))
         return cli_usage_error("--init-image needs --strength S with 0 < S <= 1");
     if (cli_given(a, "--strength") && !s->init_image) return cli_usage_error("--strength goes with --init-image IMG");
+    if (cli_given(a, "--guidance-interval") && s->guidance == 1)
+        return cli_usage_error("--guidance-interval limits classifier-free guidance: give --guidance W too");
     if ((cli_given(a, "--jump-length") || cli_given(a, "--jump-n")) && !s->inpaint)
         return cli_usage_error("%s goes with --inpaint (RePaint's resampling)",
                                cli_given(a, "--jump-length") ? "--jump-length" : "--jump-n");
@@ -279,6 +283,10 @@ static int parse(int argc, char **argv, sample_settings *s) {
                            "sampling, 0 unconditional, 2..5 sharper (the model needs a null class: train with --classes)"),
         OPT_DOUBLE("--guidance-rescale", &s->guidance_rescale, .lo = 0, .hi = 1, .meta = "P",
                    .help = "blend P of the guided prediction rescaled to the conditional one's spread"),
+        OPT_CALL("--guidance-interval", s->guidance_interval, cli_parse_guidance_interval, .meta = "LO,HI",
+                 .def = "every step", .help = "guide only at noise levels sigma in (LO, HI] (Kynkäänniemi et al. 2024), plain conditional steps "
+                        "elsewhere: guidance at high noise levels costs variety; sigma runs from 0.01 (t = 0) to 157 "
+                        "(t = 999) on the default schedule; HI may be inf"),
         OPT_STR("--classifier", &s->classifier_dir, .meta = "DIR",
                 .help = "classifier guidance with a noise-aware classifier (train-classifier): each step moves by "
                         "--classifier-scale times grad log p(label | x_t) (Dhariwal & Nichol: algorithm 1 for ddpm, 2 "
@@ -541,6 +549,8 @@ static void describe(const sample_settings *s, const sample_run *r, int index, c
     if (s->eta != d.eta) ADD(", Eta: %g", s->eta);
     if (s->spacing != d.spacing) ADD(", Spacing: %s", df_spacing_name(s->spacing));
     if (s->guidance_rescale != d.guidance_rescale) ADD(", Guidance rescale: %g", s->guidance_rescale);
+    if (s->guidance_interval[0] != d.guidance_interval[0] || s->guidance_interval[1] != d.guidance_interval[1])
+        ADD(", Guidance interval: %g,%g", s->guidance_interval[0], s->guidance_interval[1]);
     if (s->karras || s->large_variance || s->no_clip || s->threshold || s->clipped_eps || s->model_eps || s->raw)
         ADD(", Flags:%s%s%s%s%s%s%s", s->karras ? " --karras" : "", s->large_variance ? " --large-variance" : "",
             s->no_clip ? " --no-clip" : "", s->threshold ? " --threshold" : "", s->clipped_eps ? " --clipped-eps" : "",
@@ -644,6 +654,7 @@ static void fill_params(const sample_settings *s, const sample_run *r, const int
     g->model_eps = s->model_eps;
     g->labels = labels, g->null_class = r->classes.null_class;
     g->guidance = s->guidance, g->guidance_rescale = s->guidance_rescale;
+    g->guidance_sigma_lo = s->guidance_interval[0], g->guidance_sigma_hi = s->guidance_interval[1];
     g->classifier = r->classifier, g->classifier_scale = s->classifier_scale;
     if (s->init_image) g->init_image = image, g->strength = s->strength;
     if (s->inpaint) g->inpaint_image = image, g->mask = mask, g->jump_length = s->jump_length, g->jump_n = s->jump_n;

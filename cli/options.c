@@ -269,6 +269,24 @@ int cli_parse_ints(const char *opt, const char *text, int lo, int hi, cli_ints *
     }
 }
 
+int cli_parse_guidance_interval(const char *text, void *dst) {
+    double *lohi = dst, v[2];
+    const char *s = text;
+    for (int i = 0; i < 2; i++) {
+        char *end;
+        errno = 0;
+        v[i] = strtod(s, &end);
+        if (end == s || errno || (i == 0 && *end != ',') || (i == 1 && *end) || isnan(v[i]))
+            return cli_usage_error("--guidance-interval: expected LO,HI (noise levels sigma, such as 0.3,5), got \"%s\"",
+                                   text);
+        s = end + 1;
+    }
+    if (!(v[0] >= 0 && v[1] > v[0]))
+        return cli_usage_error("--guidance-interval %s: want 0 <= LO < HI", text);
+    lohi[0] = v[0], lohi[1] = v[1];
+    return 0;
+}
+
 /* ---- the parser ---------------------------------------------------------------------------------------- */
 
 /* Option argv[*i] (and its value, the next argument unless after '='), found in opts. Returns 0 or 2. */

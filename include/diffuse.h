@@ -562,8 +562,11 @@ typedef df_status (*df_classifier_fn)(void *ctx, int n, const float *x, const fl
 /* Classifier-free guidance (Ho & Salimans 2022): out = u + w (c - u), c the prediction for the requested
  * labels and u for the null label, from one call of twice the batch (w = 1 calls once, conditionally).
  * rescale phi in [0, 1] blends in the output rescaled to the conditional one's standard deviation (Lin et
- * al. 2024). Use as a sampler's denoise function with ctx = the struct; set labels (n values matching the
- * sampler's batch), scale and rescale before sampling. */
+ * al. 2024). With a schedule set, only samples whose noise level sigma(t) lies in (sigma_lo, sigma_hi] are
+ * guided and the others get c (Kynkäänniemi et al. 2024: guidance at high noise levels costs variety, at low
+ * ones it does little); a call with no sample in the interval is one conditional call of the normal batch.
+ * Use as a sampler's denoise function with ctx = the struct; set labels (n values matching the sampler's
+ * batch), scale, rescale and the interval before sampling. */
 typedef struct {
     df_class_denoise_fn fn;
     void               *ctx;
@@ -571,6 +574,8 @@ typedef struct {
     int                 null_label;
     const int          *labels;
     double              scale, rescale;
+    const df_schedule  *schedule;            /* NULL (the default): guide at every t */
+    double              sigma_lo, sigma_hi;  /* the interval, with a schedule (default 0 and INFINITY) */
     /* owned scratch for the doubled batch */
     int    cap;
     float *x2, *t2, *out2;
@@ -900,6 +905,8 @@ typedef struct {
     int        null_class;         /* the model's null class (df_class_info), -1 if none */
     double     guidance;           /* classifier-free guidance scale (1: plain conditional, 0: unconditional) */
     double     guidance_rescale;   /* in [0, 1] (Lin et al. 2024) */
+    double     guidance_sigma_lo;  /* guide only where sigma(t) is in (lo, hi] (Kynkäänniemi et al. 2024), */
+    double     guidance_sigma_hi;  /* on the model's schedule; default 0 and INFINITY: every step */
     df_model  *classifier;         /* classifier guidance (Dhariwal & Nichol) with a noise-aware classifier */
     double     classifier_scale;
     int        model_eps;          /* DDIM steps with the network's eps even when guiding; by default a guided
@@ -1314,6 +1321,7 @@ typedef struct {
     uint64_t          seed;
     df_sampler_params sampler;        /* steps 0: 50 (DDPM: the training timesteps); prediction from the model */
     double            guidance;       /* classifier-free guidance scale for a conditional model (1: none) */
+    double            guidance_sigma_lo, guidance_sigma_hi;   /* its interval (df_generate_params; 0, INFINITY) */
     const int        *labels;         /* classes to draw, each for an equal run of images (NULL: every class) */
     int               nlabels;
     /* the reference and the networks */

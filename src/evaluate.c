@@ -46,6 +46,7 @@ void df_eval_params_default(df_eval_params *p) {
     p->sampler.steps = 0;   /* 50, or the training timesteps for DDPM */
     p->sampler.clip_x0 = 1, p->sampler.clip_range = 1;
     p->guidance = 1;
+    p->guidance_sigma_hi = INFINITY;
     p->bootstrap = 100;
     p->kid_subsets = 100, p->kid_subset_size = 1000;
     p->pr_k = 3;
@@ -199,6 +200,7 @@ static df_status generate(eval_ctx *e, const df_sampler_params *sp, int n, const
     g.labels = e->k > 0 ? labels : NULL;
     g.null_class = e->classes.null_class;
     g.guidance = e->k > 0 ? p->guidance : 1;
+    g.guidance_sigma_lo = p->guidance_sigma_lo, g.guidance_sigma_hi = p->guidance_sigma_hi;
     g.on_step = on_step, g.ctx = &watch, g.stop = p->stop;
     df_status st = df_generate(&g, x);
     if (!st && stopped(p)) st = df_fail(DF_ERR_ARG, "stopped");

@@ -7,6 +7,7 @@
 #include "sampler.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -42,6 +43,7 @@ void df_generate_params_default(df_generate_params *p) {
     p->batch = 64;
     p->null_class = -1;
     p->guidance = 1;
+    p->guidance_sigma_hi = INFINITY;
     p->classifier_scale = 1;
     p->jump_length = p->jump_n = 1;
 }
@@ -95,6 +97,9 @@ static df_status check(const df_generate_params *p, gen *g) {
     if (!(p->guidance >= 0) || !(p->guidance_rescale >= 0 && p->guidance_rescale <= 1))
         return df_fail(DF_ERR_ARG, "guidance: scale %g must be >= 0 and rescale %g in [0, 1]", p->guidance,
                        p->guidance_rescale);
+    if (!(p->guidance_sigma_lo >= 0 && p->guidance_sigma_hi > p->guidance_sigma_lo))
+        return df_fail(DF_ERR_ARG, "guidance: the interval (%g, %g] is empty or negative", p->guidance_sigma_lo,
+                       p->guidance_sigma_hi);
     if (p->classifier) {
         const int kc = df_model_config(p->classifier)->classifier_classes;
         if (kc <= 0) return df_fail(DF_ERR_CONFIG, "classifier guidance: the classifier is not a classifier");
@@ -194,6 +199,8 @@ static df_status setup(const df_generate_params *p, gen *g) {
             (st = df_classifier_free_guidance_reserve(&g->cfg, B)))
             return st;
         g->cfg.scale = p->guidance, g->cfg.rescale = p->guidance_rescale;
+        if (p->guidance_sigma_lo > 0 || p->guidance_sigma_hi < INFINITY)
+            g->cfg.schedule = p->schedule, g->cfg.sigma_lo = p->guidance_sigma_lo, g->cfg.sigma_hi = p->guidance_sigma_hi;
         g->fn = df_classifier_free_guidance_denoise, g->fn_ctx = &g->cfg;
     }
     if (p->classifier) {   /* around whatever predicts the noise */

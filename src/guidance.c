@@ -12,6 +12,7 @@ df_status df_classifier_free_guidance_init(df_classifier_free_guidance *g, df_cl
     if (!fn || dim == 0) return df_fail(DF_ERR_ARG, "guidance: no predictor or empty samples");
     g->fn = fn, g->ctx = ctx, g->dim = dim, g->null_label = null_label;
     g->scale = 1;
+    g->sigma_hi = INFINITY;
     return DF_OK;
 }
 
@@ -33,13 +34,24 @@ df_status df_classifier_free_guidance_reserve(df_classifier_free_guidance *g, in
     return g->cap ? DF_OK : df_fail(DF_ERR_NOMEM, "guidance: out of memory for a batch of %d", n);
 }
 
+static int in_interval(const df_classifier_free_guidance *g, float t) {
+    if (!g->schedule) return 1;
+    const double s = df_schedule_sigma(g->schedule, t);
+    return s > g->sigma_lo && s <= g->sigma_hi;
+}
+
 df_status df_classifier_free_guidance_denoise(void *ctx, int n, const float *x, const float *t, float *out) {
     df_classifier_free_guidance *g = ctx;
     if (!g->labels) return df_fail(DF_ERR_ARG, "guidance: no class labels set");
     if (!(g->scale >= 0) || !(g->rescale >= 0 && g->rescale <= 1))
         return df_fail(DF_ERR_ARG, "guidance: scale %g must be >= 0 and rescale %g in [0, 1]", g->scale, g->rescale);
+    if (g->schedule && !(g->sigma_lo >= 0 && g->sigma_hi > g->sigma_lo))
+        return df_fail(DF_ERR_ARG, "guidance: the interval (%g, %g] is empty or negative", g->sigma_lo, g->sigma_hi);
     const size_t D = g->dim;
-    if (g->scale == 1) return g->fn(g->ctx, n, x, t, g->labels, out);   /* plain conditional: one pass */
+    int guided = 0;
+    for (int i = 0; i < n && !guided; i++) guided = in_interval(g, t[i]);
+    /* plain conditional: one pass */
+    if (g->scale == 1 || !guided) return g->fn(g->ctx, n, x, t, g->labels, out);
     df_status st = df_classifier_free_guidance_reserve(g, n);
     if (st) return st;
     /* one call of twice the batch: [conditional | unconditional] */
@@ -54,6 +66,10 @@ df_status df_classifier_free_guidance_denoise(void *ctx, int n, const float *x, 
     for (int i = 0; i < n; i++) {
         const float *c = g->out2 + (size_t)i * D, *u = g->out2 + (size_t)(n + i) * D;
         float *o = out + (size_t)i * D;
+        if (!in_interval(g, t[i])) {
+            memcpy(o, c, sizeof(float) * D);
+            continue;
+        }
         double sc = 0, sg = 0, mc = 0, mg = 0;
         for (size_t k = 0; k < D; k++) {
             double v = u[k] + w * ((double)c[k] - u[k]);   /* eps_u + w (eps_c - eps_u) */

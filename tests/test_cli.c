@@ -256,6 +256,54 @@ TEST(cli_sample_index_regenerates_one_image_bit_for_bit) {
 }
 
 /* --seed random (or -1) picks a seed, says it, and records it: that seed given back makes the same image. */
+/* --guidance-interval: (0, inf) is plain guidance; an interval above every sigma of the schedule (157 at most)
+ * is conditional sampling with the guided run's step rule (--clipped-eps), float for float; it is recorded
+ * in the parameters, and bad or pointless values are refused. */
+TEST(cli_sample_guidance_interval) {
+    const char *t = test_tmp_dir(), *common = "sample models/fmnist-s-cond -n 3 --steps 3";
+    const char *runs[][2] = {{"--guidance 2 --guidance-interval 0,inf", "gi-all"},
+                             {"--guidance 2", "gi-plain"},
+                             {"--guidance 2 --guidance-interval 200,inf", "gi-none"},
+                             {"--guidance 1 --clipped-eps", "gi-cond"},
+                             {"--guidance 2 --guidance-interval 0.5,20", "gi-mid"}};
+    char args[2048], err[4096], a[700], b[700];
+    for (int i = 0; i < 5; i++) {
+        snprintf(args, sizeof args, "%s %s --npy %s/%s.npy --out %s/%s.png", common, runs[i][0], t, runs[i][1], t,
+                 runs[i][1]);
+        CHECK(run_err(args, err, sizeof err) == 0, "%s: %s", runs[i][0], err);
+    }
+    const int same[][2] = {{0, 1}, {2, 3}}, differ[][2] = {{4, 1}, {4, 3}, {1, 3}};
+    for (int i = 0; i < 2; i++) {
+        snprintf(a, sizeof a, "%s/%s.npy", t, runs[same[i][0]][1]);
+        snprintf(b, sizeof b, "%s/%s.npy", t, runs[same[i][1]][1]);
+        CHECK(test_files_equal(a, b), "\"%s\" is not \"%s\"", runs[same[i][0]][0], runs[same[i][1]][0]);
+    }
+    for (int i = 0; i < 3; i++) {
+        snprintf(a, sizeof a, "%s/%s.npy", t, runs[differ[i][0]][1]);
+        snprintf(b, sizeof b, "%s/%s.npy", t, runs[differ[i][1]][1]);
+        CHECK(!test_files_equal(a, b), "\"%s\" made \"%s\"'s images", runs[differ[i][0]][0], runs[differ[i][1]][0]);
+    }
+    snprintf(a, sizeof a, "%s/gi-mid.png", t);
+    size_t len;
+    char *png = slurp(a, &len);
+    const char want[] = "Guidance interval: 0.5,20";
+    int found = 0;
+    for (size_t i = 0; png && i + sizeof want - 1 <= len && !found; i++) found = !memcmp(png + i, want, sizeof want - 1);
+    CHECK(found, "gi-mid.png's parameters do not say \"%s\"", want);
+    free(png);
+    const char *bad[] = {"--guidance 2 --guidance-interval 5,1", "--guidance 2 --guidance-interval 1",
+                         "--guidance 2 --guidance-interval -1,3", "--guidance-interval 0.5,20"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(args, sizeof args, "%s %s --out %s/gi-bad.png", common, bad[i], t);
+        int rc = run_err(args, err, sizeof err);
+        CHECK(rc == 2 && strstr(err, "--guidance-interval"), "%s: exit %d, %s", bad[i], rc, err);
+    }
+    snprintf(a, sizeof a, "%s/gi-bad.png", t);
+    FILE *f = fopen(a, "rb");
+    CHECK(!f, "a refused run wrote %s", a);
+    if (f) fclose(f);
+}
+
 TEST(cli_sample_random_seed_is_said_and_recorded) {
     const char *t = test_tmp_dir();
     char args[2048], err[4096], a[700], b[700];

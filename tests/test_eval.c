@@ -475,6 +475,9 @@ TEST(eval_bad_input_one_clear_line) {
         {"eval %1$s/model --state %1$s/s.json", 2, "--metrics bpd"},
         {"eval %1$s/missing", 1, "missing"},
         {"eval %1$s/wrongsize --steps 5", 2, "not a model"},
+        {"eval %1$s/model --guidance-interval 0.5,20", 2, "--guidance W"},
+        {"eval %1$s/model --guidance 2 --guidance-interval 3,2", 2, "LO < HI"},
+        {"eval %1$s/wrongsize --guidance-interval 0.5,20", 2, "not a model"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char args[4096], err[8192];

@@ -310,6 +310,60 @@ TEST(guidance_one_doubled_batch_per_step_and_rescale) {
     df_schedule_free(&s);
 }
 
+/* The guidance interval: samples whose sigma(t) is in (lo, hi] get the guided prediction, the others the
+ * conditional one, byte for byte; a call with none inside is one conditional call of the normal batch. */
+TEST(guidance_interval_guides_only_inside_it) {
+    df_schedule s;
+    CHECK_OK(df_schedule_init_default(&s));
+    df_gmm g;
+    mix_make_2d(&g);
+    enum { n = 6 };
+    const size_t dim = 2 * PER;
+    counting c = {{&g, &s, dim, DF_PRED_EPSILON}, 0, 0};
+    df_classifier_free_guidance all, in;
+    CHECK_OK(df_classifier_free_guidance_init(&all, counting_class_denoise, &c, dim, 3));
+    CHECK_OK(df_classifier_free_guidance_init(&in, counting_class_denoise, &c, dim, 3));
+    int labels[n] = {0, 1, 2, 0, 1, 2};
+    const float t[n] = {100, 500, 900, 499, 501, 20};   /* below, at hi, above, inside, above, below */
+    all.labels = in.labels = labels, all.scale = in.scale = 3;
+    in.schedule = &s, in.sigma_lo = df_schedule_sigma(&s, 300), in.sigma_hi = df_schedule_sigma(&s, 500);
+    float *x = malloc(sizeof(float) * n * dim), *o = malloc(sizeof(float) * n * dim),
+          *og = malloc(sizeof(float) * n * dim), *oc = malloc(sizeof(float) * n * dim);
+    df_rng r;
+    df_rng_init(&r, 5);
+    df_rng_fill_normal(&r, x, n * dim);
+    CHECK_OK(df_classifier_free_guidance_denoise(&all, n, x, t, og));
+    CHECK_OK(df_gmm_class_denoise(&c.dn, n, x, t, labels, oc));
+    c.calls = c.max_n = 0;
+    CHECK_OK(df_classifier_free_guidance_denoise(&in, n, x, t, o));
+    CHECK(c.calls == 1 && c.max_n == 2 * n, "a batch with samples inside: %d calls of up to %d (want 1 of %d)", c.calls,
+          c.max_n, 2 * n);
+    const int inside[n] = {0, 1, 0, 1, 0, 0};
+    for (int i = 0; i < n; i++) {
+        const float *want = (inside[i] ? og : oc) + (size_t)i * dim;
+        CHECK(!memcmp(o + (size_t)i * dim, want, sizeof(float) * dim), "t = %g: not the %s prediction", t[i],
+              inside[i] ? "guided" : "conditional");
+    }
+    CHECK(memcmp(og, oc, sizeof(float) * dim) != 0, "guidance 3 changed nothing: the test cannot tell");
+    /* none inside: one call of n, the conditional prediction */
+    const float low[n] = {10, 20, 30, 40, 50, 299};
+    CHECK_OK(df_gmm_class_denoise(&c.dn, n, x, low, labels, oc));
+    c.calls = c.max_n = 0;
+    CHECK_OK(df_classifier_free_guidance_denoise(&in, n, x, low, o));
+    CHECK(c.calls == 1 && c.max_n == n, "no sample inside: %d calls of up to %d (want 1 of %d)", c.calls, c.max_n, n);
+    CHECK(!memcmp(o, oc, sizeof(float) * n * dim), "no sample inside: not the conditional prediction");
+    /* an empty or negative interval is refused */
+    in.sigma_lo = in.sigma_hi;
+    CHECK(df_classifier_free_guidance_denoise(&in, n, x, t, o) == DF_ERR_ARG, "the empty interval (s, s] accepted");
+    in.sigma_lo = -1;
+    CHECK(df_classifier_free_guidance_denoise(&in, n, x, t, o) == DF_ERR_ARG, "a negative sigma_lo accepted");
+    df_classifier_free_guidance_free(&all);
+    df_classifier_free_guidance_free(&in);
+    free(x), free(o), free(og), free(oc);
+    df_gmm_free(&g);
+    df_schedule_free(&s);
+}
+
 /* ---- class-conditional training with a null class --------------------------------------------------- */
 
 #include <sys/stat.h>
