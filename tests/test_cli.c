@@ -208,6 +208,16 @@ static char *slurp(const char *path, size_t *len) {
     return NULL;
 }
 
+/* 1 if the file's bytes hold `want` (a PNG's parameters text, say). */
+static int file_contains(const char *path, const char *want) {
+    size_t len, n = strlen(want);
+    char *data = slurp(path, &len);
+    int found = 0;
+    for (size_t i = 0; data && i + n <= len && !found; i++) found = !memcmp(data + i, want, n);
+    free(data);
+    return found;
+}
+
 /* --index K regenerates image K of a run alone, the PNG byte for byte the run's: in the first batch, in a later
  * one and in the last partial one, guided (a doubled batch) and with the default labels of a class-conditional
  * model (image K keeps its class); only that image is written. */
@@ -236,13 +246,8 @@ TEST(cli_sample_index_regenerates_one_image_bit_for_bit) {
     snprintf(a, sizeof a, "%s/idx-full/000006.png", t);
     snprintf(b, sizeof b, "%s/idx6.png", t);
     CHECK(test_files_equal(a, b), "--index 6 --out %s is not the run's %s", b, a);
-    size_t len;
-    char *png = slurp(b, &len);
     const char want[] = "Seed: 11, Size: 28x28, Model: models/fmnist-s-cond, Image: 6 of 7, Batch: 3, Label: 8 (Bag)";
-    int found = 0;
-    for (size_t i = 0; png && i + sizeof want - 1 <= len && !found; i++) found = !memcmp(png + i, want, sizeof want - 1);
-    CHECK(found, "idx6.png's parameters do not say \"%s\"", want);
-    free(png);
+    CHECK(file_contains(b, want), "idx6.png's parameters do not say \"%s\"", want);
     /* another seed is another image: the comparison can tell */
     snprintf(args, sizeof args, "%s --seed 12 --index 6 --out %s/idx6b.png", run_args, t);
     CHECK(run_err(args, err, sizeof err) == 0, "--seed 12 --index 6: %s", err);
@@ -284,13 +289,7 @@ TEST(cli_sample_guidance_interval) {
         CHECK(!test_files_equal(a, b), "\"%s\" made \"%s\"'s images", runs[differ[i][0]][0], runs[differ[i][1]][0]);
     }
     snprintf(a, sizeof a, "%s/gi-mid.png", t);
-    size_t len;
-    char *png = slurp(a, &len);
-    const char want[] = "Guidance interval: 0.5,20";
-    int found = 0;
-    for (size_t i = 0; png && i + sizeof want - 1 <= len && !found; i++) found = !memcmp(png + i, want, sizeof want - 1);
-    CHECK(found, "gi-mid.png's parameters do not say \"%s\"", want);
-    free(png);
+    CHECK(file_contains(a, "Guidance interval: 0.5,20"), "gi-mid.png's parameters do not say \"Guidance interval: 0.5,20\"");
     const char *bad[] = {"--guidance 2 --guidance-interval 5,1", "--guidance 2 --guidance-interval 1",
                          "--guidance 2 --guidance-interval -1,3", "--guidance-interval 0.5,20"};
     for (int i = 0; i < 4; i++) {
@@ -318,13 +317,9 @@ TEST(cli_sample_random_seed_is_said_and_recorded) {
     }
     CHECK(seeds[0] != seeds[1], "two random seeds are both %llu", seeds[0]);
     snprintf(a, sizeof a, "%s/rand0.png", t);
-    size_t len;
-    char *png = slurp(a, &len), want[100];
+    char want[100];
     snprintf(want, sizeof want, "Seed: %llu,", seeds[0]);
-    int found = 0;
-    for (size_t i = 0; png && i + strlen(want) <= len && !found; i++) found = !memcmp(png + i, want, strlen(want));
-    CHECK(found, "rand0.png's parameters do not say \"%s\"", want);
-    free(png);
+    CHECK(file_contains(a, want), "rand0.png's parameters do not say \"%s\"", want);
     snprintf(args, sizeof args, "sample models/fmnist-s -n 1 --steps 2 --seed %llu --out %s/again.png", seeds[0], t);
     CHECK(run_err(args, err, sizeof err) == 0, "--seed %llu: %s", seeds[0], err);
     snprintf(b, sizeof b, "%s/again.png", t);
