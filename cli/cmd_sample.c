@@ -643,13 +643,12 @@ static df_status write_outputs(const sample_settings *s, const sample_run *r, co
 /* The library's parameters for what s asks, with labels (n values, or NULL) and the edit's inputs. */
 static void fill_params(const sample_settings *s, const sample_run *r, const int *labels, const float *image,
                         const float *mask, df_generate_params *g) {
-    df_generate_params_default(g);
-    g->model = r->model, g->schedule = &r->sched, g->n = s->n, g->batch = s->batch, g->seed = s->seed;
-    g->edm_sigma_data = r->sc.edm_sigma_data;
+    df_generate_params_for(g, r->model, &r->sc, &r->sched);
+    g->n = s->n, g->batch = s->batch, g->seed = s->seed;
     g->h = r->h, g->w = r->w;
     df_sampler_params *sp = &g->sampler;
     sp->kind = s->sampler, sp->spacing = s->spacing, sp->steps = s->steps, sp->eta = s->eta;
-    sp->karras_sigmas = s->karras, sp->variance_large = s->large_variance, sp->prediction = r->sc.prediction;
+    sp->karras_sigmas = s->karras, sp->variance_large = s->large_variance;
     sp->clip_x0 = !s->no_clip, sp->dynamic_threshold = s->threshold, sp->clipped_eps = s->clipped_eps;
     g->model_eps = s->model_eps;
     g->labels = labels, g->null_class = r->classes.null_class;

@@ -21,10 +21,9 @@ int main(int argc, char **argv) {
     df_schedule sched;
     df_schedule_from_config(&sc, &sched);
     df_generate_params g;
-    df_generate_params_default(&g);   /* DDIM, 50 steps, batches of 64 */
-    g.model = m, g.schedule = &sched, g.n = n, g.seed = 42;
-    g.sampler.kind = DF_SAMPLER_DPMPP_2M, g.sampler.steps = 20, g.sampler.prediction = sc.prediction;
-    g.edm_sigma_data = sc.edm_sigma_data;   /* an EDM-trained model's preconditioning (0: none) */
+    df_generate_params_for(&g, m, &sc, &sched);   /* DDIM, 50 steps, batches of 64; the model's prediction */
+    g.n = n, g.seed = 42;
+    g.sampler.kind = DF_SAMPLER_DPMPP_2M, g.sampler.steps = 20;
     float *x = malloc(sizeof(float) * (size_t)n * c * s * s);
     df_status st = x ? df_generate(&g, x) : DF_ERR_NOMEM;   /* 16 images in [-1, 1] */
     if (!st) st = df_image_save_grid(argv[2], x, n, c, s, s, 4, 2);

@@ -924,6 +924,11 @@ typedef struct {
 } df_generate_params;
 
 void df_generate_params_default(df_generate_params *p);
+/* The defaults, then what a loaded pipeline says about sampling it (df_pipeline_load, df_schedule_from_config):
+ * model, schedule, the sampler's prediction type and an EDM model's sigma_data. Forgetting the last two draws
+ * noise from a v-prediction or EDM model; this sets them together. schedule must outlive p. */
+void df_generate_params_for(df_generate_params *p, df_model *model, const df_scheduler_config *sc,
+                            const df_schedule *schedule);
 /* Labels for n images from a list of k: image i gets list[i * k / n], so with n a multiple of k each entry
  * has a run of n / k images (a row of a grid). What df_generate does with the classes when labels is NULL. */
 void df_spread_labels(const int *list, int k, int n, int *labels);

@@ -191,11 +191,9 @@ static df_status generate(eval_ctx *e, const df_sampler_params *sp, int n, const
     const df_eval_params *p = e->p;
     sample_watch watch = {p, stage};
     df_generate_params g;
-    df_generate_params_default(&g);
-    g.model = e->model, g.schedule = &e->sched;
+    df_generate_params_for(&g, e->model, &e->sc, &e->sched);
     g.sampler = *sp;
     g.sampler.prediction = e->sc.prediction;
-    g.edm_sigma_data = e->sc.edm_sigma_data;
     g.n = n, g.batch = p->batch > 0 ? p->batch : 100, g.h = e->h, g.w = e->w, g.seed = seed;
     g.labels = e->k > 0 ? labels : NULL;
     g.null_class = e->classes.null_class;

@@ -48,6 +48,14 @@ void df_generate_params_default(df_generate_params *p) {
     p->jump_length = p->jump_n = 1;
 }
 
+void df_generate_params_for(df_generate_params *p, df_model *model, const df_scheduler_config *sc,
+                            const df_schedule *schedule) {
+    df_generate_params_default(p);
+    p->model = model, p->schedule = schedule;
+    p->sampler.prediction = sc->prediction;
+    p->edm_sigma_data = sc->edm_sigma_data;
+}
+
 static int is_conditional(const df_unet_config *c) { return c->num_class_embeds > 0 || c->class_embed_timestep; }
 
 /* Everything that can be refused before memory is touched. */

@@ -93,11 +93,10 @@ static df_status ema_samples(trainer *tr, int n, int steps, uint64_t salt, float
     const float *w = tr->L.ema ? tr->L.ema : df_model_params(tr->model);
     memcpy(df_model_params(tr->ema_model), w, df_model_num_params(tr->model) * sizeof(float));
     df_generate_params g;
-    df_generate_params_default(&g);
-    g.model = tr->ema_model, g.schedule = &tr->sched, g.n = n, g.h = tr->h, g.w = tr->w;
+    df_generate_params_for(&g, tr->ema_model, &tr->sc, &tr->sched);
+    g.n = n, g.h = tr->h, g.w = tr->w;
     g.seed = train_seed_mix(tr->L.p.seed + salt);
-    g.sampler.steps = steps, g.sampler.prediction = tr->sc.prediction;
-    g.edm_sigma_data = tr->sc.edm_sigma_data;
+    g.sampler.steps = steps;
     g.null_class = tr->null_class;   /* labels: the classes in turn, a row each */
     return df_generate(&g, x);
 }

@@ -304,6 +304,20 @@ TEST(edm_train_save_load_sample_resume) {
         for (int i = 0; i < 4 * 64; i++) finite &= isfinite(x[i]) && fabsf(x[i]) <= 1.0001f;
         CHECK(finite, "%s: EDM samples finite and clipped", df_sampler_name((df_sampler_kind)k));
     }
+    if (m) {   /* df_generate_params_for takes the preconditioning from the pipeline; without it, other images */
+        df_generate_params g, h;
+        df_generate_params_for(&g, m, &sc, &s);
+        CHECK(g.model == m && g.schedule == &s && g.edm_sigma_data == 0.5 && g.sampler.prediction == DF_PRED_SAMPLE &&
+                  g.guidance == 1 && g.batch == 64,
+              "df_generate_params_for: sigma_data %g, prediction %s", g.edm_sigma_data,
+              df_prediction_name(g.sampler.prediction));
+        g.n = 4, g.null_class = 4, g.seed = 1, g.sampler.steps = 6;
+        h = g, h.edm_sigma_data = 0;
+        float y[4 * 64];
+        CHECK_OK(df_generate(&g, x));
+        CHECK_OK(df_generate(&h, y));
+        CHECK(memcmp(x, y, sizeof x) != 0, "an EDM model sampled without its preconditioning draws other images");
+    }
     df_schedule_free(&s);
     df_model_free(m);
     /* the command: sample, info, eval's bits/dim; a changed EDM setting on --resume is refused by name */
