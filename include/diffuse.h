@@ -112,8 +112,8 @@ typedef struct {
 /* diffusers' UNet2DModel defaults (what a config.json that omits a field means). */
 void df_unet_config_default(df_unet_config *cfg);
 
-/* A built-in config by name: "fmnist-s" (28x28x1, 3.9 M parameters) or "cifar10" (the layout of
- * google/ddpm-cifar10-32, 35.7 M parameters). */
+/* A built-in config by name: "fmnist-s" (28x28x1, 3.9 M parameters), "fmnist-xs" (the same with one resnet
+ * per level, 2.7 M) or "cifar10" (the layout of google/ddpm-cifar10-32, 35.7 M parameters). */
 df_status df_unet_config_preset(const char *name, df_unet_config *cfg);
 
 /* Parse a diffusers config.json (text or file). A field we do not support is refused with an error

@@ -143,8 +143,9 @@ void df_unet_config_default(df_unet_config *cfg) {
 df_status df_unet_config_preset(const char *name, df_unet_config *cfg) {
     df_unet_config c;
     df_unet_config_default(&c);
-    if (name && !strcmp(name, "fmnist-s")) {
-        /* The golden model: 28x28 grey images, attention only at the 7x7 level. */
+    if (name && (!strcmp(name, "fmnist-s") || !strcmp(name, "fmnist-xs"))) {
+        /* The golden model: 28x28 grey images, attention only at the 7x7 level. fmnist-xs has one resnet per
+         * level instead of two: it learns less per step but makes 1.5x the steps, and wins at 20 minutes. */
         c.sample_size = 28;
         c.in_channels = c.out_channels = 1;
         set_levels(&c, 3, (const int[]){32, 64, 128}, (const int[]){0, 0, 1}, (const int[]){1, 0, 0});
@@ -154,6 +155,7 @@ df_status df_unet_config_preset(const char *name, df_unet_config *cfg) {
         c.flip_sin_to_cos = 1;
         c.freq_shift = 0;
         c.downsample_padding = 1;
+        c.layers_per_block = strcmp(name, "fmnist-xs") ? 2 : 1;
     } else if (name && !strcmp(name, "cifar10")) {
         /* google/ddpm-cifar10-32 (Ho et al. 2020's CIFAR-10 model): attention at 16x16, dropout 0.1. */
         c.sample_size = 32;
@@ -167,7 +169,7 @@ df_status df_unet_config_preset(const char *name, df_unet_config *cfg) {
         c.freq_shift = 1;
         c.dropout = 0.1f;
     } else {
-        return df_fail(DF_ERR_ARG, "unknown preset \"%s\" (expected \"fmnist-s\" or \"cifar10\")",
+        return df_fail(DF_ERR_ARG, "unknown preset \"%s\" (expected \"fmnist-s\", \"fmnist-xs\" or \"cifar10\")",
                        name ? name : "(null)");
     }
     *cfg = c;

@@ -110,6 +110,21 @@ TEST(config_defaults_and_presets) {
           "cifar10 time embedding / padding / dropout");
     CHECK_OK(df_unet_config_validate(&c));
 
+    /* fmnist-xs: fmnist-s with one resnet per level; 2,734,945 parameters as tests/ref/unet_ref.py (diffusers'
+     * structure in PyTorch) counts them for that layout, against fmnist-s's 3,939,393 */
+    df_unet_config fs, xs;
+    CHECK_OK(df_unet_config_preset("fmnist-s", &fs));
+    CHECK_OK(df_unet_config_preset("fmnist-xs", &xs));
+    CHECK(fs.layers_per_block == 2 && xs.layers_per_block == 1, "layers per block: %d, %d", fs.layers_per_block,
+          xs.layers_per_block);
+    xs.layers_per_block = 2;
+    CHECK(memcmp(&fs, &xs, sizeof fs) == 0, "fmnist-xs differs from fmnist-s in more than layers_per_block");
+    xs.layers_per_block = 1;
+    df_model *mxs = NULL;
+    CHECK_OK(df_model_create(&xs, 0, &mxs));
+    if (mxs) CHECK(df_model_num_params(mxs) == 2734945, "fmnist-xs: %zu parameters", (size_t)df_model_num_params(mxs));
+    df_model_free(mxs);
+
     memcpy(&e, &c, sizeof e);
     df_status s = df_unet_config_preset("cifar100", &e);
     CHECK(s == DF_ERR_ARG, "unknown preset gives %s", df_status_name(s));
