@@ -135,6 +135,15 @@ int cli_suggest(const char *word, const char *const *names, const char *const *s
 int cli_parse_ints(const char *opt, const char *text, int lo, int hi, cli_ints *out);
 /* --guidance-interval LO,HI (an OPT_CALL parser; dst is double[2]): noise levels 0 <= LO < HI, HI may be "inf". */
 int cli_parse_guidance_interval(const char *text, void *dst);
+/* A usage error (returns 2) if --guidance-interval was given without classifier-free guidance; else 0. */
+int cli_check_guidance_interval(const cli_args *a, double guidance);
+
+/* Help shared by sample and eval. */
+#define CLI_HELP_GUIDANCE_INTERVAL                                                                                   \
+    "guide only at noise levels sigma in (LO, HI] (Kynkäänniemi et al. 2024), plain conditional steps elsewhere: " \
+    "guidance at high noise levels costs variety; sigma runs from 0.01 (t = 0) to 157 (t = 999) on the default "   \
+    "schedule; HI may be inf"
+#define CLI_HELP_KARRAS "Karras sigmas (euler, euler_a, heun, dpmpp-*)"
 
 /* The full help: usage, about, the commands (top level), the options with their defaults, the epilog. */
 void cli_print_help(FILE *f, const cli_command *cmd, const cli_opt *opts);

@@ -106,7 +106,7 @@ static cJSON *json_result(const df_eval_params *p, const df_eval_result *r, cons
         cJSON_AddBoolToObject(s, "karras", r->sampler.karras_sigmas);
         cJSON_AddBoolToObject(s, "clip_x0", r->sampler.clip_x0);
         cJSON_AddNumberToObject(s, "guidance", p->guidance);
-        if (p->guidance_sigma_lo > 0 || p->guidance_sigma_hi < INFINITY) {   /* JSON has no infinity: null */
+        if (df_guidance_interval_limits(p->guidance_sigma_lo, p->guidance_sigma_hi)) {   /* JSON has no infinity: null */
             cJSON *gi = cJSON_AddArrayToObject(s, "guidance_interval");
             cJSON_AddItemToArray(gi, cJSON_CreateNumber(p->guidance_sigma_lo));
             cJSON_AddItemToArray(gi, p->guidance_sigma_hi < INFINITY ? cJSON_CreateNumber(p->guidance_sigma_hi) : cJSON_CreateNull());
@@ -175,7 +175,7 @@ static void print_table(const df_eval_params *p, const df_eval_result *r, const 
         printf("%s: %d images (%s, seed %llu%s)\n", what, r->n, s, (unsigned long long)p->seed,
                p->guidance != 1 ? ", guided" : "");
         if (p->guidance != 1) printf("  classifier-free guidance %g\n", p->guidance);
-        if (p->guidance != 1 && (p->guidance_sigma_lo > 0 || p->guidance_sigma_hi < INFINITY))
+        if (p->guidance != 1 && df_guidance_interval_limits(p->guidance_sigma_lo, p->guidance_sigma_hi))
             printf("  guided only at sigma in (%g, %g]\n", p->guidance_sigma_lo, p->guidance_sigma_hi);
     } else {
         printf("%s: %d images\n", what, r->n);
@@ -242,8 +242,7 @@ static int check_options(const cli_args *a, const eval_args *e) {
     if (cli_given(a, "--eta") && e->p.sampler.kind != DF_SAMPLER_DDIM) return cli_usage_error("--eta is DDIM's noise");
     if (e->sweep && strcmp(e->sweep, "samplers") != 0) return cli_usage_error("--sweep: only \"samplers\" is known");
     if (e->plot && !e->sweep) return cli_usage_error("--plot goes with --sweep samplers");
-    if (cli_given(a, "--guidance-interval") && e->p.guidance == 1)
-        return cli_usage_error("--guidance-interval limits classifier-free guidance: give --guidance W too");
+    if (cli_check_guidance_interval(a, e->p.guidance)) return 2;
     if (e->plot && !cli_has_suffix(e->plot, ".png")) return cli_usage_error("--plot %s: name it .png", e->plot);
     if (e->p.save_images && !cli_has_suffix(e->p.save_images, ".npy"))
         return cli_usage_error("--save-images: name it .npy");
@@ -279,14 +278,12 @@ static int parse(int argc, char **argv, eval_args *e) {
         OPT_INT("--steps", &p->sampler.steps, .lo = 1, .hi = 100000, .meta = "N", .def = "50; ddpm: the training timesteps",
                 .help = "denoising steps"),
         OPT_DOUBLE("--eta", &p->sampler.eta, .lo = 0, .hi = 1, .meta = "X", .help = "DDIM noise, 0 for deterministic steps"),
-        OPT_FLAG("--karras", &p->sampler.karras_sigmas, .help = "Karras sigmas (euler, euler_a, heun, dpmpp-*)"),
+        OPT_FLAG("--karras", &p->sampler.karras_sigmas, .help = CLI_HELP_KARRAS),
         OPT_FLAG("--no-clip", &no_clip, .help = "do not clip predicted x_0 to [-1, 1]"),
         OPT_DOUBLE("--guidance", &p->guidance, .lo = 0, .hi = 100, .meta = "W",
                    .help = "classifier-free guidance scale for a class-conditional model"),
         OPT_CALL("--guidance-interval", e->guidance_interval, cli_parse_guidance_interval, .meta = "LO,HI",
-                 .def = "every step", .help = "guide only at noise levels sigma in (LO, HI] (Kynkäänniemi et al. 2024), plain conditional steps "
-                        "elsewhere: guidance at high noise levels costs variety; sigma runs from 0.01 (t = 0) to 157 "
-                        "(t = 999) on the default schedule; HI may be inf"),
+                 .def = "every step", .help = CLI_HELP_GUIDANCE_INTERVAL),
         OPT_INTS("--labels", &e->labels, .lo = 0, .hi = INT_MAX, .meta = "L1,L2,...", .def = "every class, in equal numbers",
                  .help = "classes to draw"),
         OPT_STR("--save-images", &p->save_images, .meta = "F.npy", .help = "also write the scored images"),

@@ -93,8 +93,7 @@ static int check_pairs(const cli_args *a, const sample_settings *s) {
     if (s->init_image && !cli_given(a, "--strength"))
         return cli_usage_error("--init-image needs --strength S with 0 < S <= 1");
     if (cli_given(a, "--strength") && !s->init_image) return cli_usage_error("--strength goes with --init-image IMG");
-    if (cli_given(a, "--guidance-interval") && s->guidance == 1)
-        return cli_usage_error("--guidance-interval limits classifier-free guidance: give --guidance W too");
+    if (cli_check_guidance_interval(a, s->guidance)) return 2;
     if ((cli_given(a, "--jump-length") || cli_given(a, "--jump-n")) && !s->inpaint)
         return cli_usage_error("%s goes with --inpaint (RePaint's resampling)",
                                cli_given(a, "--jump-length") ? "--jump-length" : "--jump-n");
@@ -259,7 +258,7 @@ static int parse(int argc, char **argv, sample_settings *s) {
                 .help = "denoising steps"),
         OPT_DOUBLE("--eta", &s->eta, .lo = 0, .hi = 1, .meta = "X", .help = "DDIM noise, 0 for deterministic steps"),
         OPT_ENUM("--spacing", &s->spacing, &cli_spacings, .meta = "NAME", .help = "timestep spacing"),
-        OPT_FLAG("--karras", &s->karras, .help = "Karras sigmas (euler, euler_a, heun, dpmpp-*)"),
+        OPT_FLAG("--karras", &s->karras, .help = CLI_HELP_KARRAS),
         OPT_FLAG("--large-variance", &s->large_variance, .help = "DDPM with beta_t as the reverse variance (a model with "
                  "learned variances steps with those unless guided)"),
         OPT_FLAG("--no-clip", &s->no_clip, .help = "do not clip predicted x_0 to [-1, 1]"),
@@ -284,9 +283,7 @@ static int parse(int argc, char **argv, sample_settings *s) {
         OPT_DOUBLE("--guidance-rescale", &s->guidance_rescale, .lo = 0, .hi = 1, .meta = "P",
                    .help = "blend P of the guided prediction rescaled to the conditional one's spread"),
         OPT_CALL("--guidance-interval", s->guidance_interval, cli_parse_guidance_interval, .meta = "LO,HI",
-                 .def = "every step", .help = "guide only at noise levels sigma in (LO, HI] (Kynkäänniemi et al. 2024), plain conditional steps "
-                        "elsewhere: guidance at high noise levels costs variety; sigma runs from 0.01 (t = 0) to 157 "
-                        "(t = 999) on the default schedule; HI may be inf"),
+                 .def = "every step", .help = CLI_HELP_GUIDANCE_INTERVAL),
         OPT_STR("--classifier", &s->classifier_dir, .meta = "DIR",
                 .help = "classifier guidance with a noise-aware classifier (train-classifier): each step moves by "
                         "--classifier-scale times grad log p(label | x_t) (Dhariwal & Nichol: algorithm 1 for ddpm, 2 "

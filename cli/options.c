@@ -287,6 +287,12 @@ int cli_parse_guidance_interval(const char *text, void *dst) {
     return 0;
 }
 
+int cli_check_guidance_interval(const cli_args *a, double guidance) {
+    if (cli_given(a, "--guidance-interval") && guidance == 1)
+        return cli_usage_error("--guidance-interval limits classifier-free guidance: give --guidance W too");
+    return 0;
+}
+
 /* ---- the parser ---------------------------------------------------------------------------------------- */
 
 /* Option argv[*i] (and its value, the next argument unless after '='), found in opts. Returns 0 or 2. */

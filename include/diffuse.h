@@ -929,6 +929,8 @@ void df_generate_params_default(df_generate_params *p);
  * noise from a v-prediction or EDM model; this sets them together. schedule must outlive p. */
 void df_generate_params_for(df_generate_params *p, df_model *model, const df_scheduler_config *sc,
                             const df_schedule *schedule);
+/* 1 if guiding only at sigma in (sigma_lo, sigma_hi] leaves some noise level unguided (not 0, INFINITY). */
+int df_guidance_interval_limits(double sigma_lo, double sigma_hi);
 /* Labels for n images from a list of k: image i gets list[i * k / n], so with n a multiple of k each entry
  * has a run of n / k images (a row of a grid). What df_generate does with the classes when labels is NULL. */
 void df_spread_labels(const int *list, int k, int n, int *labels);

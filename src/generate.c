@@ -56,6 +56,8 @@ void df_generate_params_for(df_generate_params *p, df_model *model, const df_sch
     p->edm_sigma_data = sc->edm_sigma_data;
 }
 
+int df_guidance_interval_limits(double sigma_lo, double sigma_hi) { return sigma_lo > 0 || sigma_hi < INFINITY; }
+
 static int is_conditional(const df_unet_config *c) { return c->num_class_embeds > 0 || c->class_embed_timestep; }
 
 /* Everything that can be refused before memory is touched. */
@@ -207,7 +209,7 @@ static df_status setup(const df_generate_params *p, gen *g) {
             (st = df_classifier_free_guidance_reserve(&g->cfg, B)))
             return st;
         g->cfg.scale = p->guidance, g->cfg.rescale = p->guidance_rescale;
-        if (p->guidance_sigma_lo > 0 || p->guidance_sigma_hi < INFINITY)
+        if (df_guidance_interval_limits(p->guidance_sigma_lo, p->guidance_sigma_hi))
             g->cfg.schedule = p->schedule, g->cfg.sigma_lo = p->guidance_sigma_lo, g->cfg.sigma_hi = p->guidance_sigma_hi;
         g->fn = df_classifier_free_guidance_denoise, g->fn_ctx = &g->cfg;
     }

@@ -260,7 +260,6 @@ TEST(cli_sample_index_regenerates_one_image_bit_for_bit) {
     CHECK(run_err(args, err, sizeof err) == 2 && strstr(err, "--animate"), "--index with --animate: %s", err);
 }
 
-/* --seed random (or -1) picks a seed, says it, and records it: that seed given back makes the same image. */
 /* --guidance-interval: (0, inf) is plain guidance; an interval above every sigma of the schedule (157 at most)
  * is conditional sampling with the guided run's step rule (--clipped-eps), float for float; it is recorded
  * in the parameters, and bad or pointless values are refused. */
@@ -303,6 +302,7 @@ TEST(cli_sample_guidance_interval) {
     if (f) fclose(f);
 }
 
+/* --seed random (or -1) picks a seed, says it, and records it: that seed given back makes the same image. */
 TEST(cli_sample_random_seed_is_said_and_recorded) {
     const char *t = test_tmp_dir();
     char args[2048], err[4096], a[700], b[700];

@@ -357,6 +357,10 @@ TEST(guidance_interval_guides_only_inside_it) {
     CHECK(df_classifier_free_guidance_denoise(&in, n, x, t, o) == DF_ERR_ARG, "the empty interval (s, s] accepted");
     in.sigma_lo = -1;
     CHECK(df_classifier_free_guidance_denoise(&in, n, x, t, o) == DF_ERR_ARG, "a negative sigma_lo accepted");
+    /* what df_generate and eval's report take for "an interval was given" */
+    CHECK(!df_guidance_interval_limits(0, INFINITY) && df_guidance_interval_limits(0, 3) &&
+              df_guidance_interval_limits(0.3, INFINITY),
+          "df_guidance_interval_limits: (0, inf] is every step, (0, 3] and (0.3, inf] are not");
     df_classifier_free_guidance_free(&all);
     df_classifier_free_guidance_free(&in);
     free(x), free(o), free(og), free(oc);
