@@ -226,7 +226,9 @@ static int parse(int argc, char **argv, df_train_params *p, char *outbuf, size_t
         OPT_FLAG("--zero-snr", &p->zero_terminal_snr, .help = "rescale the schedule to zero terminal SNR"),
         OPT_ENUM("--prediction", &p->prediction, &cli_predictions, .meta = "P", .help = "what the network predicts"),
         OPT_DOUBLE("--min-snr-gamma", &p->min_snr_gamma, .lo = 0, .hi = 1e6, .meta = "G",
-                   .help = "min-SNR-gamma loss weighting, 0 for none"),
+                   .help = "min-SNR-gamma loss weighting (Hang et al. 2023): each noise level's loss weighted by "
+                           "min(SNR, G) / SNR when predicting epsilon, min(SNR, G) / (SNR + 1) for v (the paper uses G = 5, "
+                           "which wins unconditionally at 20 minutes: docs/quality.md), 0 for none"),
         OPT_FLAG("--edm", &p->edm,
                  .help = "EDM preconditioning, loss weighting and log-normal noise levels (Karras et al. 2022, "
                          "table 1); sampled with every sampler, saved as diffusers' EDMEulerScheduler"),
