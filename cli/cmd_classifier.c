@@ -42,7 +42,7 @@ static int parse(int argc, char **argv, df_classifier_train_params *p, int *nois
                  "such images are skipped and counted)"),
         OPT_STR("--eval", &p->eval_data, .meta = "PATH",
                 .help = "report the accuracy on these clean images at the end (e.g. fashion-mnist:test)"),
-        OPT_STR("--preset", &p->preset, .meta = "NAME", .help = "the U-Net whose encoder is used: fmnist-s, fmnist-xs or cifar10"),
+        OPT_STR("--preset", &p->preset, .meta = "NAME", .help = "the U-Net whose encoder is used: " DF_PRESETS),
         OPT_STR("--config", &p->config_path, .meta = "FILE", .help = "or a diffusers UNet2DModel config.json"),
         OPT_STR("--init", &p->init_dir, .meta = "DIR", .help = "continue training this classifier (a fresh optimizer)"),
         OPT_FLAG("--noise-free", noise_free, .help = "train on clean images (t = 0)"),

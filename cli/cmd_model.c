@@ -112,8 +112,7 @@ static int init_main(int argc, char **argv) {
     uint64_t seed = 0;
     const cli_opt opts[] = {
         OPT_STR("--preset", &preset, .meta = "NAME",
-                .help = "fmnist-s (28x28 gray, 3.9 M parameters), fmnist-xs (one resnet per level, 2.7 M) or cifar10 "
-                        "(google/ddpm-cifar10-32's layout)"),
+                .help = DF_PRESETS),
         OPT_STR("--config", &config, .meta = "FILE", .help = "or a diffusers UNet2DModel config.json"),
         OPT_U64("--seed", &seed, .meta = "S", .help = "seed of the initial weights"),
         CLI_END,

@@ -210,7 +210,7 @@ static int parse(int argc, char **argv, df_train_params *p, char *outbuf, size_t
         OPT_FLAG("--flip", &p->flip, .help = "random horizontal flips"),
         OPT_FLAG("--strict", &p->strict_data, .help = "refuse a folder holding an unreadable image, naming it (without it, "
                  "such images are skipped and counted)"),
-        OPT_STR("--preset", &p->preset, .meta = "NAME", .help = "the model: fmnist-s, fmnist-xs (one resnet per level, for short runs) or cifar10"),
+        OPT_STR("--preset", &p->preset, .meta = "NAME", .help = "the model: " DF_PRESETS),
         OPT_STR("--config", &p->config_path, .meta = "FILE", .help = "a diffusers UNet2DModel config.json instead of a preset"),
         OPT_STR("--init", &p->init_dir, .meta = "DIR", .help = "start from a model or checkpoint directory"),
         OPT_FLAG("--classes", &p->class_conditional,

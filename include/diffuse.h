@@ -112,8 +112,12 @@ typedef struct {
 /* diffusers' UNet2DModel defaults (what a config.json that omits a field means). */
 void df_unet_config_default(df_unet_config *cfg);
 
-/* A built-in config by name: "fmnist-s" (28x28x1, 3.9 M parameters), "fmnist-xs" (the same with one resnet
- * per level, 2.7 M) or "cifar10" (the layout of google/ddpm-cifar10-32, 35.7 M parameters). */
+/* The built-in configs, as help and error messages name them. */
+#define DF_PRESETS                                                                                         \
+    "fmnist-s (28x28 grey, 3.9 M parameters), fmnist-xs (one resnet per level, 2.7 M, for short runs) or " \
+    "cifar10 (google/ddpm-cifar10-32's layout, 35.7 M)"
+
+/* A built-in config by name, one of DF_PRESETS. */
 df_status df_unet_config_preset(const char *name, df_unet_config *cfg);
 
 /* Parse a diffusers config.json (text or file). A field we do not support is refused with an error

@@ -169,7 +169,7 @@ df_status df_unet_config_preset(const char *name, df_unet_config *cfg) {
         c.freq_shift = 1;
         c.dropout = 0.1f;
     } else {
-        return df_fail(DF_ERR_ARG, "unknown preset \"%s\" (expected \"fmnist-s\", \"fmnist-xs\" or \"cifar10\")",
+        return df_fail(DF_ERR_ARG, "unknown preset \"%s\" (expected " DF_PRESETS ")",
                        name ? name : "(null)");
     }
     *cfg = c;

@@ -128,8 +128,26 @@ TEST(config_defaults_and_presets) {
     memcpy(&e, &c, sizeof e);
     df_status s = df_unet_config_preset("cifar100", &e);
     CHECK(s == DF_ERR_ARG, "unknown preset gives %s", df_status_name(s));
-    CHECK(strstr(df_error(), "cifar100") && strstr(df_error(), "fmnist-s") && strstr(df_error(), "\"cifar10\""),
+    CHECK(strstr(df_error(), "cifar100") && strstr(df_error(), DF_PRESETS),
           "message does not name the preset and list the choices: %s", df_error());
+    /* every name DF_PRESETS lists (each word before a parenthesis at depth 0) is a preset */
+    int named = 0, depth = 0;
+    for (const char *p = DF_PRESETS, *word = p; *p; p++) {
+        if (*p == '(' && depth++ == 0) {
+            char name[32];
+            int n = (int)(p - word) - 1;
+            CHECK(n > 0 && n < (int)sizeof name, "DF_PRESETS: bad entry at \"%s\"", word);
+            if (n <= 0 || n >= (int)sizeof name) break;
+            memcpy(name, word, (size_t)n), name[n] = 0;
+            df_unet_config q;
+            CHECK_OK(df_unet_config_preset(name, &q));
+            named++;
+        } else if (*p == ')' && --depth == 0) {
+            word = p + 1 + strspn(p + 1, ", ");
+            if (!strncmp(word, "or ", 3)) word += 3;
+        }
+    }
+    CHECK(named == 3, "DF_PRESETS names %d presets, expected fmnist-s, fmnist-xs, cifar10", named);
     CHECK(memcmp(&e, &c, sizeof e) == 0, "a failed preset call changed the config");
     CHECK(df_unet_config_preset(NULL, &e) == DF_ERR_ARG, "NULL preset name accepted");
 }
