@@ -137,6 +137,8 @@ int cli_parse_ints(const char *opt, const char *text, int lo, int hi, cli_ints *
 int cli_parse_guidance_interval(const char *text, void *dst);
 /* A usage error (returns 2) if --guidance-interval was given without classifier-free guidance; else 0. */
 int cli_check_guidance_interval(const cli_args *a, double guidance);
+/* --eta and --karras against the sampler they go with (sample and eval). Returns 0 or 2 (a usage error). */
+int cli_check_sampler_options(const cli_args *a, df_sampler_kind kind, int karras);
 
 /* Help shared by sample and eval. */
 #define CLI_HELP_GUIDANCE_INTERVAL                                                                                   \

@@ -70,7 +70,10 @@ static int looks_like_model(const char *path) {
 }
 
 static void sampler_text(const df_sampler_params *sp, char *out, size_t cap) {
-    snprintf(out, cap, "%s %d steps", df_sampler_name(sp->kind), sp->steps);
+    df_sampler_params d;
+    df_sampler_params_default(&d);
+    snprintf(out, cap, "%s %d steps%s%s%s", df_sampler_name(sp->kind), sp->steps, sp->spacing != d.spacing ? ", spacing " : "",
+             sp->spacing != d.spacing ? df_spacing_name(sp->spacing) : "", sp->karras_sigmas ? ", Karras sigmas" : "");
 }
 
 static void print_value(const char *name, const df_eval_value *v, const char *fmt, const char *note) {
@@ -103,6 +106,7 @@ static cJSON *json_result(const df_eval_params *p, const df_eval_result *r, cons
         cJSON_AddStringToObject(s, "name", df_sampler_name(r->sampler.kind));
         cJSON_AddNumberToObject(s, "steps", r->sampler.steps);
         cJSON_AddNumberToObject(s, "eta", r->sampler.eta);
+        cJSON_AddStringToObject(s, "spacing", df_spacing_name(r->sampler.spacing));
         cJSON_AddBoolToObject(s, "karras", r->sampler.karras_sigmas);
         cJSON_AddBoolToObject(s, "clip_x0", r->sampler.clip_x0);
         cJSON_AddNumberToObject(s, "guidance", p->guidance);
@@ -234,12 +238,12 @@ static void metrics_text(unsigned mask, char *buf, size_t cap) {
 /* Options that act on sampling or go with another, checked once the argument's kind is known. */
 static int check_options(const cli_args *a, const eval_args *e) {
     static const char *const only_model[] = {"--n",     "--batch",    "--seed",   "--raw",    "--sampler", "--steps",
-                                             "--eta",   "--karras",   "--no-clip", "--guidance", "--labels", "--sweep",
+                                             "--eta",   "--karras",   "--no-clip", "--spacing", "--guidance", "--labels", "--sweep",
                                              "--guidance-interval"};
     for (int i = 0; !e->is_model && i < CLI_COUNTOF(only_model); i++)
         if (cli_given(a, only_model[i]))
             return cli_usage_error("%s: %s is images, not a model: nothing is sampled", only_model[i], e->what);
-    if (cli_given(a, "--eta") && e->p.sampler.kind != DF_SAMPLER_DDIM) return cli_usage_error("--eta is DDIM's noise");
+    if (!e->sweep && cli_check_sampler_options(a, e->p.sampler.kind, e->p.sampler.karras_sigmas)) return 2;
     if (e->sweep && strcmp(e->sweep, "samplers") != 0) return cli_usage_error("--sweep: only \"samplers\" is known");
     if (e->plot && !e->sweep) return cli_usage_error("--plot goes with --sweep samplers");
     if (cli_check_guidance_interval(a, e->p.guidance)) return 2;
@@ -278,6 +282,7 @@ static int parse(int argc, char **argv, eval_args *e) {
         OPT_INT("--steps", &p->sampler.steps, .lo = 1, .hi = 100000, .meta = "N", .def = "50; ddpm: the training timesteps",
                 .help = "denoising steps"),
         OPT_DOUBLE("--eta", &p->sampler.eta, .lo = 0, .hi = 1, .meta = "X", .help = "DDIM noise, 0 for deterministic steps"),
+        OPT_ENUM("--spacing", &p->sampler.spacing, &cli_spacings, .meta = "NAME", .help = "timestep spacing"),
         OPT_FLAG("--karras", &p->sampler.karras_sigmas, .help = CLI_HELP_KARRAS),
         OPT_FLAG("--no-clip", &no_clip, .help = "do not clip predicted x_0 to [-1, 1]"),
         OPT_DOUBLE("--guidance", &p->guidance, .lo = 0, .hi = 100, .meta = "W",

@@ -66,19 +66,9 @@ static int check_sampler(const cli_args *a, const sample_settings *s) {
     if (s->inpaint && cli_given(a, "--sampler") && s->sampler != DF_SAMPLER_DDPM)
         return cli_usage_error("--sampler %s: --inpaint uses DDPM's step (RePaint); leave out --sampler or give ddpm",
                                df_sampler_name(s->sampler));
-    const df_sampler_info *si = df_sampler_info_get(s->inpaint ? DF_SAMPLER_DDPM : s->sampler);
-    const char *kname = si->name;
-    if (cli_given(a, "--eta") && si->noise != DF_NOISE_ETA)
-        return cli_usage_error("--eta is DDIM's noise; the %s sampler has none", kname);
-    if (s->karras && !si->sigma_space) {
-        char names[200];
-        size_t o = 0;
-        for (int k = 0; k < DF_SAMPLER_COUNT; k++)
-            if (df_sampler_info_get((df_sampler_kind)k)->sigma_space && o < sizeof names)
-                o += (size_t)snprintf(names + o, sizeof names - o, "%s%s", o ? ", " : "", df_sampler_name((df_sampler_kind)k));
-        return cli_usage_error("--karras needs a sigma-space sampler (%s), not %s", names, kname);
-    }
     const df_sampler_kind kind = s->inpaint ? DF_SAMPLER_DDPM : s->sampler;
+    if (cli_check_sampler_options(a, kind, s->karras)) return 2;
+    const char *kname = df_sampler_name(kind);
     if (s->large_variance && kind != DF_SAMPLER_DDPM)
         return cli_usage_error("--large-variance goes with --sampler ddpm, not %s", kname);
     if (s->clipped_eps && s->model_eps) return cli_usage_error("--clipped-eps and --model-eps exclude each other");

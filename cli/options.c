@@ -293,6 +293,21 @@ int cli_check_guidance_interval(const cli_args *a, double guidance) {
     return 0;
 }
 
+int cli_check_sampler_options(const cli_args *a, df_sampler_kind kind, int karras) {
+    const df_sampler_info *si = df_sampler_info_get(kind);
+    if (cli_given(a, "--eta") && si->noise != DF_NOISE_ETA)
+        return cli_usage_error("--eta is DDIM's noise; the %s sampler has none", si->name);
+    if (karras && !si->sigma_space) {
+        char names[200];
+        size_t o = 0;
+        for (int k = 0; k < DF_SAMPLER_COUNT; k++)
+            if (df_sampler_info_get((df_sampler_kind)k)->sigma_space && o < sizeof names)
+                o += (size_t)snprintf(names + o, sizeof names - o, "%s%s", o ? ", " : "", df_sampler_name((df_sampler_kind)k));
+        return cli_usage_error("--karras needs a sigma-space sampler (%s), not %s", names, si->name);
+    }
+    return 0;
+}
+
 /* ---- the parser ---------------------------------------------------------------------------------------- */
 
 /* Option argv[*i] (and its value, the next argument unless after '='), found in opts. Returns 0 or 2. */

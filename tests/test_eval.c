@@ -3,6 +3,8 @@
  * input to `diffuse eval`. */
 #define _XOPEN_SOURCE 700
 #include "test.h"
+
+#include <cjson/cJSON.h>
 #include "internal.h"
 
 #include <limits.h>
@@ -305,6 +307,19 @@ TEST(eval_every_metric_on_a_tiny_model) {
     /* a state file of other settings is refused */
     b.bpd_timesteps = 7;
     CHECK(df_evaluate(&b, &part) == DF_ERR_ARG && strstr(df_error(), "timesteps"), "other settings: %s", df_error());
+
+    /* the command passes the sampler's options through and reports them */
+    char args[4 * PATH_MAX + 256], out[8192], err[2048];
+    snprintf(args, sizeof args, "eval %s --ref %s --features %s --n 20 --batch 10 --metrics pr --sampler euler --steps 2 "
+             "--spacing trailing --karras --json", tw.model, tw.test, tw.clf);
+    int rc = test_run_diffuse(NULL, 120, args, out, sizeof out, err, sizeof err);
+    cJSON *j = rc == 0 ? cJSON_Parse(out) : NULL, *smp = cJSON_GetObjectItem(j, "sampler");
+    CHECK(j && smp, "eval --json: %d, %s", rc, err);
+    const cJSON *sp = cJSON_GetObjectItem(smp, "spacing"), *nm = cJSON_GetObjectItem(smp, "name");
+    CHECK(cJSON_IsString(sp) && !strcmp(sp->valuestring, "trailing"), "--spacing trailing not reported");
+    CHECK(cJSON_IsString(nm) && !strcmp(nm->valuestring, "euler"), "--sampler euler not reported");
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItem(smp, "karras")), "--karras not reported");
+    cJSON_Delete(j);
 }
 
 /* ---- bad input to the command ----------------------------------------------------------------------------------- */
