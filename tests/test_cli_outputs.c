@@ -54,8 +54,10 @@ TEST(cli_info_json_and_quiet) {
                   cJSON_GetArraySize(cJSON_GetObjectItem(cfg, "block_out_channels")) == 3,
               "config: sample size 28, eps 1e-5, three levels");
         CHECK(sched && cJSON_GetNumberValue(cJSON_GetObjectItem(sched, "num_train_timesteps")) == sc.num_train_timesteps &&
-                  !strcmp(cJSON_GetObjectItem(sched, "prediction_type")->valuestring, "epsilon"),
-              "schedule: T and prediction");
+                  !strcmp(cJSON_GetObjectItem(sched, "prediction_type")->valuestring, df_prediction_name(sc.prediction)) &&
+                  (sc.edm_sigma_data > 0 ? cJSON_GetNumberValue(cJSON_GetObjectItem(sched, "edm_sigma_data")) == sc.edm_sigma_data
+                                         : cJSON_IsNull(cJSON_GetObjectItem(sched, "edm_sigma_data"))),
+              "schedule: T, prediction and EDM's sigma_data as the pipeline loads them");
         CHECK(cJSON_GetObjectItem(j, "training") != NULL, "a training entry (null for a shipped model)");
     }
     df_model_free(m);
