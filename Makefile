@@ -191,14 +191,22 @@ bench: deps all
 # rate with the weights' moving average; FD and KID every 500 steps, not counted in the 20 minutes. Then
 # DPM-Solver++ (2M) with classifier-free guidance at noise levels sigma <= 3 only (guidance at high noise
 # costs variety).
-RUN_TRAIN = --preset fmnist-xs --classes --edm --minutes 20 --lr 3e-4 --warmup 100 --lr-decay constant --eval-every 500
-RUN_SAMPLE = --n 64 --sampler dpmpp-2m --steps 20 --guidance 2.5 --guidance-interval 0,3
+# scripts/ablations.sh reads the parts through `make -s print-NAME`.
+RUN_COND = --classes --edm
+RUN_OPTIM = --lr 3e-4 --warmup 100 --lr-decay constant
+RUN_TRAIN = --preset fmnist-xs $(RUN_COND) $(RUN_OPTIM) --minutes 20 --eval-every 500
+RUN_SAMPLER = --sampler dpmpp-2m --steps 20 --guidance 2.5 --guidance-interval 0,3
+RUN_SAMPLE = --n 64 $(RUN_SAMPLER)
 
 run: deps all
 	@echo "make run: train fmnist-xs class-conditionally with EDM's objective on Fashion-MNIST for 20 minutes (runs/make-run), then draw 64 garments with DPM-Solver++ (2M), 20 steps, guidance 2.5 below sigma 3 (samples.png, denoising.gif)"
 	rm -rf runs/make-run
 	$(BUILD)/diffuse train $(RUN_TRAIN) --out runs/make-run
 	$(BUILD)/diffuse sample runs/make-run $(RUN_SAMPLE) --out samples.png --animate denoising.gif
+
+# a variable's value, for scripts: make -s print-RUN_OPTIM
+print-%:
+	@echo '$($*)'
 
 clean:
 	rm -rf build build-asan build-portable build-fuzz build-valgrind

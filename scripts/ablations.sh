@@ -1,7 +1,7 @@
 #!/bin/bash
 # The recipe's knobs at `make run`'s budget (docs/quality.md, "The recipe's knobs"): each run is `make run`'s
-# training (fmnist-xs, class-conditional, EDM, constant lr 3e-4 after 100 warmup steps) with one thing
-# changed, then scored with `make run`'s sampler. The budget is 20 minutes' worth of work: `make run`'s own
+# training (fmnist-xs, class-conditional, EDM, constant lr 3e-4 after 100 warmup steps, read from the
+# Makefile) with one thing changed, then scored with `make run`'s sampler. The budget is 20 minutes' worth of work: `make run`'s own
 # 20 minutes (--base-steps, 2,733 steps of 64 images on the AVX-512 machine in docs/quality.md), scaled by
 # the setting's speed against the base's, each measured once on the idle machine (60 steps, 2 threads, the
 # fastest of two) and kept in OUT/speed.tsv (or --speeds FILE). So a faster setting gets more steps, as it
@@ -44,8 +44,10 @@ c = json.load(open(sys.argv[1])); c["block_out_channels"] = [int(v) for v in sys
 json.dump(c, open(sys.argv[2], "w"), indent=2)' "$out/xs-init/config.json" "$out/configs/$1.json" "$2" "$3" "$4"
 done
 
-recipe="--classes --edm --lr 3e-4 --warmup 100 --lr-decay constant"
-sampler="--sampler dpmpp-2m --steps 20 --guidance 2.5 --guidance-interval 0,3 --metrics fd,kid,pr,classes"
+# make run's recipe and sampler, from the Makefile
+optim=$(make -s print-RUN_OPTIM)
+recipe="$(make -s print-RUN_COND) $optim"
+sampler="$(make -s print-RUN_SAMPLER) --metrics fd,kid,pr,classes"
 args_of() {   # the training options of a run, less the budget
     case "$1" in
         base) echo "--config $out/configs/xs.json $recipe" ;;
@@ -55,8 +57,8 @@ args_of() {   # the training options of a run, less the budget
         ema-0.999) echo "--config $out/configs/xs.json $recipe --ema-decay 0.999" ;;
         narrow) echo "--config $out/configs/narrow.json $recipe" ;;
         wide) echo "--config $out/configs/wide.json $recipe" ;;
-        uncond-eps) echo "--config $out/configs/xs.json --lr 3e-4 --warmup 100 --lr-decay constant" ;;
-        uncond-lv) echo "--config $out/configs/xs.json --lr 3e-4 --warmup 100 --lr-decay constant --learn-variance" ;;
+        uncond-eps) echo "--config $out/configs/xs.json $optim" ;;
+        uncond-lv) echo "--config $out/configs/xs.json $optim --learn-variance" ;;
         *) echo "scripts/ablations.sh: unknown run $1" >&2; return 2 ;;
     esac
 }

@@ -38,6 +38,7 @@ if [ "$keep" = 1 ]; then
 fi
 
 [ -x "$bin" ] || { echo "scripts/retrain_shipped.sh: $bin not found (run make first)" >&2; exit 1; }
+# the recipes the shipped models were trained with, kept as they were (not read from make run's, which may move on)
 case "$name" in
     cond) recipe="--preset fmnist-s --classes --edm" ;;
     uncond) recipe="--preset fmnist-s --min-snr-gamma 5" ;;
