@@ -30,7 +30,7 @@ ifeq ($(WERROR),1)
 CFLAGS  += -Werror
 endif
 # what the library needs: the link line of the programs, and Libs.private in diffuse.pc
-LIB_DEPS:= -fopenmp $(DNNL_LIBS) -lopenblas -lcairo -lnettle -lcjson -lpng -ljpeg -lgif -lz -lm
+LIB_DEPS:= -fopenmp $(DNNL_LIBS) -lopenblas -lcairo -lnettle -lcjson -lutf8proc -lpng -ljpeg -lgif -lz -lm
 LDLIBS  := $(LIB_DEPS) $(EXTRA_LDLIBS)
 
 # Files named *_real.c are written once for a `real` type and compiled twice: float32 (the library's
@@ -159,7 +159,8 @@ valgrind:
 # Fuzzing (clang's libFuzzer with AddressSanitizer and UndefinedBehaviorSanitizer): every target for
 # FUZZ_SECONDS, two at a time, starting from fuzz/corpus/<target> and the kept crashes in fuzz/regress/.
 # New inputs go to build-fuzz/corpus/<target>; a crash fails the run and is saved in build-fuzz/crashes/.
-FUZZ_TARGETS := safetensors unet_config scheduler_config idx cifar png jpeg checkpoint training_state npy ref_features bpd_state
+FUZZ_TARGETS := safetensors unet_config scheduler_config idx cifar png jpeg checkpoint training_state npy ref_features bpd_state \
+                tokenizer
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS   := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 fuzz:

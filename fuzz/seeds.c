@@ -186,6 +186,55 @@ static void ckpt_seed(const char *name, const char *dir, int raw, int with_raw) 
     free(d);
 }
 
+/* Tokenizer folders as fuzz_tokenizer reads them: vocab.json (the 512 byte symbols in GPT-2's order, a few
+ * merges, the special tokens), merges.txt and a text, each after its 2-byte length. */
+static void tokenizer_seeds(void) {
+    static const char *const merges[] = {"r e", "re d</w>", "h e", "a r", "ar t</w>", "he art</w>"};
+    static const char *const texts[] = {"A red heart", "heart\xf0\x9f\x99\x82 <|endoftext|> don't", ""};
+    char vocab[16384], merge_txt[256];
+    size_t v = 0, m = 0;
+    int id = 0, cp[256], extra = 0;
+    for (int b = 0; b < 256; b++) {
+        const int printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+        cp[b] = printable ? b : 256 + extra++;
+    }
+    v += (size_t)snprintf(vocab + v, sizeof vocab - v, "{");
+    for (int pass = 0; pass < 2; pass++)
+        for (int k = 0; k < 512; k++) {   /* the printable bytes first, then the others: CLIP's order */
+            const int b = k < 256 ? k : k - 256, printable = cp[b] == b;
+            if ((k < 256) != printable) continue;
+            unsigned char u[4];
+            const int c = cp[b], n = c < 0x80 ? 1 : 2;
+            if (n == 1) u[0] = (unsigned char)c;
+            else u[0] = (unsigned char)(0xC0 | c >> 6), u[1] = (unsigned char)(0x80 | (c & 0x3F));
+            v += (size_t)snprintf(vocab + v, sizeof vocab - v, "%s\"%s%.*s%s\": %d", id ? ", " : "",
+                                  c == '"' || c == '\\' ? "\\" : "", n, (const char *)u, pass ? "</w>" : "", id);
+            id++;
+        }
+    m += (size_t)snprintf(merge_txt + m, sizeof merge_txt - m, "#version: 0.2\n");
+    for (int k = 0; k < DF_COUNTOF(merges); k++) {
+        char tok[32];
+        snprintf(tok, sizeof tok, "%s", merges[k]);
+        char *sp = strchr(tok, ' ');
+        memmove(sp, sp + 1, strlen(sp));
+        v += (size_t)snprintf(vocab + v, sizeof vocab - v, ", \"%s\": %d", tok, id++);
+        m += (size_t)snprintf(merge_txt + m, sizeof merge_txt - m, "%s\n", merges[k]);
+    }
+    v += (size_t)snprintf(vocab + v, sizeof vocab - v, ", \"<|startoftext|>\": %d, \"<|endoftext|>\": %d}", id, id + 1);
+    for (int k = 0; k < DF_COUNTOF(texts); k++) {
+        static unsigned char buf[20000];
+        size_t n = 0;
+        buf[n++] = (unsigned char)(v & 0xFF), buf[n++] = (unsigned char)(v >> 8);
+        memcpy(buf + n, vocab, v), n += v;
+        buf[n++] = (unsigned char)(m & 0xFF), buf[n++] = (unsigned char)(m >> 8);
+        memcpy(buf + n, merge_txt, m), n += m;
+        memcpy(buf + n, texts[k], strlen(texts[k])), n += strlen(texts[k]);
+        char name[16];
+        snprintf(name, sizeof name, "clip-%d", k);
+        put("tokenizer", name, buf, n);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: fuzz_seeds OUT_DIR\n");
@@ -346,6 +395,7 @@ int main(int argc, char **argv) {
                             "3.1, 3.05, 2.7]}";
         put("bpd_state", "half", state, strlen(state));
     }
+    tokenizer_seeds();
     /* PNG layouts */
     png_seed("gray8", 5, 4, PNG_COLOR_TYPE_GRAY, 8, PNG_INTERLACE_NONE, 0);
     png_seed("gray1", 9, 3, PNG_COLOR_TYPE_GRAY, 1, PNG_INTERLACE_NONE, 0);

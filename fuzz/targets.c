@@ -1,6 +1,7 @@
 /* The fuzz targets: one per parser (safetensors, config.json, scheduler_config.json, IDX, CIFAR-10,
- * PNG, JPEG, whole checkpoints, NumPy .npy images, reference features, bits/dim state files). Each checks the library's promise about bad input: a
- * status with one printable line naming the file, or a result that is consistent. */
+ * PNG, JPEG, whole checkpoints, NumPy .npy images, reference features, bits/dim state files, tokenizer
+ * folders). Each checks the library's promise about bad input: a status with one printable line naming
+ * the file, or a result that is consistent. */
 #define _POSIX_C_SOURCE 200809L
 #include "fuzz.h"
 #include "graph.h"
@@ -29,7 +30,7 @@ static const char *check_failure(df_status st, const char *name) {
             return broken_msg;
         }
     if (st != DF_ERR_NOMEM && !strstr(m, name)) {
-        snprintf(broken_msg, sizeof broken_msg, "the message does not name %s: %s", name, m);
+        snprintf(broken_msg, sizeof broken_msg, "the message does not name %.300s: %.600s", name, m);
         return broken_msg;
     }
     return NULL;
@@ -387,6 +388,41 @@ static const char *fuzz_bpd_state(const uint8_t *data, size_t size) {
     return NULL;
 }
 
+/* ---- tokenizer folders ------------------------------------------------------------------------------ */
+
+/* vocab.json, then merges.txt, then a text (split2 twice). A loaded tokenizer must turn the text into ids
+ * inside its vocabulary: the start token, at most context - 2 tokens, the end token, padding; or refuse it as
+ * invalid UTF-8. */
+static const char *fuzz_tokenizer(const uint8_t *data, size_t size) {
+    const uint8_t *vocab, *rest, *merges, *text;
+    size_t nv, nr, nm, nt;
+    split2(data, size, &vocab, &nv, &rest, &nr);
+    split2(rest, nr, &merges, &nm, &text, &nt);
+    char path[1024], dir[1024];
+    put_file("tok/vocab.json", vocab, nv, path, sizeof path);
+    put_file("tok/merges.txt", merges, nm, path, sizeof path);
+    snprintf(dir, sizeof dir, "%s/tok", scratch_dir());
+    df_tokenizer *t;
+    df_status st = df_tokenizer_load(dir, &t);
+    if (st) return check_failure(st, dir);
+    char *s = malloc(nt + 1);
+    const int ctx = df_tokenizer_context(t), nid = df_tokenizer_vocab_size(t);
+    int32_t *ids = malloc((size_t)ctx * sizeof *ids);
+    const char *bad = NULL;
+    if (s && ids) {
+        memcpy(s, text, nt), s[nt] = 0;
+        int length, dropped;
+        st = df_tokenize(t, s, ids, &length, &dropped);
+        if (st && st != DF_ERR_NOMEM) bad = st == DF_ERR_ARG && strstr(df_error(), "UTF-8") ? NULL : broken("tokenize failed: %s", df_error());
+        else if (!st && (length < 2 || length > ctx || dropped < 0)) bad = "a token count outside 2..context";
+        for (int i = 0; !st && !bad && i < ctx; i++)
+            if (ids[i] < 0 || ids[i] >= nid || !df_tokenizer_token(t, ids[i])) bad = "an id outside the vocabulary";
+    }
+    free(s), free(ids);
+    df_tokenizer_free(t);
+    return bad;
+}
+
 /* ---- the table ------------------------------------------------------------------------------------- */
 
 const fuzz_target fuzz_targets[] = {
@@ -394,6 +430,7 @@ const fuzz_target fuzz_targets[] = {
     {"idx", fuzz_idx},                 {"cifar", fuzz_cifar},             {"png", fuzz_image},
     {"jpeg", fuzz_image},              {"checkpoint", fuzz_checkpoint},   {"training_state", fuzz_training_state},
     {"npy", fuzz_npy},                 {"ref_features", fuzz_ref_features}, {"bpd_state", fuzz_bpd_state},
+    {"tokenizer", fuzz_tokenizer},
     {NULL, NULL},
 };
 

@@ -877,6 +877,30 @@ df_status df_class_info_find(const df_class_info *ci, const char *text, int *ind
  * A model with no classes (count 0) matches any classifier. */
 df_status df_class_info_match(const df_class_info *model, const df_class_info *classifier);
 
+/* ---- text: CLIP's tokenizer ------------------------------------------------------------------------------ */
+
+/* CLIP's byte-level BPE tokenizer, read from a folder in transformers' CLIPTokenizer layout: vocab.json
+ * (token -> id) and merges.txt (a "#version" line, then one merge "a b" per line, the most frequent first;
+ * transformers reads at most 48,894), and when present tokenizer_config.json then special_tokens_map.json
+ * for the special tokens (bos, eos, unk, pad: default <|startoftext|>, <|endoftext|> for the other three) and
+ * "model_max_length" (the context, default 77). Text is cleaned as transformers' CLIPTokenizer does without
+ * ftfy: NUL, U+FFFD and control characters dropped, whitespace runs to one space, spaces around CJK
+ * ideographs, NFC, lower case (Python's str.lower); then CLIP's pre-tokenizer pattern, bytes to GPT-2's
+ * byte symbols, merges by rank. The special tokens' exact text in a prompt stays one token each. */
+typedef struct df_tokenizer df_tokenizer;
+
+df_status   df_tokenizer_load(const char *dir, df_tokenizer **out);
+void        df_tokenizer_free(df_tokenizer *t);
+int         df_tokenizer_context(const df_tokenizer *t);      /* tokens per text, start and end included */
+int         df_tokenizer_vocab_size(const df_tokenizer *t);   /* the largest id + 1 */
+const char *df_tokenizer_token(const df_tokenizer *t, int id);   /* an id's token, NULL if none */
+
+/* text (UTF-8) -> ids[0 .. df_tokenizer_context(t)): the start token, the text's tokens, the end token, then
+ * the padding token, as CLIPTokenizer(text, padding="max_length", truncation=True) gives them (a text of
+ * more than context - 2 tokens loses the rest). *length: the tokens before the padding; *dropped: the
+ * tokens cut off (either may be NULL). Invalid UTF-8 fails (DF_ERR_ARG) naming the first bad byte. */
+df_status df_tokenize(const df_tokenizer *t, const char *text, int32_t *ids, int *length, int *dropped);
+
 /* ---- generation ---------------------------------------------------------------------------------------- */
 
 /* What df_generate reports after every sampler step. */

@@ -3,7 +3,7 @@
 # Called by the README commands, so a fresh machine needs nothing run before them.
 set -e
 PKGS="build-essential libopenblas-dev libdnnl-dev libcjson-dev libpng-dev libjpeg-dev libgif-dev zlib1g-dev
-      libcairo2-dev nettle-dev fonts-dejavu-core python3-scipy python3-torchvision
+      libcairo2-dev nettle-dev libutf8proc-dev fonts-dejavu-core python3-scipy python3-torchvision python3-regex
       python3 python3-torch python3-numpy dataset-fashion-mnist clang libclang-rt-14-dev valgrind pkg-config
       groff-base"
 missing=""
