@@ -139,22 +139,45 @@ static void RF(scale_shift_bwd)(const args *a) {
     RF(scale_shift_backward)(a->dx[0], a->dx[1], a->dy, a->x[0], a->x[1], a->o->n, a->o->c, HWO, a->o->blk);
 }
 
+/* keys and values at in[1]'s positions (the text's tokens in cross-attention) */
+#define LK (IN(1)->h * IN(1)->w)
 static void RF(attention_fwd)(const args *a) {
     const int heads = a->d->iarg[0];
-    RF(attention_forward)(a->y, a->saved, a->x[0], a->x[1], a->x[2], a->o->n, heads, a->o->c / heads, HWO,
-                          a->d->farg[0]);
+    RF(attention_forward)(a->y, a->saved, a->x[0], a->x[1], a->x[2], a->o->n, heads, a->o->c / heads, HWO, LK,
+                          a->d->farg[0], a->d->iarg[1]);
 }
 static void RF(attention_bwd)(const args *a) {
     const int heads = a->d->iarg[0];
     RF(attention_backward)(a->dx[0], a->dx[1], a->dx[2], a->dy, a->saved, a->x[0], a->x[1], a->x[2], a->o->n, heads,
-                           a->o->c / heads, HWO, a->d->farg[0], a->scratch, PER);
+                           a->o->c / heads, HWO, LK, a->d->farg[0], a->scratch, PER);
 }
+#undef LK
 
 static void RF(dropout_fwd)(const args *a) { RF(dropout_forward)(a->y, a->x[0], NO, a->d->farg[0], a->seed); }
 static void RF(dropout_bwd)(const args *a) { RF(dropout_backward)(a->dx[0], a->dy, NO, a->d->farg[0], a->seed); }
 
 static void RF(affine_fwd)(const args *a) { RF(affine_forward)(a->y, a->x[0], a->d->farg[0], a->d->farg[1], NO); }
 static void RF(affine_bwd)(const args *a) { RF(affine_backward)(a->dx[0], a->dy, a->d->farg[0], NO); }
+
+/* saved: mean then 1/std, (n, positions) each */
+static void RF(layernorm_fwd)(const args *a) {
+    RF(layernorm_forward)(a->y, a->saved, a->saved + (size_t)a->o->n * HWO, a->x[0], a->w, a->b, a->o->n, a->o->c, HWO,
+                          a->d->farg[0], (double *)a->scratch);
+}
+static void RF(layernorm_bwd)(const args *a) {
+    RF(layernorm_backward)(a->dx[0], a->dw, a->db, a->dy, a->x[0], a->saved, a->saved + (size_t)a->o->n * HWO, a->w,
+                           a->o->n, a->o->c, HWO, (double *)a->scratch);
+}
+
+static void RF(act_fwd)(const args *a) { RF(act_forward)(a->y, a->x[0], NO, a->d->iarg[0]); }
+static void RF(act_bwd)(const args *a) { RF(act_backward)(a->dx[0], a->dy, a->x[0], NO, a->d->iarg[0]); }
+
+static void RF(geglu_fwd)(const args *a) { RF(geglu_forward)(a->y, a->x[0], a->o->n, a->o->c, HWO); }
+static void RF(geglu_bwd)(const args *a) { RF(geglu_backward)(a->dx[0], a->dy, a->x[0], a->o->n, a->o->c, HWO); }
+
+/* the token ids come in as the labels (n * L of them) */
+static void RF(tokens_fwd)(const args *a) { RF(tokens_forward)(a->y, a->w, a->b, a->labels, a->o->n, a->o->c, HWO); }
+static void RF(tokens_bwd)(const args *a) { RF(tokens_backward)(a->dw, a->db, a->dy, a->labels, a->o->n, a->o->c, HWO); }
 
 #undef IN
 #undef HWO
@@ -182,6 +205,10 @@ static const struct {
     [OP_AFFINE] = {RF(affine_fwd), RF(affine_bwd)},
     [OP_NORM_SILU] = {RF(norm_silu_fwd), RF(norm_silu_bwd)},
     [OP_MEAN_HW] = {RF(mean_hw_fwd), RF(mean_hw_bwd)},
+    [OP_LAYERNORM] = {RF(layernorm_fwd), RF(layernorm_bwd)},
+    [OP_ACT] = {RF(act_fwd), RF(act_bwd)},
+    [OP_GEGLU] = {RF(geglu_fwd), RF(geglu_bwd)},
+    [OP_TOKENS] = {RF(tokens_fwd), RF(tokens_bwd)},
 };
 
 /* ---- the replay ---------------------------------------------------------------------------------- */

@@ -22,14 +22,23 @@ typedef enum {
     OP_ADD,          /* (in[0] + in[1]) * farg[0] */
     OP_ADD_NC,       /* in[0] (N,C,H,W) + in[1] (N,C) broadcast over H, W */
     OP_SCALE_SHIFT,  /* in[0] * (1 + in[1][:, :C]) + in[1][:, C:] */
-    OP_ATTENTION,    /* softmax(q^T k * scale) over positions; in q, k, v (N, heads*d, L); iarg[0] heads;
-                        saved: probabilities (N, heads, L, L) */
+    OP_ATTENTION,    /* softmax(q^T k * scale) v; in q (N, heads*d, Lq), k and v (N, heads*d, Lk); iarg[0] heads,
+                        iarg[1] causal; saved: probabilities (N, heads, Lq, Lk) */
     OP_DROPOUT,      /* farg[0] p; the mask is regenerated from the seed, nothing saved */
     OP_AFFINE,       /* farg[0] * in[0] + farg[1] */
     OP_NORM_SILU,    /* silu(GroupNorm(in[0] + in[1][:, :, None, None])), in[1] optional; as OP_GROUPNORM */
     OP_MEAN_HW,      /* (N, C, H, W) -> (N, C, 1, 1): the mean over the image (plain layout) */
+    OP_LAYERNORM,    /* over channels at each position; farg[0] eps; w (gamma), b (beta); saved: mean, rstd
+                        (N*H*W each) */
+    OP_ACT,          /* iarg[0] a df_act: GELU (erf), GELU (tanh), quick GELU */
+    OP_GEGLU,        /* (N, 2C, H, W) -> (N, C, H, W): the first half times gelu(the second) */
+    OP_TOKENS,       /* no value input: token ids (the labels, N*L) -> (N, D, 1, L): rows of w (token table)
+                        plus rows of b (position table) */
     OP_COUNT
 } op_kind;
+
+/* Activations of OP_ACT (and GEGLU's gate: DF_ACT_GELU). */
+typedef enum { DF_ACT_GELU, DF_ACT_GELU_TANH, DF_ACT_QUICK_GELU, DF_ACT_COUNT } df_act;
 
 typedef struct {
     int n, c, h, w;

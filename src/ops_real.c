@@ -670,53 +670,55 @@ void RF(scale_shift_backward)(real *dx, real *dv, const real *dy, const real *x,
 /* ---- attention ----------------------------------------------------------------------------------- */
 
 void RF(attention_forward)(real *y, real *p, const real *q, const real *k, const real *v, int n, int heads,
-                           int d, int L, real scale) {
-    const size_t hs = (size_t)d * L, LL = (size_t)L * L;
+                           int d, int Lq, int Lk, real scale, int causal) {
+    const size_t qs = (size_t)d * Lq, ks = (size_t)d * Lk, PP = (size_t)Lq * Lk;
 #pragma omp parallel for schedule(static)
     for (int nh = 0; nh < n * heads; nh++) {
-        const real *Q = q + nh * hs, *K = k + nh * hs, *V = v + nh * hs;
-        real *P = p + nh * LL, *Y = y + nh * hs;
-        /* S (L, L) = scale * Q^T K, then a stable softmax over each row */
-        GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, L, L, d, scale, Q, L, K, L, 0, P, L);
-        for (int i = 0; i < L; i++) {
-            real *row = P + (size_t)i * L, mx = row[0];
-            for (int j = 1; j < L; j++) mx = row[j] > mx ? row[j] : mx;
+        const real *Q = q + nh * qs, *K = k + nh * ks, *V = v + nh * ks;
+        real *P = p + nh * PP, *Y = y + nh * qs;
+        /* S (Lq, Lk) = scale * Q^T K, then a stable softmax over each row (causal: over j <= i only) */
+        GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, Lq, Lk, d, scale, Q, Lq, K, Lk, 0, P, Lk);
+        for (int i = 0; i < Lq; i++) {
+            real *row = P + (size_t)i * Lk, mx = row[0];
+            const int end = causal ? i + 1 : Lk;
+            for (int j = 1; j < end; j++) mx = row[j] > mx ? row[j] : mx;
             double sum = 0;
-            for (int j = 0; j < L; j++) {
+            for (int j = 0; j < end; j++) {
                 row[j] = REXP(row[j] - mx);
                 sum += row[j];
             }
             real inv = (real)(1.0 / sum);
-            for (int j = 0; j < L; j++) row[j] *= inv;
+            for (int j = 0; j < end; j++) row[j] *= inv;
+            for (int j = end; j < Lk; j++) row[j] = 0;
         }
-        /* Y (d, L) = V (d, L) P^T */
-        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, d, L, L, 1, V, L, P, L, 0, Y, L);
+        /* Y (d, Lq) = V (d, Lk) P^T */
+        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, d, Lq, Lk, 1, V, Lk, P, Lk, 0, Y, Lq);
     }
 }
 
 void RF(attention_backward)(real *dq, real *dk, real *dv, const real *dy, const real *p, const real *q,
-                            const real *k, const real *v, int n, int heads, int d, int L, real scale,
+                            const real *k, const real *v, int n, int heads, int d, int Lq, int Lk, real scale,
                             real *scratch, size_t per) {
-    const size_t hs = (size_t)d * L, LL = (size_t)L * L;
+    const size_t qs = (size_t)d * Lq, ks = (size_t)d * Lk, PP = (size_t)Lq * Lk;
 #pragma omp parallel for schedule(static)
     for (int nh = 0; nh < n * heads; nh++) {
-        const real *Q = q + nh * hs, *K = k + nh * hs, *V = v + nh * hs, *P = p + nh * LL;
-        const real *dY = dy + nh * hs;
+        const real *Q = q + nh * qs, *K = k + nh * ks, *V = v + nh * ks, *P = p + nh * PP;
+        const real *dY = dy + nh * qs;
         real *dP = THREAD_SCRATCH(scratch, per);
-        /* dV = dY P ; dP = dY^T V */
-        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, d, L, L, 1, dY, L, P, L, 1, dv + nh * hs, L);
-        GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, L, L, d, 1, dY, L, V, L, 0, dP, L);
-        /* softmax backward: dS = P * (dP - sum_j dP P) */
-        for (int i = 0; i < L; i++) {
-            real *r = dP + (size_t)i * L;
-            const real *pr = P + (size_t)i * L;
+        /* dV (d, Lk) = dY P ; dP (Lq, Lk) = dY^T V */
+        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, d, Lk, Lq, 1, dY, Lq, P, Lk, 1, dv + nh * ks, Lk);
+        GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, Lq, Lk, d, 1, dY, Lq, V, Lk, 0, dP, Lk);
+        /* softmax backward: dS = P * (dP - sum_j dP P); masked entries have P = 0, so dS = 0 there */
+        for (int i = 0; i < Lq; i++) {
+            real *r = dP + (size_t)i * Lk;
+            const real *pr = P + (size_t)i * Lk;
             double dot = 0;
-            for (int j = 0; j < L; j++) dot += (double)r[j] * pr[j];
-            for (int j = 0; j < L; j++) r[j] = pr[j] * (r[j] - (real)dot);
+            for (int j = 0; j < Lk; j++) dot += (double)r[j] * pr[j];
+            for (int j = 0; j < Lk; j++) r[j] = pr[j] * (r[j] - (real)dot);
         }
-        /* dQ = scale K dS^T ; dK = scale Q dS */
-        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, d, L, L, scale, K, L, dP, L, 1, dq + nh * hs, L);
-        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, d, L, L, scale, Q, L, dP, L, 1, dk + nh * hs, L);
+        /* dQ (d, Lq) = scale K dS^T ; dK (d, Lk) = scale Q dS */
+        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, d, Lq, Lk, scale, K, Lk, dP, Lk, 1, dq + nh * qs, Lq);
+        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, d, Lk, Lq, scale, Q, Lq, dP, Lk, 1, dk + nh * ks, Lk);
     }
 }
 

@@ -29,19 +29,19 @@ static size_t norm_saved(const unet_graph *g, const gnode *d) { return 2 * (size
 static size_t norm_scratch(const unet_graph *g, const gnode *d) {
     return 2 * 8 * (size_t)OUT->n * OUT->c;   /* 8 n c doubles, counted in reals */
 }
+/* queries at the output's positions, keys and values at in[1]'s */
 static double attention_flops(const unet_graph *g, const gnode *d) {
-    int heads = d->iarg[0], L = OUT->h * OUT->w, dh = OUT->c / heads;
-    return 4.0 * OUT->n * heads * (double)L * L * dh;
+    int heads = d->iarg[0], Lq = OUT->h * OUT->w, Lk = IN(1)->h * IN(1)->w, dh = OUT->c / heads;
+    return 4.0 * OUT->n * heads * (double)Lq * Lk * dh;
 }
-/* the softmax probabilities (N, heads, L, L) */
+/* the softmax probabilities (N, heads, Lq, Lk) */
 static size_t attention_saved(const unet_graph *g, const gnode *d) {
-    size_t L = (size_t)OUT->h * OUT->w;
-    return (size_t)OUT->n * d->iarg[0] * L * L;
+    return (size_t)OUT->n * d->iarg[0] * OUT->h * OUT->w * IN(1)->h * IN(1)->w;
 }
-static size_t attention_scratch(const unet_graph *g, const gnode *d) {
-    size_t L = (size_t)OUT->h * OUT->w;
-    return L * L;
-}
+static size_t attention_scratch(const unet_graph *g, const gnode *d) { return (size_t)OUT->h * OUT->w * IN(1)->h * IN(1)->w; }
+/* mean and 1/std per image and position; two positions' sums in double per thread */
+static size_t ln_saved(const unet_graph *g, const gnode *d) { return 2 * (size_t)OUT->n * OUT->h * OUT->w; }
+static size_t ln_scratch(const unet_graph *g, const gnode *d) { return 2 * 2 * (size_t)OUT->h * OUT->w; }
 #undef IN
 #undef OUT
 
@@ -65,6 +65,10 @@ const op_info op_table[OP_COUNT] = {
     [OP_AFFINE]      = {"affine",      0, LAYOUT_SAME, REMAT_NO, NULL, NULL, NULL},
     [OP_NORM_SILU]   = {"norm_silu",   3, LAYOUT_SAME, REMAT_NORM, NULL, norm_saved, norm_scratch},
     [OP_MEAN_HW]     = {"mean_hw",     0, LAYOUT_PLAIN, REMAT_NO, NULL, NULL, NULL},
+    [OP_LAYERNORM]   = {"layernorm",   1, LAYOUT_PLAIN, REMAT_NO, NULL, ln_saved, ln_scratch},
+    [OP_ACT]         = {"gelu",        1, LAYOUT_SAME, REMAT_NO, NULL, NULL, NULL},
+    [OP_GEGLU]       = {"geglu",       1, LAYOUT_PLAIN, REMAT_NO, NULL, NULL, NULL},
+    [OP_TOKENS]      = {"tokens",      0, LAYOUT_PLAIN, REMAT_NO, NULL, NULL, NULL},
 };
 _Static_assert(sizeof(op_table) / sizeof(op_table[0]) == OP_COUNT, "one op_table row per op");
 

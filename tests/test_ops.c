@@ -390,56 +390,151 @@ TEST(joins_gradcheck) {
     free_case(c);
 }
 
-/* attention: iarg n, heads, d, L; farg scale */
+/* attention: iarg n, heads, d, Lq, Lk, causal; farg scale */
 static void att_f(op_case *c, double *y) {
     attention_forward_f64(y, c->saved, c->in[0], c->in[1], c->in[2], c->iarg[0], c->iarg[1], c->iarg[2], c->iarg[3],
-                          c->farg[0]);
+                          c->iarg[4], c->farg[0], c->iarg[5]);
 }
 static void att_b(op_case *c, const double *dy, double **d) {
     attention_backward_f64(d[0], d[1], d[2], dy, c->saved, c->in[0], c->in[1], c->in[2], c->iarg[0], c->iarg[1],
-                           c->iarg[2], c->iarg[3], c->farg[0], c->scratch, c->per);
+                           c->iarg[2], c->iarg[3], c->iarg[4], c->farg[0], c->scratch, c->per);
 }
 
+/* Self-attention, cross-attention (queries at 6 positions over 4 keys) and causal self-attention: the
+ * backward against finite differences, the forward against the definition at one query position. */
 TEST(attention_gradcheck) {
-    for (uint64_t s = 1; s <= 3; s++) {
+    static const struct {
+        int heads, Lq, Lk, causal;
+    } cases[] = {{1, 5, 5, 0}, {2, 5, 5, 0}, {3, 5, 5, 0}, {2, 6, 4, 0}, {1, 3, 7, 0}, {2, 5, 5, 1}, {1, 4, 4, 1}};
+    for (int s = 0; s < (int)(sizeof cases / sizeof cases[0]); s++) {
         df_rng r;
-        df_rng_init(&r, s);
-        int n = 2, heads = (int)s, d = 3, L = 5;
-        size_t sz = (size_t)n * heads * d * L;
-        op_case *c = new_case("attention", 3, sz);
-        c->iarg[0] = n, c->iarg[1] = heads, c->iarg[2] = d, c->iarg[3] = L;
+        df_rng_init(&r, (uint64_t)s + 1);
+        const int n = 2, heads = cases[s].heads, d = 3, Lq = cases[s].Lq, Lk = cases[s].Lk;
+        const size_t qs = (size_t)n * heads * d * Lq, ks = (size_t)n * heads * d * Lk;
+        op_case *c = new_case(cases[s].causal ? "causal attention" : Lq == Lk ? "attention" : "cross-attention", 3, qs);
+        c->iarg[0] = n, c->iarg[1] = heads, c->iarg[2] = d, c->iarg[3] = Lq, c->iarg[4] = Lk, c->iarg[5] = cases[s].causal;
         c->farg[0] = 1 / sqrt((double)d);
-        case_inputs(c, &r, (size_t[]){sz, sz, sz}, (const char *[]){"q", "k", "v"}, NULL);
-        c->saved = malloc(sizeof(double) * n * heads * L * L);
-        c->per = (size_t)L * L;
+        case_inputs(c, &r, (size_t[]){qs, ks, ks}, (const char *[]){"q", "k", "v"}, NULL);
+        c->saved = malloc(sizeof(double) * n * heads * Lq * Lk);
+        c->per = (size_t)Lq * Lk;
         c->scratch = malloc(sizeof(double) * c->per * omp_get_max_threads());
         c->fwd = att_f, c->bwd = att_b;
-        fd_check(c, s, 1e-6);
-        /* forward against the definition for one query position */
-        double *y = malloc(sz * sizeof(double));
+        fd_check(c, (uint64_t)s + 1, 1e-6);
+        /* forward against the definition for one query position of the second image's last head */
+        double *y = malloc(qs * sizeof(double));
         att_f(c, y);
-        int hh = heads - 1, i = 2;
-        const double *Q = c->in[0] + ((size_t)1 * heads + hh) * d * L, *K = c->in[1] + ((size_t)1 * heads + hh) * d * L,
-                     *Vv = c->in[2] + ((size_t)1 * heads + hh) * d * L;
-        double sc[5], mx = -1e300, sum = 0;
-        for (int j = 0; j < L; j++) {
+        const int hh = heads - 1, i = 2, end = cases[s].causal ? i + 1 : Lk;
+        const size_t hq = ((size_t)1 * heads + hh) * d, qoff = hq * Lq, koff = hq * Lk;
+        const double *Q = c->in[0] + qoff, *K = c->in[1] + koff, *Vv = c->in[2] + koff;
+        double sc[8], mx = -1e300, sum = 0;
+        for (int j = 0; j < end; j++) {
             sc[j] = 0;
-            for (int e = 0; e < d; e++) sc[j] += Q[e * L + i] * K[e * L + j] * c->farg[0];
+            for (int e = 0; e < d; e++) sc[j] += Q[e * Lq + i] * K[e * Lk + j] * c->farg[0];
             mx = fmax(mx, sc[j]);
         }
-        for (int j = 0; j < L; j++) sum += sc[j] = exp(sc[j] - mx);
+        for (int j = 0; j < end; j++) sum += sc[j] = exp(sc[j] - mx);
         for (int e = 0; e < d; e++) {
             double o = 0;
-            for (int j = 0; j < L; j++) o += sc[j] / sum * Vv[e * L + j];
-            CHECK_NEAR(y[((size_t)1 * heads + hh) * d * L + e * L + i], o, 1e-12, "attention output");
+            for (int j = 0; j < end; j++) o += sc[j] / sum * Vv[e * Lk + j];
+            CHECK_NEAR(y[qoff + (size_t)e * Lq + i], o, 1e-12, c->name);
         }
         free(y);
         free_case(c);
     }
     /* large logits must not overflow: softmax subtracts the row maximum */
     double q[2] = {1000, 1000}, k[2] = {1000, -1000}, v[2] = {1, 2}, y[2], p[4];
-    attention_forward_f64(y, p, q, k, v, 1, 1, 1, 2, 1.0);
+    attention_forward_f64(y, p, q, k, v, 1, 1, 1, 2, 2, 1.0, 0);
     CHECK(isfinite(y[0]) && fabs(y[0] - 1) < 1e-12, "attention with logits 1e6: %g", y[0]);
+}
+
+/* ---- transformer ops ---------------------------------------------------------------------------- */
+
+static double ln_work[4096];
+/* layernorm: iarg n, c, L; farg eps; inputs x, gamma, beta */
+static void ln_f(op_case *c, double *y) {
+    layernorm_forward_f64(y, c->saved, c->saved + c->iarg[0] * c->iarg[2], c->in[0], c->in[1], c->in[2], c->iarg[0],
+                          c->iarg[1], c->iarg[2], c->farg[0], ln_work);
+}
+static void ln_b(op_case *c, const double *dy, double **d) {
+    layernorm_backward_f64(d[0], d[1], d[2], dy, c->in[0], c->saved, c->saved + c->iarg[0] * c->iarg[2], c->in[1],
+                           c->iarg[0], c->iarg[1], c->iarg[2], ln_work);
+}
+static void act_f(op_case *c, double *y) { act_forward_f64(y, c->in[0], c->in_n[0], c->iarg[0]); }
+static void act_b(op_case *c, const double *dy, double **d) { act_backward_f64(d[0], dy, c->in[0], c->in_n[0], c->iarg[0]); }
+static void geglu_f(op_case *c, double *y) { geglu_forward_f64(y, c->in[0], c->iarg[0], c->iarg[1], c->iarg[2]); }
+static void geglu_b(op_case *c, const double *dy, double **d) {
+    geglu_backward_f64(d[0], dy, c->in[0], c->iarg[0], c->iarg[1], c->iarg[2]);
+}
+static void tok_f(op_case *c, double *y) { tokens_forward_f64(y, c->in[0], c->in[1], c->idx, c->iarg[0], c->iarg[1], c->iarg[2]); }
+static void tok_b(op_case *c, const double *dy, double **d) {
+    tokens_backward_f64(d[0], d[1], dy, c->idx, c->iarg[0], c->iarg[1], c->iarg[2]);
+}
+
+TEST(transformer_ops_gradcheck) {
+    df_rng r;
+    df_rng_init(&r, 21);
+    /* LayerNorm over 6 channels at 5 positions of 3 images, against finite differences and the definition */
+    const int n = 3, ch = 6, L = 5;
+    op_case *c = new_case("layernorm", 3, (size_t)n * ch * L);
+    c->iarg[0] = n, c->iarg[1] = ch, c->iarg[2] = L, c->farg[0] = 1e-5;
+    case_inputs(c, &r, (size_t[]){(size_t)n * ch * L, ch, ch}, (const char *[]){"x", "gamma", "beta"}, NULL);
+    c->saved = malloc(sizeof(double) * 2 * n * L);
+    c->fwd = ln_f, c->bwd = ln_b;
+    fd_check(c, 21, 1e-6);
+    double y[256];
+    ln_f(c, y);
+    const int b = 2, l = 3;
+    double m = 0, v = 0;
+    for (int k = 0; k < ch; k++) m += c->in[0][((size_t)b * ch + k) * L + l] / ch;
+    for (int k = 0; k < ch; k++) v += pow(c->in[0][((size_t)b * ch + k) * L + l] - m, 2) / ch;
+    for (int k = 0; k < ch; k++) {
+        const size_t i = ((size_t)b * ch + k) * L + l;
+        CHECK_NEAR(y[i], (c->in[0][i] - m) / sqrt(v + 1e-5) * c->in[1][k] + c->in[2][k], 1e-12, "layernorm output");
+    }
+    free_case(c);
+
+    /* the GELU family: values at 1 (PyTorch's gelu, gelu(approximate="tanh"), CLIP's quick_gelu) and gradients */
+    static const double at_one[DF_ACT_COUNT] = {0.8413447460685429, 0.8411919906082768, 0.8457957659328212};
+    static const char *const act_names[DF_ACT_COUNT] = {"gelu", "gelu (tanh)", "quick gelu"};
+    for (int k = 0; k < DF_ACT_COUNT; k++) {
+        c = new_case(act_names[k], 1, 40);
+        c->iarg[0] = k;
+        case_inputs(c, &r, (size_t[]){40}, (const char *[]){"x"}, (const double[]){2.0});
+        c->fwd = act_f, c->bwd = act_b;
+        fd_check(c, 21, 1e-7);
+        double one = 1, out;
+        act_forward_f64(&out, &one, 1, k);
+        CHECK_NEAR(out, at_one[k], 1e-12, act_names[k]);
+        free_case(c);
+    }
+
+    /* GEGLU: values in the first half of the channels, gates in the second */
+    c = new_case("geglu", 1, (size_t)n * ch * L);
+    c->iarg[0] = n, c->iarg[1] = ch, c->iarg[2] = L;
+    case_inputs(c, &r, (size_t[]){(size_t)n * 2 * ch * L}, (const char *[]){"x"}, NULL);
+    c->fwd = geglu_f, c->bwd = geglu_b;
+    fd_check(c, 21, 1e-7);
+    geglu_f(c, y);
+    {
+        const size_t i = ((size_t)1 * ch + 4) * L + 2, xi = ((size_t)1 * 2 * ch + 4) * L + 2, gi = xi + (size_t)ch * L;
+        const double gate = c->in[0][gi];
+        CHECK_NEAR(y[i], c->in[0][xi] * 0.5 * gate * (1 + erf(gate / sqrt(2.0))), 1e-12, "geglu output");
+    }
+    free_case(c);
+
+    /* token and position embeddings: repeated ids must sum their gradients */
+    const int vocab = 7, d = 4;
+    c = new_case("tokens", 2, (size_t)n * d * L);
+    c->iarg[0] = n, c->iarg[1] = d, c->iarg[2] = L;
+    case_inputs(c, &r, (size_t[]){(size_t)vocab * d, (size_t)L * d}, (const char *[]){"token table", "positions"}, NULL);
+    c->idx = malloc(sizeof(int) * n * L);
+    for (int i = 0; i < n * L; i++) c->idx[i] = (i * 3) % vocab;
+    c->fwd = tok_f, c->bwd = tok_b;
+    fd_check(c, 21, 1e-7);
+    tok_f(c, y);
+    CHECK_NEAR(y[((size_t)2 * d + 3) * L + 4], c->in[0][(size_t)c->idx[2 * L + 4] * d + 3] + c->in[1][4 * d + 3], 1e-15,
+               "tokens output");
+    free_case(c);
 }
 
 TEST(dropout_and_mse) {
