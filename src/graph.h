@@ -80,6 +80,7 @@ typedef struct {
     size_t    numel, off;   /* offset into the parameter block */
     init_kind init;
     int       fan_in;
+    float     std;          /* INIT_NORMAL's standard deviation (0: 1) */
 } gparam;
 
 typedef struct unet_graph {
@@ -146,6 +147,7 @@ typedef struct {
     init_kind init;
     int       fan_in;
     int       shape[4];
+    float     std;      /* INIT_NORMAL: the standard deviation (0: 1) */
 } param_spec;
 
 /* Each returns the new id (-1, or NULL, once g->err is set: out of memory). */
@@ -159,6 +161,23 @@ df_status tape_plan(unet_graph *g);
  * (channels divisible by blk, more than one pixel, not the tape's input or output), plain elsewhere;
  * blk = 1 makes everything plain. Offsets do not change. */
 void tape_set_layout(unet_graph *g, int blk);
+
+/* ---- a table's parameters (params.c) ---------------------------------------------------------------- */
+
+/* Fill params (g->nparam_values) by each entry's init: PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+ * ones, zeros, or N(0, std^2). */
+void params_init(const unet_graph *g, float *params, df_rng *rng);
+/* Another name a file may give the tensor `name` (into out), or 0. */
+typedef int (*param_alias_fn)(const char *name, char *out, size_t cap);
+struct st_file;
+/* Read every entry of g's table from the open safetensors file f (path names it in messages): each must be
+ * there (under its name or its alias), with the table's shape (a Linear's 2-D weight may be stored as a 1x1
+ * convolution's 4-D one) and finite values; a tensor the table lacks fails unless `ignore` (NULL-ended) lists
+ * its name. */
+df_status params_read(const unet_graph *g, float *params, struct st_file *f, const char *path, param_alias_fn alias,
+                      const char *const *ignore);
+/* Write the table's tensors to path as safetensors (float32, metadata format: pt). */
+df_status params_write(const unet_graph *g, const float *params, const char *path);
 
 /* Build the parameter table and tape of UNet2DModel for a batch of n images of h x w (unet.c). */
 df_status unet_build(const df_unet_config *cfg, int n, int h, int w, unet_graph *g);

@@ -178,26 +178,7 @@ df_status df_model_create(const df_unet_config *cfg, uint64_t seed, df_model **o
     df_rng_init(&rng, seed);
     /* PyTorch's defaults, which diffusers keeps: kaiming_uniform(a=sqrt(5)) for weights and the same
      * bound for biases, i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)); GroupNorm 1 and 0; Embedding N(0, 1). */
-    for (int i = 0; i < m->g.nparams; i++) {
-        const gparam *p = &m->g.params[i];
-        float *v = m->params + p->off;
-        switch (p->init) {
-        case INIT_FANIN_UNIFORM: {
-            float bound = (float)(1.0 / sqrt((double)p->fan_in));
-            df_rng_fill_uniform(&rng, v, p->numel, -bound, bound);
-            break;
-        }
-        case INIT_ONE:
-            for (size_t j = 0; j < p->numel; j++) v[j] = 1;
-            break;
-        case INIT_ZERO:
-            memset(v, 0, p->numel * sizeof(float));
-            break;
-        case INIT_NORMAL:
-            df_rng_fill_normal(&rng, v, p->numel);
-            break;
-        }
-    }
+    params_init(&m->g, m->params, &rng);
     return DF_OK;
 }
 
@@ -239,58 +220,7 @@ df_status df_model_load(const char *dir, df_model **out) {
         st_close(&f);
         return st;
     }
-    int used = 0;
-    for (int i = 0; i < m->g.nparams && !st; i++) {
-        const gparam *p = &m->g.params[i];
-        const st_tensor *t = st_find(&f, p->name);
-        char alt[160];
-        if (!t && legacy_name(p->name, alt, sizeof alt)) t = st_find(&f, alt);
-        if (!t) {
-            st = df_fail(DF_ERR_SHAPE, "%s: missing tensor %s", path, p->name);
-            break;
-        }
-        used++;
-        /* A Linear stored as a 1x1 convolution (or the reverse) holds the same numbers. */
-        int ok = st_numel(t) == (int64_t)p->numel;
-        if (ok && t->ndim != p->ndim) {
-            int64_t tail = 1;
-            for (int d = 2; d < t->ndim; d++) tail *= t->shape[d];
-            ok = p->ndim == 2 && t->ndim == 4 && tail == 1 && t->shape[0] == p->shape[0];
-        } else if (ok) {
-            for (int d = 0; d < t->ndim; d++) ok &= t->shape[d] == p->shape[d];
-        }
-        if (!ok) {
-            char want[64], got[64];
-            int k = 0;
-            for (int d = 0; d < p->ndim; d++) k += snprintf(want + k, sizeof want - k, d ? ", %d" : "%d", p->shape[d]);
-            k = 0;
-            got[0] = 0;
-            for (int d = 0; d < t->ndim && k < (int)sizeof got - 24; d++)
-                k += snprintf(got + k, sizeof got - k, d ? ", %lld" : "%lld", (long long)t->shape[d]);
-            st = df_fail(DF_ERR_SHAPE, "%s: tensor %s has shape [%s], the config needs [%s]", path, p->name, got,
-                         want);
-            break;
-        }
-        st = st_read_f32(&f, t, m->params + p->off, p->numel);
-        for (size_t k = 0; !st && k < p->numel; k++)
-            if (!isfinite(m->params[p->off + k]))
-                st = df_fail(DF_ERR_FORMAT, "%s: tensor %s holds %s at index %zu", path, p->name,
-                             isnan(m->params[p->off + k]) ? "NaN" : "an infinity", k);
-    }
-    if (!st && used != f.n) {
-        for (int i = 0; i < f.n; i++) {
-            const char *name = f.tensors[i].name;
-            char alt[160];
-            int known = unet_find_param(&m->g, name) >= 0;
-            for (int j = 0; j < m->g.nparams && !known; j++)
-                known = legacy_name(m->g.params[j].name, alt, sizeof alt) && strcmp(alt, name) == 0;
-            if (!known) {
-                st = df_fail(DF_ERR_SHAPE, "%s: unexpected tensor %s (does config.json match the weights?)", path,
-                             name);
-                break;
-            }
-        }
-    }
+    st = params_read(&m->g, m->params, &f, path, legacy_name, NULL);
     st_close(&f);
     if (st) {
         df_model_free(m);
@@ -303,21 +233,9 @@ df_status df_model_load(const char *dir, df_model **out) {
 df_status df_model_save(const df_model *m, const char *dir) {
     df_status st = df_mkdir_p(dir);
     if (st) return st;
-    int n = m->g.nparams;
-    st_entry *e = calloc((size_t)n, sizeof *e);
-    if (!e) return df_fail(DF_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < n; i++) {
-        const gparam *p = &m->g.params[i];
-        e[i].name = p->name;
-        e[i].ndim = p->ndim;
-        for (int d = 0; d < p->ndim; d++) e[i].shape[d] = p->shape[d];
-        e[i].f32 = m->params + p->off;
-    }
     char path[4096];
-    static const char *const meta[] = {"format", "pt"};
     snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
-    st = st_write(path, e, n, meta, 1);
-    free(e);
+    st = params_write(&m->g, m->params, path);
     if (st) return st;
     snprintf(path, sizeof path, "%s/config.json", dir);
     return df_unet_config_save(&m->cfg, path);

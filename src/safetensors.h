@@ -18,7 +18,7 @@ typedef struct {
     size_t   begin, end;    /* byte range inside the data section */
 } st_tensor;
 
-typedef struct {
+typedef struct st_file {
     char      *path;        /* copy of the path, for messages */
     uint8_t   *file;        /* whole file in memory */
     size_t     file_len;

@@ -104,6 +104,7 @@ int tape_param(unet_graph *g, param_spec s, const char *fmt, ...) {
     p->off = g->nparam_values;
     p->init = s.init;
     p->fan_in = s.fan_in;
+    p->std = s.std;
     g->nparam_values += p->numel;
     return g->nparams++;
 }

@@ -451,7 +451,8 @@ static df_status basic_clean(const int32_t *cp, long n, int32_t **out, long *nou
     free(nfc);
     if (!b || nb < 0) {
         free(a), free(b);
-        return b ? df_fail(DF_ERR_ARG, "tokenizer: normalisation gave invalid UTF-8") : df_fail(DF_ERR_NOMEM, "tokenizer: out of memory");
+        return b ? df_fail(DF_ERR_ARG, "tokenizer: normalisation gave invalid UTF-8")
+                 : df_fail(DF_ERR_NOMEM, "tokenizer: out of memory");
     }
     /* words, lower-cased, joined by one space (into a, which has room: at most 2 * nb + 1) */
     free(a);

@@ -29,10 +29,10 @@ static int conv(builder *B, int x, const char *prefix, conv_args a) {
     if (ERR) return -1;
     const gvalue in = V(x);
     const int k = a.kernel, stride = a.stride ? a.stride : 1, fan = in.c * k * k;
-    param_spec ws = {INIT_FANIN_UNIFORM, fan, {a.cout, in.c, k, k}};
+    param_spec ws = {.init = INIT_FANIN_UNIFORM, .fan_in = fan, .shape = {a.cout, in.c, k, k}};
     if (a.linear_weight) ws.shape[2] = ws.shape[3] = 0;
     int w = tape_param(B->g, ws, "%s.weight", prefix);
-    int b = tape_param(B->g, (param_spec){INIT_FANIN_UNIFORM, fan, {a.cout}}, "%s.bias", prefix);
+    int b = tape_param(B->g, (param_spec){.init = INIT_FANIN_UNIFORM, .fan_in = fan, .shape = {a.cout}}, "%s.bias", prefix);
     int ho = (in.h + a.pad[0] + a.pad[2] - k) / stride + 1, wo = (in.w + a.pad[1] + a.pad[3] - k) / stride + 1;
     gnode *d = tape_node(B->g, OP_CONV, x, -1, -1, tape_value(B->g, in.n, a.cout, ho, wo));
     if (!d) return -1;
@@ -50,8 +50,9 @@ static int conv3x3(builder *B, int x, const char *prefix, int cout) {
 static int linear(builder *B, int x, const char *prefix, int out) {
     if (ERR) return -1;
     const gvalue in = V(x);
-    int w = tape_param(B->g, (param_spec){INIT_FANIN_UNIFORM, in.c, {out, in.c}}, "%s.weight", prefix);
-    int b = tape_param(B->g, (param_spec){INIT_FANIN_UNIFORM, in.c, {out}}, "%s.bias", prefix);
+    int w = tape_param(B->g, (param_spec){.init = INIT_FANIN_UNIFORM, .fan_in = in.c, .shape = {out, in.c}}, "%s.weight",
+                       prefix);
+    int b = tape_param(B->g, (param_spec){.init = INIT_FANIN_UNIFORM, .fan_in = in.c, .shape = {out}}, "%s.bias", prefix);
     gnode *d = tape_node(B->g, OP_LINEAR, x, -1, -1, tape_value(B->g, in.n, out, 1, 1));
     if (!d) return -1;
     d->w = w, d->b = b;
@@ -64,8 +65,8 @@ static int linear(builder *B, int x, const char *prefix, int out) {
 static int norm_op(builder *B, op_kind op, int x, int v, const char *prefix, int groups) {
     if (ERR) return -1;
     const gvalue in = V(x);
-    int w = tape_param(B->g, (param_spec){INIT_ONE, 0, {in.c}}, "%s.weight", prefix);
-    int b = tape_param(B->g, (param_spec){INIT_ZERO, 0, {in.c}}, "%s.bias", prefix);
+    int w = tape_param(B->g, (param_spec){.init = INIT_ONE, .fan_in = 0, .shape = {in.c}}, "%s.weight", prefix);
+    int b = tape_param(B->g, (param_spec){.init = INIT_ZERO, .fan_in = 0, .shape = {in.c}}, "%s.bias", prefix);
     gnode *d = tape_node(B->g, op, x, v, -1, tape_value(B->g, in.n, in.c, in.h, in.w));
     if (!d) return -1;
     d->w = w, d->b = b;
@@ -282,7 +283,7 @@ df_status unet_build(const df_unet_config *cfg, int n, int h, int w, unet_graph 
 
     int emb = timestep_embedding(B, n, 0, "time_embedding");
     if (cfg->num_class_embeds > 0 && !cfg->class_embed_timestep) {
-        int table = tape_param(g, (param_spec){INIT_NORMAL, 0, {cfg->num_class_embeds, temb_dim}},
+        int table = tape_param(g, (param_spec){.init = INIT_NORMAL, .fan_in = 0, .shape = {cfg->num_class_embeds, temb_dim}},
                                "class_embedding.weight");
         gnode *d = tape_node(g, OP_EMBED, -1, -1, -1, tape_value(g, n, temb_dim, 1, 1));
         if (d) d->w = table;
