@@ -396,6 +396,20 @@ int main(int argc, char **argv) {
         put("bpd_state", "half", state, strlen(state));
     }
     tokenizer_seeds();
+    {   /* text encoder configs: Stable Diffusion 1.5's text encoder, and a tiny one with the newer end token */
+        const char *sd = "{\"architectures\": [\"CLIPTextModel\"], \"attention_dropout\": 0.0, \"bos_token_id\": 0, "
+                         "\"dropout\": 0.0, \"eos_token_id\": 2, \"hidden_act\": \"quick_gelu\", \"hidden_size\": 768, "
+                         "\"initializer_factor\": 1.0, \"initializer_range\": 0.02, \"intermediate_size\": 3072, "
+                         "\"layer_norm_eps\": 1e-05, \"max_position_embeddings\": 77, \"model_type\": "
+                         "\"clip_text_model\", \"num_attention_heads\": 12, \"num_hidden_layers\": 12, "
+                         "\"pad_token_id\": 1, \"projection_dim\": 768, \"torch_dtype\": \"float32\", "
+                         "\"transformers_version\": \"4.22.0.dev0\", \"vocab_size\": 49408}";
+        const char *tiny = "{\"hidden_act\": \"gelu\", \"hidden_size\": 32, \"intermediate_size\": 64, "
+                           "\"num_attention_heads\": 2, \"num_hidden_layers\": 2, \"vocab_size\": 1000, "
+                           "\"max_position_embeddings\": 16, \"eos_token_id\": 999, \"bos_token_id\": 998}";
+        put("text_config", "sd15", sd, strlen(sd));
+        put("text_config", "tiny", tiny, strlen(tiny));
+    }
     /* PNG layouts */
     png_seed("gray8", 5, 4, PNG_COLOR_TYPE_GRAY, 8, PNG_INTERLACE_NONE, 0);
     png_seed("gray1", 9, 3, PNG_COLOR_TYPE_GRAY, 1, PNG_INTERLACE_NONE, 0);

@@ -1,6 +1,6 @@
 /* The fuzz targets: one per parser (safetensors, config.json, scheduler_config.json, IDX, CIFAR-10,
  * PNG, JPEG, whole checkpoints, NumPy .npy images, reference features, bits/dim state files, tokenizer
- * folders). Each checks the library's promise about bad input: a status with one printable line naming
+ * folders, text encoder configs). Each checks the library's promise about bad input: a status with one printable line naming
  * the file, or a result that is consistent. */
 #define _POSIX_C_SOURCE 200809L
 #include "fuzz.h"
@@ -423,6 +423,23 @@ static const char *fuzz_tokenizer(const uint8_t *data, size_t size) {
     return bad;
 }
 
+/* A text encoder's config.json: refused with a line naming it, or a config that validates, saves and loads
+ * back the same. */
+static const char *fuzz_text_config(const uint8_t *data, size_t size) {
+    char path[1024], again[1024];
+    put_file("text_config.json", data, size, path, sizeof path);
+    df_text_config c, d;
+    df_status st = df_text_config_load(path, &c);
+    if (st) return check_failure(st, path);
+    if (c.hidden_size % c.num_attention_heads || c.vocab_size < 1 || c.max_position_embeddings < 1)
+        return "a config that does not validate loaded";
+    snprintf(again, sizeof again, "%s/text_config_again.json", scratch_dir());
+    if ((st = df_text_config_save(&c, again))) return broken("a loaded config does not save: %s", df_error());
+    if ((st = df_text_config_load(again, &d))) return broken("a saved config does not load: %s", df_error());
+    if (memcmp(&c, &d, sizeof c)) return "a config changes through save and load";
+    return NULL;
+}
+
 /* ---- the table ------------------------------------------------------------------------------------- */
 
 const fuzz_target fuzz_targets[] = {
@@ -430,7 +447,7 @@ const fuzz_target fuzz_targets[] = {
     {"idx", fuzz_idx},                 {"cifar", fuzz_cifar},             {"png", fuzz_image},
     {"jpeg", fuzz_image},              {"checkpoint", fuzz_checkpoint},   {"training_state", fuzz_training_state},
     {"npy", fuzz_npy},                 {"ref_features", fuzz_ref_features}, {"bpd_state", fuzz_bpd_state},
-    {"tokenizer", fuzz_tokenizer},
+    {"tokenizer", fuzz_tokenizer},     {"text_config", fuzz_text_config},
     {NULL, NULL},
 };
 

@@ -901,6 +901,64 @@ const char *df_tokenizer_token(const df_tokenizer *t, int id);   /* an id's toke
  * tokens cut off (either may be NULL). Invalid UTF-8 fails (DF_ERR_ARG) naming the first bad byte. */
 df_status df_tokenize(const df_tokenizer *t, const char *text, int32_t *ids, int *length, int *dropped);
 
+/* ---- text: CLIP's text encoder --------------------------------------------------------------------------- */
+
+/* Activations by the names configs give them. */
+typedef enum {
+    DF_ACT_GELU,         /* "gelu": x Phi(x) */
+    DF_ACT_GELU_TANH,    /* "gelu_new", "gelu_pytorch_tanh": its tanh approximation */
+    DF_ACT_QUICK_GELU,   /* "quick_gelu" (OpenAI's CLIP): x sigmoid(1.702 x) */
+    DF_ACT_COUNT
+} df_act;
+
+/* transformers' CLIPTextConfig (config.json of a CLIPTextModel folder). */
+typedef struct {
+    int    vocab_size, hidden_size, intermediate_size, num_hidden_layers, num_attention_heads;
+    int    max_position_embeddings;   /* the longest text */
+    int    projection_dim;            /* kept for the file; CLIPTextModel has no projection */
+    df_act hidden_act;
+    float  layer_norm_eps, initializer_factor, initializer_range;
+    int    bos_token_id, eos_token_id, pad_token_id;
+} df_text_config;
+
+/* transformers' defaults: 49408 tokens, 512 wide, 2048 in the MLP, 12 layers of 8 heads, 77 positions,
+ * quick GELU, LayerNorm eps 1e-5; bos/eos/pad 49406/49407/1. */
+void      df_text_config_default(df_text_config *c);
+/* Reads config.json; values the encoder does not support (another activation, attention dropout, a model
+ * type other than clip_text_model) are refused by name. */
+df_status df_text_config_load(const char *path, df_text_config *c);
+df_status df_text_config_save(const df_text_config *c, const char *path);   /* atomically */
+
+/* transformers' CLIPTextModel: token and position embeddings, pre-LayerNorm encoder layers of causal
+ * self-attention (q_proj, k_proj, v_proj, out_proj) and an MLP (fc1, activation, fc2), a final LayerNorm;
+ * parameters under transformers' names (text_model.embeddings.token_embedding.weight, ...). */
+typedef struct df_text_encoder df_text_encoder;
+
+/* New weights as transformers initialises them (normal, standard deviations from the sizes; biases 0). */
+df_status df_text_encoder_create(const df_text_config *c, uint64_t seed, df_text_encoder **out);
+/* A folder as transformers writes it: config.json and model.safetensors (its position_ids buffer, which
+ * older versions save, is ignored). */
+df_status df_text_encoder_load(const char *dir, df_text_encoder **out);
+df_status df_text_encoder_save(const df_text_encoder *e, const char *dir);
+void      df_text_encoder_free(df_text_encoder *e);
+const df_text_config *df_text_encoder_config(const df_text_encoder *e);
+size_t    df_text_encoder_num_params(const df_text_encoder *e);
+float    *df_text_encoder_params(df_text_encoder *e);   /* the weights, in table order */
+float    *df_text_encoder_grads(df_text_encoder *e);    /* their gradients, added to by backward */
+void      df_text_encoder_set_threads(df_text_encoder *e, int n);   /* 0: the caller's OpenMP default */
+/* The parameter table, as df_model_tensor_info: tensor i's name, shape and offset into params and grads. */
+int         df_text_encoder_num_tensors(const df_text_encoder *e);
+const char *df_text_encoder_tensor_info(const df_text_encoder *e, int i, int *ndim, int shape[4], size_t *offset);
+int         df_text_encoder_find_tensor(const df_text_encoder *e, const char *name);   /* -1 if absent */
+
+/* ids (n, L) with 1 <= L <= max_position_embeddings, each below vocab_size -> hidden (n, L, hidden_size), the
+ * model's last_hidden_state; pooled (n, hidden_size) or NULL: the state at each text's end token (the
+ * first eos_token_id, or the largest id when eos_token_id is 2, as transformers picks it). */
+df_status df_text_encode(df_text_encoder *e, int n, int L, const int32_t *ids, float *hidden, float *pooled);
+/* After df_text_encode: adds d(loss)/d(weights) into the gradients, given dhidden = d(loss)/d(hidden),
+ * (n, L, hidden_size). */
+df_status df_text_encoder_backward(df_text_encoder *e, const float *dhidden);
+
 /* ---- generation ---------------------------------------------------------------------------------------- */
 
 /* What df_generate reports after every sampler step. */

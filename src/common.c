@@ -3,6 +3,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
+#include <cblas.h>
+#include <omp.h>
 #include <cjson/cJSON.h>
 
 #include <errno.h>
@@ -150,4 +152,16 @@ df_status df_write_json_atomic(const char *path, cJSON *j) {
     df_status st = df_write_file_atomic(path, text, strlen(text));
     free(text);
     return st;
+}
+
+void df_blas_single_thread(void) { openblas_set_num_threads(1); }
+
+int df_threads_enter(int threads) {
+    const int caller = omp_get_max_threads();
+    if (threads && threads != caller) omp_set_num_threads(threads);
+    return caller;
+}
+
+void df_threads_leave(int caller) {
+    if (omp_get_max_threads() != caller) omp_set_num_threads(caller);
 }

@@ -30,15 +30,13 @@ typedef enum {
     OP_MEAN_HW,      /* (N, C, H, W) -> (N, C, 1, 1): the mean over the image (plain layout) */
     OP_LAYERNORM,    /* over channels at each position; farg[0] eps; w (gamma), b (beta); saved: mean, rstd
                         (N*H*W each) */
-    OP_ACT,          /* iarg[0] a df_act: GELU (erf), GELU (tanh), quick GELU */
+    OP_ACT,          /* iarg[0] a df_act (diffuse.h): GELU (erf), GELU (tanh), quick GELU */
     OP_GEGLU,        /* (N, 2C, H, W) -> (N, C, H, W): the first half times gelu(the second) */
     OP_TOKENS,       /* no value input: token ids (the labels, N*L) -> (N, D, 1, L): rows of w (token table)
                         plus rows of b (position table) */
     OP_COUNT
 } op_kind;
 
-/* Activations of OP_ACT (and GEGLU's gate: DF_ACT_GELU). */
-typedef enum { DF_ACT_GELU, DF_ACT_GELU_TANH, DF_ACT_QUICK_GELU, DF_ACT_COUNT } df_act;
 
 typedef struct {
     int n, c, h, w;
@@ -99,7 +97,7 @@ typedef struct unet_graph {
     size_t  grad_size;      /* elements in the gradient block (goff) */
     int     infer;          /* the forward pass uses the inference placement (no backward after it) */
     size_t  scratch_size;   /* elements of per-thread scratch */
-    int     x, out;         /* input and output value ids */
+    int     x, out;         /* input and output value ids (x -1: no float input, as a text encoder's tokens) */
     int     n, h, w;
     double  flops;          /* forward FLOPs for the whole batch */
     int     has_dropout;
@@ -154,6 +152,9 @@ typedef struct {
 int    tape_param(unet_graph *g, param_spec p, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int    tape_value(unet_graph *g, int n, int c, int h, int w);
 gnode *tape_node(unet_graph *g, op_kind op, int in0, int in1, int in2, int out);
+/* A convolution of x by parameters w (weight) and b (bias): k x k, stride, padding top/left/bottom/right.
+ * Returns its output value. */
+int    tape_conv(unet_graph *g, int x, int w, int b, int cout, int k, int stride, const int pad[4]);
 /* After the last node: saved buffers, scratch and FLOPs from the op table, then the three placements
  * (training, inference, gradients). */
 df_status tape_plan(unet_graph *g);
@@ -176,6 +177,8 @@ struct st_file;
  * its name. */
 df_status params_read(const unet_graph *g, float *params, struct st_file *f, const char *path, param_alias_fn alias,
                       const char *const *ignore);
+/* Entry i's name, dimensions, shape and offset (any may be NULL); NULL when i is out of range. */
+const char *graph_param_info(const unet_graph *g, int i, int *ndim, int shape[4], size_t *offset);
 /* Write the table's tensors to path as safetensors (float32, metadata format: pt). */
 df_status params_write(const unet_graph *g, const float *params, const char *path);
 

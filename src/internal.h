@@ -55,6 +55,15 @@ void df_philox_stream(uint64_t seed, uint64_t stream, uint64_t counter, uint32_t
 /* perm = a uniformly random order of 0 .. n-1 (Fisher-Yates, one df_rng_uniform per position). */
 void df_shuffle(int *perm, int n, df_rng *r);
 
+/* The library's own OpenMP threads split work over images; BLAS runs single-threaded inside them, so
+ * there is one pool and no nested oversubscription. */
+void df_blas_single_thread(void);
+/* A call runs with its object's thread count (0: the caller's OpenMP default) and gives the caller's
+ * setting back afterwards, so two objects in one process can differ. Returns what df_threads_leave
+ * restores. */
+int  df_threads_enter(int threads);
+void df_threads_leave(int caller);
+
 /* Seconds on the monotonic clock (for elapsed times and budgets). */
 double df_now_sec(void);
 

@@ -36,23 +36,10 @@ struct df_model {
     int            threads;      /* OpenMP threads of its calls; 0: the caller's OpenMP default */
 };
 
-/* The library's own OpenMP threads split work over images; BLAS runs single-threaded inside them, so
- * there is one pool and no nested oversubscription. */
-static void blas_single_thread(void) { openblas_set_num_threads(1); }
-
 void df_model_set_threads(df_model *m, int n) { m->threads = n > 0 ? n : 0; }
 int  df_model_threads(const df_model *m) { return m->threads ? m->threads : omp_get_max_threads(); }
-
-/* A call runs with the model's thread count and gives the caller's OpenMP setting back afterwards, so
- * two models in one process can differ. Returns what threads_leave restores. */
-static int threads_enter(const df_model *m) {
-    int caller = omp_get_max_threads();
-    if (m->threads && m->threads != caller) omp_set_num_threads(m->threads);
-    return caller;
-}
-static void threads_leave(int caller) {
-    if (omp_get_max_threads() != caller) omp_set_num_threads(caller);
-}
+#define threads_enter(m) df_threads_enter((m)->threads)
+#define threads_leave df_threads_leave
 
 /* Memory, sized once (df_model_reserve): a call of n images of h x w runs on the reserved tape when
  * h x w is the reserved size and n <= max_n. The batch is then padded to the tape's: the tail images get
@@ -118,7 +105,7 @@ static df_status model_new(const df_unet_config *cfg, size_t max_values, const c
     *out = NULL;
     df_status st = df_unet_config_validate(cfg);
     if (st) return st;
-    blas_single_thread();
+    df_blas_single_thread();
     df_model *m = calloc(1, sizeof *m);
     if (!m) return df_fail(DF_ERR_NOMEM, "out of memory");
     m->cfg = *cfg;
@@ -248,13 +235,7 @@ float *df_model_params(df_model *m) { return m->params; }
 float *df_model_grads(df_model *m) { return m->grads; }
 
 const char *df_model_tensor_info(const df_model *m, int i, int *ndim, int shape[4], size_t *offset) {
-    if (i < 0 || i >= m->g.nparams) return NULL;
-    const gparam *p = &m->g.params[i];
-    if (ndim) *ndim = p->ndim;
-    if (shape)
-        for (int d = 0; d < 4; d++) shape[d] = p->shape[d];
-    if (offset) *offset = p->off;
-    return p->name;
+    return graph_param_info(&m->g, i, ndim, shape, offset);
 }
 
 int df_model_find_tensor(const df_model *m, const char *name) { return unet_find_param(&m->g, name); }

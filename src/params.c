@@ -99,3 +99,13 @@ df_status params_write(const unet_graph *g, const float *params, const char *pat
     free(e);
     return st;
 }
+
+const char *graph_param_info(const unet_graph *g, int i, int *ndim, int shape[4], size_t *offset) {
+    if (i < 0 || i >= g->nparams) return NULL;
+    const gparam *p = &g->params[i];
+    if (ndim) *ndim = p->ndim;
+    if (shape)
+        for (int d = 0; d < 4; d++) shape[d] = p->shape[d];
+    if (offset) *offset = p->off;
+    return p->name;
+}

@@ -122,6 +122,18 @@ gnode *tape_node(unet_graph *g, op_kind op, int in0, int in1, int in2, int out) 
     return d;
 }
 
+int tape_conv(unet_graph *g, int x, int w, int b, int cout, int k, int stride, const int pad[4]) {
+    if (g->err) return -1;
+    const gvalue in = g->vals[x];
+    const int ho = (in.h + pad[0] + pad[2] - k) / stride + 1, wo = (in.w + pad[1] + pad[3] - k) / stride + 1;
+    gnode *d = tape_node(g, OP_CONV, x, -1, -1, tape_value(g, in.n, cout, ho, wo));
+    if (!d) return -1;
+    d->w = w, d->b = b;
+    d->conv = (conv_geom){.cin = in.c, .h = in.h, .w = in.w, .cout = cout, .k = k, .stride = stride, .pad_t = pad[0],
+                          .pad_l = pad[1], .ho = ho, .wo = wo};
+    return d->out;
+}
+
 void unet_graph_free(unet_graph *g) {
     if (!g) return;
     conv_fast_free(g->fast);
@@ -247,7 +259,7 @@ static void place_forward(unet_graph *g, arena *a, const char *keep, const int *
     for (int training = 0; training < 2; training++) {
         a->n = 0, a->top = 0;
 #define OFF(v) (*(training ? &g->vals[v].off : &g->vals[v].ioff))
-        OFF(g->x) = arena_get(a, numel(&g->vals[g->x]));
+        if (g->x >= 0) OFF(g->x) = arena_get(a, numel(&g->vals[g->x]));   /* a text encoder has none */
         for (int i = 0; i < g->nnodes; i++) {
             gnode *d = &g->nodes[i];
             gvalue *o = &g->vals[d->out];

@@ -33,13 +33,7 @@ static int conv(builder *B, int x, const char *prefix, conv_args a) {
     if (a.linear_weight) ws.shape[2] = ws.shape[3] = 0;
     int w = tape_param(B->g, ws, "%s.weight", prefix);
     int b = tape_param(B->g, (param_spec){.init = INIT_FANIN_UNIFORM, .fan_in = fan, .shape = {a.cout}}, "%s.bias", prefix);
-    int ho = (in.h + a.pad[0] + a.pad[2] - k) / stride + 1, wo = (in.w + a.pad[1] + a.pad[3] - k) / stride + 1;
-    gnode *d = tape_node(B->g, OP_CONV, x, -1, -1, tape_value(B->g, in.n, a.cout, ho, wo));
-    if (!d) return -1;
-    d->w = w, d->b = b;
-    d->conv = (conv_geom){.cin = in.c, .h = in.h, .w = in.w, .cout = a.cout, .k = k, .stride = stride,
-                          .pad_t = a.pad[0], .pad_l = a.pad[1], .ho = ho, .wo = wo};
-    return d->out;
+    return tape_conv(B->g, x, w, b, a.cout, k, stride, a.pad);
 }
 
 /* The 3x3, stride 1, pad 1 convolution of most of the network. */
