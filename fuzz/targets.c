@@ -149,7 +149,7 @@ static const char *fuzz_unet_config(const uint8_t *data, size_t size) {
     /* the network it describes can be laid out, at the smallest size it takes */
     int f = 1 << (cfg.num_levels - 1);
     unet_graph g;
-    st = unet_build(&cfg, 1, f, f, &g);
+    st = unet_build(&cfg, 1, f, f, 1, &g);
     if (st) return broken("a valid config does not build: %s", df_error());
     unet_graph_free(&g);
     /* and what we write reads back as the same config */

@@ -107,10 +107,25 @@ typedef struct {
     /* A classifier trained on noised images (what classifier guidance needs): "_classifier_noise_aware",
      * written only when 1. 0 means clean images, or a classifier from before this was recorded. */
     int   classifier_noise_aware;
+    /* UNet2DConditionModel (Stable Diffusion's U-Net, which attends to text states), "_class_name"
+     * "UNet2DConditionModel": its attention blocks (down_attn / up_attn 1: CrossAttnDownBlock2D and
+     * CrossAttnUpBlock2D; the mid block UNetMidBlock2DCrossAttn) are Transformer2DModels (GroupNorm, proj_in,
+     * BasicTransformerBlocks of LayerNorm, self-attention attn1, cross-attention attn2 on the text states,
+     * LayerNorm and a GEGLU feed-forward, proj_out, plus the input). 0: UNet2DModel. */
+    int   condition;
+    int   cross_attention_dim;                  /* the text states' width */
+    int   attention_heads[DF_MAX_LEVELS];       /* heads per level, down order: the model's attention_head_dim
+                                                   (which it reads as heads), or num_attention_heads */
+    int   transformer_layers[DF_MAX_LEVELS];    /* transformer_layers_per_block, per level */
+    int   use_linear_projection;                /* proj_in / proj_out as Linear, not 1x1 convolutions */
+    int   upcast_attention;                     /* kept for the file: attention runs in float32 anyway */
 } df_unet_config;
 
 /* diffusers' UNet2DModel defaults (what a config.json that omits a field means). */
 void df_unet_config_default(df_unet_config *cfg);
+/* diffusers' UNet2DConditionModel defaults (Stable Diffusion 1.x's U-Net: 4 channels in and out, 320 to 1280
+ * wide, cross-attention to 1280-wide states with 8 heads). */
+void df_unet_config_default_condition(df_unet_config *cfg);
 
 /* The built-in configs, as help and error messages name them. */
 #define DF_PRESETS                                                                                         \
@@ -128,8 +143,9 @@ df_status df_unet_config_load(const char *path, df_unet_config *cfg);
 /* Check a config for consistency (channels divisible by groups, heads, levels...). */
 df_status df_unet_config_validate(const df_unet_config *cfg);
 
-/* Write a config as diffusers' config.json (all fields, "_class_name": "UNet2DModel"). The file is
- * written to a temporary name and renamed, so a crash never leaves half a file. */
+/* Write a config as diffusers' config.json (all fields of its class, "_class_name" "UNet2DModel" or
+ * "UNet2DConditionModel"). The file is written to a temporary name and renamed, so a crash never leaves
+ * half a file. */
 df_status df_unet_config_save(const df_unet_config *cfg, const char *path);
 
 /* ---- models -------------------------------------------------------------------------------------- */
@@ -198,6 +214,14 @@ df_status df_model_forward(df_model *m, int n, int h, int w, const float *x, con
 df_status df_model_backward(df_model *m, const float *deps, float *dx);
 
 void df_model_zero_grad(df_model *m);
+
+/* A UNet2DConditionModel's text states (diffusers' encoder_hidden_states): (n, L, cross_attention_dim), one
+ * text per image of the next forward passes (n must then be their batch, or 1 for one text for all). The
+ * model keeps a copy. Refused for a model that does not attend to text. */
+df_status df_model_set_context(df_model *m, int n, int L, const float *states);
+/* After df_model_backward: d(loss)/d(states) for the images of the last forward pass, (n, L,
+ * cross_attention_dim) (to train a text encoder with the U-Net). */
+df_status df_model_context_grad(df_model *m, float *dstates);
 
 typedef struct df_schedule df_schedule;   /* see the noise schedules below */
 

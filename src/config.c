@@ -1,5 +1,6 @@
-/* UNet2DModel configs: diffusers' defaults, built-in presets, config.json parsing with one-line errors
- * naming the field and value, consistency checks, and writing config.json back in diffusers' layout. */
+/* UNet2DModel and UNet2DConditionModel configs: diffusers' defaults, built-in presets, config.json parsing
+ * with one-line errors naming the field and value, consistency checks, and writing config.json back in
+ * diffusers' layout. */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
@@ -33,6 +34,12 @@ typedef enum {
     K_VERSION,      /* "_diffusers_version": written, ignored when read */
     K_IGNORED,      /* read and ignored, written as null */
     K_CLASSIFIER,   /* "_classifier_*": an int written only when not 0 */
+    K_HEADS,        /* the condition model's attention_head_dim / num_attention_heads: an int or one per block */
+    K_TLAYERS,      /* transformer_layers_per_block: an int or one per block */
+    K_XDIM,         /* cross_attention_dim: an int, or one per block, all the same */
+    K_FALSE,        /* a feature we do not have: false only */
+    K_NULL,         /* a feature we do not have: null only */
+    K_FIXED,        /* a number that must be `nchoices` (written as an int, or with ".0" for a float key) */
 } key_kind;
 
 #define NO_FIELD ((size_t)-1)   /* a K_CHOICE key with only one meaning, not stored in the struct */
@@ -43,12 +50,17 @@ typedef struct {
     size_t        offset;   /* into df_unet_config */
     const choice *choices;
     int           nchoices;
+    int           cls;      /* which model has the key: PLAIN (UNet2DModel), COND (UNet2DConditionModel), BOTH */
 } key_info;
+
+enum { PLAIN = 1, COND = 2, BOTH = 3 };
 
 static const choice act_fns[] = {{"silu", 0}, {"swish", 0}};
 static const choice class_embed_types[] = {{NULL, 0}, {"timestep", 1}};
 static const choice sample_types[] = {{"conv", 0}, {"resnet", 1}};
 static const choice mid_block_types[] = {{NULL, 0}, {"UNetMidBlock2D", 1}};
+static const choice cond_mid_block_types[] = {{NULL, 0}, {"UNetMidBlock2DCrossAttn", 1}};
+static const choice attention_types[] = {{"default", 0}};
 static const choice time_shifts[] = {{"default", 0}, {"scale_shift", 1}};
 static const choice time_embeddings[] = {{"positional", 0}};
 
@@ -56,39 +68,69 @@ static const choice time_embeddings[] = {{"positional", 0}};
 #define CHOICES(f, list) K_CHOICE, f, list, DF_COUNTOF(list)
 #define SPECIAL(kind) kind, NO_FIELD, NULL, 0
 
-/* Every key, in the sorted order diffusers writes them. */
+#define FIXED(v) K_FIXED, NO_FIELD, NULL, v
+
+/* Every key of both classes, in the sorted order diffusers writes them. */
 static const key_info keys[] = {
-    {"_class_name", SPECIAL(K_CLASS_NAME)},
-    {"_classifier_classes", FIELD(K_CLASSIFIER, classifier_classes)},
-    {"_classifier_noise_aware", FIELD(K_CLASSIFIER, classifier_noise_aware)},
-    {"_diffusers_version", SPECIAL(K_VERSION)},
-    {"act_fn", CHOICES(NO_FIELD, act_fns)},
-    {"add_attention", FIELD(K_BOOL, add_attention)},
-    {"attention_head_dim", FIELD(K_NULL_INT, attention_head_dim)},
-    {"attn_norm_num_groups", FIELD(K_NULL_INT, attn_norm_num_groups)},
-    {"block_out_channels", SPECIAL(K_CHANNELS)},
-    {"center_input_sample", FIELD(K_BOOL, center_input_sample)},
-    {"class_embed_type", CHOICES(offsetof(df_unet_config, class_embed_timestep), class_embed_types)},
-    {"down_block_types", SPECIAL(K_DOWN_TYPES)},
-    {"downsample_padding", FIELD(K_INT, downsample_padding)},
-    {"downsample_type", CHOICES(offsetof(df_unet_config, downsample_resnet), sample_types)},
-    {"dropout", FIELD(K_PYFLOAT, dropout)},
-    {"flip_sin_to_cos", FIELD(K_BOOL, flip_sin_to_cos)},
-    {"freq_shift", FIELD(K_FLOAT, freq_shift)},
-    {"in_channels", FIELD(K_INT, in_channels)},
-    {"layers_per_block", FIELD(K_INT, layers_per_block)},
-    {"mid_block_scale_factor", FIELD(K_FLOAT, mid_block_scale_factor)},
-    {"mid_block_type", CHOICES(offsetof(df_unet_config, mid_block), mid_block_types)},
-    {"norm_eps", FIELD(K_PYFLOAT, norm_eps)},
-    {"norm_num_groups", FIELD(K_INT, norm_num_groups)},
-    {"num_class_embeds", FIELD(K_NULL_INT, num_class_embeds)},
-    {"num_train_timesteps", SPECIAL(K_IGNORED)},
-    {"out_channels", FIELD(K_INT, out_channels)},
-    {"resnet_time_scale_shift", CHOICES(offsetof(df_unet_config, scale_shift), time_shifts)},
-    {"sample_size", FIELD(K_NULL_INT, sample_size)},
-    {"time_embedding_type", CHOICES(NO_FIELD, time_embeddings)},
-    {"up_block_types", SPECIAL(K_UP_TYPES)},
-    {"upsample_type", CHOICES(offsetof(df_unet_config, upsample_resnet), sample_types)},
+    {"_class_name", SPECIAL(K_CLASS_NAME), BOTH},
+    {"_classifier_classes", FIELD(K_CLASSIFIER, classifier_classes), PLAIN},
+    {"_classifier_noise_aware", FIELD(K_CLASSIFIER, classifier_noise_aware), PLAIN},
+    {"_diffusers_version", SPECIAL(K_VERSION), BOTH},
+    {"act_fn", CHOICES(NO_FIELD, act_fns), BOTH},
+    {"add_attention", FIELD(K_BOOL, add_attention), PLAIN},
+    {"addition_embed_type", SPECIAL(K_NULL), COND},
+    {"addition_embed_type_num_heads", SPECIAL(K_IGNORED), COND},
+    {"addition_time_embed_dim", SPECIAL(K_NULL), COND},
+    {"attention_head_dim", FIELD(K_NULL_INT, attention_head_dim), PLAIN},
+    {"attention_head_dim", SPECIAL(K_HEADS), COND},
+    {"attention_type", CHOICES(NO_FIELD, attention_types), COND},
+    {"attn_norm_num_groups", FIELD(K_NULL_INT, attn_norm_num_groups), PLAIN},
+    {"block_out_channels", SPECIAL(K_CHANNELS), BOTH},
+    {"center_input_sample", FIELD(K_BOOL, center_input_sample), BOTH},
+    {"class_embed_type", CHOICES(offsetof(df_unet_config, class_embed_timestep), class_embed_types), BOTH},
+    {"class_embeddings_concat", SPECIAL(K_FALSE), COND},
+    {"conv_in_kernel", FIXED(3), COND},
+    {"conv_out_kernel", FIXED(3), COND},
+    {"cross_attention_dim", SPECIAL(K_XDIM), COND},
+    {"cross_attention_norm", SPECIAL(K_NULL), COND},
+    {"down_block_types", SPECIAL(K_DOWN_TYPES), BOTH},
+    {"downsample_padding", FIELD(K_INT, downsample_padding), BOTH},
+    {"downsample_type", CHOICES(offsetof(df_unet_config, downsample_resnet), sample_types), PLAIN},
+    {"dropout", FIELD(K_PYFLOAT, dropout), BOTH},
+    {"dual_cross_attention", SPECIAL(K_FALSE), COND},
+    {"encoder_hid_dim", SPECIAL(K_NULL), COND},
+    {"encoder_hid_dim_type", SPECIAL(K_NULL), COND},
+    {"flip_sin_to_cos", FIELD(K_BOOL, flip_sin_to_cos), BOTH},
+    {"freq_shift", FIELD(K_FLOAT, freq_shift), BOTH},
+    {"in_channels", FIELD(K_INT, in_channels), BOTH},
+    {"layers_per_block", FIELD(K_INT, layers_per_block), BOTH},
+    {"mid_block_only_cross_attention", SPECIAL(K_NULL), COND},
+    {"mid_block_scale_factor", FIELD(K_FLOAT, mid_block_scale_factor), BOTH},
+    {"mid_block_type", CHOICES(offsetof(df_unet_config, mid_block), mid_block_types), PLAIN},
+    {"mid_block_type", CHOICES(offsetof(df_unet_config, mid_block), cond_mid_block_types), COND},
+    {"norm_eps", FIELD(K_PYFLOAT, norm_eps), BOTH},
+    {"norm_num_groups", FIELD(K_INT, norm_num_groups), BOTH},
+    {"num_attention_heads", SPECIAL(K_HEADS), COND},
+    {"num_class_embeds", FIELD(K_NULL_INT, num_class_embeds), BOTH},
+    {"num_train_timesteps", SPECIAL(K_IGNORED), PLAIN},
+    {"only_cross_attention", SPECIAL(K_FALSE), COND},
+    {"out_channels", FIELD(K_INT, out_channels), BOTH},
+    {"projection_class_embeddings_input_dim", SPECIAL(K_NULL), COND},
+    {"resnet_out_scale_factor", FIXED(1), COND},
+    {"resnet_skip_time_act", SPECIAL(K_FALSE), COND},
+    {"resnet_time_scale_shift", CHOICES(offsetof(df_unet_config, scale_shift), time_shifts), BOTH},
+    {"reverse_transformer_layers_per_block", SPECIAL(K_NULL), COND},
+    {"sample_size", FIELD(K_NULL_INT, sample_size), BOTH},
+    {"time_cond_proj_dim", SPECIAL(K_NULL), COND},
+    {"time_embedding_act_fn", SPECIAL(K_NULL), COND},
+    {"time_embedding_dim", SPECIAL(K_NULL), COND},
+    {"time_embedding_type", CHOICES(NO_FIELD, time_embeddings), BOTH},
+    {"timestep_post_act", SPECIAL(K_NULL), COND},
+    {"transformer_layers_per_block", SPECIAL(K_TLAYERS), COND},
+    {"up_block_types", SPECIAL(K_UP_TYPES), BOTH},
+    {"upcast_attention", FIELD(K_BOOL, upcast_attention), COND},
+    {"upsample_type", CHOICES(offsetof(df_unet_config, upsample_resnet), sample_types), PLAIN},
+    {"use_linear_projection", FIELD(K_BOOL, use_linear_projection), COND},
 };
 
 static int *int_field(df_unet_config *c, const key_info *k) { return (int *)((char *)c + k->offset); }
@@ -138,6 +180,16 @@ void df_unet_config_default(df_unet_config *cfg) {
     cfg->num_class_embeds = 0;
     cfg->class_embed_timestep = 0;
     cfg->dropout = 0;
+}
+
+void df_unet_config_default_condition(df_unet_config *cfg) {
+    df_unet_config_default(cfg);
+    cfg->condition = 1;
+    cfg->in_channels = cfg->out_channels = 4;
+    set_levels(cfg, 4, (const int[]){320, 640, 1280, 1280}, (const int[]){1, 1, 1, 0}, (const int[]){0, 1, 1, 1});
+    cfg->attention_head_dim = 0;
+    cfg->cross_attention_dim = 1280;
+    for (int i = 0; i < DF_MAX_LEVELS; i++) cfg->attention_heads[i] = 8, cfg->transformer_layers[i] = 1;
 }
 
 df_status df_unet_config_preset(const char *name, df_unet_config *cfg) {
@@ -253,6 +305,25 @@ static df_status validate(const df_unet_config *c, const char *src) {
                            "channels)",
                            src, d, last);
     }
+    if (c->condition) {
+        if (c->condition != 1 || c->classifier_classes || c->attention_head_dim || c->attn_norm_num_groups ||
+            c->downsample_resnet || c->upsample_resnet || !c->add_attention)
+            return df_fail(DF_ERR_CONFIG, "%s: UNet2DModel settings in a UNet2DConditionModel config", src);
+        if (c->cross_attention_dim < 1 || c->cross_attention_dim > DF_MAX_CHANNELS)
+            return df_fail(DF_ERR_CONFIG, "%s: field \"cross_attention_dim\": unsupported value %d (expected 1 to %d)",
+                           src, c->cross_attention_dim, DF_MAX_CHANNELS);
+        for (int i = 0; i < L; i++) {
+            const int heads = c->attention_heads[i], ch = c->block_out_channels[i];
+            if (heads < 1 || ch % heads)
+                return df_fail(DF_ERR_CONFIG, "%s: field \"attention_head_dim\": unsupported value %d at level %d "
+                               "(expected a number of heads dividing its %d channels)", src, heads, i, ch);
+            if (c->transformer_layers[i] < 1 || c->transformer_layers[i] > 16)
+                return df_fail(DF_ERR_CONFIG, "%s: field \"transformer_layers_per_block\": unsupported value %d at "
+                               "level %d (expected 1 to 16)", src, c->transformer_layers[i], i);
+        }
+    } else if (c->cross_attention_dim || c->use_linear_projection || c->upcast_attention) {
+        return df_fail(DF_ERR_CONFIG, "%s: UNet2DConditionModel settings in a UNet2DModel config", src);
+    }
     if (c->layers_per_block < 1 || c->layers_per_block > 16)
         return df_fail(DF_ERR_CONFIG, "%s: field \"layers_per_block\": unsupported value %d (expected 1 to 16)", src,
                        c->layers_per_block);
@@ -367,8 +438,14 @@ static df_status parse_block_type(const char *src, const char *field, const cJSO
     return bad_value(src, field, v, expected);
 }
 
-/* A JSON list of 1..DF_MAX_LEVELS entries: block channels or block types into dst; its length in *n. */
-static df_status parse_list(const char *src, const key_info *k, const cJSON *v, int *dst, int *n) {
+/* Block type names by class: [class][down 0, up 1][plain 0, attention 1]. */
+static const char *const block_names[2][2][2] = {{{"DownBlock2D", "AttnDownBlock2D"}, {"UpBlock2D", "AttnUpBlock2D"}},
+                                                 {{"DownBlock2D", "CrossAttnDownBlock2D"},
+                                                  {"UpBlock2D", "CrossAttnUpBlock2D"}}};
+
+/* A JSON list of 1..DF_MAX_LEVELS entries: block channels, block types (of the class `cond`), or numbers
+ * of heads or layers, into dst; its length in *n. */
+static df_status parse_list(const char *src, const key_info *k, const cJSON *v, int cond, int *dst, int *n) {
     int len = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : -1;
     if (len < 1 || len > DF_MAX_LEVELS) {
         char expected[64];
@@ -378,12 +455,11 @@ static df_status parse_list(const char *src, const key_info *k, const cJSON *v, 
     int vals[DF_MAX_LEVELS] = {0}, i = 0;
     for (const cJSON *e = v->child; e; e = e->next, i++) {
         df_status s = DF_OK;
-        if (k->kind == K_CHANNELS) {
+        if (k->kind == K_CHANNELS || k->kind == K_HEADS || k->kind == K_TLAYERS || k->kind == K_XDIM) {
             if (!json_int(e, &vals[i])) s = bad_value(src, k->name, e, "an integer");
-        } else if (k->kind == K_DOWN_TYPES) {
-            s = parse_block_type(src, k->name, e, "DownBlock2D", "AttnDownBlock2D", &vals[i]);
         } else {
-            s = parse_block_type(src, k->name, e, "UpBlock2D", "AttnUpBlock2D", &vals[i]);
+            const int up = k->kind == K_UP_TYPES;
+            s = parse_block_type(src, k->name, e, block_names[cond][up][0], block_names[cond][up][1], &vals[i]);
         }
         if (s != DF_OK) return s;
     }
@@ -393,8 +469,25 @@ static df_status parse_list(const char *src, const key_info *k, const cJSON *v, 
     return DF_OK;
 }
 
-static df_status parse_key(const char *src, const key_info *k, const cJSON *v, df_unet_config *c, int counts[3]) {
+/* What a parse gathers besides the fields: list lengths, and the per-block lists to check against them. */
+typedef struct {
+    int counts[3];                            /* channels, down types, up types */
+    int heads[DF_MAX_LEVELS], nheads;         /* attention_head_dim: -1 one int, else the list's length (0: absent) */
+    int heads2[DF_MAX_LEVELS], nheads2;       /* num_attention_heads, which wins when given */
+    int layers[DF_MAX_LEVELS], nlayers;       /* transformer_layers_per_block */
+} parse_state;
+
+/* An int, or a list of ints (one per block), into dst and *n (-1 for the int). */
+static df_status parse_int_or_list(const char *src, const key_info *k, const cJSON *v, int *dst, int *n) {
+    if (cJSON_IsArray(v)) return parse_list(src, k, v, 1, dst, n);
+    if (!json_int(v, &dst[0]) || dst[0] < 1) return bad_value(src, k->name, v, "an integer >= 1 or a list of them");
+    *n = -1;
+    return DF_OK;
+}
+
+static df_status parse_key(const char *src, const key_info *k, const cJSON *v, df_unet_config *c, parse_state *P) {
     int iv = 0;
+    int *counts = P->counts;
     switch (k->kind) {
     case K_INT:
         if (!json_int(v, &iv)) return bad_value(src, k->name, v, "an integer");
@@ -421,12 +514,40 @@ static df_status parse_key(const char *src, const key_info *k, const cJSON *v, d
         if (s == DF_OK && k->offset != NO_FIELD) *int_field(c, k) = iv;
         return s;
     }
-    case K_CHANNELS: return parse_list(src, k, v, c->block_out_channels, &counts[0]);
-    case K_DOWN_TYPES: return parse_list(src, k, v, c->down_attn, &counts[1]);
-    case K_UP_TYPES: return parse_list(src, k, v, c->up_attn, &counts[2]);
+    case K_CHANNELS: return parse_list(src, k, v, c->condition, c->block_out_channels, &counts[0]);
+    case K_DOWN_TYPES: return parse_list(src, k, v, c->condition, c->down_attn, &counts[1]);
+    case K_UP_TYPES: return parse_list(src, k, v, c->condition, c->up_attn, &counts[2]);
     case K_CLASS_NAME:
-        if (!cJSON_IsString(v) || strcmp(v->valuestring, "UNet2DModel"))
-            return bad_value(src, k->name, v, "\"UNet2DModel\"");
+        if (!cJSON_IsString(v) || (strcmp(v->valuestring, "UNet2DModel") && strcmp(v->valuestring, "UNet2DConditionModel")))
+            return bad_value(src, k->name, v, "\"UNet2DModel\" or \"UNet2DConditionModel\"");
+        return DF_OK;
+    case K_HEADS:
+        if (!strcmp(k->name, "num_attention_heads")) {
+            if (cJSON_IsNull(v)) return DF_OK;
+            return parse_int_or_list(src, k, v, P->heads2, &P->nheads2);
+        }
+        return parse_int_or_list(src, k, v, P->heads, &P->nheads);
+    case K_TLAYERS: return parse_int_or_list(src, k, v, P->layers, &P->nlayers);
+    case K_XDIM: {
+        int dims[DF_MAX_LEVELS], n;
+        df_status s = parse_int_or_list(src, k, v, dims, &n);
+        for (int i = 1; s == DF_OK && i < n; i++)
+            if (dims[i] != dims[0]) s = bad_value(src, k->name, v, "one width for every block");
+        if (s == DF_OK) c->cross_attention_dim = dims[0];
+        return s;
+    }
+    case K_FALSE:
+        if (!cJSON_IsFalse(v)) return bad_value(src, k->name, v, "false (not supported)");
+        return DF_OK;
+    case K_NULL:
+        if (!cJSON_IsNull(v)) return bad_value(src, k->name, v, "null (not supported)");
+        return DF_OK;
+    case K_FIXED:
+        if (!cJSON_IsNumber(v) || v->valuedouble != k->nchoices) {
+            char want[48];
+            snprintf(want, sizeof want, "%d (nothing else is supported)", k->nchoices);
+            return bad_value(src, k->name, v, want);
+        }
         return DF_OK;
     case K_CLASSIFIER:
         if (!json_int(v, &iv) || iv < 0 || iv > DF_MAX_CLASSES)
@@ -440,22 +561,33 @@ static df_status parse_key(const char *src, const key_info *k, const cJSON *v, d
     return DF_ERR_ARG;
 }
 
+/* A per-block list given as one value (n -1) or one per level: into dst, or an error naming the key. */
+static df_status per_level(const char *src, const char *name, const int *vals, int n, int levels, int *dst) {
+    if (n > 0 && n != levels)
+        return df_fail(DF_ERR_CONFIG, "%s: field \"%s\": %d entries but block_out_channels has %d", src, name, n, levels);
+    for (int i = 0; i < DF_MAX_LEVELS; i++) dst[i] = i < levels ? vals[n > 0 ? i : 0] : 0;
+    return DF_OK;
+}
+
 static df_status parse_object(const cJSON *root, const char *src, df_unet_config *c) {
     if (!cJSON_IsObject(root)) return df_fail(DF_ERR_CONFIG, "%s: the config is not a JSON object", src);
-    int counts[3] = {c->num_levels, c->num_levels, c->num_levels};   /* channels, down, up list lengths */
+    parse_state P = {.counts = {c->num_levels, c->num_levels, c->num_levels}};
+    const int cls = c->condition ? COND : PLAIN;
     int seen[DF_COUNTOF(keys)] = {0};
     for (const cJSON *v = root->child; v; v = v->next) {
         const char *name = v->string;
         int i = 0;
-        while (i < DF_COUNTOF(keys) && strcmp(keys[i].name, name)) i++;
+        while (i < DF_COUNTOF(keys) && (strcmp(keys[i].name, name) || !(keys[i].cls & cls))) i++;
         if (i == DF_COUNTOF(keys)) {
             if (name[0] == '_') continue;   /* "_name_or_path" and other bookkeeping */
-            return df_fail(DF_ERR_CONFIG, "%s: unknown field \"%s\" (not a UNet2DModel setting)", src, name);
+            return df_fail(DF_ERR_CONFIG, "%s: unknown field \"%s\" (not a %s setting)", src, name,
+                           c->condition ? "UNet2DConditionModel" : "UNet2DModel");
         }
         if (seen[i]++) return df_fail(DF_ERR_CONFIG, "%s: field \"%s\" appears twice", src, name);
-        df_status s = parse_key(src, &keys[i], v, c, counts);
+        df_status s = parse_key(src, &keys[i], v, c, &P);
         if (s != DF_OK) return s;
     }
+    const int *counts = P.counts;
     if (counts[1] != counts[0])
         return df_fail(DF_ERR_CONFIG, "%s: field \"down_block_types\": %d entries but block_out_channels has %d", src,
                        counts[1], counts[0]);
@@ -463,6 +595,18 @@ static df_status parse_object(const cJSON *root, const char *src, df_unet_config
         return df_fail(DF_ERR_CONFIG, "%s: field \"up_block_types\": %d entries but block_out_channels has %d", src,
                        counts[2], counts[0]);
     c->num_levels = counts[0];
+    if (c->condition) {   /* the per-block lists, now that the number of blocks is known */
+        df_status s = DF_OK;
+        if (P.nheads2) s = per_level(src, "num_attention_heads", P.heads2, P.nheads2, c->num_levels, c->attention_heads);
+        else if (P.nheads) s = per_level(src, "attention_head_dim", P.heads, P.nheads, c->num_levels, c->attention_heads);
+        else s = per_level(src, "attention_head_dim", c->attention_heads, -1, c->num_levels, c->attention_heads);
+        if (!s && P.nlayers)
+            s = per_level(src, "transformer_layers_per_block", P.layers, P.nlayers, c->num_levels, c->transformer_layers);
+        else if (!s)
+            s = per_level(src, "transformer_layers_per_block", c->transformer_layers, -1, c->num_levels,
+                          c->transformer_layers);
+        if (s) return s;
+    }
     return validate(c, src);
 }
 
@@ -485,7 +629,9 @@ df_status df_unet_config_parse(const char *json, size_t len, const char *source,
                 s = df_fail(DF_ERR_FORMAT, "%s: invalid JSON (text after the object at byte %td)", src, p - text);
     }
     df_unet_config c;
-    df_unet_config_default(&c);
+    const cJSON *cls = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "_class_name") : NULL;
+    if (cJSON_IsString(cls) && !strcmp(cls->valuestring, "UNet2DConditionModel")) df_unet_config_default_condition(&c);
+    else df_unet_config_default(&c);
     if (s == DF_OK) s = parse_object(root, src, &c);
     if (s == DF_OK) *cfg = c;
     cJSON_Delete(root);
@@ -539,11 +685,21 @@ static void write_list(out_text *o, const df_unet_config *c, key_kind kind) {
     for (int i = 0; i < c->num_levels; i++) {
         const char *sep = i + 1 < c->num_levels ? "," : "";
         if (kind == K_CHANNELS) out_printf(o, "    %d%s\n", c->block_out_channels[i], sep);
-        else if (kind == K_DOWN_TYPES)
-            out_printf(o, "    \"%s\"%s\n", c->down_attn[i] ? "AttnDownBlock2D" : "DownBlock2D", sep);
-        else out_printf(o, "    \"%s\"%s\n", c->up_attn[i] ? "AttnUpBlock2D" : "UpBlock2D", sep);
+        else if (kind == K_HEADS) out_printf(o, "    %d%s\n", c->attention_heads[i], sep);
+        else if (kind == K_TLAYERS) out_printf(o, "    %d%s\n", c->transformer_layers[i], sep);
+        else if (kind == K_DOWN_TYPES) out_printf(o, "    \"%s\"%s\n", block_names[c->condition][0][c->down_attn[i]], sep);
+        else out_printf(o, "    \"%s\"%s\n", block_names[c->condition][1][c->up_attn[i]], sep);
     }
     out_printf(o, "  ]");
+}
+
+/* A per-block list as one int when every block has the same value, as diffusers' own configs have it. */
+static void write_per_level(out_text *o, const df_unet_config *c, key_kind kind) {
+    const int *v = kind == K_HEADS ? c->attention_heads : c->transformer_layers;
+    int same = 1;
+    for (int i = 1; i < c->num_levels; i++) same &= v[i] == v[0];
+    if (same) out_printf(o, "%d", v[0]);
+    else write_list(o, c, kind);
 }
 
 df_status df_unet_config_save(const df_unet_config *cfg, const char *path) {
@@ -553,11 +709,15 @@ df_status df_unet_config_save(const df_unet_config *cfg, const char *path) {
     out_text *o = calloc(1, sizeof *o);
     if (!o) return df_fail(DF_ERR_NOMEM, "%s: out of memory", path);
     out_printf(o, "{\n");
+    const int cls = cfg->condition ? COND : PLAIN;
+    int first = 1;
     for (int i = 0; i < DF_COUNTOF(keys); i++) {
         const key_info *k = &keys[i];
         char num[48];
+        if (!(k->cls & cls)) continue;
         if (k->kind == K_CLASSIFIER && !int_value(cfg, k)) continue;   /* a plain UNet2DModel: diffusers' text */
-        out_printf(o, "  \"%s\": ", k->name);
+        out_printf(o, "%s  \"%s\": ", first ? "" : ",\n", k->name);
+        first = 0;
         switch (k->kind) {
         case K_INT: out_printf(o, "%d", int_value(cfg, k)); break;
         case K_NULL_INT:
@@ -581,14 +741,22 @@ df_status df_unet_config_save(const df_unet_config *cfg, const char *path) {
         case K_CHANNELS:
         case K_DOWN_TYPES:
         case K_UP_TYPES: write_list(o, cfg, k->kind); break;
-        case K_CLASS_NAME: out_printf(o, "\"UNet2DModel\""); break;
+        case K_CLASS_NAME: out_printf(o, "\"%s\"", cfg->condition ? "UNet2DConditionModel" : "UNet2DModel"); break;
+        case K_HEADS:
+            if (!strcmp(k->name, "num_attention_heads")) out_printf(o, "null");
+            else write_per_level(o, cfg, K_HEADS);
+            break;
+        case K_TLAYERS: write_per_level(o, cfg, K_TLAYERS); break;
+        case K_XDIM: out_printf(o, "%d", cfg->cross_attention_dim); break;
+        case K_FALSE: out_printf(o, "false"); break;
+        case K_NULL: out_printf(o, "null"); break;
+        case K_FIXED: out_printf(o, strstr(k->name, "factor") ? "%d.0" : "%d", k->nchoices); break;
         case K_VERSION: out_printf(o, "\"0.25.1\""); break;
         case K_IGNORED: out_printf(o, "null"); break;
         case K_CLASSIFIER: out_printf(o, "%d", int_value(cfg, k)); break;
         }
-        out_printf(o, "%s\n", i + 1 < DF_COUNTOF(keys) ? "," : "");
     }
-    out_printf(o, "}\n");
+    out_printf(o, "\n}\n");
     if (o->overflow) s = df_fail(DF_ERR_ARG, "%s: config text too long", path);
     else s = df_write_file_atomic(path, o->buf, o->len);
     free(o);

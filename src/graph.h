@@ -98,6 +98,8 @@ typedef struct unet_graph {
     int     infer;          /* the forward pass uses the inference placement (no backward after it) */
     size_t  scratch_size;   /* elements of per-thread scratch */
     int     x, out;         /* input and output value ids (x -1: no float input, as a text encoder's tokens) */
+    int     ctx;            /* a second input, the text states (N, cross_attention_dim, 1, L) a condition model
+                               attends to; -1: none */
     int     n, h, w;
     double  flops;          /* forward FLOPs for the whole batch */
     int     has_dropout;
@@ -182,8 +184,9 @@ const char *graph_param_info(const unet_graph *g, int i, int *ndim, int shape[4]
 /* Write the table's tensors to path as safetensors (float32, metadata format: pt). */
 df_status params_write(const unet_graph *g, const float *params, const char *path);
 
-/* Build the parameter table and tape of UNet2DModel for a batch of n images of h x w (unet.c). */
-df_status unet_build(const df_unet_config *cfg, int n, int h, int w, unet_graph *g);
+/* Build the parameter table and tape of UNet2DModel, or of UNet2DConditionModel attending to text states of
+ * ctx_len tokens, for a batch of n images of h x w (unet.c). */
+df_status unet_build(const df_unet_config *cfg, int n, int h, int w, int ctx_len, unet_graph *g);
 void      unet_graph_free(unet_graph *g);
 int       unet_find_param(const unet_graph *g, const char *name);
 

@@ -34,6 +34,9 @@ struct df_model {
     df_rng        *rng;
     uint64_t       dropout_seed;
     int            threads;      /* OpenMP threads of its calls; 0: the caller's OpenMP default */
+    float         *ctx;          /* a condition model's text states (ctx_n, ctx_len, cross_attention_dim) */
+    size_t         ctx_cap;
+    int            ctx_n, ctx_len;
 };
 
 void df_model_set_threads(df_model *m, int n) { m->threads = n > 0 ? n : 0; }
@@ -50,10 +53,11 @@ int  df_model_threads(const df_model *m) { return m->threads ? m->threads : omp_
  * df_model_reserve sizes them anew. */
 static df_status ensure_graph(df_model *m, int n, int h, int w) {
     const int at_reserved = m->max_n > 0 && h == m->max_h && w == m->max_w;
-    const int want = at_reserved ? DF_MAX(n, m->max_n) : n;
-    if (m->g.nodes && m->g.n == want && m->g.h == h && m->g.w == w) return DF_OK;
+    const int want = at_reserved ? DF_MAX(n, m->max_n) : n, L = m->ctx_len > 0 ? m->ctx_len : 1;
+    if (m->g.nodes && m->g.n == want && m->g.h == h && m->g.w == w && (m->g.ctx < 0 || m->g.vals[m->g.ctx].w == L))
+        return DF_OK;
     unet_graph g;
-    df_status st = unet_build(&m->cfg, want, h, w, &g);
+    df_status st = unet_build(&m->cfg, want, h, w, L, &g);
     if (st) return st;
     DF_ASSERT(!m->params || g.nparam_values == m->g.nparam_values);
     if (at_reserved) m->max_n = want;
@@ -113,7 +117,7 @@ static df_status model_new(const df_unet_config *cfg, size_t max_values, const c
      * is checked before ensure_graph allocates anything for it. */
     int f = 1 << (cfg->num_levels - 1);
     unet_graph probe;
-    st = unet_build(cfg, 1, f, f, &probe);
+    st = unet_build(cfg, 1, f, f, 1, &probe);
     size_t np = st ? 0 : probe.nparam_values;
     if (!st) unet_graph_free(&probe);
     if (!st && (np > DF_MAX_PARAMS || (max_values && np > max_values))) {
@@ -154,6 +158,7 @@ void df_model_free(df_model *m) {
     free(m->prob);
     free(m->t);
     free(m->labels);
+    free(m->ctx);
     free(m);
 }
 
@@ -243,7 +248,7 @@ int df_model_find_tensor(const df_model *m, const char *name) { return unet_find
 double df_model_flops(const df_model *m, int h, int w) {
     unet_graph g;
     if (h <= 0 || w <= 0) h = w = m->cfg.sample_size > 0 ? m->cfg.sample_size : (1 << (m->cfg.num_levels - 1));
-    if (unet_build(&m->cfg, 1, h, w, &g)) return 0;
+    if (unet_build(&m->cfg, 1, h, w, 1, &g)) return 0;
     double f = g.flops;
     unet_graph_free(&g);
     return f;
@@ -318,6 +323,10 @@ static df_status model_forward_edm(df_model *m, int n, int h, int w, const float
     for (int i = 0; labels && m->cfg.num_class_embeds > 0 && i < n; i++)
         if (labels[i] < 0 || labels[i] >= m->cfg.num_class_embeds)
             return df_fail(DF_ERR_ARG, "class label %d out of range 0..%d", labels[i], m->cfg.num_class_embeds - 1);
+    if (m->cfg.condition && !(m->ctx && (m->ctx_n == n || m->ctx_n == 1)))
+        return df_fail(DF_ERR_ARG, m->ctx ? "the model has text states for %d images, not %d"
+                                          : "this model attends to text: give it text states first (%d, %d)",
+                       m->ctx_n, n);
     df_status st = ensure_graph(m, n, h, w);
     if (!st) st = ensure_fast(m);
     /* at the reserved size every buffer is there (or grows with the reservation, all at once) */
@@ -331,6 +340,15 @@ static df_status model_forward_edm(df_model *m, int n, int h, int w, const float
     float *xin = m->act + (keep ? g->vals[g->x].off : g->vals[g->x].ioff);
     memcpy(xin, x, sizeof(float) * (size_t)n * per_x);
     memset(xin + (size_t)n * per_x, 0, sizeof(float) * (size_t)(N - n) * per_x);
+    if (g->ctx >= 0) {   /* the text states (n, L, D) -> (N, D, 1, L) on the tape, padding images 0 */
+        const int D = m->cfg.cross_attention_dim, L = m->ctx_len;
+        float *c = m->act + (keep ? g->vals[g->ctx].off : g->vals[g->ctx].ioff);
+        for (int i = 0; i < N; i++) {
+            const float *src = m->ctx + (size_t)(m->ctx_n == 1 ? 0 : i) * L * D;
+            for (int l = 0; l < L; l++)
+                for (int k = 0; k < D; k++) c[((size_t)i * D + k) * L + l] = i < n ? src[(size_t)l * D + k] : 0;
+        }
+    }
     for (int i = 0; i < N; i++) {
         m->t[i] = t && i < n ? t[i] : 0;
         m->labels[i] = labels && i < n ? labels[i] : 0;
@@ -413,6 +431,33 @@ static df_status model_backward(df_model *m, const float *deps, float *dx) {
     unet_backward_f32(g, m->params, m->grads, m->act, m->dact, m->scratch, conditional ? m->labels : NULL,
                       m->dropout_seed);
     if (dx) memcpy(dx, m->dact + xv->goff, sizeof(float) * (size_t)n * per_x);
+    return DF_OK;
+}
+
+df_status df_model_set_context(df_model *m, int n, int L, const float *states) {
+    if (!m->cfg.condition) return df_fail(DF_ERR_CONFIG, "this model does not attend to text (not a UNet2DConditionModel)");
+    if (n < 1 || L < 1 || L > 4096 || !states)
+        return df_fail(DF_ERR_ARG, "text states for %d images of %d tokens (expected 1 to 4096 tokens)", n, L);
+    const size_t need = (size_t)n * L * m->cfg.cross_attention_dim;
+    if (need > m->ctx_cap) {
+        float *c = realloc(m->ctx, need * sizeof *c);
+        if (!c) return df_fail(DF_ERR_NOMEM, "out of memory for text states");
+        m->ctx = c, m->ctx_cap = need;
+    }
+    memcpy(m->ctx, states, need * sizeof *m->ctx);
+    m->ctx_n = n, m->ctx_len = L;
+    return DF_OK;
+}
+
+df_status df_model_context_grad(df_model *m, float *dstates) {
+    if (!m->cfg.condition || !m->have_forward || m->g.ctx < 0)
+        return df_fail(DF_ERR_ARG, "df_model_context_grad: no backward pass of a text-conditioned forward pass");
+    const unet_graph *g = &m->g;
+    const int D = m->cfg.cross_attention_dim, L = g->vals[g->ctx].w;
+    const float *d = m->dact + g->vals[g->ctx].goff;
+    for (int i = 0; i < m->fwd_n; i++)
+        for (int l = 0; l < L; l++)
+            for (int k = 0; k < D; k++) dstates[((size_t)i * L + l) * D + k] = d[((size_t)i * D + k) * L + l];
     return DF_OK;
 }
 

@@ -5,7 +5,8 @@
 #include <string.h>
 
 typedef struct {
-    float   *x, *t, *eps, *gout, *gx;
+    float   *x, *t, *eps, *gout, *gx, *ctx, *gctx;
+    int      ctx_len;
     int     *labels;
     int64_t *tmp;
     st_entry *out;
@@ -16,11 +17,13 @@ typedef struct {
 static void bufs_free(predict_bufs *b) {
     for (int i = 0; b->names && i < b->nnames; i++) free(b->names[i]);
     free(b->names), free(b->out), free(b->x), free(b->t), free(b->eps), free(b->gout), free(b->gx);
+    free(b->ctx), free(b->gctx);
     free(b->labels), free(b->tmp);
 }
 
-/* x (N, C, H, W), t (N, any number type) and class_labels (N, optional) from the file. */
-static df_status read_inputs(const df_model *m, const char *path, const st_file *in, predict_bufs *b, int *n, int *h,
+/* x (N, C, H, W), t (N, any number type), class_labels (N, optional) and, for a condition model,
+ * encoder_hidden_states (N, L, cross_attention_dim) from the file. */
+static df_status read_inputs(df_model *m, const char *path, const st_file *in, predict_bufs *b, int *n, int *h,
                              int *w) {
     const df_unet_config *cfg = df_model_config(m);
     const st_tensor *tx = st_find(in, "x"), *tt = st_find(in, "t"), *tl = st_find(in, "class_labels");
@@ -48,6 +51,18 @@ static df_status read_inputs(const df_model *m, const char *path, const st_file 
         if ((st = st_read_i64(in, tl, b->tmp, (size_t)*n))) return st;
         for (int i = 0; i < *n; i++) b->labels[i] = (int)b->tmp[i];
     }
+    const st_tensor *tc = st_find(in, "encoder_hidden_states");
+    if (cfg->condition) {
+        if (!tc || tc->ndim != 3 || tc->shape[0] != *n || tc->shape[2] != cfg->cross_attention_dim || tc->shape[1] < 1)
+            return df_fail(DF_ERR_SHAPE, "%s: needs a tensor encoder_hidden_states of shape (%d, L, %d)", path, *n,
+                           cfg->cross_attention_dim);
+        b->ctx_len = (int)tc->shape[1];
+        const size_t nc = (size_t)st_numel(tc);
+        if (!(b->ctx = malloc(nc * sizeof(float)))) return df_fail(DF_ERR_NOMEM, "out of memory");
+        if ((st = st_read_f32(in, tc, b->ctx, nc))) return st;
+        return df_model_set_context(m, *n, b->ctx_len, b->ctx);
+    }
+    if (tc) return df_fail(DF_ERR_SHAPE, "%s: encoder_hidden_states given to a model that does not attend to text", path);
     return DF_OK;
 }
 
@@ -67,6 +82,13 @@ static df_status add_grads(df_model *m, const char *path, const st_file *in, pre
     df_model_zero_grad(m);
     if ((st = df_model_backward(m, b->gout, b->gx))) return st;
     b->out[(*nout)++] = (st_entry){.name = "grad_x", .ndim = 4, .shape = {n, cfg->in_channels, h, w}, .f32 = b->gx};
+    if (cfg->condition) {
+        const size_t nc = (size_t)n * b->ctx_len * cfg->cross_attention_dim;
+        if (!(b->gctx = malloc(nc * sizeof(float)))) return df_fail(DF_ERR_NOMEM, "out of memory");
+        if ((st = df_model_context_grad(m, b->gctx))) return st;
+        b->out[(*nout)++] = (st_entry){.name = "grad_encoder_hidden_states", .ndim = 3,
+                                       .shape = {n, b->ctx_len, cfg->cross_attention_dim}, .f32 = b->gctx};
+    }
     const float *g = df_model_grads(m);
     for (int i = 0; i < b->nnames; i++) {
         int nd, shape[4];
@@ -95,7 +117,7 @@ df_status df_model_predict_file(df_model *m, const char *in_path, const char *ou
     if (!st) st = df_model_forward(m, n, h, w, b.x, b.t, b.labels, b.eps);
     if (!st) {
         b.nnames = df_model_num_tensors(m);
-        b.out = calloc((size_t)b.nnames + 2, sizeof *b.out);
+        b.out = calloc((size_t)b.nnames + 3, sizeof *b.out);
         b.names = calloc((size_t)b.nnames, sizeof *b.names);
         if (!b.out || !b.names) st = df_fail(DF_ERR_NOMEM, "out of memory");
     }

@@ -260,6 +260,7 @@ static void place_forward(unet_graph *g, arena *a, const char *keep, const int *
         a->n = 0, a->top = 0;
 #define OFF(v) (*(training ? &g->vals[v].off : &g->vals[v].ioff))
         if (g->x >= 0) OFF(g->x) = arena_get(a, numel(&g->vals[g->x]));   /* a text encoder has none */
+        if (g->ctx >= 0) OFF(g->ctx) = arena_get(a, numel(&g->vals[g->ctx]));
         for (int i = 0; i < g->nnodes; i++) {
             gnode *d = &g->nodes[i];
             gvalue *o = &g->vals[d->out];
@@ -363,7 +364,7 @@ df_status tape_plan(unet_graph *g) {
 void tape_set_layout(unet_graph *g, int blk) {
     for (int v = 0; v < g->nvals; v++) {
         const gvalue *x = &g->vals[v];
-        int ok = blk > 1 && x->c % blk == 0 && x->h * x->w > 1 && v != g->x && v != g->out;
+        int ok = blk > 1 && x->c % blk == 0 && x->h * x->w > 1 && v != g->x && v != g->ctx && v != g->out;
         g->vals[v].blk = ok ? blk : 1;
     }
     for (int i = 0; i < g->nnodes; i++) {

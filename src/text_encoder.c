@@ -209,7 +209,7 @@ static int add(unet_graph *g, int a, int b) {
 /* The tape of CLIPTextModel for n texts of L tokens: values (n, hidden, 1, L). */
 static df_status clip_build(const df_text_config *c, int n, int L, unet_graph *g) {
     memset(g, 0, sizeof *g);
-    g->n = n, g->h = 1, g->w = L, g->x = -1;
+    g->n = n, g->h = 1, g->w = L, g->x = -1, g->ctx = -1;
     const int D = c->hidden_size, heads = c->num_attention_heads, layers = c->num_hidden_layers;
     const float f = c->initializer_factor;
     /* transformers' CLIP init: embeddings N(0, 0.02 f); attention in-projections D^-1/2 (2 layers)^-1/2 f,

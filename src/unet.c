@@ -1,5 +1,6 @@
-/* diffusers' UNet2DModel as a sequence of layers: a config becomes the parameter table (diffusers'
- * state-dict names, shapes, init) and the tape of ops (tape.c) for a given batch and image size. */
+/* diffusers' UNet2DModel and UNet2DConditionModel as a sequence of layers: a config becomes the parameter
+ * table (diffusers' state-dict names, shapes, init) and the tape of ops (tape.c) for a given batch and
+ * image size (and text length). */
 #include "graph.h"
 
 #include <math.h>
@@ -11,6 +12,7 @@ typedef struct {
     const df_unet_config *cfg;
     int temb;          /* the time embedding value (N, temb_dim) */
     int temb_act;      /* SiLU of it, shared by every resnet's time_emb_proj */
+    int ctx;           /* the text states a condition model attends to (N, cross_attention_dim, 1, L) */
 } builder;
 
 #define V(id) (B->g->vals[id])
@@ -56,7 +58,7 @@ static int linear(builder *B, int x, const char *prefix, int out) {
 /* GroupNorm (OP_GROUPNORM), or silu(GroupNorm(x + v)) in one op (OP_NORM_SILU; v: a per-image,
  * per-channel vector, or -1) that keeps only its output and the statistics and recomputes the
  * normalised values in its backward pass. Both have GroupNorm's parameters. */
-static int norm_op(builder *B, op_kind op, int x, int v, const char *prefix, int groups) {
+static int norm_op(builder *B, op_kind op, int x, int v, const char *prefix, int groups, float eps) {
     if (ERR) return -1;
     const gvalue in = V(x);
     int w = tape_param(B->g, (param_spec){.init = INIT_ONE, .fan_in = 0, .shape = {in.c}}, "%s.weight", prefix);
@@ -65,16 +67,16 @@ static int norm_op(builder *B, op_kind op, int x, int v, const char *prefix, int
     if (!d) return -1;
     d->w = w, d->b = b;
     d->iarg[0] = groups;
-    d->farg[0] = B->cfg->norm_eps;
+    d->farg[0] = eps;
     return d->out;
 }
 
 static int groupnorm(builder *B, int x, const char *prefix, int groups) {
-    return norm_op(B, OP_GROUPNORM, x, -1, prefix, groups);
+    return norm_op(B, OP_GROUPNORM, x, -1, prefix, groups, B->cfg->norm_eps);
 }
 
 static int norm_silu(builder *B, int x, int v, const char *prefix, int groups) {
-    return norm_op(B, OP_NORM_SILU, x, v, prefix, groups);
+    return norm_op(B, OP_NORM_SILU, x, v, prefix, groups, B->cfg->norm_eps);
 }
 
 /* An op of one input whose output has its shape (but for resampling); farg as given. */
@@ -200,6 +202,93 @@ static int attention(builder *B, int x, attention_args a, const char *fmt, ...) 
     return binary(B, OP_ADD, o, x, 1.0f / (a.rescale ? a.rescale : 1));
 }
 
+/* ---- the condition model's attention: Transformer2DModel ------------------------------------------------ */
+
+/* A Linear at every position (a 1x1 convolution with a 2-D weight), with or without its bias. */
+static int token_linear(builder *B, int x, const char *pre, const char *what, int cout, int bias) {
+    if (ERR) return -1;
+    char name[256];
+    snprintf(name, sizeof name, "%s.%s", pre, what);
+    const int cin = V(x).c;
+    int w = tape_param(B->g, (param_spec){.init = INIT_FANIN_UNIFORM, .fan_in = cin, .shape = {cout, cin}}, "%s.weight", name);
+    int b = bias ? tape_param(B->g, (param_spec){.init = INIT_FANIN_UNIFORM, .fan_in = cin, .shape = {cout}}, "%s.bias", name)
+                 : -1;
+    static const int no_pad[4] = {0};
+    return tape_conv(B->g, x, w, b, cout, 1, 1, no_pad);
+}
+
+/* diffusers' LayerNorm of a BasicTransformerBlock (eps 1e-5), over the channels at each position. */
+static int layernorm(builder *B, int x, const char *pre, const char *what) {
+    if (ERR) return -1;
+    char name[256];
+    snprintf(name, sizeof name, "%s.%s", pre, what);
+    const gvalue in = V(x);
+    int w = tape_param(B->g, (param_spec){.init = INIT_ONE, .shape = {in.c}}, "%s.weight", name);
+    int b = tape_param(B->g, (param_spec){.init = INIT_ZERO, .shape = {in.c}}, "%s.bias", name);
+    gnode *d = tape_node(B->g, OP_LAYERNORM, x, -1, -1, tape_value(B->g, in.n, in.c, in.h, in.w));
+    if (!d) return -1;
+    d->w = w, d->b = b, d->farg[0] = 1e-5f;
+    return d->out;
+}
+
+/* diffusers' Attention as a BasicTransformerBlock has it: to_q, to_k, to_v without biases (keys and values
+ * from kv: the block's own positions, or the text states), softmax(q k^T / sqrt(d)) v, to_out.0. */
+static int transformer_attention(builder *B, int x, int kv, int heads, const char *pre, const char *what) {
+    char name[200];
+    snprintf(name, sizeof name, "%s.%s", pre, what);
+    const int c = ERR ? 0 : V(x).c;
+    int q = token_linear(B, x, name, "to_q", c, 0), k = token_linear(B, kv, name, "to_k", c, 0);
+    int v = token_linear(B, kv, name, "to_v", c, 0);
+    if (ERR) return -1;
+    gnode *d = tape_node(B->g, OP_ATTENTION, q, k, v, tape_value(B->g, V(x).n, c, V(x).h, V(x).w));
+    if (!d) return -1;
+    d->iarg[0] = heads;
+    d->farg[0] = (float)(1.0 / sqrt((double)(c / heads)));
+    return token_linear(B, d->out, name, "to_out.0", c, 1);
+}
+
+/* BasicTransformerBlock: x + attn1(norm1 x); + attn2(norm2 x, text); + ff(norm3 x), ff a GEGLU to 4x the
+ * width (ff.net.0.proj, values then gates) and back (ff.net.2). */
+static int transformer_block(builder *B, int x, int heads, const char *pre) {
+    if (ERR) return -1;
+    const int c = V(x).c;
+    int h = layernorm(B, x, pre, "norm1");
+    x = binary(B, OP_ADD, transformer_attention(B, h, h, heads, pre, "attn1"), x, 1);
+    h = layernorm(B, x, pre, "norm2");
+    x = binary(B, OP_ADD, transformer_attention(B, h, B->ctx, heads, pre, "attn2"), x, 1);
+    h = token_linear(B, layernorm(B, x, pre, "norm3"), pre, "ff.net.0.proj", 2 * 4 * c, 1);
+    if (ERR) return -1;
+    gnode *d = tape_node(B->g, OP_GEGLU, h, -1, -1, tape_value(B->g, V(h).n, 4 * c, V(h).h, V(h).w));
+    if (!d) return -1;
+    h = token_linear(B, d->out, pre, "ff.net.2", c, 1);
+    return binary(B, OP_ADD, h, x, 1);
+}
+
+/* Transformer2DModel on an image: GroupNorm (eps 1e-6), proj_in (a 1x1 convolution, or a Linear), `layers`
+ * BasicTransformerBlocks with heads of channels / heads, proj_out, plus the input. */
+static int transformer(builder *B, int x, int heads, int layers, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int transformer(builder *B, int x, int heads, int layers, const char *fmt, ...) {
+    char pre[96], name[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pre, sizeof pre, fmt, ap);
+    va_end(ap);
+    if (ERR) return -1;
+    const int c = V(x).c, linear_proj = B->cfg->use_linear_projection;
+    snprintf(name, sizeof name, "%s.norm", pre);
+    int h = norm_op(B, OP_GROUPNORM, x, -1, name, B->cfg->norm_num_groups, 1e-6f);
+    const conv_args proj = {.cout = c, .kernel = 1, .linear_weight = linear_proj};
+    snprintf(name, sizeof name, "%s.proj_in", pre);
+    h = conv(B, h, name, proj);
+    for (int k = 0; k < layers; k++) {
+        snprintf(name, sizeof name, "%s.transformer_blocks.%d", pre, k);
+        h = transformer_block(B, h, heads, name);
+    }
+    snprintf(name, sizeof name, "%s.proj_out", pre);
+    return binary(B, OP_ADD, conv(B, h, name, proj), x, 1);
+}
+
 static int downsample_conv(builder *B, int x, const char *prefix) {
     const int p = B->cfg->downsample_padding;
     conv_args a = {.cout = V(x).c, .kernel = 3, .stride = 2, .pad = {p, p, p, p}};
@@ -237,7 +326,10 @@ static int decoder(builder *B, const df_unet_config *cfg, int s, const int *skip
             DF_ASSERT(nskips > 0);
             s = binary(B, OP_CONCAT, s, skips[--nskips], 1);
             s = resnet(B, s, (resnet_args){.cout = cout}, "up_blocks.%d.resnets.%d", i, j);
-            if (cfg->up_attn[i])
+            if (cfg->up_attn[i] && cfg->condition)   /* up block i works at level levels - 1 - i */
+                s = transformer(B, s, cfg->attention_heads[levels - 1 - i], cfg->transformer_layers[levels - 1 - i],
+                                "up_blocks.%d.attentions.%d", i, j);
+            else if (cfg->up_attn[i])
                 s = attention(B, s, attn, "up_blocks.%d.attentions.%d", i, j);
         }
         if (!last) {
@@ -257,7 +349,7 @@ static int decoder(builder *B, const df_unet_config *cfg, int s, const int *skip
     return s;
 }
 
-df_status unet_build(const df_unet_config *cfg, int n, int h, int w, unet_graph *g) {
+df_status unet_build(const df_unet_config *cfg, int n, int h, int w, int ctx_len, unet_graph *g) {
     memset(g, 0, sizeof *g);
     df_status st = df_unet_config_validate(cfg);
     if (st) return st;
@@ -270,8 +362,11 @@ df_status unet_build(const df_unet_config *cfg, int n, int h, int w, unet_graph 
     const int temb_dim = 4 * cfg->block_out_channels[0];
     const int groups = cfg->norm_num_groups;
 
+    if (cfg->condition && (ctx_len < 1 || ctx_len > 4096))
+        return df_fail(DF_ERR_SHAPE, "text states of %d tokens (expected 1 to 4096)", ctx_len);
     int x = tape_value(g, n, cfg->in_channels, h, w);
     g->x = x;
+    g->ctx = B->ctx = cfg->condition ? tape_value(g, n, cfg->cross_attention_dim, 1, ctx_len) : -1;
     int s = x;
     if (cfg->center_input_sample) s = unary(B, OP_AFFINE, x, 2, -1);   /* [0, 1] -> [-1, 1] */
 
@@ -298,7 +393,10 @@ df_status unet_build(const df_unet_config *cfg, int n, int h, int w, unet_graph 
         int cout = cfg->block_out_channels[i], last = i == levels - 1;
         for (int j = 0; j < cfg->layers_per_block; j++) {
             s = resnet(B, s, (resnet_args){.cout = cout}, "down_blocks.%d.resnets.%d", i, j);
-            if (cfg->down_attn[i])
+            if (cfg->down_attn[i] && cfg->condition)
+                s = transformer(B, s, cfg->attention_heads[i], cfg->transformer_layers[i], "down_blocks.%d.attentions.%d",
+                                i, j);
+            else if (cfg->down_attn[i])
                 s = attention(B, s, attn, "down_blocks.%d.attentions.%d", i, j);
             skips[nskips++] = s;
         }
@@ -317,7 +415,10 @@ df_status unet_build(const df_unet_config *cfg, int n, int h, int w, unet_graph 
     if (cfg->mid_block) {
         const resnet_args r = {.cout = cfg->block_out_channels[levels - 1], .out_scale = cfg->mid_block_scale_factor};
         s = resnet(B, s, r, "mid_block.resnets.0");
-        if (cfg->add_attention) {
+        if (cfg->condition) {
+            s = transformer(B, s, cfg->attention_heads[levels - 1], cfg->transformer_layers[levels - 1],
+                            "mid_block.attentions.0");
+        } else if (cfg->add_attention) {
             int ag = cfg->attn_norm_num_groups ? cfg->attn_norm_num_groups : (cfg->scale_shift ? 0 : groups);
             s = attention(B, s, (attention_args){.groups = ag, .head_dim = cfg->attention_head_dim, .rescale = r.out_scale},
                           "mid_block.attentions.0");

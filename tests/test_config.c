@@ -2,6 +2,7 @@
  * with memcmp, google/ddpm-cifar10-32's config, and bad configs that must name the field at fault. */
 #define _POSIX_C_SOURCE 200809L
 #include "test.h"
+#include "internal.h"
 
 #include <float.h>
 #include <stdlib.h>
@@ -349,7 +350,22 @@ static const bad_config bad_configs[] = {
     {"invalid-json", "{\"in_channels\": 3,", "invalid-json", DF_ERR_FORMAT},
     {"text-after-json", "{} {}", "text-after-json", DF_ERR_FORMAT},
     {"not-an-object", "[1, 2]", "not-an-object", DF_ERR_CONFIG},
-    {"class-name", "{\"_class_name\": \"UNet2DConditionModel\"}", "_class_name", DF_ERR_CONFIG},
+    {"class-name", "{\"_class_name\": \"UNet1DModel\"}", "_class_name", DF_ERR_CONFIG},
+    {"cond-only-cross", "{\"_class_name\": \"UNet2DConditionModel\", \"only_cross_attention\": true}",
+     "only_cross_attention", DF_ERR_CONFIG},
+    {"cond-heads", "{\"_class_name\": \"UNet2DConditionModel\", \"attention_head_dim\": [8, 8]}", "attention_head_dim",
+     DF_ERR_CONFIG},
+    {"cond-heads-divide", "{\"_class_name\": \"UNet2DConditionModel\", \"attention_head_dim\": 7}",
+     "attention_head_dim", DF_ERR_CONFIG},
+    {"cond-kernel", "{\"_class_name\": \"UNet2DConditionModel\", \"conv_in_kernel\": 1}", "conv_in_kernel",
+     DF_ERR_CONFIG},
+    {"cond-xdim", "{\"_class_name\": \"UNet2DConditionModel\", \"cross_attention_dim\": [768, 1024, 768, 768]}",
+     "cross_attention_dim", DF_ERR_CONFIG},
+    {"cond-add-attention", "{\"_class_name\": \"UNet2DConditionModel\", \"add_attention\": true}", "add_attention",
+     DF_ERR_CONFIG},
+    {"plain-xdim", "{\"cross_attention_dim\": 768}", "cross_attention_dim", DF_ERR_CONFIG},
+    {"cond-addition", "{\"_class_name\": \"UNet2DConditionModel\", \"addition_embed_type\": \"text_time\"}",
+     "addition_embed_type", DF_ERR_CONFIG},
     {"head-dim-too-big", "{\"attention_head_dim\": 449}", "attention_head_dim", DF_ERR_CONFIG},
     {"head-dim-zero", "{\"attention_head_dim\": 0}", "attention_head_dim", DF_ERR_CONFIG},
     {"dropout-one", "{\"dropout\": 1.0}", "dropout", DF_ERR_CONFIG},
@@ -461,4 +477,66 @@ TEST(config_validate_checks) {
     c.down_attn[2] = c.up_attn[0] = 0;
     CHECK_OK(df_unet_config_validate(&c));   /* no attention anywhere */
     CHECK(df_unet_config_validate(NULL) == DF_ERR_ARG, "NULL config accepted");
+}
+
+/* Stable Diffusion's U-Nets (UNet2DConditionModel): 1.5's config as diffusers writes it, 2.1's per-block heads
+ * with linear projections, diffusers' tiny test config; each saved and read back the same. */
+TEST(config_condition_model) {
+    static const char *const sd15 =
+        "{\"_class_name\": \"UNet2DConditionModel\", \"_diffusers_version\": \"0.6.0\", \"act_fn\": \"silu\","
+        " \"attention_head_dim\": 8, \"block_out_channels\": [320, 640, 1280, 1280], \"center_input_sample\": false,"
+        " \"cross_attention_dim\": 768, \"down_block_types\": [\"CrossAttnDownBlock2D\", \"CrossAttnDownBlock2D\","
+        " \"CrossAttnDownBlock2D\", \"DownBlock2D\"], \"downsample_padding\": 1, \"flip_sin_to_cos\": true,"
+        " \"freq_shift\": 0, \"in_channels\": 4, \"layers_per_block\": 2, \"mid_block_scale_factor\": 1,"
+        " \"norm_eps\": 1e-05, \"norm_num_groups\": 32, \"out_channels\": 4, \"sample_size\": 64,"
+        " \"up_block_types\": [\"UpBlock2D\", \"CrossAttnUpBlock2D\", \"CrossAttnUpBlock2D\", \"CrossAttnUpBlock2D\"]}";
+    static const char *const sd21 =
+        "{\"_class_name\": \"UNet2DConditionModel\", \"_diffusers_version\": \"0.10.0.dev0\", \"act_fn\": \"silu\","
+        " \"attention_head_dim\": [5, 10, 20, 20], \"block_out_channels\": [320, 640, 1280, 1280],"
+        " \"center_input_sample\": false, \"class_embed_type\": null, \"cross_attention_dim\": 1024,"
+        " \"down_block_types\": [\"CrossAttnDownBlock2D\", \"CrossAttnDownBlock2D\", \"CrossAttnDownBlock2D\","
+        " \"DownBlock2D\"], \"downsample_padding\": 1, \"dual_cross_attention\": false, \"flip_sin_to_cos\": true,"
+        " \"freq_shift\": 0, \"in_channels\": 4, \"layers_per_block\": 2, \"mid_block_scale_factor\": 1,"
+        " \"mid_block_type\": \"UNetMidBlock2DCrossAttn\", \"norm_eps\": 1e-05, \"norm_num_groups\": 32,"
+        " \"num_class_embeds\": null, \"only_cross_attention\": false, \"out_channels\": 4,"
+        " \"resnet_time_scale_shift\": \"default\", \"sample_size\": 96, \"up_block_types\": [\"UpBlock2D\","
+        " \"CrossAttnUpBlock2D\", \"CrossAttnUpBlock2D\", \"CrossAttnUpBlock2D\"], \"upcast_attention\": true,"
+        " \"use_linear_projection\": true}";
+    static const char *const tiny =
+        "{\"_class_name\": \"UNet2DConditionModel\", \"block_out_channels\": [32, 64], \"layers_per_block\": 2,"
+        " \"sample_size\": 32, \"in_channels\": 4, \"out_channels\": 4, \"down_block_types\": [\"CrossAttnDownBlock2D\","
+        " \"DownBlock2D\"], \"up_block_types\": [\"UpBlock2D\", \"CrossAttnUpBlock2D\"], \"cross_attention_dim\": 32,"
+        " \"attention_head_dim\": 8, \"transformer_layers_per_block\": [1, 2]}";
+    df_unet_config c, back;
+    CHECK_OK(df_unet_config_parse(sd15, strlen(sd15), "sd15.json", &c));
+    CHECK(c.condition == 1 && c.cross_attention_dim == 768 && c.num_levels == 4 && c.attention_heads[0] == 8 &&
+              c.attention_heads[3] == 8 && c.transformer_layers[2] == 1 && c.down_attn[0] == 1 && c.down_attn[3] == 0 &&
+              c.up_attn[0] == 0 && c.up_attn[1] == 1 && c.mid_block == 1 && !c.use_linear_projection,
+          "Stable Diffusion 1.5's config read wrong");
+    CHECK_OK(df_unet_config_parse(sd21, strlen(sd21), "sd21.json", &c));
+    CHECK(c.attention_heads[0] == 5 && c.attention_heads[1] == 10 && c.attention_heads[3] == 20 &&
+              c.use_linear_projection == 1 && c.upcast_attention == 1 && c.cross_attention_dim == 1024,
+          "Stable Diffusion 2.1's per-block heads or projections read wrong");
+    const char *texts[] = {sd15, sd21, tiny};
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(df_unet_config_parse(texts[i], strlen(texts[i]), "cond.json", &c));
+        char path[600];
+        snprintf(path, sizeof path, "%s/cond-config-%d.json", test_tmp_dir(), i);
+        CHECK_OK(df_unet_config_save(&c, path));
+        CHECK_OK(df_unet_config_load(path, &back));
+        CHECK(!memcmp(&c, &back, sizeof c), "config %d changes through save and load", i);
+        char *text;
+        size_t len;
+        if (!df_read_file(path, &text, &len)) {
+            CHECK(strstr(text, "\"_class_name\": \"UNet2DConditionModel\"") && strstr(text, "\"CrossAttnDownBlock2D\"") &&
+                      !strstr(text, "add_attention"),
+                  "config %d: saved text is not a UNet2DConditionModel's", i);
+            free(text);
+        }
+    }
+    CHECK(c.transformer_layers[0] == 1 && c.transformer_layers[1] == 2 && c.attention_heads[1] == 8,
+          "tiny config's per-block transformer layers");
+    df_unet_config d;
+    df_unet_config_default_condition(&d);
+    CHECK(d.in_channels == 4 && d.block_out_channels[3] == 1280 && d.cross_attention_dim == 1280, "condition defaults");
 }

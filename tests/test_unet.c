@@ -216,12 +216,19 @@ static void unet_fd(int variant, uint64_t seed) {
     const uint64_t dseed = variant == 3 ? 12345 : 0;
     if (variant == 3) cfg.dropout = 0.3f;
     if (variant == 4) cfg.classifier_classes = 5, cfg.num_class_embeds = 0;   /* encoder + classifier head */
+    if (variant >= 5) {   /* UNet2DConditionModel: transformer blocks attending to 3 text tokens of width 6 */
+        cfg.condition = 1, cfg.cross_attention_dim = 6, cfg.attention_head_dim = 0, cfg.add_attention = 1;
+        cfg.attn_norm_num_groups = 0, cfg.downsample_resnet = cfg.upsample_resnet = 0, cfg.class_embed_timestep = 0;
+        cfg.down_attn[0] = 1, cfg.up_attn[1] = 1;
+        for (int i = 0; i < 2; i++) cfg.attention_heads[i] = 2, cfg.transformer_layers[i] = variant == 6 ? 2 : 1;
+        cfg.use_linear_projection = variant == 6;
+    }
     df_model *m = NULL;
     CHECK_OK(df_model_create(&cfg, seed, &m));
     if (!m) return;
     unet_graph g;
     const int n = 2, hw = 8;
-    CHECK_OK(unet_build(&cfg, n, hw, hw, &g));
+    CHECK_OK(unet_build(&cfg, n, hw, hw, 3, &g));
     size_t np = g.nparam_values;
     double *p = malloc(np * sizeof(double)), *dp = calloc(np, sizeof(double));
     df_rng r;
@@ -237,9 +244,13 @@ static void unet_fd(int variant, uint64_t seed) {
     for (size_t i = 0; i < nx; i++) x[i] = df_rng_normal(&r);
     for (size_t i = 0; i < ny; i++) rr[i] = df_rng_normal(&r);
     const int *lab = (cfg.num_class_embeds || cfg.class_embed_timestep) ? labels : NULL;
+    const size_t nc = g.ctx >= 0 ? (size_t)n * cfg.cross_attention_dim * 3 : 1;
+    double ctx[nc], dctx[nc];
+    for (size_t i = 0; i < nc; i++) ctx[i] = df_rng_normal(&r);
 #define LOSS(out)                                                                                   \
     do {                                                                                            \
         memcpy(act + xo->off, x, sizeof x);                                                         \
+        if (g.ctx >= 0) memcpy(act + g.vals[g.ctx].off, ctx, sizeof ctx);                           \
         unet_forward_f64(&g, p, act, scr, t, lab, dseed);                                           \
         out = 0;                                                                                    \
         for (size_t i_ = 0; i_ < ny; i_++) out += rr[i_] * act[yo->off + i_];                       \
@@ -249,6 +260,7 @@ static void unet_fd(int variant, uint64_t seed) {
     {   /* the inference placement (space reused between values) computes the same output */
         double *iact = malloc(g.infer_size * sizeof(double));
         memcpy(iact + xo->ioff, x, sizeof x);
+        if (g.ctx >= 0) memcpy(iact + g.vals[g.ctx].ioff, ctx, sizeof ctx);
         g.infer = 1;
         unet_forward_f64(&g, p, iact, scr, t, lab, dseed);
         g.infer = 0;
@@ -262,6 +274,7 @@ static void unet_fd(int variant, uint64_t seed) {
     unet_backward_f64(&g, p, dp, act, dact, scr, lab, dseed);
     double dx[nx];
     memcpy(dx, dact + xo->goff, sizeof dx);
+    if (g.ctx >= 0) memcpy(dctx, dact + g.vals[g.ctx].goff, sizeof dctx);
     double gmax = 0;
     for (size_t i = 0; i < np; i++) gmax = fmax(gmax, fabs(dp[i]));
     const double h = 1e-5;
@@ -294,9 +307,20 @@ static void unet_fd(int variant, uint64_t seed) {
         double err = fabs((lp - lm) / (2 * h) - dx[i]) / gmax;
         if (err > worst) worst = err, wname = "x";
     }
+    for (int rep = 0; g.ctx >= 0 && rep < 20; rep++) {   /* the text states */
+        size_t i = df_rng_u32(&r) % nc;
+        double v = ctx[i], lp, lm;
+        ctx[i] = v + h;
+        LOSS(lp);
+        ctx[i] = v - h;
+        LOSS(lm);
+        ctx[i] = v;
+        double err = fabs((lp - lm) / (2 * h) - dctx[i]) / gmax;
+        if (err > worst) worst = err, wname = "text states";
+    }
 #undef LOSS
-    printf("    variant %d: %d parameter entries + 20 inputs, worst relative error %.2e (%s)\n", variant, checked,
-           worst, wname);
+    printf("    variant %d: %d parameter entries + 20 inputs%s, worst relative error %.2e (%s)\n", variant, checked,
+           g.ctx >= 0 ? " + 20 text states" : "", worst, wname);
     CHECK(worst < 1e-6, "variant %d: finite differences disagree at %s: %.3g", variant, wname, worst);
     free(p), free(dp), free(act), free(dact), free(scr);
     unet_graph_free(&g);
@@ -304,7 +328,7 @@ static void unet_fd(int variant, uint64_t seed) {
 }
 
 TEST(unet_gradcheck_f64) {
-    for (int v = 0; v < 5; v++) unet_fd(v, 7 + (uint64_t)v);
+    for (int v = 0; v < 7; v++) unet_fd(v, 7 + (uint64_t)v);
 }
 
 /* ---- random configs: build, save, load, same output --------------------------------------------------- */

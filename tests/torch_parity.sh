@@ -10,6 +10,8 @@ echo "== reference self-check against ../shared/golden"
 "$PY" tests/ref/parity.py --selfcheck || status=1
 echo "== parity on random configs ($BIN)"
 "$PY" tests/ref/parity.py --count 12 --bin "$BIN" || status=1
+echo "== UNet2DConditionModel against a float64 PyTorch model ($BIN)"
+"$PY" tests/ref/cond_parity.py --bin "$BIN" || status=1
 echo "== FID Inception-v3 against float64 PyTorch (build/libdiffuse.a)"
 "$PY" tests/ref/inception_ref.py || status=1
 echo "== FD, KID and precision/recall against NumPy/SciPy/PyTorch (build/libdiffuse.a)"
