@@ -276,6 +276,17 @@ int main(int argc, char **argv) {
     snprintf(p, sizeof p, "%s/cls/unet/config.json", tmp);
     put_file_copy("unet_config", "class-conditional", p);
     df_model_free(m);
+    {   /* a tiny UNet2DConditionModel: per-block heads and transformer layers, linear projections */
+        df_unet_config_default_condition(&cfg);
+        cfg.num_levels = 2, cfg.block_out_channels[0] = 8, cfg.block_out_channels[1] = 16, cfg.norm_num_groups = 4;
+        cfg.down_attn[0] = 1, cfg.down_attn[1] = 0, cfg.up_attn[0] = 0, cfg.up_attn[1] = 1;
+        cfg.cross_attention_dim = 12, cfg.use_linear_projection = 1;
+        cfg.attention_heads[0] = 2, cfg.attention_heads[1] = 4, cfg.transformer_layers[1] = 2;
+        for (int i = 2; i < DF_MAX_LEVELS; i++) cfg.block_out_channels[i] = cfg.down_attn[i] = cfg.up_attn[i] = 0;
+        snprintf(p, sizeof p, "%s/cond.json", tmp);
+        if (df_unet_config_save(&cfg, p)) return 1;
+        put_file_copy("unet_config", "condition", p);
+    }
     for (int k = 0; k < 2; k++) {
         const char *preset = k ? "cifar10" : "fmnist-s";
         df_unet_config_preset(preset, &cfg);

@@ -235,6 +235,10 @@ typedef struct {
      * df_edm_sampler_inputs / _x0 under edm_schedule, and out is an x_0 prediction (DF_PRED_SAMPLE). */
     const df_schedule *edm_schedule;
     double             edm_sigma_data;
+    /* A UNet2DConditionModel's texts: a table of ntexts text states (ntexts, text_len, cross_attention_dim),
+     * df_text_encode's; the labels pick each image's row (and the model then takes no class labels). */
+    const float *texts;
+    int          ntexts, text_len;
 } df_model_denoiser;
 /* A model with learned variances (out_channels = 2 x in_channels, df_model_learned_variance) gives the
  * prediction alone here, the first in_channels channels; df_model_denoise_variance gives both halves (2 x
@@ -1013,6 +1017,12 @@ typedef struct {
     const int *labels;             /* n class labels for a class-conditional model, or NULL: its classes (or the
                                       classifier's) but the null one, image k getting class k * K / n */
     int        null_class;         /* the model's null class (df_class_info), -1 if none */
+    const float *texts;            /* a text-conditioned model (UNet2DConditionModel): n_texts text states
+                                      (n_texts, text_len, cross_attention_dim), df_text_encode's. They take the
+                                      place of classes: labels pick each image's text (NULL: text k * K / n,
+                                      K the texts but the null one), and null_class is the row of the empty
+                                      text, the unconditional branch of guidance */
+    int          n_texts, text_len;
     double     guidance;           /* classifier-free guidance scale (1: plain conditional, 0: unconditional) */
     double     guidance_rescale;   /* in [0, 1] (Lin et al. 2024) */
     double     guidance_sigma_lo;  /* guide only where sigma(t) is in (lo, hi] (Kynkäänniemi et al. 2024), */

@@ -60,6 +60,11 @@ int df_guidance_interval_limits(double sigma_lo, double sigma_hi) { return sigma
 
 static int is_conditional(const df_unet_config *c) { return c->num_class_embeds > 0 || c->class_embed_timestep; }
 
+/* The classes labels pick: a text model's texts, or the model's class embeddings (0: unconditional). */
+static int label_count(const df_generate_params *p, const df_unet_config *mc) {
+    return mc->condition ? p->n_texts : is_conditional(mc) ? mc->num_class_embeds : 0;
+}
+
 /* Everything that can be refused before memory is touched. */
 static df_status check(const df_generate_params *p, gen *g) {
     if (!p->model || !p->schedule) return df_fail(DF_ERR_ARG, "generate: a model and its schedule are required");
@@ -77,7 +82,11 @@ static df_status check(const df_generate_params *p, gen *g) {
     g->dim = (size_t)g->c * g->h * g->w;
     g->B = DF_MIN(p->batch > 0 ? p->batch : 64, p->n);
     g->nb = (p->n + g->B - 1) / g->B;
-    g->k = is_conditional(mc) ? mc->num_class_embeds : 0;
+    if (mc->condition && (is_conditional(mc) || !p->texts || p->n_texts < 1 || p->text_len < 1))
+        return df_fail(DF_ERR_ARG, is_conditional(mc) ? "generate: a text model with class embeddings is not supported"
+                                                       : "generate: this model attends to text: give it text states");
+    if (!mc->condition && p->texts) return df_fail(DF_ERR_ARG, "generate: this model does not attend to text");
+    g->k = label_count(p, mc);
     g->guided = p->guidance != 1 || p->guidance_rescale > 0;
     g->sp = p->sampler;
     df_sampler_params *sp = &g->sp;
@@ -103,7 +112,10 @@ static df_status check(const df_generate_params *p, gen *g) {
         return df_fail(DF_ERR_ARG, "generate: inpainting needs a mask, and jump length and count >= 1");
     if (g->guided && !g->k) return df_fail(DF_ERR_ARG, "guidance: this model is unconditional (it has no classes)");
     if (g->guided && p->null_class < 0)
-        return df_fail(DF_ERR_ARG, "guidance: this model has no null class (train with classes to learn one)");
+        return df_fail(DF_ERR_ARG, mc->condition ? "guidance: give the empty text's row (null_class) for the "
+                                                   "unconditional branch"
+                                                 : "guidance: this model has no null class (train with classes to "
+                                                   "learn one)");
     if (!(p->guidance >= 0) || !(p->guidance_rescale >= 0 && p->guidance_rescale <= 1))
         return df_fail(DF_ERR_ARG, "guidance: scale %g must be >= 0 and rescale %g in [0, 1]", p->guidance,
                        p->guidance_rescale);
@@ -202,7 +214,8 @@ static df_status setup(const df_generate_params *p, gen *g) {
         memcpy(g->mask + (size_t)ch * g->h * g->w, p->mask, sizeof(float) * (size_t)g->h * g->w);
 
     g->dn = (df_model_denoiser){.model = p->model, .h = g->h, .w = g->w, .edm_schedule = p->schedule,
-                                .edm_sigma_data = p->edm_sigma_data};
+                                .edm_sigma_data = p->edm_sigma_data, .texts = p->texts, .ntexts = p->n_texts,
+                                .text_len = p->text_len};
     g->fn = g->sp.learned_variance ? df_model_denoise_variance : df_model_denoise, g->fn_ctx = &g->dn;
     if (g->guided) {   /* both predictions from one network call of twice the batch */
         if ((st = df_classifier_free_guidance_init(&g->cfg, df_model_class_denoise, &g->dn, dim, p->null_class)) ||

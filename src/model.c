@@ -512,9 +512,28 @@ static df_status denoise(df_model_denoiser *d, int n, const float *x, const floa
     if (edm && (!d->edm_schedule || m->cfg.out_channels != m->cfg.in_channels))
         return df_fail(DF_ERR_ARG, "df_model_denoise: an EDM model needs its schedule and as many outputs as inputs");
     const int split = df_model_learned_variance(m) && !both;
+    const int *labels = d->labels;
+    if (m->cfg.condition) {   /* the labels pick text states: each image's row of the table, as the model's context */
+        const int D = m->cfg.cross_attention_dim, L = d->text_len;
+        if (!d->texts || !d->labels || d->ntexts < 1 || L < 1)
+            return df_fail(DF_ERR_ARG, "this model attends to text: the denoiser needs text states and a row per image");
+        const size_t row = (size_t)L * D, need = (size_t)n * row;
+        if (need > m->ctx_cap) {   /* once: df_generate's first call is its largest */
+            float *c = realloc(m->ctx, need * sizeof *c);
+            if (!c) return df_fail(DF_ERR_NOMEM, "out of memory for text states");
+            m->ctx = c, m->ctx_cap = need;
+        }
+        for (int i = 0; i < n; i++) {
+            if (d->labels[i] < 0 || d->labels[i] >= d->ntexts)
+                return df_fail(DF_ERR_ARG, "text %d out of range 0..%d", d->labels[i], d->ntexts - 1);
+            memcpy(m->ctx + i * row, d->texts + (size_t)d->labels[i] * row, sizeof(float) * row);
+        }
+        m->ctx_n = n, m->ctx_len = L;
+        labels = NULL;
+    }
     const int caller = threads_enter(m);
     /* no backward: reuse space */
-    df_status st = model_forward_edm(m, n, d->h, d->w, x, t, d->labels, split ? NULL : out, 0, edm ? d : NULL);
+    df_status st = model_forward_edm(m, n, d->h, d->w, x, t, labels, split ? NULL : out, 0, edm ? d : NULL);
     threads_leave(caller);
     const size_t half = (size_t)m->cfg.in_channels * d->h * d->w;
     for (int i = 0; !st && split && i < n; i++) memcpy(out + i * half, m->out + 2 * i * half, sizeof(float) * half);
