@@ -863,6 +863,9 @@ df_status df_scheduler_config_load(const char *path, df_scheduler_config *c);
 df_status df_scheduler_config_save(const df_scheduler_config *c, const char *path);   /* atomic */
 df_status df_schedule_from_config(const df_scheduler_config *c, df_schedule *s);
 
+typedef struct df_text_encoder df_text_encoder;   /* see the text encoder below */
+typedef struct df_tokenizer df_tokenizer;         /* see the tokenizer below */
+
 /* Load what `path` names: a run directory (its latest checkpoint), a checkpoint or diffusers pipeline
  * directory (unet/ and scheduler/scheduler_config.json), or a bare model directory (config.json +
  * weights; the schedule then defaults to DDPM's). raw = 1 picks unet_raw/ (the trained, not averaged,
@@ -870,6 +873,22 @@ df_status df_schedule_from_config(const df_scheduler_config *c, df_schedule *s);
 df_status df_pipeline_load(const char *path, int raw, df_model **model, df_scheduler_config *sc);
 /* Write model_index.json, unet/ and scheduler/ into dir (created if needed). */
 df_status df_pipeline_save(const char *dir, const df_model *model, const df_scheduler_config *sc);
+
+/* A text-to-image pipeline folder: unet/ (UNet2DConditionModel) and scheduler/ as above, text_encoder/
+ * (CLIPTextModel) and tokenizer/ (CLIPTokenizer), each loadable on its own as its diffusers or transformers
+ * class; model_index.json names the pipeline "DiffuseTextToImagePipeline" (pixel space, no VAE, as Imagen's
+ * and DeepFloyd IF's; diffusers has no class for it). This loads the text half, checked against the U-Net
+ * (the encoder's width is its cross_attention_dim, the tokenizer's context fits the encoder's positions and
+ * its ids the encoder's vocabulary); path as df_pipeline_load takes it. */
+df_status df_text_pipeline_load(const char *path, const df_model *unet, df_text_encoder **encoder,
+                                df_tokenizer **tokenizer);
+/* df_pipeline_save, then text_encoder/ and tokenizer/, and the text pipeline's model_index.json. */
+df_status df_text_pipeline_save(const char *dir, const df_model *unet, const df_scheduler_config *sc,
+                                const df_text_encoder *encoder, const df_tokenizer *tokenizer);
+/* n prompts -> states (n, context, hidden_size) for df_generate's texts: tokenized (padded to the context;
+ * longer prompts cut as CLIP cuts them, *truncated counting those, may be NULL) and encoded in one batch. */
+df_status df_encode_prompts(df_text_encoder *encoder, const df_tokenizer *tokenizer, int n, const char *const *prompts,
+                            float *states, int *truncated);
 
 /* What a run directory's latest checkpoint (or a checkpoint directory) says about its training; found = 0
  * and nothing else set when path holds no training state. Numbers not recorded are -1 (loss: NAN). */
@@ -915,9 +934,11 @@ df_status df_class_info_match(const df_class_info *model, const df_class_info *c
  * ftfy: NUL, U+FFFD and control characters dropped, whitespace runs to one space, spaces around CJK
  * ideographs, NFC, lower case (Python's str.lower); then CLIP's pre-tokenizer pattern, bytes to GPT-2's
  * byte symbols, merges by rank. The special tokens' exact text in a prompt stays one token each. */
-typedef struct df_tokenizer df_tokenizer;
 
 df_status   df_tokenizer_load(const char *dir, df_tokenizer **out);
+/* The four files back, as transformers writes them (vocab.json, merges.txt with its "#version" line,
+ * tokenizer_config.json, special_tokens_map.json); a saved tokenizer loads as the same one. */
+df_status   df_tokenizer_save(const df_tokenizer *t, const char *dir);
 void        df_tokenizer_free(df_tokenizer *t);
 int         df_tokenizer_context(const df_tokenizer *t);      /* tokens per text, start and end included */
 int         df_tokenizer_vocab_size(const df_tokenizer *t);   /* the largest id + 1 */
@@ -960,7 +981,6 @@ df_status df_text_config_save(const df_text_config *c, const char *path);   /* a
 /* transformers' CLIPTextModel: token and position embeddings, pre-LayerNorm encoder layers of causal
  * self-attention (q_proj, k_proj, v_proj, out_proj) and an MLP (fc1, activation, fc2), a final LayerNorm;
  * parameters under transformers' names (text_model.embeddings.token_embedding.weight, ...). */
-typedef struct df_text_encoder df_text_encoder;
 
 /* New weights as transformers initialises them (normal, standard deviations from the sizes; biases 0). */
 df_status df_text_encoder_create(const df_text_config *c, uint64_t seed, df_text_encoder **out);

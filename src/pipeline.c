@@ -177,15 +177,27 @@ df_status df_pipeline_save(const char *dir, const df_model *model, const df_sche
     if ((st = df_mkdir_p(p))) return st;
     snprintf(p, sizeof p, "%s/scheduler/scheduler_config.json", dir);
     if ((st = df_scheduler_config_save(sc, p))) return st;
-    char index[256];
-    int n = snprintf(index, sizeof index,
-                     "{\n"
-                     "  \"_class_name\": \"DDPMPipeline\",\n"
-                     "  \"_diffusers_version\": \"0.25.1\",\n"
-                     "  \"scheduler\": [\"diffusers\", \"%s\"],\n"
-                     "  \"unet\": [\"diffusers\", \"UNet2DModel\"]\n"
-                     "}\n",
-                     sc->edm_sigma_data > 0 ? "EDMEulerScheduler" : "DDPMScheduler");
+    char index[512];
+    const char *sched = sc->edm_sigma_data > 0 ? "EDMEulerScheduler" : "DDPMScheduler";
+    int n = df_model_config(model)->condition
+                ? snprintf(index, sizeof index,
+                           "{\n"
+                           "  \"_class_name\": \"DiffuseTextToImagePipeline\",\n"
+                           "  \"_diffusers_version\": \"0.25.1\",\n"
+                           "  \"scheduler\": [\"diffusers\", \"%s\"],\n"
+                           "  \"text_encoder\": [\"transformers\", \"CLIPTextModel\"],\n"
+                           "  \"tokenizer\": [\"transformers\", \"CLIPTokenizer\"],\n"
+                           "  \"unet\": [\"diffusers\", \"UNet2DConditionModel\"]\n"
+                           "}\n",
+                           sched)
+                : snprintf(index, sizeof index,
+                           "{\n"
+                           "  \"_class_name\": \"DDPMPipeline\",\n"
+                           "  \"_diffusers_version\": \"0.25.1\",\n"
+                           "  \"scheduler\": [\"diffusers\", \"%s\"],\n"
+                           "  \"unet\": [\"diffusers\", \"UNet2DModel\"]\n"
+                           "}\n",
+                           sched);
     snprintf(p, sizeof p, "%s/model_index.json", dir);
     return df_write_file_atomic(p, index, (size_t)n);
 }
@@ -225,6 +237,77 @@ df_status df_pipeline_load(const char *path, int raw, df_model **model, df_sched
         df_model_free(*model);
         *model = NULL;
     }
+    return st;
+}
+
+/* ---- the text half of a text-to-image pipeline -------------------------------------------------------- */
+
+df_status df_text_pipeline_load(const char *path, const df_model *unet, df_text_encoder **encoder,
+                                df_tokenizer **tokenizer) {
+    *encoder = NULL, *tokenizer = NULL;
+    char dir[4096], p[4300];
+    snprintf(dir, sizeof dir, "%s", path);
+    snprintf(p, sizeof p, "%s/latest", path);
+    if (df_is_dir(p)) snprintf(dir, sizeof dir, "%s/latest", path);
+    snprintf(p, sizeof p, "%s/text_encoder", dir);
+    if (!df_is_dir(p)) return df_fail(DF_ERR_IO, "%s: no text_encoder/ (not a text-to-image pipeline)", path);
+    df_status st = df_text_encoder_load(p, encoder);
+    snprintf(p, sizeof p, "%s/tokenizer", dir);
+    if (!st) st = df_tokenizer_load(p, tokenizer);
+    if (!st) {
+        const df_text_config *c = df_text_encoder_config(*encoder);
+        const df_unet_config *u = df_model_config(unet);
+        if (!u->condition)
+            st = df_fail(DF_ERR_CONFIG, "%s: the U-Net does not attend to text (not a UNet2DConditionModel)", path);
+        else if (c->hidden_size != u->cross_attention_dim)
+            st = df_fail(DF_ERR_CONFIG, "%s: the text encoder's hidden_size %d is not the U-Net's cross_attention_dim %d",
+                         path, c->hidden_size, u->cross_attention_dim);
+        else if (df_tokenizer_context(*tokenizer) > c->max_position_embeddings)
+            st = df_fail(DF_ERR_CONFIG, "%s: the tokenizer's context of %d tokens is longer than the text encoder's %d "
+                         "positions", path, df_tokenizer_context(*tokenizer), c->max_position_embeddings);
+        else if (df_tokenizer_vocab_size(*tokenizer) > c->vocab_size)
+            st = df_fail(DF_ERR_CONFIG, "%s: the tokenizer has %d ids, the text encoder %d", path,
+                         df_tokenizer_vocab_size(*tokenizer), c->vocab_size);
+    }
+    if (st) {
+        df_text_encoder_free(*encoder), df_tokenizer_free(*tokenizer);
+        *encoder = NULL, *tokenizer = NULL;
+    }
+    return st;
+}
+
+df_status df_text_pipeline_save(const char *dir, const df_model *unet, const df_scheduler_config *sc,
+                                const df_text_encoder *encoder, const df_tokenizer *tokenizer) {
+    if (!df_model_config(unet)->condition)
+        return df_fail(DF_ERR_CONFIG, "%s: a text-to-image pipeline needs a UNet2DConditionModel", dir);
+    char p[4200];
+    snprintf(p, sizeof p, "%s/text_encoder", dir);
+    df_status st = df_pipeline_save(dir, unet, sc);
+    if (!st) st = df_text_encoder_save(encoder, p);
+    snprintf(p, sizeof p, "%s/tokenizer", dir);
+    return st ? st : df_tokenizer_save(tokenizer, p);
+}
+
+df_status df_encode_prompts(df_text_encoder *encoder, const df_tokenizer *tokenizer, int n, const char *const *prompts,
+                            float *states, int *truncated) {
+    if (truncated) *truncated = 0;
+    if (n < 1 || !prompts || !states) return df_fail(DF_ERR_ARG, "encode prompts: no prompts");
+    const int L = df_tokenizer_context(tokenizer);
+    int32_t *ids = malloc(sizeof *ids * (size_t)n * L);
+    if (!ids) return df_fail(DF_ERR_NOMEM, "encode prompts: out of memory");
+    df_status st = DF_OK;
+    for (int i = 0; i < n && !st; i++) {
+        int dropped = 0;
+        st = df_tokenize(tokenizer, prompts[i] ? prompts[i] : "", ids + (size_t)i * L, NULL, &dropped);
+        if (st) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", df_error());
+            st = df_fail(st, "prompt %d: %s", i + 1, why);
+        }
+        if (truncated && dropped) ++*truncated;
+    }
+    if (!st) st = df_text_encode(encoder, n, L, ids, states, NULL);
+    free(ids);
     return st;
 }
 

@@ -28,6 +28,8 @@ struct df_tokenizer {
     uint64_t *pair_key;  /* (left << 32 | right) + 1, 0 for empty */
     int32_t *pair_rank, *pair_out;
     size_t   pair_hcap;
+    int32_t *merges;     /* the merges in rank order: left and right symbol of each */
+    int      nmerges;
     int      byte_sym[256], byte_end_sym[256];   /* a byte's symbol, alone and ending a word */
     char   **id_str;     /* the token of each id (NULL for gaps) */
     int      nid;
@@ -228,7 +230,8 @@ static df_status load_merges(df_tokenizer *t, const char *dir) {
     t->pair_key = calloc(t->pair_hcap, sizeof *t->pair_key);
     t->pair_rank = malloc(t->pair_hcap * sizeof *t->pair_rank);
     t->pair_out = malloc(t->pair_hcap * sizeof *t->pair_out);
-    if (!t->pair_key || !t->pair_rank || !t->pair_out) {
+    t->merges = malloc(2 * lines * sizeof *t->merges);
+    if (!t->pair_key || !t->pair_rank || !t->pair_out || !t->merges) {
         free(text);
         return df_fail(DF_ERR_NOMEM, "tokenizer: out of memory for %zu merges", lines);
     }
@@ -276,6 +279,7 @@ static df_status load_merges(df_tokenizer *t, const char *dir) {
             /* a repeated pair takes its last rank, as transformers' dict of ranks does */
             t->pair_key[i] = ((uint64_t)(uint32_t)a << 32 | (uint32_t)b) + 1;
             t->pair_rank[i] = rank++, t->pair_out[i] = out;
+            t->merges[2 * t->nmerges] = a, t->merges[2 * t->nmerges + 1] = b, t->nmerges++;
         }
         free(joined);
         p = e + 1;
@@ -328,8 +332,54 @@ void df_tokenizer_free(df_tokenizer *t) {
     for (int k = 0; k < t->nsym; k++) free(t->sym[k]);
     for (int s = 0; s < SPECIAL_COUNT; s++) free(t->special[s]), free(t->special_cp[s]);
     free(t->sym), free(t->sym_id), free(t->sym_hash), free(t->pair_key), free(t->pair_rank), free(t->pair_out);
+    free(t->merges);
     free(t->id_str);
     free(t);
+}
+
+df_status df_tokenizer_save(const df_tokenizer *t, const char *dir) {
+    df_status st = df_mkdir_p(dir);
+    if (st) return st;
+    char path[4096];
+    /* vocab.json: tokens by id */
+    cJSON *v = cJSON_CreateObject();
+    for (int id = 0; v && id < t->nid; id++)
+        if (t->id_str[id] && !cJSON_AddNumberToObject(v, t->id_str[id], id)) cJSON_Delete(v), v = NULL;
+    if (!v) return df_fail(DF_ERR_NOMEM, "tokenizer: out of memory");
+    snprintf(path, sizeof path, "%s/vocab.json", dir);
+    char *text = cJSON_PrintUnformatted(v);
+    cJSON_Delete(v);
+    if (!text) return df_fail(DF_ERR_NOMEM, "tokenizer: out of memory");
+    st = df_write_file_atomic(path, text, strlen(text));
+    cJSON_free(text);
+    if (st) return st;
+    /* merges.txt: the header, then the merges by rank */
+    size_t len = 16;
+    for (int k = 0; k < t->nmerges; k++) len += strlen(t->sym[t->merges[2 * k]]) + strlen(t->sym[t->merges[2 * k + 1]]) + 2;
+    char *m = malloc(len + 1);
+    if (!m) return df_fail(DF_ERR_NOMEM, "tokenizer: out of memory");
+    size_t o = (size_t)sprintf(m, "#version: 0.2\n");
+    for (int k = 0; k < t->nmerges; k++)
+        o += (size_t)sprintf(m + o, "%s %s\n", t->sym[t->merges[2 * k]], t->sym[t->merges[2 * k + 1]]);
+    snprintf(path, sizeof path, "%s/merges.txt", dir);
+    st = df_write_file_atomic(path, m, o);
+    free(m);
+    if (st) return st;
+    /* the special tokens and the context, in both files transformers reads */
+    for (int f = 0; f < 2; f++) {
+        cJSON *j = cJSON_CreateObject();
+        for (int s = 0; j && s < SPECIAL_COUNT; s++) cJSON_AddStringToObject(j, special_keys[s], t->special[s]);
+        if (j && f == 0) {
+            cJSON_AddNumberToObject(j, "model_max_length", t->context);
+            cJSON_AddStringToObject(j, "tokenizer_class", "CLIPTokenizer");
+            cJSON_AddBoolToObject(j, "do_lower_case", 1);
+            cJSON_AddStringToObject(j, "errors", "replace");
+        }
+        if (!j) return df_fail(DF_ERR_NOMEM, "tokenizer: out of memory");
+        snprintf(path, sizeof path, "%s/%s", dir, f ? "special_tokens_map.json" : "tokenizer_config.json");
+        if ((st = df_write_json_atomic(path, j))) return st;
+    }
+    return DF_OK;
 }
 
 int df_tokenizer_context(const df_tokenizer *t) { return t->context; }

@@ -1,6 +1,7 @@
 /* Generation with a text-conditioned U-Net (UNet2DConditionModel) through df_generate: each image attends to
  * its text's states, the texts pick the images, and guidance's unconditional branch is the empty text's. */
 #include "test.h"
+#include "internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -69,4 +70,90 @@ TEST(generate_with_text_states) {
     CHECK(df_generate(&p, u) == DF_ERR_ARG && strstr(df_error(), "empty text"), "%s", df_error());
     df_schedule_free(s);
     df_model_free(m);
+}
+
+/* A whole text-to-image pipeline folder: saved, loaded back in parts, prompts encoded and images generated the
+ * same as before saving; an encoder of the wrong width refused. */
+TEST(text_pipeline_save_load_generate) {
+    if (system("/usr/bin/python3 -c 'import regex' >/dev/null 2>&1") != 0) {
+        CHECK(0, "the tokenizer reference needs Debian's python3-regex (make deps installs it)");
+        return;
+    }
+    char dir[512], tokdir[600], corpus[600], cmd[2000];
+    snprintf(dir, sizeof dir, "%s/t2i-pipeline", test_tmp_dir());
+    snprintf(tokdir, sizeof tokdir, "%s/t2i-tokenizer", test_tmp_dir());
+    snprintf(corpus, sizeof corpus, "%s/t2i-corpus.txt", test_tmp_dir());
+    FILE *f = fopen(corpus, "wb");
+    if (!f) return;
+    for (int i = 0; i < 50; i++) fputs("a red heart\na blue circle\na green square\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/ref/clip_bpe_ref.py learn %s %s --merges 40 --context 16", corpus,
+             tokdir);
+    CHECK(system(cmd) == 0, "%s failed", cmd);
+    df_tokenizer *tok = NULL;
+    CHECK_OK(df_tokenizer_load(tokdir, &tok));
+    df_model *m = tiny_text_unet();
+    df_text_config tc;
+    df_text_config_default(&tc);
+    tc.vocab_size = 600, tc.hidden_size = 6, tc.intermediate_size = 12, tc.num_hidden_layers = 1;
+    tc.num_attention_heads = 2, tc.max_position_embeddings = 16, tc.eos_token_id = 2;
+    df_text_encoder *enc = NULL;
+    CHECK_OK(df_text_encoder_create(&tc, 8, &enc));
+    if (!tok || !m || !enc) return;
+    df_scheduler_config sc;
+    df_scheduler_config_default(&sc);
+    CHECK_OK(df_text_pipeline_save(dir, m, &sc, enc, tok));
+    const char *prompts[] = {"a red heart", "a blue circle", ""};
+    float before[3 * 16 * 6], after[3 * 16 * 6];
+    int cut = -1;
+    CHECK_OK(df_encode_prompts(enc, tok, 3, prompts, before, &cut));
+    CHECK(cut == 0, "%d prompts cut", cut);
+    /* back in parts, as a program would load them */
+    df_model *m2 = NULL;
+    df_scheduler_config sc2;
+    df_text_encoder *enc2 = NULL;
+    df_tokenizer *tok2 = NULL;
+    CHECK_OK(df_pipeline_load(dir, 0, &m2, &sc2));
+    if (m2) CHECK_OK(df_text_pipeline_load(dir, m2, &enc2, &tok2));
+    if (enc2 && tok2) {
+        CHECK_OK(df_encode_prompts(enc2, tok2, 3, prompts, after, NULL));
+        CHECK(!memcmp(before, after, sizeof before), "a loaded pipeline encodes prompts differently");
+        df_schedule sched;
+        memset(&sched, 0, sizeof sched);
+        CHECK_OK(df_schedule_from_config(&sc2, &sched));
+        df_generate_params p;
+        df_generate_params_for(&p, m2, &sc2, &sched);
+        p.n = 2, p.seed = 1, p.sampler.kind = DF_SAMPLER_DDIM, p.sampler.steps = 4;
+        p.texts = after, p.n_texts = 3, p.text_len = 16, p.null_class = 2, p.guidance = 3;
+        float x[2 * 64], y[2 * 64];
+        CHECK_OK(df_generate(&p, x));
+        p.model = m;
+        CHECK_OK(df_generate(&p, y));
+        CHECK(!memcmp(x, y, sizeof x), "a loaded pipeline generates other images");
+        df_schedule_free(&sched);
+    }
+    char *index;
+    size_t len;
+    char path[700];
+    snprintf(path, sizeof path, "%s/model_index.json", dir);
+    if (!df_read_file(path, &index, &len)) {
+        CHECK(strstr(index, "DiffuseTextToImagePipeline") && strstr(index, "CLIPTextModel") &&
+                  strstr(index, "CLIPTokenizer") && strstr(index, "UNet2DConditionModel"),
+              "model_index.json: %s", index);
+        free(index);
+    }
+    /* an encoder whose width is not the U-Net's cross_attention_dim */
+    tc.hidden_size = 8;
+    df_text_encoder *wide = NULL;
+    CHECK_OK(df_text_encoder_create(&tc, 8, &wide));
+    snprintf(path, sizeof path, "%s/text_encoder", dir);
+    if (wide) CHECK_OK(df_text_encoder_save(wide, path));
+    df_text_encoder *e3 = NULL;
+    df_tokenizer *t3 = NULL;
+    CHECK(m2 && df_text_pipeline_load(dir, m2, &e3, &t3) == DF_ERR_CONFIG && !e3 && !t3 &&
+              strstr(df_error(), "hidden_size 8") && strstr(df_error(), "cross_attention_dim 6"),
+          "%s", df_error());
+    df_text_encoder_free(wide), df_text_encoder_free(enc), df_text_encoder_free(enc2);
+    df_tokenizer_free(tok), df_tokenizer_free(tok2);
+    df_model_free(m), df_model_free(m2);
 }

@@ -140,11 +140,16 @@ static void compare_with_reference(const char *name, const char *learn_opts) {
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/ref/clip_bpe_ref.py encode %s %s %s", dir, strings, out);
     CHECK(system(cmd) == 0, "%s failed", cmd);
 
-    df_tokenizer *t = NULL;
+    df_tokenizer *t = NULL, *again = NULL;
     CHECK_OK(df_tokenizer_load(dir, &t));
+    /* saved and loaded back: the same tokenizer */
+    char dir2[600];
+    snprintf(dir2, sizeof dir2, "%s.saved", dir);
+    if (t) CHECK_OK(df_tokenizer_save(t, dir2));
+    CHECK_OK(df_tokenizer_load(dir2, &again));
     FILE *ref = fopen(out, "rb");
     CHECK(ref, "no reference output %s", out);
-    int same = 0, errors = 0, truncated = 0, fails = 0, newer = 0;
+    int same = 0, errors = 0, truncated = 0, fails = 0, newer = 0, saved_fails = 0;
     static char want[16384], got[16384];
     for (int i = 0; t && ref && i < n; i++) {
         if (!fgets(want, sizeof want, ref)) {
@@ -157,6 +162,11 @@ static void compare_with_reference(const char *name, const char *learn_opts) {
             continue;
         }
         c_line(t, texts[i], got, sizeof got);
+        if (again) {
+            static char got2[16384];
+            c_line(again, texts[i], got2, sizeof got2);
+            if (strcmp(got, got2) && saved_fails++ < 2) CHECK(0, "%s text %d: the saved tokenizer gives %s", name, i, got2);
+        }
         if (!strcmp(want, got)) {
             same++, errors += !strcmp(got, "ERROR");
             truncated += strstr(got, "| ") && atoi(strrchr(got, ' ') + 1) > 0;
@@ -172,6 +182,8 @@ static void compare_with_reference(const char *name, const char *learn_opts) {
     CHECK(same == n - newer && newer < n / 10, "%s: %d texts differ (%d left out)", name, n - newer - same, newer);
     CHECK(errors >= 6 && truncated >= 1, "%s: the texts should include invalid UTF-8 and a truncation", name);
     if (ref) fclose(ref);
+    CHECK(again && !saved_fails, "%s: the saved tokenizer differs on %d texts", name, saved_fails);
+    df_tokenizer_free(again);
     df_tokenizer_free(t);
     for (int i = 0; i < n; i++) free(texts[i]);
     free(texts);
