@@ -35,6 +35,7 @@ typedef struct {
     double          eta;
     int             karras, large_variance, no_clip, threshold, clipped_eps, model_eps;
     const char     *labels;           /* --labels as given: numbers or class names */
+    const char     *prompt, *prompts_file, *negative_prompt;   /* a text-to-image model's prompts */
     double          guidance, guidance_rescale, classifier_scale;
     double          guidance_interval[2];   /* sigma's (lo, hi] */
     const char     *classifier_dir, *score_dir;
@@ -262,7 +263,14 @@ static int parse(int argc, char **argv, sample_settings *s) {
         OPT_STR("--size", &s->size, .meta = "N|WxH", .def = "the model's",
                 .help = "image size: N x N, or W wide and H high, each a multiple of 2^(levels - 1) (4 for fmnist-s); "
                         "the network draws what it learnt at its own size, so at twice that, several garments"),
-        OPT_SECTION("classes and guidance:"),
+        OPT_SECTION("text, classes and guidance:"),
+        OPT_STR("--prompt", &s->prompt, .meta = "TEXT",
+                .help = "a text-to-image model's prompt (UTF-8; longer than the tokenizer's context, it is cut as CLIP "
+                        "cuts it)"),
+        OPT_STR("--prompts", &s->prompts_file, .meta = "FILE",
+                .help = "one prompt per line, each a row of the grid (blank lines skipped)"),
+        OPT_STR("--negative-prompt", &s->negative_prompt, .meta = "TEXT", .def = "the empty prompt",
+                .help = "what guidance steers away from: the unconditional branch's text"),
         OPT_STR("--labels", &s->labels, .meta = "L1,L2,...", .def = "every class",
                 .help = "class labels for a class-conditional model, as numbers or as names from its classes.json "
                         "(any case: Sneaker,bag): image i gets L[i*k/n], so with n a multiple of k the grid has one "
@@ -340,10 +348,20 @@ typedef struct {
     int                 c, h, w, k, kc;   /* k: the model's classes; kc: the guiding classifier's */
     int                 steps;            /* the sampler's steps, defaults resolved */
     int                 list[CLI_MAX_INTS], nlist;   /* --labels as class indices */
+    /* a text-to-image model's: its text encoder and tokenizer, the prompts, and their states with the negative
+     * (or empty) prompt's last (texts x text_len x width) */
+    df_text_encoder    *encoder;
+    df_tokenizer       *tokenizer;
+    char               *prompt_text;      /* --prompts' file, split in place */
+    const char        **prompts;
+    int                 nprompts, ntexts, text_len;
+    float              *texts;
 } sample_run;
 
 static void run_close(sample_run *r) {
     df_model_free(r->model), df_model_free(r->classifier), df_model_free(r->scorer);
+    df_text_encoder_free(r->encoder), df_tokenizer_free(r->tokenizer);
+    free(r->prompt_text), free(r->prompts), free(r->texts);
     df_schedule_free(&r->sched);
     df_class_info_free(&r->classes), df_class_info_free(&r->guide_classes), df_class_info_free(&r->score_classes);
 }
@@ -405,6 +423,54 @@ static int parse_labels(const char *text, const df_class_info *ci, sample_run *r
     }
 }
 
+/* A text-to-image model's prompts: --prompt, or --prompts' lines; encoded once, with the negative (or empty)
+ * prompt's states last for guidance's unconditional branch. Returns 0 or the exit code after reporting. */
+static int load_prompts(const sample_settings *s, sample_run *r) {
+    if (!s->prompt && !s->prompts_file)
+        return cli_usage_error("%s is a text-to-image model: give --prompt TEXT or --prompts FILE", s->model);
+    if (s->prompt && s->prompts_file) return cli_usage_error("--prompt or --prompts, not both");
+    if (s->labels) return cli_usage_error("--labels: a text-to-image model takes prompts, not classes");
+    df_status st = df_text_pipeline_load(s->model, r->model, &r->encoder, &r->tokenizer);
+    if (st) return cli_fail(st);
+    int cap = 1;
+    if (s->prompts_file) {
+        FILE *f = fopen(s->prompts_file, "rb");
+        long len = -1;
+        if (f && !fseek(f, 0, SEEK_END)) len = ftell(f);
+        if (f && len >= 0 && !fseek(f, 0, SEEK_SET) && (r->prompt_text = malloc((size_t)len + 1)) &&
+            fread(r->prompt_text, 1, (size_t)len, f) == (size_t)len)
+            r->prompt_text[len] = 0;
+        else len = -1;
+        if (f) fclose(f);
+        if (len < 0) return cli_die("--prompts %s: cannot read it", s->prompts_file);
+        if (memchr(r->prompt_text, 0, (size_t)len)) return cli_usage_error("--prompts %s: not a text file", s->prompts_file);
+        for (long i = 0; i < len; i++) cap += r->prompt_text[i] == '\n';
+    }
+    r->prompts = malloc(sizeof *r->prompts * (size_t)(cap + 1));
+    if (!r->prompts) return cli_die("out of memory for %d prompts", cap);
+    if (s->prompt) r->prompts[r->nprompts++] = s->prompt;
+    for (char *line = r->prompt_text, *next; line; line = next) {   /* lines, blank ones skipped */
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        size_t n = strlen(line);
+        if (n && line[n - 1] == '\r') line[--n] = 0;
+        if (n) r->prompts[r->nprompts++] = line;
+    }
+    if (!r->nprompts) return cli_usage_error("--prompts %s: no prompt in it", s->prompts_file);
+    r->prompts[r->nprompts] = s->negative_prompt ? s->negative_prompt : "";
+    r->ntexts = r->nprompts + 1;
+    r->text_len = df_tokenizer_context(r->tokenizer);
+    const size_t per = (size_t)r->text_len * df_text_encoder_config(r->encoder)->hidden_size;
+    if (!(r->texts = malloc(sizeof(float) * per * (size_t)r->ntexts)))
+        return cli_die("out of memory for %d prompts' states", r->ntexts);
+    int cut = 0;
+    if ((st = df_encode_prompts(r->encoder, r->tokenizer, r->ntexts, r->prompts, r->texts, &cut))) return cli_fail(st);
+    if (cut)
+        fprintf(stderr, "diffuse sample: note: %d prompt%s longer than the %d-token context, cut as CLIP cuts them\n",
+                cut, cut == 1 ? " is" : "s are", r->text_len);
+    return 0;
+}
+
 /* Load what s names and check what only the models can tell: timesteps and classes. Labels are the model's
  * classes, or the classifier's when an unconditional model is guided by one. Returns 0 or the exit code. */
 static int load(const sample_settings *s, sample_run *r) {
@@ -418,6 +484,10 @@ static int load(const sample_settings *s, sample_run *r) {
                                s->model);
     r->c = cfg->in_channels, r->h = r->w = cfg->sample_size > 0 ? cfg->sample_size : 32, r->k = cfg->num_class_embeds;
     int rc = 0;
+    if (!cfg->condition && (s->prompt || s->prompts_file || s->negative_prompt))
+        return cli_usage_error("%s: this model does not take text (it is not a text-to-image model)",
+                               s->prompt ? "--prompt" : s->prompts_file ? "--prompts" : "--negative-prompt");
+    if (cfg->condition && (rc = load_prompts(s, r))) return rc;
     if (s->classifier_dir &&
         (rc = load_classifier("--classifier", s->classifier_dir, &r->classifier, &r->guide_classes)))
         return rc;
@@ -444,8 +514,9 @@ static int load(const sample_settings *s, sample_run *r) {
     if (r->scorer && (rc = check_classes("--score", s->score_dir, label_classes(r),
                                          r->k ? "the model" : "--classifier", &r->score_classes)))
         return rc;
-    if (guided && !r->k) return cli_usage_error("--guidance: this model is unconditional (it has no classes)");
-    if (guided && null < 0)
+    if (guided && !r->k && !r->texts)
+        return cli_usage_error("--guidance: this model is unconditional (it has no classes)");
+    if (guided && null < 0 && !r->texts)
         return cli_usage_error("--guidance: this model has no null class (train with --classes to learn one)");
     for (int i = 0; i < r->nlist; i++)
         if (r->list[i] == null && null >= 0)
@@ -528,6 +599,10 @@ static void describe(const sample_settings *s, const sample_run *r, int index, c
                      size_t cap) {
     size_t o = 0;
 #define ADD(...) (o += (size_t)snprintf(buf + o, o < cap ? cap - o : 0, __VA_ARGS__), o = o < cap ? o : cap)
+    if (r->texts && index >= 0 && labels) {   /* the prompt first, as Stable Diffusion tools write it */
+        ADD("%s\n", r->prompts[labels[index]]);
+        if (s->negative_prompt) ADD("Negative prompt: %s\n", s->negative_prompt);
+    }
     ADD("Steps: %d, Sampler: %s, CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s", r->steps,
         df_sampler_name(s->inpaint ? DF_SAMPLER_DDPM : s->sampler), s->guidance, (unsigned long long)s->seed, r->w,
         r->h, s->model);
@@ -548,7 +623,10 @@ static void describe(const sample_settings *s, const sample_run *r, int index, c
     if (s->invert) ADD(", Inverted: %s", s->invert);
     if (index >= 0) ADD(", Image: %d of %d, Batch: %d", index, s->n, s->batch);
     else ADD(", Images: %d, Batch: %d", s->n, s->batch);
-    if (index >= 0 && labels) {
+    if (r->texts && index < 0)
+        ADD(", %s: %s%s%s", r->nprompts == 1 ? "Prompt" : "Prompts (a row each)", r->prompts[0],
+            r->nprompts > 1 ? " | ..." : "", s->negative_prompt ? ", Negative prompt given" : "");
+    if (index >= 0 && labels && !r->texts) {
         const int l = labels[index];
         const df_class_info *ci = label_classes(r);
         const char *name = ci->names && l < ci->count ? ci->names[l] : NULL;
@@ -639,6 +717,7 @@ static void fill_params(const sample_settings *s, const sample_run *r, const int
     sp->clip_x0 = !s->no_clip, sp->dynamic_threshold = s->threshold, sp->clipped_eps = s->clipped_eps;
     g->model_eps = s->model_eps;
     g->labels = labels, g->null_class = r->classes.null_class;
+    if (r->texts) g->texts = r->texts, g->n_texts = r->ntexts, g->text_len = r->text_len, g->null_class = r->ntexts - 1;
     g->guidance = s->guidance, g->guidance_rescale = s->guidance_rescale;
     g->guidance_sigma_lo = s->guidance_interval[0], g->guidance_sigma_hi = s->guidance_interval[1];
     g->classifier = r->classifier, g->classifier_scale = s->classifier_scale;
@@ -710,7 +789,7 @@ static int generate(const sample_settings *s) {
         return rc;
     }
     const size_t dim = (size_t)r.c * r.h * r.w;
-    const int n = s->n, nclasses = r.k ? r.k : r.kc;
+    const int n = s->n, nclasses = r.texts ? r.ntexts : r.k ? r.k : r.kc;
     int nlist = r.nlist, cols = s->cols;
     float *x = malloc(sizeof(float) * (size_t)n * dim), *image = malloc(sizeof(float) * dim);
     float *mask = malloc(sizeof(float) * (size_t)r.h * r.w);
@@ -725,6 +804,7 @@ static int generate(const sample_settings *s) {
     if (st) cli_die("out of memory for %d images", n);
     /* labels: --labels, or every class but the null one, each for a run of images (a row of the grid) */
     if (labels && nlist) df_spread_labels(r.list, nlist, n, labels);
+    else if (labels && r.texts) nlist = df_default_labels(nclasses, r.ntexts - 1, n, labels);   /* a row per prompt */
     else if (labels) nlist = df_default_labels(nclasses, r.k ? r.classes.null_class : -1, n, labels);
     if (!cols && nlist && n % nlist == 0) cols = n / nlist;
     for (; !cols || (long)cols * cols < n; cols++) {}   /* square */

@@ -1,5 +1,7 @@
 /* Generation with a text-conditioned U-Net (UNet2DConditionModel) through df_generate: each image attends to
- * its text's states, the texts pick the images, and guidance's unconditional branch is the empty text's. */
+ * its text's states, the texts pick the images, and guidance's unconditional branch is the empty text's; text
+ * pipeline folders, and `diffuse sample --prompt`. */
+#define _GNU_SOURCE   /* memmem */
 #include "test.h"
 #include "internal.h"
 
@@ -72,24 +74,32 @@ TEST(generate_with_text_states) {
     df_model_free(m);
 }
 
-/* A whole text-to-image pipeline folder: saved, loaded back in parts, prompts encoded and images generated the
- * same as before saving; an encoder of the wrong width refused. */
-TEST(text_pipeline_save_load_generate) {
+/* A tokenizer learned by the reference from captions of shapes, into dir. 0 on success. */
+static int learn_tokenizer(const char *tokdir) {
     if (system("/usr/bin/python3 -c 'import regex' >/dev/null 2>&1") != 0) {
         CHECK(0, "the tokenizer reference needs Debian's python3-regex (make deps installs it)");
-        return;
+        return -1;
     }
-    char dir[512], tokdir[600], corpus[600], cmd[2000];
-    snprintf(dir, sizeof dir, "%s/t2i-pipeline", test_tmp_dir());
-    snprintf(tokdir, sizeof tokdir, "%s/t2i-tokenizer", test_tmp_dir());
-    snprintf(corpus, sizeof corpus, "%s/t2i-corpus.txt", test_tmp_dir());
+    char corpus[700], cmd[2000];
+    snprintf(corpus, sizeof corpus, "%s.corpus.txt", tokdir);
     FILE *f = fopen(corpus, "wb");
-    if (!f) return;
+    if (!f) return -1;
     for (int i = 0; i < 50; i++) fputs("a red heart\na blue circle\na green square\n", f);
     fclose(f);
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/ref/clip_bpe_ref.py learn %s %s --merges 40 --context 16", corpus,
              tokdir);
-    CHECK(system(cmd) == 0, "%s failed", cmd);
+    const int rc = system(cmd);
+    CHECK(rc == 0, "%s failed", cmd);
+    return rc;
+}
+
+/* A whole text-to-image pipeline folder: saved, loaded back in parts, prompts encoded and images generated the
+ * same as before saving; an encoder of the wrong width refused. */
+TEST(text_pipeline_save_load_generate) {
+    char dir[512], tokdir[600];
+    snprintf(dir, sizeof dir, "%s/t2i-pipeline", test_tmp_dir());
+    snprintf(tokdir, sizeof tokdir, "%s/t2i-tokenizer", test_tmp_dir());
+    if (learn_tokenizer(tokdir)) return;
     df_tokenizer *tok = NULL;
     CHECK_OK(df_tokenizer_load(tokdir, &tok));
     df_model *m = tiny_text_unet();
@@ -156,4 +166,61 @@ TEST(text_pipeline_save_load_generate) {
     df_text_encoder_free(wide), df_text_encoder_free(enc), df_text_encoder_free(enc2);
     df_tokenizer_free(tok), df_tokenizer_free(tok2);
     df_model_free(m), df_model_free(m2);
+}
+
+/* diffuse sample with prompts: a grid, a prompt file (a row per prompt), a negative prompt with guidance, and
+ * the refusals: invalid UTF-8, a text model without a prompt, a prompt to a model without text. */
+TEST(cli_sample_prompts) {
+    char dir[512], tokdir[600];
+    snprintf(dir, sizeof dir, "%s/t2i-cli", test_tmp_dir());
+    snprintf(tokdir, sizeof tokdir, "%s/t2i-cli-tokenizer", test_tmp_dir());
+    if (learn_tokenizer(tokdir)) return;
+    df_tokenizer *tok = NULL;
+    CHECK_OK(df_tokenizer_load(tokdir, &tok));
+    df_model *m = tiny_text_unet();
+    df_text_config tc;
+    df_text_config_default(&tc);
+    tc.vocab_size = 600, tc.hidden_size = 6, tc.intermediate_size = 12, tc.num_hidden_layers = 1;
+    tc.num_attention_heads = 2, tc.max_position_embeddings = 16;
+    df_text_encoder *enc = NULL;
+    CHECK_OK(df_text_encoder_create(&tc, 8, &enc));
+    df_scheduler_config sc;
+    df_scheduler_config_default(&sc);
+    if (tok && m && enc) CHECK_OK(df_text_pipeline_save(dir, m, &sc, enc, tok));
+    df_text_encoder_free(enc), df_tokenizer_free(tok), df_model_free(m);
+    char args[2048], out[8192], err[8192], file[700];
+    snprintf(args, sizeof args, "sample %s --prompt \"a red heart\" --n 4 --steps 3 --sampler ddim --out %s/p1.png", dir,
+             test_tmp_dir());
+    int rc = test_run_diffuse(NULL, 120, args, out, sizeof out, err, sizeof err);
+    CHECK(rc == 0 && strstr(out, "Prompt: a red heart"), "sample --prompt: exit %d, %s %s", rc, out, err);
+    snprintf(file, sizeof file, "%s/prompts.txt", test_tmp_dir());
+    FILE *f = fopen(file, "wb");
+    if (f) fputs("a red heart\r\n\na blue circle\n", f), fclose(f);
+    snprintf(args, sizeof args,
+             "sample %s --prompts %s --negative-prompt \"a green square\" --guidance 3 --n 4 --steps 3 --sampler ddim "
+             "--out-dir %s/p2",
+             dir, file, test_tmp_dir());
+    rc = test_run_diffuse(NULL, 120, args, out, sizeof out, err, sizeof err);
+    CHECK(rc == 0, "sample --prompts: exit %d, %s", rc, err);
+    char png[800];
+    snprintf(png, sizeof png, "%s/p2/000003.png", test_tmp_dir());   /* the second row: the second prompt */
+    char *data;
+    size_t len;
+    if (!df_read_file(png, &data, &len)) {
+        CHECK(memmem(data, len, "a blue circle\nNegative prompt: a green square", 44) != NULL,
+              "image 3 does not carry the second prompt and the negative one");
+        free(data);
+    } else {
+        CHECK(0, "no %s", png);
+    }
+    snprintf(args, sizeof args, "sample %s --prompt \"bad \xff\" --n 1 --steps 2 --out %s/p3.png", dir, test_tmp_dir());
+    rc = test_run_diffuse(NULL, 120, args, out, sizeof out, err, sizeof err);
+    CHECK(rc != 0 && strstr(err, "UTF-8") && !strchr(strchr(err, '\n') + 1, '\n'), "invalid UTF-8: exit %d, %s", rc, err);
+    snprintf(args, sizeof args, "sample %s --n 1 --steps 2 --out %s/p4.png", dir, test_tmp_dir());
+    rc = test_run_diffuse(NULL, 120, args, out, sizeof out, err, sizeof err);
+    CHECK(rc == 2 && strstr(err, "--prompt"), "no prompt: exit %d, %s", rc, err);
+    snprintf(args, sizeof args, "sample %s/../models/fmnist-s --prompt hi --n 1 --steps 2 --out %s/p5.png", test_bin_dir(),
+             test_tmp_dir());
+    rc = test_run_diffuse(NULL, 120, args, out, sizeof out, err, sizeof err);
+    CHECK(rc == 2 && strstr(err, "does not take text"), "a prompt to a model without text: exit %d, %s", rc, err);
 }
