@@ -160,7 +160,7 @@ valgrind:
 # FUZZ_SECONDS, two at a time, starting from fuzz/corpus/<target> and the kept crashes in fuzz/regress/.
 # New inputs go to build-fuzz/corpus/<target>; a crash fails the run and is saved in build-fuzz/crashes/.
 FUZZ_TARGETS := safetensors unet_config scheduler_config idx cifar png jpeg checkpoint training_state npy ref_features bpd_state \
-                tokenizer text_config
+                tokenizer text_config metadata
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS   := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 fuzz:

@@ -419,6 +419,9 @@ int main(int argc, char **argv) {
                            "\"num_attention_heads\": 2, \"num_hidden_layers\": 2, \"vocab_size\": 1000, "
                            "\"max_position_embeddings\": 16, \"eos_token_id\": 999, \"bos_token_id\": 998}";
         put("text_config", "sd15", sd, strlen(sd));
+        const char *meta = "{\"file_name\": \"img0.png\", \"text\": \"a red heart\"}\n"
+                           "{\"file_name\": \"img1.png\", \"text\": [\"a blue circle\", \"caf\\u00e9\"]}\n";
+        put("metadata", "two", meta, strlen(meta));
         put("text_config", "tiny", tiny, strlen(tiny));
     }
     /* PNG layouts */

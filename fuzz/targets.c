@@ -1,6 +1,6 @@
 /* The fuzz targets: one per parser (safetensors, config.json, scheduler_config.json, IDX, CIFAR-10,
  * PNG, JPEG, whole checkpoints, NumPy .npy images, reference features, bits/dim state files, tokenizer
- * folders, text encoder configs). Each checks the library's promise about bad input: a status with one printable line naming
+ * folders, text encoder configs, captioned folders' metadata.jsonl). Each checks the library's promise about bad input: a status with one printable line naming
  * the file, or a result that is consistent. */
 #define _POSIX_C_SOURCE 200809L
 #include "fuzz.h"
@@ -423,6 +423,35 @@ static const char *fuzz_tokenizer(const uint8_t *data, size_t size) {
     return bad;
 }
 
+/* An image folder's metadata.jsonl, beside two small images: refused with a line naming it, or captions for
+ * both images that are UTF-8 text. */
+static const char *fuzz_metadata(const uint8_t *data, size_t size) {
+    char path[1400], dir[1024];
+    snprintf(dir, sizeof dir, "%s/captioned", scratch_dir());
+    for (int i = 0; i < 2; i++) {   /* the images, once per process */
+        snprintf(path, sizeof path, "%s/img%d.png", dir, i);
+        if (access(path, F_OK) == 0) continue;
+        df_mkdir_p(dir);
+        float px[4 * 4] = {0};
+        px[i] = 1;
+        if (df_image_save(path, px, 1, 4, 4, 0, NULL, NULL)) abort();
+    }
+    put_file("captioned/metadata.jsonl", data, size, path, sizeof path);
+    df_dataset *d;
+    df_status st = df_dataset_open(dir, 0, 0, &d);
+    if (st) return check_failure(st, dir);
+    const char *bad = NULL;
+    for (int i = 0; i < 2 && !bad; i++) {
+        if (df_dataset_num_captions(d, i) < 1) bad = "an image without a caption loaded";
+        for (int k = 0; !bad && k < df_dataset_num_captions(d, i); k++) {
+            const char *c = df_dataset_caption(d, i, k);
+            if (!c || df_utf8_invalid_at(c, strlen(c)) >= 0) bad = "a caption that is not UTF-8 loaded";
+        }
+    }
+    df_dataset_free(d);
+    return bad;
+}
+
 /* A text encoder's config.json: refused with a line naming it, or a config that validates, saves and loads
  * back the same. */
 static const char *fuzz_text_config(const uint8_t *data, size_t size) {
@@ -447,7 +476,7 @@ const fuzz_target fuzz_targets[] = {
     {"idx", fuzz_idx},                 {"cifar", fuzz_cifar},             {"png", fuzz_image},
     {"jpeg", fuzz_image},              {"checkpoint", fuzz_checkpoint},   {"training_state", fuzz_training_state},
     {"npy", fuzz_npy},                 {"ref_features", fuzz_ref_features}, {"bpd_state", fuzz_bpd_state},
-    {"tokenizer", fuzz_tokenizer},     {"text_config", fuzz_text_config},
+    {"tokenizer", fuzz_tokenizer},     {"text_config", fuzz_text_config},   {"metadata", fuzz_metadata},
     {NULL, NULL},
 };
 

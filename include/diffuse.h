@@ -788,6 +788,11 @@ df_status df_dataset_from_images(const float *x, const int *labels, int n, int c
 int         df_dataset_num_classes(const df_dataset *d);   /* 0: no labels */
 int         df_dataset_label(const df_dataset *d, int i);
 const char *df_dataset_class_name(const df_dataset *d, int k);   /* NULL if unnamed */
+/* Captions of image i (an image folder's: metadata.jsonl, one JSON object per line with "file_name" and "text",
+ * a caption or a list of them, as diffusers' train_text_to_image reads it; or a .txt beside each image, a caption
+ * per line): how many (0: none), and caption k (NULL past them). Captions are checked to be UTF-8 text. */
+int         df_dataset_num_captions(const df_dataset *d, int i);
+const char *df_dataset_caption(const df_dataset *d, int i, int k);
 const char *df_dataset_description(const df_dataset *d);        /* e.g. "Fashion-MNIST train, 60000 ..." */
 /* Image i as floats in [-1, 1], mirrored left-right if flip. */
 void        df_dataset_get(const df_dataset *d, int i, int flip, float *x);

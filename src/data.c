@@ -1,9 +1,11 @@
 /* Data sets in memory: MNIST-format IDX files (Fashion-MNIST by default), CIFAR-10 binary batches and
- * folders of PNG/JPEG images, stored as 8-bit (N, C, H, W) with optional labels and class names, and a
- * report of what loading found (counts, images converted to fit, unreadable images skipped). */
+ * folders of PNG/JPEG images (with captions from metadata.jsonl or a .txt beside each image), stored as
+ * 8-bit (N, C, H, W) with optional labels, class names and captions, and a report of what loading found
+ * (counts, images converted to fit, unreadable images skipped). */
 #define _DEFAULT_SOURCE
 #include "internal.h"
 
+#include <cjson/cJSON.h>
 #include <nettle/sha2.h>
 
 #include <dirent.h>
@@ -23,6 +25,8 @@ struct df_dataset {
     char   **class_names;   /* num_classes entries, each may be NULL */
     char     desc[256];
     df_dataset_report report;   /* what loading found; counts and shape filled in when it ends */
+    char   **captions;      /* every caption, image by image */
+    int     *cap_first;     /* n + 1: image i's captions are captions[cap_first[i] .. cap_first[i + 1]) */
 };
 
 static const char *const fashion_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -35,7 +39,17 @@ void df_dataset_free(df_dataset *d) {
     if (d->class_names)
         for (int i = 0; i < d->num_classes; i++) free(d->class_names[i]);
     free(d->class_names);
+    if (d->cap_first)
+        for (int i = 0; i < d->cap_first[d->n]; i++) free(d->captions[i]);
+    free(d->captions), free(d->cap_first);
     free(d);
+}
+
+int df_dataset_num_captions(const df_dataset *d, int i) {
+    return d->cap_first && i >= 0 && i < d->n ? d->cap_first[i + 1] - d->cap_first[i] : 0;
+}
+const char *df_dataset_caption(const df_dataset *d, int i, int k) {
+    return k >= 0 && k < df_dataset_num_captions(d, i) ? d->captions[d->cap_first[i] + k] : NULL;
 }
 
 int df_dataset_count(const df_dataset *d) { return d->n; }
@@ -527,6 +541,134 @@ static df_status folder_image(df_dataset *d, const char *path, const char *name,
     return st;
 }
 
+/* ---- captions ------------------------------------------------------------------------------------------ */
+
+/* Captions by file: for each entry of the folder's file list, its captions (malloc'd strings). */
+typedef struct {
+    char ***caps;   /* l.n lists */
+    int    *ncap;
+    int     any;    /* some file has captions */
+} caption_list;
+
+static void caption_list_free(caption_list *c, int n) {
+    for (int i = 0; c->caps && i < n; i++) {
+        for (int k = 0; k < c->ncap[i]; k++) free(c->caps[i][k]);
+        free(c->caps[i]);
+    }
+    free(c->caps), free(c->ncap);
+}
+
+/* Add text (n bytes, not terminated) as a caption of file i; where names the source in messages. */
+static df_status add_caption(caption_list *c, int i, const char *text, size_t n, const char *where) {
+    const long bad = df_utf8_invalid_at(text, n);
+    if (bad >= 0) return df_fail(DF_ERR_FORMAT, "%s: a caption that is not UTF-8 text (byte %ld)", where, bad);
+    if (memchr(text, 0, n)) return df_fail(DF_ERR_FORMAT, "%s: a caption holding a NUL byte: not text", where);
+    char **nc = realloc(c->caps[i], sizeof(char *) * (size_t)(c->ncap[i] + 1));
+    char *t = malloc(n + 1);
+    if (nc) c->caps[i] = nc;
+    if (!nc || !t) return free(t), df_fail(DF_ERR_NOMEM, "out of memory for captions");
+    memcpy(t, text, n), t[n] = 0;
+    c->caps[i][c->ncap[i]++] = t;
+    c->any = 1;
+    return DF_OK;
+}
+
+typedef struct {
+    const char *name;   /* relative to the folder */
+    int         index;  /* in the file list */
+} named_file;
+
+static int cmp_named(const void *a, const void *b) {
+    return strcmp(((const named_file *)a)->name, ((const named_file *)b)->name);
+}
+
+/* metadata.jsonl as diffusers' train_text_to_image reads an image folder: one JSON object per line with
+ * "file_name" (relative to the folder) and "text" (a caption, or a list of them). Every image needs a row. */
+static df_status read_metadata(const char *path, const char *meta, const file_list *l, size_t root, caption_list *c) {
+    char *text;
+    size_t len;
+    df_status st = df_read_file(meta, &text, &len);
+    if (st) return st;
+    named_file *files = malloc(sizeof *files * (size_t)l->n);   /* by name in the folder, for a binary search */
+    if (!files) st = df_fail(DF_ERR_NOMEM, "out of memory");
+    for (int i = 0; !st && i < l->n; i++) files[i] = (named_file){l->paths[i] + root, i};
+    if (!st) qsort(files, (size_t)l->n, sizeof *files, cmp_named);
+    int lineno = 0;
+    for (char *p = text, *e; !st && p < text + len; p = e + 1) {
+        e = memchr(p, '\n', (size_t)(text + len - p));
+        if (!e) e = text + len;
+        lineno++;
+        const char *q = p;
+        while (q < e && (*q == ' ' || *q == '\t' || *q == '\r')) q++;
+        if (q == e) continue;   /* a blank line */
+        char where[4400];
+        snprintf(where, sizeof where, "%s:%d", meta, lineno);
+        cJSON *j = cJSON_ParseWithLength(p, (size_t)(e - p));
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(j, "file_name"), *tx = cJSON_GetObjectItemCaseSensitive(j, "text");
+        if (!cJSON_IsObject(j)) st = df_fail(DF_ERR_FORMAT, "%s: not a JSON object", where);
+        else if (!cJSON_IsString(fn)) st = df_fail(DF_ERR_FORMAT, "%s: no \"file_name\" string", where);
+        else if (!cJSON_IsString(tx) && !(cJSON_IsArray(tx) && cJSON_GetArraySize(tx) > 0))
+            st = df_fail(DF_ERR_FORMAT, "%s: no \"text\" (a caption, or a list of captions)", where);
+        int at = -1;
+        if (!st) {
+            const char *name = fn->valuestring;
+            while (name[0] == '.' && name[1] == '/') name += 2;
+            int lo = 0, hi = l->n - 1;
+            while (lo <= hi && at < 0) {
+                const int mid = (lo + hi) / 2, cmp = strcmp(name, files[mid].name);
+                if (!cmp) at = files[mid].index;
+                else if (cmp < 0) hi = mid - 1;
+                else lo = mid + 1;
+            }
+            if (at < 0) st = df_fail(DF_ERR_IO, "%s: no image %s in %s", where, fn->valuestring, path);
+            else if (c->ncap[at]) st = df_fail(DF_ERR_FORMAT, "%s: a second row for %s", where, fn->valuestring);
+        }
+        if (!st && cJSON_IsString(tx)) st = add_caption(c, at, tx->valuestring, strlen(tx->valuestring), where);
+        for (const cJSON *k = cJSON_IsArray(tx) ? tx->child : NULL; !st && k; k = k->next)
+            st = cJSON_IsString(k) ? add_caption(c, at, k->valuestring, strlen(k->valuestring), where)
+                                   : df_fail(DF_ERR_FORMAT, "%s: a caption that is not a string", where);
+        cJSON_Delete(j);
+    }
+    for (int i = 0; !st && i < l->n; i++)
+        if (!c->ncap[i]) st = df_fail(DF_ERR_FORMAT, "%s: no row for the image %s", meta, l->paths[i] + root);
+    free(text), free(files);
+    return st;
+}
+
+/* A caption file beside each image (photo.png, photo.txt): one caption per line, blank lines skipped. Once one
+ * image has one, every image must. */
+static df_status read_caption_files(const file_list *l, size_t root, caption_list *c) {
+    df_status st = DF_OK;
+    int first_with = -1, first_without = -1;
+    for (int i = 0; i < l->n && !st; i++) {
+        char p[4200];
+        const char *dot = strrchr(l->paths[i], '.');
+        snprintf(p, sizeof p, "%.*s.txt", (int)(dot - l->paths[i]), l->paths[i]);
+        struct stat sb;
+        if (stat(p, &sb) != 0) {
+            if (first_without < 0) first_without = i;
+            continue;
+        }
+        if (first_with < 0) first_with = i;
+        char *text;
+        size_t len;
+        if ((st = df_read_file(p, &text, &len))) break;
+        for (char *q = text, *e; !st && q < text + len; q = e + 1) {
+            e = memchr(q, '\n', (size_t)(text + len - q));
+            if (!e) e = text + len;
+            size_t n = (size_t)(e - q);
+            while (n && (q[n - 1] == '\r' || q[n - 1] == ' ' || q[n - 1] == '\t')) n--;
+            if (n) st = add_caption(c, i, q, n, p);
+        }
+        free(text);
+        if (!st && !c->ncap[i]) st = df_fail(DF_ERR_FORMAT, "%s: an empty caption file", p);
+    }
+    if (!st && first_with >= 0 && first_without >= 0)
+        st = df_fail(DF_ERR_FORMAT, "%s has a caption file but %s has none", l->paths[first_with] + root,
+                     l->paths[first_without] + root);
+    return st;
+}
+
 static df_status open_folder(const char *path, const df_dataset_params *prm, df_dataset **out) {
     file_list l = {0};
     char **names;
@@ -562,12 +704,25 @@ static df_status open_folder(const char *path, const df_dataset_params *prm, df_
     if (!st && l.n == 0) st = df_fail(DF_ERR_IO, "%s: no .png or .jpg images found", path);
     if (!st && !(d = dataset_new())) st = DF_ERR_NOMEM;
     const size_t root = strlen(path) + 1;   /* names in the report are relative to the folder */
+    caption_list caps = {0};
+    if (!st && (!(caps.caps = calloc((size_t)l.n, sizeof *caps.caps)) || !(caps.ncap = calloc((size_t)l.n, sizeof(int)))))
+        st = df_fail(DF_ERR_NOMEM, "out of memory");
+    if (!st) {
+        char meta[4200];
+        snprintf(meta, sizeof meta, "%s/metadata.jsonl", path);
+        struct stat sb;
+        st = stat(meta, &sb) == 0 ? read_metadata(path, meta, &l, root, &caps) : read_caption_files(&l, root, &caps);
+    }
+    int *kept = caps.any && !st ? malloc(sizeof(int) * (size_t)l.n) : NULL;   /* the files that loaded */
+    if (caps.any && !st && !kept) st = df_fail(DF_ERR_NOMEM, "out of memory");
     char first_bad[4400] = "";
     for (int i = 0; i < l.n && !st; i++) {
         const char *name = l.paths[i] + root;
         int unreadable;
+        const int before = d->n;
         st = folder_image(d, l.paths[i], name, prm->size, prm->channels, l.n, by_class ? l.labels[i] : -1,
                           &unreadable);
+        if (kept && d->n > before) kept[before] = i;
         if (unreadable && !prm->strict) {
             if (!d->report.skipped) snprintf(first_bad, sizeof first_bad, "%s", df_error());
             note_skipped(&d->report, l.paths[i], name);
@@ -582,9 +737,27 @@ static df_status open_folder(const char *path, const df_dataset_params *prm, df_
         if (np) d->pixels = np;
     }
     if (!st && by_class) st = set_class_names(d, nclasses, (const char *const *)classes);
+    if (!st && kept) {   /* the loaded images' captions, moved into the data set */
+        int total = 0;
+        for (int i = 0; i < d->n; i++) total += caps.ncap[kept[i]];
+        d->captions = malloc(sizeof(char *) * (size_t)DF_MAX(total, 1));
+        d->cap_first = malloc(sizeof(int) * (size_t)(d->n + 1));
+        if (!d->captions || !d->cap_first) {
+            free(d->captions), free(d->cap_first), d->captions = NULL, d->cap_first = NULL;
+            st = df_fail(DF_ERR_NOMEM, "out of memory for captions");
+        }
+        for (int i = 0, k = 0; !st && i < d->n; i++) {
+            d->cap_first[i] = k;
+            for (int j = 0; j < caps.ncap[kept[i]]; j++) d->captions[k++] = caps.caps[kept[i]][j];
+            caps.ncap[kept[i]] = 0;   /* moved */
+            d->cap_first[i + 1] = k;
+        }
+    }
     if (!st)
-        snprintf(d->desc, sizeof d->desc, "%s: %d images of %dx%dx%d%s", path, d->n, d->w, d->h, d->c,
-                 by_class ? ", one class per subdirectory" : "");
+        snprintf(d->desc, sizeof d->desc, "%s: %d images of %dx%dx%d%s%s", path, d->n, d->w, d->h, d->c,
+                 by_class ? ", one class per subdirectory" : "", d->cap_first ? ", captioned" : "");
+    caption_list_free(&caps, l.n);
+    free(kept);
     for (int i = 0; i < l.n; i++) free(l.paths[i]);
     free(l.paths);
     free(l.labels);

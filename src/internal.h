@@ -64,6 +64,9 @@ void df_blas_single_thread(void);
 int  df_threads_enter(int threads);
 void df_threads_leave(int caller);
 
+/* The offset of the first byte of s[0..n) that is not strict UTF-8 (as the tokenizer reads it), or -1. */
+long df_utf8_invalid_at(const char *s, size_t n);
+
 /* Seconds on the monotonic clock (for elapsed times and budgets). */
 double df_now_sec(void);
 

@@ -414,6 +414,20 @@ static long utf8_decode(const unsigned char *s, size_t n, int32_t *cp) {
     return k;
 }
 
+long df_utf8_invalid_at(const char *s, size_t n) {
+    for (size_t i = 0; i < n;) {   /* the decoder's rules, a character at a time */
+        int32_t cp[4];
+        size_t len = 1;
+        const unsigned char c = (unsigned char)s[i];
+        if (c >= 0xF0) len = 4;
+        else if (c >= 0xE0) len = 3;
+        else if (c >= 0xC0) len = 2;
+        if (i + len > n || utf8_decode((const unsigned char *)s + i, len, cp) != 1) return (long)i;
+        i += len;
+    }
+    return -1;
+}
+
 static int is_control(int32_t c) {   /* BasicTokenizer: category C*, except tab, newline and return */
     if (c == '\t' || c == '\n' || c == '\r') return 0;
     const utf8proc_category_t k = utf8proc_category(c);

@@ -481,3 +481,89 @@ TEST(data_fashion_mnist) {
     CHECK_NEAR(s, 0.2860, 0.003, "mean pixel");
     df_dataset_free(d);
 }
+
+/* Captioned image folders: metadata.jsonl (a caption or a list), or a .txt beside each image; and the bad ones,
+ * each refused in one line naming the file (and line). */
+static void write_file(const char *path, const char *text, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return;
+    fwrite(text, 1, n, f);
+    fclose(f);
+}
+
+static void captioned_folder(const char *dir, int n) {
+    char cmd[1200], p[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", dir, dir);
+    if (system(cmd) != 0) return;
+    float px[4 * 4 * 3];
+    for (int i = 0; i < n; i++) {
+        for (int k = 0; k < 48; k++) px[k] = (float)((i * 7 + k) % 5) / 2 - 1;
+        snprintf(p, sizeof p, "%s/img%d.png", dir, i);
+        CHECK_OK(df_image_save(p, px, 3, 4, 4, 0, NULL, NULL));
+    }
+}
+
+TEST(dataset_captions) {
+    char dir[512], p[700];
+    snprintf(dir, sizeof dir, "%s/captioned", test_tmp_dir());
+    captioned_folder(dir, 3);
+    snprintf(p, sizeof p, "%s/metadata.jsonl", dir);
+    const char *meta = "{\"file_name\": \"img0.png\", \"text\": \"a red heart\"}\n\n"
+                       "{\"file_name\": \"./img2.png\", \"text\": [\"a blue circle\", \"a round blue shape\"], \"x\": 1}\n"
+                       "{\"file_name\": \"img1.png\", \"text\": \"caf\\u00e9 \\ud83d\\ude42\"}\r\n";
+    write_file(p, meta, strlen(meta));
+    df_dataset *d = NULL;
+    CHECK_OK(df_dataset_open(dir, 0, 0, &d));
+    if (d) {
+        CHECK(df_dataset_num_captions(d, 0) == 1 && !strcmp(df_dataset_caption(d, 0, 0), "a red heart") &&
+                  df_dataset_num_captions(d, 2) == 2 && !strcmp(df_dataset_caption(d, 2, 1), "a round blue shape") &&
+                  !strcmp(df_dataset_caption(d, 1, 0), "caf\xc3\xa9 \xf0\x9f\x99\x82") && !df_dataset_caption(d, 1, 1),
+              "captions from metadata.jsonl read wrong");
+        CHECK(strstr(df_dataset_description(d), "captioned") != NULL, "%s", df_dataset_description(d));
+        df_dataset_free(d);
+    }
+    /* bad metadata: each refused naming the file and line, or the image */
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"{\"file_name\": \"img0.png\", \"text\": \"a\"}\n{\"file_name\": \"img1.png\"\n", "metadata.jsonl:2: not a JSON"},
+        {"{\"file_name\": \"img0.png\", \"text\": \"a\"}\n{\"file_name\": \"img1.png\", \"text\": \"b\"}\n",
+         "no row for the image img2.png"},
+        {"{\"file_name\": \"nope.png\", \"text\": \"a\"}\n", "metadata.jsonl:1: no image nope.png"},
+        {"{\"file_name\": \"img0.png\", \"text\": 5}\n", "metadata.jsonl:1: no \"text\""},
+        {"{\"file_name\": \"img0.png\", \"text\": [\"a\", 3]}\n", "not a string"},
+        {"{\"text\": \"a\"}\n", "no \"file_name\""},
+        {"{\"file_name\": \"img0.png\", \"text\": \"a\"}\n{\"file_name\": \"img0.png\", \"text\": \"b\"}\n", "a second row"},
+        {"{\"file_name\": \"img0.png\", \"text\": \"bad \xff\"}\n", "not UTF-8"},
+    };
+    for (int i = 0; i < (int)(sizeof bad / sizeof bad[0]); i++) {
+        write_file(p, bad[i].text, strlen(bad[i].text));
+        d = NULL;
+        const df_status st = df_dataset_open(dir, 0, 0, &d);
+        CHECK(st != DF_OK && !d && strstr(df_error(), bad[i].want) && !strchr(df_error(), '\n'),
+              "bad metadata %d: \"%s\", want \"%s\"", i, df_error(), bad[i].want);
+        df_dataset_free(d);
+    }
+    /* a caption file beside each image */
+    remove(p);
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/img%d.txt", dir, i);
+        const char *t = i == 1 ? "first caption\r\n\nsecond caption  \n" : "only one";
+        write_file(p, t, strlen(t));
+    }
+    CHECK_OK(df_dataset_open(dir, 0, 0, &d));
+    if (d) {
+        CHECK(df_dataset_num_captions(d, 1) == 2 && !strcmp(df_dataset_caption(d, 1, 1), "second caption") &&
+                  !strcmp(df_dataset_caption(d, 0, 0), "only one"),
+              "captions from .txt files read wrong");
+        df_dataset_free(d);
+    }
+    snprintf(p, sizeof p, "%s/img2.txt", dir);
+    write_file(p, "bin\0ary", 7);
+    CHECK(df_dataset_open(dir, 0, 0, &d) == DF_ERR_FORMAT && strstr(df_error(), "img2.txt") &&
+              strstr(df_error(), "not text"),
+          "a binary caption file: %s", df_error());
+    remove(p);
+    CHECK(df_dataset_open(dir, 0, 0, &d) == DF_ERR_FORMAT && strstr(df_error(), "img2.png has none"),
+          "an image without a caption file: %s", df_error());
+}
