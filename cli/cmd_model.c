@@ -176,14 +176,26 @@ static void print_facts(const model_facts *f) {
     const df_scheduler_config *sc = &f->sc;
     const df_class_info *ci = &f->ci;
     printf("model        %s (%s)\n", f->path,
-           c->classifier_classes ? "a classifier: a UNet2DModel's encoder half" : "diffusers UNet2DModel");
+           c->classifier_classes ? "a classifier: a UNet2DModel's encoder half"
+           : c->condition        ? "diffusers UNet2DConditionModel: text-to-image"
+                                 : "diffusers UNet2DModel");
     printf("sample size  %d x %d, %d -> %d channels\n", c->sample_size, c->sample_size, c->in_channels,
            c->out_channels);
     printf("levels       ");
     for (int i = 0; i < c->num_levels; i++)
         printf("%s%d%s", i ? ", " : "", c->block_out_channels[i], c->down_attn[i] ? " (attn)" : "");
-    printf("\nlayers       %d per block, groups %d, eps %g, head dim %d%s\n", c->layers_per_block,
-           c->norm_num_groups, c->norm_eps, c->attention_head_dim, c->attention_head_dim ? "" : " (one head)");
+    if (c->condition) {
+        printf("\nlayers       %d per block, groups %d, eps %g; attention heads", c->layers_per_block, c->norm_num_groups,
+               c->norm_eps);
+        for (int i = 0; i < c->num_levels; i++) printf("%s%d", i ? ", " : " ", c->attention_heads[i]);
+        printf(", transformer layers");
+        for (int i = 0; i < c->num_levels; i++) printf("%s%d", i ? ", " : " ", c->transformer_layers[i]);
+        printf("\ntext         cross-attention to %d-wide text states%s\n", c->cross_attention_dim,
+               c->use_linear_projection ? "; linear projections" : "");
+    } else {
+        printf("\nlayers       %d per block, groups %d, eps %g, head dim %d%s\n", c->layers_per_block,
+               c->norm_num_groups, c->norm_eps, c->attention_head_dim, c->attention_head_dim ? "" : " (one head)");
+    }
     if (c->num_class_embeds || c->classifier_classes) {
         if (c->classifier_classes)
             printf("classifier   %d classes (logits from the encoder half; %s)", c->classifier_classes,
@@ -233,7 +245,7 @@ static cJSON *facts_json(const model_facts *f) {
     const df_unet_config *c = df_model_config(f->m);
     cJSON *j = cJSON_CreateObject(), *cfg = cJSON_AddObjectToObject(j, "config");
     cJSON_AddStringToObject(j, "path", f->path);
-    cJSON_AddStringToObject(j, "kind", c->classifier_classes ? "classifier" : "diffusion");
+    cJSON_AddStringToObject(j, "kind", c->classifier_classes ? "classifier" : c->condition ? "text-to-image" : "diffusion");
     if (c->sample_size > 0) cJSON_AddNumberToObject(cfg, "sample_size", c->sample_size);
     else cJSON_AddNullToObject(cfg, "sample_size");
     cJSON_AddNumberToObject(cfg, "in_channels", c->in_channels);
@@ -248,8 +260,19 @@ static cJSON *facts_json(const model_facts *f) {
     char eps[32];   /* the float as config.json has it (1e-05), not its double expansion */
     snprintf(eps, sizeof eps, "%.7g", c->norm_eps);
     cJSON_AddNumberToObject(cfg, "norm_eps", strtod(eps, NULL));
-    if (c->attention_head_dim) cJSON_AddNumberToObject(cfg, "attention_head_dim", c->attention_head_dim);
-    else cJSON_AddNullToObject(cfg, "attention_head_dim");
+    if (c->condition) {   /* the condition model reads attention_head_dim as heads per block */
+        cJSON *heads = cJSON_AddArrayToObject(cfg, "attention_heads"), *tl = cJSON_AddArrayToObject(cfg, "transformer_layers");
+        for (int i = 0; i < c->num_levels; i++) {
+            cJSON_AddItemToArray(heads, cJSON_CreateNumber(c->attention_heads[i]));
+            cJSON_AddItemToArray(tl, cJSON_CreateNumber(c->transformer_layers[i]));
+        }
+        cJSON_AddNumberToObject(cfg, "cross_attention_dim", c->cross_attention_dim);
+        cJSON_AddBoolToObject(cfg, "use_linear_projection", c->use_linear_projection);
+    } else if (c->attention_head_dim) {
+        cJSON_AddNumberToObject(cfg, "attention_head_dim", c->attention_head_dim);
+    } else {
+        cJSON_AddNullToObject(cfg, "attention_head_dim");
+    }
     /* classes: the model's (or the classifier's), the null class, the names */
     cJSON_AddNumberToObject(j, "classes", c->classifier_classes ? c->classifier_classes : c->num_class_embeds);
     if (f->ci.null_class >= 0 && !c->classifier_classes) cJSON_AddNumberToObject(j, "null_class", f->ci.null_class);

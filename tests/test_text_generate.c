@@ -219,6 +219,27 @@ TEST(cli_sample_prompts) {
     snprintf(args, sizeof args, "sample %s --n 1 --steps 2 --out %s/p4.png", dir, test_tmp_dir());
     rc = test_run_diffuse(NULL, 120, args, out, sizeof out, err, sizeof err);
     CHECK(rc == 2 && strstr(err, "--prompt"), "no prompt: exit %d, %s", rc, err);
+    snprintf(args, sizeof args, "info %s", dir);
+    rc = test_run_diffuse(NULL, 60, args, out, sizeof out, err, sizeof err);
+    CHECK(rc == 0 && strstr(out, "UNet2DConditionModel") && strstr(out, "cross-attention to 6-wide"), "info: exit %d, %s",
+          rc, out);
+    /* text-guided editing: image-to-image and inpainting with a prompt */
+    snprintf(args, sizeof args,
+             "sample %s --prompt \"a red heart\" --init-image %s/p1.png --strength 0.5 --n 2 --steps 4 --sampler ddim "
+             "--guidance 2 --out %s/p6.png",
+             dir, test_tmp_dir(), test_tmp_dir());
+    rc = test_run_diffuse(NULL, 120, args, out, sizeof out, err, sizeof err);
+    CHECK(rc == 0, "img2img with a prompt: exit %d, %s", rc, err);
+    char mask[700];
+    snprintf(mask, sizeof mask, "%s/mask.png", test_tmp_dir());
+    float half[64];
+    for (int i = 0; i < 64; i++) half[i] = i < 32 ? 1 : -1;
+    CHECK_OK(df_image_save(mask, half, 1, 8, 8, 0, NULL, NULL));
+    snprintf(args, sizeof args,
+             "sample %s --prompt \"a blue circle\" --inpaint %s/p1.png --mask %s --n 1 --steps 10 --out %s/p7.png", dir,
+             test_tmp_dir(), mask, test_tmp_dir());
+    rc = test_run_diffuse(NULL, 120, args, out, sizeof out, err, sizeof err);
+    CHECK(rc == 0, "inpainting with a prompt: exit %d, %s", rc, err);
     snprintf(args, sizeof args, "sample %s/../models/fmnist-s --prompt hi --n 1 --steps 2 --out %s/p5.png", test_bin_dir(),
              test_tmp_dir());
     rc = test_run_diffuse(NULL, 120, args, out, sizeof out, err, sizeof err);
