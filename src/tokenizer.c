@@ -166,9 +166,9 @@ static df_status load_configs(df_tokenizer *t, const char *dir) {
         /* transformers writes a huge number when the length is unset: keep CLIP's 77 then */
         if (f == 0 && cJSON_IsNumber(m) && m->valuedouble < 1e6) {
             if (m->valuedouble < 3 || m->valuedouble != (int)m->valuedouble) {
+                const double v = m->valuedouble;
                 cJSON_Delete(j);
-                return df_fail(DF_ERR_FORMAT, "%s: model_max_length %g is not a context length (3 or more)", path,
-                               m->valuedouble);
+                return df_fail(DF_ERR_FORMAT, "%s: model_max_length %g is not a context length (3 or more)", path, v);
             }
             t->context = (int)m->valuedouble;
         }
