@@ -219,6 +219,12 @@ void df_model_zero_grad(df_model *m);
  * text per image of the next forward passes (n must then be their batch, or 1 for one text for all). The
  * model keeps a copy. Refused for a model that does not attend to text. */
 df_status df_model_set_context(df_model *m, int n, int L, const float *states);
+/* Room for the text states of n images of L tokens, so that the calls after it allocate nothing for them. */
+df_status df_model_reserve_context(df_model *m, int n, int L);
+/* Inference passes (sampling) on the same text states and weights as the pass before keep its cross-attentions'
+ * keys and values instead of computing them again: a sampling run computes them once. How many passes did so
+ * (a diagnostic; calling df_model_params, or a training pass, makes the next pass compute them). */
+long      df_model_context_reuses(const df_model *m);
 /* After df_model_backward: d(loss)/d(states) for the images of the last forward pass, (n, L,
  * cross_attention_dim) (to train a text encoder with the U-Net). */
 df_status df_model_context_grad(df_model *m, float *dstates);

@@ -219,6 +219,7 @@ void RF(unet_forward)(const unet_graph *g, const real *params, real *act, real *
                       const int *labels, uint64_t dropout_seed) {
     for (int i = 0; i < g->nnodes; i++) {
         const gnode *d = &g->nodes[i];
+        if (g->infer && g->ctx_kept && d->ctx_only) continue;   /* kept from the last pass: same text, same weights */
         double t0 = g->prof ? omp_get_wtime() : 0;
         args a = {.g = g, .d = d, .node = i, .o = &g->vals[d->out], .w = PARAM(params, d->w), .b = PARAM(params, d->b),
                   .y = VAL(act, d->out), .saved = act + (g->infer ? d->isaved : d->saved), .scratch = scratch,

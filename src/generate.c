@@ -244,6 +244,7 @@ static df_status setup(const df_generate_params *p, gen *g) {
     }
     /* the network's largest batch (guidance doubles it), planned once: no step allocates */
     if ((st = df_model_reserve(p->model, g->guided ? 2 * B : B, g->h, g->w))) return st;
+    if (p->texts && (st = df_model_reserve_context(p->model, g->guided ? 2 * B : B, p->text_len))) return st;
     if (p->classifier && (st = df_model_reserve(p->classifier, B, g->h, g->w))) return st;
     if (g->guided || p->classifier) g->sp.clipped_eps = g->sp.clipped_eps || !p->model_eps;
     g->sp.progress = on_sampler_step, g->sp.progress_ctx = g;

@@ -66,6 +66,8 @@ typedef struct {
     size_t    saved_len, isaved;   /* its length, and its offset in an inference pass */
     int       gzero;    /* backward: bit k: zero in[k]'s gradient first (this node is its last reader);
                            bit 3: the output has no gradient (nothing reads it) */
+    int       ctx_only; /* its output depends on the text states alone (a cross-attention's keys and values):
+                           an inference pass may keep it from the last one (unet_graph.ctx_kept) */
     int       rebuild;  /* backward: bit k: rebuild in[k] (a remat value) before this node */
 } gnode;
 
@@ -100,6 +102,9 @@ typedef struct unet_graph {
     int     x, out;         /* input and output value ids (x -1: no float input, as a text encoder's tokens) */
     int     ctx;            /* a second input, the text states (N, cross_attention_dim, 1, L) a condition model
                                attends to; -1: none */
+    int     ctx_kept;       /* set by the caller: the inference placement still holds the outputs of the ctx_only
+                               nodes for the text states and weights in place (their space is never reused), so
+                               an inference pass skips them */
     int     n, h, w;
     double  flops;          /* forward FLOPs for the whole batch */
     int     has_dropout;

@@ -37,6 +37,8 @@ struct df_model {
     float         *ctx;          /* a condition model's text states (ctx_n, ctx_len, cross_attention_dim) */
     size_t         ctx_cap;
     int            ctx_n, ctx_len;
+    int            ctx_cache;    /* the last pass was an inference pass whose text-only outputs are still in act */
+    long           ctx_reused;   /* inference passes that kept them */
 };
 
 void df_model_set_threads(df_model *m, int n) { m->threads = n > 0 ? n : 0; }
@@ -65,6 +67,7 @@ static df_status ensure_graph(df_model *m, int n, int h, int w) {
     unet_graph_free(&m->g);
     m->g = g;
     m->have_forward = 0;
+    m->ctx_cache = 0;
     return DF_OK;
 }
 
@@ -82,6 +85,7 @@ static int fit(void **p, size_t *cap, size_t need, size_t size, int exact) {
  * inference one, the gradient block (grads), scratch for the threads in effect, inputs and outputs. */
 static df_status ensure_buffers(df_model *m, int keep, int grads, int exact) {
     const unet_graph *g = &m->g;
+    const float *act_before = m->act;
     const gvalue *o = &g->vals[g->out];
     size_t act = keep ? g->act_size : g->infer_size, scratch = g->scratch_size * (size_t)omp_get_max_threads();
     size_t out = (size_t)o->n * o->c * o->h * o->w;
@@ -92,6 +96,7 @@ static df_status ensure_buffers(df_model *m, int keep, int grads, int exact) {
         fit((void **)&m->dout, &m->dout_cap, out, sizeof(float), exact))
         return df_fail(DF_ERR_NOMEM, "out of memory for a batch of %d images of %dx%d (%.1f MB of activations)", g->n,
                        g->h, g->w, (double)(act + (grads ? g->grad_size : 0)) * 4.0 / 1e6);
+    if (m->act != act_before) m->ctx_cache = 0;   /* a new activation block holds nothing of the last pass */
     if (g->n > m->t_cap || (exact && g->n != m->t_cap)) {
         free(m->t);
         free(m->labels);
@@ -236,7 +241,10 @@ df_status df_model_save(const df_model *m, const char *dir) {
 const df_unet_config *df_model_config(const df_model *m) { return &m->cfg; }
 size_t df_model_num_params(const df_model *m) { return m->g.nparam_values; }
 int df_model_num_tensors(const df_model *m) { return m->g.nparams; }
-float *df_model_params(df_model *m) { return m->params; }
+float *df_model_params(df_model *m) {
+    m->ctx_cache = 0;   /* the caller may change the weights the kept keys and values came from */
+    return m->params;
+}
 float *df_model_grads(df_model *m) { return m->grads; }
 
 const char *df_model_tensor_info(const df_model *m, int i, int *ndim, int shape[4], size_t *offset) {
@@ -343,11 +351,21 @@ static df_status model_forward_edm(df_model *m, int n, int h, int w, const float
     if (g->ctx >= 0) {   /* the text states (n, L, D) -> (N, D, 1, L) on the tape, padding images 0 */
         const int D = m->cfg.cross_attention_dim, L = m->ctx_len;
         float *c = m->act + (keep ? g->vals[g->ctx].off : g->vals[g->ctx].ioff);
+        /* an inference pass after one on the same states keeps the cross-attentions' keys and values: a sampling
+         * run computes them once, not once per step */
+        int same = !keep && m->ctx_cache;
         for (int i = 0; i < N; i++) {
             const float *src = m->ctx + (size_t)(m->ctx_n == 1 ? 0 : i) * L * D;
             for (int l = 0; l < L; l++)
-                for (int k = 0; k < D; k++) c[((size_t)i * D + k) * L + l] = i < n ? src[(size_t)l * D + k] : 0;
+                for (int k = 0; k < D; k++) {
+                    const size_t at = ((size_t)i * D + k) * L + l;
+                    const float v = i < n ? src[(size_t)l * D + k] : 0;
+                    if (same && memcmp(&c[at], &v, sizeof v)) same = 0;
+                    c[at] = v;
+                }
         }
+        g->ctx_kept = same;
+        m->ctx_reused += same;
     }
     for (int i = 0; i < N; i++) {
         m->t[i] = t && i < n ? t[i] : 0;
@@ -362,7 +380,9 @@ static df_status model_forward_edm(df_model *m, int n, int h, int w, const float
     memcpy(eps ? eps : m->out, m->act + (keep ? o->off : o->ioff), sizeof(float) * (size_t)n * o->c * o->h * o->w);
     if (edm) df_edm_sampler_x0(edm->edm_schedule, edm->edm_sigma_data, n, per_x, x, t, eps, eps);
     g->infer = 0;
+    g->ctx_kept = 0;
     m->have_forward = keep;
+    m->ctx_cache = !keep && g->ctx >= 0;
     m->fwd_n = n;
     return DF_OK;
 }
@@ -446,6 +466,18 @@ df_status df_model_set_context(df_model *m, int n, int L, const float *states) {
     }
     memcpy(m->ctx, states, need * sizeof *m->ctx);
     m->ctx_n = n, m->ctx_len = L;
+    return DF_OK;
+}
+
+long df_model_context_reuses(const df_model *m) { return m->ctx_reused; }
+
+df_status df_model_reserve_context(df_model *m, int n, int L) {
+    if (!m->cfg.condition) return df_fail(DF_ERR_CONFIG, "this model does not attend to text (not a UNet2DConditionModel)");
+    const size_t need = (size_t)DF_MAX(n, 1) * DF_MAX(L, 1) * m->cfg.cross_attention_dim;
+    if (need <= m->ctx_cap) return DF_OK;
+    float *c = realloc(m->ctx, need * sizeof *c);
+    if (!c) return df_fail(DF_ERR_NOMEM, "out of memory for text states");
+    m->ctx = c, m->ctx_cap = need;
     return DF_OK;
 }
 

@@ -261,22 +261,28 @@ static void place_forward(unet_graph *g, arena *a, const char *keep, const int *
 #define OFF(v) (*(training ? &g->vals[v].off : &g->vals[v].ioff))
         if (g->x >= 0) OFF(g->x) = arena_get(a, numel(&g->vals[g->x]));   /* a text encoder has none */
         if (g->ctx >= 0) OFF(g->ctx) = arena_get(a, numel(&g->vals[g->ctx]));
+        /* inference keeps the text states and what depends on them alone for the next pass: placed first, so that
+         * no value of the pass (which runs again next time, before them) shares their space */
+        for (int i = 0; !training && i < g->nnodes; i++)
+            if (g->nodes[i].ctx_only) OFF(g->nodes[i].out) = arena_get(a, numel(&g->vals[g->nodes[i].out]));
+#define KEPT(v) (training ? keep[v] : (v) == g->ctx || (g->vals[v].producer >= 0 && g->nodes[g->vals[v].producer].ctx_only))
         for (int i = 0; i < g->nnodes; i++) {
             gnode *d = &g->nodes[i];
             gvalue *o = &g->vals[d->out];
-            OFF(d->out) = arena_get(a, numel(o));
+            if (training || !d->ctx_only) OFF(d->out) = arena_get(a, numel(o));
             if (d->saved_len) {
                 size_t at = arena_get(a, d->saved_len);
                 if (training) d->saved = at;
                 else d->isaved = at, arena_put(a, at, d->saved_len);
             }
-            if (last[d->out] < 0 && !(training && keep[d->out])) arena_put(a, OFF(d->out), numel(o));
+            if (last[d->out] < 0 && !KEPT(d->out)) arena_put(a, OFF(d->out), numel(o));
             for (int k = 0; k < 3; k++) {
                 int v = d->in[k];
                 if (v < 0 || last[v] != i || (k > 0 && v == d->in[0]) || (k > 1 && v == d->in[1])) continue;
-                if (!(training && keep[v])) arena_put(a, OFF(v), numel(&g->vals[v]));
+                if (!KEPT(v)) arena_put(a, OFF(v), numel(&g->vals[v]));
             }
         }
+#undef KEPT
 #undef OFF
         *(training ? &g->act_size : &g->infer_size) = a->top;
     }
@@ -331,6 +337,18 @@ static df_status place(unet_graph *g) {
     }
     for (int v = 0; v < g->nvals; v++) last[v] = -1, first[v] = -1, lo[v] = -1;
     for (int i = 0; i < g->nnodes; i++) g->vals[g->nodes[i].out].producer = i;
+    /* the nodes whose inputs are the text states or their own outputs alone */
+    for (int i = 0; i < g->nnodes; i++) {
+        gnode *d = &g->nodes[i];
+        int any = 0, only = g->ctx >= 0;
+        for (int k = 0; k < 3; k++) {
+            const int v = d->in[k];
+            if (v < 0) continue;
+            any = 1;
+            only &= v == g->ctx || (g->vals[v].producer >= 0 && g->nodes[g->vals[v].producer].ctx_only);
+        }
+        d->ctx_only = any && only && d->op != OP_DROPOUT;
+    }
     for (int i = 0; i < g->nnodes; i++)
         for (int k = 0; k < 3; k++) {
             int v = g->nodes[i].in[k];

@@ -22,6 +22,11 @@ static df_model *tiny_text_unet(void) {
     return m;
 }
 
+static void touch_weights(void *ctx, const df_generate_step *st) {
+    (void)st;
+    df_model_params(ctx);
+}
+
 TEST(generate_with_text_states) {
     df_model *m = tiny_text_unet();
     if (!m) return;
@@ -50,6 +55,20 @@ TEST(generate_with_text_states) {
     double diff = 0;
     for (int i = 0; i < N * DIM; i++) diff = fmax(diff, fabs(a[i] - b[i]));
     CHECK(diff > 1e-3, "the text changes nothing (largest difference %g)", diff);
+    /* the keys and values of the text states are computed once per run: the steps after the first reuse them,
+     * and give the same bits as passes that compute them again (the weights touched before every step) */
+    const long reused = df_model_context_reuses(m);
+    p.labels = text0;
+    CHECK_OK(df_generate(&p, c));
+    CHECK(df_model_context_reuses(m) - reused == 4, "%ld of 5 steps reused the text's keys and values, want 4",
+          df_model_context_reuses(m) - reused);
+    p.on_step = touch_weights, p.ctx = m;
+    df_model_params(m);
+    CHECK_OK(df_generate(&p, u));
+    p.on_step = NULL;
+    CHECK(!memcmp(c, u, sizeof c), "reused keys and values change the images");
+    CHECK(df_model_context_reuses(m) - reused == 4, "keys and values reused after the weights were touched (%ld)",
+          df_model_context_reuses(m) - reused);
     /* guidance 0 is the unconditional prediction alone: the empty text's images (stepping with the network's
      * eps, as an unguided run does) */
     p.labels = text0, p.guidance = 0, p.null_class = 2, p.model_eps = 1;
@@ -244,4 +263,37 @@ TEST(cli_sample_prompts) {
              test_tmp_dir());
     rc = test_run_diffuse(NULL, 120, args, out, sizeof out, err, sizeof err);
     CHECK(rc == 2 && strstr(err, "does not take text"), "a prompt to a model without text: exit %d, %s", rc, err);
+}
+
+/* No allocation inside the sampling loop with text states and guidance: counted from the end of the first step
+ * to the end of the last. */
+static long steps_allocs = -1;
+static void count_allocs(void *ctx, const df_generate_step *st) {
+    (void)ctx;
+    if (st->step == 1) test_alloc_begin();
+    if (st->step == st->steps) steps_allocs = test_alloc_end();
+}
+
+TEST(generate_with_text_allocates_nothing_per_step) {
+    df_model *m = tiny_text_unet();
+    if (!m) return;
+    df_schedule sched;
+    memset(&sched, 0, sizeof sched);
+    df_scheduler_config sc;
+    df_scheduler_config_default(&sc);
+    CHECK_OK(df_schedule_from_config(&sc, &sched));
+    float texts[2 * 4 * 6], x[3 * 64];
+    df_rng r;
+    df_rng_init(&r, 2);
+    df_rng_fill_normal(&r, texts, 2 * 4 * 6);
+    df_generate_params p;
+    df_generate_params_for(&p, m, &sc, &sched);
+    p.n = 3, p.sampler.kind = DF_SAMPLER_DPMPP_2M, p.sampler.steps = 6;
+    p.texts = texts, p.n_texts = 2, p.text_len = 4, p.null_class = 1, p.guidance = 4;
+    p.on_step = count_allocs;
+    CHECK_OK(df_generate(&p, x));
+    printf("    library allocations in steps 2 to 6: %ld\n", steps_allocs);
+    CHECK(steps_allocs == 0, "the sampling steps allocated %ld times", steps_allocs);
+    df_schedule_free(&sched);
+    df_model_free(m);
 }
