@@ -145,6 +145,22 @@ df_status df_mkdir_p(const char *dir) {
     return DF_OK;
 }
 
+df_status df_read_json_object(const char *path, cJSON **out) {
+    char *text;
+    size_t len;
+    *out = NULL;
+    df_status st = df_read_file(path, &text, &len);
+    if (st) return st;
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return df_fail(DF_ERR_FORMAT, "%s: not a JSON object", path);
+    }
+    *out = j;
+    return DF_OK;
+}
+
 df_status df_write_json_atomic(const char *path, cJSON *j) {
     char *text = cJSON_Print(j);
     cJSON_Delete(j);

@@ -40,6 +40,9 @@ df_status df_write_file_atomic(const char *path, const void *data, size_t len);
 
 /* Print a cJSON tree (which is then deleted) to `path` atomically. */
 struct cJSON;
+/* Read and parse a JSON file that must hold an object ("PATH: not a JSON object" otherwise); *out is the
+ * caller's to cJSON_Delete. */
+df_status df_read_json_object(const char *path, struct cJSON **out);
 df_status df_write_json_atomic(const char *path, struct cJSON *j);
 
 /* 1 if path is a directory (following links). */

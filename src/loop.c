@@ -552,17 +552,9 @@ static void read_loop_fields(train_loop *L, state_reader *r, const cJSON *j) {
 }
 
 df_status train_state_parse(const char *path, cJSON **out) {
-    char *text;
-    size_t len;
-    *out = NULL;
-    df_status st = df_read_file(path, &text, &len);
+    cJSON *j;
+    df_status st = df_read_json_object(path, &j);
     if (st) return st;
-    cJSON *j = cJSON_ParseWithLength(text, len);
-    free(text);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return df_fail(DF_ERR_FORMAT, "%s: not a JSON object", path);
-    }
     *out = j;
     return DF_OK;
 }

@@ -25,18 +25,10 @@ df_status df_schedule_from_config(const df_scheduler_config *c, df_schedule *s) 
 }
 
 df_status df_scheduler_config_load(const char *path, df_scheduler_config *c) {
-    char *text;
-    size_t len;
-    df_status st = df_read_file(path, &text, &len);
+    cJSON *j;
+    df_status st = df_read_json_object(path, &j);
     if (st) return st;
     df_scheduler_config_default(c);
-    cJSON *j = cJSON_ParseWithLength(text, len);
-    free(text);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return df_fail(DF_ERR_FORMAT, "%s: not a JSON object", path);
-    }
-    st = DF_OK;
     const cJSON *v;
     if ((v = cJSON_GetObjectItemCaseSensitive(j, "num_train_timesteps")) && !cJSON_IsNull(v)) {
         if (!cJSON_IsNumber(v) || !(v->valuedouble >= 2 && v->valuedouble <= 100000) ||

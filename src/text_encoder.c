@@ -132,13 +132,9 @@ static df_status parse(const cJSON *root, const char *src, df_text_config *c) {
 }
 
 df_status df_text_config_load(const char *path, df_text_config *c) {
-    char *text;
-    size_t len;
-    df_status st = df_read_file(path, &text, &len);
+    cJSON *j;
+    df_status st = df_read_json_object(path, &j);
     if (st) return st;
-    cJSON *j = cJSON_ParseWithLength(text, len);
-    free(text);
-    if (!j) return df_fail(DF_ERR_FORMAT, "%s: not valid JSON", path);
     st = parse(j, path, c);
     cJSON_Delete(j);
     return st;

@@ -135,20 +135,14 @@ static const char *special_text(const cJSON *v) {
 static df_status load_configs(df_tokenizer *t, const char *dir) {
     static const char *const files[] = {"tokenizer_config.json", "special_tokens_map.json"};
     for (int f = 0; f < 2; f++) {
-        char path[4096], *text;
-        size_t len;
+        char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, files[f]);
         FILE *probe = fopen(path, "rb");
         if (!probe) continue;
         fclose(probe);
-        df_status st = df_read_file(path, &text, &len);
+        cJSON *j;
+        df_status st = df_read_json_object(path, &j);
         if (st) return st;
-        cJSON *j = cJSON_ParseWithLength(text, len);
-        free(text);
-        if (!cJSON_IsObject(j)) {
-            cJSON_Delete(j);
-            return df_fail(DF_ERR_FORMAT, "%s: not a JSON object", path);
-        }
         for (int s = 0; s < SPECIAL_COUNT; s++) {
             const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, special_keys[s]);
             if (!v || cJSON_IsNull(v) || t->special[s]) continue;
@@ -181,16 +175,14 @@ static df_status load_configs(df_tokenizer *t, const char *dir) {
 }
 
 static df_status load_vocab(df_tokenizer *t, const char *dir) {
-    char path[4096], *text;
-    size_t len;
+    char path[4096];
     snprintf(path, sizeof path, "%s/vocab.json", dir);
-    df_status st = df_read_file(path, &text, &len);
+    cJSON *j;
+    df_status st = df_read_json_object(path, &j);
     if (st) return st;
-    cJSON *j = cJSON_ParseWithLength(text, len);
-    free(text);
-    if (!cJSON_IsObject(j) || !j->child) {
+    if (!j->child) {
         cJSON_Delete(j);
-        return df_fail(DF_ERR_FORMAT, "%s: not a JSON object of tokens and ids", path);
+        return df_fail(DF_ERR_FORMAT, "%s: an empty vocabulary", path);
     }
     int n = 0, max_id = -1;
     for (const cJSON *e = j->child; e; e = e->next, n++) {

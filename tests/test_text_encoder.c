@@ -198,7 +198,7 @@ TEST(text_encoder_bad_configs) {
         {"{\"layer_norm_eps\": -1}", "\"layer_norm_eps\""},
         {"{\"use_cache\": true}", "unknown field \"use_cache\""},
         {"[1]", "not a JSON object"},
-        {"{\"vocab_size\": ", "not valid JSON"},
+        {"{\"vocab_size\": ", "not a JSON object"},
     };
     char path[600];
     snprintf(path, sizeof path, "%s/bad-text-config.json", test_tmp_dir());

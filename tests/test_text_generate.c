@@ -112,23 +112,31 @@ static int learn_tokenizer(const char *tokdir) {
     return rc;
 }
 
+/* The parts of a tiny text-to-image pipeline: the reference's tokenizer learned into tokdir, the tiny U-Net, and a
+ * one-layer text encoder 6 wide (its end token the legacy 2). 0 when all three are there. */
+static int tiny_text_parts(const char *tokdir, df_tokenizer **tok, df_model **m, df_text_encoder **enc) {
+    *tok = NULL, *m = NULL, *enc = NULL;
+    if (learn_tokenizer(tokdir)) return -1;
+    CHECK_OK(df_tokenizer_load(tokdir, tok));
+    *m = tiny_text_unet();
+    df_text_config tc;
+    df_text_config_default(&tc);
+    tc.vocab_size = 600, tc.hidden_size = 6, tc.intermediate_size = 12, tc.num_hidden_layers = 1;
+    tc.num_attention_heads = 2, tc.max_position_embeddings = 16, tc.eos_token_id = 2;
+    CHECK_OK(df_text_encoder_create(&tc, 8, enc));
+    return *tok && *m && *enc ? 0 : -1;
+}
+
 /* A whole text-to-image pipeline folder: saved, loaded back in parts, prompts encoded and images generated the
  * same as before saving; an encoder of the wrong width refused. */
 TEST(text_pipeline_save_load_generate) {
     char dir[512], tokdir[600];
     snprintf(dir, sizeof dir, "%s/t2i-pipeline", test_tmp_dir());
     snprintf(tokdir, sizeof tokdir, "%s/t2i-tokenizer", test_tmp_dir());
-    if (learn_tokenizer(tokdir)) return;
-    df_tokenizer *tok = NULL;
-    CHECK_OK(df_tokenizer_load(tokdir, &tok));
-    df_model *m = tiny_text_unet();
-    df_text_config tc;
-    df_text_config_default(&tc);
-    tc.vocab_size = 600, tc.hidden_size = 6, tc.intermediate_size = 12, tc.num_hidden_layers = 1;
-    tc.num_attention_heads = 2, tc.max_position_embeddings = 16, tc.eos_token_id = 2;
-    df_text_encoder *enc = NULL;
-    CHECK_OK(df_text_encoder_create(&tc, 8, &enc));
-    if (!tok || !m || !enc) return;
+    df_tokenizer *tok;
+    df_model *m;
+    df_text_encoder *enc;
+    if (tiny_text_parts(tokdir, &tok, &m, &enc)) return;
     df_scheduler_config sc;
     df_scheduler_config_default(&sc);
     CHECK_OK(df_text_pipeline_save(dir, m, &sc, enc, tok));
@@ -172,6 +180,7 @@ TEST(text_pipeline_save_load_generate) {
         free(index);
     }
     /* an encoder whose width is not the U-Net's cross_attention_dim */
+    df_text_config tc = *df_text_encoder_config(enc);
     tc.hidden_size = 8;
     df_text_encoder *wide = NULL;
     CHECK_OK(df_text_encoder_create(&tc, 8, &wide));
@@ -193,16 +202,10 @@ TEST(cli_sample_prompts) {
     char dir[512], tokdir[600];
     snprintf(dir, sizeof dir, "%s/t2i-cli", test_tmp_dir());
     snprintf(tokdir, sizeof tokdir, "%s/t2i-cli-tokenizer", test_tmp_dir());
-    if (learn_tokenizer(tokdir)) return;
-    df_tokenizer *tok = NULL;
-    CHECK_OK(df_tokenizer_load(tokdir, &tok));
-    df_model *m = tiny_text_unet();
-    df_text_config tc;
-    df_text_config_default(&tc);
-    tc.vocab_size = 600, tc.hidden_size = 6, tc.intermediate_size = 12, tc.num_hidden_layers = 1;
-    tc.num_attention_heads = 2, tc.max_position_embeddings = 16;
-    df_text_encoder *enc = NULL;
-    CHECK_OK(df_text_encoder_create(&tc, 8, &enc));
+    df_tokenizer *tok;
+    df_model *m;
+    df_text_encoder *enc;
+    tiny_text_parts(tokdir, &tok, &m, &enc);
     df_scheduler_config sc;
     df_scheduler_config_default(&sc);
     if (tok && m && enc) CHECK_OK(df_text_pipeline_save(dir, m, &sc, enc, tok));
