@@ -9,7 +9,6 @@
 #                   $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall removes them
 
 MAKEFLAGS += --no-print-directory
-MAKEFLAGS += --no-print-directory
 CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O3
