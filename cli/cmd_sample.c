@@ -352,7 +352,7 @@ typedef struct {
      * (or empty) prompt's last (texts x text_len x width) */
     df_text_encoder    *encoder;
     df_tokenizer       *tokenizer;
-    char               *prompt_text;      /* --prompts' file, split in place */
+    df_lines            prompt_lines;     /* --prompts' file */
     const char        **prompts;
     int                 nprompts, ntexts, text_len;
     float              *texts;
@@ -361,7 +361,7 @@ typedef struct {
 static void run_close(sample_run *r) {
     df_model_free(r->model), df_model_free(r->classifier), df_model_free(r->scorer);
     df_text_encoder_free(r->encoder), df_tokenizer_free(r->tokenizer);
-    free(r->prompt_text), free(r->prompts), free(r->texts);
+    df_lines_free(&r->prompt_lines), free(r->prompts), free(r->texts);
     df_schedule_free(&r->sched);
     df_class_info_free(&r->classes), df_class_info_free(&r->guide_classes), df_class_info_free(&r->score_classes);
 }
@@ -432,30 +432,16 @@ static int load_prompts(const sample_settings *s, sample_run *r) {
     if (s->labels) return cli_usage_error("--labels: a text-to-image model takes prompts, not classes");
     df_status st = df_text_pipeline_load(s->model, r->model, &r->encoder, &r->tokenizer);
     if (st) return cli_fail(st);
-    int cap = 1;
-    if (s->prompts_file) {
-        FILE *f = fopen(s->prompts_file, "rb");
-        long len = -1;
-        if (f && !fseek(f, 0, SEEK_END)) len = ftell(f);
-        if (f && len >= 0 && !fseek(f, 0, SEEK_SET) && (r->prompt_text = malloc((size_t)len + 1)) &&
-            fread(r->prompt_text, 1, (size_t)len, f) == (size_t)len)
-            r->prompt_text[len] = 0;
-        else len = -1;
-        if (f) fclose(f);
-        if (len < 0) return cli_die("--prompts %s: cannot read it", s->prompts_file);
-        if (memchr(r->prompt_text, 0, (size_t)len)) return cli_usage_error("--prompts %s: not a text file", s->prompts_file);
-        for (long i = 0; i < len; i++) cap += r->prompt_text[i] == '\n';
+    if (s->prompts_file && (st = df_lines_read(s->prompts_file, &r->prompt_lines))) {
+        char why[600];
+        snprintf(why, sizeof why, "%s", df_error());
+        return cli_die("--prompts %s", why);
     }
+    const int cap = s->prompts_file ? r->prompt_lines.n : 1;
     r->prompts = malloc(sizeof *r->prompts * (size_t)(cap + 1));
     if (!r->prompts) return cli_die("out of memory for %d prompts", cap);
     if (s->prompt) r->prompts[r->nprompts++] = s->prompt;
-    for (char *line = r->prompt_text, *next; line; line = next) {   /* lines, blank ones skipped */
-        next = strchr(line, '\n');
-        if (next) *next++ = 0;
-        size_t n = strlen(line);
-        if (n && line[n - 1] == '\r') line[--n] = 0;
-        if (n) r->prompts[r->nprompts++] = line;
-    }
+    for (int i = 0; s->prompts_file && i < r->prompt_lines.n; i++) r->prompts[r->nprompts++] = r->prompt_lines.lines[i];
     if (!r->nprompts) return cli_usage_error("--prompts %s: no prompt in it", s->prompts_file);
     r->prompts[r->nprompts] = s->negative_prompt ? s->negative_prompt : "";
     r->ntexts = r->nprompts + 1;

@@ -65,6 +65,8 @@ static const char *const fixed_on_resume[] = {
     "--warmup",   "--lr-decay",  "--beta1",         "--beta2",    "--weight-decay", "--momentum", "--grad-clip",
     "--ema-decay", "--no-ema",   "--seed",      "--classes",       "--class-dropout", "--edm",
     "--sigma-data", "--p-mean",  "--p-std",     "--learn-variance", "--vlb-weight",   "--timestep-sampling",
+    "--captions",  "--tokenizer", "--text-encoder", "--text-config", "--cross-attention-dim", "--freeze-text-encoder",
+    "--caption-dropout",
 };
 
 /* Options that contradict each other. Returns 0 or 2 (a usage error). */
@@ -86,6 +88,17 @@ static int check_options(const cli_args *a, const df_train_params *p) {
     if (!p->resume && !p->learn_variance && (cli_given(a, "--vlb-weight") || cli_given(a, "--timestep-sampling")))
         return cli_usage_error("%s goes with --learn-variance (the L_vlb term trains the learned variances)",
                                cli_given(a, "--vlb-weight") ? "--vlb-weight" : "--timestep-sampling");
+    static const char *const text_only[] = {"--tokenizer", "--text-encoder", "--text-config", "--cross-attention-dim",
+                                            "--freeze-text-encoder", "--caption-dropout", "--sample-prompts"};
+    for (int i = 0; i < CLI_COUNTOF(text_only) && !p->text_conditional && !p->resume && !init; i++)
+        if (cli_given(a, text_only[i])) return cli_usage_error("%s goes with --captions (text-to-image training)", text_only[i]);
+    if (p->text_conditional && cli_given(a, "--classes"))
+        return cli_usage_error("--captions and --classes: a model conditions on text or on classes, not both");
+    if (cli_given(a, "--text-encoder") && (cli_given(a, "--text-config") || cli_given(a, "--cross-attention-dim")))
+        return cli_usage_error("--text-encoder brings its own config and width: %s does not apply",
+                               cli_given(a, "--text-config") ? "--text-config" : "--cross-attention-dim");
+    if (cli_given(a, "--freeze-text-encoder") && !cli_given(a, "--text-encoder") && !init)
+        return cli_usage_error("--freeze-text-encoder keeps a trained encoder as it is: give it with --text-encoder DIR");
     if (cli_given(a, "--classes") && init)
         return cli_usage_error("--classes builds a new class-conditional model: --init's model keeps its own classes");
     if (cli_given(a, "--ema-decay") && cli_given(a, "--no-ema"))
@@ -157,6 +170,9 @@ static int check_files(const df_train_params *p) {
         if (df_unet_config_load(p->config_path, &cfg)) return cli_fail(DF_ERR_CONFIG);
     }
     if (p->init_dir && cli_check_input("--init", p->init_dir, 1)) return 1;
+    if (p->tokenizer && cli_check_input("--tokenizer", p->tokenizer, 1)) return 1;
+    if (p->text_encoder && cli_check_input("--text-encoder", p->text_encoder, 1)) return 1;
+    if (p->text_config && cli_check_input("--text-config", p->text_config, 0)) return 1;
     return p->data ? cli_check_data("--data", p->data) : 0;
 }
 
@@ -180,6 +196,9 @@ static void describe_run(const df_train_params *p, char *buf, size_t cap) {
     const char *model = p->init_dir ? p->init_dir : p->config_path ? p->config_path : p->preset ? p->preset : "fmnist-s";
     ADD("starting %s%s on %s", p->init_dir ? "from " : "", model, p->data ? p->data : "fashion-mnist");
     if (p->class_conditional) ADD(", class-conditional");
+    if (p->text_conditional)
+        ADD(", text-conditional on its captions (%s text encoder)",
+            p->freeze_text_encoder ? "a frozen" : p->text_encoder ? "a given" : "a new");
     if (p->edm) ADD(", EDM objective");
     else ADD(", predicting %s%s", df_prediction_name(p->prediction), p->min_snr_gamma > 0 ? " with min-SNR weights" : "");
     if (p->learn_variance)
@@ -199,7 +218,7 @@ static void describe_run(const df_train_params *p, char *buf, size_t cap) {
 
 /* The command line into p (defaults: df_train_params_default's, shown by --help as they are). Returns 0,
  * CLI_HELP, or the exit code after reporting. */
-static int parse(int argc, char **argv, df_train_params *p, char *outbuf, size_t outcap) {
+static int parse(int argc, char **argv, df_train_params *p, const char **prompts_file, char *outbuf, size_t outcap) {
     int no_ema = 0;
     const cli_opt opts[] = {
         OPT_SECTION("data and model:"),
@@ -218,6 +237,26 @@ static int parse(int argc, char **argv, df_train_params *p, char *outbuf, size_t
         OPT_DOUBLE("--class-dropout", &p->class_dropout, .lo = 0, .hi = 0.99, .meta = "P", .def = "0.1 with --classes",
                    .help = "probability of training a label as the null class, so that one model also predicts "
                            "unconditionally, as classifier-free guidance needs"),
+        OPT_SECTION("text-to-image (an image folder with metadata.jsonl or a .txt of captions beside each image):"),
+        OPT_FLAG("--captions", &p->text_conditional,
+                 .help = "train on the data's captions: the model attends to a text encoder's states by cross-attention "
+                         "(diffusers' UNet2DConditionModel); an image with several captions shows one per epoch"),
+        OPT_STR("--tokenizer", &p->tokenizer, .meta = "DIR", .def = "--init's",
+                .help = "a CLIPTokenizer folder (vocab.json, merges.txt): its context is the texts' length"),
+        OPT_STR("--text-encoder", &p->text_encoder, .meta = "DIR", .def = "new weights",
+                .help = "a CLIPTextModel folder to start from (config.json, model.safetensors)"),
+        OPT_STR("--text-config", &p->text_config, .meta = "FILE",
+                .def = "2 layers as wide as --cross-attention-dim, 32-wide heads",
+                .help = "a CLIPTextConfig config.json for a new text encoder"),
+        OPT_INT("--cross-attention-dim", &p->cross_attention_dim, .lo = 1, .hi = 4096, .meta = "N",
+                .def = "128, or the text encoder's width", .help = "the width of a new text encoder's states"),
+        OPT_FLAG("--freeze-text-encoder", &p->freeze_text_encoder,
+                 .help = "keep the given text encoder as it is (it trains with the U-Net otherwise)"),
+        OPT_DOUBLE("--caption-dropout", &p->caption_dropout, .lo = 0, .hi = 0.99, .meta = "P",
+                   .help = "probability of training an image with the empty text, so that one model also predicts "
+                           "unconditionally, as classifier-free guidance needs"),
+        OPT_STR("--sample-prompts", prompts_file, .meta = "FILE", .def = "the first images' captions",
+                .help = "the grids' prompts, one per line, a row each"),
         OPT_SECTION("diffusion:"),
         OPT_ENUM("--schedule", &p->beta_schedule, &cli_beta_schedules, .meta = "NAME", .help = "beta schedule"),
         OPT_INT("--timesteps", &p->num_train_timesteps, .lo = 2, .hi = 100000, .meta = "T", .help = "training timesteps"),
@@ -322,7 +361,8 @@ static int train_main(int argc, char **argv) {
     df_train_params p;
     df_train_params_default(&p);
     char outbuf[512], feat_buf[4200];
-    int rc = parse(argc, argv, &p, outbuf, sizeof outbuf);
+    const char *prompts_file = NULL;
+    int rc = parse(argc, argv, &p, &prompts_file, outbuf, sizeof outbuf);
     if (rc) return cli_exit(rc);
     if ((rc = check_files(&p)) != 0) return rc;
     df_train_paths paths;
@@ -331,12 +371,22 @@ static int train_main(int argc, char **argv) {
         df_train_params_default(&p);
         df_status st = df_train_params_resume(&p, run, &paths);
         if (st) return cli_fail(st);
-        if ((rc = parse(argc, argv, &p, outbuf, sizeof outbuf))) return cli_exit(rc);
+        if ((rc = parse(argc, argv, &p, &prompts_file, outbuf, sizeof outbuf))) return cli_exit(rc);
     }
     if (p.eval_every && !p.eval_features) p.eval_features = cli_default_features(feat_buf, sizeof feat_buf);
     if (p.eval_every && cli_check_data("--eval-ref", p.eval_ref)) return 1;
     if (p.eval_every && access(p.eval_features, R_OK) != 0)
         return cli_die("--eval-features %s: no such feature network", p.eval_features);
+
+    df_lines prompts = {0};
+    if (prompts_file) {
+        if (df_lines_read(prompts_file, &prompts)) return cli_die("--sample-prompts %s", df_error());
+        if (prompts.n == 0) {
+            df_lines_free(&prompts);
+            return cli_usage_error("--sample-prompts %s: no prompt in it", prompts_file);
+        }
+        p.sample_prompts = (const char *const *)prompts.lines, p.n_sample_prompts = prompts.n;
+    }
 
     /* the first Ctrl-C or SIGTERM asks for a checkpoint and a clean exit; the handler then reverts to the
      * default, so a second one ends the process at once (the last published checkpoint stays whole) */
@@ -363,6 +413,7 @@ static int train_main(int argc, char **argv) {
         fprintf(stderr, "diffuse train: %s; %d threads, output in %s\n", plan, omp_get_max_threads(), out);
     }
     df_status st = df_train(&p);
+    df_lines_free(&prompts);
     cli_progress_done(&bar);
     if (st) return cli_fail(st);
     char latest[4200];

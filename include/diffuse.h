@@ -127,6 +127,13 @@ void df_unet_config_default(df_unet_config *cfg);
  * wide, cross-attention to 1280-wide states with 8 heads). */
 void df_unet_config_default_condition(df_unet_config *cfg);
 
+/* The same network attending to text states cross_attention_dim wide (a UNet2DConditionModel): each attention
+ * block becomes its cross-attention block (a Transformer2DModel of one layer, with heads of attention_head_dim
+ * channels, or one head where that is null), the mid block UNetMidBlock2DCrossAttn. A config that is one already
+ * only takes the new width. Configs UNet2DConditionModel cannot hold (classifiers, class labels, resnet up- and
+ * downsampling) are refused. */
+df_status df_unet_config_text(df_unet_config *cfg, int cross_attention_dim);
+
 /* The built-in configs, as help and error messages name them. */
 #define DF_PRESETS                                                                                         \
     "fmnist-s (28x28 grey, 3.9 M parameters), fmnist-xs (one resnet per level, 2.7 M, for short runs) or " \
@@ -935,6 +942,19 @@ df_status df_class_info_find(const df_class_info *ci, const char *text, int *ind
  * A model with no classes (count 0) matches any classifier. */
 df_status df_class_info_match(const df_class_info *model, const df_class_info *classifier);
 
+/* ---- text files of lines (prompt files, caption files) ---------------------------------------------------- */
+
+/* The non-blank lines of a UTF-8 text file: split at '\n', trailing '\r', spaces and tabs dropped, blank lines
+ * skipped. A file holding a NUL byte or invalid UTF-8 is DF_ERR_FORMAT naming it. lines[0 .. n) point into
+ * text; free both with df_lines_free. */
+typedef struct {
+    char  *text;
+    char **lines;
+    int    n;
+} df_lines;
+df_status df_lines_read(const char *path, df_lines *out);
+void      df_lines_free(df_lines *l);
+
 /* ---- text: CLIP's tokenizer ------------------------------------------------------------------------------ */
 
 /* CLIP's byte-level BPE tokenizer, read from a folder in transformers' CLIPTokenizer layout: vocab.json
@@ -1014,6 +1034,8 @@ int         df_text_encoder_find_tensor(const df_text_encoder *e, const char *na
  * model's last_hidden_state; pooled (n, hidden_size) or NULL: the state at each text's end token (the
  * first eos_token_id, or the largest id when eos_token_id is 2, as transformers picks it). */
 df_status df_text_encode(df_text_encoder *e, int n, int L, const int32_t *ids, float *hidden, float *pooled);
+/* Room for n texts of L tokens, forward and backward, so that the calls after it allocate nothing. */
+df_status df_text_encoder_reserve(df_text_encoder *e, int n, int L);
 /* After df_text_encode: adds d(loss)/d(weights) into the gradients, given dhidden = d(loss)/d(hidden),
  * (n, L, hidden_size). */
 df_status df_text_encoder_backward(df_text_encoder *e, const float *dhidden);
@@ -1172,6 +1194,27 @@ typedef struct {
      * null class (num_class_embeds above the data's classes). Defaults: 0 and 0. */
     int           class_conditional;
     double        class_dropout;
+    /* text (text-to-image): text_conditional trains a UNet2DConditionModel on the data's captions
+     * (df_dataset_caption; every image needs one, and an image with several shows one per epoch, drawn from
+     * (seed, epoch, image) alone). A preset or config becomes one (df_unet_config_text, cross_attention_dim
+     * wide: 0 is the text encoder's width, 128 for a new one); an init_dir model must be one, and its pipeline
+     * folder's text_encoder/ and tokenizer/ are used unless these name others. tokenizer: a CLIPTokenizer
+     * folder (required unless init_dir has one). text_encoder: a CLIPTextModel folder to start from; else new
+     * weights from text_config (a CLIPTextConfig config.json) or, NULL, 2 layers as wide as cross_attention_dim
+     * with 32-wide heads and positions for the tokenizer's context. The encoder trains with the U-Net (the same
+     * optimizer, gradient norm and EMA) unless freeze_text_encoder. caption_dropout: the probability that an
+     * image trains with the empty text, the unconditional prediction classifier-free guidance needs (default
+     * 0.1). Grids show sample_prompts (NULL: the first captions of the data's first images), a row each; the
+ * checkpoints keep them (sample_prompts.txt) and a resumed run given none goes on with them. Evaluation during
+ * training draws each image from the first caption of a training image, spread evenly over the data.
+     * Checkpoints are DiffuseTextToImagePipeline folders (df_text_pipeline_save) with text_encoder_raw/. */
+    int           text_conditional;
+    const char   *tokenizer, *text_encoder, *text_config;
+    int           cross_attention_dim;
+    int           freeze_text_encoder;
+    double        caption_dropout;
+    const char *const *sample_prompts;
+    int           n_sample_prompts;
     /* optimisation */
     df_optim_params optim;
     int         batch_size, grad_accum;

@@ -145,6 +145,38 @@ df_status df_mkdir_p(const char *dir) {
     return DF_OK;
 }
 
+df_status df_lines_read(const char *path, df_lines *out) {
+    memset(out, 0, sizeof *out);
+    char *text;
+    size_t len;
+    df_status st = df_read_file(path, &text, &len);
+    if (st) return st;
+    const long bad = df_utf8_invalid_at(text, len);
+    if (memchr(text, 0, len)) st = df_fail(DF_ERR_FORMAT, "%s: not text (a NUL byte)", path);
+    else if (bad >= 0) st = df_fail(DF_ERR_FORMAT, "%s: not text (invalid UTF-8 at byte %ld)", path, bad);
+    size_t cap = 1;
+    for (size_t i = 0; i < len; i++) cap += text[i] == '\n';
+    char **lines = st ? NULL : malloc(sizeof(char *) * cap);
+    if (!st && !lines) st = df_fail(DF_ERR_NOMEM, "%s: out of memory", path);
+    if (st) return free(text), st;
+    int n = 0;
+    for (char *line = text, *next; line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        size_t k = strlen(line);
+        while (k && (line[k - 1] == '\r' || line[k - 1] == ' ' || line[k - 1] == '\t')) line[--k] = 0;
+        if (k) lines[n++] = line;
+    }
+    out->text = text, out->lines = lines, out->n = n;
+    return DF_OK;
+}
+
+void df_lines_free(df_lines *l) {
+    if (!l) return;
+    free(l->text), free(l->lines);
+    memset(l, 0, sizeof *l);
+}
+
 df_status df_read_json_object(const char *path, cJSON **out) {
     char *text;
     size_t len;

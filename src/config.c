@@ -192,6 +192,29 @@ void df_unet_config_default_condition(df_unet_config *cfg) {
     for (int i = 0; i < DF_MAX_LEVELS; i++) cfg->attention_heads[i] = 8, cfg->transformer_layers[i] = 1;
 }
 
+static df_status validate(const df_unet_config *c, const char *src);
+
+df_status df_unet_config_text(df_unet_config *cfg, int cross_attention_dim) {
+    df_unet_config c = *cfg;
+    if (!c.condition) {
+        if (c.classifier_classes || c.downsample_resnet || c.upsample_resnet || c.num_class_embeds ||
+            c.class_embed_timestep)
+            return df_fail(DF_ERR_CONFIG, "a text-conditioned U-Net: the config is a classifier, class-conditional or "
+                                          "has resnet up/downsampling, which UNet2DConditionModel has not");
+        /* heads of attention_head_dim channels where it gives them, one head over all channels where it is null */
+        for (int i = 0; i < DF_MAX_LEVELS; i++) {
+            const int ch = i < c.num_levels ? c.block_out_channels[i] : 0;
+            c.attention_heads[i] = c.attention_head_dim > 0 && ch ? DF_MAX(1, ch / c.attention_head_dim) : 1;
+            c.transformer_layers[i] = 1;
+        }
+        c.condition = 1, c.attention_head_dim = 0, c.attn_norm_num_groups = 0, c.add_attention = 1;
+    }
+    c.cross_attention_dim = cross_attention_dim;
+    df_status st = validate(&c, "text-conditioned config");
+    if (!st) *cfg = c;
+    return st;
+}
+
 df_status df_unet_config_preset(const char *name, df_unet_config *cfg) {
     df_unet_config c;
     df_unet_config_default(&c);

@@ -650,17 +650,10 @@ static df_status read_caption_files(const file_list *l, size_t root, caption_lis
             continue;
         }
         if (first_with < 0) first_with = i;
-        char *text;
-        size_t len;
-        if ((st = df_read_file(p, &text, &len))) break;
-        for (char *q = text, *e; !st && q < text + len; q = e + 1) {
-            e = memchr(q, '\n', (size_t)(text + len - q));
-            if (!e) e = text + len;
-            size_t n = (size_t)(e - q);
-            while (n && (q[n - 1] == '\r' || q[n - 1] == ' ' || q[n - 1] == '\t')) n--;
-            if (n) st = add_caption(c, i, q, n, p);
-        }
-        free(text);
+        df_lines lines;
+        if ((st = df_lines_read(p, &lines))) break;
+        for (int k = 0; k < lines.n && !st; k++) st = add_caption(c, i, lines.lines[k], strlen(lines.lines[k]), p);
+        df_lines_free(&lines);
         if (!st && !c->ncap[i]) st = df_fail(DF_ERR_FORMAT, "%s: an empty caption file", p);
     }
     if (!st && first_with >= 0 && first_without >= 0)

@@ -70,6 +70,18 @@ void df_threads_leave(int caller);
 /* The offset of the first byte of s[0..n) that is not strict UTF-8 (as the tokenizer reads it), or -1. */
 long df_utf8_invalid_at(const char *s, size_t n);
 
+/* An optimizer step and an EMA update over parameters held in nparts arrays (params[k], grads[k] of n[k] values,
+ * summing to the optimizer's n; the moments and the EMA weights are one array in that order): one global
+ * gradient norm and clipping, as one array would have them. */
+void df_optimizer_step_parts(df_optimizer *o, int nparts, float *const *params, float *const *grads,
+                             const size_t *n, double *grad_norm);
+void df_ema_update_parts(df_ema *e, float *ema, int nparts, const float *const *params, const size_t *n);
+
+/* Whether a text encoder and tokenizer fit a U-Net (it attends to text as wide as the encoder's states; the
+ * tokenizer's context and ids fit the encoder); where names them in the message. */
+df_status df_text_parts_check(const char *where, const df_unet_config *unet, const df_text_encoder *encoder,
+                              const df_tokenizer *tokenizer);
+
 /* Seconds on the monotonic clock (for elapsed times and budgets). */
 double df_now_sec(void);
 

@@ -53,8 +53,16 @@ void train_loop_free(train_loop *L) {
     free(L->perm);
     free(L->x0);
     free(L->labels);
-    L->ema = NULL, L->perm = NULL, L->x0 = NULL, L->labels = NULL;
+    free(L->index), free(L->index_epoch);
+    L->ema = NULL, L->perm = NULL, L->x0 = NULL, L->labels = NULL, L->index = NULL, L->index_epoch = NULL;
 }
+
+void train_loop_add_params(train_loop *L, float *params, float *grads, size_t n) {
+    L->xparams = params, L->xgrads = grads, L->nx = n;
+}
+
+/* Every trained parameter: the model's, then the extra part's. */
+static size_t num_trained(const train_loop *L) { return df_model_num_params(L->model) + L->nx; }
 
 double train_loop_elapsed(const train_loop *L) { return L->elapsed_before + df_now_sec() - L->t0 - L->untimed; }
 
@@ -92,6 +100,7 @@ static void next_batch(train_loop *L) {
         int flip = L->p.flip && (df_rng_u32(&L->rng) & 1);
         df_dataset_get(L->data, idx, flip, L->x0 + (size_t)i * L->dim);
         L->labels[i] = df_dataset_label(L->data, idx);
+        L->index[i] = idx, L->index_epoch[i] = L->epoch;
     }
 }
 
@@ -99,7 +108,7 @@ static void next_batch(train_loop *L) {
 
 /* The optimizer's moments and counters from a checkpoint's training state. */
 static df_status restore_moments(train_loop *L, const char *ck, long opt_step, long ema_updates) {
-    const size_t np = df_model_num_params(L->model);
+    const size_t np = num_trained(L);
     char path[4400];
     L->opt.step = opt_step;
     L->ema_state.updates = ema_updates;
@@ -113,7 +122,7 @@ static df_status restore_moments(train_loop *L, const char *ck, long opt_step, l
         if (!dst[i]) continue;
         const st_tensor *t = st_find(&f, names[i]);
         if (!t || st_numel(t) != (int64_t)np)
-            st = df_fail(DF_ERR_SHAPE, "%s: %s %s (the model has %zu parameters)", path, t ? "wrong-sized" : "missing",
+            st = df_fail(DF_ERR_SHAPE, "%s: %s %s (%zu parameters are trained)", path, t ? "wrong-sized" : "missing",
                          names[i], np);
         else st = st_read_f32(&f, t, dst[i], np);
         for (size_t k = 0; !st && k < np; k++)
@@ -200,14 +209,15 @@ df_status train_loop_setup(train_loop *L, df_model *model, const df_dataset *dat
     else if (p->optim.warmup_steps < 0) p->optim.warmup_steps = auto_warmup(L->total), L->warmup_auto = 1;
     /* read before the optimizer starts afresh: a resume restores them below */
     const long opt_step = L->opt.step, ema_updates = L->ema_state.updates;
-    const size_t np = df_model_num_params(model);
+    const size_t nm = df_model_num_params(model), np = nm + L->nx;
     df_status st = df_optimizer_init(&L->opt, &p->optim, np);
     if (st) return st;
     df_ema_init(&L->ema_state, p->ema_inv_gamma, p->ema_power, p->ema_max_decay);
     if (p->use_ema) {
         L->ema = df_alloc_aligned(np * sizeof(float));
         if (!L->ema) return df_fail(DF_ERR_NOMEM, "out of memory for the EMA weights");
-        memcpy(L->ema, df_model_params(model), np * sizeof(float));
+        memcpy(L->ema, df_model_params(model), nm * sizeof(float));
+        if (L->nx) memcpy(L->ema + nm, L->xparams, L->nx * sizeof(float));
     }
     if (resume_dir) {
         if ((st = check_resumed_budget(L, per_epoch))) return st;
@@ -218,7 +228,9 @@ df_status train_loop_setup(train_loop *L, df_model *model, const df_dataset *dat
     L->perm = malloc(sizeof(int) * (size_t)L->n);
     L->x0 = malloc(sizeof(float) * (size_t)p->batch_size * L->dim);
     L->labels = malloc(sizeof(int) * (size_t)p->batch_size);
-    if (!L->perm || !L->x0 || !L->labels) return df_fail(DF_ERR_NOMEM, "out of memory for a batch of %d", p->batch_size);
+    L->index = malloc(sizeof(int) * (size_t)p->batch_size);
+    L->index_epoch = malloc(sizeof(int) * (size_t)p->batch_size);
+    if (!L->perm || !L->x0 || !L->labels || !L->index || !L->index_epoch) return df_fail(DF_ERR_NOMEM, "out of memory for a batch of %d", p->batch_size);
     if (L->pos > L->n)
         return df_fail(DF_ERR_FORMAT, "%s/latest/training_state.json: position %d is past the data's %d images",
                        p->out_dir ? p->out_dir : ".", L->pos, L->n);
@@ -362,7 +374,7 @@ static df_status save_state_json(const train_loop *L, const char *path) {
 /* The whole checkpoint into tmp: the task's files, then the optimizer's moments and the training state. */
 static df_status write_checkpoint_files(train_loop *L, const char *tmp) {
     char p[4400];
-    const size_t np = df_model_num_params(L->model);
+    const size_t np = num_trained(L);
     df_status st = df_mkdir_p(tmp);
     if (!st) st = L->task->save(L->ctx, L, tmp);
     if (!st) {
@@ -623,6 +635,7 @@ static df_status skip_or_stop(train_loop *L, double loss, double gnorm) {
 static df_status take_step(train_loop *L, double *loss, double *gnorm) {
     const size_t np = df_model_num_params(L->model);
     df_model_zero_grad(L->model);
+    if (L->nx) memset(L->xgrads, 0, L->nx * sizeof(float));
     *loss = 0;
     for (int a = 0; a < L->p.grad_accum; a++) {
         next_batch(L);
@@ -633,11 +646,14 @@ static df_status take_step(train_loop *L, double *loss, double *gnorm) {
     }
     float *grads = df_model_grads(L->model), *params = df_model_params(L->model);
     inject_fault(L->step + 1, loss, grads, np);
-    *gnorm = sqrt(grad_sum_squares(grads, np));
+    *gnorm = sqrt(grad_sum_squares(grads, np) + (L->nx ? grad_sum_squares(L->xgrads, L->nx) : 0));
     if (!isfinite(*loss) || !isfinite(*gnorm)) return skip_or_stop(L, *loss, *gnorm);
     L->nonfinite_run = 0;
-    df_optimizer_step(&L->opt, params, grads, NULL);
-    if (L->ema) df_ema_update(&L->ema_state, L->ema, params, np);
+    float *pp[2] = {params, L->xparams}, *gg[2] = {grads, L->xgrads};
+    const size_t nn[2] = {np, L->nx};
+    const int parts = L->nx ? 2 : 1;
+    df_optimizer_step_parts(&L->opt, parts, pp, gg, nn, NULL);
+    if (L->ema) df_ema_update_parts(&L->ema_state, L->ema, parts, (const float *const *)pp, nn);
     L->loss_avg = L->opt.step == 1 ? *loss : 0.98 * L->loss_avg + 0.02 * *loss;
     if (L->task->step_applied) L->task->step_applied(L->ctx, L);
     return DF_OK;

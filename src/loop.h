@@ -77,6 +77,11 @@ struct train_loop {
     int              *perm;
     float            *x0;           /* the batch, sized once: (B, C, H, W) and B labels */
     int              *labels;
+    int              *index, *index_epoch;   /* each batch image's index in the data, and the epoch it is read in */
+    /* an extra part trained with the model (a text encoder): its weights and gradients, nx values, in the
+     * same optimizer (after the model's in its moments), gradient norm and EMA (ema + the model's count) */
+    float            *xparams, *xgrads;
+    size_t            nx;
     double            loss_avg;
     long              nonfinite_skipped, saved_step;   /* saved_step: the step `latest` names, -1: none */
     int               nonfinite_run, stopped;
@@ -100,6 +105,9 @@ void      train_loop_init(train_loop *L, const train_loop_params *p, const train
  * (a checkpoint, or NULL) restores the optimizer's moments and counters, keeps the learning-rate schedule
  * the run started with, and refuses a budget given that the run has already reached (DF_ERR_ARG). */
 df_status train_loop_setup(train_loop *L, df_model *model, const df_dataset *data, const char *resume_dir);
+/* Before train_loop_setup: train n more parameters with the model's (the loop zeroes grads before each
+ * step; the task's batch_loss adds into them). */
+void      train_loop_add_params(train_loop *L, float *params, float *grads, size_t n);
 void      train_loop_free(train_loop *L);
 /* Train until a budget is used up or a stop is requested, then finish and save a last checkpoint. A
  * resumed run whose budget was already used up (done_before) only says so and writes nothing. */

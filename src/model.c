@@ -474,10 +474,17 @@ long df_model_context_reuses(const df_model *m) { return m->ctx_reused; }
 df_status df_model_reserve_context(df_model *m, int n, int L) {
     if (!m->cfg.condition) return df_fail(DF_ERR_CONFIG, "this model does not attend to text (not a UNet2DConditionModel)");
     const size_t need = (size_t)DF_MAX(n, 1) * DF_MAX(L, 1) * m->cfg.cross_attention_dim;
-    if (need <= m->ctx_cap) return DF_OK;
-    float *c = realloc(m->ctx, need * sizeof *c);
-    if (!c) return df_fail(DF_ERR_NOMEM, "out of memory for text states");
-    m->ctx = c, m->ctx_cap = need;
+    if (need > m->ctx_cap) {
+        float *c = realloc(m->ctx, need * sizeof *c);
+        if (!c) return df_fail(DF_ERR_NOMEM, "out of memory for text states");
+        m->ctx = c, m->ctx_cap = need;
+    }
+    /* before any states: the tape is planned for texts of L tokens (no states are set: ctx_n stays 0), and a
+     * reserved batch is planned again for them */
+    if (m->ctx_n == 0 && m->ctx_len != L) {
+        m->ctx_len = L;
+        if (m->max_n > 0) return df_model_reserve(m, m->max_n, m->max_h, m->max_w);
+    }
     return DF_OK;
 }
 

@@ -58,11 +58,21 @@ double df_optimizer_lr(const df_optim_params *p, long step) {
 }
 
 void df_optimizer_step(df_optimizer *o, float *params, float *grads, double *grad_norm) {
-    const size_t n = o->n;
+    float *pp[1] = {params}, *gg[1] = {grads};
+    const size_t nn[1] = {o->n};
+    df_optimizer_step_parts(o, 1, pp, gg, nn, grad_norm);
+}
+
+void df_optimizer_step_parts(df_optimizer *o, int nparts, float *const *params, float *const *grads,
+                             const size_t *n, double *grad_norm) {
     const df_optim_params *p = &o->p;
     double ss = 0;
+    for (int k = 0; k < nparts; k++) {
+        const float *g = grads[k];
+        const size_t nk = n[k];
 #pragma omp parallel for reduction(+ : ss) schedule(static)
-    for (size_t i = 0; i < n; i++) ss += (double)grads[i] * grads[i];
+        for (size_t i = 0; i < nk; i++) ss += (double)g[i] * g[i];
+    }
     double norm = sqrt(ss);
     if (grad_norm) *grad_norm = norm;
     /* torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1 */
@@ -70,37 +80,42 @@ void df_optimizer_step(df_optimizer *o, float *params, float *grads, double *gra
     if (p->grad_clip > 0 && norm > p->grad_clip) gscale = (float)(p->grad_clip / (norm + 1e-6));
     const double lr = df_optimizer_lr(p, o->step);
     o->step++;
-    if (p->kind == DF_OPT_ADAMW) {
-        /* torch.optim.AdamW: decoupled decay, then p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps) */
-        const double bc1 = 1 - pow(p->beta1, (double)o->step), bc2 = 1 - pow(p->beta2, (double)o->step);
-        const float b1 = (float)p->beta1, b2 = (float)p->beta2, decay = (float)(1 - lr * p->weight_decay);
-        const float step_size = (float)(lr / bc1), inv_sqrt_bc2 = (float)(1 / sqrt(bc2)), eps = (float)p->eps;
-        float *m = o->m, *v = o->v;
+    size_t off = 0;   /* the part's moments */
+    for (int k = 0; k < nparts; off += n[k], k++) {
+        float *par = params[k], *gr = grads[k];
+        const size_t nk = n[k];
+        if (p->kind == DF_OPT_ADAMW) {
+            /* torch.optim.AdamW: decoupled decay, then p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps) */
+            const double bc1 = 1 - pow(p->beta1, (double)o->step), bc2 = 1 - pow(p->beta2, (double)o->step);
+            const float b1 = (float)p->beta1, b2 = (float)p->beta2, decay = (float)(1 - lr * p->weight_decay);
+            const float step_size = (float)(lr / bc1), inv_sqrt_bc2 = (float)(1 / sqrt(bc2)), eps = (float)p->eps;
+            float *m = o->m + off, *v = o->v + off;
 #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            float g = grads[i] * gscale;
-            grads[i] = g;
-            params[i] *= decay;
-            m[i] = b1 * m[i] + (1 - b1) * g;
-            v[i] = b2 * v[i] + (1 - b2) * g * g;
-            params[i] -= step_size * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
-        }
-    } else {
-        /* torch.optim.SGD: g += wd p; buf = mu buf + g (buf = g at the first step); p -= lr (g + mu buf if
-         * nesterov, else buf) */
-        const float mu = (float)p->momentum, wd = (float)p->weight_decay, lrf = (float)lr;
-        const int first = o->step == 1;
-        float *buf = o->m;
-#pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            float g = grads[i] * gscale;
-            grads[i] = g;
-            g += wd * params[i];
-            if (mu > 0) {
-                buf[i] = first ? g : mu * buf[i] + g;
-                g = p->nesterov ? g + mu * buf[i] : buf[i];
+            for (size_t i = 0; i < nk; i++) {
+                float g = gr[i] * gscale;
+                gr[i] = g;
+                par[i] *= decay;
+                m[i] = b1 * m[i] + (1 - b1) * g;
+                v[i] = b2 * v[i] + (1 - b2) * g * g;
+                par[i] -= step_size * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
             }
-            params[i] -= lrf * g;
+        } else {
+            /* torch.optim.SGD: g += wd p; buf = mu buf + g (buf = g at the first step); p -= lr (g + mu buf if
+             * nesterov, else buf) */
+            const float mu = (float)p->momentum, wd = (float)p->weight_decay, lrf = (float)lr;
+            const int first = o->step == 1;
+            float *buf = o->m + off;
+#pragma omp parallel for schedule(static)
+            for (size_t i = 0; i < nk; i++) {
+                float g = gr[i] * gscale;
+                gr[i] = g;
+                g += wd * par[i];
+                if (mu > 0) {
+                    buf[i] = first ? g : mu * buf[i] + g;
+                    g = p->nesterov ? g + mu * buf[i] : buf[i];
+                }
+                par[i] -= lrf * g;
+            }
         }
     }
 }
@@ -118,8 +133,17 @@ double df_ema_decay(const df_ema *e) {
 }
 
 void df_ema_update(df_ema *e, float *ema, const float *params, size_t n) {
+    const float *pp[1] = {params};
+    df_ema_update_parts(e, ema, 1, pp, &n);
+}
+
+void df_ema_update_parts(df_ema *e, float *ema, int nparts, const float *const *params, const size_t *n) {
     const float d = (float)df_ema_decay(e);
     e->updates++;
+    for (int k = 0; k < nparts; ema += n[k], k++) {
+        const float *par = params[k];
+        const size_t nk = n[k];
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) ema[i] -= (1 - d) * (ema[i] - params[i]);
+        for (size_t i = 0; i < nk; i++) ema[i] -= (1 - d) * (ema[i] - par[i]);
+    }
 }

@@ -234,6 +234,23 @@ df_status df_pipeline_load(const char *path, int raw, df_model **model, df_sched
 
 /* ---- the text half of a text-to-image pipeline -------------------------------------------------------- */
 
+df_status df_text_parts_check(const char *where, const df_unet_config *u, const df_text_encoder *encoder,
+                              const df_tokenizer *tokenizer) {
+    const df_text_config *c = df_text_encoder_config(encoder);
+    if (!u->condition)
+        return df_fail(DF_ERR_CONFIG, "%s: the U-Net does not attend to text (not a UNet2DConditionModel)", where);
+    if (c->hidden_size != u->cross_attention_dim)
+        return df_fail(DF_ERR_CONFIG, "%s: the text encoder's hidden_size %d is not the U-Net's cross_attention_dim %d",
+                       where, c->hidden_size, u->cross_attention_dim);
+    if (df_tokenizer_context(tokenizer) > c->max_position_embeddings)
+        return df_fail(DF_ERR_CONFIG, "%s: the tokenizer's context of %d tokens is longer than the text encoder's %d "
+                       "positions", where, df_tokenizer_context(tokenizer), c->max_position_embeddings);
+    if (df_tokenizer_vocab_size(tokenizer) > c->vocab_size)
+        return df_fail(DF_ERR_CONFIG, "%s: the tokenizer has %d ids, the text encoder %d", where,
+                       df_tokenizer_vocab_size(tokenizer), c->vocab_size);
+    return DF_OK;
+}
+
 df_status df_text_pipeline_load(const char *path, const df_model *unet, df_text_encoder **encoder,
                                 df_tokenizer **tokenizer) {
     *encoder = NULL, *tokenizer = NULL;
@@ -246,21 +263,7 @@ df_status df_text_pipeline_load(const char *path, const df_model *unet, df_text_
     df_status st = df_text_encoder_load(p, encoder);
     snprintf(p, sizeof p, "%s/tokenizer", dir);
     if (!st) st = df_tokenizer_load(p, tokenizer);
-    if (!st) {
-        const df_text_config *c = df_text_encoder_config(*encoder);
-        const df_unet_config *u = df_model_config(unet);
-        if (!u->condition)
-            st = df_fail(DF_ERR_CONFIG, "%s: the U-Net does not attend to text (not a UNet2DConditionModel)", path);
-        else if (c->hidden_size != u->cross_attention_dim)
-            st = df_fail(DF_ERR_CONFIG, "%s: the text encoder's hidden_size %d is not the U-Net's cross_attention_dim %d",
-                         path, c->hidden_size, u->cross_attention_dim);
-        else if (df_tokenizer_context(*tokenizer) > c->max_position_embeddings)
-            st = df_fail(DF_ERR_CONFIG, "%s: the tokenizer's context of %d tokens is longer than the text encoder's %d "
-                         "positions", path, df_tokenizer_context(*tokenizer), c->max_position_embeddings);
-        else if (df_tokenizer_vocab_size(*tokenizer) > c->vocab_size)
-            st = df_fail(DF_ERR_CONFIG, "%s: the tokenizer has %d ids, the text encoder %d", path,
-                         df_tokenizer_vocab_size(*tokenizer), c->vocab_size);
-    }
+    if (!st) st = df_text_parts_check(path, df_model_config(unet), *encoder, *tokenizer);
     if (st) {
         df_text_encoder_free(*encoder), df_tokenizer_free(*tokenizer);
         *encoder = NULL, *tokenizer = NULL;

@@ -373,6 +373,15 @@ const char *df_text_encoder_tensor_info(const df_text_encoder *e, int i, int *nd
     return graph_param_info(&e->g, i, ndim, shape, offset);
 }
 
+df_status df_text_encoder_reserve(df_text_encoder *e, int n, int L) {
+    if (n < 1 || L < 1 || L > e->cfg.max_position_embeddings)
+        return df_fail(DF_ERR_ARG, "text encoder: %d texts of %d tokens (at most %d)", n, L, e->cfg.max_position_embeddings);
+    const int caller = df_threads_enter(e->threads);
+    df_status st = ensure(e, n, L, 1);
+    df_threads_leave(caller);
+    return st;
+}
+
 df_status df_text_encode(df_text_encoder *e, int n, int L, const int32_t *ids, float *hidden, float *pooled) {
     const df_text_config *c = &e->cfg;
     if (n < 1 || L < 1 || L > c->max_position_embeddings || !ids || !hidden)

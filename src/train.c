@@ -6,6 +6,7 @@
 #include "loop.h"
 #include "plot.h"
 #include "safetensors.h"
+#include "train_text.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -43,6 +44,7 @@ void df_train_params_default(df_train_params *p) {
     p->eval_n = 500;
     p->eval_steps = 25;
     p->eval_ref = "fashion-mnist:test";
+    p->caption_dropout = 0.1;
 }
 
 typedef struct {
@@ -54,6 +56,12 @@ typedef struct {
     df_scheduler_config sc;
     int                 c, h, w, conditional, null_class;
     size_t              dim;
+    /* text-to-image: the text parts until the data is there (new_tok, new_enc), then the batches' texts */
+    int                 text;
+    df_tokenizer       *new_tok;
+    df_text_encoder    *new_enc;
+    text_train          tt;
+    df_lines            kept_prompts;   /* a resumed run's grid prompts, from its checkpoint */
     /* batch buffers, sized once: (B, C, H, W) tensors and B values */
     float *xt, *noise, *target, *weights, *t, *per_sample;
     int   *ti;
@@ -87,7 +95,8 @@ typedef struct {
 /* n images from the EMA weights (the trained ones without EMA): DDIM `steps` steps with x_0 clipping, noise
  * from its own stream seeded from `salt` (the same noise every time, so grids and scores compare; the
  * training's draws are untouched); a conditional model's images in equal runs of every real class. */
-static df_status ema_samples(trainer *tr, int n, int steps, uint64_t salt, float *x) {
+static df_status ema_samples(trainer *tr, int n, int steps, uint64_t salt, int nprompts, const char *const *prompts,
+                             float *x) {
     /* a model of its own for sampling (the moving average, or a copy of the weights), so the training
      * model keeps its reserved batch */
     const float *w = tr->L.ema ? tr->L.ema : df_model_params(tr->model);
@@ -98,24 +107,47 @@ static df_status ema_samples(trainer *tr, int n, int steps, uint64_t salt, float
     g.seed = train_seed_mix(tr->L.p.seed + salt);
     g.sampler.steps = steps;
     g.null_class = tr->null_class;   /* labels: the classes in turn, a row each */
-    return df_generate(&g, x);
+    if (!tr->text) return df_generate(&g, x);
+    /* the prompts in turn, a row each, and the empty text last (guidance's unconditional branch) */
+    const char **all = malloc(sizeof(char *) * ((size_t)nprompts + 1));
+    float *states = malloc(sizeof(float) * ((size_t)nprompts + 1) * tr->tt.L * tr->tt.D);
+    df_status st = all && states ? DF_OK : df_fail(DF_ERR_NOMEM, "out of memory for %d prompts", nprompts);
+    for (int i = 0; !st && i < nprompts; i++) all[i] = prompts[i];
+    if (!st) all[nprompts] = "", st = text_train_encode(&tr->tt, &tr->L, nprompts + 1, all, states);
+    g.texts = states, g.n_texts = nprompts + 1, g.text_len = tr->tt.L, g.null_class = nprompts;
+    if (!st) st = df_generate(&g, x);
+    free(all), free(states);
+    return st;
+}
+
+/* The grids' prompts: the run's, or the first captions of the data's first images (at most 8). */
+static int grid_prompts(const trainer *tr, const char **out, int cap) {
+    if (tr->p.sample_prompts && tr->p.n_sample_prompts > 0) {
+        for (int i = 0; i < tr->p.n_sample_prompts && i < cap; i++) out[i] = tr->p.sample_prompts[i];
+        return DF_MIN(tr->p.n_sample_prompts, cap);
+    }
+    const int k = DF_MIN(DF_MIN(8, cap), df_dataset_count(tr->data));
+    for (int i = 0; i < k; i++) out[i] = df_dataset_caption(tr->data, i, 0);
+    return k;
 }
 
 static df_status write_samples(trainer *tr) {
     const df_train_params *p = &tr->p;
     int n = p->sample_count;
     if (n <= 0) return DF_OK;
-    /* class-conditional: the same number of each class but the null one, a row per class */
+    /* class-conditional: the same number of each class but the null one, a row per class; text: of each prompt */
     int k = tr->conditional ? df_model_config(tr->model)->num_class_embeds - (tr->null_class >= 0) : 0;
+    const char *prompts[1024];
+    if (tr->text) k = grid_prompts(tr, prompts, DF_MIN(n, DF_COUNTOF(prompts)));
     if (k > 0 && n >= k) n -= n % k;
     float *x = malloc(sizeof(float) * (size_t)n * tr->dim);
     if (!x) return df_fail(DF_ERR_NOMEM, "out of memory for samples");
-    df_status st = ema_samples(tr, n, p->sample_steps, 0x5A3D1E, x);
+    df_status st = ema_samples(tr, n, p->sample_steps, 0x5A3D1E, k, prompts, x);
     char path[4300];
     snprintf(path, sizeof path, "%s/samples", p->out_dir);
     if (!st) st = df_mkdir_p(path);
     int cols = (int)ceil(sqrt((double)n));
-    if (tr->conditional && k > 0 && n % k == 0) cols = n / k;
+    if ((tr->conditional || tr->text) && k > 0 && n % k == 0) cols = n / k;
     snprintf(path, sizeof path, "%s/samples/step-%07ld.png", p->out_dir, tr->L.step);
     if (!st) st = df_image_save_grid(path, x, n, tr->c, tr->h, tr->w, cols, 2);
     snprintf(path, sizeof path, "%s/samples/latest.png", p->out_dir);
@@ -130,8 +162,14 @@ static df_status evaluate_now(trainer *tr, double *fd, double *kid) {
     const df_train_params *p = &tr->p;
     const int n = p->eval_n, d = df_feature_net_dim(tr->eval_net);
     float *x = malloc(sizeof(float) * (size_t)n * tr->dim), *feats = malloc(sizeof(float) * (size_t)n * d);
-    df_status st = x && feats ? DF_OK : df_fail(DF_ERR_NOMEM, "out of memory for %d evaluation images", n);
-    if (!st) st = ema_samples(tr, n, p->eval_steps, 0xE7A1, x);
+    /* text: each image from the caption of a training image, spread over the data */
+    const char **prompts = tr->text ? malloc(sizeof(char *) * (size_t)n) : NULL;
+    df_status st = x && feats && (prompts || !tr->text) ? DF_OK
+                                                        : df_fail(DF_ERR_NOMEM, "out of memory for %d evaluation images", n);
+    const int count = df_dataset_count(tr->data);
+    for (int i = 0; !st && prompts && i < n; i++) prompts[i] = df_dataset_caption(tr->data, (int)((long)i * count / n), 0);
+    if (!st) st = ema_samples(tr, n, p->eval_steps, 0xE7A1, tr->text ? n : 0, prompts, x);
+    free(prompts);
     if (!st) st = df_feature_net_features(tr->eval_net, n, tr->c, tr->h, tr->w, x, feats);
     df_eval_params ep;
     df_eval_params_default(&ep);
@@ -281,6 +319,8 @@ static df_status diffusion_loss(void *ctx, train_loop *L, int part, double *loss
         tr->t[i] = (float)tr->ti[i];
     }
     df_rng_fill_normal(&L->rng, tr->noise, (size_t)B * tr->dim);
+    df_status st = tr->text ? text_train_batch(&tr->tt, L, tr->model) : DF_OK;
+    if (st) return st;
     if (p->edm) {
         df_edm_training_inputs(p->edm_params.sigma_data, B, tr->dim, L->x0, tr->noise, tr->sigma, tr->xt, tr->t,
                                tr->target);
@@ -293,10 +333,11 @@ static df_status diffusion_loss(void *ctx, train_loop *L, int part, double *loss
                 (float)(df_loss_weight(&tr->sched, p->prediction, tr->ti[i], p->min_snr_gamma) / L->p.grad_accum);
     }
     float l;
-    df_status st = p->learn_variance ? hybrid_loss_grad(tr, L, &l)
-                                     : df_model_loss_grad(tr->model, B, tr->h, tr->w, tr->xt, tr->t,
-                                                          tr->conditional ? L->labels : NULL, tr->target, tr->weights,
-                                                          &l, tr->per_sample);
+    st = p->learn_variance ? hybrid_loss_grad(tr, L, &l)
+                           : df_model_loss_grad(tr->model, B, tr->h, tr->w, tr->xt, tr->t,
+                                                tr->conditional ? L->labels : NULL, tr->target, tr->weights, &l,
+                                                tr->per_sample);
+    if (!st && tr->text) st = text_train_backward(&tr->tt, tr->model);
     *loss = l;
     if (part == 0)   /* a new step: what a skipped one left is dropped */
         for (int q = 0; q < 4; q++) tr->step_quarter_sum[q] = 0, tr->step_quarter_n[q] = 0;
@@ -433,26 +474,45 @@ static df_status load_history(trainer *tr, const char *ck) {
     return st;
 }
 
+/* The grids' prompts, a line each, so that a resumed run goes on with them. */
+static df_status save_prompts(const trainer *tr, const char *dir) {
+    size_t len = 0;
+    for (int i = 0; i < tr->p.n_sample_prompts; i++) len += strlen(tr->p.sample_prompts[i]) + 1;
+    char *text = malloc(len + 1), *q = text;
+    if (!text) return df_fail(DF_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < tr->p.n_sample_prompts; i++) {
+        for (const char *c = tr->p.sample_prompts[i]; *c; c++) *q++ = *c == '\n' || *c == '\r' ? ' ' : *c;
+        *q++ = '\n';
+    }
+    char p[4400];
+    snprintf(p, sizeof p, "%s/sample_prompts.txt", dir);
+    df_status st = df_write_file_atomic(p, text, (size_t)(q - text));
+    free(text);
+    return st;
+}
+
 /* A checkpoint's diffusion files: unet/ holds the weights to sample with (the EMA when kept), as diffusers'
  * training script saves, unet_raw/ the trained ones, with scheduler/ and a conditional model's classes. */
 static df_status diffusion_save(void *ctx, train_loop *L, const char *dir) {
     trainer *tr = ctx;
     char p[4400];
     df_status st;
+    const df_model *sampling = tr->model;
     if (L->ema) {
         memcpy(df_model_params(tr->ema_model), L->ema, df_model_num_params(tr->model) * sizeof(float));
-        st = df_pipeline_save(dir, tr->ema_model, &tr->sc);
-    } else {
-        st = df_pipeline_save(dir, tr->model, &tr->sc);
+        sampling = tr->ema_model;
     }
+    st = tr->text ? text_train_save(&tr->tt, L, dir, sampling, &tr->sc) : df_pipeline_save(dir, sampling, &tr->sc);
     snprintf(p, sizeof p, "%s/unet_raw", dir);
     if (!st) st = df_model_save(tr->model, p);
     if (!st && tr->hist) st = save_history(tr, dir);
+    if (!st && tr->text && tr->p.sample_prompts && tr->p.n_sample_prompts > 0) st = save_prompts(tr, dir);
     if (!st && tr->conditional)   /* the classes' names and the null class, for sampling and `info` */
         st = df_class_info_save_data(dir, tr->data, df_model_config(tr->model)->num_class_embeds, tr->null_class);
     /* every file was synced as it was written; now the directories that name them */
-    const char *subdirs[] = {"unet", "unet_raw", "scheduler"};
-    for (int i = 0; i < DF_COUNTOF(subdirs) && !st; i++) {
+    const char *subdirs[] = {"unet", "unet_raw", "scheduler", "text_encoder", "tokenizer", "text_encoder_raw"};
+    const int nsub = !tr->text ? 3 : tr->tt.frozen ? 5 : 6;
+    for (int i = 0; i < nsub && !st; i++) {
         snprintf(p, sizeof p, "%s/%s", dir, subdirs[i]);
         st = train_sync_dir(p);
     }
@@ -467,6 +527,11 @@ static void diffusion_save_state(void *ctx, const train_loop *L, cJSON *j) {
     cJSON_AddNumberToObject(j, "image_size", tr->h);
     cJSON_AddNumberToObject(j, "min_snr_gamma", p->min_snr_gamma);
     cJSON_AddNumberToObject(j, "class_dropout", p->class_dropout);
+    if (tr->text) {   /* absent: not a text-to-image run */
+        cJSON *t = cJSON_AddObjectToObject(j, "text");
+        cJSON_AddNumberToObject(t, "caption_dropout", tr->tt.dropout);
+        cJSON_AddBoolToObject(t, "freeze_text_encoder", tr->tt.frozen);
+    }
     if (p->edm) {   /* sigma_data is also the scheduler's; the noise levels' law only here */
         cJSON *e = cJSON_AddObjectToObject(j, "edm");
         cJSON_AddNumberToObject(e, "sigma_data", p->edm_params.sigma_data);
@@ -549,6 +614,14 @@ static void diffusion_state_fields(void *ctx, state_reader *r, const cJSON *j) {
     if (state_num(r, j, "min_snr_gamma", 0, 1e9, 0, 0, &v)) p->min_snr_gamma = v;
     p->class_dropout = 0;   /* absent in states written before label dropout */
     if (state_num(r, j, "class_dropout", 0, 0.999999, 0, 1, &v)) p->class_dropout = v;
+    const cJSON *tx = cJSON_GetObjectItemCaseSensitive(j, "text");   /* absent: not a text-to-image run */
+    p->text_conditional = tx != NULL;
+    if (tx && !cJSON_IsObject(tx) && !r->bad) r->bad = "text", snprintf(r->why, sizeof r->why, "expected an object");
+    if (tx && state_num(r, tx, "caption_dropout", 0, 0.999999, 0, 0, &v)) p->caption_dropout = v;
+    const cJSON *fz = tx ? cJSON_GetObjectItemCaseSensitive(tx, "freeze_text_encoder") : NULL;
+    if (tx && !r->bad && !cJSON_IsBool(fz))
+        r->bad = "text.freeze_text_encoder", snprintf(r->why, sizeof r->why, "expected true or false");
+    if (tx && !r->bad) p->freeze_text_encoder = cJSON_IsTrue(fz);
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "edm");   /* absent: not an EDM run */
     p->edm = e != NULL;
     if (e && !cJSON_IsObject(e) && !r->bad) r->bad = "edm", snprintf(r->why, sizeof r->why, "expected an object");
@@ -601,6 +674,10 @@ static void trainer_free(trainer *tr) {
     df_feature_net_free(tr->eval_net);
     df_ref_features_free(&tr->eval_ref);
     train_loop_free(&tr->L);
+    text_train_free(&tr->tt);
+    df_lines_free(&tr->kept_prompts);
+    df_tokenizer_free(tr->new_tok);
+    df_text_encoder_free(tr->new_enc);
     df_dataset_free(tr->data);
     df_model_free(tr->model);
     df_model_free(tr->ema_model);
@@ -645,6 +722,22 @@ static void report_data(const trainer *tr) {
     }
 }
 
+/* What a text run trains on, to the caller before training: the captions, their context, any cut short. */
+static void report_text(const trainer *tr) {
+    if (!tr->p.progress) return;
+    const text_train *t = &tr->tt;
+    const int n = df_dataset_count(tr->data), total = t->first[n];
+    char note[400];
+    int k = snprintf(note, sizeof note, "text: %d captions of %d images, %d tokens each; the text encoder (%zu "
+                     "parameters) %s", total, n, t->L, df_text_encoder_num_params(t->enc),
+                     t->frozen ? "is frozen" : "trains with the U-Net");
+    if (t->truncated && k > 0 && (size_t)k < sizeof note)
+        snprintf(note + k, sizeof note - (size_t)k, "; %d caption%s longer than the context were cut", t->truncated,
+                 t->truncated == 1 ? "" : "s");
+    df_train_progress pr = {.step = tr->L.step, .eta = -1, .event = note};
+    tr->p.progress(tr->p.progress_ctx, &pr);
+}
+
 /* A fresh model (preset, config or another model's weights) and its noise schedule. */
 static df_status new_model(trainer *tr) {
     df_train_params *p = &tr->p;
@@ -654,8 +747,17 @@ static df_status new_model(trainer *tr) {
     df_unet_config cfg;
     if (p->init_dir) {
         if ((st = df_pipeline_load(p->init_dir, 1, &tr->model, NULL))) return st;
+        if (df_model_config(tr->model)->condition) {   /* a text model goes on with its text half */
+            df_unet_config mc = *df_model_config(tr->model);
+            if ((st = text_train_new_parts(p, &mc, p->init_dir, &tr->new_tok, &tr->new_enc))) return st;
+        } else if (p->text_conditional) {
+            return df_fail(DF_ERR_CONFIG, "%s: the model does not attend to text (not a UNet2DConditionModel): "
+                           "text-to-image training starts from a preset, a config or a text-to-image model", p->init_dir);
+        }
     } else {
         st = p->preset ? df_unet_config_preset(p->preset, &cfg) : df_unet_config_load(p->config_path, &cfg);
+        if (!st && p->text_conditional && p->class_conditional)
+            st = df_fail(DF_ERR_ARG, "a model conditions on classes or on text, not both");
         if (!st && p->class_conditional) {
             /* the classes come from the data: open it now, at the size the model will see */
             int size = p->image_size > 0 ? p->image_size : cfg.sample_size;
@@ -664,6 +766,8 @@ static df_status new_model(trainer *tr) {
             if (!st && k == 0) st = df_fail(DF_ERR_ARG, "%s: no labels to condition on (class-conditional training)", p->data);
             if (!st) cfg.num_class_embeds = k + 1, cfg.class_embed_timestep = 0;
         }
+        if (!st && (p->text_conditional || cfg.condition))
+            st = text_train_new_parts(p, &cfg, NULL, &tr->new_tok, &tr->new_enc);
         if (p->learn_variance) cfg.out_channels = 2 * cfg.in_channels;   /* the prediction, then v */
         if (!st) st = df_model_create(&cfg, train_seed_mix(p->seed ^ 0xC0FFEE), &tr->model);
         if (st) return st;
@@ -710,6 +814,11 @@ static df_status resumed_model(trainer *tr, const char *ck) {
     tr->p.learn_variance = tr->sc.learned_variance;
     snprintf(path, sizeof path, "%s/training_state.json", ck);
     if ((st = train_loop_read_state(&tr->L, path, diffusion_state_fields, tr))) return st;
+    if (tr->p.text_conditional != df_model_config(tr->model)->condition)
+        return df_fail(DF_ERR_FORMAT, "%s: the training state's text settings and the U-Net disagree", ck);
+    if (tr->p.text_conditional &&
+        (st = text_train_resumed_parts(ck, tr->p.freeze_text_encoder, &tr->new_tok, &tr->new_enc)))
+        return st;
     if (tr->p.edm != (tr->sc.edm_sigma_data > 0) || (tr->p.edm && tr->p.edm_params.sigma_data != tr->sc.edm_sigma_data))
         return df_fail(DF_ERR_FORMAT, "%s: the training state's EDM settings and the scheduler's disagree", ck);
     if (tr->p.edm) tr->p.prediction = DF_PRED_EPSILON;
@@ -782,7 +891,22 @@ static df_status open_run(trainer *tr) {
     df_status st = p->resume ? resumed_model(tr, ck) : new_model(tr);
     if (!st) st = df_schedule_from_config(&tr->sc, &tr->sched);
     if (!st) st = open_data(tr);
+    if (!st && tr->new_enc) {   /* the text parts, now owned by tt */
+        tr->text = 1;
+        st = text_train_open(&tr->tt, &tr->L, tr->model, tr->data, tr->new_tok, tr->new_enc, p->freeze_text_encoder,
+                             p->caption_dropout, tr->L.p.seed, tr->L.p.batch_size);
+        tr->new_tok = NULL, tr->new_enc = NULL;
+        if (!st) report_text(tr);
+    }
     if (!st) st = train_loop_setup(&tr->L, tr->model, tr->data, p->resume ? ck : NULL);
+    if (!st && tr->text && p->resume) st = text_train_load_ema(&tr->tt, &tr->L, ck);
+    if (!st && tr->text && p->resume && !p->sample_prompts) {   /* the grids go on with the run's prompts */
+        char path[4400];
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/sample_prompts.txt", ck);
+        if (stat(path, &sb) == 0 && !(st = df_lines_read(path, &tr->kept_prompts)))
+            tr->p.sample_prompts = (const char *const *)tr->kept_prompts.lines, tr->p.n_sample_prompts = tr->kept_prompts.n;
+    }
     if (st) return st;
     const df_unet_config *cfg = df_model_config(tr->model);
     if ((st = df_model_create(cfg, 0, &tr->ema_model))) return st;

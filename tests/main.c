@@ -92,6 +92,24 @@ static void write_or_fail(const char *path, const unsigned char *b, size_t n) {
     }
 }
 
+int test_learn_tokenizer(const char *tokdir, int context) {
+    if (system("/usr/bin/python3 -c 'import regex' >/dev/null 2>&1") != 0) {
+        test_fail_at(__FILE__, __LINE__, "the tokenizer reference needs Debian's python3-regex (make deps installs it)");
+        return -1;
+    }
+    char corpus[700], cmd[2000];
+    snprintf(corpus, sizeof corpus, "%s.corpus.txt", tokdir);
+    FILE *f = fopen(corpus, "wb");
+    if (!f) return -1;
+    for (int i = 0; i < 50; i++) fputs("a red heart\na blue circle\na green square\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/ref/clip_bpe_ref.py learn %s %s --merges 40 --context %d", corpus,
+             tokdir, context);
+    const int rc = system(cmd);
+    if (rc != 0) test_fail_at(__FILE__, __LINE__, "%s failed", cmd);
+    return rc;
+}
+
 void test_toy_idx(const char *dir, const char *name, int n, int classes, char *images, size_t cap) {
     char p[1100];
     unsigned char *b = malloc(16 + (size_t)n * 64), *l = malloc(8 + (size_t)n);

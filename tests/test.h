@@ -45,6 +45,9 @@ void test_tiny_unet(df_unet_config *c, int attn);
 /* n 8x8 gray images, a bright 3x3 square on a dark background at one of `classes` (at most 4) places,
  * image i of class i % classes, as DIR/NAME-images-idx3-ubyte (its path in images) with its labels file. */
 void test_toy_idx(const char *dir, const char *name, int n, int classes, char *images, size_t cap);
+/* A CLIP tokenizer of `context` tokens learned by the reference (tests/ref/clip_bpe_ref.py) from captions of
+ * coloured shapes ("a red heart", "a blue circle", "a green square"), into tokdir. 0 on success. */
+int test_learn_tokenizer(const char *tokdir, int context);
 /* 1 when both files read and hold the same bytes. */
 int test_files_equal(const char *a, const char *b);
 /* The first of files[0..n) that differs between run directories a and b at checkpoint `step` (a

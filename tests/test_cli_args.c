@@ -321,6 +321,15 @@ static const bad_case cases[] = {
     {"train-classifier --eval $T/missing-test --steps 3 --out $T/c", 1, "missing-test"},
     {"train --class-dropout 0.2 --steps 3 --out $T/r", 2, "--class-dropout"},
     {"train --classes --class-dropout 1.5 --steps 3 --out $T/r", 2, "--class-dropout"},
+    /* text-to-image training */
+    {"train --tokenizer $T --steps 3 --out $T/r", 2, "--captions"},
+    {"train --caption-dropout 0.2 --steps 3 --out $T/r", 2, "--captions"},
+    {"train --captions --classes --steps 3 --out $T/r", 2, "not both"},
+    {"train --captions --freeze-text-encoder --steps 3 --out $T/r", 2, "--text-encoder"},
+    {"train --captions --text-encoder $T --cross-attention-dim 8 --steps 3 --out $T/r", 2, "--cross-attention-dim"},
+    {"train --captions --caption-dropout 1 --steps 3 --out $T/r", 2, "--caption-dropout"},
+    {"train --captions --tokenizer $T/missing --steps 3 --out $T/r", 1, "missing"},
+    {"train --captions --sample-prompts $T/missing.txt --steps 3 --out $T/r", 1, "missing.txt"},
     /* evaluation */
     {"eval", 2, "what to score"},
     {"eval $M --metrics fd,zzz", 2, "zzz"},

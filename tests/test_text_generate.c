@@ -93,30 +93,11 @@ TEST(generate_with_text_states) {
     df_model_free(m);
 }
 
-/* A tokenizer learned by the reference from captions of shapes, into dir. 0 on success. */
-static int learn_tokenizer(const char *tokdir) {
-    if (system("/usr/bin/python3 -c 'import regex' >/dev/null 2>&1") != 0) {
-        CHECK(0, "the tokenizer reference needs Debian's python3-regex (make deps installs it)");
-        return -1;
-    }
-    char corpus[700], cmd[2000];
-    snprintf(corpus, sizeof corpus, "%s.corpus.txt", tokdir);
-    FILE *f = fopen(corpus, "wb");
-    if (!f) return -1;
-    for (int i = 0; i < 50; i++) fputs("a red heart\na blue circle\na green square\n", f);
-    fclose(f);
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/ref/clip_bpe_ref.py learn %s %s --merges 40 --context 16", corpus,
-             tokdir);
-    const int rc = system(cmd);
-    CHECK(rc == 0, "%s failed", cmd);
-    return rc;
-}
-
 /* The parts of a tiny text-to-image pipeline: the reference's tokenizer learned into tokdir, the tiny U-Net, and a
  * one-layer text encoder 6 wide (its end token the legacy 2). 0 when all three are there. */
 static int tiny_text_parts(const char *tokdir, df_tokenizer **tok, df_model **m, df_text_encoder **enc) {
     *tok = NULL, *m = NULL, *enc = NULL;
-    if (learn_tokenizer(tokdir)) return -1;
+    if (test_learn_tokenizer(tokdir, 16)) return -1;
     CHECK_OK(df_tokenizer_load(tokdir, tok));
     *m = tiny_text_unet();
     df_text_config tc;
