@@ -43,7 +43,7 @@ CLI_SRC  := $(wildcard cli/*.c)
 RESTART  := cli/restart.c
 TEST_SRC := $(wildcard tests/*.c) fuzz/targets.c $(RESTART)
 BENCH_SRC:= $(wildcard bench/*.c)
-HDRS     := $(wildcard include/*.h src/*.h tests/*.h cli/*.h fuzz/*.h)
+HDRS     := $(wildcard include/*.h src/*.h tests/*.h cli/*.h fuzz/*.h bench/*.h)
 
 .PHONY: all test asan portable bench deps clean run fuzz fuzz-seeds valgrind shared install uninstall
 BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench_%)
