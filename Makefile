@@ -185,6 +185,7 @@ bench: deps all
 	$(BUILD)/bench_unet --scaling --svg $(BUILD)/scaling.svg
 	$(BUILD)/bench_eval
 	$(BUILD)/bench_inception
+	$(BUILD)/bench_text
 
 # The README's main command, the recipe that scores best in 20 minutes (docs/quality.md): the small preset
 # (one resnet per level: more steps in the time), class-conditional, EDM's objective, a constant learning

@@ -145,6 +145,14 @@ df_status df_mkdir_p(const char *dir) {
     return DF_OK;
 }
 
+int df_fit_aligned(void **p, size_t *cap, size_t need, size_t size, int exact) {
+    if (need <= *cap && !(exact && need != *cap)) return 0;
+    df_free_aligned(*p);
+    *p = df_alloc_aligned(DF_MAX(need, 1) * size);
+    *cap = *p ? need : 0;
+    return *p ? 0 : -1;
+}
+
 df_status df_lines_read(const char *path, df_lines *out) {
     memset(out, 0, sizeof *out);
     char *text;

@@ -162,6 +162,12 @@ gnode *tape_node(unet_graph *g, op_kind op, int in0, int in1, int in2, int out);
 /* A convolution of x by parameters w (weight) and b (bias): k x k, stride, padding top/left/bottom/right.
  * Returns its output value. */
 int    tape_conv(unet_graph *g, int x, int w, int b, int cout, int k, int stride, const int pad[4]);
+/* A Linear at every position (a 1x1 convolution with a 2-D weight): "<name>.weight" (cout, cin) initialised as
+ * winit says, and "<name>.bias" (cout) as *binit says, or no bias when binit is NULL (the shapes, and the fan-in
+ * of INIT_FANIN_UNIFORM, are set here). */
+int    tape_token_linear(unet_graph *g, int x, int cout, param_spec winit, const param_spec *binit, const char *name);
+/* LayerNorm over the channels at each position: "<name>.weight" (ones) and "<name>.bias" (zeros). */
+int    tape_layernorm(unet_graph *g, int x, float eps, const char *name);
 /* After the last node: saved buffers, scratch and FLOPs from the op table, then the three placements
  * (training, inference, gradients). */
 df_status tape_plan(unet_graph *g);

@@ -27,6 +27,9 @@ df_status df_fail(df_status s, const char *fmt, ...) __attribute__((format(print
 /* 64-byte aligned allocation (for vector loads); free with df_free_aligned. NULL on failure. */
 void *df_alloc_aligned(size_t bytes);
 void  df_free_aligned(void *p);
+/* A buffer of `need` elements of `size` bytes (*cap counts them): reallocated (contents lost) when it holds
+ * fewer, or, with exact, any other number. 0, or -1 out of memory (*p NULL, *cap 0). */
+int   df_fit_aligned(void **p, size_t *cap, size_t need, size_t size, int exact);
 
 /* Read a whole file into a NUL-terminated malloc'd buffer. */
 df_status df_read_file(const char *path, char **data, size_t *len);

@@ -71,15 +71,6 @@ static df_status ensure_graph(df_model *m, int n, int h, int w) {
     return DF_OK;
 }
 
-/* (Re)allocate *p to hold `need` elements of `size` bytes: when it holds fewer, or, with exact, any
- * other number. */
-static int fit(void **p, size_t *cap, size_t need, size_t size, int exact) {
-    if (need <= *cap && !(exact && need != *cap)) return 0;
-    df_free_aligned(*p);
-    *p = df_alloc_aligned(DF_MAX(need, 1) * size);
-    *cap = *p ? need : 0;
-    return *p ? 0 : -1;
-}
 
 /* Buffers for a pass on the current tape: activations for the training placement (keep) or the
  * inference one, the gradient block (grads), scratch for the threads in effect, inputs and outputs. */
@@ -89,11 +80,11 @@ static df_status ensure_buffers(df_model *m, int keep, int grads, int exact) {
     const gvalue *o = &g->vals[g->out];
     size_t act = keep ? g->act_size : g->infer_size, scratch = g->scratch_size * (size_t)omp_get_max_threads();
     size_t out = (size_t)o->n * o->c * o->h * o->w;
-    if (fit((void **)&m->act, &m->act_cap, act, sizeof(float), exact) ||
-        (grads && fit((void **)&m->dact, &m->dact_cap, g->grad_size, sizeof(float), exact)) ||
-        fit((void **)&m->scratch, &m->scratch_cap, scratch, sizeof(float), exact) ||
-        fit((void **)&m->out, &m->out_cap, out, sizeof(float), exact) ||
-        fit((void **)&m->dout, &m->dout_cap, out, sizeof(float), exact))
+    if (df_fit_aligned((void **)&m->act, &m->act_cap, act, sizeof(float), exact) ||
+        (grads && df_fit_aligned((void **)&m->dact, &m->dact_cap, g->grad_size, sizeof(float), exact)) ||
+        df_fit_aligned((void **)&m->scratch, &m->scratch_cap, scratch, sizeof(float), exact) ||
+        df_fit_aligned((void **)&m->out, &m->out_cap, out, sizeof(float), exact) ||
+        df_fit_aligned((void **)&m->dout, &m->dout_cap, out, sizeof(float), exact))
         return df_fail(DF_ERR_NOMEM, "out of memory for a batch of %d images of %dx%d (%.1f MB of activations)", g->n,
                        g->h, g->w, (double)(act + (grads ? g->grad_size : 0)) * 4.0 / 1e6);
     if (m->act != act_before) m->ctx_cache = 0;   /* a new activation block holds nothing of the last pass */
@@ -454,16 +445,22 @@ static df_status model_backward(df_model *m, const float *deps, float *dx) {
     return DF_OK;
 }
 
+/* Room for `need` floats of text states (kept: a larger batch's arrive later only in df_generate's first call). */
+static df_status ctx_fit(df_model *m, size_t need) {
+    if (need <= m->ctx_cap) return DF_OK;
+    float *c = realloc(m->ctx, need * sizeof *c);
+    if (!c) return df_fail(DF_ERR_NOMEM, "out of memory for text states");
+    m->ctx = c, m->ctx_cap = need;
+    return DF_OK;
+}
+
 df_status df_model_set_context(df_model *m, int n, int L, const float *states) {
     if (!m->cfg.condition) return df_fail(DF_ERR_CONFIG, "this model does not attend to text (not a UNet2DConditionModel)");
     if (n < 1 || L < 1 || L > 4096 || !states)
         return df_fail(DF_ERR_ARG, "text states for %d images of %d tokens (expected 1 to 4096 tokens)", n, L);
     const size_t need = (size_t)n * L * m->cfg.cross_attention_dim;
-    if (need > m->ctx_cap) {
-        float *c = realloc(m->ctx, need * sizeof *c);
-        if (!c) return df_fail(DF_ERR_NOMEM, "out of memory for text states");
-        m->ctx = c, m->ctx_cap = need;
-    }
+    df_status st = ctx_fit(m, need);
+    if (st) return st;
     memcpy(m->ctx, states, need * sizeof *m->ctx);
     m->ctx_n = n, m->ctx_len = L;
     return DF_OK;
@@ -473,12 +470,8 @@ long df_model_context_reuses(const df_model *m) { return m->ctx_reused; }
 
 df_status df_model_reserve_context(df_model *m, int n, int L) {
     if (!m->cfg.condition) return df_fail(DF_ERR_CONFIG, "this model does not attend to text (not a UNet2DConditionModel)");
-    const size_t need = (size_t)DF_MAX(n, 1) * DF_MAX(L, 1) * m->cfg.cross_attention_dim;
-    if (need > m->ctx_cap) {
-        float *c = realloc(m->ctx, need * sizeof *c);
-        if (!c) return df_fail(DF_ERR_NOMEM, "out of memory for text states");
-        m->ctx = c, m->ctx_cap = need;
-    }
+    df_status st = ctx_fit(m, (size_t)DF_MAX(n, 1) * DF_MAX(L, 1) * m->cfg.cross_attention_dim);
+    if (st) return st;
     /* before any states: the tape is planned for texts of L tokens (no states are set: ctx_n stays 0), and a
      * reserved batch is planned again for them */
     if (m->ctx_n == 0 && m->ctx_len != L) {
@@ -556,12 +549,9 @@ static df_status denoise(df_model_denoiser *d, int n, const float *x, const floa
         const int D = m->cfg.cross_attention_dim, L = d->text_len;
         if (!d->texts || !d->labels || d->ntexts < 1 || L < 1)
             return df_fail(DF_ERR_ARG, "this model attends to text: the denoiser needs text states and a row per image");
-        const size_t row = (size_t)L * D, need = (size_t)n * row;
-        if (need > m->ctx_cap) {   /* once: df_generate's first call is its largest */
-            float *c = realloc(m->ctx, need * sizeof *c);
-            if (!c) return df_fail(DF_ERR_NOMEM, "out of memory for text states");
-            m->ctx = c, m->ctx_cap = need;
-        }
+        const size_t row = (size_t)L * D;
+        df_status st = ctx_fit(m, (size_t)n * row);   /* once: df_generate's first call is its largest */
+        if (st) return st;
         for (int i = 0; i < n; i++) {
             if (d->labels[i] < 0 || d->labels[i] >= d->ntexts)
                 return df_fail(DF_ERR_ARG, "text %d out of range 0..%d", d->labels[i], d->ntexts - 1);

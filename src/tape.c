@@ -134,6 +134,34 @@ int tape_conv(unet_graph *g, int x, int w, int b, int cout, int k, int stride, c
     return d->out;
 }
 
+int tape_token_linear(unet_graph *g, int x, int cout, param_spec winit, const param_spec *binit, const char *name) {
+    if (g->err) return -1;
+    const int cin = g->vals[x].c;
+    winit.shape[0] = cout, winit.shape[1] = cin, winit.shape[2] = winit.shape[3] = 0;
+    if (winit.init == INIT_FANIN_UNIFORM) winit.fan_in = cin;
+    const int w = tape_param(g, winit, "%s.weight", name);
+    int b = -1;
+    if (binit) {
+        param_spec bs = *binit;
+        bs.shape[0] = cout, bs.shape[1] = bs.shape[2] = bs.shape[3] = 0;
+        if (bs.init == INIT_FANIN_UNIFORM) bs.fan_in = cin;
+        b = tape_param(g, bs, "%s.bias", name);
+    }
+    static const int no_pad[4] = {0};
+    return tape_conv(g, x, w, b, cout, 1, 1, no_pad);
+}
+
+int tape_layernorm(unet_graph *g, int x, float eps, const char *name) {
+    if (g->err) return -1;
+    const gvalue in = g->vals[x];
+    const int w = tape_param(g, (param_spec){.init = INIT_ONE, .shape = {in.c}}, "%s.weight", name);
+    const int b = tape_param(g, (param_spec){.init = INIT_ZERO, .shape = {in.c}}, "%s.bias", name);
+    gnode *d = tape_node(g, OP_LAYERNORM, x, -1, -1, tape_value(g, in.n, in.c, in.h, in.w));
+    if (!d) return -1;
+    d->w = w, d->b = b, d->farg[0] = eps;
+    return d->out;
+}
+
 void unet_graph_free(unet_graph *g) {
     if (!g) return;
     conv_fast_free(g->fast);

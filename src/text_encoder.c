@@ -168,29 +168,18 @@ df_status df_text_config_save(const df_text_config *c, const char *path) {
 
 /* ---- the network --------------------------------------------------------------------------------------- */
 
-/* A Linear applied at every token: a 1x1 convolution of the (n, in, 1, L) value, weight N(0, std^2),
- * bias 0 (transformers' init for CLIP). */
+/* A Linear at every token of the (n, in, 1, L) value, weight N(0, std^2), bias 0 (transformers' init for CLIP). */
 static int token_linear(unet_graph *g, int x, int cout, float std, const char *pre, const char *what) {
     char name[112];
     snprintf(name, sizeof name, "%s.%s", pre, what);
-    const int cin = g->err ? 0 : g->vals[x].c;
-    const int w = tape_param(g, (param_spec){.init = INIT_NORMAL, .shape = {cout, cin}, .std = std}, "%s.weight", name);
-    const int b = tape_param(g, (param_spec){.init = INIT_ZERO, .shape = {cout}}, "%s.bias", name);
-    static const int no_pad[4] = {0};
-    return tape_conv(g, x, w, b, cout, 1, 1, no_pad);
+    const param_spec zero = {.init = INIT_ZERO};
+    return tape_token_linear(g, x, cout, (param_spec){.init = INIT_NORMAL, .std = std}, &zero, name);
 }
 
 static int layer_norm(unet_graph *g, int x, float eps, const char *pre, const char *what) {
-    if (g->err) return -1;
-    const gvalue in = g->vals[x];
     char name[112];
     snprintf(name, sizeof name, "%s.%s", pre, what);
-    const int w = tape_param(g, (param_spec){.init = INIT_ONE, .shape = {in.c}}, "%s.weight", name);
-    const int b = tape_param(g, (param_spec){.init = INIT_ZERO, .shape = {in.c}}, "%s.bias", name);
-    gnode *d = tape_node(g, OP_LAYERNORM, x, -1, -1, tape_value(g, in.n, in.c, in.h, in.w));
-    if (!d) return -1;
-    d->w = w, d->b = b, d->farg[0] = eps;
-    return d->out;
+    return tape_layernorm(g, x, eps, name);
 }
 
 static int add(unet_graph *g, int a, int b) {
@@ -261,14 +250,6 @@ struct df_text_encoder {
     int            have_forward, threads;
 };
 
-static int grow(void **p, size_t *cap, size_t need, size_t size) {
-    if (need <= *cap) return 0;
-    df_free_aligned(*p);
-    *p = df_alloc_aligned(DF_MAX(need, 1) * size);
-    *cap = *p ? need : 0;
-    return *p ? 0 : -1;
-}
-
 /* The tape for n texts of L tokens (built again only when they change) and its buffers. */
 static df_status ensure(df_text_encoder *e, int n, int L, int grads) {
     if (!e->g.nodes || e->g.n != n || e->g.w != L) {
@@ -280,10 +261,11 @@ static df_status ensure(df_text_encoder *e, int n, int L, int grads) {
         e->have_forward = 0;
     }
     const unet_graph *g = &e->g;
-    if (grow((void **)&e->act, &e->act_cap, g->act_size, sizeof(float)) ||
-        (grads && grow((void **)&e->dact, &e->dact_cap, g->grad_size, sizeof(float))) ||
-        grow((void **)&e->scratch, &e->scratch_cap, g->scratch_size * (size_t)omp_get_max_threads(), sizeof(float)) ||
-        grow((void **)&e->ids, &e->ids_cap, (size_t)n * L, sizeof(int)))
+    if (df_fit_aligned((void **)&e->act, &e->act_cap, g->act_size, sizeof(float), 0) ||
+        (grads && df_fit_aligned((void **)&e->dact, &e->dact_cap, g->grad_size, sizeof(float), 0)) ||
+        df_fit_aligned((void **)&e->scratch, &e->scratch_cap, g->scratch_size * (size_t)omp_get_max_threads(), sizeof(float),
+                       0) ||
+        df_fit_aligned((void **)&e->ids, &e->ids_cap, (size_t)n * L, sizeof(int), 0))
         return df_fail(DF_ERR_NOMEM, "out of memory for %d texts of %d tokens (%.1f MB of activations)", n, L,
                        (double)g->act_size * 4 / 1e6);
     return DF_OK;

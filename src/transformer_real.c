@@ -2,6 +2,7 @@
  * (erf, tanh, CLIP's quick GELU), diffusers' GEGLU, and CLIP's token plus position embeddings. Tokens
  * are positions of a channel-major value (N, C, L), like an image's pixels. */
 #include "ops_real.h"
+#include "vec.h"
 
 #include <math.h>
 #include <omp.h>
@@ -129,27 +130,37 @@ void RF(act_backward)(real *dx, const real *dy, const real *x, size_t count, int
 void RF(geglu_forward)(real *y, const real *x, int n, int c, int L) {
     const size_t half = (size_t)c * L;
 #pragma omp parallel for schedule(static)
-    for (int b = 0; b < n; b++)
+    for (int b = 0; b < n; b++) {
+        const real *X = x + (size_t)b * 2 * half;
+        real *Y = y + (size_t)b * half;
+#if DF_REAL_F64
         for (size_t i = 0; i < half; i++) {
-            const real *X = x + (size_t)b * 2 * half;
             double f, df;
             act_eval(DF_ACT_GELU, X[half + i], &f, &df);
-            y[(size_t)b * half + i] = (real)(X[i] * f);
+            Y[i] = X[i] * f;
         }
+#else
+        vec_geglu(Y, X, X + half, half);
+#endif
+    }
 }
 
 void RF(geglu_backward)(real *dx, const real *dy, const real *x, int n, int c, int L) {
     const size_t half = (size_t)c * L;
 #pragma omp parallel for schedule(static)
-    for (int b = 0; b < n; b++)
+    for (int b = 0; b < n; b++) {
+        const real *X = x + (size_t)b * 2 * half, *DY = dy + (size_t)b * half;
+        real *DX = dx + (size_t)b * 2 * half;
+#if DF_REAL_F64
         for (size_t i = 0; i < half; i++) {
-            const real *X = x + (size_t)b * 2 * half;
-            real *DX = dx + (size_t)b * 2 * half;
-            const double g = dy[(size_t)b * half + i];
             double f, df;
             act_eval(DF_ACT_GELU, X[half + i], &f, &df);
-            DX[i] += (real)(g * f), DX[half + i] += (real)(g * X[i] * df);
+            DX[i] += DY[i] * f, DX[half + i] += DY[i] * X[i] * df;
         }
+#else
+        vec_geglu_backward(DX, DX + half, DY, X, X + half, half);
+#endif
+    }
 }
 
 /* ---- token and position embeddings ------------------------------------------------------------------- */

@@ -204,31 +204,19 @@ static int attention(builder *B, int x, attention_args a, const char *fmt, ...) 
 
 /* ---- the condition model's attention: Transformer2DModel ------------------------------------------------ */
 
-/* A Linear at every position (a 1x1 convolution with a 2-D weight), with or without its bias. */
+/* A Linear at every position, PyTorch's default init, with or without its bias. */
 static int token_linear(builder *B, int x, const char *pre, const char *what, int cout, int bias) {
-    if (ERR) return -1;
     char name[256];
     snprintf(name, sizeof name, "%s.%s", pre, what);
-    const int cin = V(x).c;
-    int w = tape_param(B->g, (param_spec){.init = INIT_FANIN_UNIFORM, .fan_in = cin, .shape = {cout, cin}}, "%s.weight", name);
-    int b = bias ? tape_param(B->g, (param_spec){.init = INIT_FANIN_UNIFORM, .fan_in = cin, .shape = {cout}}, "%s.bias", name)
-                 : -1;
-    static const int no_pad[4] = {0};
-    return tape_conv(B->g, x, w, b, cout, 1, 1, no_pad);
+    const param_spec init = {.init = INIT_FANIN_UNIFORM};
+    return tape_token_linear(B->g, x, cout, init, bias ? &init : NULL, name);
 }
 
 /* diffusers' LayerNorm of a BasicTransformerBlock (eps 1e-5), over the channels at each position. */
 static int layernorm(builder *B, int x, const char *pre, const char *what) {
-    if (ERR) return -1;
     char name[256];
     snprintf(name, sizeof name, "%s.%s", pre, what);
-    const gvalue in = V(x);
-    int w = tape_param(B->g, (param_spec){.init = INIT_ONE, .shape = {in.c}}, "%s.weight", name);
-    int b = tape_param(B->g, (param_spec){.init = INIT_ZERO, .shape = {in.c}}, "%s.bias", name);
-    gnode *d = tape_node(B->g, OP_LAYERNORM, x, -1, -1, tape_value(B->g, in.n, in.c, in.h, in.w));
-    if (!d) return -1;
-    d->w = w, d->b = b, d->farg[0] = 1e-5f;
-    return d->out;
+    return tape_layernorm(B->g, x, 1e-5f, name);
 }
 
 /* diffusers' Attention as a BasicTransformerBlock has it: to_q, to_k, to_v without biases (keys and values

@@ -7,6 +7,9 @@
 
 void vec_silu(float *y, const float *x, size_t n);                                /* y = x sigmoid(x) */
 void vec_silu_backward(float *dx, const float *dy, const float *x, size_t n);    /* dx += dy silu'(x) */
+/* GEGLU: y = v gelu(g) (the exact GELU, x Phi(x), with erf to about 1.5e-7); its backward adds into dv and dg. */
+void vec_geglu(float *y, const float *v, const float *g, size_t n);
+void vec_geglu_backward(float *dv, float *dg, const float *dy, const float *v, const float *g, size_t n);
 
 /* The fused GroupNorm + SiLU over one channel block of npix pixels x blk lanes (blk 1, 8 or 16), lane ci
  * with z = x a[ci] + b[ci]:

@@ -104,7 +104,9 @@ TEST(text_train_follows_prompts) {
     snprintf(out, sizeof out, "%s/run", s.dir);
     df_train_params p;
     text_params(&p, &s, out);
-    p.max_steps = 1400, p.batch_size = 16;
+    /* sanitizer runs (quick) check the memory of the whole path on a short run; the colours need the full one */
+    const int quick = test_quick();
+    p.max_steps = quick ? 40 : 1400, p.batch_size = 16;
     CHECK_OK(df_train(&p));
     df_model *m = NULL;
     df_scheduler_config sc;
@@ -135,7 +137,7 @@ TEST(text_train_follows_prompts) {
                 for (int j = 0; j < 64; j++) mean[k] += (fmin(fmax(x[(i * 3 + k) * 64 + j], -1), 1) + 1) / 2 / (8 * 64);
         printf("    \"%s\": mean red %.3f, green %.3f, blue %.3f\n", prompts[row], mean[0], mean[1], mean[2]);
         for (int k = 0; k < 3; k++)
-            CHECK(k == row || mean[row] > mean[k] + 0.1, "\"%s\" draws %s %.3f, not above %s %.3f by 0.1", prompts[row],
+            CHECK(quick ? isfinite(mean[k]) : k == row || mean[row] > mean[k] + 0.1, "\"%s\" draws %s %.3f, not above %s %.3f by 0.1", prompts[row],
                   colours[row], mean[row], colours[k], mean[k]);
     }
     df_schedule_free(&sched);

@@ -37,7 +37,9 @@ import torch.nn.functional as F
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-LDLIBS = "-fopenmp -ldnnl -lopenblas -lcairo -lnettle -lcjson -lpng -ljpeg -lgif -lz -lm".split()
+# the library's link line, as the Makefile has it
+LDLIBS = subprocess.run(["make", "-s", "-C", ROOT, "print-LIB_DEPS"], capture_output=True, text=True,
+                        check=True).stdout.split()
 
 F64_TOL = 1e-5      # C float64 path vs PyTorch float64: max |diff| / max |ref|
 # C float32 path vs PyTorch float64. Each of the 20 layers on the longest path rounds its inputs to float32

@@ -17,7 +17,9 @@ import scipy.linalg
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-LDLIBS = "-fopenmp -ldnnl -lopenblas -lcairo -lnettle -lcjson -lpng -ljpeg -lgif -lz -lm".split()
+# the library's link line, as the Makefile has it
+LDLIBS = subprocess.run(["make", "-s", "-C", ROOT, "print-LIB_DEPS"], capture_output=True, text=True,
+                        check=True).stdout.split()
 
 
 def write_safetensors(path, tensors):
