@@ -682,11 +682,15 @@ void RF(attention_forward)(real *y, real *p, const real *q, const real *k, const
             real *row = P + (size_t)i * Lk, mx = row[0];
             const int end = causal ? i + 1 : Lk;
             for (int j = 1; j < end; j++) mx = row[j] > mx ? row[j] : mx;
+#if DF_REAL_F64
             double sum = 0;
             for (int j = 0; j < end; j++) {
                 row[j] = REXP(row[j] - mx);
                 sum += row[j];
             }
+#else
+            const double sum = vec_exp_shift_sum(row, (size_t)end, mx);
+#endif
             real inv = (real)(1.0 / sum);
             for (int j = 0; j < end; j++) row[j] *= inv;
             for (int j = end; j < Lk; j++) row[j] = 0;
@@ -712,9 +716,13 @@ void RF(attention_backward)(real *dq, real *dk, real *dv, const real *dy, const 
         for (int i = 0; i < Lq; i++) {
             real *r = dP + (size_t)i * Lk;
             const real *pr = P + (size_t)i * Lk;
+#if DF_REAL_F64
             double dot = 0;
             for (int j = 0; j < Lk; j++) dot += (double)r[j] * pr[j];
             for (int j = 0; j < Lk; j++) r[j] = pr[j] * (r[j] - (real)dot);
+#else
+            vec_softmax_backward(r, pr, (size_t)Lk);
+#endif
         }
         /* dQ (d, Lq) = scale K dS^T ; dK (d, Lk) = scale Q dS */
         GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, d, Lq, Lk, scale, K, Lk, dP, Lk, 1, dq + nh * qs, Lq);

@@ -70,6 +70,41 @@ BODY void vec_silu_backward_body(float *dx, const float *dy, const float *x, siz
 DISPATCH(vec_silu_backward, (float *dx, const float *dy, const float *x, size_t n), (dx, dy, x, n))
 
 
+/* A softmax row's exponentials: x[i] = e^(x[i] - mx); the sum in float partials of 64, then double. */
+BODY double vec_exp_shift_sum_body(float *x, size_t n, float mx) {
+    double sum = 0;
+    for (size_t s = 0; s < n; s += 64) {
+        const size_t e = s + 64 < n ? s + 64 : n;
+        float part = 0;
+        for (size_t i = s; i < e; i++) {
+            x[i] = exp_f32(x[i] - mx);
+            part += x[i];
+        }
+        sum += part;
+    }
+    return sum;
+}
+FAST_TARGET static double vec_exp_shift_sum_avx2(float *x, size_t n, float mx) { return vec_exp_shift_sum_body(x, n, mx); }
+static double vec_exp_shift_sum_base(float *x, size_t n, float mx) { return vec_exp_shift_sum_body(x, n, mx); }
+double vec_exp_shift_sum(float *x, size_t n, float mx) {
+    return have_avx2() ? vec_exp_shift_sum_avx2(x, n, mx) : vec_exp_shift_sum_base(x, n, mx);
+}
+
+/* A softmax row's backward in place: g[i] = p[i] (g[i] - sum_j g[j] p[j]), the sum in float partials of 64,
+ * then double. */
+BODY void vec_softmax_backward_body(float *g, const float *p, size_t n) {
+    double dot = 0;
+    for (size_t s = 0; s < n; s += 64) {
+        const size_t e = s + 64 < n ? s + 64 : n;
+        float part = 0;
+        for (size_t i = s; i < e; i++) part += g[i] * p[i];
+        dot += part;
+    }
+    const float d = (float)dot;
+    for (size_t i = 0; i < n; i++) g[i] = p[i] * (g[i] - d);
+}
+DISPATCH(vec_softmax_backward, (float *g, const float *p, size_t n), (g, p, n))
+
 /* Phi(x) and phi(x), the normal distribution's CDF and density, for GELU: erf by Abramowitz and Stegun's
  * 7.1.26 (absolute error below 1.5e-7, about float's rounding at 1), from one exponential shared with the
  * density; the tail below 0 taken as 0.5 (1 - erf(|z|)) so that it keeps its relative accuracy. */

@@ -7,6 +7,10 @@
 
 void vec_silu(float *y, const float *x, size_t n);                                /* y = x sigmoid(x) */
 void vec_silu_backward(float *dx, const float *dy, const float *x, size_t n);    /* dx += dy silu'(x) */
+/* A softmax row's exponentials in place, x[i] = e^(x[i] - mx), returning their sum. */
+double vec_exp_shift_sum(float *x, size_t n, float mx);
+/* A softmax row's backward in place: g = p (g - <g, p>), given the row's probabilities p and their gradient g. */
+void vec_softmax_backward(float *g, const float *p, size_t n);
 /* GEGLU: y = v gelu(g) (the exact GELU, x Phi(x), with erf to about 1.5e-7); its backward adds into dv and dg. */
 void vec_geglu(float *y, const float *v, const float *g, size_t n);
 void vec_geglu_backward(float *dv, float *dg, const float *dy, const float *v, const float *g, size_t n);

@@ -13,6 +13,11 @@ void conv_forward_f32(float *y, const float *x, const float *w, const float *b, 
                       float *scratch, size_t per);
 size_t conv_scratch_f32(const conv_geom *g);
 void   geglu_forward_f32(float *y, const float *x, int n, int c, int L);
+void   attention_forward_f32(float *y, float *p, const float *q, const float *k, const float *v, int n, int heads, int d,
+                             int Lq, int Lk, float scale, int causal);
+void   attention_backward_f32(float *dq, float *dk, float *dv, const float *dy, const float *p, const float *q,
+                              const float *k, const float *v, int n, int heads, int d, int Lq, int Lk, float scale,
+                              float *scratch, size_t per);
 void   geglu_backward_f32(float *dx, const float *dy, const float *x, int n, int c, int L);
 
 #define MAXIN 5
@@ -561,6 +566,42 @@ TEST(geglu_f32_matches_f64) {
     printf("    geglu float32 against float64: values %.2g, gradients %.2g of their scale\n", ey / sy, ex / sx);
     CHECK(ey <= 4e-7 * sy, "geglu values: %g off at scale %g", ey, sy);
     CHECK(ex <= 4e-7 * sx, "geglu gradients: %g off at scale %g", ex, sx);
+}
+
+/* The float32 attention (a vectorised softmax and its backward) against the float64 one: self-attention with a
+ * causal mask and cross-attention to fewer keys, outputs and all three gradients within 1e-5 of their scale. */
+TEST(attention_f32_matches_f64) {
+    enum { N = 2, HEADS = 2, D = 8, LQ = 70, LKMAX = 70, QN = N * HEADS * D * LQ, KN = N * HEADS * D * LKMAX };
+    static float qf[QN], kf[KN], vf[KN], yf[QN], pf[N * HEADS * LQ * LKMAX], dyf[QN], dqf[QN], dkf[KN], dvf[KN];
+    static double qd[QN], kd[KN], vd[KN], yd[QN], pd[N * HEADS * LQ * LKMAX], dyd[QN], dqd[QN], dkd[KN], dvd[KN];
+    static float sf[LQ * LKMAX * 64];
+    static double sd[LQ * LKMAX * 64];
+    df_rng r;
+    df_rng_init(&r, 43);
+    for (int kase = 0; kase < 2; kase++) {
+        const int Lk = kase ? 13 : LQ, causal = !kase, kn = N * HEADS * D * Lk;
+        for (int i = 0; i < QN; i++) qf[i] = (float)(3 * (2 * df_rng_uniform(&r) - 1)), qd[i] = qf[i];
+        for (int i = 0; i < QN; i++) dyf[i] = (float)(2 * df_rng_uniform(&r) - 1), dyd[i] = dyf[i], dqf[i] = 0, dqd[i] = 0;
+        for (int i = 0; i < kn; i++) {
+            kf[i] = (float)(3 * (2 * df_rng_uniform(&r) - 1)), kd[i] = kf[i];
+            vf[i] = (float)(2 * df_rng_uniform(&r) - 1), vd[i] = vf[i], dkf[i] = dvf[i] = 0, dkd[i] = dvd[i] = 0;
+        }
+        const double scale = 1 / sqrt((double)D);
+        attention_forward_f32(yf, pf, qf, kf, vf, N, HEADS, D, LQ, Lk, (float)scale, causal);
+        attention_forward_f64(yd, pd, qd, kd, vd, N, HEADS, D, LQ, Lk, scale, causal);
+        const size_t per = (size_t)LQ * Lk;
+        attention_backward_f32(dqf, dkf, dvf, dyf, pf, qf, kf, vf, N, HEADS, D, LQ, Lk, (float)scale, sf, per);
+        attention_backward_f64(dqd, dkd, dvd, dyd, pd, qd, kd, vd, N, HEADS, D, LQ, Lk, scale, sd, per);
+        const float *F[4] = {yf, dqf, dkf, dvf};
+        const double *G[4] = {yd, dqd, dkd, dvd};
+        const int len[4] = {QN, QN, kn, kn};
+        const char *what[4] = {"output", "d q", "d k", "d v"};
+        for (int t = 0; t < 4; t++) {
+            double e = 0, sc = 0;
+            for (int i = 0; i < len[t]; i++) e = fmax(e, fabs(F[t][i] - G[t][i])), sc = fmax(sc, fabs(G[t][i]));
+            CHECK(e <= 1e-5 * sc, "%s attention, %s: %g off at scale %g", causal ? "causal self" : "cross", what[t], e, sc);
+        }
+    }
 }
 
 TEST(dropout_and_mse) {
