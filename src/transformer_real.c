@@ -48,14 +48,19 @@ void RF(layernorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy,
     if (dgamma || dbeta) {
 #pragma omp parallel for schedule(static)
         for (int ci = 0; ci < c; ci++) {
-            double sg = 0, sb = 0;
+            /* per-position sums over the images first (independent lanes, so they vectorise), then over the
+             * positions */
+            double *ag = work + (size_t)omp_get_thread_num() * 2 * L, *ab = ag + L, sg = 0, sb = 0;
+            for (int l = 0; l < L; l++) ag[l] = ab[l] = 0;
             for (int b = 0; b < n; b++) {
                 const size_t o = ((size_t)b * c + ci) * L;
+                const real *M = mean + (size_t)b * L, *R = rstd + (size_t)b * L;
                 for (int l = 0; l < L; l++) {
-                    const double xh = (x[o + l] - mean[(size_t)b * L + l]) * rstd[(size_t)b * L + l];
-                    sg += dy[o + l] * xh, sb += dy[o + l];
+                    const double xh = (x[o + l] - M[l]) * R[l];
+                    ag[l] += dy[o + l] * xh, ab[l] += dy[o + l];
                 }
             }
+            for (int l = 0; l < L; l++) sg += ag[l], sb += ab[l];
             if (dgamma) dgamma[ci] += (real)sg;
             if (dbeta) dbeta[ci] += (real)sb;
         }
