@@ -114,6 +114,9 @@ static df_status ctx_open(eval_ctx *e, const df_eval_params *p, df_eval_result *
         if ((st = df_class_info_load(p->model, e->model, &e->classes))) return st;
         const df_unet_config *cfg = df_model_config(e->model);
         if (cfg->classifier_classes > 0) return df_fail(DF_ERR_ARG, "%s is a classifier, not a diffusion model", p->model);
+        if (cfg->condition)   /* prompts for its images are not drawn here yet */
+            return df_fail(DF_ERR_ARG, "%s is a text-to-image model: diffuse eval does not give it prompts yet (its training "
+                           "scores it from captions: train --eval-every N)", p->model);
         e->k = cfg->num_class_embeds - (e->classes.null_class >= 0);
         e->c = cfg->in_channels, e->h = e->w = cfg->sample_size > 0 ? cfg->sample_size : 32;
         e->dim = (size_t)e->c * e->h * e->w;

@@ -298,6 +298,11 @@ TEST(text_train_cli) {
     snprintf(args, sizeof args, "info %s/run", s.dir);
     rc = test_run_diffuse(NULL, 60, args, out, sizeof out, err, sizeof err);
     CHECK(rc == 0 && strstr(out, "UNet2DConditionModel") && strstr(out, "captioned"), "diffuse info: %s%s", out, err);
+    /* diffuse eval does not draw prompts: it says so in one line */
+    snprintf(args, sizeof args, "eval %s/run --n 4 --metrics fd", s.dir);
+    rc = test_run_diffuse(NULL, 60, args, NULL, 0, err, sizeof err);
+    CHECK(rc != 0 && strstr(err, "text-to-image model") && strchr(err, '\n') == err + strlen(err) - 1,
+          "diffuse eval of a text model: exit %d: %s", rc, err);
 }
 
 /* Evaluation during training of a text run: each image from a training image's caption (here a .txt beside each
