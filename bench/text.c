@@ -21,17 +21,20 @@
 static int threads = 2, iters = 3, steps = 50, batch = 64, with_torch = 1, profile = 0;
 static char torch_env[32] = "", bench_dir[4096] = "bench";
 
-/* The U-Net: 32x32 RGB, 64, 128 and 128 channels, one resnet per level, cross-attention (heads of 64 channels)
- * at 16x16, 8x8 and in the mid block, to 128-wide text states; plain: the same without the transformer blocks
- * (a UNet2DModel). The encoder: 2 layers 128 wide, 4 heads, texts of 32 tokens, 4096 ids. */
-static void configs(df_unet_config *u, df_text_config *t, int plain) {
+/* The U-Net: 32x32 RGB, 64, 128 and 128 channels, two resnets per level, cross-attention (heads of 64 channels)
+ * at 16x16, 8x8 and in the mid block (Stable Diffusion's layout: every level but the outer one), to 128-wide text
+ * states. Variants: 1, plain, the same without the transformer blocks (a UNet2DModel); 2, low, transformer blocks
+ * at 8x8 and in the mid block only. The encoder: 2 layers 128 wide, 4 heads, texts of 32 tokens, 4096 ids. */
+enum { FULL, PLAIN, LOW };
+static void configs(df_unet_config *u, df_text_config *t, int variant) {
+    const int plain = variant == PLAIN;
     df_unet_config_default(u);
     u->sample_size = 32, u->in_channels = u->out_channels = 3, u->num_levels = 3, u->layers_per_block = 2;
     const int ch[3] = {64, 128, 128};
     for (int i = 0; i < DF_MAX_LEVELS; i++) {
         u->block_out_channels[i] = i < 3 ? ch[i] : 0;
-        u->down_attn[i] = !plain && (i == 1 || i == 2);
-        u->up_attn[i] = !plain && (i == 0 || i == 1);   /* up order: deepest first */
+        u->down_attn[i] = !plain && (i == 2 || (i == 1 && variant == FULL));
+        u->up_attn[i] = !plain && (i == 0 || (i == 1 && variant == FULL));   /* up order: deepest first */
     }
     u->attention_head_dim = 64, u->norm_num_groups = 32, u->add_attention = !plain;
     if (!plain && df_unet_config_text(u, 128)) fprintf(stderr, "bench: %s\n", df_error());
@@ -42,7 +45,7 @@ static void configs(df_unet_config *u, df_text_config *t, int plain) {
 }
 
 /* mode: 0 joint training step, 1 sampling, 2 forward, 3 check, 4 U-Net training step on fixed text states,
- * 5 the plain U-Net's training step */
+ * 5 the plain U-Net's training step, 6 the low variant's U-Net step */
 typedef struct {
     int mode;
 } job;
@@ -53,7 +56,7 @@ static result ours_job(const void *arg) {
     omp_set_num_threads(threads);
     df_unet_config uc;
     df_text_config tc;
-    configs(&uc, &tc, j->mode == 5);
+    configs(&uc, &tc, j->mode == 5 ? PLAIN : j->mode == 6 ? LOW : FULL);
     df_model *m = NULL;
     df_text_encoder *e = NULL;
     if (df_model_create(&uc, 1, &m) || df_text_encoder_create(&tc, 2, &e)) {
@@ -79,7 +82,7 @@ static result ours_job(const void *arg) {
     const int k = df_op_count();
     double *tab = profile ? calloc(2 * (size_t)k, sizeof(double)) : NULL;
     r.sec = 1e30;
-    if (r.ok && (j->mode == 0 || j->mode == 4 || j->mode == 5)) {   /* training steps, AdamW over what trains */
+    if (r.ok && (j->mode == 0 || j->mode >= 4)) {   /* training steps, AdamW over what trains */
         const int joint = j->mode == 0;
         const size_t nu = df_model_num_params(m), ne = joint ? df_text_encoder_num_params(e) : 0;
         df_optim_params op;
@@ -145,7 +148,8 @@ static result ours_job(const void *arg) {
         for (int p = 0; p < 2; p++) free(y[p]), free(g[p]);
     }
     if (tab) {
-        static const char *const what[] = {"joint training step", "sampling", "forward", "check", "U-Net step", "plain step"};
+        static const char *const what[] = {"joint training step", "sampling", "forward", "check", "U-Net step", "plain step",
+                                           "U-Net step, blocks at 8x8 only"};
         fprintf(stderr, "  %s, batch %d, last pass by op:\n", what[j->mode], n);
         df_model_set_profile(m, NULL);
         for (int i = 0; i < k; i++)
@@ -213,7 +217,7 @@ int main(int argc, char **argv) {
 
     df_unet_config uc;
     df_text_config tc;
-    configs(&uc, &tc, 0);
+    configs(&uc, &tc, FULL);
     df_model *probe;
     if (df_unet_config_text(&uc, 128) || df_model_create(&uc, 1, &probe)) {
         fprintf(stderr, "bench_text: %s\n", df_error());
@@ -222,13 +226,17 @@ int main(int argc, char **argv) {
     const double gflop = df_model_flops(probe, 0, 0) / 1e9;
     const size_t nparams = df_model_num_params(probe);
     df_model_free(probe);
-    configs(&uc, &tc, 1);
-    if (df_model_create(&uc, 1, &probe)) {
-        fprintf(stderr, "bench_text: %s\n", df_error());
-        return 1;
+    double variant_gflop[3] = {gflop, 0, 0};
+    for (int v = PLAIN; v <= LOW; v++) {
+        configs(&uc, &tc, v);
+        if (df_model_create(&uc, 1, &probe)) {
+            fprintf(stderr, "bench_text: %s\n", df_error());
+            return 1;
+        }
+        variant_gflop[v] = df_model_flops(probe, 0, 0) / 1e9;
+        df_model_free(probe);
     }
-    const double plain_gflop = df_model_flops(probe, 0, 0) / 1e9;
-    df_model_free(probe);
+    const double plain_gflop = variant_gflop[PLAIN];
     printf("diffuse %s against PyTorch, float32, %d threads, %s; a text-conditioned U-Net (32x32 RGB, %zu parameters, "
            "%.3f GFLOP a forward pass) with a 2-layer text encoder (texts of 32 tokens); times are the best of %d "
            "after a warm-up; PyTorch runs %s\n\n",
@@ -258,7 +266,8 @@ int main(int argc, char **argv) {
     row("text-32", what, 1e3 * o.sec / batch, t.ok ? 1e3 * t.sec / batch : 0, 0, "%.2f");
     /* what the text costs: shares of a step, ours and PyTorch's (PyTorch's U-Net-alone step is not measured: its
      * encoder share is left out) */
-    result u = in_child(ours_job, &ju), pl = in_child(ours_job, &jp), tpl = torch_run("train", 1);
+    job jl = {6};
+    result u = in_child(ours_job, &ju), pl = in_child(ours_job, &jp), lo = in_child(ours_job, &jl), tpl = torch_run("train", 1);
     if (!(u.sec < 1e29 && pl.sec < 1e29 && joint < 1e29)) {   /* --profile with one iteration times none */
         printf("\nshares: give --iters 2 or more with --profile\n");
         return 0;
@@ -268,6 +277,8 @@ int main(int argc, char **argv) {
     printf("  transformer blocks (cross- and self-attention, feed-forward, norms, projections) in a U-Net step: "
            "%.0f%% (step %.1f ms against %.1f ms without them)\n",
            100 * (1 - pl.sec / u.sec), 1e3 * u.sec, 1e3 * pl.sec);
+    printf("  the same with the blocks at 8x8 and in the mid block only (%.0f%% of the FLOPs): %.0f%% (step %.1f ms)\n",
+           100 * (1 - plain_gflop / variant_gflop[LOW]), 100 * (1 - pl.sec / lo.sec), 1e3 * lo.sec);
     printf("  the text encoder (forward and backward) in a joint step: %.0f%%\n", 100 * (1 - u.sec / joint));
     if (tjoint > 0 && tpl.ok)
         printf("  PyTorch: text encoder and transformer blocks together in a joint step: %.0f%% (diffuse: %.0f%%)\n",
