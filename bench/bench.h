@@ -3,7 +3,12 @@
 #ifndef DF_BENCH_H
 #define DF_BENCH_H
 
+#include "diffuse.h"
+
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -57,6 +62,27 @@ static inline void row(const char *model, const char *what, double ours, double 
     }
     printf("| %-9s | %-42s | %9s | %9s | %7s |\n", model, what, a, b, c);
     fflush(stdout);
+}
+
+/* The fast kernels against the reference path on one forward and backward pass of n s x s images x at t
+ * (the model's context, if any, already set; noise is the output gradient): the worse of the output's and
+ * the parameter gradients' largest difference relative to their largest value. *ok = 0 when a pass fails. */
+static inline double kernels_disagree(df_model *m, int n, int s, const float *x, const float *t, const float *noise,
+                                      int *ok) {
+    const size_t nx = (size_t)n * df_model_config(m)->out_channels * s * s, np = df_model_num_params(m);
+    float *g[2], *y[2];
+    for (int p = 0; p < 2; p++) {
+        df_model_set_kernels(m, p ? DF_KERNELS_REFERENCE : DF_KERNELS_FAST);
+        y[p] = malloc(nx * 4), g[p] = malloc(np * 4);
+        df_model_zero_grad(m);
+        if (!y[p] || !g[p] || df_model_forward(m, n, s, s, x, t, NULL, y[p]) || df_model_backward(m, noise, NULL)) *ok = 0;
+        else memcpy(g[p], df_model_grads(m), np * 4);
+    }
+    double dy = 0, my = 0, dg = 0, mg = 0;
+    for (size_t i = 0; *ok && i < nx; i++) dy = fmax(dy, fabs(y[0][i] - y[1][i])), my = fmax(my, fabs(y[1][i]));
+    for (size_t i = 0; *ok && i < np; i++) dg = fmax(dg, fabs(g[0][i] - g[1][i])), mg = fmax(mg, fabs(g[1][i]));
+    for (int p = 0; p < 2; p++) free(y[p]), free(g[p]);
+    return *ok ? fmax(dy / my, dg / mg) : NAN;
 }
 
 #endif

@@ -15,8 +15,6 @@ usage: bench/torch_text_unet.py UNET.json TEXT.json --mode train|sample|forward 
 import argparse
 import json
 import os
-import resource
-import statistics
 import sys
 import time
 
@@ -26,15 +24,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from clip_text_ref import CLIPTextModel  # noqa: E402
 from unet_cond_ref import UNet2DConditionRef  # noqa: E402
 
-
-def times(fn, iters):
-    fn()  # warm up: oneDNN picks and caches its kernels on the first call
-    out = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_unet import ddim, report, times  # noqa: E402
 
 
 def main():
@@ -83,34 +74,13 @@ def main():
         ts = times(step, a.iters)
     else:
         unet.eval()
-        betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
-        abar = torch.cumprod(1 - betas, 0)
-        stride = 1000 // a.steps
-        steps = list(range(0, 1000, stride))[::-1]
-
-        def sample():
-            states = enc.text_model(ids)[0]
-            y = torch.randn(a.batch, c, s, s)
-            for i, k in enumerate(steps):
-                eps = unet(y, torch.full((a.batch,), k), states)
-                prev = steps[i + 1] if i + 1 < len(steps) else -1
-                ab, abp = abar[k].item(), (abar[prev].item() if prev >= 0 else 1.0)
-                x0 = (y - (1 - ab) ** 0.5 * eps) / ab ** 0.5
-                y = abp ** 0.5 * x0 + (1 - abp) ** 0.5 * eps
-            return y
-
         with torch.no_grad():
             unet(x, t, enc.text_model(ids)[0])  # warm up the kernels; the timed run is one whole sampling run
             t0 = time.perf_counter()
-            sample()
+            states = enc.text_model(ids)[0]
+            ddim(lambda y, k: unet(y, torch.full((a.batch,), k), states), torch.randn_like(x), a.steps)
             ts = [time.perf_counter() - t0]
-    out = {
-        "torch": torch.__version__, "mode": a.mode, "threads": a.threads, "batch": a.batch, "size": s,
-        "best_sec": min(ts), "median_sec": statistics.median(ts),
-        "img_per_sec": a.batch / min(ts),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-    }
-    print(json.dumps(out))
+    report(a, s, ts)
 
 
 if __name__ == "__main__":

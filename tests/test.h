@@ -64,7 +64,11 @@ int test_run_diffuse(const char *cwd, int timeout_s, const char *args, char *out
  * (oneDNN, OpenMP, OpenBLAS) allocate is not. */
 void test_alloc_begin(void);   /* start counting the library's allocations (calls of malloc & co.) */
 long test_alloc_end(void);     /* stop; the number of allocations since test_alloc_begin */
-long test_alloc_others(void);  /* bytes the shared libraries' allocators grew by meanwhile (mallinfo2), reported only */
+long test_alloc_others(void);
+/* A training-step watch (df_train_step_watch in test builds) that adds each step's library allocations to
+ * test_step_allocations and counts the steps in test_steps_watched (tests/test_train_alloc.c). */
+extern long test_step_allocations, test_steps_watched;
+void        test_watch_step(int after);  /* bytes the shared libraries' allocators grew by meanwhile (mallinfo2), reported only */
 
 /* Largest |a-b| over n values, divided by max|b| (or 1 if b is all zero). Reports the index too. */
 double max_rel_diff(const float *a, const float *b, size_t n, size_t *where);

@@ -347,17 +347,6 @@ TEST(text_train_evaluates_from_captions) {
     free(text);
 }
 
-static long step_allocations, steps_watched;
-
-static void watch(int after) {
-    if (!after) {
-        test_alloc_begin();
-        return;
-    }
-    step_allocations += test_alloc_end();
-    steps_watched++;
-}
-
 /* A text training step allocates nothing: the captions' ids, the encoder's passes both ways, the U-Net's context
  * and its gradient run in memory planned before the first step. */
 TEST(text_train_steps_allocate_nothing) {
@@ -368,10 +357,10 @@ TEST(text_train_steps_allocate_nothing) {
     df_train_params p;
     text_params(&p, &s, out);
     p.batch_size = 4, p.grad_accum = 2, p.max_steps = 6, p.save_every = 3, p.log_every = 1, p.caption_dropout = 0.3;
-    step_allocations = steps_watched = 0;
-    df_train_step_watch = watch;
+    test_step_allocations = test_steps_watched = 0;
+    df_train_step_watch = test_watch_step;
     CHECK_OK(df_train(&p));
     df_train_step_watch = NULL;
-    CHECK(steps_watched == 6, "%ld steps watched", steps_watched);
-    CHECK(step_allocations == 0, "text training: %ld library allocations in %ld steps", step_allocations, steps_watched);
+    CHECK(test_steps_watched == 6, "%ld steps watched", test_steps_watched);
+    CHECK(test_step_allocations == 0, "text training: %ld library allocations in %ld steps", test_step_allocations, test_steps_watched);
 }

@@ -6,15 +6,15 @@
 
 #include <string.h>
 
-static long step_allocations, steps_watched;
+long test_step_allocations, test_steps_watched;
 
-static void watch(int after) {
+void test_watch_step(int after) {
     if (!after) {
         test_alloc_begin();
         return;
     }
-    step_allocations += test_alloc_end();
-    steps_watched++;
+    test_step_allocations += test_alloc_end();
+    test_steps_watched++;
 }
 
 TEST(train_steps_allocate_nothing) {
@@ -33,24 +33,24 @@ TEST(train_steps_allocate_nothing) {
     p.batch_size = 8, p.grad_accum = 2, p.flip = 1, p.max_steps = 8, p.save_every = 4, p.log_every = 1;
     p.class_conditional = 1, p.class_dropout = 0.2, p.min_snr_gamma = 5, p.use_ema = 1;
     p.sample_count = 0;
-    step_allocations = steps_watched = 0;
-    df_train_step_watch = watch;
+    test_step_allocations = test_steps_watched = 0;
+    df_train_step_watch = test_watch_step;
     CHECK_OK(df_train(&p));
-    CHECK(steps_watched == 8, "%ld steps watched", steps_watched);
-    CHECK(step_allocations == 0, "diffusion training: %ld library allocations in %ld steps", step_allocations,
-          steps_watched);
+    CHECK(test_steps_watched == 8, "%ld steps watched", test_steps_watched);
+    CHECK(test_step_allocations == 0, "diffusion training: %ld library allocations in %ld steps", test_step_allocations,
+          test_steps_watched);
     printf("    diffusion: %ld library allocations in %ld steps (batch 8 x 2, EMA, dropout, flips, classes)\n",
-           step_allocations, steps_watched);
+           test_step_allocations, test_steps_watched);
 
     df_classifier_train_params q;
     df_classifier_train_params_default(&q);
     snprintf(out, sizeof out, "%s/alloc-clf", dir);
     q.data = data, q.preset = NULL, q.config_path = cfg, q.out_dir = out;
     q.noise_aware = 1, q.batch_size = 8, q.max_steps = 6, q.log_every = 1;
-    step_allocations = steps_watched = 0;
+    test_step_allocations = test_steps_watched = 0;
     CHECK_OK(df_classifier_train(&q));
-    CHECK(steps_watched == 6, "%ld classifier steps watched", steps_watched);
-    CHECK(step_allocations == 0, "classifier training: %ld library allocations in %ld steps", step_allocations,
-          steps_watched);
+    CHECK(test_steps_watched == 6, "%ld classifier steps watched", test_steps_watched);
+    CHECK(test_step_allocations == 0, "classifier training: %ld library allocations in %ld steps", test_step_allocations,
+          test_steps_watched);
     df_train_step_watch = NULL;
 }
