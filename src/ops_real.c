@@ -6,8 +6,26 @@
 #include <math.h>
 #include <omp.h>
 #include <string.h>
+#if !DF_REAL_F64 && defined(HAVE_DNNL)
+#include <dnnl.h>
+#endif
 
 #define THREAD_SCRATCH(s, per) ((s) + (size_t)omp_get_thread_num() * (per))
+
+/* Row-major C = alpha op(A) op(B) + beta C, for the GEMMs made inside parallel loops (one per image or per
+ * head): pointwise convolutions on the plain layout and attention. In float32 they go to oneDNN's sgemm,
+ * which picks its kernel for this CPU at run time (AVX-512 where there is one: about 4x OpenBLAS's at these
+ * shapes when OpenBLAS is held to its Haswell kernels); inside a parallel region it runs on the calling
+ * thread, so each product is the same whatever the threads. ta/tb: transpose A/B. */
+static void gemm_rm(int ta, int tb, int M, int N, int K, real alpha, const real *A, int lda, const real *B,
+                    int ldb, real beta, real *C, int ldc) {
+#if !DF_REAL_F64 && defined(HAVE_DNNL)
+    dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#else
+    GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B,
+         ldb, beta, C, ldc);
+#endif
+}
 
 /* ---- convolution --------------------------------------------------------------------------------- */
 
@@ -15,8 +33,13 @@ static int conv_is_pointwise(const conv_geom *g) {
     return g->k == 1 && g->stride == 1 && g->pad_t == 0 && g->pad_l == 0 && g->ho == g->h && g->wo == g->w;
 }
 
+/* A pointwise convolution's weight gradient is summed in this many fixed groups of images (see
+ * pointwise_backward), whatever the threads. */
+enum { POINTWISE_GROUPS = 4 };
+
 size_t RF(conv_scratch)(const conv_geom *g) {
     size_t K = (size_t)g->cin * g->k * g->k, P = (size_t)g->ho * g->wo;
+    if (conv_is_pointwise(g)) return POINTWISE_GROUPS * ((size_t)g->cout * K + (size_t)g->cout);
     return 2 * K * P + (size_t)g->cout * K + (size_t)g->cout;
 }
 
@@ -95,19 +118,65 @@ void RF(conv_forward)(real *y, const real *x, const real *w, const real *b, int 
         }
         real *yi = y + i * ys;
         /* (cout, P) = W (cout, K) x col (K, P) */
-        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, P, K, 1, w, K, col, P, 0, yi, P);
+        if (pointwise)
+            gemm_rm(0, 0, g->cout, P, K, 1, w, K, col, P, 0, yi, P);
+        else
+            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, P, K, 1, w, K, col, P, 0, yi, P);
         if (b)
             for (int o = 0; o < g->cout; o++)
                 for (int p = 0; p < P; p++) yi[(size_t)o * P + p] += b[o];
     }
 }
 
+/* A pointwise convolution's backward pass: dx per image; the weight and bias gradients as partial sums over
+ * POINTWISE_GROUPS fixed groups of images, one GEMM per image, added in group order: the bits do not depend
+ * on the threads. scratch: POINTWISE_GROUPS partial gradients (conv_scratch). */
+static void RF(pointwise_backward)(real *dx, real *dw, real *db, const real *dy, const real *x, const real *w,
+                                   int n, const conv_geom *g, real *scratch) {
+    const int K = g->cin, P = g->ho * g->wo, cout = g->cout, G = POINTWISE_GROUPS;
+    const size_t xs = (size_t)K * P, ys = (size_t)cout * P, WK = (size_t)cout * K, part = WK + (size_t)cout;
+    if (dx) {
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; i++) gemm_rm(1, 0, K, P, cout, 1, w, K, dy + i * ys, P, 1, dx + i * xs, P);
+    }
+    if (!dw && !db) return;
+#pragma omp parallel for schedule(static)
+    for (int grp = 0; grp < G; grp++) {
+        real *pw = scratch + grp * part, *pb = pw + WK;
+        memset(pw, 0, sizeof(real) * part);
+        for (int i = (int)((long)n * grp / G); i < (int)((long)n * (grp + 1) / G); i++) {
+            const real *dyi = dy + i * ys;
+            /* dW (cout, K) += dY (cout, P) x^T (P, K) */
+            if (dw) gemm_rm(0, 1, cout, K, P, 1, dyi, P, x + i * xs, P, 1, pw, K);
+            if (db)
+                for (int o = 0; o < cout; o++) {
+                    real acc = 0;
+                    for (int p = 0; p < P; p++) acc += dyi[(size_t)o * P + p];
+                    pb[o] += acc;
+                }
+        }
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t j = 0; j < part; j++) {
+        if (j < WK ? !dw : !db) continue;
+        real acc = scratch[j];
+        for (int grp = 1; grp < G; grp++) acc += scratch[grp * part + j];
+        if (j < WK)
+            dw[j] += acc;
+        else
+            db[j - WK] += acc;
+    }
+}
+
 void RF(conv_backward)(real *dx, real *dw, real *db, const real *dy, const real *x, const real *w, int n,
                        const conv_geom *g, real *scratch, size_t per) {
+    if (conv_is_pointwise(g)) {
+        RF(pointwise_backward)(dx, dw, db, dy, x, w, n, g, scratch);
+        return;
+    }
     const int K = g->cin * g->k * g->k, P = g->ho * g->wo;
     const size_t xs = (size_t)g->cin * g->h * g->w, ys = (size_t)g->cout * P;
     const size_t KP = (size_t)K * P, WK = (size_t)g->cout * K;
-    const int pointwise = conv_is_pointwise(g);
     int nth = omp_get_max_threads();
     if (nth > n) nth = n;
     /* Each thread accumulates its images' weight gradients privately; the partial sums are added in
@@ -121,11 +190,8 @@ void RF(conv_backward)(real *dx, real *dw, real *db, const real *dy, const real 
         int lo = (int)((long)n * tid / nth), hi = (int)((long)n * (tid + 1) / nth);
         for (int i = lo; i < hi; i++) {
             const real *xi = x + i * xs, *dyi = dy + i * ys;
-            const real *c = xi;
-            if (!pointwise) {
-                im2col(col, xi, g);
-                c = col;
-            }
+            im2col(col, xi, g);
+            const real *c = col;
             if (dw) GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, g->cout, K, P, 1, dyi, P, c, P, 1, pw, K);
             if (db)
                 for (int o = 0; o < g->cout; o++) {
@@ -134,13 +200,8 @@ void RF(conv_backward)(real *dx, real *dw, real *db, const real *dy, const real 
                     pb[o] += acc;
                 }
             if (dx) {
-                if (pointwise) {
-                    GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, g->cout, 1, w, K, dyi, P, 1,
-                         dx + i * xs, P);
-                } else {
-                    GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, g->cout, 1, w, K, dyi, P, 0, dcol, P);
-                    col2im_add(dx + i * xs, dcol, g);
-                }
+                GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, g->cout, 1, w, K, dyi, P, 0, dcol, P);
+                col2im_add(dx + i * xs, dcol, g);
             }
         }
     }
@@ -677,7 +738,7 @@ void RF(attention_forward)(real *y, real *p, const real *q, const real *k, const
         const real *Q = q + nh * qs, *K = k + nh * ks, *V = v + nh * ks;
         real *P = p + nh * PP, *Y = y + nh * qs;
         /* S (Lq, Lk) = scale * Q^T K, then a stable softmax over each row (causal: over j <= i only) */
-        GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, Lq, Lk, d, scale, Q, Lq, K, Lk, 0, P, Lk);
+        gemm_rm(1, 0, Lq, Lk, d, scale, Q, Lq, K, Lk, 0, P, Lk);
         for (int i = 0; i < Lq; i++) {
             real *row = P + (size_t)i * Lk, mx = row[0];
             const int end = causal ? i + 1 : Lk;
@@ -696,7 +757,7 @@ void RF(attention_forward)(real *y, real *p, const real *q, const real *k, const
             for (int j = end; j < Lk; j++) row[j] = 0;
         }
         /* Y (d, Lq) = V (d, Lk) P^T */
-        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, d, Lq, Lk, 1, V, Lk, P, Lk, 0, Y, Lq);
+        gemm_rm(0, 1, d, Lq, Lk, 1, V, Lk, P, Lk, 0, Y, Lq);
     }
 }
 
@@ -710,8 +771,8 @@ void RF(attention_backward)(real *dq, real *dk, real *dv, const real *dy, const 
         const real *dY = dy + nh * qs;
         real *dP = THREAD_SCRATCH(scratch, per);
         /* dV (d, Lk) = dY P ; dP (Lq, Lk) = dY^T V */
-        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, d, Lk, Lq, 1, dY, Lq, P, Lk, 1, dv + nh * ks, Lk);
-        GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, Lq, Lk, d, 1, dY, Lq, V, Lk, 0, dP, Lk);
+        gemm_rm(0, 0, d, Lk, Lq, 1, dY, Lq, P, Lk, 1, dv + nh * ks, Lk);
+        gemm_rm(1, 0, Lq, Lk, d, 1, dY, Lq, V, Lk, 0, dP, Lk);
         /* softmax backward: dS = P * (dP - sum_j dP P); masked entries have P = 0, so dS = 0 there */
         for (int i = 0; i < Lq; i++) {
             real *r = dP + (size_t)i * Lk;
@@ -725,8 +786,8 @@ void RF(attention_backward)(real *dq, real *dk, real *dv, const real *dy, const 
 #endif
         }
         /* dQ (d, Lq) = scale K dS^T ; dK (d, Lk) = scale Q dS */
-        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, d, Lq, Lk, scale, K, Lk, dP, Lk, 1, dq + nh * qs, Lq);
-        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, d, Lk, Lq, scale, Q, Lq, dP, Lk, 1, dk + nh * ks, Lk);
+        gemm_rm(0, 1, d, Lq, Lk, scale, K, Lk, dP, Lk, 1, dq + nh * qs, Lq);
+        gemm_rm(0, 0, d, Lk, Lq, scale, Q, Lq, dP, Lk, 1, dk + nh * ks, Lk);
     }
 }
 

@@ -2,6 +2,8 @@
  * and planning its memory (three placements of the values, their layouts). Kernels: ops_real.c. */
 #include "graph.h"
 #include "conv_fast.h"
+#define DF_REAL_F64 1
+#include "ops_real.h"
 
 #include <stdarg.h>
 #include <string.h>
@@ -17,12 +19,8 @@ static double conv_flops(const unet_graph *g, const gnode *d) {
     size_t K = (size_t)c->cin * c->k * c->k, P = (size_t)c->ho * c->wo;
     return 2.0 * OUT->n * (double)c->cout * (double)K * (double)P;
 }
-/* im2col panel, its gradient, and a private weight and bias gradient per thread */
-static size_t conv_scratch(const unet_graph *g, const gnode *d) {
-    const conv_geom *c = &d->conv;
-    size_t K = (size_t)c->cin * c->k * c->k, P = (size_t)c->ho * c->wo;
-    return 2 * K * P + (size_t)c->cout * K + c->cout;
-}
+/* the reference convolution's own count (ops_real.c): im2col panels and private weight gradients */
+static size_t conv_scratch(const unet_graph *g, const gnode *d) { return conv_scratch_f64(&d->conv); }
 static double linear_flops(const unet_graph *g, const gnode *d) { return 2.0 * OUT->n * (double)IN(0)->c * OUT->c; }
 /* mean and 1/std per image and group */
 static size_t norm_saved(const unet_graph *g, const gnode *d) { return 2 * (size_t)OUT->n * d->iarg[0]; }
