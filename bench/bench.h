@@ -50,6 +50,20 @@ static inline result in_child(result (*fn)(const void *), const void *arg) {
     return r;
 }
 
+/* Run a PyTorch reference command (bench/torch_*.py) and read the JSON line it prints: best seconds and peak
+ * memory. */
+static inline result torch_measure(const char *cmd) {
+    result r = {0};
+    char line[2048];
+    FILE *p = popen(cmd, "r");
+    while (p && fgets(line, sizeof line, p)) {
+        char *a = strstr(line, "\"best_sec\": "), *b = strstr(line, "\"peak_rss_mb\": ");
+        if (a && b) r.sec = atof(a + 12), r.peak_mb = atof(b + 15), r.ok = 1;
+    }
+    if (p) pclose(p);
+    return r;
+}
+
 static inline void row(const char *model, const char *what, double ours, double theirs, int higher_better, const char *fmt) {
     char a[32], b[32], c[32];
     snprintf(a, sizeof a, fmt, ours);

@@ -157,7 +157,7 @@ static result torch_run(const char *mode, int plain) {
     df_unet_config uc;
     df_text_config tc;
     configs(&uc, &tc, plain);
-    char up[256], tp[256], cmd[8192], line[2048];
+    char up[256], tp[256], cmd[8192];
     snprintf(up, sizeof up, "/tmp/diffuse-bench-text-%d-unet.json", (int)getpid());
     snprintf(tp, sizeof tp, "/tmp/diffuse-bench-text-%d-encoder.json", (int)getpid());
     if (df_unet_config_save(&uc, up) || df_text_config_save(&tc, tp)) return r;
@@ -167,12 +167,7 @@ static result torch_run(const char *mode, int plain) {
     else
         snprintf(cmd, sizeof cmd, "%s /usr/bin/python3 %s/torch_text_unet.py %s %s --mode %s --batch %d --threads %d "
                  "--iters %d --steps %d", torch_env, bench_dir, up, tp, mode, batch, threads, iters, steps);
-    FILE *p = popen(cmd, "r");
-    while (p && fgets(line, sizeof line, p)) {
-        char *a = strstr(line, "\"best_sec\": "), *b = strstr(line, "\"peak_rss_mb\": ");
-        if (a && b) r.sec = atof(a + 12), r.peak_mb = atof(b + 15), r.ok = 1;
-    }
-    if (p) pclose(p);
+    r = torch_measure(cmd);
     remove(up), remove(tp);
     return r;
 }

@@ -167,22 +167,12 @@ static result torch_run(const char *preset, const char *mode, int batch, int siz
     result r = {0};
     if (!with_torch) return r;
     df_unet_config cfg;
-    char cfgpath[256], cmd[8192], line[2048];
+    char cfgpath[256], cmd[8192];
     snprintf(cfgpath, sizeof cfgpath, "/tmp/diffuse-bench-%d-%s.json", (int)getpid(), preset);
     if (df_unet_config_preset(preset, &cfg) || df_unet_config_save(&cfg, cfgpath)) return r;
     snprintf(cmd, sizeof cmd, "%s /usr/bin/python3 %s/torch_unet.py %s --mode %s --batch %d --threads %d --iters %d --steps %d --size %d",
              torch_env, bench_dir, cfgpath, mode, batch, nthreads, iters, steps, size);
-    FILE *p = popen(cmd, "r");
-    if (!p) return r;
-    while (fgets(line, sizeof line, p)) {
-        char *a = strstr(line, "\"best_sec\": "), *b = strstr(line, "\"peak_rss_mb\": ");
-        if (a && b) {
-            r.sec = atof(a + 12);
-            r.peak_mb = atof(b + 15);
-            r.ok = 1;
-        }
-    }
-    pclose(p);
+    r = torch_measure(cmd);
     remove(cfgpath);
     return r;
 }

@@ -9,33 +9,34 @@
 
 /* ---- LayerNorm --------------------------------------------------------------------------------------- */
 
-/* Statistics in double, two passes (mean, then the squared deviations) per image over channels at each
- * position; work holds 2 L doubles per thread. */
+/* Statistics in `real` (float32 sums of one position's channels lose nothing that matters; float64 for the
+ * reference), two passes (mean, then the squared deviations) per image over channels at each position,
+ * running along positions so that they vectorise; work holds 2 L reals per thread. */
 void RF(layernorm_forward)(real *y, real *mean, real *rstd, const real *x, const real *gamma, const real *beta,
                            int n, int c, int L, real eps, double *work) {
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < n; b++) {
-        double *m = work + (size_t)omp_get_thread_num() * 2 * L, *v = m + L;
+        real *m = (real *)(work + (size_t)omp_get_thread_num() * 2 * L), *v = m + L;
         const real *X = x + (size_t)b * c * L;
         real *Y = y + (size_t)b * c * L;
         for (int l = 0; l < L; l++) m[l] = v[l] = 0;
         for (int ci = 0; ci < c; ci++)
             for (int l = 0; l < L; l++) m[l] += X[(size_t)ci * L + l];
-        for (int l = 0; l < L; l++) m[l] /= c;
+        for (int l = 0; l < L; l++) m[l] /= (real)c;
         for (int ci = 0; ci < c; ci++)
             for (int l = 0; l < L; l++) {
-                const double dd = X[(size_t)ci * L + l] - m[l];
+                const real dd = X[(size_t)ci * L + l] - m[l];
                 v[l] += dd * dd;
             }
         for (int l = 0; l < L; l++) {
-            v[l] = 1 / sqrt(v[l] / c + eps);
-            mean[(size_t)b * L + l] = (real)m[l], rstd[(size_t)b * L + l] = (real)v[l];
+            v[l] = (real)(1 / sqrt((double)v[l] / c + eps));
+            mean[(size_t)b * L + l] = m[l], rstd[(size_t)b * L + l] = v[l];
         }
         for (int ci = 0; ci < c; ci++) {
             const real g = gamma[ci], be = beta[ci];
             for (int l = 0; l < L; l++) {
                 const size_t i = (size_t)ci * L + l;
-                Y[i] = (real)((X[i] - m[l]) * v[l]) * g + be;
+                Y[i] = (X[i] - m[l]) * v[l] * g + be;
             }
         }
     }
@@ -68,23 +69,23 @@ void RF(layernorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy,
     if (!dx) return;
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < n; b++) {
-        double *s1 = work + (size_t)omp_get_thread_num() * 2 * L, *s2 = s1 + L;
+        real *s1 = (real *)(work + (size_t)omp_get_thread_num() * 2 * L), *s2 = s1 + L;
         const real *X = x + (size_t)b * c * L, *DY = dy + (size_t)b * c * L, *M = mean + (size_t)b * L,
                    *R = rstd + (size_t)b * L;
         for (int l = 0; l < L; l++) s1[l] = s2[l] = 0;
         for (int ci = 0; ci < c; ci++)
             for (int l = 0; l < L; l++) {
                 const size_t i = (size_t)ci * L + l;
-                const double gd = (double)gamma[ci] * DY[i];
+                const real gd = gamma[ci] * DY[i];
                 s1[l] += gd, s2[l] += gd * (X[i] - M[l]) * R[l];
             }
-        for (int l = 0; l < L; l++) s1[l] /= c, s2[l] /= c;
+        for (int l = 0; l < L; l++) s1[l] /= (real)c, s2[l] /= (real)c;
         real *DX = dx + (size_t)b * c * L;
         for (int ci = 0; ci < c; ci++)
             for (int l = 0; l < L; l++) {
                 const size_t i = (size_t)ci * L + l;
-                const double xh = (X[i] - M[l]) * R[l];
-                DX[i] += (real)(R[l] * ((double)gamma[ci] * DY[i] - s1[l] - xh * s2[l]));
+                const real xh = (X[i] - M[l]) * R[l];
+                DX[i] += R[l] * (gamma[ci] * DY[i] - s1[l] - xh * s2[l]);
             }
     }
 }

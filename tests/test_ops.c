@@ -12,6 +12,13 @@
 void conv_forward_f32(float *y, const float *x, const float *w, const float *b, int n, const conv_geom *g,
                       float *scratch, size_t per);
 size_t conv_scratch_f32(const conv_geom *g);
+void   conv_backward_f32(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, int n,
+                         const conv_geom *g, float *scratch, size_t per);
+void   layernorm_forward_f32(float *y, float *mean, float *rstd, const float *x, const float *gamma, const float *beta,
+                             int n, int c, int L, float eps, double *work);
+void   layernorm_backward_f32(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                              const float *mean, const float *rstd, const float *gamma, int n, int c, int L,
+                              double *work);
 void   geglu_forward_f32(float *y, const float *x, int n, int c, int L);
 void   attention_forward_f32(float *y, float *p, const float *q, const float *k, const float *v, int n, int heads, int d,
                              int Lq, int Lk, float scale, int causal);
@@ -566,6 +573,69 @@ TEST(geglu_f32_matches_f64) {
     printf("    geglu float32 against float64: values %.2g, gradients %.2g of their scale\n", ey / sy, ex / sx);
     CHECK(ey <= 4e-7 * sy, "geglu values: %g off at scale %g", ey, sy);
     CHECK(ex <= 4e-7 * sx, "geglu gradients: %g off at scale %g", ex, sx);
+}
+
+/* The float32 pointwise convolution (a GEMM per image through the fast sgemm) and LayerNorm (float sums)
+ * against float64, forward and all gradients; and the pointwise weight gradient the same to the bit with one
+ * thread as with all of them. */
+static double rel_err_f(const float *f, const double *d, size_t count) {
+    double e = 0, sc = 0;
+    for (size_t i = 0; i < count; i++) e = fmax(e, fabs(f[i] - d[i])), sc = fmax(sc, fabs(d[i]));
+    return e / sc;
+}
+
+TEST(pointwise_and_layernorm_f32_match_f64) {
+    enum { N = 7, CI = 24, CO = 40, P = 36, XN = N * CI * P, YN = N * CO * P, WN = CO * CI };
+    static float xf[XN], wf[WN], bf[CO], yf[YN], dyf[YN], dxf[XN], dwf[WN], dbf[CO], dwf1[WN], dbf1[CO];
+    static double xd[XN], wd[WN], bd[CO], yd[YN], dyd[YN], dxd[XN], dwd[WN], dbd[CO];
+    df_rng r;
+    df_rng_init(&r, 47);
+    for (int i = 0; i < XN; i++) xf[i] = (float)(2 * df_rng_uniform(&r) - 1), xd[i] = xf[i], dxf[i] = 0, dxd[i] = 0;
+    for (int i = 0; i < WN; i++) wf[i] = (float)(2 * df_rng_uniform(&r) - 1), wd[i] = wf[i];
+    for (int i = 0; i < CO; i++) bf[i] = (float)(2 * df_rng_uniform(&r) - 1), bd[i] = bf[i];
+    for (int i = 0; i < YN; i++) dyf[i] = (float)(2 * df_rng_uniform(&r) - 1), dyd[i] = dyf[i];
+    const conv_geom g = {.cin = CI, .h = 6, .w = 6, .cout = CO, .k = 1, .stride = 1, .ho = 6, .wo = 6};
+    const size_t pf = conv_scratch_f32(&g), pd = conv_scratch_f64(&g);
+    float *sf = malloc(sizeof(float) * pf * (size_t)omp_get_max_threads());
+    double *sd = malloc(sizeof(double) * pd * (size_t)omp_get_max_threads());
+    conv_forward_f32(yf, xf, wf, bf, N, &g, sf, pf), conv_forward_f64(yd, xd, wd, bd, N, &g, sd, pd);
+    memset(dwf, 0, sizeof dwf), memset(dbf, 0, sizeof dbf), memset(dwd, 0, sizeof dwd), memset(dbd, 0, sizeof dbd);
+    conv_backward_f32(dxf, dwf, dbf, dyf, xf, wf, N, &g, sf, pf);
+    conv_backward_f64(dxd, dwd, dbd, dyd, xd, wd, N, &g, sd, pd);
+    const double e[4] = {rel_err_f(yf, yd, YN), rel_err_f(dxf, dxd, XN), rel_err_f(dwf, dwd, WN), rel_err_f(dbf, dbd, CO)};
+    printf("    pointwise float32 against float64: y %.2g, dx %.2g, dw %.2g, db %.2g of their scale\n", e[0], e[1],
+           e[2], e[3]);
+    for (int t = 0; t < 4; t++) CHECK(e[t] < 2e-6, "pointwise float32 quantity %d: %.3g of its scale", t, e[t]);
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    memset(dwf1, 0, sizeof dwf1), memset(dbf1, 0, sizeof dbf1);
+    conv_backward_f32(NULL, dwf1, dbf1, dyf, xf, wf, N, &g, sf, pf);
+    omp_set_num_threads(threads);
+    CHECK(!memcmp(dwf1, dwf, sizeof dwf) && !memcmp(dbf1, dbf, sizeof dbf),
+          "pointwise weight gradients differ between 1 and %d threads", threads);
+    free(sf), free(sd);
+
+    /* LayerNorm over CI channels at P positions, inputs off-centre (mean 3) as a residual stream can be */
+    static float gf[CI], bef[CI], lyf[XN], mf[N * P], rf[N * P], ldxf[XN], dgf[CI], dbef[CI];
+    static double gd[CI], bed[CI], lyd[XN], md[N * P], rd[N * P], ldxd[XN], dgd[CI], dbed[CI], ldyd[XN];
+    static float ldyf[XN];
+    for (int i = 0; i < XN; i++) xf[i] = xf[i] + 3, xd[i] = xf[i], ldxf[i] = 0, ldxd[i] = 0;
+    for (int i = 0; i < XN; i++) ldyf[i] = (float)(2 * df_rng_uniform(&r) - 1), ldyd[i] = ldyf[i];
+    for (int i = 0; i < CI; i++) {
+        gf[i] = (float)(0.5 + df_rng_uniform(&r)), gd[i] = gf[i], bef[i] = (float)(df_rng_uniform(&r) - 0.5);
+        bed[i] = bef[i], dgf[i] = dbef[i] = 0, dgd[i] = dbed[i] = 0;
+    }
+    double *work = malloc(sizeof(double) * 2 * P * (size_t)omp_get_max_threads());
+    layernorm_forward_f32(lyf, mf, rf, xf, gf, bef, N, CI, P, 1e-5f, work);
+    layernorm_forward_f64(lyd, md, rd, xd, gd, bed, N, CI, P, 1e-5, work);
+    layernorm_backward_f32(ldxf, dgf, dbef, ldyf, xf, mf, rf, gf, N, CI, P, work);
+    layernorm_backward_f64(ldxd, dgd, dbed, ldyd, xd, md, rd, gd, N, CI, P, work);
+    const double l[4] = {rel_err_f(lyf, lyd, XN), rel_err_f(ldxf, ldxd, XN), rel_err_f(dgf, dgd, CI),
+                         rel_err_f(dbef, dbed, CI)};
+    printf("    layernorm float32 against float64: y %.2g, dx %.2g, dgamma %.2g, dbeta %.2g of their scale\n", l[0],
+           l[1], l[2], l[3]);
+    for (int t = 0; t < 4; t++) CHECK(l[t] < 2e-6, "layernorm float32 quantity %d: %.3g of its scale", t, l[t]);
+    free(work);
 }
 
 /* The float32 attention (a vectorised softmax and its backward) against the float64 one: self-attention with a
