@@ -748,20 +748,21 @@ void RF(attention_forward)(real *y, real *p, const real *q, const real *k, const
         /* S (Lq, Lk) = scale * Q^T K, then a stable softmax over each row (causal: over j <= i only) */
         gemm_rm(1, 0, Lq, Lk, d, scale, Q, Lq, K, Lk, 0, P, Lk);
         for (int i = 0; i < Lq; i++) {
-            real *row = P + (size_t)i * Lk, mx = row[0];
+            real *row = P + (size_t)i * Lk;
             const int end = causal ? i + 1 : Lk;
-            for (int j = 1; j < end; j++) mx = row[j] > mx ? row[j] : mx;
 #if DF_REAL_F64
+            real mx = row[0];
+            for (int j = 1; j < end; j++) mx = row[j] > mx ? row[j] : mx;
             double sum = 0;
             for (int j = 0; j < end; j++) {
                 row[j] = REXP(row[j] - mx);
                 sum += row[j];
             }
+            for (int j = 0; j < end; j++) row[j] /= sum;
 #else
-            const double sum = vec_exp_shift_sum(row, (size_t)end, mx);
+            const double sum = vec_exp_shift_sum(row, (size_t)end, vec_max(row, (size_t)end));
+            vec_scale(row, (size_t)end, (real)(1.0 / sum));
 #endif
-            real inv = (real)(1.0 / sum);
-            for (int j = 0; j < end; j++) row[j] *= inv;
             for (int j = end; j < Lk; j++) row[j] = 0;
         }
         /* Y (d, Lq) = V (d, Lk) P^T */

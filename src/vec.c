@@ -71,16 +71,23 @@ DISPATCH(vec_silu_backward, (float *dx, const float *dy, const float *x, size_t 
 
 
 /* A softmax row's exponentials: x[i] = e^(x[i] - mx); the sum in float partials of 64, then double. */
+/* The sum of x[s..e) (at most 64) in 8 interleaved float lanes, so that it vectorises; a fixed order. */
+BODY float lanes_sum(const float *x, size_t s, size_t e) {
+    float lane[8] = {0}, t = 0;
+    size_t i = s;
+    for (; i + 8 <= e; i += 8)
+        for (int k = 0; k < 8; k++) lane[k] += x[i + k];
+    for (; i < e; i++) t += x[i];
+    for (int k = 0; k < 8; k++) t += lane[k];
+    return t;
+}
+
 BODY double vec_exp_shift_sum_body(float *x, size_t n, float mx) {
     double sum = 0;
     for (size_t s = 0; s < n; s += 64) {
         const size_t e = s + 64 < n ? s + 64 : n;
-        float part = 0;
-        for (size_t i = s; i < e; i++) {
-            x[i] = exp_f32(x[i] - mx);
-            part += x[i];
-        }
-        sum += part;
+        for (size_t i = s; i < e; i++) x[i] = exp_f32(x[i] - mx);
+        sum += lanes_sum(x, s, e);
     }
     return sum;
 }
@@ -90,14 +97,38 @@ double vec_exp_shift_sum(float *x, size_t n, float mx) {
     return have_avx2() ? vec_exp_shift_sum_avx2(x, n, mx) : vec_exp_shift_sum_base(x, n, mx);
 }
 
+/* The largest of x[0..n), n >= 1, in 8 lanes. */
+BODY float vec_max_body(const float *x, size_t n) {
+    float lane[8], m = x[0];
+    for (int k = 0; k < 8; k++) lane[k] = x[0];
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) lane[k] = x[i + k] > lane[k] ? x[i + k] : lane[k];
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    for (int k = 0; k < 8; k++) m = lane[k] > m ? lane[k] : m;
+    return m;
+}
+FAST_TARGET static float vec_max_avx2(const float *x, size_t n) { return vec_max_body(x, n); }
+static float vec_max_base(const float *x, size_t n) { return vec_max_body(x, n); }
+float vec_max(const float *x, size_t n) { return have_avx2() ? vec_max_avx2(x, n) : vec_max_base(x, n); }
+
+BODY void vec_scale_body(float *x, size_t n, float a) {
+    for (size_t i = 0; i < n; i++) x[i] *= a;
+}
+DISPATCH(vec_scale, (float *x, size_t n, float a), (x, n, a))
+
 /* A softmax row's backward in place: g[i] = p[i] (g[i] - sum_j g[j] p[j]), the sum in float partials of 64,
  * then double. */
 BODY void vec_softmax_backward_body(float *g, const float *p, size_t n) {
     double dot = 0;
     for (size_t s = 0; s < n; s += 64) {
         const size_t e = s + 64 < n ? s + 64 : n;
-        float part = 0;
-        for (size_t i = s; i < e; i++) part += g[i] * p[i];
+        float lane[8] = {0}, part = 0;
+        size_t i = s;
+        for (; i + 8 <= e; i += 8)
+            for (int k = 0; k < 8; k++) lane[k] += g[i + k] * p[i + k];
+        for (; i < e; i++) part += g[i] * p[i];
+        for (int k = 0; k < 8; k++) part += lane[k];
         dot += part;
     }
     const float d = (float)dot;

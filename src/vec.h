@@ -7,6 +7,9 @@
 
 void vec_silu(float *y, const float *x, size_t n);                                /* y = x sigmoid(x) */
 void vec_silu_backward(float *dx, const float *dy, const float *x, size_t n);    /* dx += dy silu'(x) */
+/* The largest of x[0..n), n >= 1. */
+float vec_max(const float *x, size_t n);
+void  vec_scale(float *x, size_t n, float a);   /* x *= a */
 /* A softmax row's exponentials in place, x[i] = e^(x[i] - mx), returning their sum. */
 double vec_exp_shift_sum(float *x, size_t n, float mx);
 /* A softmax row's backward in place: g = p (g - <g, p>), given the row's probabilities p and their gradient g. */
