@@ -12,7 +12,7 @@
 #
 # usage: scripts/ablations.sh [--out DIR] [--speeds FILE] [--base-steps N] [--speed-only] NAME...
 #        (from the repository root, after make)
-#   names: base b32 b128 beta1-0.9 ema-0.999 narrow wide; uncond-eps uncond-lv (bits/dim, learned variances)
+#   names: base b32 b128 beta1-0.9 ema-0.999 no-ema narrow wide; uncond-eps uncond-lv (bits/dim, learned variances)
 set -euo pipefail
 out=runs/abl speed_only=0 speeds="" base_steps=2733
 names=()
@@ -55,6 +55,7 @@ args_of() {   # the training options of a run, less the budget
         b128) echo "--config $out/configs/xs.json $recipe --batch 128" ;;
         beta1-0.9) echo "--config $out/configs/xs.json $recipe --beta1 0.9" ;;
         ema-0.999) echo "--config $out/configs/xs.json $recipe --ema-decay 0.999" ;;
+        no-ema) echo "--config $out/configs/xs.json $recipe --no-ema" ;;
         narrow) echo "--config $out/configs/narrow.json $recipe" ;;
         wide) echo "--config $out/configs/wide.json $recipe" ;;
         uncond-eps) echo "--config $out/configs/xs.json $optim" ;;
