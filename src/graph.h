@@ -54,6 +54,11 @@ typedef struct {
     int cin, h, w, cout, k, stride, pad_t, pad_l, ho, wo;
 } conv_geom;
 
+/* A 1x1 convolution with stride 1 and no padding: a GEMM per image. */
+static inline int conv_is_pointwise(const conv_geom *g) {
+    return g->k == 1 && g->stride == 1 && g->pad_t == 0 && g->pad_l == 0 && g->ho == g->h && g->wo == g->w;
+}
+
 typedef struct {
     op_kind   op;
     int       in[3];    /* value ids, -1 when unused */

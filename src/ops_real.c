@@ -29,10 +29,6 @@ static void gemm_rm(int ta, int tb, int M, int N, int K, real alpha, const real 
 
 /* ---- convolution --------------------------------------------------------------------------------- */
 
-static int conv_is_pointwise(const conv_geom *g) {
-    return g->k == 1 && g->stride == 1 && g->pad_t == 0 && g->pad_l == 0 && g->ho == g->h && g->wo == g->w;
-}
-
 /* A pointwise convolution's weight gradient is summed in this many fixed groups of images (see
  * pointwise_backward), whatever the threads. */
 enum { POINTWISE_GROUPS = 4 };
