@@ -18,6 +18,7 @@ void   conv_fast_free(conv_fast *f) { (void)f; }
 size_t conv_fast_bytes(const conv_fast *f) { return 0; }
 int    conv_fast_block(void) { return 1; }
 int    conv_fast_overwrites(const conv_fast *f, int node) { return 0; }
+int    conv_fast_has(const conv_fast *f, int node) { return 0; }
 int    conv_fast_forward(conv_fast *f, int node, float *y, const float *x, const float *w, const float *b) { return 0; }
 int    conv_fast_backward(conv_fast *f, int node, float *dx, float *dw, float *db, const float *dy, const float *x,
                           const float *w) {
@@ -400,6 +401,7 @@ int conv_fast_forward(conv_fast *f, int node, float *y, const float *x, const fl
 }
 
 int conv_fast_overwrites(const conv_fast *f, int node) { return f && f->nodes[node].ok && f->nodes[node].overwrite; }
+int conv_fast_has(const conv_fast *f, int node) { return f && f->nodes[node].ok; }
 
 int conv_fast_backward(conv_fast *f, int node, float *dx, float *dw, float *db, const float *dy, const float *x,
                        const float *w) {

@@ -24,6 +24,8 @@ int conv_fast_forward(conv_fast *f, int node, float *y, const float *x, const fl
  * When conv_fast_overwrites() says so, dx is written instead of added to: the tape's planner knows
  * the gradient buffer is fresh at this node (it would be zeroed first), so the caller skips that. */
 int conv_fast_overwrites(const conv_fast *f, int node);
+/* Whether node `node` has a fast primitive. */
+int conv_fast_has(const conv_fast *f, int node);
 int conv_fast_backward(conv_fast *f, int node, float *dx, float *dw, float *db, const float *dy, const float *x,
                        const float *w);
 

@@ -28,6 +28,7 @@ typedef struct {
     real             *saved;      /* the node's saved buffer */
     const real       *dy;         /* backward */
     real             *dx[3], *dw, *db;
+    unsigned          fresh;      /* backward: bit k: dx[k] holds no gradient yet; the op writes it */
     real             *scratch;    /* scratch_size elements per thread */
     const real       *t;          /* forward: n timesteps */
     const int        *labels;     /* n class indices or NULL */
@@ -51,7 +52,8 @@ static void RF(conv_bwd)(const args *a) {
 #if !DF_REAL_F64
     if (a->g->use_fast && conv_fast_backward(a->g->fast, a->node, a->dx[0], a->dw, a->db, a->dy, a->x[0], a->w)) return;
 #endif
-    RF(conv_backward)(a->dx[0], a->dw, a->db, a->dy, a->x[0], a->w, a->o->n, &a->d->conv, a->scratch, PER);
+    RF(conv_backward)(a->dx[0], a->dw, a->db, a->dy, a->x[0], a->w, a->o->n, &a->d->conv, a->scratch, PER,
+                      a->fresh & 1);
 }
 
 static void RF(linear_fwd)(const args *a) { RF(linear_forward)(a->y, a->x[0], a->w, a->b, a->o->n, IN(0)->c, a->o->c); }
@@ -123,7 +125,7 @@ static void RF(concat_bwd)(const args *a) {
 }
 
 static void RF(add_fwd)(const args *a) { RF(add_forward)(a->y, a->x[0], a->x[1], a->d->farg[0], NO); }
-static void RF(add_bwd)(const args *a) { RF(add_backward)(a->dx[0], a->dx[1], a->dy, a->d->farg[0], NO); }
+static void RF(add_bwd)(const args *a) { RF(add_backward)(a->dx[0], a->dx[1], a->dy, a->d->farg[0], NO, a->fresh); }
 
 static void RF(add_nc_fwd)(const args *a) {
     RF(add_nc_forward)(a->y, a->x[0], a->x[1], a->o->n, a->o->c, HWO, a->o->blk);
@@ -149,7 +151,7 @@ static void RF(attention_fwd)(const args *a) {
 static void RF(attention_bwd)(const args *a) {
     const int heads = a->d->iarg[0];
     RF(attention_backward)(a->dx[0], a->dx[1], a->dx[2], a->dy, a->saved, a->x[0], a->x[1], a->x[2], a->o->n, heads,
-                           a->o->c / heads, HWO, LK, a->d->farg[0], a->scratch, PER);
+                           a->o->c / heads, HWO, LK, a->d->farg[0], a->scratch, PER, a->fresh);
 }
 #undef LK
 
@@ -166,14 +168,16 @@ static void RF(layernorm_fwd)(const args *a) {
 }
 static void RF(layernorm_bwd)(const args *a) {
     RF(layernorm_backward)(a->dx[0], a->dw, a->db, a->dy, a->x[0], a->saved, a->saved + (size_t)a->o->n * HWO, a->w,
-                           a->o->n, a->o->c, HWO, (double *)a->scratch);
+                           a->o->n, a->o->c, HWO, (double *)a->scratch, a->fresh & 1);
 }
 
 static void RF(act_fwd)(const args *a) { RF(act_forward)(a->y, a->x[0], NO, a->d->iarg[0]); }
 static void RF(act_bwd)(const args *a) { RF(act_backward)(a->dx[0], a->dy, a->x[0], NO, a->d->iarg[0]); }
 
 static void RF(geglu_fwd)(const args *a) { RF(geglu_forward)(a->y, a->x[0], a->o->n, a->o->c, HWO); }
-static void RF(geglu_bwd)(const args *a) { RF(geglu_backward)(a->dx[0], a->dy, a->x[0], a->o->n, a->o->c, HWO); }
+static void RF(geglu_bwd)(const args *a) {
+    RF(geglu_backward)(a->dx[0], a->dy, a->x[0], a->o->n, a->o->c, HWO, a->fresh & 1);
+}
 
 /* the token ids come in as the labels (n * L of them) */
 static void RF(tokens_fwd)(const args *a) { RF(tokens_forward)(a->y, a->w, a->b, a->labels, a->o->n, a->o->c, HWO); }
@@ -260,6 +264,29 @@ static void RF(rebuild)(const unet_graph *g, const real *params, const real *act
         RF(dropout_forward)(y, y, NUMEL(v), p->farg[0], node_seed(dropout_seed, o->producer));
 }
 
+/* Whether node i writes in[k]'s gradient itself when it is the value's last reader (so it need not be
+ * zeroed first): a pointwise convolution's dx (or one oneDNN overwrites), attention's dq, dk and dv, an
+ * addition's, GEGLU's and LayerNorm's; never for an input the node reads twice. */
+static int RF(writes_fresh)(const unet_graph *g, const gnode *d, int i, int k) {
+    for (int j = 0; j < 3; j++)
+        if (j != k && d->in[j] == d->in[k]) return 0;
+    switch (d->op) {
+    case OP_CONV:
+#if !DF_REAL_F64
+        if (g->use_fast && conv_fast_has(g->fast, i)) return k == 0 && conv_fast_overwrites(g->fast, i);
+#endif
+        return k == 0 && conv_writes_fresh_dx(&d->conv);
+    case OP_ATTENTION:
+    case OP_ADD:
+        return 1;
+    case OP_GEGLU:
+    case OP_LAYERNORM:
+        return k == 0;
+    default:
+        return 0;
+    }
+}
+
 void RF(unet_backward)(const unet_graph *g, const real *params, real *dparams, const real *act, real *dact,
                        real *scratch, const int *labels, uint64_t dropout_seed) {
     for (int i = g->nnodes - 1; i >= 0; i--) {
@@ -268,17 +295,18 @@ void RF(unet_backward)(const unet_graph *g, const real *params, real *dparams, c
         if (d->gzero & 8) continue;   /* its output reaches nothing: no gradient flows back */
         for (int k = 0; k < 3; k++)
             if (d->rebuild & (1 << k)) RF(rebuild)(g, params, act, dact, scratch, d->in[k], dropout_seed);
+        unsigned fresh = 0;
         for (int k = 0; k < 3; k++) {   /* gradient buffers are reused: the last reader starts them at 0 */
             if (!(d->gzero & (1 << k))) continue;
-#if !DF_REAL_F64
-            if (k == 0 && d->op == OP_CONV && g->use_fast && conv_fast_overwrites(g->fast, i)) continue;
-#endif
-            memset(GRAD(dact, d->in[k]), 0, sizeof(real) * NUMEL(d->in[k]));
+            if (RF(writes_fresh)(g, d, i, k))
+                fresh |= 1u << k;
+            else
+                memset(GRAD(dact, d->in[k]), 0, sizeof(real) * NUMEL(d->in[k]));
         }
         args a = {.g = g, .d = d, .node = i, .o = &g->vals[d->out], .w = PARAM(params, d->w), .b = PARAM(params, d->b),
                   .saved = (real *)act + d->saved, .dy = GRAD(dact, d->out), .dw = PARAM(dparams, d->w),
                   .db = PARAM(dparams, d->b), .scratch = scratch, .labels = labels,
-                  .seed = node_seed(dropout_seed, i)};
+                  .seed = node_seed(dropout_seed, i), .fresh = fresh};
         for (int k = 0; k < 3; k++) {
             a.x[k] = d->in[k] >= 0 ? AV(d->in[k]) : NULL;
             a.dx[k] = d->in[k] >= 0 ? GRAD(dact, d->in[k]) : NULL;

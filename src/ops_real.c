@@ -118,13 +118,19 @@ void RF(conv_forward)(real *y, const real *x, const real *w, const real *b, int 
             gemm_rm(0, 0, g->cout, P, K, 1, w, K, col, P, 0, yi, P);
         else
             GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, P, K, 1, w, K, col, P, 0, yi, P);
-        if (b)
+        if (b) {
+#if DF_REAL_F64
             for (int o = 0; o < g->cout; o++)
                 for (int p = 0; p < P; p++) yi[(size_t)o * P + p] += b[o];
+#else
+            vec_add_row_bias(yi, b, g->cout, (size_t)P);
+#endif
+        }
     }
 }
 
-/* The sum of a row, in 8 interleaved partial sums (independent lanes, so it vectorises; a fixed order). */
+#if DF_REAL_F64
+/* The sum of a row, in 8 interleaved partial sums (a fixed order; float32 has vec_row_sums). */
 static real row_sum(const real *r, int count) {
     real lane[8] = {0};
     int p = 0;
@@ -135,17 +141,18 @@ static real row_sum(const real *r, int count) {
     for (int k = 0; k < 8; k++) s += lane[k];
     return s;
 }
+#endif
 
 /* A pointwise convolution's backward pass: dx per image; the weight and bias gradients as partial sums over
  * POINTWISE_GROUPS fixed groups of images, one GEMM per image, added in group order: the bits do not depend
  * on the threads. scratch: POINTWISE_GROUPS partial gradients (conv_scratch). */
 static void RF(pointwise_backward)(real *dx, real *dw, real *db, const real *dy, const real *x, const real *w,
-                                   int n, const conv_geom *g, real *scratch) {
+                                   int n, const conv_geom *g, real *scratch, int dx_fresh) {
     const int K = g->cin, P = g->ho * g->wo, cout = g->cout, G = POINTWISE_GROUPS;
     const size_t xs = (size_t)K * P, ys = (size_t)cout * P, WK = (size_t)cout * K, part = WK + (size_t)cout;
     if (dx) {
 #pragma omp parallel for schedule(static)
-        for (int i = 0; i < n; i++) gemm_rm(1, 0, K, P, cout, 1, w, K, dy + i * ys, P, 1, dx + i * xs, P);
+        for (int i = 0; i < n; i++) gemm_rm(1, 0, K, P, cout, 1, w, K, dy + i * ys, P, dx_fresh ? 0 : 1, dx + i * xs, P);
     }
     if (!dw && !db) return;
 #pragma omp parallel for schedule(static)
@@ -156,8 +163,13 @@ static void RF(pointwise_backward)(real *dx, real *dw, real *db, const real *dy,
             const real *dyi = dy + i * ys;
             /* dW (cout, K) += dY (cout, P) x^T (P, K) */
             if (dw) gemm_rm(0, 1, cout, K, P, 1, dyi, P, x + i * xs, P, 1, pw, K);
-            if (db)
+            if (db) {
+#if DF_REAL_F64
                 for (int o = 0; o < cout; o++) pb[o] += row_sum(dyi + (size_t)o * P, P);
+#else
+                vec_row_sums(pb, dyi, cout, (size_t)P);
+#endif
+            }
         }
     }
 #pragma omp parallel for schedule(static)
@@ -173,11 +185,12 @@ static void RF(pointwise_backward)(real *dx, real *dw, real *db, const real *dy,
 }
 
 void RF(conv_backward)(real *dx, real *dw, real *db, const real *dy, const real *x, const real *w, int n,
-                       const conv_geom *g, real *scratch, size_t per) {
+                       const conv_geom *g, real *scratch, size_t per, int dx_fresh) {
     if (conv_is_pointwise(g)) {
-        RF(pointwise_backward)(dx, dw, db, dy, x, w, n, g, scratch);
+        RF(pointwise_backward)(dx, dw, db, dy, x, w, n, g, scratch, dx_fresh);
         return;
     }
+    DF_ASSERT(!dx_fresh);
     const int K = g->cin * g->k * g->k, P = g->ho * g->wo;
     const size_t xs = (size_t)g->cin * g->h * g->w, ys = (size_t)g->cout * P;
     const size_t KP = (size_t)K * P, WK = (size_t)g->cout * K;
@@ -655,11 +668,12 @@ void RF(add_forward)(real *y, const real *a, const real *b, real s, size_t count
     for (size_t i = 0; i < count; i++) y[i] = (a[i] + b[i]) * s;
 }
 
-void RF(add_backward)(real *da, real *db, const real *dy, real s, size_t count) {
+void RF(add_backward)(real *da, real *db, const real *dy, real s, size_t count, unsigned fresh) {
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < count; i++) {
-        if (da) da[i] += dy[i] * s;
-        if (db) db[i] += dy[i] * s;
+        const real g = dy[i] * s;
+        if (da) da[i] = fresh & 1 ? g : da[i] + g;
+        if (db) db[i] = fresh & 2 ? g : db[i] + g;
     }
 }
 
@@ -768,7 +782,8 @@ void RF(attention_forward)(real *y, real *p, const real *q, const real *k, const
 
 void RF(attention_backward)(real *dq, real *dk, real *dv, const real *dy, const real *p, const real *q,
                             const real *k, const real *v, int n, int heads, int d, int Lq, int Lk, real scale,
-                            real *scratch, size_t per) {
+                            real *scratch, size_t per, unsigned fresh) {
+    const real bq = fresh & 1 ? 0 : 1, bk = fresh & 2 ? 0 : 1, bv = fresh & 4 ? 0 : 1;
     const size_t qs = (size_t)d * Lq, ks = (size_t)d * Lk, PP = (size_t)Lq * Lk;
 #pragma omp parallel for schedule(static)
     for (int nh = 0; nh < n * heads; nh++) {
@@ -776,7 +791,7 @@ void RF(attention_backward)(real *dq, real *dk, real *dv, const real *dy, const 
         const real *dY = dy + nh * qs;
         real *dP = THREAD_SCRATCH(scratch, per);
         /* dV (d, Lk) = dY P ; dP (Lq, Lk) = dY^T V */
-        gemm_rm(0, 0, d, Lk, Lq, 1, dY, Lq, P, Lk, 1, dv + nh * ks, Lk);
+        gemm_rm(0, 0, d, Lk, Lq, 1, dY, Lq, P, Lk, bv, dv + nh * ks, Lk);
         gemm_rm(1, 0, Lq, Lk, d, 1, dY, Lq, V, Lk, 0, dP, Lk);
         /* softmax backward: dS = P * (dP - sum_j dP P); masked entries have P = 0, so dS = 0 there */
         for (int i = 0; i < Lq; i++) {
@@ -791,8 +806,8 @@ void RF(attention_backward)(real *dq, real *dk, real *dv, const real *dy, const 
 #endif
         }
         /* dQ (d, Lq) = scale K dS^T ; dK (d, Lk) = scale Q dS */
-        gemm_rm(0, 1, d, Lq, Lk, scale, K, Lk, dP, Lk, 1, dq + nh * qs, Lq);
-        gemm_rm(0, 0, d, Lk, Lq, scale, Q, Lq, dP, Lk, 1, dk + nh * ks, Lk);
+        gemm_rm(0, 1, d, Lq, Lk, scale, K, Lk, dP, Lk, bq, dq + nh * qs, Lq);
+        gemm_rm(0, 0, d, Lk, Lq, scale, Q, Lq, dP, Lk, bk, dk + nh * ks, Lk);
     }
 }
 

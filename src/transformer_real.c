@@ -19,6 +19,10 @@ void RF(layernorm_forward)(real *y, real *mean, real *rstd, const real *x, const
         real *m = (real *)(work + (size_t)omp_get_thread_num() * 2 * L), *v = m + L;
         const real *X = x + (size_t)b * c * L;
         real *Y = y + (size_t)b * c * L;
+#if !DF_REAL_F64
+        vec_layernorm(Y, mean + (size_t)b * L, rstd + (size_t)b * L, X, gamma, beta, c, (size_t)L, eps, m, v);
+        continue;
+#endif
         for (int l = 0; l < L; l++) m[l] = v[l] = 0;
         for (int ci = 0; ci < c; ci++)
             for (int l = 0; l < L; l++) m[l] += X[(size_t)ci * L + l];
@@ -45,7 +49,7 @@ void RF(layernorm_forward)(real *y, real *mean, real *rstd, const real *x, const
 /* dx = rstd (g dy - mean_c(g dy) - xhat mean_c(g dy xhat)); dgamma = sum dy xhat, dbeta = sum dy, each
  * channel summed over images and positions in a fixed order (the same bits for any thread count). */
 void RF(layernorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy, const real *x, const real *mean,
-                            const real *rstd, const real *gamma, int n, int c, int L, double *work) {
+                            const real *rstd, const real *gamma, int n, int c, int L, double *work, int dx_fresh) {
     if (dgamma || dbeta) {
 #pragma omp parallel for schedule(static)
         for (int ci = 0; ci < c; ci++) {
@@ -56,6 +60,10 @@ void RF(layernorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy,
             for (int b = 0; b < n; b++) {
                 const size_t o = ((size_t)b * c + ci) * L;
                 const real *M = mean + (size_t)b * L, *R = rstd + (size_t)b * L;
+#if !DF_REAL_F64
+                vec_layernorm_dgamma(ag, ab, dy + o, x + o, M, R, (size_t)L);
+                continue;
+#endif
                 for (int l = 0; l < L; l++) {
                     const double xh = (x[o + l] - M[l]) * R[l];
                     ag[l] += dy[o + l] * xh, ab[l] += dy[o + l];
@@ -72,6 +80,10 @@ void RF(layernorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy,
         real *s1 = (real *)(work + (size_t)omp_get_thread_num() * 2 * L), *s2 = s1 + L;
         const real *X = x + (size_t)b * c * L, *DY = dy + (size_t)b * c * L, *M = mean + (size_t)b * L,
                    *R = rstd + (size_t)b * L;
+#if !DF_REAL_F64
+        vec_layernorm_dx(dx + (size_t)b * c * L, DY, X, M, R, gamma, c, (size_t)L, s1, s2, dx_fresh);
+        continue;
+#endif
         for (int l = 0; l < L; l++) s1[l] = s2[l] = 0;
         for (int ci = 0; ci < c; ci++)
             for (int l = 0; l < L; l++) {
@@ -84,8 +96,8 @@ void RF(layernorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy,
         for (int ci = 0; ci < c; ci++)
             for (int l = 0; l < L; l++) {
                 const size_t i = (size_t)ci * L + l;
-                const real xh = (X[i] - M[l]) * R[l];
-                DX[i] += R[l] * (gamma[ci] * DY[i] - s1[l] - xh * s2[l]);
+                const real xh = (X[i] - M[l]) * R[l], g = R[l] * (gamma[ci] * DY[i] - s1[l] - xh * s2[l]);
+                DX[i] = dx_fresh ? g : DX[i] + g;
             }
     }
 }
@@ -151,7 +163,7 @@ void RF(geglu_forward)(real *y, const real *x, int n, int c, int L) {
     }
 }
 
-void RF(geglu_backward)(real *dx, const real *dy, const real *x, int n, int c, int L) {
+void RF(geglu_backward)(real *dx, const real *dy, const real *x, int n, int c, int L, int dx_fresh) {
     const size_t half = (size_t)c * L;
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < n; b++) {
@@ -161,10 +173,11 @@ void RF(geglu_backward)(real *dx, const real *dy, const real *x, int n, int c, i
         for (size_t i = 0; i < half; i++) {
             double f, df;
             act_eval(DF_ACT_GELU, X[half + i], &f, &df);
-            DX[i] += DY[i] * f, DX[half + i] += DY[i] * X[i] * df;
+            const real gv = DY[i] * f, gg = DY[i] * X[i] * df;
+            DX[i] = dx_fresh ? gv : DX[i] + gv, DX[half + i] = dx_fresh ? gg : DX[half + i] + gg;
         }
 #else
-        vec_geglu_backward(DX, DX + half, DY, X, X + half, half);
+        vec_geglu_backward(DX, DX + half, DY, X, X + half, half, dx_fresh);
 #endif
     }
 }

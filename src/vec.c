@@ -156,16 +156,19 @@ BODY void vec_geglu_body(float *y, const float *v, const float *g, size_t n) {
 }
 DISPATCH(vec_geglu, (float *y, const float *v, const float *g, size_t n), (y, v, g, n))
 
-BODY void vec_geglu_backward_body(float *dv, float *dg, const float *dy, const float *v, const float *g, size_t n) {
+BODY void vec_geglu_backward_body(float *dv, float *dg, const float *dy, const float *v, const float *g, size_t n,
+                                  int fresh) {
     for (size_t i = 0; i < n; i++) {
         float cdf, pdf;
         normal_cdf_pdf(g[i], &cdf, &pdf);
-        dv[i] += dy[i] * g[i] * cdf;
-        dg[i] += dy[i] * v[i] * (cdf + g[i] * pdf);
+        const float a = dy[i] * g[i] * cdf, b = dy[i] * v[i] * (cdf + g[i] * pdf);
+        dv[i] = fresh ? a : dv[i] + a;
+        dg[i] = fresh ? b : dg[i] + b;
     }
 }
-DISPATCH(vec_geglu_backward, (float *dv, float *dg, const float *dy, const float *v, const float *g, size_t n),
-         (dv, dg, dy, v, g, n))
+DISPATCH(vec_geglu_backward,
+         (float *dv, float *dg, const float *dy, const float *v, const float *g, size_t n, int fresh),
+         (dv, dg, dy, v, g, n, fresh))
 
 /* ---- silu(x * a + b) with per-lane coefficients, for the fused GroupNorm + SiLU ------------------------
  * A channel block holds npix pixels of blk lanes (blk 1: one channel, coefficients constant; blk 8 or
@@ -309,3 +312,95 @@ BODY void vec_lane_stats_body(const float *x, size_t npix, int blk, const float 
 }
 DISPATCH(vec_lane_stats, (const float *x, size_t npix, int blk, const float *mu, double *S, double *Q),
          (x, npix, blk, mu, S, Q))
+
+/* ---- rows and LayerNorm (channel-major: each channel a row of L positions, the positions in lanes) ----- */
+
+/* s[r] += the sum of row r, in 16 interleaved lanes (a fixed order). */
+BODY void vec_row_sums_body(float *s, const float *x, int rows, size_t cols) {
+    for (int r = 0; r < rows; r++) {
+        const float *p = x + (size_t)r * cols;
+        float lane[16] = {0}, t = 0;
+        size_t j = 0;
+        for (; j + 16 <= cols; j += 16)
+            for (int k = 0; k < 16; k++) lane[k] += p[j + k];
+        for (; j < cols; j++) t += p[j];
+        for (int k = 0; k < 16; k++) t += lane[k];
+        s[r] += t;
+    }
+}
+DISPATCH(vec_row_sums, (float *s, const float *x, int rows, size_t cols), (s, x, rows, cols))
+
+BODY void vec_add_row_bias_body(float *y, const float *b, int rows, size_t cols) {
+    for (int r = 0; r < rows; r++) {
+        float *p = y + (size_t)r * cols;
+        const float v = b[r];
+        for (size_t j = 0; j < cols; j++) p[j] += v;
+    }
+}
+DISPATCH(vec_add_row_bias, (float *y, const float *b, int rows, size_t cols), (y, b, rows, cols))
+
+BODY void vec_layernorm_body(float *Y, float *mean, float *rstd, const float *X, const float *gamma, const float *beta,
+                             int c, size_t L, float eps, float *m, float *v) {
+    for (size_t l = 0; l < L; l++) m[l] = v[l] = 0;
+    for (int ci = 0; ci < c; ci++) {
+        const float *x = X + (size_t)ci * L;
+        for (size_t l = 0; l < L; l++) m[l] += x[l];
+    }
+    for (size_t l = 0; l < L; l++) m[l] /= (float)c;
+    for (int ci = 0; ci < c; ci++) {
+        const float *x = X + (size_t)ci * L;
+        for (size_t l = 0; l < L; l++) {
+            const float d = x[l] - m[l];
+            v[l] += d * d;
+        }
+    }
+    for (size_t l = 0; l < L; l++) {
+        v[l] = (float)(1 / __builtin_sqrt((double)v[l] / c + eps));
+        mean[l] = m[l], rstd[l] = v[l];
+    }
+    for (int ci = 0; ci < c; ci++) {
+        const float g = gamma[ci], be = beta[ci], *x = X + (size_t)ci * L;
+        float *y = Y + (size_t)ci * L;
+        for (size_t l = 0; l < L; l++) y[l] = (x[l] - m[l]) * v[l] * g + be;
+    }
+}
+DISPATCH(vec_layernorm,
+         (float *Y, float *mean, float *rstd, const float *X, const float *gamma, const float *beta, int c, size_t L,
+          float eps, float *m, float *v),
+         (Y, mean, rstd, X, gamma, beta, c, L, eps, m, v))
+
+BODY void vec_layernorm_dx_body(float *DX, const float *DY, const float *X, const float *M, const float *R,
+                                const float *gamma, int c, size_t L, float *s1, float *s2, int fresh) {
+    for (size_t l = 0; l < L; l++) s1[l] = s2[l] = 0;
+    for (int ci = 0; ci < c; ci++) {
+        const float g = gamma[ci], *x = X + (size_t)ci * L, *dy = DY + (size_t)ci * L;
+        for (size_t l = 0; l < L; l++) {
+            const float gd = g * dy[l];
+            s1[l] += gd, s2[l] += gd * (x[l] - M[l]) * R[l];
+        }
+    }
+    for (size_t l = 0; l < L; l++) s1[l] /= (float)c, s2[l] /= (float)c;
+    for (int ci = 0; ci < c; ci++) {
+        const float g = gamma[ci], *x = X + (size_t)ci * L, *dy = DY + (size_t)ci * L;
+        float *dx = DX + (size_t)ci * L;
+        for (size_t l = 0; l < L; l++) {
+            const float xh = (x[l] - M[l]) * R[l], d = R[l] * (g * dy[l] - s1[l] - xh * s2[l]);
+            dx[l] = fresh ? d : dx[l] + d;
+        }
+    }
+}
+DISPATCH(vec_layernorm_dx,
+         (float *DX, const float *DY, const float *X, const float *M, const float *R, const float *gamma, int c,
+          size_t L, float *s1, float *s2, int fresh),
+         (DX, DY, X, M, R, gamma, c, L, s1, s2, fresh))
+
+BODY void vec_layernorm_dgamma_body(double *ag, double *ab, const float *dy, const float *x, const float *M,
+                                    const float *R, size_t L) {
+    for (size_t l = 0; l < L; l++) {
+        const float xh = (x[l] - M[l]) * R[l];
+        ag[l] += (double)(dy[l] * xh), ab[l] += dy[l];
+    }
+}
+DISPATCH(vec_layernorm_dgamma,
+         (double *ag, double *ab, const float *dy, const float *x, const float *M, const float *R, size_t L),
+         (ag, ab, dy, x, M, R, L))

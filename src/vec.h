@@ -14,9 +14,10 @@ void  vec_scale(float *x, size_t n, float a);   /* x *= a */
 double vec_exp_shift_sum(float *x, size_t n, float mx);
 /* A softmax row's backward in place: g = p (g - <g, p>), given the row's probabilities p and their gradient g. */
 void vec_softmax_backward(float *g, const float *p, size_t n);
-/* GEGLU: y = v gelu(g) (the exact GELU, x Phi(x), with erf to about 1.5e-7); its backward adds into dv and dg. */
+/* GEGLU: y = v gelu(g) (the exact GELU, x Phi(x), with erf to about 1.5e-7); its backward adds into dv and dg
+ * (writes them when fresh). */
 void vec_geglu(float *y, const float *v, const float *g, size_t n);
-void vec_geglu_backward(float *dv, float *dg, const float *dy, const float *v, const float *g, size_t n);
+void vec_geglu_backward(float *dv, float *dg, const float *dy, const float *v, const float *g, size_t n, int fresh);
 
 /* The fused GroupNorm + SiLU over one channel block of npix pixels x blk lanes (blk 1, 8 or 16), lane ci
  * with z = x a[ci] + b[ci]:
@@ -32,5 +33,20 @@ void vec_norm_silu_dx(float *dx, const float *dy, const float *x, size_t npix, i
 /* Per-lane sums over a channel block: S[ci] += sum x; Q[ci] += sum (x - mu[ci])^2 unless Q is NULL
  * (mu NULL: 0). */
 void vec_lane_stats(const float *x, size_t npix, int blk, const float *mu, double *S, double *Q);
+
+/* Rows of a channel-major image (rows x cols): s[r] += the sum of row r (16 interleaved lanes, a fixed order);
+ * y[r][j] += b[r]. */
+void vec_row_sums(float *s, const float *x, int rows, size_t cols);
+void vec_add_row_bias(float *y, const float *b, int rows, size_t cols);
+
+/* LayerNorm of one image (c channels x L positions) over its channels, the positions in lanes; m, v, s1, s2:
+ * L floats of workspace each. vec_layernorm_dx adds the input's gradient (writes it when fresh); vec_layernorm_dgamma adds one
+ * channel row's terms of dgamma and dbeta into per-position double sums ag and ab. */
+void vec_layernorm(float *Y, float *mean, float *rstd, const float *X, const float *gamma, const float *beta, int c,
+                   size_t L, float eps, float *m, float *v);
+void vec_layernorm_dx(float *DX, const float *DY, const float *X, const float *M, const float *R, const float *gamma,
+                      int c, size_t L, float *s1, float *s2, int fresh);
+void vec_layernorm_dgamma(double *ag, double *ab, const float *dy, const float *x, const float *M, const float *R,
+                          size_t L);
 
 #endif

@@ -13,19 +13,19 @@ void conv_forward_f32(float *y, const float *x, const float *w, const float *b, 
                       float *scratch, size_t per);
 size_t conv_scratch_f32(const conv_geom *g);
 void   conv_backward_f32(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, int n,
-                         const conv_geom *g, float *scratch, size_t per);
+                         const conv_geom *g, float *scratch, size_t per, int dx_fresh);
 void   layernorm_forward_f32(float *y, float *mean, float *rstd, const float *x, const float *gamma, const float *beta,
                              int n, int c, int L, float eps, double *work);
 void   layernorm_backward_f32(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                               const float *mean, const float *rstd, const float *gamma, int n, int c, int L,
-                              double *work);
+                              double *work, int dx_fresh);
 void   geglu_forward_f32(float *y, const float *x, int n, int c, int L);
 void   attention_forward_f32(float *y, float *p, const float *q, const float *k, const float *v, int n, int heads, int d,
                              int Lq, int Lk, float scale, int causal);
 void   attention_backward_f32(float *dq, float *dk, float *dv, const float *dy, const float *p, const float *q,
                               const float *k, const float *v, int n, int heads, int d, int Lq, int Lk, float scale,
-                              float *scratch, size_t per);
-void   geglu_backward_f32(float *dx, const float *dy, const float *x, int n, int c, int L);
+                              float *scratch, size_t per, unsigned fresh);
+void   geglu_backward_f32(float *dx, const float *dy, const float *x, int n, int c, int L, int dx_fresh);
 
 #define MAXIN 5
 
@@ -108,7 +108,7 @@ static void conv_case_fwd(op_case *c, double *y) {
 
 static void conv_case_bwd(op_case *c, const double *dy, double **din) {
     conv_case *k = (conv_case *)c;
-    conv_backward_f64(din[0], din[1], din[2], dy, c->in[0], c->in[1], k->n, &k->g, c->scratch, c->per);
+    conv_backward_f64(din[0], din[1], din[2], dy, c->in[0], c->in[1], k->n, &k->g, c->scratch, c->per, 0);
 }
 
 static void run_conv(int n, int cin, int h, int w, int cout, int ks, int stride, int pt, int pl, int pb, int pr,
@@ -348,7 +348,7 @@ static void cat_b(op_case *c, const double *dy, double **d) {
     concat_backward_f64(d[0], d[1], dy, c->iarg[0], c->iarg[1], c->iarg[2], c->iarg[3]);
 }
 static void add_f(op_case *c, double *y) { add_forward_f64(y, c->in[0], c->in[1], c->farg[0], c->in_n[0]); }
-static void add_b(op_case *c, const double *dy, double **d) { add_backward_f64(d[0], d[1], dy, c->farg[0], c->in_n[0]); }
+static void add_b(op_case *c, const double *dy, double **d) { add_backward_f64(d[0], d[1], dy, c->farg[0], c->in_n[0], 0); }
 static void addnc_f(op_case *c, double *y) {
     add_nc_forward_f64(y, c->in[0], c->in[1], c->iarg[0], c->iarg[1], c->iarg[2], case_blk);
 }
@@ -411,7 +411,7 @@ static void att_f(op_case *c, double *y) {
 }
 static void att_b(op_case *c, const double *dy, double **d) {
     attention_backward_f64(d[0], d[1], d[2], dy, c->saved, c->in[0], c->in[1], c->in[2], c->iarg[0], c->iarg[1],
-                           c->iarg[2], c->iarg[3], c->iarg[4], c->farg[0], c->scratch, c->per);
+                           c->iarg[2], c->iarg[3], c->iarg[4], c->farg[0], c->scratch, c->per, 0);
 }
 
 /* Self-attention, cross-attention (queries at 6 positions over 4 keys) and causal self-attention: the
@@ -471,13 +471,13 @@ static void ln_f(op_case *c, double *y) {
 }
 static void ln_b(op_case *c, const double *dy, double **d) {
     layernorm_backward_f64(d[0], d[1], d[2], dy, c->in[0], c->saved, c->saved + c->iarg[0] * c->iarg[2], c->in[1],
-                           c->iarg[0], c->iarg[1], c->iarg[2], ln_work);
+                           c->iarg[0], c->iarg[1], c->iarg[2], ln_work, 0);
 }
 static void act_f(op_case *c, double *y) { act_forward_f64(y, c->in[0], c->in_n[0], c->iarg[0]); }
 static void act_b(op_case *c, const double *dy, double **d) { act_backward_f64(d[0], dy, c->in[0], c->in_n[0], c->iarg[0]); }
 static void geglu_f(op_case *c, double *y) { geglu_forward_f64(y, c->in[0], c->iarg[0], c->iarg[1], c->iarg[2]); }
 static void geglu_b(op_case *c, const double *dy, double **d) {
-    geglu_backward_f64(d[0], dy, c->in[0], c->iarg[0], c->iarg[1], c->iarg[2]);
+    geglu_backward_f64(d[0], dy, c->in[0], c->iarg[0], c->iarg[1], c->iarg[2], 0);
 }
 static void tok_f(op_case *c, double *y) { tokens_forward_f64(y, c->in[0], c->in[1], c->idx, c->iarg[0], c->iarg[1], c->iarg[2]); }
 static void tok_b(op_case *c, const double *dy, double **d) {
@@ -551,6 +551,18 @@ TEST(transformer_ops_gradcheck) {
     free_case(c);
 }
 
+/* Equal values (0 and -0 alike: a gradient written can be -0 where one added into zeros is 0). */
+static int same_f(const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!(a[i] == b[i])) return 0;
+    return 1;
+}
+static int same_d(const double *a, const double *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!(a[i] == b[i])) return 0;
+    return 1;
+}
+
 /* The float32 GEGLU (a vectorised erf and exponential) against the float64 one (libm's erf), gates from -9 to 9:
  * values and both gradients within 4e-7 of their scale. */
 TEST(geglu_f32_matches_f64) {
@@ -566,13 +578,24 @@ TEST(geglu_f32_matches_f64) {
     }
     for (int i = 0; i < N * H; i++) dyf[i] = (float)(2 * df_rng_uniform(&r) - 1), dyd[i] = dyf[i];
     geglu_forward_f32(yf, xf, N, C, L), geglu_forward_f64(yd, xd, N, C, L);
-    geglu_backward_f32(dxf, dyf, xf, N, C, L), geglu_backward_f64(dxd, dyd, xd, N, C, L);
+    geglu_backward_f32(dxf, dyf, xf, N, C, L, 0), geglu_backward_f64(dxd, dyd, xd, N, C, L, 0);
     double ey = 0, sy = 0, ex = 0, sx = 0;
     for (int i = 0; i < N * H; i++) ey = fmax(ey, fabs(yf[i] - yd[i])), sy = fmax(sy, fabs(yd[i]));
     for (int i = 0; i < N * 2 * H; i++) ex = fmax(ex, fabs(dxf[i] - dxd[i])), sx = fmax(sx, fabs(dxd[i]));
     printf("    geglu float32 against float64: values %.2g, gradients %.2g of their scale\n", ey / sy, ex / sx);
     CHECK(ey <= 4e-7 * sy, "geglu values: %g off at scale %g", ey, sy);
     CHECK(ex <= 4e-7 * sx, "geglu gradients: %g off at scale %g", ex, sx);
+    /* told that dx is fresh, the backward pass writes it (over garbage): the bits of adding into zeros, for
+     * both precisions; and the same for an addition's two gradients */
+    static float fx[N * 2 * H];
+    static double fd[N * 2 * H];
+    for (int i = 0; i < N * 2 * H; i++) fx[i] = NAN, fd[i] = NAN;
+    geglu_backward_f32(fx, dyf, xf, N, C, L, 1), geglu_backward_f64(fd, dyd, xd, N, C, L, 1);
+    CHECK(same_f(fx, dxf, N * 2 * H) && same_d(fd, dxd, N * 2 * H), "a fresh geglu dx differs from one added into zeros");
+    static double a0[N * H], a1[N * H], f0[N * H], f1[N * H];
+    for (int i = 0; i < N * H; i++) a0[i] = a1[i] = 0, f0[i] = f1[i] = NAN;
+    add_backward_f64(a0, a1, dyd, 0.5, N * H, 0), add_backward_f64(f0, f1, dyd, 0.5, N * H, 3);
+    CHECK(same_d(a0, f0, N * H) && same_d(a1, f1, N * H), "fresh addition gradients differ");
 }
 
 /* The float32 pointwise convolution (a GEMM per image through the fast sgemm) and LayerNorm (float sums)
@@ -600,8 +623,8 @@ TEST(pointwise_and_layernorm_f32_match_f64) {
     double *sd = malloc(sizeof(double) * pd * (size_t)omp_get_max_threads());
     conv_forward_f32(yf, xf, wf, bf, N, &g, sf, pf), conv_forward_f64(yd, xd, wd, bd, N, &g, sd, pd);
     memset(dwf, 0, sizeof dwf), memset(dbf, 0, sizeof dbf), memset(dwd, 0, sizeof dwd), memset(dbd, 0, sizeof dbd);
-    conv_backward_f32(dxf, dwf, dbf, dyf, xf, wf, N, &g, sf, pf);
-    conv_backward_f64(dxd, dwd, dbd, dyd, xd, wd, N, &g, sd, pd);
+    conv_backward_f32(dxf, dwf, dbf, dyf, xf, wf, N, &g, sf, pf, 0);
+    conv_backward_f64(dxd, dwd, dbd, dyd, xd, wd, N, &g, sd, pd, 0);
     const double e[4] = {rel_err_f(yf, yd, YN), rel_err_f(dxf, dxd, XN), rel_err_f(dwf, dwd, WN), rel_err_f(dbf, dbd, CO)};
     printf("    pointwise float32 against float64: y %.2g, dx %.2g, dw %.2g, db %.2g of their scale\n", e[0], e[1],
            e[2], e[3]);
@@ -609,10 +632,15 @@ TEST(pointwise_and_layernorm_f32_match_f64) {
     const int threads = omp_get_max_threads();
     omp_set_num_threads(1);
     memset(dwf1, 0, sizeof dwf1), memset(dbf1, 0, sizeof dbf1);
-    conv_backward_f32(NULL, dwf1, dbf1, dyf, xf, wf, N, &g, sf, pf);
+    conv_backward_f32(NULL, dwf1, dbf1, dyf, xf, wf, N, &g, sf, pf, 0);
     omp_set_num_threads(threads);
     CHECK(!memcmp(dwf1, dwf, sizeof dwf) && !memcmp(dbf1, dbf, sizeof dbf),
           "pointwise weight gradients differ between 1 and %d threads", threads);
+    /* told that dx is fresh, the backward pass writes it: over garbage, the bits of adding into zeros */
+    static float dxf1[XN];
+    for (int i = 0; i < XN; i++) dxf1[i] = NAN;
+    conv_backward_f32(dxf1, NULL, NULL, dyf, xf, wf, N, &g, sf, pf, 1);
+    CHECK(same_f(dxf1, dxf, XN), "a fresh pointwise dx differs from one added into zeros");
     free(sf), free(sd);
 
     /* LayerNorm over CI channels at P positions, inputs off-centre (mean 3) as a residual stream can be */
@@ -628,8 +656,12 @@ TEST(pointwise_and_layernorm_f32_match_f64) {
     double *work = malloc(sizeof(double) * 2 * P * (size_t)omp_get_max_threads());
     layernorm_forward_f32(lyf, mf, rf, xf, gf, bef, N, CI, P, 1e-5f, work);
     layernorm_forward_f64(lyd, md, rd, xd, gd, bed, N, CI, P, 1e-5, work);
-    layernorm_backward_f32(ldxf, dgf, dbef, ldyf, xf, mf, rf, gf, N, CI, P, work);
-    layernorm_backward_f64(ldxd, dgd, dbed, ldyd, xd, md, rd, gd, N, CI, P, work);
+    layernorm_backward_f32(ldxf, dgf, dbef, ldyf, xf, mf, rf, gf, N, CI, P, work, 0);
+    layernorm_backward_f64(ldxd, dgd, dbed, ldyd, xd, md, rd, gd, N, CI, P, work, 0);
+    static float ldxf1[XN];
+    for (int i = 0; i < XN; i++) ldxf1[i] = NAN;
+    layernorm_backward_f32(ldxf1, NULL, NULL, ldyf, xf, mf, rf, gf, N, CI, P, work, 1);
+    CHECK(same_f(ldxf1, ldxf, XN), "a fresh layernorm dx differs from one added into zeros");
     const double l[4] = {rel_err_f(lyf, lyd, XN), rel_err_f(ldxf, ldxd, XN), rel_err_f(dgf, dgd, CI),
                          rel_err_f(dbef, dbed, CI)};
     printf("    layernorm float32 against float64: y %.2g, dx %.2g, dgamma %.2g, dbeta %.2g of their scale\n", l[0],
@@ -660,8 +692,15 @@ TEST(attention_f32_matches_f64) {
         attention_forward_f32(yf, pf, qf, kf, vf, N, HEADS, D, LQ, Lk, (float)scale, causal);
         attention_forward_f64(yd, pd, qd, kd, vd, N, HEADS, D, LQ, Lk, scale, causal);
         const size_t per = (size_t)LQ * Lk;
-        attention_backward_f32(dqf, dkf, dvf, dyf, pf, qf, kf, vf, N, HEADS, D, LQ, Lk, (float)scale, sf, per);
-        attention_backward_f64(dqd, dkd, dvd, dyd, pd, qd, kd, vd, N, HEADS, D, LQ, Lk, scale, sd, per);
+        attention_backward_f32(dqf, dkf, dvf, dyf, pf, qf, kf, vf, N, HEADS, D, LQ, Lk, (float)scale, sf, per, 0);
+        attention_backward_f64(dqd, dkd, dvd, dyd, pd, qd, kd, vd, N, HEADS, D, LQ, Lk, scale, sd, per, 0);
+        /* told that the gradients are fresh, the backward pass writes them: over garbage, the same bits */
+        static float gq[QN], gk[KN], gv[KN];
+        for (int i = 0; i < QN; i++) gq[i] = NAN;
+        for (int i = 0; i < KN; i++) gk[i] = gv[i] = NAN;
+        attention_backward_f32(gq, gk, gv, dyf, pf, qf, kf, vf, N, HEADS, D, LQ, Lk, (float)scale, sf, per, 7);
+        CHECK(same_f(gq, dqf, QN) && same_f(gk, dkf, (size_t)kn) && same_f(gv, dvf, (size_t)kn),
+              "fresh attention gradients differ from ones added into zeros");
         const float *F[4] = {yf, dqf, dkf, dvf};
         const double *G[4] = {yd, dqd, dkd, dvd};
         const int len[4] = {QN, QN, kn, kn};
