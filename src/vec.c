@@ -6,28 +6,40 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Each kernel's body is written once and compiled twice: for AVX2 + FMA and for baseline x86-64; the
- * CPU is asked once which to run. */
+/* Each kernel's body is written once and compiled three times: for AVX-512, for AVX2 + FMA and for baseline
+ * x86-64; the CPU is asked once which to run. The bodies name every lane and order every sum, so the two
+ * vector builds (both fusing multiply-adds) compute the same bits. */
 #if defined(__x86_64__) && defined(__GNUC__)
 #define FAST_TARGET __attribute__((target("avx2,fma")))
-static int have_avx2(void) {
+#define WIDE_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
+/* 2: AVX-512, 1: AVX2 + FMA, 0: neither */
+static int simd_level(void) {
     static int known = -1;
-    if (known < 0) known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (known < 0)
+        known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw")
+                    ? 2
+                    : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     return known;
 }
 #else
 #define FAST_TARGET
-static int have_avx2(void) { return 0; }
+#define WIDE_TARGET
+static int simd_level(void) { return 0; }
 #endif
 
 #define BODY static inline __attribute__((always_inline))
 
-/* Defines name(params): the dispatcher, with name##_avx2 and name##_base around body_fn(args). */
+/* Defines name(params): the dispatcher, with name##_avx512, name##_avx2 and name##_base around body_fn(args). */
 #define DISPATCH(name, params, args)                                      \
+    WIDE_TARGET static void name##_avx512 params { name##_body args; }   \
     FAST_TARGET static void name##_avx2 params { name##_body args; }     \
     static void name##_base params { name##_body args; }                 \
     void name params {                                                    \
-        if (have_avx2())                                                  \
+        const int level = simd_level();                                   \
+        if (level == 2)                                                   \
+            name##_avx512 args;                                           \
+        else if (level == 1)                                              \
             name##_avx2 args;                                             \
         else                                                              \
             name##_base args;                                             \
@@ -91,10 +103,14 @@ BODY double vec_exp_shift_sum_body(float *x, size_t n, float mx) {
     }
     return sum;
 }
+WIDE_TARGET static double vec_exp_shift_sum_avx512(float *x, size_t n, float mx) { return vec_exp_shift_sum_body(x, n, mx); }
 FAST_TARGET static double vec_exp_shift_sum_avx2(float *x, size_t n, float mx) { return vec_exp_shift_sum_body(x, n, mx); }
 static double vec_exp_shift_sum_base(float *x, size_t n, float mx) { return vec_exp_shift_sum_body(x, n, mx); }
 double vec_exp_shift_sum(float *x, size_t n, float mx) {
-    return have_avx2() ? vec_exp_shift_sum_avx2(x, n, mx) : vec_exp_shift_sum_base(x, n, mx);
+    const int level = simd_level();
+    return level == 2 ? vec_exp_shift_sum_avx512(x, n, mx)
+           : level    ? vec_exp_shift_sum_avx2(x, n, mx)
+                      : vec_exp_shift_sum_base(x, n, mx);
 }
 
 /* The largest of x[0..n), n >= 1, in 8 lanes. */
@@ -108,9 +124,13 @@ BODY float vec_max_body(const float *x, size_t n) {
     for (int k = 0; k < 8; k++) m = lane[k] > m ? lane[k] : m;
     return m;
 }
+WIDE_TARGET static float vec_max_avx512(const float *x, size_t n) { return vec_max_body(x, n); }
 FAST_TARGET static float vec_max_avx2(const float *x, size_t n) { return vec_max_body(x, n); }
 static float vec_max_base(const float *x, size_t n) { return vec_max_body(x, n); }
-float vec_max(const float *x, size_t n) { return have_avx2() ? vec_max_avx2(x, n) : vec_max_base(x, n); }
+float vec_max(const float *x, size_t n) {
+    const int level = simd_level();
+    return level == 2 ? vec_max_avx512(x, n) : level ? vec_max_avx2(x, n) : vec_max_base(x, n);
+}
 
 BODY void vec_scale_body(float *x, size_t n, float a) {
     for (size_t i = 0; i < n; i++) x[i] *= a;
