@@ -12,7 +12,9 @@
 #
 # usage: scripts/ablations.sh [--out DIR] [--speeds FILE] [--base-steps N] [--speed-only] NAME...
 #        (from the repository root, after make)
-#   names: base b32 b128 beta1-0.9 ema-0.999 no-ema narrow wide; uncond-eps uncond-lv (bits/dim, learned variances)
+#   names: base b32 b128 beta1-0.9 beta2-0.99 warmup-0 warmup-500 ema-0.999 no-ema narrow wide;
+#          uncond-eps uncond-lv (bits/dim, learned variances)
+#          uncond-snr5 (bits/dim with min-SNR-5 weights, against uncond-eps)
 set -euo pipefail
 out=runs/abl speed_only=0 speeds="" base_steps=2733
 names=()
@@ -54,12 +56,16 @@ args_of() {   # the training options of a run, less the budget
         b32) echo "--config $out/configs/xs.json $recipe --batch 32" ;;
         b128) echo "--config $out/configs/xs.json $recipe --batch 128" ;;
         beta1-0.9) echo "--config $out/configs/xs.json $recipe --beta1 0.9" ;;
+        beta2-0.99) echo "--config $out/configs/xs.json $recipe --beta2 0.99" ;;
+        warmup-0) echo "--config $out/configs/xs.json $(sed 's/--warmup [0-9]*/--warmup 0/' <<< "$recipe")" ;;
+        warmup-500) echo "--config $out/configs/xs.json $(sed 's/--warmup [0-9]*/--warmup 500/' <<< "$recipe")" ;;
         ema-0.999) echo "--config $out/configs/xs.json $recipe --ema-decay 0.999" ;;
         no-ema) echo "--config $out/configs/xs.json $recipe --no-ema" ;;
         narrow) echo "--config $out/configs/narrow.json $recipe" ;;
         wide) echo "--config $out/configs/wide.json $recipe" ;;
         uncond-eps) echo "--config $out/configs/xs.json $optim" ;;
         uncond-lv) echo "--config $out/configs/xs.json $optim --learn-variance" ;;
+        uncond-snr5) echo "--config $out/configs/xs.json $optim --min-snr-gamma 5" ;;
         *) echo "scripts/ablations.sh: unknown run $1" >&2; return 2 ;;
     esac
 }

@@ -303,7 +303,7 @@ df_status conv_fast_plan(const unet_graph *g, conv_fast **out) {
         int n = g->vals[d->out].n, sb = g->vals[d->in[0]].blk, db = g->vals[d->out].blk;
         /* A 1x1 convolution from and to the plain layout (the transformer blocks' projections) is a GEMM
          * per image there: oneDNN's primitive would reorder its operands in and out at every call. */
-        if (conv_is_pointwise(&d->conv) && sb == 1 && db == 1)
+        if ((conv_is_pointwise(&d->conv) && sb == 1 && db == 1) || d->in[1] >= 0)
             continue;
         if (node_plan(f, fn, &d->conv, n, d->b >= 0, sb, db, d->gzero & 1) == 0) {
             fn->ok = any = 1, fn->cout = d->conv.cout;

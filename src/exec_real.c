@@ -46,14 +46,14 @@ static void RF(conv_fwd)(const args *a) {
 #if !DF_REAL_F64
     if (a->g->use_fast && conv_fast_forward(a->g->fast, a->node, a->y, a->x[0], a->w, a->b)) return;
 #endif
-    RF(conv_forward)(a->y, a->x[0], a->w, a->b, a->o->n, &a->d->conv, a->scratch, PER);
+    RF(conv_forward)(a->y, a->x[0], a->w, a->b, a->x[1], a->o->n, &a->d->conv, a->scratch, PER);
 }
 static void RF(conv_bwd)(const args *a) {
 #if !DF_REAL_F64
     if (a->g->use_fast && conv_fast_backward(a->g->fast, a->node, a->dx[0], a->dw, a->db, a->dy, a->x[0], a->w)) return;
 #endif
-    RF(conv_backward)(a->dx[0], a->dw, a->db, a->dy, a->x[0], a->w, a->o->n, &a->d->conv, a->scratch, PER,
-                      a->fresh & 1);
+    RF(conv_backward)(a->dx[0], a->dw, a->db, a->dx[1], a->dy, a->x[0], a->w, a->o->n, &a->d->conv, a->scratch, PER,
+                      a->fresh);
 }
 
 static void RF(linear_fwd)(const args *a) { RF(linear_forward)(a->y, a->x[0], a->w, a->b, a->o->n, IN(0)->c, a->o->c); }
@@ -265,7 +265,7 @@ static void RF(rebuild)(const unet_graph *g, const real *params, const real *act
 }
 
 /* Whether node i writes in[k]'s gradient itself when it is the value's last reader (so it need not be
- * zeroed first): a pointwise convolution's dx (or one oneDNN overwrites), attention's dq, dk and dv, an
+ * zeroed first): a pointwise convolution's dx and residual (or a dx oneDNN overwrites), attention's dq, dk and dv, an
  * addition's, GEGLU's and LayerNorm's; never for an input the node reads twice. */
 static int RF(writes_fresh)(const unet_graph *g, const gnode *d, int i, int k) {
     for (int j = 0; j < 3; j++)
@@ -275,7 +275,7 @@ static int RF(writes_fresh)(const unet_graph *g, const gnode *d, int i, int k) {
 #if !DF_REAL_F64
         if (g->use_fast && conv_fast_has(g->fast, i)) return k == 0 && conv_fast_overwrites(g->fast, i);
 #endif
-        return k == 0 && conv_writes_fresh_dx(&d->conv);
+        return k == 1 || conv_writes_fresh_dx(&d->conv);   /* k 1: the residual */
     case OP_ATTENTION:
     case OP_ADD:
         return 1;

@@ -9,7 +9,8 @@
 /* Adding an op: a row in op_table (tape.c), a forward/backward pair of kernels (ops_real.c) and its
  * dispatch row in exec_real.c. */
 typedef enum {
-    OP_CONV,         /* in[0] -> out; w, b; conv shape in conv */
+    OP_CONV,         /* in[0] -> out; w, b; conv shape in conv; in[1] optional: a residual added to the output
+                        (a pointwise one between plain values: the transformer's additions folded in) */
     OP_LINEAR,       /* (N, in) -> (N, out); w, b */
     OP_GROUPNORM,    /* iarg[0] groups; farg[0] eps; w (gamma), b (beta); saved: mean, rstd (N*G each) */
     OP_SILU,
@@ -171,6 +172,9 @@ int    tape_conv(unet_graph *g, int x, int w, int b, int cout, int k, int stride
  * winit says, and "<name>.bias" (cout) as *binit says, or no bias when binit is NULL (the shapes, and the fan-in
  * of INIT_FANIN_UNIFORM, are set here). */
 int    tape_token_linear(unet_graph *g, int x, int cout, param_spec winit, const param_spec *binit, const char *name);
+/* The same plus the value `residual` (-1: none), added to the output by the same node. */
+int    tape_token_linear_add(unet_graph *g, int x, int cout, param_spec winit, const param_spec *binit, const char *name,
+                             int residual);
 /* LayerNorm over the channels at each position: "<name>.weight" (ones) and "<name>.bias" (zeros). */
 int    tape_layernorm(unet_graph *g, int x, float eps, const char *name);
 /* After the last node: saved buffers, scratch and FLOPs from the op table, then the three placements

@@ -99,8 +99,8 @@ static void col2im_add(real *dx, const real *col, const conv_geom *g) {
             }
 }
 
-void RF(conv_forward)(real *y, const real *x, const real *w, const real *b, int n, const conv_geom *g,
-                      real *scratch, size_t per) {
+void RF(conv_forward)(real *y, const real *x, const real *w, const real *b, const real *residual, int n,
+                      const conv_geom *g, real *scratch, size_t per) {
     const int K = g->cin * g->k * g->k, P = g->ho * g->wo;
     const size_t xs = (size_t)g->cin * g->h * g->w, ys = (size_t)g->cout * P;
     const int pointwise = conv_is_pointwise(g);
@@ -118,14 +118,17 @@ void RF(conv_forward)(real *y, const real *x, const real *w, const real *b, int 
             gemm_rm(0, 0, g->cout, P, K, 1, w, K, col, P, 0, yi, P);
         else
             GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, P, K, 1, w, K, col, P, 0, yi, P);
-        if (b) {
+        const real *ri = residual ? residual + i * ys : NULL;
 #if DF_REAL_F64
-            for (int o = 0; o < g->cout; o++)
-                for (int p = 0; p < P; p++) yi[(size_t)o * P + p] += b[o];
+        for (int o = 0; o < g->cout && (b || ri); o++)
+            for (int p = 0; p < P; p++) {
+                real *v = yi + (size_t)o * P + p;
+                if (b) *v += b[o];
+                if (ri) *v += ri[(size_t)o * P + p];
+            }
 #else
-            vec_add_row_bias(yi, b, g->cout, (size_t)P);
+        if (b || ri) vec_add_bias_residual(yi, b, ri, g->cout, (size_t)P);
 #endif
-        }
     }
 }
 
@@ -184,13 +187,14 @@ static void RF(pointwise_backward)(real *dx, real *dw, real *db, const real *dy,
     }
 }
 
-void RF(conv_backward)(real *dx, real *dw, real *db, const real *dy, const real *x, const real *w, int n,
-                       const conv_geom *g, real *scratch, size_t per, int dx_fresh) {
+void RF(conv_backward)(real *dx, real *dw, real *db, real *dresidual, const real *dy, const real *x, const real *w,
+                       int n, const conv_geom *g, real *scratch, size_t per, unsigned fresh) {
+    if (dresidual) RF(add_backward)(dresidual, NULL, dy, 1, (size_t)n * g->cout * g->ho * g->wo, fresh >> 1 & 1);
     if (conv_is_pointwise(g)) {
-        RF(pointwise_backward)(dx, dw, db, dy, x, w, n, g, scratch, dx_fresh);
+        RF(pointwise_backward)(dx, dw, db, dy, x, w, n, g, scratch, fresh & 1);
         return;
     }
-    DF_ASSERT(!dx_fresh);
+    DF_ASSERT(!(fresh & 1));
     const int K = g->cin * g->k * g->k, P = g->ho * g->wo;
     const size_t xs = (size_t)g->cin * g->h * g->w, ys = (size_t)g->cout * P;
     const size_t KP = (size_t)K * P, WK = (size_t)g->cout * K;

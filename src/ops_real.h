@@ -6,12 +6,13 @@
 
 /* Per-thread scratch (in elements) the conv forward and backward need. */
 size_t RF(conv_scratch)(const conv_geom *g);
-void RF(conv_forward)(real *y, const real *x, const real *w, const real *b, int n, const conv_geom *g,
-                      real *scratch, size_t scratch_per_thread);
-/* dx_fresh: dx holds no gradient yet and is written, not added to (pointwise convolutions only; see
- * conv_writes_fresh_dx). */
-void RF(conv_backward)(real *dx, real *dw, real *db, const real *dy, const real *x, const real *w, int n,
-                       const conv_geom *g, real *scratch, size_t scratch_per_thread, int dx_fresh);
+/* residual (NULL: none): added to the output, shaped like it (plain layout) */
+void RF(conv_forward)(real *y, const real *x, const real *w, const real *b, const real *residual, int n,
+                      const conv_geom *g, real *scratch, size_t scratch_per_thread);
+/* fresh bit 0: dx holds no gradient yet and is written, not added to (pointwise convolutions only; see
+ * conv_writes_fresh_dx); bit 1: the same for dresidual, the residual's gradient (NULL: none). */
+void RF(conv_backward)(real *dx, real *dw, real *db, real *dresidual, const real *dy, const real *x, const real *w,
+                       int n, const conv_geom *g, real *scratch, size_t scratch_per_thread, unsigned fresh);
 /* Whether conv_backward writes a fresh dx itself (the caller then skips zeroing it). */
 static inline int conv_writes_fresh_dx(const conv_geom *g) { return conv_is_pointwise(g); }
 

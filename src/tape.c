@@ -133,6 +133,11 @@ int tape_conv(unet_graph *g, int x, int w, int b, int cout, int k, int stride, c
 }
 
 int tape_token_linear(unet_graph *g, int x, int cout, param_spec winit, const param_spec *binit, const char *name) {
+    return tape_token_linear_add(g, x, cout, winit, binit, name, -1);
+}
+
+int tape_token_linear_add(unet_graph *g, int x, int cout, param_spec winit, const param_spec *binit, const char *name,
+                          int residual) {
     if (g->err) return -1;
     const int cin = g->vals[x].c;
     winit.shape[0] = cout, winit.shape[1] = cin, winit.shape[2] = winit.shape[3] = 0;
@@ -146,7 +151,9 @@ int tape_token_linear(unet_graph *g, int x, int cout, param_spec winit, const pa
         b = tape_param(g, bs, "%s.bias", name);
     }
     static const int no_pad[4] = {0};
-    return tape_conv(g, x, w, b, cout, 1, 1, no_pad);
+    const int y = tape_conv(g, x, w, b, cout, 1, 1, no_pad);
+    if (y >= 0 && residual >= 0) g->nodes[g->nnodes - 1].in[1] = residual;
+    return y;
 }
 
 int tape_layernorm(unet_graph *g, int x, float eps, const char *name) {
@@ -413,7 +420,8 @@ void tape_set_layout(unet_graph *g, int blk) {
     }
     for (int i = 0; i < g->nnodes; i++) {
         const gnode *d = &g->nodes[i];
-        if (op_table[d->op].layout != LAYOUT_PLAIN) continue;
+        /* a convolution with a residual works on plain values only */
+        if (op_table[d->op].layout != LAYOUT_PLAIN && !(d->op == OP_CONV && d->in[1] >= 0)) continue;
         for (int k = 0; k < 3; k++)
             if (d->in[k] >= 0) g->vals[d->in[k]].blk = 1;
         g->vals[d->out].blk = 1;

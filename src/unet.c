@@ -204,12 +204,16 @@ static int attention(builder *B, int x, attention_args a, const char *fmt, ...) 
 
 /* ---- the condition model's attention: Transformer2DModel ------------------------------------------------ */
 
-/* A Linear at every position, PyTorch's default init, with or without its bias. */
-static int token_linear(builder *B, int x, const char *pre, const char *what, int cout, int bias) {
+/* A Linear at every position, PyTorch's default init, with or without its bias; plus `residual` (-1: none) by
+ * the same node. */
+static int token_linear_add(builder *B, int x, const char *pre, const char *what, int cout, int bias, int residual) {
     char name[256];
     snprintf(name, sizeof name, "%s.%s", pre, what);
     const param_spec init = {.init = INIT_FANIN_UNIFORM};
-    return tape_token_linear(B->g, x, cout, init, bias ? &init : NULL, name);
+    return tape_token_linear_add(B->g, x, cout, init, bias ? &init : NULL, name, residual);
+}
+static int token_linear(builder *B, int x, const char *pre, const char *what, int cout, int bias) {
+    return token_linear_add(B, x, pre, what, cout, bias, -1);
 }
 
 /* diffusers' LayerNorm of a BasicTransformerBlock (eps 1e-5), over the channels at each position. */
@@ -220,8 +224,10 @@ static int layernorm(builder *B, int x, const char *pre, const char *what) {
 }
 
 /* diffusers' Attention as a BasicTransformerBlock has it: to_q, to_k, to_v without biases (keys and values
- * from kv: the block's own positions, or the text states), softmax(q k^T / sqrt(d)) v, to_out.0. */
-static int transformer_attention(builder *B, int x, int kv, int heads, const char *pre, const char *what) {
+ * from kv: the block's own positions, or the text states), softmax(q k^T / sqrt(d)) v, to_out.0; plus the
+ * residual, added by to_out.0's node. */
+static int transformer_attention(builder *B, int x, int kv, int heads, const char *pre, const char *what,
+                                 int residual) {
     char name[200];
     snprintf(name, sizeof name, "%s.%s", pre, what);
     const int c = ERR ? 0 : V(x).c;
@@ -232,7 +238,7 @@ static int transformer_attention(builder *B, int x, int kv, int heads, const cha
     if (!d) return -1;
     d->iarg[0] = heads;
     d->farg[0] = (float)(1.0 / sqrt((double)(c / heads)));
-    return token_linear(B, d->out, name, "to_out.0", c, 1);
+    return token_linear_add(B, d->out, name, "to_out.0", c, 1, residual);
 }
 
 /* BasicTransformerBlock: x + attn1(norm1 x); + attn2(norm2 x, text); + ff(norm3 x), ff a GEGLU to 4x the
@@ -241,15 +247,14 @@ static int transformer_block(builder *B, int x, int heads, const char *pre) {
     if (ERR) return -1;
     const int c = V(x).c;
     int h = layernorm(B, x, pre, "norm1");
-    x = binary(B, OP_ADD, transformer_attention(B, h, h, heads, pre, "attn1"), x, 1);
+    x = transformer_attention(B, h, h, heads, pre, "attn1", x);
     h = layernorm(B, x, pre, "norm2");
-    x = binary(B, OP_ADD, transformer_attention(B, h, B->ctx, heads, pre, "attn2"), x, 1);
+    x = transformer_attention(B, h, B->ctx, heads, pre, "attn2", x);
     h = token_linear(B, layernorm(B, x, pre, "norm3"), pre, "ff.net.0.proj", 2 * 4 * c, 1);
     if (ERR) return -1;
     gnode *d = tape_node(B->g, OP_GEGLU, h, -1, -1, tape_value(B->g, V(h).n, 4 * c, V(h).h, V(h).w));
     if (!d) return -1;
-    h = token_linear(B, d->out, pre, "ff.net.2", c, 1);
-    return binary(B, OP_ADD, h, x, 1);
+    return token_linear_add(B, d->out, pre, "ff.net.2", c, 1, x);
 }
 
 /* Transformer2DModel on an image: GroupNorm (eps 1e-6), proj_in (a 1x1 convolution, or a Linear), `layers`

@@ -350,14 +350,23 @@ BODY void vec_row_sums_body(float *s, const float *x, int rows, size_t cols) {
 }
 DISPATCH(vec_row_sums, (float *s, const float *x, int rows, size_t cols), (s, x, rows, cols))
 
-BODY void vec_add_row_bias_body(float *y, const float *b, int rows, size_t cols) {
+BODY void vec_add_bias_residual_body(float *y, const float *b, const float *res, int rows, size_t cols) {
     for (int r = 0; r < rows; r++) {
         float *p = y + (size_t)r * cols;
-        const float v = b[r];
-        for (size_t j = 0; j < cols; j++) p[j] += v;
+        const float v = b ? b[r] : 0;
+        if (!res) {
+            for (size_t j = 0; j < cols; j++) p[j] += v;
+            continue;
+        }
+        const float *q = res + (size_t)r * cols;
+        if (b)
+            for (size_t j = 0; j < cols; j++) p[j] = (p[j] + v) + q[j];
+        else
+            for (size_t j = 0; j < cols; j++) p[j] += q[j];
     }
 }
-DISPATCH(vec_add_row_bias, (float *y, const float *b, int rows, size_t cols), (y, b, rows, cols))
+DISPATCH(vec_add_bias_residual, (float *y, const float *b, const float *res, int rows, size_t cols),
+         (y, b, res, rows, cols))
 
 BODY void vec_layernorm_body(float *Y, float *mean, float *rstd, const float *X, const float *gamma, const float *beta,
                              int c, size_t L, float eps, float *m, float *v) {

@@ -35,9 +35,9 @@ void vec_norm_silu_dx(float *dx, const float *dy, const float *x, size_t npix, i
 void vec_lane_stats(const float *x, size_t npix, int blk, const float *mu, double *S, double *Q);
 
 /* Rows of a channel-major image (rows x cols): s[r] += the sum of row r (16 interleaved lanes, a fixed order);
- * y[r][j] += b[r]. */
+ * y[r][j] = (y[r][j] + b[r]) + res[r][j], b or res NULL when absent. */
 void vec_row_sums(float *s, const float *x, int rows, size_t cols);
-void vec_add_row_bias(float *y, const float *b, int rows, size_t cols);
+void vec_add_bias_residual(float *y, const float *b, const float *res, int rows, size_t cols);
 
 /* LayerNorm of one image (c channels x L positions) over its channels, the positions in lanes; m, v, s1, s2:
  * L floats of workspace each. vec_layernorm_dx adds the input's gradient (writes it when fresh); vec_layernorm_dgamma adds one

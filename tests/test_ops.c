@@ -9,11 +9,11 @@
 #include <string.h>
 
 /* Declarations of the float32 variants used for the precision comparison. */
-void conv_forward_f32(float *y, const float *x, const float *w, const float *b, int n, const conv_geom *g,
-                      float *scratch, size_t per);
+void conv_forward_f32(float *y, const float *x, const float *w, const float *b, const float *residual, int n,
+                      const conv_geom *g, float *scratch, size_t per);
 size_t conv_scratch_f32(const conv_geom *g);
-void   conv_backward_f32(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, int n,
-                         const conv_geom *g, float *scratch, size_t per, int dx_fresh);
+void   conv_backward_f32(float *dx, float *dw, float *db, float *dres, const float *dy, const float *x, const float *w,
+                         int n, const conv_geom *g, float *scratch, size_t per, unsigned fresh);
 void   layernorm_forward_f32(float *y, float *mean, float *rstd, const float *x, const float *gamma, const float *beta,
                              int n, int c, int L, float eps, double *work);
 void   layernorm_backward_f32(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
@@ -103,16 +103,18 @@ typedef struct {
 
 static void conv_case_fwd(op_case *c, double *y) {
     conv_case *k = (conv_case *)c;
-    conv_forward_f64(y, c->in[0], c->in[1], c->in[2], k->n, &k->g, c->scratch, c->per);
+    conv_forward_f64(y, c->in[0], c->in[1], c->in[2], c->nin > 3 ? c->in[3] : NULL, k->n, &k->g, c->scratch, c->per);
 }
 
 static void conv_case_bwd(op_case *c, const double *dy, double **din) {
     conv_case *k = (conv_case *)c;
-    conv_backward_f64(din[0], din[1], din[2], dy, c->in[0], c->in[1], k->n, &k->g, c->scratch, c->per, 0);
+    conv_backward_f64(din[0], din[1], din[2], c->nin > 3 ? din[3] : NULL, dy, c->in[0], c->in[1], k->n, &k->g,
+                      c->scratch, c->per, 0);
 }
 
+/* residual: a fourth input added to the output (the transformer's folded additions) */
 static void run_conv(int n, int cin, int h, int w, int cout, int ks, int stride, int pt, int pl, int pb, int pr,
-                     uint64_t seed) {
+                     uint64_t seed, int residual) {
     df_rng r;
     df_rng_init(&r, seed);
     conv_case k = {0};
@@ -120,13 +122,14 @@ static void run_conv(int n, int cin, int h, int w, int cout, int ks, int stride,
     int ho = (h + pt + pb - ks) / stride + 1, wo = (w + pl + pr - ks) / stride + 1;
     k.g = (conv_geom){cin, h, w, cout, ks, stride, pt, pl, ho, wo};
     op_case *c = &k.base;
-    c->name = "conv";
-    c->nin = 3;
+    c->name = residual ? "conv + residual" : "conv";
+    c->nin = residual ? 4 : 3;
     c->in_n[0] = (size_t)n * cin * h * w, c->in_name[0] = "x";
     c->in_n[1] = (size_t)cout * cin * ks * ks, c->in_name[1] = "w";
     c->in_n[2] = (size_t)cout, c->in_name[2] = "b";
-    for (int i = 0; i < 3; i++) c->in[i] = rand_vec(&r, c->in_n[i], 1.0);
     c->out_n = (size_t)n * cout * ho * wo;
+    c->in_n[3] = c->out_n, c->in_name[3] = "residual";
+    for (int i = 0; i < c->nin; i++) c->in[i] = rand_vec(&r, c->in_n[i], 1.0);
     c->per = conv_scratch_f64(&k.g);
     c->scratch = malloc(c->per * (size_t)omp_get_max_threads() * sizeof(double));
     c->fwd = conv_case_fwd;
@@ -140,7 +143,7 @@ static void run_conv(int n, int cin, int h, int w, int cout, int ks, int stride,
         for (int o = 0; o < cout; o++)
             for (int oy = 0; oy < ho; oy++)
                 for (int ox = 0; ox < wo; ox++) {
-                    double s = c->in[2][o];
+                    double s = c->in[2][o] + (residual ? c->in[3][(((size_t)i * cout + o) * ho + oy) * wo + ox] : 0);
                     for (int ci = 0; ci < cin; ci++)
                         for (int a = 0; a < ks; a++)
                             for (int b = 0; b < ks; b++) {
@@ -155,28 +158,30 @@ static void run_conv(int n, int cin, int h, int w, int cout, int ks, int stride,
 
     /* float32 forward against the float64 one */
     float *xf = malloc(c->in_n[0] * 4), *wf = malloc(c->in_n[1] * 4), *bf = malloc(c->in_n[2] * 4),
-          *yf = malloc(c->out_n * 4);
+          *yf = malloc(c->out_n * 4), *rf = malloc(c->out_n * 4);
+    for (size_t i = 0; i < c->out_n; i++) rf[i] = residual ? (float)c->in[3][i] : 0;
     for (size_t i = 0; i < c->in_n[0]; i++) xf[i] = (float)c->in[0][i];
     for (size_t i = 0; i < c->in_n[1]; i++) wf[i] = (float)c->in[1][i];
     for (size_t i = 0; i < c->in_n[2]; i++) bf[i] = (float)c->in[2][i];
     size_t perf = conv_scratch_f32(&k.g);
     float *sf = malloc(perf * (size_t)omp_get_max_threads() * 4);
-    conv_forward_f32(yf, xf, wf, bf, n, &k.g, sf, perf);
+    conv_forward_f32(yf, xf, wf, bf, residual ? rf : NULL, n, &k.g, sf, perf);
     double d32 = 0, ymax = 0;
     for (size_t i = 0; i < c->out_n; i++) d32 = fmax(d32, fabs(yf[i] - y[i])), ymax = fmax(ymax, fabs(y[i]));
     CHECK(d32 / ymax < 1e-5, "conv float32 vs float64: relative %.3g", d32 / ymax);
-    free(xf), free(wf), free(bf), free(yf), free(sf), free(y);
-    for (int i = 0; i < 3; i++) free(c->in[i]);
+    free(xf), free(wf), free(bf), free(yf), free(rf), free(sf), free(y);
+    for (int i = 0; i < c->nin; i++) free(c->in[i]);
     free(c->scratch);
 }
 
 TEST(conv_gradcheck) {
     for (uint64_t s = 1; s <= 3; s++) {
-        run_conv(2, 3, 6, 5, 4, 3, 1, 1, 1, 1, 1, s);   /* 3x3, pad 1 */
-        run_conv(2, 3, 6, 6, 2, 3, 2, 1, 1, 1, 1, s);   /* 3x3 stride 2, pad 1 */
-        run_conv(2, 2, 6, 6, 3, 3, 2, 0, 0, 1, 1, s);   /* diffusers' downsample_padding 0 */
-        run_conv(3, 5, 4, 4, 3, 1, 1, 0, 0, 0, 0, s);   /* 1x1 */
-        run_conv(1, 2, 5, 7, 2, 3, 1, 0, 0, 0, 0, s);   /* valid 3x3 */
+        run_conv(2, 3, 6, 5, 4, 3, 1, 1, 1, 1, 1, s, 0);   /* 3x3, pad 1 */
+        run_conv(2, 3, 6, 6, 2, 3, 2, 1, 1, 1, 1, s, 0);   /* 3x3 stride 2, pad 1 */
+        run_conv(2, 2, 6, 6, 3, 3, 2, 0, 0, 1, 1, s, 0);   /* diffusers' downsample_padding 0 */
+        run_conv(3, 5, 4, 4, 3, 1, 1, 0, 0, 0, 0, s, 0);   /* 1x1 */
+        run_conv(3, 5, 4, 4, 3, 1, 1, 0, 0, 0, 0, s, 1);   /* 1x1 with a residual (a transformer's addition) */
+        run_conv(1, 2, 5, 7, 2, 3, 1, 0, 0, 0, 0, s, 0);   /* valid 3x3 */
     }
 }
 
@@ -621,10 +626,10 @@ TEST(pointwise_and_layernorm_f32_match_f64) {
     const size_t pf = conv_scratch_f32(&g), pd = conv_scratch_f64(&g);
     float *sf = malloc(sizeof(float) * pf * (size_t)omp_get_max_threads());
     double *sd = malloc(sizeof(double) * pd * (size_t)omp_get_max_threads());
-    conv_forward_f32(yf, xf, wf, bf, N, &g, sf, pf), conv_forward_f64(yd, xd, wd, bd, N, &g, sd, pd);
+    conv_forward_f32(yf, xf, wf, bf, NULL, N, &g, sf, pf), conv_forward_f64(yd, xd, wd, bd, NULL, N, &g, sd, pd);
     memset(dwf, 0, sizeof dwf), memset(dbf, 0, sizeof dbf), memset(dwd, 0, sizeof dwd), memset(dbd, 0, sizeof dbd);
-    conv_backward_f32(dxf, dwf, dbf, dyf, xf, wf, N, &g, sf, pf, 0);
-    conv_backward_f64(dxd, dwd, dbd, dyd, xd, wd, N, &g, sd, pd, 0);
+    conv_backward_f32(dxf, dwf, dbf, NULL, dyf, xf, wf, N, &g, sf, pf, 0);
+    conv_backward_f64(dxd, dwd, dbd, NULL, dyd, xd, wd, N, &g, sd, pd, 0);
     const double e[4] = {rel_err_f(yf, yd, YN), rel_err_f(dxf, dxd, XN), rel_err_f(dwf, dwd, WN), rel_err_f(dbf, dbd, CO)};
     printf("    pointwise float32 against float64: y %.2g, dx %.2g, dw %.2g, db %.2g of their scale\n", e[0], e[1],
            e[2], e[3]);
@@ -632,14 +637,14 @@ TEST(pointwise_and_layernorm_f32_match_f64) {
     const int threads = omp_get_max_threads();
     omp_set_num_threads(1);
     memset(dwf1, 0, sizeof dwf1), memset(dbf1, 0, sizeof dbf1);
-    conv_backward_f32(NULL, dwf1, dbf1, dyf, xf, wf, N, &g, sf, pf, 0);
+    conv_backward_f32(NULL, dwf1, dbf1, NULL, dyf, xf, wf, N, &g, sf, pf, 0);
     omp_set_num_threads(threads);
     CHECK(!memcmp(dwf1, dwf, sizeof dwf) && !memcmp(dbf1, dbf, sizeof dbf),
           "pointwise weight gradients differ between 1 and %d threads", threads);
     /* told that dx is fresh, the backward pass writes it: over garbage, the bits of adding into zeros */
     static float dxf1[XN];
     for (int i = 0; i < XN; i++) dxf1[i] = NAN;
-    conv_backward_f32(dxf1, NULL, NULL, dyf, xf, wf, N, &g, sf, pf, 1);
+    conv_backward_f32(dxf1, NULL, NULL, NULL, dyf, xf, wf, N, &g, sf, pf, 1);
     CHECK(same_f(dxf1, dxf, XN), "a fresh pointwise dx differs from one added into zeros");
     free(sf), free(sd);
 
