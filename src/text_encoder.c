@@ -168,27 +168,23 @@ df_status df_text_config_save(const df_text_config *c, const char *path) {
 
 /* ---- the network --------------------------------------------------------------------------------------- */
 
-/* A Linear at every token of the (n, in, 1, L) value, weight N(0, std^2), bias 0 (transformers' init for CLIP). */
-static int token_linear(unet_graph *g, int x, int cout, float std, const char *pre, const char *what) {
+/* A Linear at every token of the (n, in, 1, L) value, weight N(0, std^2), bias 0 (transformers' init for CLIP);
+ * plus `residual` (-1: none), added by the same node. */
+static int token_linear_add(unet_graph *g, int x, int cout, float std, const char *pre, const char *what,
+                            int residual) {
     char name[112];
     snprintf(name, sizeof name, "%s.%s", pre, what);
     const param_spec zero = {.init = INIT_ZERO};
-    return tape_token_linear(g, x, cout, (param_spec){.init = INIT_NORMAL, .std = std}, &zero, name);
+    return tape_token_linear_add(g, x, cout, (param_spec){.init = INIT_NORMAL, .std = std}, &zero, name, residual);
+}
+static int token_linear(unet_graph *g, int x, int cout, float std, const char *pre, const char *what) {
+    return token_linear_add(g, x, cout, std, pre, what, -1);
 }
 
 static int layer_norm(unet_graph *g, int x, float eps, const char *pre, const char *what) {
     char name[112];
     snprintf(name, sizeof name, "%s.%s", pre, what);
     return tape_layernorm(g, x, eps, name);
-}
-
-static int add(unet_graph *g, int a, int b) {
-    if (g->err) return -1;
-    const gvalue va = g->vals[a];
-    gnode *d = tape_node(g, OP_ADD, a, b, -1, tape_value(g, va.n, va.c, va.h, va.w));
-    if (!d) return -1;
-    d->farg[0] = 1;
-    return d->out;
 }
 
 /* The tape of CLIPTextModel for n texts of L tokens: values (n, hidden, 1, L). */
@@ -220,13 +216,13 @@ static df_status clip_build(const df_text_config *c, int n, int L, unet_graph *g
         if (!a) break;
         a->iarg[0] = heads, a->iarg[1] = 1;   /* causal */
         a->farg[0] = (float)(1.0 / sqrt((double)(D / heads)));
-        h = add(g, h, token_linear(g, a->out, D, out_std, pre, "self_attn.out_proj"));
+        h = token_linear_add(g, a->out, D, out_std, pre, "self_attn.out_proj", h);
         x = layer_norm(g, h, c->layer_norm_eps, pre, "layer_norm2");
         x = token_linear(g, x, c->intermediate_size, fc_std, pre, "mlp.fc1");
         gnode *act = g->err ? NULL : tape_node(g, OP_ACT, x, -1, -1, tape_value(g, n, c->intermediate_size, 1, L));
         if (!act) break;
         act->iarg[0] = (int)c->hidden_act;
-        h = add(g, h, token_linear(g, act->out, D, in_std, pre, "mlp.fc2"));
+        h = token_linear_add(g, act->out, D, in_std, pre, "mlp.fc2", h);
     }
     g->out = layer_norm(g, h, c->layer_norm_eps, "text_model", "final_layer_norm");
     if (g->err) {

@@ -21,8 +21,7 @@ void RF(layernorm_forward)(real *y, real *mean, real *rstd, const real *x, const
         real *Y = y + (size_t)b * c * L;
 #if !DF_REAL_F64
         vec_layernorm(Y, mean + (size_t)b * L, rstd + (size_t)b * L, X, gamma, beta, c, (size_t)L, eps, m, v);
-        continue;
-#endif
+#else
         for (int l = 0; l < L; l++) m[l] = v[l] = 0;
         for (int ci = 0; ci < c; ci++)
             for (int l = 0; l < L; l++) m[l] += X[(size_t)ci * L + l];
@@ -43,6 +42,7 @@ void RF(layernorm_forward)(real *y, real *mean, real *rstd, const real *x, const
                 Y[i] = (X[i] - m[l]) * v[l] * g + be;
             }
         }
+#endif
     }
 }
 
@@ -62,12 +62,12 @@ void RF(layernorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy,
                 const real *M = mean + (size_t)b * L, *R = rstd + (size_t)b * L;
 #if !DF_REAL_F64
                 vec_layernorm_dgamma(ag, ab, dy + o, x + o, M, R, (size_t)L);
-                continue;
-#endif
+#else
                 for (int l = 0; l < L; l++) {
                     const double xh = (x[o + l] - M[l]) * R[l];
                     ag[l] += dy[o + l] * xh, ab[l] += dy[o + l];
                 }
+#endif
             }
             for (int l = 0; l < L; l++) sg += ag[l], sb += ab[l];
             if (dgamma) dgamma[ci] += (real)sg;
@@ -82,8 +82,7 @@ void RF(layernorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy,
                    *R = rstd + (size_t)b * L;
 #if !DF_REAL_F64
         vec_layernorm_dx(dx + (size_t)b * c * L, DY, X, M, R, gamma, c, (size_t)L, s1, s2, dx_fresh);
-        continue;
-#endif
+#else
         for (int l = 0; l < L; l++) s1[l] = s2[l] = 0;
         for (int ci = 0; ci < c; ci++)
             for (int l = 0; l < L; l++) {
@@ -99,6 +98,7 @@ void RF(layernorm_backward)(real *dx, real *dgamma, real *dbeta, const real *dy,
                 const real xh = (X[i] - M[l]) * R[l], g = R[l] * (gamma[ci] * DY[i] - s1[l] - xh * s2[l]);
                 DX[i] = dx_fresh ? g : DX[i] + g;
             }
+#endif
     }
 }
 
